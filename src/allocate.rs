@@ -1,0 +1,775 @@
+//! The allocator. PURE: it sees a snapshot of taken ports, the services to fill, the requests
+//! and a [`Probe`]; it returns the worktree's complete port set or an error. No files, no git,
+//! no sockets, no output: the caller probes through the trait and decides what to save.
+//!
+//! Strategy `ranges`: every service gets the lowest port of its range that no registry entry
+//! holds (any worktree, any service), that is not reserved and that the probe reports free.
+//! Ports in the `avoid` ranges (the kernel's ephemeral ports) are taken only when the rest of
+//! the range is exhausted. All services or none: an error means nothing changed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use serde_json::json;
+
+use crate::config::{MIN_PORT, Protocol, Service};
+use crate::error::{Code, Error};
+
+/// Who holds a busy port on this machine, as far as the OS tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// Process id, when readable.
+    pub pid: Option<u32>,
+    /// Command name (`/proc/<pid>/comm`), when readable.
+    pub command: Option<String>,
+    /// Owner uid of the socket, when the process itself is not readable.
+    pub uid: Option<u32>,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.pid, &self.command, self.uid) {
+            (Some(pid), Some(cmd), _) => write!(f, "pid {pid} ({cmd})"),
+            (Some(pid), None, _) => write!(f, "pid {pid}"),
+            (None, _, Some(uid)) => write!(f, "a process of uid {uid} (not readable by you)"),
+            (None, _, None) => f.write_str("another process"),
+        }
+    }
+}
+
+/// Asks the machine whether a port is free. Implemented by `probe::SystemProbe`, and by fakes
+/// in tests and benchmarks.
+pub trait Probe {
+    /// True when a server could bind `port` for `protocol` right now.
+    fn is_free(&self, port: u16, protocol: Protocol) -> bool;
+    /// Who holds `port`, if anyone can tell (only called on the error path).
+    fn holder(&self, port: u16, protocol: Protocol) -> Option<Holder>;
+}
+
+/// The owner of a registered port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Registry key of the worktree.
+    pub worktree: String,
+    /// Service name.
+    pub service: String,
+}
+
+/// Every port registered to any worktree, built once from the registry (later: from several).
+#[derive(Debug, Clone, Default)]
+pub struct Taken {
+    owners: HashMap<u16, Owner>,
+}
+
+impl Taken {
+    /// An empty snapshot.
+    pub fn new() -> Taken {
+        Taken::default()
+    }
+
+    /// Record that `worktree`'s `service` holds `port`.
+    pub fn insert(&mut self, port: u16, worktree: &str, service: &str) {
+        self.owners.insert(
+            port,
+            Owner {
+                worktree: worktree.to_string(),
+                service: service.to_string(),
+            },
+        );
+    }
+
+    /// Who holds `port`, if anyone.
+    pub fn owner(&self, port: u16) -> Option<&Owner> {
+        self.owners.get(&port)
+    }
+}
+
+/// What the caller asks for one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// The automatic choice (keep the current port if there is one).
+    Auto,
+    /// This exact port (validated here, so it may be out of u16 range).
+    Pin(u32),
+}
+
+/// Everything the allocator reads.
+pub struct Request<'a> {
+    /// Registry key of the worktree being allocated.
+    pub worktree: &'a str,
+    /// Services the worktree must have (config order).
+    pub services: &'a [Service],
+    /// The ports this worktree holds now (may include services the config no longer has).
+    pub current: &'a BTreeMap<String, u16>,
+    /// Per-service requests; services not named here are `Auto`.
+    pub wants: &'a BTreeMap<String, Want>,
+    /// Ports held by every worktree, this one included.
+    pub taken: &'a Taken,
+    /// Ports never handed out (config `reserved`).
+    pub reserved: &'a [RangeInclusive<u16>],
+    /// Ports automatic choices take last (the kernel's ephemeral range).
+    pub avoid: &'a [RangeInclusive<u16>],
+}
+
+/// One change the allocation made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A service got its first port.
+    Assigned {
+        /// Service name.
+        service: String,
+        /// The new port.
+        port: u16,
+    },
+    /// A pin moved a service; `from` goes back to the pool.
+    Moved {
+        /// Service name.
+        service: String,
+        /// The port given back.
+        from: u16,
+        /// The new port.
+        to: u16,
+    },
+}
+
+/// A successful allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The worktree's complete port set after the allocation.
+    pub ports: BTreeMap<String, u16>,
+    /// What changed (empty: nothing to save).
+    pub changes: Vec<Change>,
+    /// Things the user should know (a port taken from the ephemeral range).
+    pub warnings: Vec<String>,
+}
+
+/// Allocate ports for one worktree. See the module docs for the rules.
+pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Error> {
+    for name in req.wants.keys() {
+        if !req.services.iter().any(|s| &s.name == name) {
+            let names: Vec<&str> = req.services.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::new(
+                Code::UnknownService,
+                format!(
+                    "unknown service {name:?}; this worktree's services are: {}",
+                    names.join(", ")
+                ),
+            )
+            .with_details(json!({"service": name, "services": names})));
+        }
+    }
+
+    let mut ctx = Ctx {
+        req,
+        probe,
+        chosen: HashSet::new(),
+    };
+    let mut ports = req.current.clone();
+    let mut changes = Vec::new();
+    let mut warnings = Vec::new();
+
+    // Pins first, so an automatic choice never takes a port pinned in the same request.
+    for svc in req.services {
+        let Some(Want::Pin(pin)) = req.wants.get(&svc.name).copied() else {
+            continue;
+        };
+        let current = req.current.get(&svc.name).copied();
+        if current.map(u32::from) == Some(pin) {
+            continue;
+        }
+        let port = ctx.check_pin(svc, pin)?;
+        ctx.chosen.insert(port);
+        ports.insert(svc.name.clone(), port);
+        changes.push(match current {
+            Some(from) => Change::Moved {
+                service: svc.name.clone(),
+                from,
+                to: port,
+            },
+            None => Change::Assigned {
+                service: svc.name.clone(),
+                port,
+            },
+        });
+    }
+
+    for svc in req.services {
+        if ports.contains_key(&svc.name) {
+            continue;
+        }
+        let (port, warning) = ctx.choose(svc)?;
+        ctx.chosen.insert(port);
+        warnings.extend(warning);
+        ports.insert(svc.name.clone(), port);
+        changes.push(Change::Assigned {
+            service: svc.name.clone(),
+            port,
+        });
+    }
+
+    Ok(Allocation {
+        ports,
+        changes,
+        warnings,
+    })
+}
+
+/// Why a port cannot be handed to a service.
+enum Refusal {
+    Allocated(Owner),
+    Reserved,
+    InUse,
+}
+
+struct Ctx<'a, 'r> {
+    req: &'a Request<'r>,
+    probe: &'a dyn Probe,
+    /// Ports handed out earlier in this same allocation.
+    chosen: HashSet<u16>,
+}
+
+impl Ctx<'_, '_> {
+    /// Why `port` cannot go to `svc` without asking the OS, or None if it may.
+    fn refuse_known(&self, svc: &Service, port: u16) -> Option<Refusal> {
+        if let Some(owner) = self.req.taken.owner(port) {
+            // A service keeps or re-pins its own port; any other holder refuses it.
+            if !(owner.worktree == self.req.worktree && owner.service == svc.name) {
+                return Some(Refusal::Allocated(owner.clone()));
+            }
+        }
+        if self.chosen.contains(&port) {
+            return Some(Refusal::Allocated(Owner {
+                worktree: self.req.worktree.to_string(),
+                service: "(another service in this request)".to_string(),
+            }));
+        }
+        if port < MIN_PORT || self.req.reserved.iter().any(|r| r.contains(&port)) {
+            return Some(Refusal::Reserved);
+        }
+        None
+    }
+
+    fn usable(&self, svc: &Service, port: u16) -> bool {
+        self.refuse_known(svc, port).is_none() && self.probe.is_free(port, svc.protocol)
+    }
+
+    fn check_pin(&self, svc: &Service, pin: u32) -> Result<u16, Error> {
+        let (lo, hi) = svc.range;
+        let port = match u16::try_from(pin) {
+            Ok(p) if p >= MIN_PORT => p,
+            _ => {
+                return Err(self.with_suggestions(
+                    Error::new(
+                        Code::InvalidPort,
+                        format!(
+                            "port {pin} for {} is outside 1024-65535 (ports below 1024 need root and are never handed out)",
+                            svc.name
+                        ),
+                    )
+                    .with_details(json!({"service": svc.name, "port": pin})),
+                    svc,
+                    pin.min(65535) as u16,
+                ));
+            }
+        };
+        let details = |extra: serde_json::Value| {
+            let mut d = json!({"service": svc.name, "port": port, "range": [lo, hi]});
+            if let (Some(d), Some(e)) = (d.as_object_mut(), extra.as_object()) {
+                d.extend(e.clone());
+            }
+            d
+        };
+        let refusal = match self.refuse_known(svc, port) {
+            Some(r) => Some(r),
+            None if !self.probe.is_free(port, svc.protocol) => Some(Refusal::InUse),
+            None => None,
+        };
+        let err = match refusal {
+            None => return Ok(port),
+            Some(Refusal::Allocated(owner)) => Error::new(
+                Code::PortAllocated,
+                format!(
+                    "port {port} is allocated to worktree {} (service {})",
+                    owner.worktree, owner.service
+                ),
+            )
+            .with_details(details(
+                json!({"worktree": owner.worktree, "owner_service": owner.service}),
+            )),
+            Some(Refusal::Reserved) => Error::new(
+                Code::SystemReserved,
+                format!("port {port} is reserved by the config's `reserved` list"),
+            )
+            .with_details(details(json!({}))),
+            Some(Refusal::InUse) => {
+                let holder = self.probe.holder(port, svc.protocol);
+                let who = holder
+                    .as_ref()
+                    .map_or_else(|| "another process".to_string(), Holder::to_string);
+                Error::new(
+                    Code::PortInUse,
+                    format!("port {port} ({}) is in use by {who}", svc.protocol.as_str()),
+                )
+                .with_details(details(json!({
+                    "protocol": svc.protocol.as_str(),
+                    "pid": holder.as_ref().and_then(|h| h.pid),
+                    "command": holder.as_ref().and_then(|h| h.command.clone()),
+                    "uid": holder.as_ref().and_then(|h| h.uid),
+                })))
+            }
+        };
+        Err(self.with_suggestions(err, svc, port))
+    }
+
+    /// Up to 3 usable ports of `svc`'s range, nearest to `near` first (ties: the lower).
+    fn with_suggestions(&self, err: Error, svc: &Service, near: u16) -> Error {
+        let (lo, hi) = svc.range;
+        let near = near.clamp(lo, hi) as i32;
+        // The service's own current port is no alternative: pinning it changes nothing.
+        let own = self.req.current.get(&svc.name).copied();
+        let mut found = Vec::new();
+        let mut d = 0;
+        while found.len() < 3 && (near - d >= lo as i32 || near + d <= hi as i32) {
+            let below = near - d;
+            let above = near + d;
+            for p in [below, above] {
+                if found.len() < 3
+                    && (lo as i32..=hi as i32).contains(&p)
+                    && !found.contains(&(p as u16))
+                    && own != Some(p as u16)
+                    && self.usable(svc, p as u16)
+                {
+                    found.push(p as u16);
+                }
+            }
+            d += 1;
+        }
+        err.with_suggestions(found)
+    }
+
+    /// The automatic choice for `svc`, with a warning when it had to come from `avoid`.
+    fn choose(&self, svc: &Service) -> Result<(u16, Option<String>), Error> {
+        let (lo, hi) = svc.range;
+        let in_avoid = |p: u16| self.req.avoid.iter().any(|r| r.contains(&p));
+        for p in lo..=hi {
+            if !in_avoid(p) && self.usable(svc, p) {
+                return Ok((p, None));
+            }
+        }
+        for p in lo..=hi {
+            if in_avoid(p) && self.usable(svc, p) {
+                let range = self
+                    .req
+                    .avoid
+                    .iter()
+                    .find(|r| r.contains(&p))
+                    .map(|r| format!("{}-{}", r.start(), r.end()))
+                    .unwrap_or_default();
+                return Ok((
+                    p,
+                    Some(format!(
+                        "{}: port {p} is inside the kernel's ephemeral range {range}, where outgoing connections may grab it; the rest of {lo}-{hi} is taken",
+                        svc.name
+                    )),
+                ));
+            }
+        }
+        Err(self.exhausted(svc))
+    }
+
+    fn exhausted(&self, svc: &Service) -> Error {
+        let (lo, hi) = svc.range;
+        let (mut allocated, mut reserved, mut in_use) = (0, 0, 0);
+        for p in lo..=hi {
+            match self.refuse_known(svc, p) {
+                Some(Refusal::Allocated(_)) => allocated += 1,
+                Some(Refusal::Reserved) => reserved += 1,
+                _ => in_use += 1,
+            }
+        }
+        Error::new(
+            Code::RangeExhausted,
+            format!(
+                "no free port for service {} in {lo}-{hi} ({allocated} allocated to worktrees, {reserved} reserved, {in_use} in use by other processes); run `git worktree-ports prune` or widen [services.{}] range in .worktree-ports/config.toml",
+                svc.name, svc.name
+            ),
+        )
+        .with_details(json!({
+            "service": svc.name,
+            "range": [lo, hi],
+            "allocated": allocated,
+            "reserved": reserved,
+            "in_use": in_use,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, default_env_name};
+    use std::cell::RefCell;
+
+    /// A probe that reports a fixed set of busy ports and counts its calls.
+    #[derive(Default)]
+    struct FakeProbe {
+        busy: HashSet<u16>,
+        udp_busy: HashSet<u16>,
+        calls: RefCell<Vec<u16>>,
+    }
+
+    impl Probe for FakeProbe {
+        fn is_free(&self, port: u16, protocol: Protocol) -> bool {
+            self.calls.borrow_mut().push(port);
+            let tcp = !self.busy.contains(&port);
+            let udp = !self.udp_busy.contains(&port);
+            match protocol {
+                Protocol::Tcp => tcp,
+                Protocol::Udp => udp,
+                Protocol::Both => tcp && udp,
+            }
+        }
+        fn holder(&self, _port: u16, _protocol: Protocol) -> Option<Holder> {
+            Some(Holder {
+                pid: Some(4242),
+                command: Some("nginx".into()),
+                uid: None,
+            })
+        }
+    }
+
+    fn svc(name: &str, lo: u16, hi: u16) -> Service {
+        Service {
+            name: name.into(),
+            range: (lo, hi),
+            env: default_env_name(name),
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    struct Case {
+        worktree: String,
+        services: Vec<Service>,
+        current: BTreeMap<String, u16>,
+        wants: BTreeMap<String, Want>,
+        taken: Taken,
+        reserved: Vec<RangeInclusive<u16>>,
+        avoid: Vec<RangeInclusive<u16>>,
+    }
+
+    impl Case {
+        fn new(services: Vec<Service>) -> Case {
+            Case {
+                worktree: "new".into(),
+                services,
+                current: BTreeMap::new(),
+                wants: BTreeMap::new(),
+                taken: Taken::new(),
+                reserved: vec![],
+                avoid: vec![],
+            }
+        }
+        fn held(mut self, worktree: &str, service: &str, port: u16) -> Case {
+            self.taken.insert(port, worktree, service);
+            if worktree == self.worktree {
+                self.current.insert(service.into(), port);
+            }
+            self
+        }
+        fn pin(mut self, service: &str, port: u32) -> Case {
+            self.wants.insert(service.into(), Want::Pin(port));
+            self
+        }
+        fn run(&self, probe: &FakeProbe) -> Result<Allocation, Error> {
+            allocate(
+                &Request {
+                    worktree: &self.worktree,
+                    services: &self.services,
+                    current: &self.current,
+                    wants: &self.wants,
+                    taken: &self.taken,
+                    reserved: &self.reserved,
+                    avoid: &self.avoid,
+                },
+                probe,
+            )
+        }
+    }
+
+    fn ports(a: &Allocation) -> Vec<(&str, u16)> {
+        a.ports.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+    }
+
+    #[test]
+    fn seed_example_gives_the_next_worktree_8082_and_5434() {
+        let case = Case::new(vec![svc("web", 8080, 8099), svc("db", 5432, 5439)])
+            .held("main", "web", 8080)
+            .held("main", "db", 5432)
+            .held("feature-login", "web", 8081)
+            .held("feature-login", "db", 5433);
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(ports(&a), [("db", 5434), ("web", 8082)]);
+        assert_eq!(a.changes.len(), 2);
+    }
+
+    #[test]
+    fn builtin_services_all_get_their_range_start() {
+        let c = Config::builtin();
+        let a = Case::new(c.services.clone())
+            .run(&FakeProbe::default())
+            .unwrap();
+        assert_eq!(
+            ports(&a),
+            [
+                ("api", 3000),
+                ("db", 5432),
+                ("debug", 5555),
+                ("test", 9000),
+                ("web", 8080)
+            ]
+        );
+    }
+
+    #[test]
+    fn busy_ports_are_skipped_and_own_ports_never_probed() {
+        let probe = FakeProbe {
+            busy: [8080, 8081].into(),
+            ..Default::default()
+        };
+        let a = Case::new(vec![svc("web", 8080, 8099)]).run(&probe).unwrap();
+        assert_eq!(a.ports["web"], 8082);
+
+        // Already allocated: kept even though a server (its own) listens there now.
+        let probe = FakeProbe {
+            busy: [8085].into(),
+            ..Default::default()
+        };
+        let mut case = Case::new(vec![svc("web", 8080, 8099)]);
+        case.worktree = "me".into();
+        let case = case.held("me", "web", 8085);
+        let a = case.run(&probe).unwrap();
+        assert_eq!(a.ports["web"], 8085);
+        assert!(a.changes.is_empty());
+        assert!(probe.calls.borrow().is_empty(), "own port was probed");
+    }
+
+    #[test]
+    fn ports_are_unique_across_services_of_one_worktree() {
+        // Overlapping ranges: the second service must not get the first one's port.
+        let a = Case::new(vec![svc("a", 4000, 4010), svc("b", 4000, 4010)])
+            .run(&FakeProbe::default())
+            .unwrap();
+        assert_eq!(ports(&a), [("a", 4000), ("b", 4001)]);
+    }
+
+    #[test]
+    fn udp_services_check_udp() {
+        let mut s = svc("dns", 5300, 5310);
+        s.protocol = Protocol::Udp;
+        let probe = FakeProbe {
+            busy: [5301].into(),
+            udp_busy: [5300].into(),
+            ..Default::default()
+        };
+        let a = Case::new(vec![s.clone()]).run(&probe).unwrap();
+        assert_eq!(a.ports["dns"], 5301);
+        s.protocol = Protocol::Both;
+        let a = Case::new(vec![s]).run(&probe).unwrap();
+        assert_eq!(a.ports["dns"], 5302);
+    }
+
+    #[test]
+    fn reserved_and_low_ports_are_never_chosen() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099)]);
+        case.reserved = vec![8080..=8090];
+        assert_eq!(case.run(&FakeProbe::default()).unwrap().ports["web"], 8091);
+    }
+
+    #[test]
+    fn ephemeral_ports_come_last_with_a_warning() {
+        let mut case = Case::new(vec![svc("web", 40000, 40010)]);
+        case.avoid = vec![32768..=40005];
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(a.ports["web"], 40006);
+        assert!(a.warnings.is_empty());
+
+        let case = case.held("other", "x", 40006);
+        let mut case = case;
+        for p in 40007..=40010 {
+            case = case.held("other", &format!("s{p}"), p);
+        }
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(a.ports["web"], 40000);
+        assert!(
+            a.warnings[0].contains("ephemeral range 32768-40005"),
+            "{:?}",
+            a.warnings
+        );
+    }
+
+    #[test]
+    fn pin_is_honoured_and_moves_an_existing_port() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099), svc("db", 5432, 5439)]);
+        case.worktree = "me".into();
+        let case = case
+            .held("me", "web", 8080)
+            .held("me", "db", 5432)
+            .pin("web", 8095);
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(ports(&a), [("db", 5432), ("web", 8095)]);
+        assert_eq!(
+            a.changes,
+            [Change::Moved {
+                service: "web".into(),
+                from: 8080,
+                to: 8095
+            }]
+        );
+        // Pinning a port outside the range is allowed: a pin is explicit.
+        let a = Case::new(vec![svc("web", 8080, 8099)])
+            .pin("web", 18000)
+            .run(&FakeProbe::default())
+            .unwrap();
+        assert_eq!(a.ports["web"], 18000);
+    }
+
+    #[test]
+    fn pin_to_own_current_port_is_a_no_op() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099)]);
+        case.worktree = "me".into();
+        let case = case.held("me", "web", 8083).pin("web", 8083);
+        let probe = FakeProbe {
+            busy: [8083].into(),
+            ..Default::default()
+        };
+        let a = case.run(&probe).unwrap();
+        assert!(a.changes.is_empty());
+    }
+
+    #[test]
+    fn auto_choices_skip_pinned_ports_of_the_same_request() {
+        let a = Case::new(vec![svc("a", 4000, 4010), svc("b", 4000, 4010)])
+            .pin("b", 4000)
+            .run(&FakeProbe::default())
+            .unwrap();
+        assert_eq!(ports(&a), [("a", 4001), ("b", 4000)]);
+    }
+
+    #[test]
+    fn pin_errors_carry_codes_and_three_nearest_suggestions() {
+        let base = || {
+            Case::new(vec![svc("web", 8080, 8099)])
+                .held("feature", "web", 8085)
+                .held("feature", "db", 8084)
+        };
+        let e = base()
+            .pin("web", 8085)
+            .run(&FakeProbe::default())
+            .unwrap_err();
+        assert_eq!(e.code, Code::PortAllocated);
+        assert!(e.message.contains("worktree feature"), "{}", e.message);
+        // 8084 is taken too: nearest free are 8086, 8083, 8087 (ties go to the lower port).
+        assert_eq!(e.suggestions, [8086, 8083, 8087]);
+        assert_eq!(e.details["worktree"], "feature");
+
+        let probe = FakeProbe {
+            busy: [8090].into(),
+            ..Default::default()
+        };
+        let e = base().pin("web", 8090).run(&probe).unwrap_err();
+        assert_eq!(e.code, Code::PortInUse);
+        assert!(e.message.contains("pid 4242 (nginx)"), "{}", e.message);
+        assert_eq!(e.suggestions, [8089, 8091, 8088]);
+
+        let e = base()
+            .pin("web", 80)
+            .run(&FakeProbe::default())
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidPort);
+        assert_eq!(e.suggestions, [8080, 8081, 8082]);
+        let e = base()
+            .pin("web", 70000)
+            .run(&FakeProbe::default())
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidPort);
+        assert_eq!(e.suggestions, [8099, 8098, 8097]);
+
+        let mut case = base().pin("web", 8092);
+        case.reserved = vec![8090..=8093];
+        let e = case.run(&FakeProbe::default()).unwrap_err();
+        assert_eq!(e.code, Code::SystemReserved);
+        assert_eq!(e.suggestions, [8094, 8089, 8095]);
+    }
+
+    #[test]
+    fn suggestions_never_offer_the_services_own_current_port() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099)]);
+        case.worktree = "me".into();
+        let case = case
+            .held("main", "web", 8080)
+            .held("me", "web", 8081)
+            .pin("web", 8080);
+        let e = case.run(&FakeProbe::default()).unwrap_err();
+        assert_eq!(e.code, Code::PortAllocated);
+        assert_eq!(e.suggestions, [8082, 8083, 8084]);
+    }
+
+    #[test]
+    fn pin_to_a_port_of_another_own_service_is_refused() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099), svc("api", 8080, 8099)]);
+        case.worktree = "me".into();
+        let case = case
+            .held("me", "web", 8080)
+            .held("me", "api", 8081)
+            .pin("api", 8080);
+        let e = case.run(&FakeProbe::default()).unwrap_err();
+        assert_eq!(e.code, Code::PortAllocated);
+        assert!(e.message.contains("service web"), "{}", e.message);
+    }
+
+    #[test]
+    fn unknown_service_in_a_pin() {
+        let e = Case::new(vec![svc("web", 8080, 8099)])
+            .pin("wbe", 8080)
+            .run(&FakeProbe::default())
+            .unwrap_err();
+        assert_eq!(e.code, Code::UnknownService);
+        assert!(e.message.contains("web"), "{}", e.message);
+    }
+
+    #[test]
+    fn exhaustion_names_service_range_and_causes() {
+        let mut case =
+            Case::new(vec![svc("web", 8080, 8099), svc("db", 5432, 5433)]).held("a", "db", 5432);
+        case.reserved = vec![5433..=5433];
+        let e = case.run(&FakeProbe::default()).unwrap_err();
+        assert_eq!(e.code, Code::RangeExhausted);
+        assert!(
+            e.message.contains("service db in 5432-5433"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("1 allocated"), "{}", e.message);
+        assert!(e.message.contains("1 reserved"), "{}", e.message);
+        assert!(e.message.contains("[services.db]"), "{}", e.message);
+
+        let probe = FakeProbe {
+            busy: (5432..=5433).collect(),
+            ..Default::default()
+        };
+        let e = Case::new(vec![svc("db", 5432, 5433)])
+            .run(&probe)
+            .unwrap_err();
+        assert!(e.message.contains("2 in use"), "{}", e.message);
+    }
+
+    #[test]
+    fn services_dropped_from_the_config_are_kept() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099)]);
+        case.worktree = "me".into();
+        let case = case.held("me", "legacy", 9999);
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(ports(&a), [("legacy", 9999), ("web", 8080)]);
+    }
+}

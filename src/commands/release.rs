@@ -1,0 +1,101 @@
+//! `release [<worktree>] [--service S]... [--json]`: give a worktree's ports back, under the
+//! lock. A worktree that is gone from git can still be named by its registry key or path.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::cli::ReleaseArgs;
+use crate::commands::{Ctx, Report, absolute, find_worktree, not_found, ports_inline};
+use crate::error::{Code, Error};
+
+/// Run `release`.
+pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
+    let ctx = Ctx::open()?;
+    // Resolve against git before locking: listing worktrees never runs a hook, but it is
+    // work the lock need not cover.
+    let key = match args.worktree.as_deref() {
+        None => ctx.target(None)?.key,
+        Some(spec) => {
+            let worktrees = ctx.repo.worktrees()?;
+            match find_worktree(spec, &worktrees) {
+                Some(w) => w.key.clone(),
+                None => {
+                    let reg = ctx.load_unlocked()?;
+                    let abs = absolute(spec);
+                    reg.allocated_ports
+                        .keys()
+                        .find(|k| k.as_str() == spec)
+                        .cloned()
+                        .or_else(|| {
+                            reg.worktrees
+                                .iter()
+                                .find(|(_, r)| Path::new(&r.path) == abs)
+                                .map(|(k, _)| k.clone())
+                        })
+                        .ok_or_else(|| not_found(spec, &worktrees))?
+                }
+            }
+        }
+    };
+
+    let lock = ctx.lock()?;
+    let mut reg = ctx.load_locked(&lock)?;
+    let held = reg.allocated_ports.get(&key).cloned().unwrap_or_default();
+    let released: BTreeMap<String, u16> = if args.services.is_empty() {
+        let had_record = reg.worktrees.contains_key(&key);
+        let ports = reg.remove_worktree(&key);
+        if !ports.is_empty() || had_record {
+            lock.save(&mut reg)?;
+        }
+        ports
+    } else {
+        for s in &args.services {
+            if !held.contains_key(s) {
+                let names: Vec<&str> = held.keys().map(String::as_str).collect();
+                return Err(Error::new(
+                    Code::UnknownService,
+                    format!(
+                        "worktree {key} has no port for service {s:?}; it has: {}",
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                )
+                .with_details(json!({"worktree": key, "service": s}))
+                .into());
+            }
+        }
+        let mut released = BTreeMap::new();
+        let ports = reg.allocated_ports.entry(key.clone()).or_default();
+        for s in &args.services {
+            if let Some(p) = ports.remove(s) {
+                released.insert(s.clone(), p);
+            }
+        }
+        if ports.is_empty() {
+            reg.allocated_ports.remove(&key);
+            reg.worktrees.remove(&key);
+        }
+        for (s, p) in &released {
+            reg.record("released", &key, Some(s), Some(*p));
+        }
+        lock.save(&mut reg)?;
+        released
+    };
+    drop(lock);
+
+    if args.json {
+        return Ok(Report::json(
+            &json!({"worktree": key, "released": released}),
+        ));
+    }
+    Ok(Report::ok(if released.is_empty() {
+        format!("worktree {key} had no ports allocated; nothing to release\n")
+    } else {
+        format!("released from {key}: {}\n", ports_inline(&released))
+    }))
+}

@@ -1,0 +1,498 @@
+//! `.worktree-ports/config.toml` -> [`Config`]: the services a worktree gets, the strategy and
+//! the reserved ports. Reads one file; never writes.
+//!
+//! Every problem is a `CONFIG_INVALID` error naming the file and, where one exists, the line.
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Code, Error};
+
+/// Where the config lives inside a worktree.
+pub const CONFIG_PATH: &str = ".worktree-ports/config.toml";
+
+/// The lowest port the tool ever hands out or accepts.
+pub const MIN_PORT: u16 = 1024;
+
+/// Which protocols must be free for a service's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP only (the default).
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// Both TCP and UDP.
+    Both,
+}
+
+impl Protocol {
+    /// Lower-case name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Both => "both",
+        }
+    }
+}
+
+/// How ports are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The lowest free port of each service's range.
+    Ranges,
+}
+
+/// One service of a worktree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Name, as used in `--port NAME=...`, `get NAME` and `ports.json`.
+    pub name: String,
+    /// Inclusive range the automatic choice takes from.
+    pub range: (u16, u16),
+    /// Environment variable name (`WEB_PORT`).
+    pub env: String,
+    /// Which protocols must be free.
+    pub protocol: Protocol,
+}
+
+/// A validated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Port selection strategy.
+    pub strategy: Strategy,
+    /// Services in the order the config lists them.
+    pub services: Vec<Service>,
+    /// Ports never handed out.
+    pub reserved: Vec<RangeInclusive<u16>>,
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// The built-in services (no config file, or one without `[services]`).
+    pub fn builtin() -> Config {
+        let svc = |name: &str, lo, hi| Service {
+            name: name.to_string(),
+            range: (lo, hi),
+            env: default_env_name(name),
+            protocol: Protocol::Tcp,
+        };
+        Config {
+            strategy: Strategy::Ranges,
+            services: vec![
+                svc("web", 8080, 8099),
+                svc("api", 3000, 3099),
+                svc("db", 5432, 5439),
+                svc("test", 9000, 9099),
+                svc("debug", 5555, 5564),
+            ],
+            reserved: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// Load `<worktree>/.worktree-ports/config.toml`, or the built-in config if it is absent.
+    pub fn load(worktree: &Path) -> anyhow::Result<Config> {
+        let path = worktree.join(CONFIG_PATH);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::builtin()),
+            Err(e) => {
+                return Err(Error::new(
+                    Code::ConfigInvalid,
+                    format!("could not read {}: {e}", path.display()),
+                )
+                .into());
+            }
+        };
+        let text = String::from_utf8(text).map_err(|_| {
+            Error::new(
+                Code::ConfigInvalid,
+                format!("{} is not valid UTF-8", path.display()),
+            )
+        })?;
+        Ok(Config::parse(&text, &path)?)
+    }
+
+    /// Parse and validate config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let invalid = |span: Option<std::ops::Range<usize>>, msg: String| {
+            let at = match span {
+                Some(s) => format!("{}:{}", path.display(), line_of(text, s.start)),
+                None => path.display().to_string(),
+            };
+            Error::new(Code::ConfigInvalid, format!("{at}: {msg}"))
+                .with_details(serde_json::json!({"file": path.display().to_string()}))
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
+
+        let strategy = match raw.strategy.as_ref().map(|s| s.as_ref().as_str()) {
+            None | Some("ranges") => Strategy::Ranges,
+            Some("block") => {
+                let span = raw.strategy.as_ref().map(|s| s.span());
+                return Err(invalid(
+                    span,
+                    "strategy \"block\" is not supported by this version yet; use \"ranges\""
+                        .into(),
+                ));
+            }
+            Some(other) => {
+                let span = raw.strategy.as_ref().map(|s| s.span());
+                return Err(invalid(
+                    span,
+                    format!("unknown strategy {other:?}; expected \"ranges\""),
+                ));
+            }
+        };
+
+        let mut reserved = Vec::new();
+        for item in &raw.reserved {
+            let r = parse_reserved(item.as_ref()).map_err(|m| invalid(Some(item.span()), m))?;
+            reserved.push(r);
+        }
+
+        let services = match raw.services {
+            None => Config::builtin().services,
+            Some(OrderedServices(list)) => {
+                if list.is_empty() {
+                    return Err(invalid(None, "[services] is empty; define at least one service, or remove the table to use the built-in services".into()));
+                }
+                let mut services: Vec<Service> = Vec::new();
+                for (name, raw_svc) in list {
+                    let span = raw_svc.span();
+                    let raw_svc = raw_svc.into_inner();
+                    if !valid_service_name(&name) {
+                        return Err(invalid(
+                            Some(span),
+                            format!(
+                                "service name {name:?} must start with a letter or digit and contain only letters, digits, '-' and '_'"
+                            ),
+                        ));
+                    }
+                    let range = raw_svc.range.as_ref();
+                    let (lo, hi) = (range[0], range[1]);
+                    let range_span = Some(raw_svc.range.span());
+                    for p in [lo, hi] {
+                        if !(MIN_PORT as i64..=65535).contains(&p) {
+                            return Err(invalid(
+                                range_span,
+                                format!("[services.{name}] range: port {p} is outside 1024-65535"),
+                            ));
+                        }
+                    }
+                    if lo > hi {
+                        return Err(invalid(
+                            range_span,
+                            format!(
+                                "[services.{name}] range [{lo}, {hi}] is reversed; write [{hi}, {lo}]"
+                            ),
+                        ));
+                    }
+                    let env = match raw_svc.env {
+                        Some(env) => {
+                            if !valid_env_name(env.as_ref()) {
+                                return Err(invalid(
+                                    Some(env.span()),
+                                    format!(
+                                        "[services.{name}] env {:?} is not a valid environment variable name (letters, digits, '_', not starting with a digit)",
+                                        env.as_ref()
+                                    ),
+                                ));
+                            }
+                            env.into_inner()
+                        }
+                        None => default_env_name(&name),
+                    };
+                    if let Some(other) = services.iter().find(|s| s.env == env) {
+                        return Err(invalid(
+                            Some(span),
+                            format!(
+                                "[services.{name}] uses env {env:?}, which [services.{}] already uses",
+                                other.name
+                            ),
+                        ));
+                    }
+                    services.push(Service {
+                        name,
+                        range: (lo as u16, hi as u16),
+                        env,
+                        protocol: raw_svc.protocol.unwrap_or(Protocol::Tcp),
+                    });
+                }
+                services
+            }
+        };
+
+        if let Some(block) = &raw.block {
+            // Accepted so a config written for the block strategy stays loadable; checked
+            // for sanity now so a typo does not wait for that strategy to surface.
+            for (key, v) in [
+                ("base", block.base),
+                ("size", block.size),
+                ("span", block.span),
+            ] {
+                if let Some(v) = v
+                    && !(1..=65535).contains(&v)
+                {
+                    return Err(invalid(
+                        None,
+                        format!("[block] {key} = {v} is outside 1-65535"),
+                    ));
+                }
+            }
+        }
+
+        Ok(Config {
+            strategy,
+            services,
+            reserved,
+            source: Some(path.to_path_buf()),
+        })
+    }
+
+    /// The service with this name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Service names, comma separated, for messages.
+    pub fn service_names(&self) -> String {
+        let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+        names.join(", ")
+    }
+
+    /// Where to point the user to change the config.
+    pub fn location(&self) -> String {
+        match &self.source {
+            Some(p) => p.display().to_string(),
+            None => format!("{CONFIG_PATH} (none yet; built-in services in use)"),
+        }
+    }
+}
+
+/// `web` -> `WEB_PORT`; `my-svc.x` -> `MY_SVC_X_PORT`.
+pub fn default_env_name(service: &str) -> String {
+    let mut s: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s.push_str("_PORT");
+    s
+}
+
+fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// POSIX shell variable name: what `.env` files, `export` and docker compose accept.
+pub fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse_reserved(item: &ReservedItem) -> Result<RangeInclusive<u16>, String> {
+    let port = |v: i64| -> Result<u16, String> {
+        u16::try_from(v)
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| format!("reserved port {v} is outside 1-65535"))
+    };
+    match item {
+        ReservedItem::Port(p) => {
+            let p = port(*p)?;
+            Ok(p..=p)
+        }
+        ReservedItem::Text(s) => {
+            let bad = || {
+                format!("reserved entry {s:?} must be a port (\"5000\") or a range (\"2601-2699\")")
+            };
+            let (lo, hi) = match s.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (s.trim(), s.trim()),
+            };
+            let lo = port(lo.parse::<i64>().map_err(|_| bad())?)?;
+            let hi = port(hi.parse::<i64>().map_err(|_| bad())?)?;
+            if lo > hi {
+                return Err(format!("reserved range {s:?} is reversed"));
+            }
+            Ok(lo..=hi)
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    strategy: Option<Spanned<String>>,
+    #[serde(default)]
+    reserved: Vec<Spanned<ReservedItem>>,
+    services: Option<OrderedServices>,
+    block: Option<RawBlock>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReservedItem {
+    Port(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    range: Spanned<[i64; 2]>,
+    env: Option<Spanned<String>>,
+    protocol: Option<Protocol>,
+    #[allow(dead_code)] // read by the block strategy, which comes later
+    offset: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    base: Option<i64>,
+    size: Option<i64>,
+    span: Option<i64>,
+}
+
+/// `[services.*]` in file order (a map type would sort them).
+struct OrderedServices(Vec<(String, Spanned<RawService>)>);
+
+impl<'de> Deserialize<'de> for OrderedServices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OrderedServices;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of services")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedServices(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("/r/.worktree-ports/config.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_builtin_services() {
+        let c = parse("").unwrap();
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "api", "db", "test", "debug"]);
+        assert_eq!(c.service("db").unwrap().range, (5432, 5439));
+        assert_eq!(c.service("web").unwrap().env, "WEB_PORT");
+    }
+
+    #[test]
+    fn services_table_replaces_builtins_and_keeps_file_order() {
+        let c = parse(
+            "reserved = [\"2601-2699\", 5000]\n\
+             [services.zeta]\nrange = [4000, 4010]\nprotocol = \"udp\"\n\
+             [services.alpha-one]\nrange = [4100, 4110]\nenv = \"ALPHA\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[0].name, "zeta");
+        assert_eq!(c.services[0].protocol, Protocol::Udp);
+        assert_eq!(c.services[0].env, "ZETA_PORT");
+        assert_eq!(c.services[1].env, "ALPHA");
+        assert_eq!(c.reserved, vec![2601..=2699, 5000..=5000]);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = parse("[services.web]\nrange = [8099, 8080]\n").unwrap_err();
+        assert_eq!(e.code, Code::ConfigInvalid);
+        assert!(
+            e.message.starts_with("/r/.worktree-ports/config.toml:2:"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("reversed"), "{}", e.message);
+
+        let e = parse("[services.web]\nrange = [80, 90]\n").unwrap_err();
+        assert!(
+            e.message.contains("port 80 is outside 1024-65535"),
+            "{}",
+            e.message
+        );
+
+        let e = parse("[services.web]\nrange = [8080, 70000]\n").unwrap_err();
+        assert!(e.message.contains("70000"), "{}", e.message);
+
+        let e = parse("\n\n[services.web]\nrang = [1, 2]\n").unwrap_err();
+        assert!(e.message.contains(":4:"), "{}", e.message);
+        assert!(e.message.contains("rang"), "{}", e.message);
+
+        let e = parse("colour = 1\n").unwrap_err();
+        assert!(e.message.contains("colour"), "{}", e.message);
+
+        let e = parse("[services.web\n").unwrap_err();
+        assert!(e.message.contains(":1:"), "{}", e.message);
+    }
+
+    #[test]
+    fn rejects_bad_names_and_duplicate_env() {
+        assert!(parse("[services.\"a b\"]\nrange = [2000, 2001]\n").is_err());
+        let e = parse("[services.web]\nrange = [2000, 2001]\nenv = \"1X\"\n").unwrap_err();
+        assert!(e.message.contains("1X"), "{}", e.message);
+        let e = parse(
+            "[services.a]\nrange = [2000, 2001]\nenv = \"P\"\n[services.b]\nrange = [2002, 2003]\nenv = \"P\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("already uses"), "{}", e.message);
+        assert!(parse("strategy = \"random\"\n").is_err());
+        assert!(parse("reserved = [\"9-\"]\n").is_err());
+        assert!(parse("reserved = [\"200-100\"]\n").is_err());
+        assert!(parse("[services]\n").is_err());
+    }
+
+    #[test]
+    fn env_names_default_from_service_names() {
+        assert_eq!(default_env_name("web"), "WEB_PORT");
+        assert_eq!(default_env_name("my-svc.x"), "MY_SVC_X_PORT");
+        assert_eq!(default_env_name("9p"), "_9P_PORT");
+    }
+}

@@ -1,0 +1,62 @@
+//! git-worktree-ports: every git worktree gets its own, non-conflicting set of service ports,
+//! kept in `<git-common-dir>/worktree-registry/ports.json`.
+//!
+//! Data flows one way: `cli -> commands -> {git, config, registry(lock) -> allocate(probe) ->
+//! save}`. `allocate` is pure; `registry`, `probe` and `git` do the I/O; only `commands`
+//! combines them, and only [`run`] and [`report_error`] print.
+
+pub mod allocate;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod git;
+pub mod probe;
+pub mod registry;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Run a parsed command line: print its output and return the exit code. Errors are left to
+/// the caller, which prints them with [`report_error`].
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let report = match &cli.command {
+        Command::Allocate(a) => commands::allocate::run(a)?,
+        Command::List(a) => commands::list::run(a)?,
+        Command::Get(a) => commands::get::run(a)?,
+        Command::Release(a) => commands::release::run(a)?,
+        Command::Prune(a) => commands::prune::run(a)?,
+        Command::Check(a) => commands::check::run(a)?,
+    };
+    print_stdout(&report.stdout);
+    Ok(if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Print a failure: the seed's JSON object on stdout with `--json`, else one line on stderr.
+pub fn report_error(err: &anyhow::Error, json: bool) {
+    let e = error::classify(err);
+    if json {
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&e.to_json()).expect("json")
+        ));
+    } else {
+        eprintln!("git-worktree-ports: error: {e}");
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_stdout(text: &str) {
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        eprintln!("git-worktree-ports: error: could not write output: {e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! The `git-worktree-ports` binary: parse, run, map the outcome to an exit code
+//! (0 success, 1 a failure the tool reports, 2 a usage error from clap).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use git_worktree_ports::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match git_worktree_ports::run(&cli) {
+        Ok(code) => code,
+        Err(err) => {
+            git_worktree_ports::report_error(&err, cli.json());
+            ExitCode::FAILURE
+        }
+    }
+}

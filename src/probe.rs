@@ -1,0 +1,275 @@
+//! Is a port free on this machine, and who holds it. Opens sockets and reads `/proc`; nothing
+//! else. The rules (measured, see design.md "Probing a port"):
+//!
+//! - free = a server could bind it: `0.0.0.0:P` AND `[::]:P` with IPV6_V6ONLY both bind (a
+//!   listener on `[::1]` does not block the v4 wildcard, so only the v6 bind sees it);
+//! - SO_REUSEADDR on for TCP on Linux (so TIME_WAIT after HTTP traffic reads free, as every
+//!   usual server binds there fine), off on macOS/BSD and for UDP everywhere;
+//! - EADDRINUSE / EACCES = busy; a missing IPv6 stack skips the v6 bind.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::allocate::{Holder, Probe};
+use crate::config::Protocol;
+
+/// The probe that asks the operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemProbe;
+
+impl Probe for SystemProbe {
+    fn is_free(&self, port: u16, protocol: Protocol) -> bool {
+        let tcp = || bindable(port, Type::STREAM);
+        let udp = || bindable(port, Type::DGRAM);
+        match protocol {
+            Protocol::Tcp => tcp(),
+            Protocol::Udp => udp(),
+            Protocol::Both => tcp() && udp(),
+        }
+    }
+
+    fn holder(&self, port: u16, protocol: Protocol) -> Option<Holder> {
+        holder(port, protocol)
+    }
+}
+
+/// Both wildcard binds succeed (the v6 one skipped without an IPv6 stack).
+fn bindable(port: u16, ty: Type) -> bool {
+    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    match try_bind(v4, ty) {
+        Ok(()) => {}
+        Err(_) => return false,
+    }
+    match try_bind(v6, ty) {
+        Ok(()) => true,
+        Err(e) if no_ipv6(&e) => true,
+        Err(_) => false,
+    }
+}
+
+fn try_bind(addr: SocketAddr, ty: Type) -> io::Result<()> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, ty, None)?;
+    if domain == Domain::IPV6 {
+        socket.set_only_v6(true)?;
+    }
+    if ty == Type::STREAM && cfg!(target_os = "linux") {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Port ranges automatic choices take last: the kernel's ephemeral range (outgoing
+/// connections grab those) and, on Linux, `ip_local_reserved_ports`.
+pub fn avoid_ranges() -> Vec<RangeInclusive<u16>> {
+    let mut out = Vec::new();
+    if cfg!(target_os = "linux") {
+        if let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") {
+            let nums: Vec<u16> = text
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            if let [lo, hi] = nums[..]
+                && lo <= hi
+            {
+                out.push(lo..=hi);
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports") {
+            out.extend(parse_port_list(text.trim()));
+        }
+    } else {
+        // macOS and the BSDs default to the IANA dynamic range.
+        out.push(49152..=65535);
+    }
+    out
+}
+
+/// `8080,9000-9010` -> ranges; malformed items are skipped.
+fn parse_port_list(text: &str) -> Vec<RangeInclusive<u16>> {
+    text.split(',')
+        .filter_map(|item| {
+            let item = item.trim();
+            let (a, b) = item.split_once('-').unwrap_or((item, item));
+            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some(a..=b)
+        })
+        .collect()
+}
+
+/// Who holds `port`: on Linux from `/proc/net/*` and `/proc/*/fd`; elsewhere from lsof.
+pub fn holder(port: u16, protocol: Protocol) -> Option<Holder> {
+    if cfg!(target_os = "linux") {
+        linux_holder(port, protocol)
+    } else {
+        lsof_holder(port, protocol)
+    }
+}
+
+fn linux_holder(port: u16, protocol: Protocol) -> Option<Holder> {
+    let tables: &[(&str, bool)] = match protocol {
+        Protocol::Tcp => &[("tcp", true), ("tcp6", true)],
+        Protocol::Udp => &[("udp", false), ("udp6", false)],
+        Protocol::Both => &[
+            ("tcp", true),
+            ("tcp6", true),
+            ("udp", false),
+            ("udp6", false),
+        ],
+    };
+    let mut sockets = Vec::new();
+    for (table, listen_only) in tables {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) {
+            sockets.extend(parse_proc_net(&text, port, *listen_only));
+        }
+    }
+    let (_, first_uid) = *sockets.first()?;
+    let inodes: Vec<String> = sockets
+        .iter()
+        .map(|(inode, _)| format!("socket:[{inode}]"))
+        .collect();
+    let found = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+                .then_some(pid)
+        });
+    match found {
+        Some(pid) => {
+            let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|s| s.trim().to_string());
+            Some(Holder {
+                pid: Some(pid),
+                command,
+                uid: Some(first_uid),
+            })
+        }
+        None => Some(Holder {
+            pid: None,
+            command: None,
+            uid: Some(first_uid),
+        }),
+    }
+}
+
+/// (inode, uid) of sockets bound to local `port` in a `/proc/net/{tcp,udp}[6]` table; TCP
+/// counts only LISTEN (state 0A) so clients with that local port are not blamed.
+fn parse_proc_net(text: &str, port: u16, listen_only: bool) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let Some((_, hex_port)) = f[1].rsplit_once(':') else {
+            continue;
+        };
+        if u16::from_str_radix(hex_port, 16).ok() != Some(port) {
+            continue;
+        }
+        if listen_only && f[3] != "0A" {
+            continue;
+        }
+        if let (Ok(uid), Ok(inode)) = (f[7].parse(), f[9].parse())
+            && inode != 0
+        {
+            out.push((inode, uid));
+        }
+    }
+    out
+}
+
+fn lsof_holder(port: u16, protocol: Protocol) -> Option<Holder> {
+    // Without -sTCP:LISTEN lsof also lists clients of the port.
+    let spec = match protocol {
+        Protocol::Udp => vec![format!("-iUDP:{port}")],
+        _ => vec![format!("-iTCP:{port}"), "-sTCP:LISTEN".to_string()],
+    };
+    let out = std::process::Command::new("lsof")
+        .args(["-nP", "-Fpc"])
+        .args(&spec)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut holder = Holder::default();
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix('p') {
+            holder.pid = p.parse().ok();
+        } else if let Some(c) = line.strip_prefix('c') {
+            holder.command = Some(c.to_string());
+            break;
+        }
+    }
+    holder.pid.map(|_| holder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, UdpSocket};
+
+    #[test]
+    fn parses_proc_net_lines() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0\n";
+        assert_eq!(parse_proc_net(text, 8080, true), [(12345, 1000)]);
+        assert_eq!(
+            parse_proc_net(text, 8080, false),
+            [(12345, 1000), (777, 1000)]
+        );
+        assert!(parse_proc_net(text, 8081, true).is_empty());
+    }
+
+    #[test]
+    fn parses_reserved_port_lists() {
+        assert_eq!(
+            parse_port_list("8080,9000-9010"),
+            [8080..=8080, 9000..=9010]
+        );
+        assert!(parse_port_list("").is_empty());
+    }
+
+    #[test]
+    fn sees_listeners_on_v4_v6_and_udp() {
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(!SystemProbe.is_free(port, Protocol::Tcp));
+        let h = SystemProbe.holder(port, Protocol::Tcp).expect("holder");
+        if cfg!(target_os = "linux") {
+            assert_eq!(h.pid, Some(std::process::id()));
+        }
+        drop(l);
+        assert!(SystemProbe.is_free(port, Protocol::Tcp));
+
+        if let Ok(l6) = TcpListener::bind("[::1]:0") {
+            let port = l6.local_addr().unwrap().port();
+            assert!(
+                !SystemProbe.is_free(port, Protocol::Tcp),
+                "v6-only listener missed"
+            );
+        }
+
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        assert!(!SystemProbe.is_free(port, Protocol::Udp));
+        assert!(!SystemProbe.is_free(port, Protocol::Both));
+    }
+}

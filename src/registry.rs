@@ -1,0 +1,735 @@
+//! `<git-common-dir>/worktree-registry/ports.json`: the model, validation, the lock, the atomic
+//! save and recovery. Reads and writes only files inside `worktree-registry/`; never prints
+//! (warnings are returned to the caller).
+//!
+//! Protocol (design.md "Locking and writing the registry"):
+//! - writers lock `ports.lock`, a file that is never renamed or deleted;
+//! - under the lock: drop leftover temp files, read + validate, recover a damaged file from
+//!   `ports.json.bak` (keeping the damaged one as `ports.json.corrupt-<ts>`), refuse when both
+//!   are bad: starting empty over a damaged file would hand ports out twice;
+//! - save = temp file (`create_new`, `sync_all`) + rename + directory fsync, then the same bytes
+//!   to `ports.json.bak`, so the backup is always the last committed state;
+//! - readers take no lock: a rename gives them the old or the new file, never half of one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::allocate::Taken;
+use crate::config::MIN_PORT;
+use crate::error::{Code, Error};
+
+/// The registry format version this build writes and understands.
+pub const VERSION: u64 = 1;
+
+/// History entries kept; older ones are dropped on save.
+pub const HISTORY_LIMIT: usize = 1000;
+
+/// Default time to wait for the registry lock.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment variable overriding the lock timeout (seconds, fractions allowed).
+pub const LOCK_TIMEOUT_ENV: &str = "GIT_WORKTREE_PORTS_LOCK_TIMEOUT";
+
+/// The registry document. Unknown keys (top level and per worktree) are kept as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Format version; absent in the seed format (read as 1).
+    #[serde(default = "default_version")]
+    pub version: u64,
+    /// Service -> inclusive range, as configured when the service last allocated.
+    #[serde(default)]
+    pub port_ranges: BTreeMap<String, [u16; 2]>,
+    /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
+    #[serde(default)]
+    pub allocated_ports: BTreeMap<String, BTreeMap<String, u16>>,
+    /// Worktree key -> where it was when it allocated.
+    #[serde(default)]
+    pub worktrees: BTreeMap<String, WorktreeRecord>,
+    /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries.
+    #[serde(default)]
+    pub history: Vec<Value>,
+    /// Keys this version does not know, written back untouched.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// What the registry remembers about a worktree besides its ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorktreeRecord {
+    /// Absolute path of the worktree.
+    pub path: String,
+    /// Branch checked out (None when detached).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// When the worktree first got ports (RFC 3339).
+    #[serde(default)]
+    pub allocated_at: String,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn default_version() -> u64 {
+    VERSION
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            version: VERSION,
+            port_ranges: BTreeMap::new(),
+            allocated_ports: BTreeMap::new(),
+            worktrees: BTreeMap::new(),
+            history: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+}
+
+impl Registry {
+    /// Every registered port with its owner.
+    pub fn taken(&self) -> Taken {
+        let mut taken = Taken::new();
+        for (wt, ports) in &self.allocated_ports {
+            for (svc, port) in ports {
+                taken.insert(*port, wt, svc);
+            }
+        }
+        taken
+    }
+
+    /// Append a history entry (bounded on save).
+    pub fn record(
+        &mut self,
+        action: &str,
+        worktree: &str,
+        service: Option<&str>,
+        port: Option<u16>,
+    ) {
+        let mut entry = json!({
+            "timestamp": now_rfc3339(),
+            "action": action,
+            "worktree": worktree,
+        });
+        if let Some(s) = service {
+            entry["service"] = json!(s);
+        }
+        if let Some(p) = port {
+            entry["port"] = json!(p);
+        }
+        self.history.push(entry);
+    }
+
+    /// Remove a worktree entirely; returns its ports (empty if it had none).
+    pub fn remove_worktree(&mut self, key: &str) -> BTreeMap<String, u16> {
+        self.worktrees.remove(key);
+        let ports = self.allocated_ports.remove(key).unwrap_or_default();
+        for (svc, port) in &ports {
+            self.record("released", key, Some(svc), Some(*port));
+        }
+        ports
+    }
+
+    /// Check what the rest of the tool relies on: known version, ports in 1024-65535, no port
+    /// registered twice, sane ranges.
+    pub fn validate(&self) -> Result<(), Problem> {
+        if self.version > VERSION {
+            return Err(Problem::Newer(self.version));
+        }
+        let mut seen: HashSet<u16> = HashSet::new();
+        for (wt, ports) in &self.allocated_ports {
+            for (svc, port) in ports {
+                if *port < MIN_PORT {
+                    return Err(Problem::Invalid(format!(
+                        "allocated_ports.{wt}.{svc} = {port} is outside 1024-65535"
+                    )));
+                }
+                if !seen.insert(*port) {
+                    return Err(Problem::Invalid(format!(
+                        "port {port} is registered twice (again as allocated_ports.{wt}.{svc})"
+                    )));
+                }
+            }
+        }
+        for (svc, [lo, hi]) in &self.port_ranges {
+            if lo > hi {
+                return Err(Problem::Invalid(format!(
+                    "port_ranges.{svc} [{lo}, {hi}] is reversed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialize as written to disk (pretty, trailing newline), with history bounded.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("registry serializes");
+        out.push(b'\n');
+        out
+    }
+
+    fn trim_history(&mut self) {
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+    }
+}
+
+/// Why a registry file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// No such file.
+    Missing,
+    /// Zero bytes or only whitespace.
+    Empty,
+    /// Not JSON, the wrong shape, or a broken invariant.
+    Invalid(String),
+    /// Written by a newer version of the tool.
+    Newer(u64),
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing => f.write_str("missing"),
+            Problem::Empty => f.write_str("empty"),
+            Problem::Invalid(m) => f.write_str(m),
+            Problem::Newer(v) => write!(f, "version {v} is newer than this tool's {VERSION}"),
+        }
+    }
+}
+
+/// Parse registry bytes.
+pub fn parse(bytes: &[u8]) -> Result<Registry, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::Empty);
+    }
+    // Look at the version before the shape, so a newer format is not called corrupt.
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes)
+        && let Some(v) = map.get("version").and_then(Value::as_u64)
+        && v > VERSION
+    {
+        return Err(Problem::Newer(v));
+    }
+    let reg: Registry =
+        serde_json::from_slice(bytes).map_err(|e| Problem::Invalid(e.to_string()))?;
+    reg.validate()?;
+    Ok(reg)
+}
+
+/// The files of one repository's registry.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `<common-dir>/worktree-registry`.
+    pub dir: PathBuf,
+    /// `ports.json`.
+    pub file: PathBuf,
+    /// `ports.json.bak`: the last committed state.
+    pub backup: PathBuf,
+    /// `ports.lock`: locked by writers, never renamed.
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    /// The registry of the repository whose common dir is `common_dir`.
+    pub fn new(common_dir: &Path) -> Paths {
+        let dir = common_dir.join("worktree-registry");
+        Paths {
+            file: dir.join("ports.json"),
+            backup: dir.join("ports.json.bak"),
+            lock: dir.join("ports.lock"),
+            dir,
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(parse(&bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Err(Problem::Missing)),
+        Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
+    }
+}
+
+/// How a load went, besides the registry itself.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The registry to use.
+    pub registry: Registry,
+    /// Things the user must hear about (recovery from the backup).
+    pub warnings: Vec<String>,
+    /// True when the registry came from the backup and should be written back.
+    pub recovered: bool,
+}
+
+fn corrupt(paths: &Paths, main: &Problem, backup: &Problem) -> anyhow::Error {
+    Error::new(
+        Code::RegistryCorrupt,
+        format!(
+            "{} is unusable ({main}) and so is its backup {} ({backup}); nothing was changed. \
+             Fix the JSON by hand, or move both files aside to start over (every worktree then allocates anew)",
+            paths.file.display(),
+            paths.backup.display()
+        ),
+    )
+    .with_details(json!({
+        "file": paths.file.display().to_string(),
+        "problem": main.to_string(),
+        "backup": paths.backup.display().to_string(),
+        "backup_problem": backup.to_string(),
+    }))
+    .into()
+}
+
+fn newer(paths: &Paths, v: u64) -> anyhow::Error {
+    Error::new(
+        Code::RegistryCorrupt,
+        format!(
+            "{} has version {v}, newer than this git-worktree-ports understands ({VERSION}); upgrade git-worktree-ports (nothing was changed)",
+            paths.file.display()
+        ),
+    )
+    .with_details(json!({"file": paths.file.display().to_string(), "version": v}))
+    .into()
+}
+
+/// Decide what to use from the main file's and the backup's state. Pure, shared by the locked
+/// and the lock-free load.
+fn resolve(
+    paths: &Paths,
+    main: Result<Registry, Problem>,
+    read_backup: impl FnOnce() -> anyhow::Result<Result<Registry, Problem>>,
+) -> anyhow::Result<Loaded> {
+    let problem = match main {
+        Ok(registry) => {
+            return Ok(Loaded {
+                registry,
+                ..Loaded::default()
+            });
+        }
+        Err(Problem::Newer(v)) => return Err(newer(paths, v)),
+        Err(p) => p,
+    };
+    match (problem, read_backup()?) {
+        (Problem::Missing, Err(Problem::Missing)) => Ok(Loaded::default()),
+        (Problem::Empty, Err(Problem::Missing | Problem::Empty)) => Ok(Loaded {
+            warnings: vec![format!(
+                "{} is empty and has no backup, so it never held an allocation; starting with an empty registry",
+                paths.file.display()
+            )],
+            ..Loaded::default()
+        }),
+        (_, Err(Problem::Newer(v))) => Err(newer(paths, v)),
+        (problem, Ok(registry)) => Ok(Loaded {
+            registry,
+            warnings: vec![format!(
+                "{} is unusable ({problem}); recovered the last committed state from {}",
+                paths.file.display(),
+                paths.backup.display()
+            )],
+            recovered: true,
+        }),
+        (problem, Err(backup)) => Err(corrupt(paths, &problem, &backup)),
+    }
+}
+
+/// Load without the lock, for readers (`list`, `get`, `check`). Never writes.
+pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
+    resolve(paths, read(&paths.file)?, || read(&paths.backup))
+}
+
+/// Lock timeout from [`LOCK_TIMEOUT_ENV`], else [`DEFAULT_LOCK_TIMEOUT`].
+pub fn lock_timeout() -> anyhow::Result<Duration> {
+    match std::env::var(LOCK_TIMEOUT_ENV) {
+        Err(_) => Ok(DEFAULT_LOCK_TIMEOUT),
+        Ok(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| anyhow::anyhow!("{LOCK_TIMEOUT_ENV}={s:?} is not a number of seconds")),
+    }
+}
+
+/// The registry lock; released on drop (closing the file releases it, also on a crash).
+#[derive(Debug)]
+pub struct Lock {
+    paths: Paths,
+    _file: File,
+}
+
+impl Lock {
+    /// Take the lock, waiting up to `timeout`; `on_wait` is called once after about a second.
+    pub fn acquire(
+        paths: &Paths,
+        timeout: Duration,
+        on_wait: &dyn Fn(&Path),
+    ) -> anyhow::Result<Lock> {
+        fs::create_dir_all(&paths.dir)
+            .with_context(|| format!("could not create {}", paths.dir.display()))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&paths.lock)
+            .with_context(|| format!("could not open lock file {}", paths.lock.display()))?;
+        let start = Instant::now();
+        let mut told = false;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(e)
+                        .with_context(|| format!("could not lock {}", paths.lock.display()));
+                }
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(Error::new(
+                    Code::LockTimeout,
+                    format!(
+                        "timed out after {:.1}s waiting for lock on {}; another git-worktree-ports is still running (a stuck one can be stopped safely), or raise {LOCK_TIMEOUT_ENV}",
+                        timeout.as_secs_f64(),
+                        paths.lock.display()
+                    ),
+                )
+                .with_details(json!({"lock": paths.lock.display().to_string(), "timeout_secs": timeout.as_secs_f64()}))
+                .into());
+            }
+            if !told && waited >= Duration::from_secs(1) {
+                on_wait(&paths.lock);
+                told = true;
+            }
+            std::thread::sleep(delay.min(timeout.saturating_sub(waited)));
+            delay = (delay * 2).min(Duration::from_millis(20));
+        }
+        Ok(Lock {
+            paths: paths.clone(),
+            _file: file,
+        })
+    }
+
+    /// Read the registry under the lock, recovering from the backup if needed (and writing
+    /// the recovered state back at once, keeping the damaged file aside).
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        let paths = &self.paths;
+        remove_temp_files(&paths.dir);
+        let main = read(&paths.file)?;
+        let damaged = matches!(main, Err(Problem::Invalid(_)));
+        let mut loaded = resolve(paths, main, || read(&paths.backup))?;
+        if loaded.recovered {
+            if damaged {
+                let aside = paths
+                    .dir
+                    .join(format!("ports.json.corrupt-{}", timestamp_for_file()));
+                fs::rename(&paths.file, &aside)
+                    .with_context(|| format!("could not move {} aside", paths.file.display()))?;
+                loaded
+                    .warnings
+                    .push(format!("the damaged file is kept as {}", aside.display()));
+            }
+            self.save(&mut loaded.registry)?;
+            loaded.recovered = false;
+        }
+        Ok(loaded)
+    }
+
+    /// Atomically replace `ports.json` (then its backup) with `registry`.
+    pub fn save(&self, registry: &mut Registry) -> anyhow::Result<()> {
+        registry.version = VERSION;
+        registry.trim_history();
+        let bytes = registry.to_bytes();
+        write_atomic(&self.paths.dir, &self.paths.file, &bytes)?;
+        write_atomic(&self.paths.dir, &self.paths.backup, &bytes)?;
+        Ok(())
+    }
+}
+
+/// Temp files are only written under the lock, so any found by a lock holder are leftovers
+/// of a writer that died.
+fn remove_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("ports.json") && name.contains(".tmp.") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn write_atomic(dir: &Path, target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = target
+        .file_name()
+        .expect("target has a file name")
+        .to_string_lossy();
+    let tmp = dir.join(format!("{name}.tmp.{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, target)?;
+        // The rename is durable only once the directory is.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("could not write {}", target.display()))
+}
+
+/// Seconds since the epoch, as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn now_rfc3339() -> String {
+    let (y, mo, d, h, mi, s) = civil(SystemTime::now());
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+fn timestamp_for_file() -> String {
+    let (y, mo, d, h, mi, s) = civil(SystemTime::now());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.{nanos:09}Z")
+}
+
+/// UTC date and time (Howard Hinnant's days-to-civil algorithm).
+fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> (tempfile::TempDir, Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        (dir, paths)
+    }
+
+    fn sample() -> Registry {
+        let mut r = Registry::default();
+        r.allocated_ports
+            .entry("main".into())
+            .or_default()
+            .insert("web".into(), 8080);
+        r
+    }
+
+    fn lock(paths: &Paths) -> Lock {
+        Lock::acquire(paths, Duration::from_secs(5), &|_| {}).unwrap()
+    }
+
+    #[test]
+    fn reads_the_seed_format_without_version_and_keeps_unknown_keys() {
+        let seed = br#"{"port_ranges": {"web": [8080, 8099]},
+            "allocated_ports": {"main": {"web": 8080}, "feature-login": {"web": 8081}},
+            "owner": "team-a"}"#;
+        let r = parse(seed).unwrap();
+        assert_eq!(r.version, 1);
+        assert_eq!(r.allocated_ports["feature-login"]["web"], 8081);
+        let round: Value = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(round["owner"], "team-a");
+        assert_eq!(round["allocated_ports"]["main"]["web"], 8080);
+        assert_eq!(round["version"], 1);
+    }
+
+    #[test]
+    fn problems_are_classified() {
+        assert_eq!(parse(b"").unwrap_err(), Problem::Empty);
+        assert_eq!(parse(b" \n").unwrap_err(), Problem::Empty);
+        assert!(matches!(
+            parse(b"{\"allocated_ports\": {"),
+            Err(Problem::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(b"\x00\xffgarbage"),
+            Err(Problem::Invalid(_))
+        ));
+        assert!(matches!(parse(b"[1, 2]"), Err(Problem::Invalid(_))));
+        assert!(matches!(
+            parse(br#"{"allocated_ports": {"a": {"web": 8080}, "b": {"web": 8080}}}"#),
+            Err(Problem::Invalid(m)) if m.contains("registered twice")
+        ));
+        assert!(matches!(
+            parse(br#"{"allocated_ports": {"a": {"web": 80}}}"#),
+            Err(Problem::Invalid(m)) if m.contains("outside")
+        ));
+        assert!(matches!(
+            parse(br#"{"allocated_ports": {"a": {"web": 70000}}}"#),
+            Err(Problem::Invalid(_))
+        ));
+        assert_eq!(parse(br#"{"version": 2}"#).unwrap_err(), Problem::Newer(2));
+    }
+
+    #[test]
+    fn save_writes_file_and_identical_backup_and_no_temp_files() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        assert_eq!(
+            fs::read(&paths.file).unwrap(),
+            fs::read(&paths.backup).unwrap()
+        );
+        let names: Vec<String> = fs::read_dir(&paths.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
+        assert_eq!(l.load().unwrap().registry, r);
+    }
+
+    #[test]
+    fn damaged_file_recovers_from_backup_and_is_kept_aside() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        fs::write(&paths.file, b"{\"allocated_ports\": {\"main\": {\"we").unwrap();
+        let loaded = l.load().unwrap();
+        assert_eq!(loaded.registry.allocated_ports, r.allocated_ports);
+        assert!(
+            loaded.warnings[0].contains("recovered"),
+            "{:?}",
+            loaded.warnings
+        );
+        // Written back at once, damaged copy kept.
+        assert!(parse(&fs::read(&paths.file).unwrap()).is_ok());
+        let aside = fs::read_dir(&paths.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("corrupt-")
+            })
+            .count();
+        assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn both_damaged_is_refused_and_nothing_changes() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        fs::write(&paths.file, b"garbage").unwrap();
+        fs::write(&paths.backup, b"more garbage").unwrap();
+        let err = l.load().unwrap_err();
+        assert_eq!(crate::error::classify(&err).code, Code::RegistryCorrupt);
+        assert_eq!(fs::read(&paths.file).unwrap(), b"garbage");
+        assert_eq!(fs::read(&paths.backup).unwrap(), b"more garbage");
+        // Damaged file without any backup: refused too, never "empty".
+        fs::remove_file(&paths.backup).unwrap();
+        assert!(l.load().is_err());
+        assert!(load_unlocked(&paths).is_err());
+    }
+
+    #[test]
+    fn empty_file_without_backup_is_an_empty_registry_with_a_warning() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        fs::write(&paths.file, b"").unwrap();
+        let loaded = l.load().unwrap();
+        assert!(loaded.registry.allocated_ports.is_empty());
+        assert_eq!(loaded.warnings.len(), 1);
+        // With a backup, the backup wins.
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        fs::write(&paths.file, b"").unwrap();
+        assert_eq!(
+            l.load().unwrap().registry.allocated_ports,
+            r.allocated_ports
+        );
+    }
+
+    #[test]
+    fn newer_version_is_refused_not_recovered() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        l.save(&mut sample()).unwrap();
+        fs::write(&paths.file, br#"{"version": 9, "allocated_ports": {}}"#).unwrap();
+        let err = l.load().unwrap_err();
+        assert!(format!("{err}").contains("upgrade"), "{err}");
+        assert!(
+            fs::read(&paths.file)
+                .unwrap()
+                .starts_with(b"{\"version\": 9")
+        );
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_under_the_lock() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        fs::write(paths.dir.join("ports.json.tmp.99999"), b"half").unwrap();
+        l.load().unwrap();
+        assert!(!paths.dir.join("ports.json.tmp.99999").exists());
+    }
+
+    #[test]
+    fn second_locker_times_out_with_lock_timeout() {
+        let (_d, paths) = paths();
+        let _held = lock(&paths);
+        let err = Lock::acquire(&paths, Duration::from_millis(50), &|_| {}).unwrap_err();
+        assert_eq!(crate::error::classify(&err).code, Code::LockTimeout);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        let mut r = sample();
+        for i in 0..HISTORY_LIMIT + 10 {
+            r.record("assigned", &format!("w{i}"), Some("web"), Some(2000));
+        }
+        l.save(&mut r).unwrap();
+        let back = l.load().unwrap().registry;
+        assert_eq!(back.history.len(), HISTORY_LIMIT);
+        assert_eq!(back.history[0]["worktree"], "w10");
+    }
+
+    #[test]
+    fn civil_time_is_correct() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(civil(t), (2023, 11, 14, 22, 13, 20));
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(civil(t), (2000, 2, 29, 0, 0, 0));
+    }
+}
