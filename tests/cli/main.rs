@@ -1,0 +1,16 @@
+//! Integration tests: real repositories in temp dirs, the real binary, real sockets.
+//! One test binary with a module per command (one link step instead of many).
+
+mod support;
+
+mod allocate;
+mod check;
+mod concurrency;
+mod corrupt;
+mod get;
+mod list;
+mod pins;
+mod probe;
+mod prune;
+mod release;
+mod repos;

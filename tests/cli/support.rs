@@ -1,0 +1,382 @@
+//! `TestRepo`: a temp dir with a hermetic git environment, a repository with a committed
+//! config of high, per-repository port ranges, and a builder to run the real binary.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use serde_json::Value;
+
+/// Each repository gets its own block of ports above the Linux ephemeral range (32768-60999),
+/// so tests running in parallel never compete for ports and outgoing connections do not
+/// land there.
+const FIRST_BLOCK: u16 = 61000;
+/// Ports per repository: web = base..base+19, db = base+20..base+39.
+pub const BLOCK: u16 = 40;
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+/// A fresh block of ports, never handed to another test of this run.
+pub fn port_block() -> u16 {
+    let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+    let base = FIRST_BLOCK + n * BLOCK;
+    assert!(base <= 65535 - BLOCK, "out of test port blocks");
+    base
+}
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_git-worktree-ports"))
+}
+
+/// A hermetic environment: own HOME, XDG dirs and git config; no inherited GIT_* variables.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("wp-test")
+            .tempdir()
+            .unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join("gitconfig"),
+            "[user]\n\tname = Test\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
+        )
+        .unwrap();
+        TestEnv { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Apply the hermetic environment to a command.
+    pub fn apply(&self, cmd: &mut Command) {
+        let home = self.root().join("home");
+        for var in [
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_COMMON_DIR",
+            "GIT_INDEX_FILE",
+            "GIT_CEILING_DIRECTORIES",
+            "GIT_OBJECT_DIRECTORY",
+            "GIT_WORKTREE_PORTS_LOCK_TIMEOUT",
+        ] {
+            cmd.env_remove(var);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin().parent().unwrap().to_path_buf()];
+        paths.extend(std::env::split_paths(&path));
+        cmd.env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .env("GIT_CONFIG_GLOBAL", home.join("gitconfig"))
+            .env("GIT_CONFIG_SYSTEM", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("LC_ALL", "C")
+            .env("NO_COLOR", "1")
+            .env("PATH", std::env::join_paths(paths).unwrap());
+    }
+
+    /// Run git in `dir`, asserting success.
+    pub fn git<I, S>(&self, dir: &Path, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.git_output(dir, args);
+        assert!(
+            out.status.success(),
+            "git failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn git_output<I, S>(&self, dir: &Path, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(dir).args(args);
+        self.apply(&mut cmd);
+        cmd.output().unwrap()
+    }
+
+    /// The tool, run in `dir`.
+    pub fn wp_in<I, S>(&self, dir: &Path, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(dir).args(args);
+        self.apply(&mut cmd);
+        Run { cmd }
+    }
+}
+
+/// A repository with one commit and a committed config of two services in its own block:
+/// web = base..base+19, db = base+20..base+39.
+pub struct TestRepo {
+    pub env: TestEnv,
+    /// The main worktree (for a bare repository: the bare git dir).
+    pub root: PathBuf,
+    pub base: u16,
+}
+
+impl TestRepo {
+    pub fn new() -> TestRepo {
+        let base = port_block();
+        Self::with_config(&default_config(base), base)
+    }
+
+    /// A repository whose committed config is `config` (ports from `base`'s block).
+    pub fn with_config(config: &str, base: u16) -> TestRepo {
+        let env = TestEnv::new();
+        let root = env.root().join("repo");
+        std::fs::create_dir_all(&root).unwrap();
+        env.git(&root, ["init", "-q"]);
+        write(&root.join(".worktree-ports/config.toml"), config);
+        env.git(&root, ["add", "-A"]);
+        env.git(&root, ["commit", "-q", "-m", "init"]);
+        TestRepo { env, root, base }
+    }
+
+    /// A bare clone of a fresh repository, with `root` the bare git dir.
+    pub fn bare() -> TestRepo {
+        let src = TestRepo::new();
+        let bare = src.env.root().join("bare.git");
+        src.env.git(
+            src.env.root(),
+            [
+                "clone",
+                "-q",
+                "--bare",
+                src.root.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        TestRepo {
+            env: src.env,
+            root: bare,
+            base: src.base,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.env.root().join(rel)
+    }
+
+    /// `git worktree add -b <name> <tmp>/<name>`; returns the worktree path.
+    pub fn add_worktree(&self, name: &str) -> PathBuf {
+        let path = self.path(name);
+        self.env.git(
+            &self.root,
+            [
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                &branch_name(name),
+                path.to_str().unwrap(),
+            ],
+        );
+        path
+    }
+
+    pub fn git<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.env.git(&self.root, args)
+    }
+
+    /// The tool, run in the main worktree.
+    pub fn wp<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.env.wp_in(&self.root, args)
+    }
+
+    /// The tool, run in `dir`.
+    pub fn wp_in<I, S>(&self, dir: &Path, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.env.wp_in(dir, args)
+    }
+
+    /// The common dir.
+    pub fn common_dir(&self) -> PathBuf {
+        if self.root.join(".git").is_dir() {
+            self.root.join(".git")
+        } else {
+            self.root.clone()
+        }
+    }
+
+    pub fn registry_path(&self) -> PathBuf {
+        self.common_dir().join("worktree-registry/ports.json")
+    }
+
+    pub fn registry(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.registry_path()).unwrap()).unwrap()
+    }
+
+    /// Bytes of every file in the registry dir (to prove a failure wrote nothing).
+    pub fn registry_snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let dir = self.common_dir().join("worktree-registry");
+        let mut out: Vec<(String, Vec<u8>)> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort();
+        out
+    }
+}
+
+pub fn default_config(base: u16) -> String {
+    format!(
+        "[services.web]\nrange = [{}, {}]\n[services.db]\nrange = [{}, {}]\n",
+        base,
+        base + 19,
+        base + 20,
+        base + 39
+    )
+}
+
+fn branch_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A command about to run; finish with `succeeds()`, `fails()` or `output()`.
+#[must_use]
+pub struct Run {
+    pub cmd: Command,
+}
+
+impl Run {
+    pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Run {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn output(mut self) -> Out {
+        Out(self.cmd.output().unwrap())
+    }
+
+    /// Exit 0, or panic with the output.
+    pub fn succeeds(self) -> Out {
+        let out = self.output();
+        assert!(
+            out.0.status.success(),
+            "expected success:\n{}",
+            out.describe()
+        );
+        out
+    }
+
+    /// Exit 1, or panic with the output.
+    pub fn fails(self) -> Out {
+        let out = self.output();
+        assert_eq!(
+            out.0.status.code(),
+            Some(1),
+            "expected exit 1:\n{}",
+            out.describe()
+        );
+        out
+    }
+}
+
+pub struct Out(pub Output);
+
+impl Out {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.0.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()))
+    }
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.0.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+/// Ports of a JSON `ports` object, as (service, port) pairs.
+pub fn ports_of(v: &Value) -> Vec<(String, u16)> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, p)| (k.clone(), p.as_u64().unwrap() as u16))
+        .collect()
+}
+
+/// Every port in a registry, with duplicates kept (so tests can find them).
+pub fn all_registry_ports(reg: &Value) -> Vec<u16> {
+    reg["allocated_ports"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ports| ports.as_object().unwrap().values())
+        .map(|p| p.as_u64().unwrap() as u16)
+        .collect()
+}
+
+/// Assert no port appears twice.
+pub fn assert_unique(ports: &[u16]) {
+    let mut sorted = ports.to_vec();
+    sorted.sort();
+    let before = sorted.len();
+    sorted.dedup();
+    assert_eq!(
+        before,
+        sorted.len(),
+        "a port is registered twice: {ports:?}"
+    );
+}
