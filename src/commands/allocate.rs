@@ -12,6 +12,7 @@ use crate::allocate::{self, Change, Request, Want};
 use crate::cli::AllocateArgs;
 use crate::commands::{Ctx, Report, table, warn};
 use crate::config::Config;
+use crate::error::{Code, Error};
 use crate::git::WorktreeInfo;
 use crate::probe::{self, SystemProbe};
 use crate::registry::{Registry, WorktreeRecord, now_rfc3339};
@@ -20,6 +21,17 @@ use crate::registry::{Registry, WorktreeRecord, now_rfc3339};
 pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
     let ctx = Ctx::open()?;
     let wt = ctx.target(args.worktree.as_deref())?;
+    if !wt.path.is_dir() {
+        return Err(Error::new(
+            Code::WorktreeNotFound,
+            format!(
+                "worktree {} has no directory any more ({}); run `git worktree prune`, then `git worktree-ports prune` to give its ports back",
+                wt.key,
+                wt.path.display()
+            ),
+        )
+        .into());
+    }
     let config = Config::load(&wt.path)?;
     let wants: BTreeMap<String, Want> = args
         .ports

@@ -21,6 +21,16 @@ fn prune_drops_deleted_and_removed_worktrees_but_keeps_locked_ones() {
     ]);
     std::fs::remove_dir_all(&paths[3]).unwrap();
     let deleted_web = repo.registry()["allocated_ports"]["deleted"]["web"].clone();
+    // A dead worktree gets no new ports.
+    let out = repo.wp(["allocate", "deleted", "--json"]).fails().json();
+    assert_eq!(out["error"], "WORKTREE_NOT_FOUND");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("git worktree prune"),
+        "{out}"
+    );
 
     // Dry run: reports, changes nothing.
     let before = repo.registry_snapshot();
