@@ -1,13 +1,23 @@
 //! The repository as plain data: where the current worktree and the common dir are, and the
 //! list of worktrees. Nothing above this module sees a git2 type.
 //!
-//! Discovery honours `GIT_DIR`/`GIT_WORK_TREE` (as git sets them for hooks and other callers)
-//! and otherwise walks up from the current directory, so the innermost worktree wins when
-//! worktrees are nested. Reads the repository; never writes to it.
+//! Two backends behind one interface, chosen per repository from what libgit2 reports:
+//! - libgit2 (no process spawned) when `Repository::open_from_env` opens the repository;
+//! - the git CLI (`git rev-parse`, `git worktree list --porcelain -z`) when libgit2 refuses it:
+//!   SHA-256 objects ("unknown object format"), reftable refs ("unsupported extension
+//!   extensions.refstorage"), or any format a newer git knows and libgit2 does not.
+//!
+//! Linked worktrees are named by git's admin dirs (`<common>/worktrees/<name>`), read directly
+//! by both backends, since `git worktree list` does not print names. Discovery honours
+//! `GIT_DIR`/`GIT_WORK_TREE` and otherwise walks up from the current directory, so the
+//! innermost of nested worktrees wins. Reads the repository; never writes to it.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
 
 use git2::{ErrorClass, ErrorCode, Repository};
+use serde_json::json;
 
 use crate::error::{Code, Error};
 
@@ -43,16 +53,35 @@ pub fn key_for_linked(name: &str) -> String {
     }
 }
 
+/// Which implementation answers for a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// libgit2, in process.
+    Libgit2,
+    /// The git command line.
+    GitCli,
+}
+
+enum Backend {
+    Libgit2(Repository),
+    GitCli,
+}
+
 /// An opened repository.
 pub struct Repo {
-    repo: Repository,
+    backend: Backend,
+    git_dir: PathBuf,
     common_dir: PathBuf,
+    workdir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Repo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repo")
+            .field("backend", &self.backend_kind())
+            .field("git_dir", &self.git_dir)
             .field("common_dir", &self.common_dir)
+            .field("workdir", &self.workdir)
             .finish()
     }
 }
@@ -60,9 +89,43 @@ impl std::fmt::Debug for Repo {
 impl Repo {
     /// Find the repository of the current directory (or of `GIT_DIR`).
     pub fn discover() -> anyhow::Result<Repo> {
-        let repo = Repository::open_from_env().map_err(|e| open_error(&e))?;
-        let common_dir = strip_slash(repo.commondir());
-        Ok(Repo { repo, common_dir })
+        let git2_err = match Repository::open_from_env() {
+            Ok(repo) => {
+                return Ok(Repo {
+                    git_dir: normalize(repo.path()),
+                    common_dir: normalize(repo.commondir()),
+                    workdir: repo.workdir().map(normalize),
+                    backend: Backend::Libgit2(repo),
+                });
+            }
+            Err(e) => e,
+        };
+        // libgit2 cannot read this repository (or found none): git is the authority.
+        match cli_discover() {
+            Ok(repo) => Ok(repo),
+            Err(CliDiscover::Refused(_))
+                if git2_err.code() == ErrorCode::NotFound
+                    && git2_err.class() == ErrorClass::Repository
+                    && !git_runs() =>
+            {
+                Err(not_a_repository())
+            }
+            Err(CliDiscover::NotARepository) => Err(not_a_repository()),
+            Err(CliDiscover::Refused(msg)) => Err(Error::new(
+                Code::GitFailed,
+                format!("git refuses this repository: {msg}"),
+            )
+            .with_details(json!({"libgit2": git2_err.message()}))
+            .into()),
+        }
+    }
+
+    /// Which backend answers for this repository.
+    pub fn backend_kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Libgit2(_) => BackendKind::Libgit2,
+            Backend::GitCli => BackendKind::GitCli,
+        }
     }
 
     /// The common dir, shared by all worktrees (`.git` of the main worktree, or the bare repo).
@@ -70,105 +133,374 @@ impl Repo {
         &self.common_dir
     }
 
-    /// A bare repository (its worktrees are all linked).
-    pub fn is_bare(&self) -> bool {
-        self.repo.is_bare()
+    /// Registry key of the worktree the current directory is in, without listing worktrees
+    /// (None in a bare repository's git dir).
+    pub fn current_key(&self) -> Option<String> {
+        self.workdir.as_ref()?;
+        Some(if self.is_linked() {
+            key_for_linked(&file_name(&self.git_dir))
+        } else {
+            MAIN_KEY.to_string()
+        })
+    }
+
+    fn is_linked(&self) -> bool {
+        self.git_dir != self.common_dir
     }
 
     /// The worktree the current directory is in, or None in a bare repository's git dir.
     pub fn current(&self) -> anyhow::Result<Option<WorktreeInfo>> {
-        let Some(workdir) = self.repo.workdir() else {
+        let Some(workdir) = &self.workdir else {
             return Ok(None);
         };
-        let path = strip_slash(workdir);
-        let branch = head_branch(&self.repo);
-        if self.repo.is_worktree() {
-            let git_dir = strip_slash(self.repo.path());
-            let name = file_name(&git_dir);
-            Ok(Some(WorktreeInfo {
-                key: key_for_linked(&name),
-                locked: git_dir.join("locked").exists(),
-                name,
-                path,
-                branch,
-                is_main: false,
-                prunable: false,
-            }))
-        } else {
-            Ok(Some(WorktreeInfo {
-                key: MAIN_KEY.to_string(),
-                name: MAIN_KEY.to_string(),
-                path,
-                branch,
-                is_main: true,
-                locked: false,
-                prunable: false,
-            }))
+        match &self.backend {
+            Backend::Libgit2(repo) => {
+                let branch = head_branch(repo);
+                Ok(Some(if self.is_linked() {
+                    let name = file_name(&self.git_dir);
+                    let admin = AdminEntry::read(&self.git_dir);
+                    WorktreeInfo {
+                        key: key_for_linked(&name),
+                        name,
+                        path: workdir.clone(),
+                        branch,
+                        is_main: false,
+                        locked: admin.locked,
+                        prunable: false,
+                    }
+                } else {
+                    main_info(workdir.clone(), branch)
+                }))
+            }
+            Backend::GitCli => {
+                let key = self.current_key();
+                let found = self
+                    .worktrees()?
+                    .into_iter()
+                    .find(|w| Some(&w.key) == key.as_ref());
+                found.map(Some).ok_or_else(|| {
+                    git_failed(format!(
+                        "`git worktree list` does not list the current worktree {}",
+                        workdir.display()
+                    ))
+                })
+            }
         }
     }
 
     /// Every worktree git knows: the main one first (absent in a bare repository).
     pub fn worktrees(&self) -> anyhow::Result<Vec<WorktreeInfo>> {
+        match &self.backend {
+            Backend::Libgit2(repo) => self.git2_worktrees(repo),
+            Backend::GitCli => self.cli_worktrees(),
+        }
+    }
+
+    fn git2_worktrees(&self, repo: &Repository) -> anyhow::Result<Vec<WorktreeInfo>> {
         let mut out = Vec::new();
-        let main = if self.repo.is_worktree() {
-            Some(
-                Repository::open(&self.common_dir)
-                    .map_err(|e| git_error("open the main worktree", &e))?,
-            )
+        let main = if self.is_linked() {
+            Some(Repository::open(&self.common_dir).map_err(|e| {
+                git_failed(format!("could not open the main worktree: {}", e.message()))
+            })?)
         } else {
             None
         };
-        let main = main.as_ref().unwrap_or(&self.repo);
+        let main = main.as_ref().unwrap_or(repo);
         if let Some(workdir) = main.workdir() {
-            out.push(WorktreeInfo {
-                key: MAIN_KEY.to_string(),
-                name: MAIN_KEY.to_string(),
-                path: strip_slash(workdir),
-                branch: head_branch(main),
-                is_main: true,
-                locked: false,
-                prunable: false,
-            });
+            out.push(main_info(normalize(workdir), head_branch(main)));
         }
-        let names = self
-            .repo
-            .worktrees()
-            .map_err(|e| git_error("list worktrees", &e))?;
-        for name in names.iter().filter_map(|n| n.ok().flatten()) {
-            let admin = self.common_dir.join("worktrees").join(name);
-            let wt = match self.repo.find_worktree(name) {
-                Ok(wt) => wt,
-                // An admin dir without its `gitdir` file: git lists it as prunable.
-                Err(_) => {
-                    out.push(WorktreeInfo {
-                        key: key_for_linked(name),
-                        name: name.to_string(),
-                        path: PathBuf::new(),
-                        branch: None,
-                        is_main: false,
-                        locked: admin.join("locked").exists(),
-                        prunable: !admin.join("locked").exists(),
-                    });
-                    continue;
-                }
-            };
-            let path = strip_slash(wt.path());
-            let locked = admin.join("locked").exists();
-            let branch = Repository::open_from_worktree(&wt)
+        for admin in AdminEntry::list(&self.common_dir) {
+            let name = admin.name.to_string_lossy().into_owned();
+            let branch = Repository::open(&admin.dir)
                 .ok()
                 .and_then(|r| head_branch(&r));
             out.push(WorktreeInfo {
-                key: key_for_linked(name),
-                name: name.to_string(),
-                prunable: !locked && !path.join(".git").exists(),
-                path,
+                key: key_for_linked(&name),
+                name,
+                prunable: !admin.locked && !admin.gitfile_exists,
+                path: admin.path.unwrap_or_default(),
                 branch,
                 is_main: false,
-                locked,
+                locked: admin.locked,
             });
         }
         Ok(out)
     }
+
+    fn cli_worktrees(&self) -> anyhow::Result<Vec<WorktreeInfo>> {
+        let out = run_git(&["worktree", "list", "--porcelain", "-z"])?;
+        let records = parse_porcelain(&out);
+        let admins = AdminEntry::list(&self.common_dir);
+        let mut list = Vec::new();
+        for (i, rec) in records.into_iter().enumerate() {
+            if rec.bare {
+                continue;
+            }
+            // git lists the main worktree first; every other one has an admin dir.
+            if i == 0 {
+                list.push(WorktreeInfo {
+                    locked: false,
+                    prunable: false,
+                    ..main_info(rec.path, rec.branch)
+                });
+                continue;
+            }
+            let admin = admins
+                .iter()
+                .find(|a| a.path.as_ref().is_some_and(|p| same_path(p, &rec.path)))
+                .ok_or_else(|| {
+                    git_failed(format!(
+                        "could not find the name of worktree {} under {}",
+                        rec.path.display(),
+                        self.common_dir.join("worktrees").display()
+                    ))
+                })?;
+            let name = admin.name.to_string_lossy().into_owned();
+            list.push(WorktreeInfo {
+                key: key_for_linked(&name),
+                name,
+                path: rec.path,
+                branch: rec.branch,
+                is_main: false,
+                locked: rec.locked,
+                prunable: rec.prunable,
+            });
+        }
+        Ok(list)
+    }
+}
+
+fn main_info(path: PathBuf, branch: Option<String>) -> WorktreeInfo {
+    WorktreeInfo {
+        key: MAIN_KEY.to_string(),
+        name: MAIN_KEY.to_string(),
+        path,
+        branch,
+        is_main: true,
+        locked: false,
+        prunable: false,
+    }
+}
+
+/// `<common>/worktrees/<name>`: what git itself keeps about a linked worktree.
+struct AdminEntry {
+    name: OsString,
+    dir: PathBuf,
+    /// The worktree's path (from the `gitdir` file, without `/.git`).
+    path: Option<PathBuf>,
+    /// The `.git` file the `gitdir` file points at exists.
+    gitfile_exists: bool,
+    locked: bool,
+}
+
+impl AdminEntry {
+    fn list(common_dir: &Path) -> Vec<AdminEntry> {
+        let Ok(entries) = std::fs::read_dir(common_dir.join("worktrees")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<AdminEntry> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| AdminEntry::read(&e.path()))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn read(dir: &Path) -> AdminEntry {
+        let gitfile = std::fs::read(dir.join("gitdir")).ok().map(|bytes| {
+            let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            let p = path_from_bytes(text);
+            // git >= 2.48 may write it relative to the admin dir (worktree.useRelativePaths).
+            if p.is_absolute() {
+                p
+            } else {
+                normalize(&dir.join(p))
+            }
+        });
+        AdminEntry {
+            name: dir.file_name().unwrap_or_default().to_os_string(),
+            dir: dir.to_path_buf(),
+            gitfile_exists: gitfile.as_ref().is_some_and(|g| g.exists()),
+            path: gitfile.map(|g| match g.file_name() {
+                Some(n) if n == ".git" => g.parent().map(Path::to_path_buf).unwrap_or(g),
+                _ => g,
+            }),
+            locked: dir.join("locked").exists(),
+        }
+    }
+}
+
+enum CliDiscover {
+    NotARepository,
+    Refused(String),
+}
+
+fn cli_discover() -> Result<Repo, CliDiscover> {
+    let out = Command::new("git")
+        .args([
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-dir",
+            "--git-common-dir",
+            "--is-bare-repository",
+            "--show-toplevel",
+        ])
+        .output()
+        .map_err(|e| CliDiscover::Refused(format!("could not run git: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&[u8]> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    // In a bare repository (or inside .git), --show-toplevel fails after the rest printed.
+    let no_worktree = stderr.contains("must be run in a work tree");
+    let answered = out.status.success() || (no_worktree && lines.len() >= 3);
+    if !answered {
+        if stderr.contains("not a git repository") {
+            return Err(CliDiscover::NotARepository);
+        }
+        return Err(CliDiscover::Refused(one_line(&stderr)));
+    }
+    let [git_dir, common_dir, ..] = lines[..] else {
+        return Err(CliDiscover::Refused(format!(
+            "unexpected output from git rev-parse: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )));
+    };
+    Ok(Repo {
+        backend: Backend::GitCli,
+        git_dir: normalize(&path_from_bytes(git_dir)),
+        common_dir: normalize(&path_from_bytes(common_dir)),
+        workdir: if no_worktree {
+            None
+        } else {
+            lines.get(3).map(|l| normalize(&path_from_bytes(l)))
+        },
+    })
+}
+
+fn not_a_repository() -> anyhow::Error {
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Error::new(
+        Code::NotARepository,
+        format!(
+            "not a git repository (or any parent up to the root): {cwd}; run this inside a worktree"
+        ),
+    )
+    .into()
+}
+
+/// git can be started at all (it may be missing from PATH).
+fn git_runs() -> bool {
+    Command::new("git").arg("--version").output().is_ok()
+}
+
+fn run_git(args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    let out = Command::new("git")
+        .args(args)
+        .output()
+        .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+    if !out.status.success() {
+        return Err(git_failed(format!(
+            "`git {}` failed: {}",
+            args.join(" "),
+            one_line(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// git's multi-line advice as one line: `fatal: x\nTo fix:\n\n\tgit config ...` ->
+/// `x; To fix: git config ...`.
+fn one_line(stderr: &str) -> String {
+    let parts: Vec<&str> = stderr
+        .lines()
+        .map(|l| l.trim())
+        .map(|l| l.strip_prefix("fatal: ").unwrap_or(l))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut line = String::new();
+    for part in parts {
+        if !line.is_empty() {
+            // "..., call:" runs into the command it introduces.
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    if line.is_empty() {
+        line.push_str("git exited with an error");
+    }
+    line
+}
+
+/// One record of `git worktree list --porcelain -z`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PorcelainRecord {
+    /// `worktree <path>`.
+    pub path: PathBuf,
+    /// `branch refs/heads/<name>` -> `<name>`; None when detached or bare.
+    pub branch: Option<String>,
+    /// `bare`.
+    pub bare: bool,
+    /// `detached`.
+    pub detached: bool,
+    /// `locked [<reason>]`.
+    pub locked: bool,
+    /// The lock reason, if one was given.
+    pub locked_reason: Option<String>,
+    /// `prunable [<reason>]`.
+    pub prunable: bool,
+}
+
+/// Parse `git worktree list --porcelain -z`: attributes end with NUL, records with an extra
+/// NUL. With -z, paths and reasons are not quoted and may hold spaces and newlines.
+pub fn parse_porcelain(out: &[u8]) -> Vec<PorcelainRecord> {
+    let mut records = Vec::new();
+    let mut cur: Option<PorcelainRecord> = None;
+    for field in out.split(|b| *b == 0) {
+        if field.is_empty() {
+            records.extend(cur.take());
+            continue;
+        }
+        let (key, value) = match field.iter().position(|b| *b == b' ') {
+            Some(i) => (&field[..i], Some(&field[i + 1..])),
+            None => (field, None),
+        };
+        if key == b"worktree" {
+            records.extend(cur.take());
+            cur = Some(PorcelainRecord {
+                path: path_from_bytes(value.unwrap_or_default()),
+                ..Default::default()
+            });
+            continue;
+        }
+        let Some(rec) = cur.as_mut() else { continue };
+        let text = || value.map(|v| String::from_utf8_lossy(v).into_owned());
+        match key {
+            b"branch" => {
+                rec.branch = text().map(|r| {
+                    r.strip_prefix("refs/heads/")
+                        .map(str::to_string)
+                        .unwrap_or(r)
+                });
+            }
+            b"bare" => rec.bare = true,
+            b"detached" => rec.detached = true,
+            b"locked" => {
+                rec.locked = true;
+                rec.locked_reason = text();
+            }
+            b"prunable" => rec.prunable = true,
+            _ => {}
+        }
+    }
+    records.extend(cur);
+    records
 }
 
 /// The branch HEAD points at (also on an unborn branch), None when detached.
@@ -184,29 +516,129 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// git2 reports directories with a trailing slash; paths compare and print better without.
-fn strip_slash(path: &Path) -> PathBuf {
-    path.components().collect()
-}
-
-fn open_error(e: &git2::Error) -> anyhow::Error {
-    if e.code() == ErrorCode::NotFound && e.class() == ErrorClass::Repository {
-        let cwd = std::env::current_dir()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        return Error::new(
-            Code::NotARepository,
-            format!("not a git repository (or any parent up to the root): {cwd}; run this inside a worktree"),
-        )
-        .into();
+/// Lexically clean a path: no trailing slash, no `.`, `..` resolved against what precedes it.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
     }
-    git_error("open the repository", e)
+    out
 }
 
-fn git_error(what: &str, e: &git2::Error) -> anyhow::Error {
-    Error::new(
-        Code::GitFailed,
-        format!("could not {what}: {}", e.message()),
-    )
-    .into()
+/// Equal as strings, or as canonical paths (symlinks, `/tmp` -> `/private/tmp`).
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b
+        || match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn git_failed(message: String) -> anyhow::Error {
+    Error::new(Code::GitFailed, message).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(path: &str) -> PorcelainRecord {
+        PorcelainRecord {
+            path: PathBuf::from(path),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn porcelain_main_linked_detached_locked_prunable() {
+        let out = b"worktree /r\0HEAD 1111\0branch refs/heads/main\0\0\
+worktree /r-det\0HEAD 2222\0detached\0\0\
+worktree /r-lk\0HEAD 3333\0branch refs/heads/lk\0locked\0\0\
+worktree /r-lkr\0HEAD 3333\0branch refs/heads/lkr\0locked on a usb disk\0\0\
+worktree /r-gone\0HEAD 4444\0branch refs/heads/gone\0prunable gitdir file points to non-existent location\0\0";
+        let recs = parse_porcelain(out);
+        assert_eq!(recs.len(), 5);
+        assert_eq!(
+            recs[0],
+            PorcelainRecord {
+                branch: Some("main".into()),
+                ..rec("/r")
+            }
+        );
+        assert_eq!(
+            recs[1],
+            PorcelainRecord {
+                detached: true,
+                ..rec("/r-det")
+            }
+        );
+        assert!(recs[2].locked && recs[2].locked_reason.is_none());
+        assert_eq!(recs[3].locked_reason.as_deref(), Some("on a usb disk"));
+        assert!(recs[4].prunable && !recs[4].locked);
+        assert_eq!(recs[4].branch.as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn porcelain_bare_and_odd_paths() {
+        let out = b"worktree /srv/repo.git\0bare\0\0\
+worktree /tmp/with space/and\nnewline\0HEAD 1\0branch refs/heads/x\0locked multi\nline reason\0\0";
+        let recs = parse_porcelain(out);
+        assert_eq!(
+            recs[0],
+            PorcelainRecord {
+                bare: true,
+                ..rec("/srv/repo.git")
+            }
+        );
+        assert_eq!(recs[1].path, PathBuf::from("/tmp/with space/and\nnewline"));
+        assert_eq!(recs[1].locked_reason.as_deref(), Some("multi\nline reason"));
+    }
+
+    #[test]
+    fn porcelain_without_trailing_separator_keeps_the_last_record() {
+        let recs = parse_porcelain(b"worktree /a\0HEAD 1\0branch refs/heads/a");
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].branch.as_deref(), Some("a"));
+        assert!(parse_porcelain(b"").is_empty());
+    }
+
+    #[test]
+    fn git_advice_becomes_one_line() {
+        let stderr = "fatal: detected dubious ownership in repository at '/x'\nTo add an exception for this directory, call:\n\n\tgit config --global --add safe.directory /x\n";
+        assert_eq!(
+            one_line(stderr),
+            "detected dubious ownership in repository at '/x'; To add an exception for this directory, call: git config --global --add safe.directory /x"
+        );
+    }
+
+    #[test]
+    fn normalize_cleans_lexically() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d/")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(
+            normalize(Path::new("/r/.git/worktrees/x/../../../wt/.git")),
+            PathBuf::from("/r/wt/.git")
+        );
+    }
 }

@@ -29,7 +29,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
                 }
             }
         }
-        None => ctx.target(None)?.key,
+        None => ctx.current_key()?,
     };
     let Some(ports) = reg.allocated_ports.get(&key) else {
         return Err(Error::new(

@@ -87,19 +87,27 @@ impl Ctx {
         Ok(loaded.registry)
     }
 
+    /// Registry key of the current worktree, without listing worktrees (cheap on every
+    /// backend).
+    pub fn current_key(&self) -> anyhow::Result<String> {
+        self.repo.current_key().ok_or_else(|| self.bare_error())
+    }
+
+    fn bare_error(&self) -> anyhow::Error {
+        Error::new(
+            Code::WorktreeNotFound,
+            format!(
+                "{} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (git worktree list shows them)",
+                self.repo.common_dir().display()
+            ),
+        )
+        .into()
+    }
+
     /// The worktree named by `spec` (git name, `main`, or path), or the current one.
     pub fn target(&self, spec: Option<&str>) -> anyhow::Result<WorktreeInfo> {
         match spec {
-            None => self.repo.current()?.ok_or_else(|| {
-                Error::new(
-                    Code::WorktreeNotFound,
-                    format!(
-                        "{} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (git worktree list shows them)",
-                        self.repo.common_dir().display()
-                    ),
-                )
-                .into()
-            }),
+            None => self.repo.current()?.ok_or_else(|| self.bare_error()),
             Some(spec) => {
                 let worktrees = self.repo.worktrees()?;
                 find_worktree(spec, &worktrees)

@@ -16,7 +16,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
     // Resolve against git before locking: listing worktrees never runs a hook, but it is
     // work the lock need not cover.
     let key = match args.worktree.as_deref() {
-        None => ctx.target(None)?.key,
+        None => ctx.current_key()?,
         Some(spec) => {
             let worktrees = ctx.repo.worktrees()?;
             match find_worktree(spec, &worktrees) {

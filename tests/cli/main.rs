@@ -7,6 +7,7 @@ mod allocate;
 mod check;
 mod concurrency;
 mod corrupt;
+mod formats;
 mod get;
 mod list;
 mod pins;

@@ -140,10 +140,23 @@ impl TestRepo {
 
     /// A repository whose committed config is `config` (ports from `base`'s block).
     pub fn with_config(config: &str, base: u16) -> TestRepo {
+        Self::init(&[], config, base)
+    }
+
+    /// A repository made by `git init <init_args>` (`--object-format=sha256`, ...) with the
+    /// default config in a fresh block of ports.
+    pub fn with_format(init_args: &[&str]) -> TestRepo {
+        let base = port_block();
+        Self::init(init_args, &default_config(base), base)
+    }
+
+    fn init(init_args: &[&str], config: &str, base: u16) -> TestRepo {
         let env = TestEnv::new();
         let root = env.root().join("repo");
         std::fs::create_dir_all(&root).unwrap();
-        env.git(&root, ["init", "-q"]);
+        let mut args = vec!["init", "-q"];
+        args.extend_from_slice(init_args);
+        env.git(&root, args);
         write(&root.join(".worktree-ports/config.toml"), config);
         env.git(&root, ["add", "-A"]);
         env.git(&root, ["commit", "-q", "-m", "init"]);
@@ -152,22 +165,20 @@ impl TestRepo {
 
     /// A bare clone of a fresh repository, with `root` the bare git dir.
     pub fn bare() -> TestRepo {
-        let src = TestRepo::new();
-        let bare = src.env.root().join("bare.git");
-        src.env.git(
-            src.env.root(),
-            [
-                "clone",
-                "-q",
-                "--bare",
-                src.root.to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
-        );
+        TestRepo::new().into_bare(&[])
+    }
+
+    /// A bare clone of this repository (`clone_args` such as `--ref-format=reftable`).
+    pub fn into_bare(self, clone_args: &[&str]) -> TestRepo {
+        let bare = self.env.root().join("bare.git");
+        let mut args = vec!["clone", "-q", "--bare"];
+        args.extend_from_slice(clone_args);
+        args.extend([self.root.to_str().unwrap(), bare.to_str().unwrap()]);
+        self.env.git(self.env.root(), args);
         TestRepo {
-            env: src.env,
+            env: self.env,
             root: bare,
-            base: src.base,
+            base: self.base,
         }
     }
 
