@@ -1,7 +1,7 @@
 //! Command-line types (clap derive) and the parsing of raw flag values into typed ones. The
 //! help text of every flag is its doc comment.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::allocate::Want;
 
@@ -19,15 +19,32 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Parse the process arguments; usage errors (also in `add`'s own flags) exit 2.
+    pub fn parse_args() -> Cli {
+        let cli = Cli::parse();
+        if let Command::Add(a) = &cli.command
+            && let Err(msg) = AddOptions::from_raw(&a.args)
+        {
+            Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+                .exit();
+        }
+        cli
+    }
+
     /// True when the command asked for JSON output (errors then print JSON too).
     pub fn json(&self) -> bool {
         match &self.command {
             Command::Allocate(a) => a.json,
             Command::List(a) => a.json,
-            Command::Get(_) => false,
+            Command::Get(_) | Command::Exec(_) | Command::Init(_) => false,
             Command::Release(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Check(a) => a.json,
+            Command::Add(a) => AddOptions::from_raw(&a.args).is_ok_and(|o| o.json),
+            Command::Remove(a) => a.json,
+            Command::Render(a) => a.json,
+            Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
 }
@@ -48,6 +65,18 @@ pub enum Command {
     Prune(PruneArgs),
     /// Tell, for each port, whether it is free, allocated to a worktree, or held by a process.
     Check(CheckArgs),
+    /// Create a worktree (`git worktree add`), allocate its ports and render its files.
+    Add(AddArgs),
+    /// Remove a worktree (`git worktree remove`) and give its ports back.
+    Remove(RemoveArgs),
+    /// Render the worktree's templates (default: `.env`) with its ports.
+    Render(RenderArgs),
+    /// Print the worktree's port variables (WEB_PORT=8081 ...), allocating if needed.
+    Env(EnvArgs),
+    /// Run a command with the worktree's port variables set, allocating if needed.
+    Exec(ExecArgs),
+    /// Write a commented .worktree-ports/config.toml and templates/.env.tera to start from.
+    Init(InitArgs),
 }
 
 /// A `--port SERVICE=PORT|auto` value.
@@ -93,10 +122,169 @@ pub struct AllocateArgs {
     /// For a worktree that has ports, SERVICE=PORT moves the service and frees its old port.
     #[arg(long = "port", value_name = "SERVICE=PORT", value_parser = parse_port_arg)]
     pub ports: Vec<PortArg>,
+    /// Do not render templates (`.env`) after allocating.
+    #[arg(long)]
+    pub no_render: bool,
     /// Print JSON: {"worktree", "path", "ports"}.
     #[arg(long)]
     pub json: bool,
 }
+
+/// `add` arguments: everything is passed to `git worktree add` except this tool's own flags.
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "git worktree-ports add [<git worktree add options>] <path> [<commit-ish>] [--port SERVICE=PORT]... [--no-render] [--json]",
+    after_help = "Own flags: --port SERVICE=PORT|auto (repeatable), --no-render, --json.\nEverything else (-b, -B, --detach, --lock, --track, --orphan, --force, ...) goes to git worktree add."
+)]
+pub struct AddArgs {
+    /// Arguments for `git worktree add`, mixed with --port/--no-render/--json.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+/// `add`'s arguments, split into git's and ours.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddOptions {
+    /// For `git worktree add`, in order.
+    pub git_args: Vec<String>,
+    /// --port values.
+    pub ports: Vec<PortArg>,
+    /// --no-render.
+    pub no_render: bool,
+    /// --json.
+    pub json: bool,
+    /// The new worktree's path (git's first positional argument), if found.
+    pub path: Option<String>,
+    /// The branch `-b` creates, if any.
+    pub new_branch: Option<String>,
+}
+
+impl AddOptions {
+    /// Split raw `add` arguments. Our flags are recognised anywhere before `--`.
+    pub fn from_raw(raw: &[String]) -> Result<AddOptions, String> {
+        let mut o = AddOptions::default();
+        let mut it = raw.iter();
+        let mut positional_only = false;
+        let mut expect_value: Option<&str> = None;
+        while let Some(arg) = it.next() {
+            if let Some(opt) = expect_value.take() {
+                if opt == "-b" {
+                    o.new_branch = Some(arg.clone());
+                }
+                o.git_args.push(arg.clone());
+                continue;
+            }
+            if positional_only {
+                o.path.get_or_insert_with(|| arg.clone());
+                o.git_args.push(arg.clone());
+                continue;
+            }
+            match arg.as_str() {
+                "--json" => o.json = true,
+                "--no-render" => o.no_render = true,
+                "--port" => {
+                    let v = it
+                        .next()
+                        .ok_or("--port needs a value: --port SERVICE=PORT")?;
+                    o.ports.push(parse_port_arg(v)?);
+                }
+                a if a.starts_with("--port=") => o.ports.push(parse_port_arg(&a[7..])?),
+                "--" => {
+                    positional_only = true;
+                    o.git_args.push(arg.clone());
+                }
+                // git worktree add's options that take a separate value.
+                "-b" | "-B" | "--reason" => {
+                    expect_value = Some(if arg == "-b" { "-b" } else { "other" });
+                    o.git_args.push(arg.clone());
+                }
+                a if a.starts_with('-') && a.len() > 1 => o.git_args.push(arg.clone()),
+                _ => {
+                    o.path.get_or_insert_with(|| arg.clone());
+                    o.git_args.push(arg.clone());
+                }
+            }
+        }
+        if o.path.is_none() {
+            return Err(
+                "missing <path>: git worktree-ports add [<options>] <path> [<commit-ish>]".into(),
+            );
+        }
+        Ok(o)
+    }
+}
+
+/// `remove` arguments.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Worktree to remove (git name or path).
+    pub worktree: String,
+    /// Remove it even with changes or untracked files (git worktree remove --force).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Print JSON: {"worktree", "path", "released"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `render` arguments.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Worktree (git name, `main`, or path); default: the current one.
+    #[arg(short, long, value_name = "NAME|PATH", conflicts_with = "all")]
+    pub worktree: Option<String>,
+    /// Render every worktree that has ports.
+    #[arg(long)]
+    pub all: bool,
+    /// Overwrite files the tool did not write, or that were edited, or that git tracks.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON: {"worktrees": [{"worktree", "files": [{"path", "action"}]}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Output format of `env`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    /// WEB_PORT=8081
+    Dotenv,
+    /// export WEB_PORT=8081
+    Shell,
+    /// {"WEB_PORT": 8081}
+    Json,
+}
+
+/// `env` arguments.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Worktree (git name, `main`, or path); default: the current one.
+    #[arg(short, long, value_name = "NAME|PATH")]
+    pub worktree: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EnvFormat::Dotenv)]
+    pub format: EnvFormat,
+}
+
+/// `exec` arguments.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Worktree (git name, `main`, or path); default: the current one.
+    #[arg(short, long, value_name = "NAME|PATH")]
+    pub worktree: Option<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {}
 
 /// `list` arguments.
 #[derive(Debug, Args)]
@@ -159,6 +347,53 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn add_options_split_ours_from_gits() {
+        let raw: Vec<String> = [
+            "-b",
+            "feat",
+            "--port",
+            "web=8090",
+            "../x",
+            "--json",
+            "origin/main",
+            "--no-render",
+            "--port=db=auto",
+            "--lock",
+            "--reason",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let o = AddOptions::from_raw(&raw).unwrap();
+        assert_eq!(
+            o.git_args,
+            [
+                "-b",
+                "feat",
+                "../x",
+                "origin/main",
+                "--lock",
+                "--reason",
+                "--json"
+            ]
+        );
+        assert_eq!(o.path.as_deref(), Some("../x"));
+        assert_eq!(o.new_branch.as_deref(), Some("feat"));
+        assert!(o.json && o.no_render);
+        assert_eq!(o.ports.len(), 2);
+
+        let raw: Vec<String> = ["--", "--odd-path"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            AddOptions::from_raw(&raw).unwrap().path.as_deref(),
+            Some("--odd-path")
+        );
+        assert!(AddOptions::from_raw(&["-b".to_string(), "x".to_string()]).is_err());
+        assert!(AddOptions::from_raw(&["x".to_string(), "--port".to_string()]).is_err());
+        assert!(AddOptions::from_raw(&["x".to_string(), "--port=web".to_string()]).is_err());
     }
 
     #[test]

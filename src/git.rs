@@ -34,6 +34,9 @@ pub struct WorktreeInfo {
     pub name: String,
     /// Absolute path of the working tree.
     pub path: PathBuf,
+    /// The worktree's own git dir (`.git`, or `.git/worktrees/<name>`): private state that
+    /// must not live in the working tree goes here.
+    pub git_dir: PathBuf,
     /// Checked-out branch, None when detached.
     pub branch: Option<String>,
     /// The main worktree (the one that holds the common dir).
@@ -163,13 +166,14 @@ impl Repo {
                         key: key_for_linked(&name),
                         name,
                         path: workdir.clone(),
+                        git_dir: self.git_dir.clone(),
                         branch,
                         is_main: false,
                         locked: admin.locked,
                         prunable: false,
                     }
                 } else {
-                    main_info(workdir.clone(), branch)
+                    main_info(workdir.clone(), self.git_dir.clone(), branch)
                 }))
             }
             Backend::GitCli => {
@@ -196,6 +200,46 @@ impl Repo {
         }
     }
 
+    /// Which of `rels` (relative to the worktree) git tracks in that worktree's index.
+    pub fn tracked(
+        &self,
+        wt: &WorktreeInfo,
+        rels: &[PathBuf],
+    ) -> anyhow::Result<std::collections::BTreeSet<PathBuf>> {
+        if let Backend::Libgit2(_) = self.backend
+            && let Ok(repo) = Repository::open(&wt.path)
+            && let Ok(index) = repo.index()
+        {
+            return Ok(rels
+                .iter()
+                .filter(|r| index.get_path(r, 0).is_some())
+                .cloned()
+                .collect());
+        }
+        let mut cmd = Command::new("git");
+        cmd.arg("--literal-pathspecs")
+            .arg("-C")
+            .arg(&wt.path)
+            .args(["ls-files", "-z", "--"])
+            .args(rels);
+        let out = cmd
+            .output()
+            .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+        if !out.status.success() {
+            return Err(git_failed(format!(
+                "`git ls-files` failed in {}: {}",
+                wt.path.display(),
+                one_line(&String::from_utf8_lossy(&out.stderr))
+            )));
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(path_from_bytes)
+            .collect())
+    }
+
     fn git2_worktrees(&self, repo: &Repository) -> anyhow::Result<Vec<WorktreeInfo>> {
         let mut out = Vec::new();
         let main = if self.is_linked() {
@@ -207,7 +251,11 @@ impl Repo {
         };
         let main = main.as_ref().unwrap_or(repo);
         if let Some(workdir) = main.workdir() {
-            out.push(main_info(normalize(workdir), head_branch(main)));
+            out.push(main_info(
+                normalize(workdir),
+                self.common_dir.clone(),
+                head_branch(main),
+            ));
         }
         for admin in AdminEntry::list(&self.common_dir) {
             let name = admin.name.to_string_lossy().into_owned();
@@ -219,6 +267,7 @@ impl Repo {
                 name,
                 prunable: !admin.locked && !admin.gitfile_exists,
                 path: admin.path.unwrap_or_default(),
+                git_dir: admin.dir,
                 branch,
                 is_main: false,
                 locked: admin.locked,
@@ -241,7 +290,7 @@ impl Repo {
                 list.push(WorktreeInfo {
                     locked: false,
                     prunable: false,
-                    ..main_info(rec.path, rec.branch)
+                    ..main_info(rec.path, self.common_dir.clone(), rec.branch)
                 });
                 continue;
             }
@@ -260,6 +309,7 @@ impl Repo {
                 key: key_for_linked(&name),
                 name,
                 path: rec.path,
+                git_dir: admin.dir.clone(),
                 branch: rec.branch,
                 is_main: false,
                 locked: rec.locked,
@@ -270,11 +320,12 @@ impl Repo {
     }
 }
 
-fn main_info(path: PathBuf, branch: Option<String>) -> WorktreeInfo {
+fn main_info(path: PathBuf, git_dir: PathBuf, branch: Option<String>) -> WorktreeInfo {
     WorktreeInfo {
         key: MAIN_KEY.to_string(),
         name: MAIN_KEY.to_string(),
         path,
+        git_dir,
         branch,
         is_main: true,
         locked: false,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod git;
 pub mod probe;
 pub mod registry;
+pub mod render;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -29,6 +30,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Release(a) => commands::release::run(a)?,
         Command::Prune(a) => commands::prune::run(a)?,
         Command::Check(a) => commands::check::run(a)?,
+        Command::Add(a) => commands::add::run(a)?,
+        Command::Remove(a) => commands::remove::run(a)?,
+        Command::Render(a) => commands::render::run(a)?,
+        Command::Env(a) => commands::env::run(a)?,
+        Command::Exec(a) => commands::exec::run(a)?,
+        Command::Init(a) => commands::init::run(a)?,
     };
     print_stdout(&report.stdout);
     Ok(if report.success {

@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use git_worktree_ports::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match git_worktree_ports::run(&cli) {
         Ok(code) => code,
         Err(err) => {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::allocate::{self, Change, Request, Want};
 use crate::cli::AllocateArgs;
-use crate::commands::{Ctx, Report, table, warn};
+use crate::commands::{Ctx, Report, render, table, warn};
 use crate::config::Config;
 use crate::error::{Code, Error};
 use crate::git::WorktreeInfo;
@@ -39,7 +39,25 @@ pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
         .map(|p| (p.service.clone(), p.want))
         .collect();
     let ports = ensure(&ctx, &wt, &config, &wants)?;
-    Ok(output(&wt, &config, &ports, args.json))
+    let rendered = if args.no_render {
+        None
+    } else {
+        Some(render::render_worktree(&ctx, &wt, &config, &ports, false)?)
+    };
+    if args.json {
+        return Ok(Report::json(&json!({
+            "worktree": wt.key,
+            "path": wt.path.to_string_lossy(),
+            "branch": wt.branch,
+            "ports": ports,
+            "rendered": rendered.as_ref().map(render::files_json).unwrap_or(json!([])),
+        })));
+    }
+    let mut out = describe(&wt, &config, &ports);
+    if let Some(r) = &rendered {
+        out.push_str(&render::summary(&wt, r));
+    }
+    Ok(Report::ok(out))
 }
 
 /// The worktree's ports, allocating what is missing (or pinned differently). Shared with the
@@ -169,22 +187,15 @@ fn update_metadata(reg: &mut Registry, wt: &WorktreeInfo, config: &Config) -> bo
     true
 }
 
-fn output(wt: &WorktreeInfo, config: &Config, ports: &BTreeMap<String, u16>, json: bool) -> Report {
-    if json {
-        return Report::json(&json!({
-            "worktree": wt.key,
-            "path": wt.path.to_string_lossy(),
-            "branch": wt.branch,
-            "ports": ports,
-        }));
-    }
+/// `ports of worktree feature (/path):` and one line per service.
+pub fn describe(wt: &WorktreeInfo, config: &Config, ports: &BTreeMap<String, u16>) -> String {
     let mut out = format!("ports of worktree {} ({}):\n", wt.key, wt.path.display());
     let rows: Vec<Vec<String>> = ordered(config, ports)
         .into_iter()
         .map(|(name, port, env)| vec![format!("  {name}"), port.to_string(), env])
         .collect();
     out.push_str(&table(&rows));
-    Report::ok(out)
+    out
 }
 
 /// (service, port, env var) in config order, then services the config no longer has.

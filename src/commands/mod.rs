@@ -10,12 +10,18 @@ use crate::error::{Code, Error};
 use crate::git::{Repo, WorktreeInfo};
 use crate::registry::{self, Lock, Paths, Registry};
 
+pub mod add;
 pub mod allocate;
 pub mod check;
+pub mod env;
+pub mod exec;
 pub mod get;
+pub mod init;
 pub mod list;
 pub mod prune;
 pub mod release;
+pub mod remove;
+pub mod render;
 
 /// What a command produced.
 #[derive(Debug, Default)]
@@ -42,6 +48,12 @@ impl Report {
             serde_json::to_string_pretty(value).expect("json")
         ))
     }
+}
+
+/// Our stderr as a child's stdout: git's chatter must not mix into our stdout (JSON).
+pub fn stderr_stdio() -> anyhow::Result<std::process::Stdio> {
+    use std::os::fd::AsFd;
+    Ok(std::io::stderr().as_fd().try_clone_to_owned()?.into())
 }
 
 /// Print a warning on stderr.
@@ -207,6 +219,7 @@ mod tests {
             key: key.into(),
             name: name.into(),
             path: path.to_path_buf(),
+            git_dir: path.join(".git"),
             branch: None,
             is_main: key == "main",
             locked: false,

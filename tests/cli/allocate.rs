@@ -31,10 +31,21 @@ fn main_and_linked_worktrees_get_distinct_ports() {
 fn allocation_is_idempotent_and_writes_nothing_the_second_time() {
     let repo = TestRepo::new();
     let first = repo.wp(["allocate", "--json"]).succeeds().json();
+    assert_eq!(first["rendered"][0]["action"], "written");
     let before = repo.registry_snapshot();
+    let env_before = std::fs::metadata(repo.root.join(".env"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let second = repo.wp(["allocate", "--json"]).succeeds().json();
-    assert_eq!(first, second);
+    assert_eq!(first["ports"], second["ports"]);
+    assert_eq!(second["rendered"][0]["action"], "unchanged");
     assert_eq!(before, repo.registry_snapshot());
+    let env_after = std::fs::metadata(repo.root.join(".env"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(env_before, env_after, ".env was rewritten");
 }
 
 #[test]

@@ -1,0 +1,74 @@
+//! `remove <worktree> [--force]`: `git worktree remove`, then give its ports back. If git
+//! refuses, the ports stay.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::cli::RemoveArgs;
+use crate::commands::{Ctx, Report, find_worktree, not_found, ports_inline, stderr_stdio};
+use crate::error::{Code, Error};
+
+/// Run `remove`.
+pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
+    let ctx = Ctx::open()?;
+    let worktrees = ctx.repo.worktrees()?;
+    let wt = find_worktree(&args.worktree, &worktrees)
+        .cloned()
+        .ok_or_else(|| not_found(&args.worktree, &worktrees))?;
+    if wt.is_main {
+        return Err(Error::new(
+            Code::WorktreeNotFound,
+            "the main worktree cannot be removed; name a linked worktree (git worktree list shows them)",
+        )
+        .into());
+    }
+    let mut cmd = Command::new("git");
+    cmd.args(["worktree", "remove"]);
+    if args.force {
+        cmd.arg("--force");
+    }
+    let status = cmd
+        .arg(&wt.path)
+        .stdout(stderr_stdio()?)
+        .status()
+        .map_err(|e| Error::new(Code::GitFailed, format!("could not run git: {e}")))?;
+    if !status.success() {
+        return Err(Error::new(
+            Code::GitFailed,
+            format!(
+                "git worktree remove failed ({status}); the worktree and its ports are kept{}",
+                if args.force {
+                    ""
+                } else {
+                    " (use --force to remove it with changes)"
+                }
+            ),
+        )
+        .into());
+    }
+    let lock = ctx.lock()?;
+    let mut reg = ctx.load_locked(&lock)?;
+    let had = reg.allocated_ports.contains_key(&wt.key) || reg.worktrees.contains_key(&wt.key);
+    let released = reg.remove_worktree(&wt.key);
+    if had {
+        lock.save(&mut reg)?;
+    }
+    drop(lock);
+    if args.json {
+        return Ok(Report::json(&json!({
+            "worktree": wt.key,
+            "path": wt.path.to_string_lossy(),
+            "released": released,
+        })));
+    }
+    Ok(Report::ok(if released.is_empty() {
+        format!("removed {} (it had no ports)\n", wt.path.display())
+    } else {
+        format!(
+            "removed {}; released {}\n",
+            wt.path.display(),
+            ports_inline(&released)
+        )
+    }))
+}

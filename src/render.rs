@@ -1,0 +1,724 @@
+//! Tera templates -> files inside a worktree. Reads the worktree's templates and the files it
+//! would replace; writes only inside the worktree, plus its manifest in the worktree's git dir
+//! and the rendered paths in `<common-dir>/info/exclude`.
+//!
+//! Every `*.tera` under `<worktree>/.worktree-ports/templates/` renders to the same relative path
+//! without `.tera`; with no templates dir, the built-in `templates/env.tera` renders `.env`.
+//!
+//! Nothing is destroyed and nothing is half-done:
+//! - every template renders to memory first; any error writes nothing;
+//! - `.env`-style files keep the user's lines: only the marked block is ours;
+//! - any other file is overwritten only if the tool wrote it and nobody edited it since (the
+//!   manifest remembers a hash of what was written), or with `--force`;
+//! - a target that git tracks is reported and left alone (unless `--force`);
+//! - no path leaves the worktree: no `..`, no `.git`, no symlink anywhere on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::error::{Code, Error};
+use crate::git::WorktreeInfo;
+
+/// The built-in `.env` template.
+pub const BUILTIN_ENV: &str = include_str!("../templates/env.tera");
+
+/// Where a repository's templates live inside a worktree.
+pub const TEMPLATES_DIR: &str = ".worktree-ports/templates";
+
+/// First line of the block the tool manages inside `.env`-style files.
+pub const BLOCK_BEGIN: &str = "# >>> git-worktree-ports >>> managed block: edits here are overwritten by `git worktree-ports render`";
+/// Last line of that block.
+pub const BLOCK_END: &str = "# <<< git-worktree-ports <<<";
+
+const EXCLUDE_BEGIN: &str = "# >>> git-worktree-ports: rendered files >>>";
+const EXCLUDE_END: &str = "# <<< git-worktree-ports: rendered files <<<";
+
+/// What templates see.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateContext {
+    /// service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Services in config order.
+    pub services: Vec<ServiceContext>,
+    /// The worktree being rendered.
+    pub worktree: WorktreeContext,
+    /// The repository.
+    pub repo: RepoContext,
+    /// `<repo>-<worktree>`, as docker compose accepts it.
+    pub compose_project_name: String,
+}
+
+/// One service, for templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceContext {
+    /// Service name.
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+    /// Its environment variable name.
+    pub env: String,
+    /// tcp, udp or both.
+    pub protocol: String,
+}
+
+/// The worktree, for templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorktreeContext {
+    /// Registry key (`main` for the main worktree).
+    pub name: String,
+    /// Absolute path.
+    pub path: String,
+    /// Branch, or empty when detached.
+    pub branch: String,
+    /// The main worktree.
+    pub is_main: bool,
+}
+
+/// The repository, for templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoContext {
+    /// Name (directory of the main worktree, or of the bare repository without `.git`).
+    pub name: String,
+    /// Absolute path of the common dir.
+    pub common_dir: String,
+}
+
+impl TemplateContext {
+    /// Build the context for a worktree and its ports.
+    pub fn new(
+        wt: &WorktreeInfo,
+        common_dir: &Path,
+        config: &Config,
+        ports: &BTreeMap<String, u16>,
+    ) -> TemplateContext {
+        let services = config
+            .services
+            .iter()
+            .filter_map(|s| {
+                Some(ServiceContext {
+                    name: s.name.clone(),
+                    port: *ports.get(&s.name)?,
+                    env: s.env.clone(),
+                    protocol: s.protocol.as_str().to_string(),
+                })
+            })
+            .collect();
+        let repo = repo_name(common_dir);
+        TemplateContext {
+            ports: ports.clone(),
+            services,
+            compose_project_name: compose_project_name(&repo, &wt.key),
+            worktree: WorktreeContext {
+                name: wt.key.clone(),
+                path: wt.path.to_string_lossy().into_owned(),
+                branch: wt.branch.clone().unwrap_or_default(),
+                is_main: wt.is_main,
+            },
+            repo: RepoContext {
+                name: repo,
+                common_dir: common_dir.to_string_lossy().into_owned(),
+            },
+        }
+    }
+}
+
+/// `/x/app/.git` -> `app`; `/x/app.git` -> `app`; `/x/app/.git/modules/lib` -> `lib`.
+pub fn repo_name(common_dir: &Path) -> String {
+    let name = common_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = if name == ".git" {
+        common_dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        name
+    };
+    name.strip_suffix(".git")
+        .map(str::to_string)
+        .unwrap_or(name)
+}
+
+/// What docker compose accepts as a project name: lowercase letters, digits, `-` and `_`,
+/// starting with a letter or digit.
+pub fn compose_project_name(repo: &str, worktree: &str) -> String {
+    let mut out = String::new();
+    for c in format!("{repo}-{worktree}").chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    let out = out.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let out = out.trim_end_matches('-');
+    if out.is_empty() {
+        "worktree".to_string()
+    } else {
+        out.to_string()
+    }
+}
+
+/// A file the render will produce.
+#[derive(Debug, Clone)]
+struct Output {
+    /// Relative to the worktree.
+    rel: PathBuf,
+    /// The template it came from (for messages).
+    template: String,
+    /// Rendered text.
+    text: String,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAction {
+    /// Written (created or updated).
+    Written,
+    /// Already had this content.
+    Unchanged,
+    /// Tracked by git: reported, not written.
+    SkippedTracked,
+}
+
+/// The result of a render.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// (path relative to the worktree, what happened).
+    pub files: Vec<(PathBuf, FileAction)>,
+    /// Things the user should hear about.
+    pub warnings: Vec<String>,
+    /// Relative paths that must be in `info/exclude` (every rendered file).
+    pub exclude: Vec<PathBuf>,
+}
+
+/// Render a worktree's templates. `is_tracked` answers whether git tracks a relative path
+/// (asked only for files that would change).
+pub fn render(
+    wt: &WorktreeInfo,
+    ctx: &TemplateContext,
+    force: bool,
+    is_tracked: &dyn Fn(&[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>>,
+) -> anyhow::Result<Rendered> {
+    let outputs = render_all(&wt.path, ctx)?;
+    let manifest_path = wt.git_dir.join("worktree-ports/rendered.json");
+    let mut manifest = read_manifest(&manifest_path);
+
+    // Decide every file before writing any.
+    let mut planned: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut result = Rendered::default();
+    let mut refusals = Vec::new();
+    for out in &outputs {
+        let target = checked_target(&wt.path, &out.rel, &out.template)?;
+        let existing = match fs::read(&target) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("could not read {}", target.display()));
+            }
+        };
+        let new = if is_env_file(&out.rel) {
+            match merge_env_block(existing.as_deref(), &out.text) {
+                Ok(bytes) => bytes,
+                Err(msg) if force => {
+                    result.warnings.push(msg);
+                    replace_from_begin(existing.as_deref().unwrap_or_default(), &out.text)
+                }
+                Err(msg) => {
+                    refusals.push(msg);
+                    continue;
+                }
+            }
+        } else {
+            let new = out.text.clone().into_bytes();
+            if let Some(old) = &existing
+                && *old != new
+                && !force
+                && manifest.get(&rel_key(&out.rel)) != Some(&hash(old))
+            {
+                refusals.push(format!(
+                    "{} exists and was not written by git-worktree-ports (or was edited since)",
+                    target.display()
+                ));
+                continue;
+            }
+            new
+        };
+        result.exclude.push(out.rel.clone());
+        if existing.as_deref() == Some(&new[..]) {
+            manifest.insert(rel_key(&out.rel), hash(&new));
+            result.files.push((out.rel.clone(), FileAction::Unchanged));
+        } else {
+            planned.push((out.rel.clone(), new));
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(Error::new(
+            Code::TemplateError,
+            format!(
+                "not rendering, nothing was written: {}; move the file aside, or run `git worktree-ports render --force` to overwrite",
+                refusals.join("; ")
+            ),
+        )
+        .with_details(json!({"refused": refusals}))
+        .into());
+    }
+
+    let rels: Vec<PathBuf> = planned.iter().map(|(r, _)| r.clone()).collect();
+    let tracked = if rels.is_empty() || force {
+        BTreeSet::new()
+    } else {
+        is_tracked(&rels)?
+    };
+    for (rel, bytes) in planned {
+        if tracked.contains(&rel) {
+            result.warnings.push(format!(
+                "{} is tracked by git; not rendering it, so the worktree stays clean (stop tracking it with `git rm --cached {}`, or render with --force)",
+                rel.display(),
+                rel.display()
+            ));
+            result.exclude.retain(|r| r != &rel);
+            result.files.push((rel, FileAction::SkippedTracked));
+            continue;
+        }
+        let target = wt.path.join(&rel);
+        write_atomic(&target, &bytes)?;
+        manifest.insert(rel_key(&rel), hash(&bytes));
+        result.files.push((rel, FileAction::Written));
+    }
+    write_manifest(&manifest_path, &manifest)?;
+    Ok(result)
+}
+
+/// Render every template to memory; any error is a TEMPLATE_ERROR and nothing is written.
+fn render_all(worktree: &Path, ctx: &TemplateContext) -> anyhow::Result<Vec<Output>> {
+    let dir = worktree.join(TEMPLATES_DIR);
+    let mut sources: Vec<(PathBuf, String, String)> = Vec::new(); // (rel output, name, text)
+    if dir.is_dir() {
+        for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+            let entry = entry.with_context(|| format!("could not read {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy();
+            if !entry.file_type().is_file() || !name.ends_with(".tera") {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&dir)
+                .expect("under dir")
+                .to_path_buf();
+            let text = fs::read(entry.path())
+                .with_context(|| format!("could not read {}", entry.path().display()))?;
+            let text = String::from_utf8(text).map_err(|_| {
+                Error::new(
+                    Code::TemplateError,
+                    format!("{} is not valid UTF-8", entry.path().display()),
+                )
+            })?;
+            let out_rel = rel.with_file_name(name.trim_end_matches(".tera"));
+            sources.push((out_rel, rel.to_string_lossy().into_owned(), text));
+        }
+    } else {
+        sources.push((PathBuf::from(".env"), "env.tera".into(), BUILTIN_ENV.into()));
+    }
+    let template_path = |name: &str| {
+        if dir.is_dir() {
+            dir.join(name).display().to_string()
+        } else {
+            format!("built-in template {name}")
+        }
+    };
+
+    let mut tera = tera::Tera::new();
+    tera.autoescape_on(Vec::<&str>::new());
+    let context = tera::Context::from_serialize(ctx).map_err(|e| {
+        Error::new(
+            Code::TemplateError,
+            format!("could not build the template context: {e}"),
+        )
+    })?;
+    for (_, name, text) in &sources {
+        tera.add_raw_template(name, text)
+            .map_err(|e| template_error(&e, name, &template_path(name)))?;
+    }
+    sources
+        .into_iter()
+        .map(|(rel, name, _)| {
+            let text = tera
+                .render(&name, &context)
+                .map_err(|e| template_error(&e, &name, &template_path(&name)))?;
+            Ok(Output {
+                rel,
+                template: template_path(&name),
+                text,
+            })
+        })
+        .collect()
+}
+
+fn template_error(e: &tera::Error, name: &str, path: &str) -> anyhow::Error {
+    let (file, line, msg) = match e.kind() {
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
+            let file = if r.filename().is_empty() || r.filename() == name {
+                path.to_string()
+            } else {
+                r.filename().to_string()
+            };
+            (file, Some(r.span().start_line), r.message().to_string())
+        }
+        _ => (path.to_string(), None, e.to_string()),
+    };
+    let at = match line {
+        Some(l) => format!("{file}:{l}"),
+        None => file.clone(),
+    };
+    Error::new(
+        Code::TemplateError,
+        format!("{at}: {msg}; nothing was written (fix the template, then run `git worktree-ports render`)"),
+    )
+    .with_details(json!({"template": file, "line": line}))
+    .into()
+}
+
+/// `.env`, `.env.local`, `app.env`: files where the tool manages only its block.
+pub fn is_env_file(rel: &Path) -> bool {
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name == ".env" || name.starts_with(".env.") || name.ends_with(".env")
+}
+
+/// The file with our block replaced (or appended), the user's lines untouched.
+fn merge_env_block(existing: Option<&[u8]>, block: &str) -> Result<Vec<u8>, String> {
+    let block = format_block(block);
+    let Some(existing) = existing else {
+        return Ok(block.into_bytes());
+    };
+    let text = String::from_utf8_lossy(existing);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let begin = lines
+        .iter()
+        .position(|l| l.trim_end().starts_with("# >>> git-worktree-ports >>>"));
+    let Some(begin) = begin else {
+        let mut out = text.into_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&block);
+        return Ok(out.into_bytes());
+    };
+    let end = lines[begin..]
+        .iter()
+        .position(|l| l.trim_end() == BLOCK_END)
+        .map(|i| begin + i)
+        .ok_or_else(|| {
+            "the managed block in .env has a start marker but no end marker (its end was deleted?)"
+                .to_string()
+        })?;
+    let mut out: String = lines[..begin].concat();
+    out.push_str(&block);
+    out.push_str(&lines[end + 1..].concat());
+    Ok(out.into_bytes())
+}
+
+/// With --force and a broken block: everything from the start marker on is ours.
+fn replace_from_begin(existing: &[u8], block: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(existing);
+    let cut = text
+        .find("# >>> git-worktree-ports >>>")
+        .unwrap_or(text.len());
+    let mut out = text[..cut].to_string();
+    out.push_str(&format_block(block));
+    out.into_bytes()
+}
+
+fn format_block(body: &str) -> String {
+    let mut s = format!("{BLOCK_BEGIN}\n{body}");
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(BLOCK_END);
+    s.push('\n');
+    s
+}
+
+/// The absolute target for `rel`, refusing anything that would leave the worktree.
+fn checked_target(worktree: &Path, rel: &Path, template: &str) -> anyhow::Result<PathBuf> {
+    let refuse = |why: String| -> anyhow::Error {
+        Error::new(
+            Code::TemplateError,
+            format!(
+                "{template}: refusing to write {}: {why}; nothing was written",
+                rel.display()
+            ),
+        )
+        .into()
+    };
+    let mut path = worktree.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(part) if part == ".git" => {
+                return Err(refuse("it is inside .git".into()));
+            }
+            Component::Normal(part) => {
+                path.push(part);
+                match fs::symlink_metadata(&path) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(refuse(format!(
+                            "{} is a symlink, and writes never follow one",
+                            path.display()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            _ => return Err(refuse("the path leaves the worktree".into())),
+        }
+    }
+    Ok(path)
+}
+
+fn write_atomic(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = target.parent().expect("target has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let name = target.file_name().expect("file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.wp-tmp.{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        // Keep the permissions of the file being replaced (a .env may be 0600 on purpose).
+        if let Ok(meta) = fs::metadata(target) {
+            fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        fs::rename(&tmp, target)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("could not write {}", target.display()))
+}
+
+fn rel_key(rel: &Path) -> String {
+    rel.to_string_lossy().into_owned()
+}
+
+/// FNV-1a 64: enough to notice an edit; not a security boundary.
+fn hash(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}-{}", bytes.len())
+}
+
+fn read_manifest(path: &Path) -> BTreeMap<String, String> {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_manifest(path: &Path, manifest: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    if fs::read(path).ok().as_deref() == Some(&bytes[..]) {
+        return Ok(());
+    }
+    write_atomic(path, &bytes)
+}
+
+/// The `info/exclude` lines for rendered paths (anchored, special characters escaped).
+pub fn exclude_patterns(rels: &[PathBuf]) -> BTreeSet<String> {
+    rels.iter()
+        .map(|rel| {
+            let mut p = String::from("/");
+            for c in rel.to_string_lossy().chars() {
+                if matches!(c, '*' | '?' | '[' | '\\' | '!' | '#') || c == ' ' {
+                    p.push('\\');
+                }
+                p.push(c);
+            }
+            p
+        })
+        .collect()
+}
+
+/// Patterns of `wanted` missing from the managed block of `<common-dir>/info/exclude`.
+pub fn missing_excludes(common_dir: &Path, wanted: &BTreeSet<String>) -> BTreeSet<String> {
+    let text = fs::read_to_string(common_dir.join("info/exclude")).unwrap_or_default();
+    let have = managed_excludes(&text);
+    wanted.difference(&have).cloned().collect()
+}
+
+fn managed_excludes(text: &str) -> BTreeSet<String> {
+    let mut inside = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line == EXCLUDE_BEGIN {
+            inside = true;
+        } else if line == EXCLUDE_END {
+            inside = false;
+        } else if inside {
+            out.insert(line.to_string());
+        }
+    }
+    out
+}
+
+/// Add `patterns` to the managed block of `<common-dir>/info/exclude` (shared by every
+/// worktree). Call under the registry lock: parallel renders must not lose each other's lines.
+pub fn add_excludes(common_dir: &Path, patterns: &BTreeSet<String>) -> anyhow::Result<()> {
+    let path = common_dir.join("info/exclude");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    };
+    let mut all = managed_excludes(&text);
+    let before = all.len();
+    all.extend(patterns.iter().cloned());
+    if all.len() == before {
+        return Ok(());
+    }
+    let mut block = format!("{EXCLUDE_BEGIN}\n");
+    for p in &all {
+        block.push_str(p);
+        block.push('\n');
+    }
+    block.push_str(EXCLUDE_END);
+    block.push('\n');
+    let new = match (text.find(EXCLUDE_BEGIN), text.find(EXCLUDE_END)) {
+        (Some(b), Some(e)) if e > b => {
+            let after = &text[e + EXCLUDE_END.len()..];
+            format!(
+                "{}{block}{}",
+                &text[..b],
+                after.strip_prefix('\n').unwrap_or(after)
+            )
+        }
+        _ => {
+            let mut t = text.clone();
+            if !t.is_empty() && !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t.push_str(&block);
+            t
+        }
+    };
+    write_atomic(&path, new.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_names_are_what_compose_accepts() {
+        assert_eq!(
+            compose_project_name("myapp", "feature-login"),
+            "myapp-feature-login"
+        );
+        assert_eq!(
+            compose_project_name("My.App", "worktrees/main"),
+            "my-app-worktrees-main"
+        );
+        assert_eq!(compose_project_name("app", "wörk trëe"), "app-w-rk-tr-e");
+        assert_eq!(compose_project_name("_x", "Feat_1"), "x-feat_1");
+        assert_eq!(compose_project_name("", ""), "worktree");
+    }
+
+    #[test]
+    fn repo_names() {
+        assert_eq!(repo_name(Path::new("/x/app/.git")), "app");
+        assert_eq!(repo_name(Path::new("/x/app.git")), "app");
+        assert_eq!(repo_name(Path::new("/x/app/.git/modules/lib")), "lib");
+    }
+
+    #[test]
+    fn env_block_keeps_user_lines_and_replaces_only_ours() {
+        let first = merge_env_block(Some(b"SECRET=1\n"), "WEB_PORT=1\n").unwrap();
+        let first = String::from_utf8(first).unwrap();
+        assert_eq!(
+            first,
+            format!("SECRET=1\n{BLOCK_BEGIN}\nWEB_PORT=1\n{BLOCK_END}\n")
+        );
+        let with_more = format!("{first}AFTER=2\n");
+        let second = merge_env_block(Some(with_more.as_bytes()), "WEB_PORT=2\n").unwrap();
+        assert_eq!(
+            String::from_utf8(second).unwrap(),
+            format!("SECRET=1\n{BLOCK_BEGIN}\nWEB_PORT=2\n{BLOCK_END}\nAFTER=2\n")
+        );
+        // No trailing newline in the user's file.
+        let third = merge_env_block(Some(b"A=1"), "B=2").unwrap();
+        assert_eq!(
+            String::from_utf8(third).unwrap(),
+            format!("A=1\n{BLOCK_BEGIN}\nB=2\n{BLOCK_END}\n")
+        );
+        // A start marker without its end is refused (the user's lines after it would go).
+        let broken = format!("A=1\n{BLOCK_BEGIN}\nB=2\nMINE=3\n");
+        assert!(merge_env_block(Some(broken.as_bytes()), "B=3\n").is_err());
+    }
+
+    #[test]
+    fn targets_never_leave_the_worktree() {
+        let dir = tempfile::tempdir().unwrap();
+        let wt = dir.path().join("wt");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&wt).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, wt.join("config")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), wt.join("file")).unwrap();
+        assert!(checked_target(&wt, Path::new("config/app.toml"), "t").is_err());
+        assert!(checked_target(&wt, Path::new("file"), "t").is_err());
+        assert!(checked_target(&wt, Path::new("../x"), "t").is_err());
+        assert!(checked_target(&wt, Path::new(".git/hooks/x"), "t").is_err());
+        assert!(checked_target(&wt, Path::new("/etc/passwd"), "t").is_err());
+        assert_eq!(
+            checked_target(&wt, Path::new("a/b"), "t").unwrap(),
+            wt.join("a/b")
+        );
+    }
+
+    #[test]
+    fn exclude_block_is_merged_and_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("info")).unwrap();
+        fs::write(dir.path().join("info/exclude"), "# user\n*.log").unwrap();
+        let want = exclude_patterns(&[PathBuf::from(".env"), PathBuf::from("a b/[x].toml")]);
+        assert_eq!(missing_excludes(dir.path(), &want).len(), 2);
+        add_excludes(dir.path(), &want).unwrap();
+        add_excludes(dir.path(), &exclude_patterns(&[PathBuf::from("c.toml")])).unwrap();
+        let text = fs::read_to_string(dir.path().join("info/exclude")).unwrap();
+        assert!(text.starts_with("# user\n*.log\n"), "{text}");
+        assert!(text.contains("/.env\n"), "{text}");
+        assert!(text.contains("/a\\ b/\\[x].toml\n"), "{text}");
+        assert!(text.contains("/c.toml\n"), "{text}");
+        assert_eq!(text.matches(EXCLUDE_BEGIN).count(), 1, "{text}");
+        assert!(missing_excludes(dir.path(), &want).is_empty());
+    }
+
+    #[test]
+    fn hashes_differ_for_different_content() {
+        assert_ne!(hash(b"a"), hash(b"b"));
+        assert_eq!(hash(b"abc"), hash(b"abc"));
+    }
+}
