@@ -3,10 +3,12 @@
 
 mod support;
 
+mod add;
 mod allocate;
 mod check;
 mod concurrency;
 mod corrupt;
+mod env_exec;
 mod formats;
 mod get;
 mod list;
@@ -14,4 +16,6 @@ mod pins;
 mod probe;
 mod prune;
 mod release;
+mod remove;
 mod repos;
+mod templates;

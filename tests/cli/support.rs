@@ -150,6 +150,14 @@ impl TestRepo {
         Self::init(init_args, &default_config(base), base)
     }
 
+    /// A repository with no `.worktree-ports/` at all (the built-in services apply).
+    pub fn without_config() -> TestRepo {
+        let repo = Self::init(&[], "", port_block());
+        repo.git(["rm", "-q", "-r", ".worktree-ports"]);
+        repo.git(["commit", "-q", "-m", "no config"]);
+        repo
+    }
+
     fn init(init_args: &[&str], config: &str, base: u16) -> TestRepo {
         let env = TestEnv::new();
         let root = env.root().join("repo");
@@ -158,6 +166,7 @@ impl TestRepo {
         args.extend_from_slice(init_args);
         env.git(&root, args);
         write(&root.join(".worktree-ports/config.toml"), config);
+        write(&root.join("README"), "test repository\n");
         env.git(&root, ["add", "-A"]);
         env.git(&root, ["commit", "-q", "-m", "init"]);
         TestRepo { env, root, base }
@@ -264,6 +273,25 @@ impl TestRepo {
         out.sort();
         out
     }
+}
+
+/// Commit files (path relative to the main worktree, content).
+pub fn commit_files(repo: &TestRepo, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        write(&repo.root.join(rel), text);
+    }
+    repo.git(["add", "-A"]);
+    repo.git(["commit", "-q", "-m", "files"]);
+}
+
+/// Replace the temp dir with `[TMP]` and this repository's ports with `[BASE+n]`.
+pub fn redact(text: &str, repo: &TestRepo) -> String {
+    let mut out = text.replace(repo.env.root().to_str().unwrap(), "[TMP]");
+    // Highest first, so 61010 is not half-replaced by 6101.
+    for n in (0..BLOCK).rev() {
+        out = out.replace(&(repo.base + n).to_string(), &format!("[BASE+{n}]"));
+    }
+    out
 }
 
 pub fn default_config(base: u16) -> String {
