@@ -37,7 +37,8 @@ impl Cli {
         match &self.command {
             Command::Allocate(a) => a.json,
             Command::List(a) => a.json,
-            Command::Get(_) | Command::Exec(_) | Command::Init(_) => false,
+            Command::Get(_) | Command::Exec(_) | Command::Init(_) | Command::Hook(_) => false,
+            Command::Hooks(a) => matches!(a.action, HooksAction::Status { json: true }),
             Command::Release(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Check(a) => a.json,
@@ -77,6 +78,53 @@ pub enum Command {
     Exec(ExecArgs),
     /// Write a commented .worktree-ports/config.toml and templates/.env.tera to start from.
     Init(InitArgs),
+    /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
+    Hooks(HooksArgs),
+    /// Entry points for git hooks (internal; the installed hook calls this).
+    #[command(hide = true)]
+    Hook(HookArgs),
+}
+
+/// `hooks` arguments.
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: HooksAction,
+}
+
+/// `hooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HooksAction {
+    /// Install the post-checkout hook (keeping and chaining to an existing one).
+    Install,
+    /// Remove the hook, putting back the one that was there before.
+    Uninstall,
+    /// Where the hook is, whether it is ours, current, and chained.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hook` arguments (internal).
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Which hook is running.
+    #[command(subcommand)]
+    pub kind: HookKind,
+}
+
+/// Hooks the binary handles.
+#[derive(Debug, Subcommand)]
+pub enum HookKind {
+    /// post-checkout: <old-head> <new-head> <branch-flag>, as git passes them.
+    PostCheckout {
+        /// git's arguments (pre-commit passes them in PRE_COMMIT_* variables instead).
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// A `--port SERVICE=PORT|auto` value.

@@ -200,6 +200,34 @@ impl Repo {
         }
     }
 
+    /// The hooks directory git uses here: `core.hooksPath` (relative paths resolved as git
+    /// resolves them) or `<common-dir>/hooks`. Asks git, which is the authority on both.
+    pub fn hooks_dir(&self) -> anyhow::Result<PathBuf> {
+        let mut cmd = Command::new("git");
+        if let Some(w) = &self.workdir {
+            cmd.arg("-C").arg(w);
+        } else {
+            cmd.arg("--git-dir").arg(&self.git_dir);
+        }
+        let out = cmd
+            .args(["rev-parse", "--path-format=absolute", "--git-path", "hooks"])
+            .output()
+            .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+        if !out.status.success() {
+            return Err(git_failed(format!(
+                "`git rev-parse --git-path hooks` failed: {}",
+                one_line(&String::from_utf8_lossy(&out.stderr))
+            )));
+        }
+        let text = out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout);
+        Ok(normalize(&path_from_bytes(text)))
+    }
+
+    /// The current worktree's root, if there is one.
+    pub fn workdir(&self) -> Option<&Path> {
+        self.workdir.as_deref()
+    }
+
     /// Which of `rels` (relative to the worktree) git tracks in that worktree's index.
     pub fn tracked(
         &self,

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod git;
+pub mod hooks;
 pub mod probe;
 pub mod registry;
 pub mod render;
@@ -36,6 +37,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Env(a) => commands::env::run(a)?,
         Command::Exec(a) => commands::exec::run(a)?,
         Command::Init(a) => commands::init::run(a)?,
+        Command::Hooks(a) => commands::hooks::run(a)?,
+        Command::Hook(a) => commands::hook::run(a),
     };
     print_stdout(&report.stdout);
     Ok(if report.success {

@@ -16,6 +16,8 @@ pub mod check;
 pub mod env;
 pub mod exec;
 pub mod get;
+pub mod hook;
+pub mod hooks;
 pub mod init;
 pub mod list;
 pub mod prune;

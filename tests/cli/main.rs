@@ -11,6 +11,7 @@ mod corrupt;
 mod env_exec;
 mod formats;
 mod get;
+mod hooks;
 mod list;
 mod pins;
 mod probe;

@@ -316,6 +316,13 @@ fn branch_name(name: &str) -> String {
         .collect()
 }
 
+/// Set a file's permission bits (hooks and scripts).
+pub fn make_executable(path: &Path, mode: u32) {
+    let mut perms = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, mode);
+    std::fs::set_permissions(path, perms).unwrap();
+}
+
 pub fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();

@@ -1,0 +1,418 @@
+//! The post-checkout hook with the real `git worktree add`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::support::*;
+
+/// A `git-worktree-ports` on PATH that logs each start, then runs the real binary.
+fn logging_wrapper(repo: &TestRepo) -> (PathBuf, PathBuf) {
+    let dir = repo.path("wrapper-bin");
+    let log = repo.path("starts.log");
+    write(
+        &dir.join("git-worktree-ports"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            bin().display()
+        ),
+    );
+    make_executable(&dir.join("git-worktree-ports"), 0o755);
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    (PathBuf::from(path), log)
+}
+
+fn starts(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn git_with_path(repo: &TestRepo, dir: &Path, path: &Path, args: &[&str]) -> Out {
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(dir).args(args);
+    repo.env.apply(&mut cmd);
+    cmd.env("PATH", path);
+    Out(cmd.output().unwrap())
+}
+
+#[test]
+fn plain_git_worktree_add_allocates_and_renders() {
+    let repo = TestRepo::new();
+    repo.wp(["hooks", "install"]).succeeds();
+    repo.wp(["allocate"]).succeeds();
+    let path = repo.path("feature");
+    let out = repo.env.git_output(
+        &repo.root,
+        ["worktree", "add", "-b", "feature", path.to_str().unwrap()],
+    );
+    let out = Out(out);
+    assert!(out.0.status.success(), "{}", out.describe());
+    let stderr = out.stderr();
+    let summary: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("git-worktree-ports:"))
+        .collect();
+    assert_eq!(summary.len(), 1, "quiet: one summary line: {stderr}");
+    assert!(summary[0].contains("feature"), "{stderr}");
+    let reg = repo.registry();
+    assert_eq!(reg["allocated_ports"]["feature"]["web"], repo.base + 1);
+    let env = std::fs::read_to_string(path.join(".env")).unwrap();
+    assert!(
+        env.contains(&format!("WEB_PORT={}\n", repo.base + 1)),
+        "{env}"
+    );
+    assert_eq!(repo.env.git(&path, ["status", "--porcelain"]), "");
+}
+
+#[test]
+fn ordinary_checkouts_never_start_the_binary() {
+    let repo = TestRepo::new();
+    repo.wp(["hooks", "install"]).succeeds();
+    let (path, log) = logging_wrapper(&repo);
+    for args in [
+        &["switch", "-q", "-c", "other"][..],
+        &["checkout", "-q", "main"],
+        &["checkout", "-q", "other"],
+        &["switch", "-q", "--detach", "main"],
+    ] {
+        let out = git_with_path(&repo, &repo.root, &path, args);
+        assert!(out.0.status.success(), "{}", out.describe());
+    }
+    assert_eq!(starts(&log), Vec::<String>::new());
+    assert!(
+        !repo.registry_path().exists(),
+        "nothing allocated by checkouts"
+    );
+    // A new worktree does start it, exactly once.
+    let wt = repo.path("wt");
+    let out = git_with_path(
+        &repo,
+        &repo.root,
+        &path,
+        &["worktree", "add", "-q", wt.to_str().unwrap()],
+    );
+    assert!(out.0.status.success(), "{}", out.describe());
+    let log_lines = starts(&log);
+    assert_eq!(log_lines.len(), 1, "{log_lines:?}");
+    assert!(
+        log_lines[0].starts_with("hook post-checkout 0000000000000000000000000000000000000000 "),
+        "{log_lines:?}"
+    );
+}
+
+#[test]
+fn a_users_hook_keeps_running_and_uninstall_restores_it_byte_for_byte() {
+    let repo = TestRepo::new();
+    let hook = repo.common_dir().join("hooks/post-checkout");
+    let marker = repo.path("user-hook-ran");
+    let original = format!(
+        "#!/bin/sh\n# my hook \u{e9}\necho \"$@\" >> '{}'\nexit 0\n",
+        marker.display()
+    );
+    write(&hook, &original);
+    make_executable(&hook, 0o750);
+
+    let out = repo.wp(["hooks", "install"]).succeeds().stdout();
+    assert!(out.contains("still runs first"), "{out}");
+    assert!(
+        repo.wp(["hooks", "install"])
+            .succeeds()
+            .stdout()
+            .contains("already installed")
+    );
+    let status = repo.wp(["hooks", "status", "--json"]).succeeds().json();
+    assert_eq!(status["ours"], true);
+    assert_eq!(status["current"], true);
+    assert!(
+        status["chained"]
+            .as_str()
+            .unwrap()
+            .ends_with("post-checkout.pre-worktree-ports")
+    );
+
+    repo.git(["switch", "-q", "-c", "other"]);
+    let wt = repo.path("wt");
+    repo.git(["worktree", "add", "-q", wt.to_str().unwrap()]);
+    let ran = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(
+        ran.lines().count(),
+        2,
+        "the user's hook ran for the checkout and the add: {ran}"
+    );
+    assert!(repo.registry()["allocated_ports"].get("wt").is_some());
+
+    repo.wp(["hooks", "uninstall"]).succeeds();
+    assert_eq!(std::fs::read_to_string(&hook).unwrap(), original);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&hook).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o750);
+    assert!(
+        !repo
+            .common_dir()
+            .join("hooks/post-checkout.pre-worktree-ports")
+            .exists()
+    );
+}
+
+#[test]
+fn a_failing_user_hook_still_fails_as_before() {
+    let repo = TestRepo::new();
+    let hook = repo.common_dir().join("hooks/post-checkout");
+    write(&hook, "#!/bin/sh\nexit 3\n");
+    make_executable(&hook, 0o755);
+    repo.wp(["hooks", "install"]).succeeds();
+    let wt = repo.path("wt");
+    let out = Out(repo
+        .env
+        .git_output(&repo.root, ["worktree", "add", "-q", wt.to_str().unwrap()]));
+    assert!(!out.0.status.success(), "the user's exit status is kept");
+    // Ours still did its part.
+    assert!(repo.registry()["allocated_ports"].get("wt").is_some());
+}
+
+#[test]
+fn core_hooks_path_is_respected() {
+    let repo = TestRepo::new();
+    repo.git(["config", "core.hooksPath", ".githooks"]);
+    let out = repo.wp(["hooks", "install"]).succeeds().stdout();
+    assert!(
+        out.contains(&format!("{}/.githooks/post-checkout", repo.root.display())),
+        "{out}"
+    );
+    assert!(!repo.common_dir().join("hooks/post-checkout").exists());
+    let wt = repo.path("wt");
+    repo.git(["worktree", "add", "-q", wt.to_str().unwrap()]);
+    assert!(repo.registry()["allocated_ports"].get("wt").is_some());
+    let status = repo.wp(["hooks", "status"]).succeeds().stdout();
+    assert!(status.contains(".githooks"), "{status}");
+}
+
+#[test]
+fn hook_managers_get_instructions_not_a_fight() {
+    let repo = TestRepo::new();
+    repo.git(["config", "core.hooksPath", ".husky/_"]);
+    let out = repo.wp(["hooks", "install"]).succeeds().stdout();
+    assert!(out.contains("husky manages the hooks"), "{out}");
+    assert!(
+        out.contains("git worktree-ports hook post-checkout \"$@\" || true"),
+        "{out}"
+    );
+    assert!(
+        !repo.root.join(".husky/_/post-checkout").exists(),
+        "nothing written"
+    );
+
+    let repo = TestRepo::new();
+    write(
+        &repo.root.join("lefthook.yml"),
+        "pre-commit:\n  commands: {}\n",
+    );
+    let out = repo.wp(["hooks", "install"]).succeeds().stdout();
+    assert!(out.contains("lefthook.yml"), "{out}");
+    assert!(
+        out.contains("run: git worktree-ports hook post-checkout {0} || true"),
+        "{out}"
+    );
+    assert!(!repo.common_dir().join("hooks/post-checkout").exists());
+}
+
+#[test]
+fn the_hook_works_under_pre_commits_variables() {
+    let repo = TestRepo::new();
+    let wt = repo.path("wt");
+    repo.git(["worktree", "add", "-q", wt.to_str().unwrap()]);
+    repo.wp_in(&wt, ["hook", "post-checkout"])
+        .env("PRE_COMMIT_FROM_REF", "0".repeat(40))
+        .env("PRE_COMMIT_TO_REF", "1".repeat(40))
+        .env("PRE_COMMIT_CHECKOUT_TYPE", "1")
+        .succeeds();
+    assert!(repo.registry()["allocated_ports"].get("wt").is_some());
+}
+
+#[test]
+fn a_missing_binary_never_fails_git() {
+    let repo = TestRepo::new();
+    repo.wp(["hooks", "install"]).succeeds();
+    // PATH with git and the shell but without git-worktree-ports.
+    let git = std::process::Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    let git = PathBuf::from(String::from_utf8(git.stdout).unwrap().trim());
+    let only_git = repo.path("only-git");
+    std::fs::create_dir_all(&only_git).unwrap();
+    std::os::unix::fs::symlink(&git, only_git.join("git")).unwrap();
+    let path = PathBuf::from(format!("{}:/bin:/usr/bin", only_git.display()));
+    let probe = git_with_path(&repo, &repo.root, &path, &["worktree-ports", "-h"]);
+    assert!(
+        !probe.0.status.success(),
+        "precondition: the binary is not on this PATH"
+    );
+
+    let wt = repo.path("wt");
+    let out = git_with_path(
+        &repo,
+        &repo.root,
+        &path,
+        &["worktree", "add", "-q", wt.to_str().unwrap()],
+    );
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert!(wt.join("README").exists());
+    let warnings: Vec<String> = out
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.describe());
+    assert!(warnings[0].contains("not on PATH"), "{warnings:?}");
+}
+
+#[test]
+fn a_locked_registry_or_an_exhausted_range_is_one_warning_and_git_succeeds() {
+    let base = port_block();
+    let repo = TestRepo::with_config(
+        &format!("[services.web]\nrange = [{base}, {}]\n", base + 1),
+        base,
+    );
+    repo.wp(["hooks", "install"]).succeeds();
+    repo.wp(["allocate"]).succeeds();
+    // Locked: the hook waits its timeout, warns once, and git succeeds.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(repo.common_dir().join("worktree-registry/ports.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let wt = repo.path("locked-out");
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(&repo.root)
+        .args(["worktree", "add", "-q", wt.to_str().unwrap()]);
+    repo.env.apply(&mut cmd);
+    cmd.env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "0.3");
+    let out = Out(cmd.output().unwrap());
+    assert!(out.0.status.success(), "{}", out.describe());
+    let warn: Vec<&str> = out
+        .0
+        .stderr
+        .split(|b| *b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{}", out.describe());
+    assert!(warn[0].contains("timed out"), "{warn:?}");
+    drop(lock);
+    // Exhausted: one port left; the second new worktree gets none, and git still succeeds.
+    let a = repo.path("a");
+    repo.git(["worktree", "add", "-q", a.to_str().unwrap()]);
+    let b = repo.path("b");
+    let out = Out(repo
+        .env
+        .git_output(&repo.root, ["worktree", "add", "-q", b.to_str().unwrap()]));
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr().contains("no free port for service web"),
+        "{}",
+        out.describe()
+    );
+    assert!(b.is_dir());
+}
+
+#[test]
+fn eight_parallel_git_worktree_adds_get_distinct_ports() {
+    let repo = TestRepo::new();
+    repo.wp(["hooks", "install"]).succeeds();
+    let mut children = Vec::new();
+    for i in 0..8 {
+        let path = repo.path(&format!("p{i}"));
+        let mut cmd = std::process::Command::new("git");
+        cmd.current_dir(&repo.root)
+            .args([
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                &format!("p{i}"),
+                path.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        repo.env.apply(&mut cmd);
+        children.push(cmd.spawn().unwrap());
+    }
+    for c in children {
+        let out = Out(c.wait_with_output().unwrap());
+        // git itself may lose a race on its own config/ref locks; that is git's failure,
+        // not ours, but here every add must succeed.
+        assert!(out.0.status.success(), "{}", out.describe());
+    }
+    let reg = repo.registry();
+    assert_eq!(reg["allocated_ports"].as_object().unwrap().len(), 8);
+    let ports = all_registry_ports(&reg);
+    assert_eq!(ports.len(), 16);
+    assert_unique(&ports);
+    for i in 0..8 {
+        assert!(repo.path(&format!("p{i}/.env")).exists());
+    }
+}
+
+#[test]
+fn our_add_with_the_hook_installed_allocates_and_renders_once() {
+    let repo = TestRepo::new();
+    repo.wp(["hooks", "install"]).succeeds();
+    let (path, log) = logging_wrapper(&repo);
+    let wt = repo.path("feature");
+    let mut run = repo
+        .wp(["add", "-b", "feature", wt.to_str().unwrap(), "--json"])
+        .env("PATH", &path);
+    run.cmd.env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "5");
+    let out = run.succeeds();
+    assert!(
+        !out.stderr().contains("git-worktree-ports: feature:"),
+        "the hook did not render: {}",
+        out.describe()
+    );
+    assert_eq!(
+        out.json()["rendered"][0]["action"],
+        "written",
+        "add rendered (once)"
+    );
+    let hook_runs = starts(&log);
+    assert_eq!(
+        hook_runs.len(),
+        1,
+        "the hook ran and stepped aside: {hook_runs:?}"
+    );
+    let history = repo.registry()["history"].as_array().unwrap().clone();
+    let assigned = history
+        .iter()
+        .filter(|h| h["worktree"] == "feature" && h["action"] == "assigned")
+        .count();
+    assert_eq!(assigned, 2, "one allocation (web + db): {history:?}");
+}
+
+#[test]
+fn sha256_repository_hook() {
+    let repo = TestRepo::with_format(&["--object-format=sha256"]);
+    repo.wp(["hooks", "install"]).succeeds();
+    let wt = repo.path("wt");
+    let (path, log) = logging_wrapper(&repo);
+    let out = git_with_path(
+        &repo,
+        &repo.root,
+        &path,
+        &["worktree", "add", "-q", wt.to_str().unwrap()],
+    );
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert!(starts(&log)[0].starts_with(&format!("hook post-checkout {} ", "0".repeat(64))));
+    assert!(repo.registry()["allocated_ports"].get("wt").is_some());
+    let out = git_with_path(&repo, &repo.root, &path, &["switch", "-q", "-c", "x"]);
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert_eq!(
+        starts(&log).len(),
+        1,
+        "ordinary checkout in a SHA-256 repository"
+    );
+}
