@@ -479,10 +479,24 @@ fn git_runs() -> bool {
 }
 
 fn run_git(args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let out = Command::new("git")
-        .args(args)
-        .output()
-        .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+    let mut attempt = 0;
+    let out = loop {
+        let out = Command::new("git")
+            .args(args)
+            .output()
+            .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+        // git (2.47) dies listing worktrees while a parallel `git worktree add` has created an
+        // admin dir but not yet its files ("failed to read .git/worktrees/x/commondir"): a
+        // moment later the list reads fine. Parallel hooks hit exactly that window.
+        attempt += 1;
+        if out.status.success()
+            || attempt == 5
+            || !String::from_utf8_lossy(&out.stderr).contains("failed to read")
+        {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+    };
     if !out.status.success() {
         return Err(git_failed(format!(
             "`git {}` failed: {}",
