@@ -458,3 +458,29 @@ fn sha256_repository_hook() {
         "ordinary checkout in a SHA-256 repository"
     );
 }
+
+#[test]
+fn git_dir_given_to_git_still_allocates_for_the_new_worktree() {
+    // `git --git-dir=<main>/.git worktree add`: the hook must find the new worktree, not main.
+    let repo = TestRepo::new();
+    repo.wp(["hooks", "install"]).succeeds();
+    let wt = repo.path("via-git-dir");
+    let elsewhere = repo.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let git_dir = format!("--git-dir={}", repo.common_dir().display());
+    let out = Out(repo.env.git_output(
+        &elsewhere,
+        [
+            git_dir.as_str(),
+            "worktree",
+            "add",
+            "-q",
+            wt.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.0.status.success(), "{}", out.describe());
+    let reg = repo.registry();
+    let keys: Vec<&String> = reg["allocated_ports"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["via-git-dir"], "{}", out.describe());
+    assert!(wt.join(".env").exists());
+}
