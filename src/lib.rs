@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod git;
 pub mod hooks;
 pub mod probe;

@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::allocate::Taken;
 use crate::config::MIN_PORT;
 use crate::error::{Code, Error};
+use crate::fault;
 
 /// The registry format version this build writes and understands.
 pub const VERSION: u64 = 1;
@@ -268,6 +269,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// True when the registry came from the backup and should be written back.
     pub recovered: bool,
+    /// The backup is not the same as `ports.json` (a crash between a save's two renames):
+    /// a writer should take the lock, whose load brings the backup up to date.
+    pub backup_stale: bool,
 }
 
 fn corrupt(paths: &Paths, main: &Problem, backup: &Problem) -> anyhow::Error {
@@ -336,6 +340,7 @@ fn resolve(
                 paths.backup.display()
             )],
             recovered: true,
+            backup_stale: false,
         }),
         (problem, Err(backup)) => Err(corrupt(paths, &problem, &backup)),
     }
@@ -343,7 +348,12 @@ fn resolve(
 
 /// Load without the lock, for readers (`list`, `get`, `check`). Never writes.
 pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
-    resolve(paths, read(&paths.file)?, || read(&paths.backup))
+    let mut loaded = resolve(paths, read(&paths.file)?, || read(&paths.backup))?;
+    // A crash between the two renames of a save leaves the backup one step behind. Sizes
+    // cost one stat each and catch that (the next locked load rewrites the backup).
+    let len = |p: &Path| fs::metadata(p).map(|m| m.len()).ok();
+    loaded.backup_stale = len(&paths.file).is_some() && len(&paths.file) != len(&paths.backup);
+    Ok(loaded)
 }
 
 /// Lock timeout from [`LOCK_TIMEOUT_ENV`], else [`DEFAULT_LOCK_TIMEOUT`].
@@ -376,10 +386,11 @@ impl Lock {
     ) -> anyhow::Result<Lock> {
         fs::create_dir_all(&paths.dir)
             .with_context(|| format!("could not create {}", paths.dir.display()))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut opts = OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+        let file = opts
             .open(&paths.lock)
             .with_context(|| format!("could not open lock file {}", paths.lock.display()))?;
         let start = Instant::now();
@@ -441,6 +452,12 @@ impl Lock {
             }
             self.save(&mut loaded.registry)?;
             loaded.recovered = false;
+        } else if let Ok(current) = fs::read(&paths.file)
+            && fs::read(&paths.backup).ok().as_deref() != Some(&current[..])
+        {
+            // ports.json is whole (it parsed) but the backup lags behind it: a crash between
+            // the two renames of a save. Recovery must never go back to an older state.
+            write_atomic(&paths.dir, &paths.backup, &current, "backup")?;
         }
         Ok(loaded)
     }
@@ -450,10 +467,20 @@ impl Lock {
         registry.version = VERSION;
         registry.trim_history();
         let bytes = registry.to_bytes();
-        write_atomic(&self.paths.dir, &self.paths.file, &bytes)?;
-        write_atomic(&self.paths.dir, &self.paths.backup, &bytes)?;
+        write_atomic(&self.paths.dir, &self.paths.file, &bytes, "registry")?;
+        write_atomic(&self.paths.dir, &self.paths.backup, &bytes, "backup")?;
         Ok(())
     }
+}
+
+/// A new file, readable by all and writable by its owner only. std's default is 0666 less the
+/// umask, which a umask of 000 leaves world-writable; 0644 less any umask never is.
+pub fn new_file(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+    opts.open(path)
 }
 
 /// Temp files are only written under the lock, so any found by a lock holder are leftovers
@@ -471,20 +498,26 @@ fn remove_temp_files(dir: &Path) {
     }
 }
 
-fn write_atomic(dir: &Path, target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Temp file (`create_new`), write, fsync, rename over `target`, fsync the directory.
+/// `what` names the crash points: `<what>.temp-written`, `.synced`, `.renamed`.
+fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
     let name = target
         .file_name()
         .expect("target has a file name")
         .to_string_lossy();
     let tmp = dir.join(format!("{name}.tmp.{}", std::process::id()));
     let result = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = new_file(&tmp)?;
         f.write_all(bytes)?;
+        fault::point(&format!("{what}.temp-written"));
         f.sync_all()?;
         drop(f);
+        fault::point(&format!("{what}.synced"));
         fs::rename(&tmp, target)?;
         // The rename is durable only once the directory is.
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        fault::point(&format!("{what}.renamed"));
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::{Code, Error};
+use crate::fault;
 use crate::git::WorktreeInfo;
 
 /// The built-in `.env` template.
@@ -497,24 +498,56 @@ fn write_atomic(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = target.parent().expect("target has a parent");
     fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
     let name = target.file_name().expect("file name").to_string_lossy();
+    remove_stale_temps(dir, &name);
     let tmp = dir.join(format!(".{name}.wp-tmp.{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut f = crate::registry::new_file(&tmp)?;
         f.write_all(bytes)?;
+        fault::point("render.temp-written");
         f.sync_all()?;
         // Keep the permissions of the file being replaced (a .env may be 0600 on purpose).
         if let Ok(meta) = fs::metadata(target) {
             fs::set_permissions(&tmp, meta.permissions())?;
         }
-        fs::rename(&tmp, target)
+        fs::rename(&tmp, target)?;
+        fault::point("render.renamed");
+        Ok(())
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     res.with_context(|| format!("could not write {}", target.display()))
+}
+
+/// Temp files `.<name>.wp-tmp.<pid>` left by a writer that died (its pid no longer runs).
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.wp-tmp.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok_and(|p| !process_alive(p)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // Signal 0 only checks existence; EPERM means it exists but is someone else's.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
 }
 
 fn rel_key(rel: &Path) -> String {

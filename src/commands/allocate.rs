@@ -72,6 +72,7 @@ pub fn ensure(
     // cleanly goes the locked way, which recovers it.
     if let Ok(loaded) = crate::registry::load_unlocked(&ctx.paths)
         && loaded.warnings.is_empty()
+        && !loaded.backup_stale
         && is_current(&loaded.registry, wt, config, wants)
     {
         return Ok(loaded.registry.allocated_ports[&wt.key].clone());

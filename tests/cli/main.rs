@@ -17,6 +17,7 @@ mod pins;
 mod probe;
 mod prune;
 mod release;
+mod reliability;
 mod remove;
 mod repos;
 mod templates;

@@ -1,0 +1,337 @@
+//! Crashes at every step of a write, a kill -9 storm, and lock contention: the registry is
+//! never lost, never half-written, and never gives a port twice.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const FAULT: &str = "GIT_WORKTREE_PORTS_FAULT";
+
+fn temp_files(dir: &Path, marker: &str) -> Vec<String> {
+    walk(dir)
+        .into_iter()
+        .filter(|n| n.contains(marker))
+        .collect()
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with(".git") {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn keys(reg: &Value) -> BTreeSet<String> {
+    reg["allocated_ports"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
+    let points = [
+        "registry.temp-written",
+        "registry.synced",
+        "registry.renamed",
+        "backup.temp-written",
+        "backup.synced",
+        "backup.renamed",
+    ];
+    for point in points {
+        let repo = TestRepo::new();
+        repo.wp(["allocate", "--no-render"]).succeeds();
+        let old = repo.registry();
+        let wt = repo.add_worktree("new");
+        let out = repo
+            .wp_in(&wt, ["allocate", "--no-render"])
+            .env(FAULT, point)
+            .output();
+        assert_eq!(
+            out.0.status.signal(),
+            Some(libc::SIGABRT),
+            "{point}: {}",
+            out.describe()
+        );
+
+        // A reader sees exactly the old or exactly the new state.
+        let seen = repo.wp(["list", "--json"]).succeeds().json();
+        let seen_keys: BTreeSet<String> = seen["worktrees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect();
+        let committed = seen_keys.contains("new");
+        match point {
+            "registry.temp-written" | "registry.synced" => {
+                assert!(!committed, "{point}: not committed yet");
+                assert_eq!(keys(&repo.registry()), keys(&old));
+            }
+            _ => assert!(committed, "{point}: committed by the rename"),
+        }
+
+        // The next command finishes the job, removes the dead writer's temp file, and keeps
+        // what was committed.
+        let next = repo
+            .wp_in(&wt, ["allocate", "--json", "--no-render"])
+            .succeeds()
+            .json();
+        if committed {
+            let before: Value = seen["worktrees"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["name"] == "new")
+                .unwrap()["ports"]
+                .clone();
+            assert_eq!(next["ports"], before, "{point}: committed ports kept");
+        }
+        let reg_dir = repo.common_dir().join("worktree-registry");
+        assert_eq!(
+            temp_files(&reg_dir, ".tmp."),
+            Vec::<String>::new(),
+            "{point}"
+        );
+        let reg = repo.registry();
+        assert_eq!(
+            keys(&reg),
+            ["main", "new"].iter().map(|s| s.to_string()).collect()
+        );
+        assert_unique(&all_registry_ports(&reg));
+        let bak: Value =
+            serde_json::from_slice(&std::fs::read(reg_dir.join("ports.json.bak")).unwrap())
+                .unwrap();
+        assert_eq!(
+            bak, reg,
+            "{point}: the backup is the last committed state again"
+        );
+    }
+}
+
+#[test]
+fn a_crash_while_rendering_leaves_every_file_whole_and_the_next_render_finishes() {
+    for point in ["render.temp-written", "render.renamed"] {
+        let repo = TestRepo::new();
+        let b = repo.base;
+        commit_files(
+            &repo,
+            &[
+                (
+                    ".worktree-ports/templates/a.conf.tera",
+                    "port={{ ports.web }}\n",
+                ),
+                (
+                    ".worktree-ports/templates/b.conf.tera",
+                    "port={{ ports.web }}\n",
+                ),
+            ],
+        );
+        repo.wp(["allocate"]).succeeds();
+        let old = format!("port={b}\n");
+        let new = format!("port={}\n", b + 5);
+        let out = repo
+            .wp(["allocate", "--port", &format!("web={}", b + 5)])
+            .env(FAULT, point)
+            .output();
+        assert_eq!(
+            out.0.status.signal(),
+            Some(libc::SIGABRT),
+            "{point}: {}",
+            out.describe()
+        );
+        for f in ["a.conf", "b.conf"] {
+            let text = std::fs::read_to_string(repo.root.join(f)).unwrap();
+            assert!(
+                text == old || text == new,
+                "{point}: {f} is half-written: {text:?}"
+            );
+        }
+        assert!(!temp_files(&repo.root, ".wp-tmp.").is_empty() || point == "render.renamed");
+        repo.wp(["render"]).succeeds();
+        for f in ["a.conf", "b.conf"] {
+            assert_eq!(
+                std::fs::read_to_string(repo.root.join(f)).unwrap(),
+                new,
+                "{point}"
+            );
+        }
+        assert_eq!(
+            temp_files(&repo.root, ".wp-tmp."),
+            Vec::<String>::new(),
+            "{point}"
+        );
+        assert_eq!(repo.git(["status", "--porcelain"]), "", "{point}");
+    }
+}
+
+/// xorshift64*: enough randomness for a storm, and the seed is printed to replay one.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn kill_9_storm() {
+    const WORKTREES: usize = 10;
+    const ROUNDS: usize = 8;
+    const PER_ROUND: usize = 24;
+    let seed = std::env::var("STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("kill -9 storm: seed {seed} (STORM_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+
+    let repo = TestRepo::new();
+    let mut dirs = vec![repo.root.clone()];
+    dirs.extend((0..WORKTREES).map(|i| repo.add_worktree(&format!("w{i}"))));
+    // Two worktrees that die before the storm, for prune to find.
+    for name in ["dead1", "dead2"] {
+        let d = repo.add_worktree(name);
+        repo.wp_in(&d, ["allocate", "--no-render"]).succeeds();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    let (mut spawned, mut killed) = (0, 0);
+    for _ in 0..ROUNDS {
+        let mut children: Vec<Child> = Vec::new();
+        for _ in 0..PER_ROUND {
+            let dir = &dirs[rng.below(dirs.len() as u64) as usize];
+            let args: &[&str] = match rng.below(10) {
+                0..=5 => &["allocate", "--no-render"],
+                6..=7 => &["release"],
+                _ => &["prune"],
+            };
+            let mut run = repo
+                .wp_in(dir, args)
+                .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "30");
+            run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            children.push(run.cmd.spawn().unwrap());
+            spawned += 1;
+        }
+        // Kill a random third of them at random moments while they run.
+        let start = Instant::now();
+        let mut victims: Vec<usize> = (0..PER_ROUND).collect();
+        for i in (1..victims.len()).rev() {
+            victims.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        victims.truncate(PER_ROUND / 3);
+        victims.sort_by_key(|_| rng.below(40));
+        for v in victims {
+            let at = Duration::from_millis(rng.below(20));
+            if let Some(wait) = at.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let _ = children[v].kill();
+        }
+        for mut c in children {
+            // Only a process that was still running dies of the signal: count those.
+            if c.wait().unwrap().signal() == Some(libc::SIGKILL) {
+                killed += 1;
+            }
+        }
+
+        // After every round: the file parses as it is, every entry is whole, no port twice.
+        let reg_file = repo.registry_path();
+        if reg_file.exists() {
+            let reg: Value = serde_json::from_slice(&std::fs::read(&reg_file).unwrap())
+                .unwrap_or_else(|e| panic!("seed {seed}: ports.json does not parse: {e}"));
+            for (wt, ports) in reg["allocated_ports"].as_object().unwrap() {
+                let svc: BTreeSet<&String> = ports.as_object().unwrap().keys().collect();
+                assert_eq!(svc.len(), 2, "seed {seed}: {wt} has a partial set: {ports}");
+            }
+            assert_unique(&all_registry_ports(&reg));
+        }
+    }
+    eprintln!("kill -9 storm: {ROUNDS} rounds, {spawned} processes, {killed} killed mid-flight");
+    assert!(
+        killed > 0,
+        "seed {seed}: no process was killed while running"
+    );
+
+    // The next command takes the lock at once: no stale lock survives a kill -9.
+    let t = Instant::now();
+    let out = repo
+        .wp(["allocate", "--no-render"])
+        .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "0.5")
+        .succeeds();
+    assert!(
+        !out.stderr().contains("waiting for lock"),
+        "{}",
+        out.describe()
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // And every surviving worktree can get (or has) its full set.
+    for d in &dirs {
+        repo.wp_in(d, ["allocate", "--no-render"]).succeeds();
+    }
+    let reg = repo.registry();
+    assert_eq!(
+        reg["allocated_ports"].as_object().unwrap().len(),
+        WORKTREES + 1
+    );
+    assert_unique(&all_registry_ports(&reg));
+    assert_eq!(
+        temp_files(&repo.common_dir().join("worktree-registry"), ".tmp."),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_waiting_process_proceeds_when_the_lock_is_released() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let wt = repo.add_worktree("waiter");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(repo.common_dir().join("worktree-registry/ports.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut run = repo
+        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "20");
+    run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = run.cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    drop(lock);
+    let out = Out(child.wait_with_output().unwrap());
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr().contains("waiting for lock on"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.json()["ports"]["web"], repo.base + 1);
+}
