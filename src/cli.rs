@@ -45,6 +45,7 @@ impl Cli {
             Command::Add(a) => AddOptions::from_raw(&a.args).is_ok_and(|o| o.json),
             Command::Remove(a) => a.json,
             Command::Render(a) => a.json,
+            Command::Repair(a) => a.json,
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
@@ -78,11 +79,24 @@ pub enum Command {
     Exec(ExecArgs),
     /// Write a commented .worktree-ports/config.toml and templates/.env.tera to start from.
     Init(InitArgs),
+    /// Rebuild a damaged registry from git's worktree list and every readable record.
+    Repair(RepairArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
     #[command(hide = true)]
     Hook(HookArgs),
+}
+
+/// `repair` arguments.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Show what would be kept and dropped; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON: {"kept", "dropped", "gone", "sources"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `hooks` arguments.

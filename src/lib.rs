@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod probe;
 pub mod registry;
 pub mod render;
+pub mod salvage;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -39,6 +40,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => commands::exec::run(a)?,
         Command::Init(a) => commands::init::run(a)?,
         Command::Hooks(a) => commands::hooks::run(a)?,
+        Command::Repair(a) => commands::repair::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
     print_stdout(&report.stdout);

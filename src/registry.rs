@@ -279,7 +279,7 @@ fn corrupt(paths: &Paths, main: &Problem, backup: &Problem) -> anyhow::Error {
         Code::RegistryCorrupt,
         format!(
             "{} is unusable ({main}) and so is its backup {} ({backup}); nothing was changed. \
-             Fix the JSON by hand, or move both files aside to start over (every worktree then allocates anew)",
+             Run `git worktree-ports repair` to rebuild it from git's worktree list and every readable record",
             paths.file.display(),
             paths.backup.display()
         ),
@@ -354,6 +354,30 @@ pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
     let len = |p: &Path| fs::metadata(p).map(|m| m.len()).ok();
     loaded.backup_stale = len(&paths.file).is_some() && len(&paths.file) != len(&paths.backup);
     Ok(loaded)
+}
+
+/// Every file that may hold registry records, newest first: `ports.json`, `ports.json.bak`,
+/// then the kept `ports.json.corrupt-*` files.
+pub fn record_files(paths: &Paths) -> Vec<PathBuf> {
+    let mut corrupt: Vec<PathBuf> = fs::read_dir(&paths.dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("ports.json.corrupt-")
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The timestamp in the name sorts by time.
+    corrupt.sort();
+    corrupt.reverse();
+    let mut out = vec![paths.file.clone(), paths.backup.clone()];
+    out.extend(corrupt);
+    out
 }
 
 /// Lock timeout from [`LOCK_TIMEOUT_ENV`], else [`DEFAULT_LOCK_TIMEOUT`].
@@ -441,11 +465,7 @@ impl Lock {
         let mut loaded = resolve(paths, main, || read(&paths.backup))?;
         if loaded.recovered {
             if damaged {
-                let aside = paths
-                    .dir
-                    .join(format!("ports.json.corrupt-{}", timestamp_for_file()));
-                fs::rename(&paths.file, &aside)
-                    .with_context(|| format!("could not move {} aside", paths.file.display()))?;
+                let aside = self.keep_aside()?;
                 loaded
                     .warnings
                     .push(format!("the damaged file is kept as {}", aside.display()));
@@ -460,6 +480,17 @@ impl Lock {
             write_atomic(&paths.dir, &paths.backup, &current, "backup")?;
         }
         Ok(loaded)
+    }
+
+    /// Move a damaged `ports.json` aside as `ports.json.corrupt-<time>` (never deleted).
+    pub fn keep_aside(&self) -> anyhow::Result<PathBuf> {
+        let aside = self
+            .paths
+            .dir
+            .join(format!("ports.json.corrupt-{}", timestamp_for_file()));
+        fs::rename(&self.paths.file, &aside)
+            .with_context(|| format!("could not move {} aside", self.paths.file.display()))?;
+        Ok(aside)
     }
 
     /// Atomically replace `ports.json` (then its backup) with `registry`.

@@ -24,6 +24,7 @@ pub mod prune;
 pub mod release;
 pub mod remove;
 pub mod render;
+pub mod repair;
 
 /// What a command produced.
 #[derive(Debug, Default)]

@@ -86,3 +86,234 @@ fn a_registry_listing_a_port_twice_recovers_from_the_backup() {
     );
     assert_unique(&all_registry_ports(&repo.registry()));
 }
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bak {
+    Good,
+    Missing,
+    Bad,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// Recovered from the backup with a warning.
+    Recovered,
+    /// Treated as an empty registry with a warning.
+    Empty,
+    /// REGISTRY_CORRUPT naming `repair`.
+    Corrupt,
+    /// REGISTRY_CORRUPT naming an upgrade.
+    Newer,
+}
+
+/// The documented outcome of each damage with each backup state, and in every case: no port
+/// that a surviving record holds is handed out again.
+type Damage = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+#[test]
+fn corruption_table() {
+    let cut =
+        |f: fn(usize) -> usize| -> Damage { Box::new(move |g: &[u8]| g[..f(g.len())].to_vec()) };
+    let fixed = |b: &'static [u8]| -> Damage { Box::new(move |_| b.to_vec()) };
+    let cases: Vec<(&str, Damage)> = vec![
+        ("empty", fixed(b"")),
+        ("truncated at 1", cut(|_| 1)),
+        ("truncated at 10", cut(|_| 10)),
+        ("truncated at a third", cut(|n| n / 3)),
+        ("truncated at half", cut(|n| n / 2)),
+        ("truncated 2 before the end", cut(|n| n - 2)),
+        ("garbage", fixed(b"\x00\x01\x02garbage\xff\xfe")),
+        ("a JSON array", fixed(b"[1, 2, 3]")),
+        (
+            "allocated_ports not a map",
+            fixed(br#"{"allocated_ports": []}"#),
+        ),
+        (
+            "a port that is a string",
+            fixed(br#"{"allocated_ports": {"main": {"web": "x"}}}"#),
+        ),
+        (
+            "unknown version",
+            Box::new(|g: &[u8]| {
+                String::from_utf8_lossy(g)
+                    .replacen("\"version\": 1", "\"version\": 99", 1)
+                    .into_bytes()
+            }),
+        ),
+        (
+            "a port registered twice",
+            Box::new(|g: &[u8]| {
+                edit(g, |r| {
+                    r["allocated_ports"]["a"]["web"] = r["allocated_ports"]["main"]["web"].clone()
+                })
+            }),
+        ),
+        (
+            "port 80",
+            Box::new(|g: &[u8]| {
+                edit(g, |r| {
+                    r["allocated_ports"]["a"]["web"] = serde_json::json!(80)
+                })
+            }),
+        ),
+        (
+            "port 70000",
+            Box::new(|g: &[u8]| {
+                edit(g, |r| {
+                    r["allocated_ports"]["a"]["web"] = serde_json::json!(70000)
+                })
+            }),
+        ),
+    ];
+    let mut checked = 0;
+    for (name, damage) in &cases {
+        for bak in [Bak::Good, Bak::Missing, Bak::Bad] {
+            let expected = match (*name, bak) {
+                ("unknown version", _) => Outcome::Newer,
+                ("empty", Bak::Missing) => Outcome::Empty,
+                (_, Bak::Good) => Outcome::Recovered,
+                _ => Outcome::Corrupt,
+            };
+            check_case(name, damage, bak, expected);
+            checked += 1;
+        }
+    }
+    eprintln!("corruption table: {checked} cases");
+}
+
+fn edit(good: &[u8], f: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(good).unwrap();
+    f(&mut v);
+    v.to_string().into_bytes()
+}
+
+fn check_case(name: &str, damage: &Damage, bak: Bak, expected: Outcome) {
+    let what = format!("{name} / backup {bak:?}");
+    let (repo, c) = populated();
+    let before = repo.registry();
+    let held: Vec<u16> = all_registry_ports(&before);
+    let bak_path = repo.common_dir().join("worktree-registry/ports.json.bak");
+    let bytes = damage(&std::fs::read(repo.registry_path()).unwrap());
+    std::fs::write(repo.registry_path(), &bytes).unwrap();
+    match bak {
+        Bak::Good => {}
+        Bak::Missing => std::fs::remove_file(&bak_path).unwrap(),
+        Bak::Bad => std::fs::write(&bak_path, b"{\"allocated_ports\": {\"ma").unwrap(),
+    }
+    let snapshot = repo.registry_snapshot();
+    let out = repo
+        .wp_in(&c, ["allocate", "--json", "--no-render"])
+        .output();
+    match expected {
+        Outcome::Recovered => {
+            assert_eq!(out.code(), Some(0), "{what}: {}", out.describe());
+            assert!(
+                out.stderr().contains("recovered"),
+                "{what}: {}",
+                out.describe()
+            );
+            let reg = repo.registry();
+            for w in ["main", "a", "b"] {
+                assert_eq!(
+                    reg["allocated_ports"][w], before["allocated_ports"][w],
+                    "{what}: {w} kept"
+                );
+            }
+            let new: Vec<u16> = ports_of(&out.json()["ports"])
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect();
+            assert!(
+                new.iter().all(|p| !held.contains(p)),
+                "{what}: a held port was given again"
+            );
+        }
+        Outcome::Empty => {
+            assert_eq!(out.code(), Some(0), "{what}: {}", out.describe());
+            assert!(out.stderr().contains("empty"), "{what}: {}", out.describe());
+        }
+        Outcome::Corrupt | Outcome::Newer => {
+            assert_eq!(out.code(), Some(1), "{what}: {}", out.describe());
+            let err = out.json();
+            assert_eq!(err["error"], "REGISTRY_CORRUPT", "{what}");
+            let msg = err["message"].as_str().unwrap();
+            let hint = if expected == Outcome::Newer {
+                "upgrade"
+            } else {
+                "git worktree-ports repair"
+            };
+            assert!(msg.contains(hint), "{what}: {msg}");
+            assert_eq!(
+                snapshot,
+                repo.registry_snapshot(),
+                "{what}: nothing changed"
+            );
+        }
+    }
+    if expected != Outcome::Corrupt {
+        return;
+    }
+    // repair rebuilds from what can be read; afterwards no held port is given twice.
+    let rep = repo.wp(["repair", "--json"]).succeeds().json();
+    let reg = repo.registry();
+    for kept in rep["kept"].as_array().unwrap() {
+        let w = kept["worktree"].as_str().unwrap();
+        for (svc, port) in kept["ports"].as_object().unwrap() {
+            assert_eq!(
+                &before["allocated_ports"][w][svc], port,
+                "{what}: repair changed {w} {svc}"
+            );
+        }
+    }
+    let out = repo
+        .wp_in(&c, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let salvaged: Vec<u16> = all_registry_ports(&reg);
+    let new: Vec<u16> = ports_of(&out["ports"])
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert!(
+        new.iter().all(|p| !salvaged.contains(p)),
+        "{what}: a salvaged port was given again"
+    );
+    assert_unique(&all_registry_ports(&repo.registry()));
+    assert!(
+        std::fs::read_dir(repo.common_dir().join("worktree-registry"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ports.json.corrupt-"))
+            || bytes.is_empty(),
+        "{what}: the damaged file is kept"
+    );
+}
+
+#[test]
+fn repair_salvages_a_truncated_file_with_no_backup() {
+    let (repo, c) = populated();
+    let before = repo.registry();
+    let good = std::fs::read(repo.registry_path()).unwrap();
+    // Cut inside b's entry: main and a are complete before it (keys sort: a, b, main... so cut
+    // just before "main" keeps a and b).
+    let text = String::from_utf8(good.clone()).unwrap();
+    let cut = text.find("\"main\": {").unwrap() + 3;
+    std::fs::write(repo.registry_path(), &good[..cut]).unwrap();
+    std::fs::remove_file(repo.common_dir().join("worktree-registry/ports.json.bak")).unwrap();
+    let out = repo.wp(["repair"]).succeeds().stdout();
+    assert!(out.contains("damaged, salvaged"), "{out}");
+    let reg = repo.registry();
+    assert_eq!(reg["allocated_ports"]["a"], before["allocated_ports"]["a"]);
+    assert_eq!(reg["allocated_ports"]["b"], before["allocated_ports"]["b"]);
+    assert!(
+        reg["allocated_ports"].get("main").is_none(),
+        "main's entry was cut"
+    );
+    // main allocates anew, away from a's and b's ports; c too.
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    repo.wp_in(&c, ["allocate", "--no-render"]).succeeds();
+    assert_unique(&all_registry_ports(&repo.registry()));
+}

@@ -1,0 +1,209 @@
+//! `repair [--dry-run] [--json]`: rebuild the registry from git's worktree list and every
+//! record that can still be read: `ports.json`, `ports.json.bak`, then the kept
+//! `ports.json.corrupt-*` files (newest first), salvaging complete entries from damaged ones.
+//!
+//! Each live worktree keeps, per service, the port of the newest record that names one; a
+//! port two records give to different worktrees goes to the first and is reported. Records of
+//! worktrees git no longer has are dropped (as `prune` would). Nothing is deleted: a damaged
+//! `ports.json` is kept aside.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::cli::RepairArgs;
+use crate::commands::{Ctx, Report, ports_inline};
+use crate::config::MIN_PORT;
+use crate::error::{Code, Error};
+use crate::registry::{self, Problem, Registry, WorktreeRecord, now_rfc3339};
+use crate::salvage;
+
+struct Source {
+    path: PathBuf,
+    /// Parsed whole, when it could be.
+    whole: Option<Registry>,
+    entries: Vec<(String, String, u64)>,
+}
+
+/// Run `repair`.
+pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
+    let ctx = Ctx::open()?;
+    let lock = ctx.lock()?;
+    let worktrees: Vec<_> = ctx
+        .repo
+        .worktrees()?
+        .into_iter()
+        .filter(|w| !w.prunable && w.path.is_dir())
+        .collect();
+
+    let mut sources = Vec::new();
+    for path in registry::record_files(&ctx.paths) {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let source = match registry::parse(&bytes) {
+            Ok(reg) => Source {
+                entries: reg
+                    .allocated_ports
+                    .iter()
+                    .flat_map(|(w, ports)| {
+                        ports
+                            .iter()
+                            .map(move |(s, p)| (w.clone(), s.clone(), u64::from(*p)))
+                    })
+                    .collect(),
+                whole: Some(reg),
+                path,
+            },
+            Err(Problem::Newer(v)) => {
+                return Err(Error::new(
+                    Code::RegistryCorrupt,
+                    format!("{} has version {v}, newer than this git-worktree-ports understands; upgrade it instead of repairing", path.display()),
+                )
+                .into());
+            }
+            Err(_) => Source {
+                entries: salvage::allocated_ports(&bytes),
+                whole: None,
+                path,
+            },
+        };
+        sources.push(source);
+    }
+
+    let base = sources
+        .iter()
+        .find_map(|s| s.whole.clone())
+        .unwrap_or_default();
+    let mut reg = Registry {
+        allocated_ports: BTreeMap::new(),
+        worktrees: BTreeMap::new(),
+        ..base
+    };
+    let mut taken: HashMap<u16, (String, String)> = HashMap::new();
+    let mut dropped: Vec<String> = Vec::new();
+    let mut kept: Vec<(String, BTreeMap<String, u16>, Vec<String>)> = Vec::new();
+    for wt in &worktrees {
+        let mut ports: BTreeMap<String, u16> = BTreeMap::new();
+        let mut from: Vec<String> = Vec::new();
+        for src in &sources {
+            for (w, svc, port) in src.entries.iter().filter(|(w, _, _)| *w == wt.key) {
+                if ports.contains_key(svc) {
+                    continue;
+                }
+                let Some(port) = u16::try_from(*port).ok().filter(|p| *p >= MIN_PORT) else {
+                    dropped.push(format!(
+                        "{w} {svc} {port} (outside 1024-65535, in {})",
+                        src.path.display()
+                    ));
+                    continue;
+                };
+                if let Some((ow, os)) = taken.get(&port) {
+                    if (ow, os) != (w, svc) {
+                        dropped.push(format!(
+                            "{w} {svc} {port} (already {ow} {os}'s, in {})",
+                            src.path.display()
+                        ));
+                    }
+                    continue;
+                }
+                taken.insert(port, (w.clone(), svc.clone()));
+                ports.insert(svc.clone(), port);
+                let name = src
+                    .path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if !from.contains(&name) {
+                    from.push(name);
+                }
+            }
+        }
+        if ports.is_empty() {
+            continue;
+        }
+        let allocated_at = sources
+            .iter()
+            .filter_map(|s| s.whole.as_ref()?.worktrees.get(&wt.key))
+            .map(|r| r.allocated_at.clone())
+            .next()
+            .unwrap_or_else(now_rfc3339);
+        reg.worktrees.insert(
+            wt.key.clone(),
+            WorktreeRecord {
+                path: wt.path.to_string_lossy().into_owned(),
+                branch: wt.branch.clone(),
+                allocated_at,
+                extra: Default::default(),
+            },
+        );
+        reg.allocated_ports.insert(wt.key.clone(), ports.clone());
+        kept.push((wt.key.clone(), ports, from));
+    }
+    let live: Vec<&str> = worktrees.iter().map(|w| w.key.as_str()).collect();
+    let mut gone: Vec<String> = sources
+        .iter()
+        .flat_map(|s| s.entries.iter().map(|(w, _, _)| w.clone()))
+        .filter(|w| !live.contains(&w.as_str()))
+        .collect();
+    gone.sort();
+    gone.dedup();
+
+    if !args.dry_run {
+        let damaged = std::fs::read(&ctx.paths.file).is_ok_and(|b| registry::parse(&b).is_err());
+        if damaged {
+            lock.keep_aside()?;
+        }
+        reg.record("repaired", "*", None, None);
+        lock.save(&mut reg)?;
+    }
+    drop(lock);
+
+    if args.json {
+        return Ok(Report::json(&json!({
+            "dry_run": args.dry_run,
+            "kept": kept.iter().map(|(w, p, from)| json!({"worktree": w, "ports": p, "from": from})).collect::<Vec<_>>(),
+            "dropped": dropped,
+            "gone": gone,
+            "sources": sources.iter().map(|s| json!({"path": s.path.to_string_lossy(), "whole": s.whole.is_some(), "entries": s.entries.len()})).collect::<Vec<_>>(),
+        })));
+    }
+    let mut out = String::new();
+    for s in &sources {
+        out.push_str(&format!(
+            "read {}: {} ({} entries)\n",
+            s.path.display(),
+            if s.whole.is_some() {
+                "whole"
+            } else {
+                "damaged, salvaged"
+            },
+            s.entries.len()
+        ));
+    }
+    let verb = if args.dry_run { "would keep" } else { "kept" };
+    for (w, p, from) in &kept {
+        out.push_str(&format!(
+            "{verb} {w}: {} (from {})\n",
+            ports_inline(p),
+            from.join(", ")
+        ));
+    }
+    for d in &dropped {
+        out.push_str(&format!("dropped {d}\n"));
+    }
+    if !gone.is_empty() {
+        out.push_str(&format!(
+            "dropped worktrees git no longer has: {}\n",
+            gone.join(", ")
+        ));
+    }
+    if kept.is_empty() {
+        out.push_str(
+            "no ports could be recovered; worktrees allocate anew on their next command\n",
+        );
+    }
+    Ok(Report::ok(out))
+}
