@@ -773,3 +773,193 @@ mod tests {
         assert_eq!(ports(&a), [("legacy", 9999), ("web", 8080)]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! For random configs, registries, pins and probe answers, every result is in range (or
+    //! the pin), not reserved, not busy, not anyone else's, idempotent and all-or-nothing.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::cell::RefCell;
+
+    struct SetProbe(HashSet<u16>, RefCell<u32>);
+
+    impl Probe for SetProbe {
+        fn is_free(&self, port: u16, _: Protocol) -> bool {
+            *self.1.borrow_mut() += 1;
+            !self.0.contains(&port)
+        }
+        fn holder(&self, _: u16, _: Protocol) -> Option<Holder> {
+            None
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct World {
+        services: Vec<Service>,
+        taken: Vec<(u16, String, String)>,
+        reserved: Vec<RangeInclusive<u16>>,
+        avoid: Vec<RangeInclusive<u16>>,
+        busy: HashSet<u16>,
+        wants: BTreeMap<String, Want>,
+    }
+
+    fn world() -> impl Strategy<Value = World> {
+        let service = (1020u16..1060, 0u16..12);
+        (
+            prop::collection::vec(service, 1..4),
+            prop::collection::vec((1020u16..1080, 0usize..3, 0usize..4), 0..30),
+            prop::collection::vec((1020u16..1080, 0u16..8), 0..3),
+            prop::option::of((1020u16..1080, 0u16..30)),
+            prop::collection::hash_set(1020u16..1080, 0..20),
+            prop::collection::vec((0usize..4, prop::option::of(0u32..70000)), 0..3),
+        )
+            .prop_map(|(svcs, taken, reserved, avoid, busy, wants)| {
+                let services: Vec<Service> = svcs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (lo, w))| Service {
+                        name: format!("s{i}"),
+                        range: (lo.max(MIN_PORT), lo.max(MIN_PORT) + w),
+                        env: format!("S{i}_PORT"),
+                        protocol: Protocol::Tcp,
+                    })
+                    .collect();
+                let owners = ["me", "a", "b"];
+                let mut seen = HashSet::new();
+                let taken = taken
+                    .into_iter()
+                    .filter(|(p, _, _)| *p >= MIN_PORT && seen.insert(*p))
+                    .map(|(p, o, s)| (p, owners[o].to_string(), format!("s{s}")))
+                    .collect();
+                let wants = wants
+                    .into_iter()
+                    .filter(|(i, _)| *i < services.len())
+                    .map(|(i, pin)| (format!("s{i}"), pin.map_or(Want::Auto, Want::Pin)))
+                    .collect();
+                World {
+                    services,
+                    taken,
+                    reserved: reserved.into_iter().map(|(lo, w)| lo..=lo + w).collect(),
+                    avoid: avoid.into_iter().map(|(lo, w)| lo..=lo + w).collect(),
+                    busy,
+                    wants,
+                }
+            })
+    }
+
+    fn run(
+        w: &World,
+        current: &BTreeMap<String, u16>,
+        taken: &Taken,
+        wants: &BTreeMap<String, Want>,
+    ) -> Result<Allocation, Error> {
+        allocate(
+            &Request {
+                worktree: "me",
+                services: &w.services,
+                current,
+                wants,
+                taken,
+                reserved: &w.reserved,
+                avoid: &w.avoid,
+            },
+            &SetProbe(w.busy.clone(), RefCell::new(0)),
+        )
+    }
+
+    /// A port `svc` could take: what the allocator must only ever choose.
+    fn usable(w: &World, me: &BTreeMap<String, u16>, port: u16, svc: &str) -> bool {
+        port >= MIN_PORT
+            && !w.reserved.iter().any(|r| r.contains(&port))
+            && !w.busy.contains(&port)
+            && !w
+                .taken
+                .iter()
+                .any(|(p, o, s)| *p == port && !(o == "me" && s == svc))
+            && !me.iter().any(|(s, p)| *p == port && s != svc)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn allocation_invariants(w in world()) {
+            let mut taken = Taken::new();
+            let mut current = BTreeMap::new();
+            for (p, o, s) in &w.taken {
+                taken.insert(*p, o, s);
+                if o == "me" {
+                    current.insert(s.clone(), *p);
+                }
+            }
+            match run(&w, &current, &taken, &w.wants) {
+                Ok(a) => {
+                    // Complete: every service has a port; ports of this worktree are distinct.
+                    for s in &w.services {
+                        prop_assert!(a.ports.contains_key(&s.name));
+                    }
+                    let mut mine: Vec<u16> = a.ports.values().copied().collect();
+                    mine.sort();
+                    mine.dedup();
+                    prop_assert_eq!(mine.len(), a.ports.len(), "a port twice in one worktree");
+                    for s in &w.services {
+                        let port = a.ports[&s.name];
+                        let kept = current.get(&s.name) == Some(&port);
+                        if kept {
+                            continue;
+                        }
+                        match w.wants.get(&s.name) {
+                            Some(Want::Pin(pin)) => prop_assert_eq!(u32::from(port), *pin),
+                            _ => prop_assert!((s.range.0..=s.range.1).contains(&port), "{} out of range", port),
+                        }
+                        let others: BTreeMap<String, u16> = a.ports.iter().filter(|(n, _)| **n != s.name).map(|(n, p)| (n.clone(), *p)).collect();
+                        prop_assert!(usable(&w, &others, port, &s.name), "{} is not usable for {}", port, s.name);
+                    }
+                    // Idempotent: asking again with the result in the registry changes nothing.
+                    let mut taken2 = Taken::new();
+                    for (p, o, s) in w.taken.iter().filter(|(_, o, _)| o != "me") {
+                        taken2.insert(*p, o, s);
+                    }
+                    for (s, p) in &a.ports {
+                        taken2.insert(*p, "me", s);
+                    }
+                    let again = run(&w, &a.ports, &taken2, &BTreeMap::new()).unwrap();
+                    prop_assert_eq!(&again.ports, &a.ports);
+                    prop_assert!(again.changes.is_empty());
+                }
+                Err(e) => {
+                    // All or nothing is structural (a pure function); check the error is earned.
+                    match e.code {
+                        Code::RangeExhausted => {
+                            let svc = e.details["service"].as_str().unwrap();
+                            let s = w.services.iter().find(|s| s.name == svc).unwrap();
+                            let pinned: BTreeMap<String, u16> = w.wants.iter().filter_map(|(n, want)| match want {
+                                Want::Pin(p) => u16::try_from(*p).ok().map(|p| (n.clone(), p)),
+                                Want::Auto => None,
+                            }).collect();
+                            // No port of the range was usable, even before other choices.
+                            for p in s.range.0..=s.range.1 {
+                                let blocked = !usable(&w, &BTreeMap::new(), p, svc)
+                                    || pinned.values().any(|q| *q == p)
+                                    || w.services.iter().any(|o| o.name != s.name && (o.range.0..=o.range.1).contains(&p));
+                                prop_assert!(blocked, "{} was free for {}", p, svc);
+                            }
+                        }
+                        Code::InvalidPort | Code::PortAllocated | Code::SystemReserved | Code::PortInUse => {
+                            prop_assert!(e.suggestions.len() <= 3);
+                            let svc = e.details["service"].as_str().unwrap();
+                            let s = w.services.iter().find(|s| s.name == svc).unwrap();
+                            for p in &e.suggestions {
+                                prop_assert!((s.range.0..=s.range.1).contains(p));
+                                prop_assert!(usable(&w, &BTreeMap::new(), *p, svc), "suggested {} is not usable", p);
+                            }
+                        }
+                        other => prop_assert!(false, "unexpected error {:?}: {}", other, e.message),
+                    }
+                }
+            }
+        }
+    }
+}

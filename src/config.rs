@@ -496,3 +496,35 @@ mod tests {
         assert_eq!(default_env_name("9p"), "_9P_PORT");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Arbitrary text never panics the parser: it is a config or a CONFIG_INVALID.
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            if let Err(e) = Config::parse(&text, Path::new("c.toml")) {
+                prop_assert_eq!(e.code, Code::ConfigInvalid);
+            }
+        }
+
+        /// Near-misses of real configs (the parser's edge cases) never panic either, and what
+        /// parses is valid.
+        #[test]
+        fn config_shaped_text_never_panics(
+            text in r#"(strategy = "[a-z]{0,6}"\n|reserved = \[("[0-9-]{0,12}"|-?[0-9]{1,6}|), ?("[0-9 -]{0,12}")?\]\n|\[services\.[a-z_ -]{0,4}\]\n|range = \[-?[0-9]{1,6}, ?-?[0-9]{1,6}\]\n|env = "[A-Za-z_0-9 ]{0,5}"\n|protocol = "[a-z]{0,5}"\n|offset = [0-9]{1,6}\n|\[block\]\nbase = -?[0-9]{1,6}\n){0,8}"#
+        ) {
+            if let Ok(c) = Config::parse(&text, Path::new("c.toml")) {
+                for s in &c.services {
+                    prop_assert!(s.range.0 >= MIN_PORT && s.range.0 <= s.range.1);
+                    prop_assert!(valid_env_name(&s.env));
+                }
+            }
+        }
+    }
+}

@@ -797,3 +797,37 @@ mod tests {
         assert_eq!(civil(t), (2000, 2, 29, 0, 0, 0));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Arbitrary bytes never panic the registry parser or the salvage scan.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in any::<Vec<u8>>()) {
+            let _ = parse(&bytes);
+            let _ = crate::salvage::allocated_ports(&bytes);
+        }
+
+        /// Registry-shaped JSON: what parses upholds the invariants the allocator relies on.
+        #[test]
+        fn registry_shaped_json(
+            text in r#"\{("version": -?[0-9]{1,3}, )?"allocated_ports": \{("[a-z/]{0,3}": \{("[a-z]{0,3}": -?[0-9]{1,6},? ?){0,3}\},? ?){0,4}\}(, "port_ranges": \{("[a-z]{1,3}": \[[0-9]{1,6}, [0-9]{1,6}\],? ?){0,2}\})?\}"#
+        ) {
+            let _ = crate::salvage::allocated_ports(text.as_bytes());
+            if let Ok(reg) = parse(text.as_bytes()) {
+                let mut seen = HashSet::new();
+                for ports in reg.allocated_ports.values() {
+                    for p in ports.values() {
+                        prop_assert!(*p >= MIN_PORT);
+                        prop_assert!(seen.insert(*p));
+                    }
+                }
+            }
+        }
+    }
+}
