@@ -158,7 +158,7 @@ pub fn install(state: &State) -> anyhow::Result<Installed> {
     if let Some(m) = state.manager {
         return Ok(Installed::Manager(m));
     }
-    fs::create_dir_all(&state.dir)
+    crate::registry::create_dirs(&state.dir)
         .with_context(|| format!("could not create {}", state.dir.display()))?;
     let previous = state.dir.join(PREVIOUS);
     let chained = state.exists;

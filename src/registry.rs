@@ -408,7 +408,7 @@ impl Lock {
         timeout: Duration,
         on_wait: &dyn Fn(&Path),
     ) -> anyhow::Result<Lock> {
-        fs::create_dir_all(&paths.dir)
+        create_dirs(&paths.dir)
             .with_context(|| format!("could not create {}", paths.dir.display()))?;
         let mut opts = OpenOptions::new();
         opts.create(true).truncate(false).write(true);
@@ -502,6 +502,16 @@ impl Lock {
         write_atomic(&self.paths.dir, &self.paths.backup, &bytes, "backup")?;
         Ok(())
     }
+}
+
+/// `create_dir_all` with 0755 for what it creates (std's 0777 less a umask of 000 would be
+/// world-writable).
+pub fn create_dirs(path: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o755);
+    b.create(path)
 }
 
 /// A new file, readable by all and writable by its owner only. std's default is 0666 less the

@@ -496,7 +496,8 @@ fn checked_target(worktree: &Path, rel: &Path, template: &str) -> anyhow::Result
 
 fn write_atomic(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = target.parent().expect("target has a parent");
-    fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    crate::registry::create_dirs(dir)
+        .with_context(|| format!("could not create {}", dir.display()))?;
     let name = target.file_name().expect("file name").to_string_lossy();
     remove_stale_temps(dir, &name);
     let tmp = dir.join(format!(".{name}.wp-tmp.{}", std::process::id()));

@@ -24,7 +24,7 @@ pub fn run(_args: &InitArgs) -> anyhow::Result<Report> {
     let mut out = String::new();
     for (rel, text) in files {
         let path = wt.path.join(&rel);
-        std::fs::create_dir_all(path.parent().expect("has parent"))
+        crate::registry::create_dirs(path.parent().expect("has parent"))
             .with_context(|| format!("could not create {}", path.display()))?;
         // create_new: an existing file (even one created a moment ago) is never replaced.
         match OpenOptions::new().write(true).create_new(true).open(&path) {

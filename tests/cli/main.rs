@@ -12,6 +12,7 @@ mod env_exec;
 mod formats;
 mod get;
 mod hooks;
+mod hostile;
 mod list;
 mod pins;
 mod probe;
