@@ -111,9 +111,10 @@ fn git_failure_leaves_no_allocation() {
 
 #[test]
 fn allocation_failure_removes_the_new_worktree_and_branch_again() {
-    let base = port_block();
+    let block = port_block();
+    let base = block.base;
     let config = format!("[services.web]\nrange = [{base}, {base}]\n");
-    let repo = TestRepo::with_config(&config, base);
+    let repo = TestRepo::with_config(&config, block);
     repo.wp(["allocate"]).succeeds();
     let path = repo.path("no-room");
     let out = repo

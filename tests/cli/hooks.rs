@@ -273,10 +273,11 @@ fn a_missing_binary_never_fails_git() {
 
 #[test]
 fn a_locked_registry_or_an_exhausted_range_is_one_warning_and_git_succeeds() {
-    let base = port_block();
+    let block = port_block();
+    let base = block.base;
     let repo = TestRepo::with_config(
         &format!("[services.web]\nrange = [{base}, {}]\n", base + 1),
-        base,
+        block,
     );
     repo.wp(["hooks", "install"]).succeeds();
     repo.wp(["allocate"]).succeeds();

@@ -105,15 +105,14 @@ fn a_non_utf8_worktree_path_works() {
 
 #[test]
 fn env_var_names_are_validated() {
-    let base = port_block();
     for env in ["A B", "X;rm -rf /", "$(id)", "1ABC", "A-B", ""] {
-        let repo = TestRepo::with_config(
-            &format!(
-                "[services.web]\nrange = [{base}, {}]\nenv = {env:?}\n",
-                base + 5
-            ),
-            base,
+        let block = port_block();
+        let base = block.base;
+        let config = format!(
+            "[services.web]\nrange = [{base}, {}]\nenv = {env:?}\n",
+            base + 5
         );
+        let repo = TestRepo::with_config(&config, block);
         let out = repo.wp(["env"]).fails();
         assert!(
             out.stderr()

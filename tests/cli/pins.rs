@@ -137,14 +137,15 @@ fn invalid_ports_are_refused() {
 
 #[test]
 fn reserved_ports_are_refused_and_skipped() {
-    let base = port_block();
+    let block = port_block();
+    let base = block.base;
     let config = format!(
         "reserved = [\"{}-{}\"]\n{}",
         base,
         base + 4,
         default_config(base)
     );
-    let repo = TestRepo::with_config(&config, base);
+    let repo = TestRepo::with_config(&config, block);
     let out = repo
         .wp(["allocate", "--json", "--port", &format!("web={}", base + 2)])
         .fails()
@@ -175,14 +176,15 @@ fn unknown_service_is_refused() {
 
 #[test]
 fn exhaustion_names_service_and_range_and_writes_nothing() {
-    let base = port_block();
+    let block = port_block();
+    let base = block.base;
     let config = format!(
         "[services.web]\nrange = [{base}, {}]\n[services.db]\nrange = [{}, {}]\n",
         base + 19,
         base + 20,
         base + 21
     );
-    let repo = TestRepo::with_config(&config, base);
+    let repo = TestRepo::with_config(&config, block);
     repo.wp(["allocate"]).succeeds();
     let a = repo.add_worktree("a");
     repo.wp_in(&a, ["allocate"]).succeeds();

@@ -37,7 +37,8 @@ fn loopback_v4_listener_is_skipped() {
 
 #[test]
 fn udp_service_skips_a_udp_holder_and_tcp_service_does_not_care() {
-    let base = port_block();
+    let block = port_block();
+    let base = block.base;
     let config = format!(
         "[services.dns]\nrange = [{base}, {}]\nprotocol = \"udp\"\n[services.web]\nrange = [{}, {}]\n[services.both]\nrange = [{}, {}]\nprotocol = \"both\"\n",
         base + 9,
@@ -46,7 +47,7 @@ fn udp_service_skips_a_udp_holder_and_tcp_service_does_not_care() {
         base + 20,
         base + 29
     );
-    let repo = TestRepo::with_config(&config, base);
+    let repo = TestRepo::with_config(&config, block);
     let _u1 = UdpSocket::bind(("0.0.0.0", base)).unwrap();
     let _u2 = UdpSocket::bind(("0.0.0.0", base + 10)).unwrap();
     let _u3 = UdpSocket::bind(("0.0.0.0", base + 20)).unwrap();

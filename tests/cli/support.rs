@@ -4,24 +4,43 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
 
 use serde_json::Value;
 
-/// Each repository gets its own block of ports above the Linux ephemeral range (32768-60999),
-/// so tests running in parallel never compete for ports and outgoing connections do not
-/// land there.
+/// Each live repository gets its own block of ports above the Linux ephemeral range
+/// (32768-60999), so tests running in parallel never compete for ports and outgoing
+/// connections do not land there. A block goes back to the pool when its repository is
+/// dropped (its listeners are gone by then), so the suite can make any number of repositories.
 const FIRST_BLOCK: u16 = 61000;
 /// Ports per repository: web = base..base+19, db = base+20..base+39.
 pub const BLOCK: u16 = 40;
-static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+const BLOCKS: usize = ((65535 - FIRST_BLOCK as u32) / BLOCK as u32) as usize;
+static IN_USE: Mutex<[bool; BLOCKS]> = Mutex::new([false; BLOCKS]);
 
-/// A fresh block of ports, never handed to another test of this run.
-pub fn port_block() -> u16 {
-    let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-    let base = FIRST_BLOCK + n * BLOCK;
-    assert!(base <= 65535 - BLOCK, "out of test port blocks");
-    base
+/// A block of ports no other live repository of this run has.
+pub struct Block {
+    pub base: u16,
+    slot: usize,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        IN_USE.lock().unwrap_or_else(|e| e.into_inner())[self.slot] = false;
+    }
+}
+
+pub fn port_block() -> Block {
+    let mut in_use = IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = in_use
+        .iter()
+        .position(|u| !u)
+        .expect("out of test port blocks");
+    in_use[slot] = true;
+    Block {
+        base: FIRST_BLOCK + slot as u16 * BLOCK,
+        slot,
+    }
 }
 
 /// The binary under test.
@@ -130,24 +149,25 @@ pub struct TestRepo {
     /// The main worktree (for a bare repository: the bare git dir).
     pub root: PathBuf,
     pub base: u16,
+    _block: Block,
 }
 
 impl TestRepo {
     pub fn new() -> TestRepo {
-        let base = port_block();
-        Self::with_config(&default_config(base), base)
+        let block = port_block();
+        Self::with_config(&default_config(block.base), block)
     }
 
-    /// A repository whose committed config is `config` (ports from `base`'s block).
-    pub fn with_config(config: &str, base: u16) -> TestRepo {
-        Self::init(&[], config, base)
+    /// A repository whose committed config is `config` (ports from `block`).
+    pub fn with_config(config: &str, block: Block) -> TestRepo {
+        Self::init(&[], config, block)
     }
 
     /// A repository made by `git init <init_args>` (`--object-format=sha256`, ...) with the
     /// default config in a fresh block of ports.
     pub fn with_format(init_args: &[&str]) -> TestRepo {
-        let base = port_block();
-        Self::init(init_args, &default_config(base), base)
+        let block = port_block();
+        Self::init(init_args, &default_config(block.base), block)
     }
 
     /// A repository with no `.worktree-ports/` at all (the built-in services apply).
@@ -158,7 +178,7 @@ impl TestRepo {
         repo
     }
 
-    fn init(init_args: &[&str], config: &str, base: u16) -> TestRepo {
+    fn init(init_args: &[&str], config: &str, block: Block) -> TestRepo {
         let env = TestEnv::new();
         let root = env.root().join("repo");
         std::fs::create_dir_all(&root).unwrap();
@@ -169,7 +189,12 @@ impl TestRepo {
         write(&root.join("README"), "test repository\n");
         env.git(&root, ["add", "-A"]);
         env.git(&root, ["commit", "-q", "-m", "init"]);
-        TestRepo { env, root, base }
+        TestRepo {
+            env,
+            root,
+            base: block.base,
+            _block: block,
+        }
     }
 
     /// A bare clone of a fresh repository, with `root` the bare git dir.
@@ -188,6 +213,7 @@ impl TestRepo {
             env: self.env,
             root: bare,
             base: self.base,
+            _block: self._block,
         }
     }
 
