@@ -70,7 +70,8 @@ pub fn ensure(
 ) -> anyhow::Result<BTreeMap<String, u16>> {
     // Read path: nothing to change means no lock and no write. A registry that does not load
     // cleanly goes the locked way, which recovers it.
-    if let Ok(loaded) = crate::registry::load_unlocked(&ctx.paths)
+    let unlocked = crate::registry::load_unlocked(&ctx.paths).ok();
+    if let Some(loaded) = &unlocked
         && loaded.warnings.is_empty()
         && !loaded.backup_stale
         && is_current(&loaded.registry, wt, config, wants)
@@ -79,7 +80,12 @@ pub fn ensure(
     }
 
     let lock = ctx.lock()?;
-    let mut reg = ctx.load_locked(&lock)?;
+    let loaded = match unlocked {
+        Some(loaded) => lock.reload(loaded)?,
+        None => lock.load()?,
+    };
+    loaded.warnings.iter().for_each(|w| warn(w));
+    let mut reg = loaded.registry;
     let current = reg
         .allocated_ports
         .get(&wt.key)

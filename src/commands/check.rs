@@ -13,11 +13,12 @@ use crate::probe::SystemProbe;
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
-    let taken = match Ctx::open() {
-        Ok(ctx) => Some(ctx.load_unlocked()?.taken()),
+    let registry = match Ctx::open() {
+        Ok(ctx) => Some(ctx.load_unlocked()?),
         Err(e) if classify(&e).code == Code::NotARepository => None,
         Err(e) => return Err(e),
     };
+    let taken = registry.as_ref().map(|r| r.taken());
     let mut results: Vec<Value> = Vec::new();
     let mut lines = String::new();
     for &port in &args.ports {

@@ -10,13 +10,19 @@ fn sixteen_processes_allocating_at_once_keep_every_entry() {
     let worktrees: Vec<_> = (0..16)
         .map(|i| repo.add_worktree(&format!("wt{i}")))
         .collect();
+    // A registry exists before the race, so every process first reads it without the lock
+    // and must notice, once it holds the lock, that others wrote meanwhile.
+    let main = repo.wp(["allocate", "--json"]).succeeds().json();
+    let mut reported: Vec<u16> = ports_of(&main["ports"])
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     let mut children = Vec::new();
-    for dir in worktrees.iter().chain([&repo.root]) {
+    for dir in &worktrees {
         let mut run = repo.wp_in(dir, ["allocate", "--json"]);
         run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         children.push(run.cmd.spawn().unwrap());
     }
-    let mut reported = Vec::new();
     for child in children {
         let out = Out(child.wait_with_output().unwrap());
         assert!(out.0.status.success(), "{}", out.describe());

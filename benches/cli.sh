@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Whole-process benchmarks, side by side, with hyperfine (installed from Debian's packages if
+# missing). One command from a fresh clone:   bash benches/cli.sh
+#
+# Prints, for the release build:
+#   - git worktree add alone vs git worktree-ports add (fresh paths each run)
+#   - the read path: get, and allocate when already allocated
+#   - a fresh allocation of 5 services (fsyncs included)
+#   - git switch with and without the post-checkout hook
+#   - allocate with a 10,000-worktree registry, and its peak memory (GNU time)
+# RUNS=<n> sets the runs per command (default 100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-100}
+
+need() { command -v "$1" >/dev/null || [ -x "$1" ]; }
+if ! need hyperfine || ! need /usr/bin/time; then
+	echo "installing hyperfine and time (Debian packages)..." >&2
+	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine time >/dev/null
+fi
+cargo build --release --locked -q
+BIN="$PWD/target/release/git-worktree-ports"
+export PATH="$PWD/target/release:$PATH"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export HOME="$work/home" GIT_CONFIG_GLOBAL="$work/gitconfig" GIT_CONFIG_SYSTEM=/dev/null
+mkdir -p "$HOME"
+git config --global user.name bench
+git config --global user.email bench@example.com
+git config --global init.defaultBranch main
+git config --global advice.detachedHead false
+results="$work/results"
+mkdir -p "$results"
+
+# A repository with 50 files on two branches, ports in a high private range.
+make_repo() {
+	git init -q "$1"
+	mkdir -p "$1/.worktree-ports"
+	printf '[services.web]\nrange = [62000, 62199]\n[services.api]\nrange = [62200, 62399]\n[services.db]\nrange = [62400, 62599]\n[services.test]\nrange = [62600, 62799]\n[services.debug]\nrange = [62800, 62999]\n' >"$1/.worktree-ports/config.toml"
+	for i in $(seq 1 50); do echo "$i" >"$1/file$i.txt"; done
+	git -C "$1" add -A && git -C "$1" commit -q -m one
+	git -C "$1" switch -q -c two
+	for i in $(seq 1 50); do echo "two $i" >"$1/file$i.txt"; done
+	git -C "$1" commit -q -am two
+	git -C "$1" switch -q main
+}
+
+bench() { # name, then hyperfine arguments
+	local name=$1; shift
+	echo; echo "== $name"
+	hyperfine -N --style basic --warmup 5 --runs "$RUNS" --export-json "$results/$name.json" "$@"
+}
+
+repo="$work/repo"
+make_repo "$repo"
+cd "$repo"
+"$BIN" allocate >/dev/null
+
+# Each run removes the worktree the previous one made (-N runs prepares without a shell, so
+# there is one to remove from the start).
+git -C "$repo" worktree add -q --detach "$work/plain"
+git -C "$repo" worktree-ports add -q --detach "$work/ours" >/dev/null
+bench add \
+	--prepare "git -C $repo worktree remove --force $work/plain" -n "git worktree add" "git -C $repo worktree add -q --detach $work/plain" \
+	--prepare "git -C $repo worktree-ports remove --force $work/ours" -n "git worktree-ports add" "git -C $repo worktree-ports add -q --detach $work/ours"
+
+bench read \
+	-n "get web" "$BIN get web" \
+	-n "allocate (already allocated)" "$BIN allocate" \
+	-n "git worktree-ports get web (through git)" "git worktree-ports get web"
+
+bench fresh \
+	--prepare "$BIN release" -n "allocate 5 services (fresh, fsync)" "$BIN allocate --no-render"
+
+hooked="$work/hooked"
+make_repo "$hooked"
+(cd "$hooked" && "$BIN" hooks install >/dev/null)
+bench checkout \
+	--prepare "git -C $repo switch -q main" -n "git switch, no hook" "git -C $repo switch -q two" \
+	--prepare "git -C $hooked switch -q main" -n "git switch, hook installed" "git -C $hooked switch -q two"
+git -C "$repo" switch -q main
+
+# 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run.
+big="$work/big"
+make_repo "$big"
+printf '[services.web]\nrange = [1100, 13099]\n[services.api]\nrange = [13100, 25099]\n[services.db]\nrange = [25100, 37099]\n[services.test]\nrange = [37100, 49099]\n[services.debug]\nrange = [49100, 61099]\n' >"$big/.worktree-ports/config.toml"
+python3 - "$big/.git/worktree-registry" <<'PY'
+import json, os, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+svcs = ["web", "api", "db", "test", "debug"]
+reg = {"version": 1, "port_ranges": {s: [1100 + i * 12000, 1100 + i * 12000 + 11999] for i, s in enumerate(svcs)},
+       "allocated_ports": {}, "worktrees": {}, "history": []}
+for n in range(10000):
+    k = f"worktree-{n:05}"
+    reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in enumerate(svcs)}
+    reg["worktrees"][k] = {"path": f"/home/dev/src/project/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
+reg["history"] = [{"timestamp": "2026-11-23T08:00:00Z", "action": "assigned", "worktree": f"worktree-{n:05}", "service": "web", "port": 1100 + n} for n in range(1000)]
+text = json.dumps(reg, indent=2) + "\n"
+for name in ("ports10k.json", "ports.json", "ports.json.bak"):
+    open(os.path.join(d, name), "w").write(text)
+print(f"10,000-worktree registry: {len(text):,} bytes", file=sys.stderr)
+PY
+reg="$big/.git/worktree-registry"
+cd "$big"
+bench big \
+	--prepare "cp $reg/ports10k.json $reg/ports.json" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
+	-n "get web, 10,000 worktrees" "$BIN get web -w worktree-04242"
+cp "$reg/ports10k.json" "$reg/ports.json"
+peak=$(/usr/bin/time -v "$BIN" allocate --no-render 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ {print $2}')
+
+echo
+echo "== summary (median, ms)"
+python3 - "$results" "$peak" <<'PY'
+import json, os, sys
+res, peak = sys.argv[1], int(sys.argv[2])
+rows = []
+for group in ("add", "read", "fresh", "checkout", "big"):
+    for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
+        rows.append((r["command"], r["median"] * 1000, r["stddev"] * 1000 if r["stddev"] else 0.0))
+w = max(len(n) for n, _, _ in rows)
+print(f"| {'command'.ljust(w)} | median ms | stddev ms |")
+print(f"|{'-' * (w + 2)}|----------:|----------:|")
+for n, m, s in rows:
+    print(f"| {n.ljust(w)} | {m:9.2f} | {s:9.2f} |")
+print(f"| {'peak memory, allocate with 10,000 worktrees'.ljust(w)} | {peak / 1024:6.1f} MB |           |")
+PY
