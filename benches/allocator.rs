@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use git_worktree_ports::allocate::{Holder, Probe, Request, allocate};
 use git_worktree_ports::config::{Protocol, Service};
-use git_worktree_ports::registry::{self, Lock, Paths, Registry, WorktreeRecord};
+use git_worktree_ports::registry::{self, Lock, Paths, RecordJson, Registry, WorktreeRecord};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const SPAN: u16 = 12_000;
@@ -50,12 +50,12 @@ pub fn registry(n: usize) -> Registry {
         reg.allocated_ports.insert(name.clone(), ports);
         reg.worktrees.insert(
             name.clone(),
-            WorktreeRecord {
+            RecordJson::new(&WorktreeRecord {
                 path: format!("/home/dev/src/project/.worktrees/{name}"),
                 branch: Some(format!("feature/{name}")),
                 allocated_at: "2026-11-23T08:00:00Z".into(),
                 extra: Default::default(),
-            },
+            }),
         );
     }
     for i in 0..n.min(registry::HISTORY_LIMIT) {

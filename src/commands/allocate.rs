@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Code, Error};
 use crate::git::WorktreeInfo;
 use crate::probe::{self, SystemProbe};
-use crate::registry::{Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{RecordJson, Registry, WorktreeRecord, now_rfc3339};
 
 /// Run `allocate`.
 pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
@@ -156,6 +156,7 @@ fn metadata_is_current(reg: &Registry, wt: &WorktreeInfo, config: &Config) -> bo
     let record_ok = reg
         .worktrees
         .get(&wt.key)
+        .and_then(RecordJson::get)
         .is_some_and(|r| r.path == wt.path.to_string_lossy() && r.branch == wt.branch);
     record_ok
         && config
@@ -170,23 +171,21 @@ fn update_metadata(reg: &mut Registry, wt: &WorktreeInfo, config: &Config) -> bo
         return false;
     }
     let path = wt.path.to_string_lossy().into_owned();
-    match reg.worktrees.get_mut(&wt.key) {
-        Some(r) => {
-            r.path = path;
-            r.branch = wt.branch.clone();
-        }
-        None => {
-            reg.worktrees.insert(
-                wt.key.clone(),
-                WorktreeRecord {
-                    path,
-                    branch: wt.branch.clone(),
-                    allocated_at: now_rfc3339(),
-                    extra: Default::default(),
-                },
-            );
-        }
-    }
+    // Keep allocated_at and any keys a newer version added.
+    let record = match reg.worktrees.get(&wt.key).and_then(RecordJson::get) {
+        Some(r) => WorktreeRecord {
+            path,
+            branch: wt.branch.clone(),
+            ..r
+        },
+        None => WorktreeRecord {
+            path,
+            branch: wt.branch.clone(),
+            allocated_at: now_rfc3339(),
+            extra: Default::default(),
+        },
+    };
+    reg.worktrees.insert(wt.key.clone(), RecordJson::new(&record));
     for s in &config.services {
         reg.port_ranges
             .insert(s.name.clone(), [s.range.0, s.range.1]);

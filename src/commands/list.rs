@@ -35,16 +35,16 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         .into_iter()
         .map(|key| {
             let live = worktrees.iter().find(|w| &w.key == key);
-            let record = reg.worktrees.get(key);
+            let record = reg.worktrees.get(key).and_then(|r| r.get());
             Row {
                 name: key.clone(),
                 path: live
                     .map(|w| w.path.to_string_lossy().into_owned())
-                    .or_else(|| record.map(|r| r.path.clone()))
+                    .or_else(|| record.as_ref().map(|r| r.path.clone()))
                     .unwrap_or_default(),
                 branch: match live {
                     Some(w) => w.branch.clone(),
-                    None => record.and_then(|r| r.branch.clone()),
+                    None => record.as_ref().and_then(|r| r.branch.clone()),
                 },
                 ports: reg.allocated_ports.get(key).cloned().unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),

@@ -92,7 +92,8 @@ fn dead(reg: &Registry, worktrees: &[WorktreeInfo]) -> Vec<Pruned> {
                 path: reg
                     .worktrees
                     .get(key)
-                    .map(|r| r.path.clone())
+                    .and_then(|r| r.get())
+                    .map(|r| r.path)
                     .unwrap_or_default(),
                 reason,
                 ports: reg.allocated_ports.get(key).cloned().unwrap_or_default(),

@@ -31,7 +31,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
                         .or_else(|| {
                             reg.worktrees
                                 .iter()
-                                .find(|(_, r)| Path::new(&r.path) == abs)
+                                .find(|(_, r)| r.get().is_some_and(|r| Path::new(&r.path) == abs))
                                 .map(|(k, _)| k.clone())
                         })
                         .ok_or_else(|| not_found(spec, &worktrees))?

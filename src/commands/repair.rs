@@ -16,7 +16,7 @@ use crate::cli::RepairArgs;
 use crate::commands::{Ctx, Report, ports_inline};
 use crate::config::MIN_PORT;
 use crate::error::{Code, Error};
-use crate::registry::{self, Problem, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{self, Problem, RecordJson, Registry, WorktreeRecord, now_rfc3339};
 use crate::salvage;
 
 struct Source {
@@ -126,18 +126,18 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
         }
         let allocated_at = sources
             .iter()
-            .filter_map(|s| s.whole.as_ref()?.worktrees.get(&wt.key))
-            .map(|r| r.allocated_at.clone())
+            .filter_map(|s| s.whole.as_ref()?.worktrees.get(&wt.key)?.get())
+            .map(|r| r.allocated_at)
             .next()
             .unwrap_or_else(now_rfc3339);
         reg.worktrees.insert(
             wt.key.clone(),
-            WorktreeRecord {
+            RecordJson::new(&WorktreeRecord {
                 path: wt.path.to_string_lossy().into_owned(),
                 branch: wt.branch.clone(),
                 allocated_at,
                 extra: Default::default(),
-            },
+            }),
         );
         reg.allocated_ports.insert(wt.key.clone(), ports.clone());
         kept.push((wt.key.clone(), ports, from));
