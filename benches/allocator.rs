@@ -117,7 +117,7 @@ fn bench_registry(c: &mut Criterion) {
     }
     ser.finish();
 
-    let mut save = c.benchmark_group("registry save (2 files, 4 fsyncs)");
+    let mut save = c.benchmark_group("registry save (ports.json fsynced, then its backup)");
     save.measurement_time(Duration::from_secs(4))
         .sample_size(20);
     for n in SIZES {

@@ -47,6 +47,23 @@ make_repo() {
 	git -C "$1" switch -q main
 }
 
+# A difference between two commands, robust to a disk whose speed drifts (as on shared VMs):
+# ROUNDS short rounds, the order flipped every round, and the median of the per-round
+# differences. hyperfine alone runs all of A before all of B, so drift lands on one side.
+paired() { # name, name-a, prepare-a, command-a, name-b, prepare-b, command-b
+	local name=$1 na=$2 pa=$3 ca=$4 nb=$5 pb=$6 cb=$7 r
+	for r in $(seq 1 "${ROUNDS:-6}"); do
+		if [ $((r % 2)) = 1 ]; then
+			hyperfine -N --style none --warmup 3 --runs "$((RUNS / 4 + 5))" --export-json "$results/$name.$r.json" \
+				--prepare "$pa" -n "$na" "$ca" --prepare "$pb" -n "$nb" "$cb" >/dev/null
+		else
+			hyperfine -N --style none --warmup 3 --runs "$((RUNS / 4 + 5))" --export-json "$results/$name.$r.json" \
+				--prepare "$pb" -n "$nb" "$cb" --prepare "$pa" -n "$na" "$ca" >/dev/null
+		fi
+	done
+	echo; echo "== $name: $na vs $nb, ${ROUNDS:-6} alternating rounds"
+}
+
 bench() { # name, then hyperfine arguments
 	local name=$1; shift
 	echo; echo "== $name"
@@ -62,9 +79,9 @@ cd "$repo"
 # there is one to remove from the start).
 git -C "$repo" worktree add -q --detach "$work/plain"
 git -C "$repo" worktree-ports add -q --detach "$work/ours" >/dev/null
-bench add \
-	--prepare "git -C $repo worktree remove --force $work/plain" -n "git worktree add" "git -C $repo worktree add -q --detach $work/plain" \
-	--prepare "git -C $repo worktree-ports remove --force $work/ours" -n "git worktree-ports add" "git -C $repo worktree-ports add -q --detach $work/ours"
+paired add \
+	"git worktree add" "git -C $repo worktree remove --force $work/plain" "git -C $repo worktree add -q --detach $work/plain" \
+	"git worktree-ports add" "git -C $repo worktree-ports remove --force $work/ours" "git -C $repo worktree-ports add -q --detach $work/ours"
 
 bench read \
 	-n "get web" "$BIN get web" \
@@ -74,13 +91,15 @@ bench read \
 bench fresh \
 	--prepare "$BIN release" -n "allocate 5 services (fresh, fsync)" "$BIN allocate --no-render"
 
-hooked="$work/hooked"
+# Two identical fresh repositories (the one above has been through hundreds of adds).
+plain="$work/plain-checkout"
+hooked="$work/hooked-checkout"
+make_repo "$plain"
 make_repo "$hooked"
 (cd "$hooked" && "$BIN" hooks install >/dev/null)
-bench checkout \
-	--prepare "git -C $repo switch -q main" -n "git switch, no hook" "git -C $repo switch -q two" \
-	--prepare "git -C $hooked switch -q main" -n "git switch, hook installed" "git -C $hooked switch -q two"
-git -C "$repo" switch -q main
+paired checkout \
+	"git switch, no hook" "git -C $plain switch -q main" "git -C $plain switch -q two" \
+	"git switch, hook installed" "git -C $hooked switch -q main" "git -C $hooked switch -q two"
 
 # 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run.
 big="$work/big"
@@ -115,12 +134,25 @@ echo "== summary (median, ms)"
 python3 - "$results" "$peak" <<'PY'
 import json, os, sys
 res, peak = sys.argv[1], int(sys.argv[2])
+import glob, statistics
 rows = []
+def paired(group):
+    rounds = [json.load(open(f))["results"] for f in sorted(glob.glob(os.path.join(res, group + ".*.json")))]
+    names = [r["command"] for r in rounds[0]]  # round 1 runs A, then B
+    med = {n: [next(r["median"] for r in rr if r["command"] == n) * 1000 for rr in rounds] for n in names}
+    a, b = names
+    for n in (a, b):
+        rows.append((n, statistics.median(med[n]), statistics.pstdev(med[n])))
+    diffs = [y - x for x, y in zip(med[a], med[b])]
+    rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
 for group in ("add", "read", "fresh", "checkout", "big"):
+    if group in ("add", "checkout"):
+        paired(group)
+        continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
         rows.append((r["command"], r["median"] * 1000, r["stddev"] * 1000 if r["stddev"] else 0.0))
 w = max(len(n) for n, _, _ in rows)
-print(f"| {'command'.ljust(w)} | median ms | stddev ms |")
+print(f"| {'command'.ljust(w)} | median ms | stddev ms |")  # paired: median and spread of the round medians
 print(f"|{'-' * (w + 2)}|----------:|----------:|")
 for n, m, s in rows:
     print(f"| {n.ljust(w)} | {m:9.2f} | {s:9.2f} |")

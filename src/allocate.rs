@@ -8,8 +8,8 @@
 //! the range is exhausted. All services or none: an error means nothing changed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::RangeInclusive;
 
 use serde_json::json;

@@ -124,7 +124,11 @@ impl PartialEq for Registry {
             && self.worktrees == other.worktrees
             && self.extra == other.extra
             && self.history.len() == other.history.len()
-            && self.history.iter().zip(&other.history).all(|(a, b)| a.get() == b.get())
+            && self
+                .history
+                .iter()
+                .zip(&other.history)
+                .all(|(a, b)| a.get() == b.get())
     }
 }
 
@@ -151,7 +155,8 @@ impl<'de> Deserialize<'de> for Registry {
                         "port_ranges" => reg.port_ranges = map.next_value::<Sorted<_, _>>()?.0,
                         "allocated_ports" => {
                             let ports: Sorted<String, Sorted<String, u16>> = map.next_value()?;
-                            reg.allocated_ports = ports.0.into_iter().map(|(k, v)| (k, v.0)).collect();
+                            reg.allocated_ports =
+                                ports.0.into_iter().map(|(k, v)| (k, v.0)).collect();
                         }
                         "worktrees" => reg.worktrees = map.next_value::<Sorted<_, _>>()?.0,
                         "history" => reg.history = map.next_value()?,
@@ -182,7 +187,10 @@ impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for S
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);

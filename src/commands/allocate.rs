@@ -185,7 +185,8 @@ fn update_metadata(reg: &mut Registry, wt: &WorktreeInfo, config: &Config) -> bo
             extra: Default::default(),
         },
     };
-    reg.worktrees.insert(wt.key.clone(), RecordJson::new(&record));
+    reg.worktrees
+        .insert(wt.key.clone(), RecordJson::new(&record));
     for s in &config.services {
         reg.port_ranges
             .insert(s.name.clone(), [s.range.0, s.range.1]);

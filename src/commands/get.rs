@@ -23,7 +23,10 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
                     let abs = absolute(spec);
                     reg.worktrees
                         .iter()
-                        .find(|(_, r)| r.get().is_some_and(|r| std::path::Path::new(&r.path) == abs))
+                        .find(|(_, r)| {
+                            r.get()
+                                .is_some_and(|r| std::path::Path::new(&r.path) == abs)
+                        })
                         .map(|(k, _)| k.clone())
                         .ok_or_else(|| not_found(spec, &worktrees))?
                 }
