@@ -9,11 +9,9 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use serde_json::json;
-
 use crate::allocate::Want;
 use crate::cli::{AddArgs, AddOptions};
-use crate::commands::{Ctx, Report, allocate, find_worktree, render, stderr_stdio, warn};
+use crate::commands::{Ctx, Report, allocate, find_worktree, git_worktree, warn};
 use crate::config::Config;
 use crate::error::{Code, Error};
 
@@ -28,15 +26,9 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
     let before: Vec<String> = ctx.repo.worktrees()?.into_iter().map(|w| w.key).collect();
     let branch_existed = opts.new_branch.as_deref().map(branch_exists);
 
-    // git's own chatter goes to stderr: stdout is ours (and JSON with --json).
-    let status = Command::new("git")
-        .arg("worktree")
-        .arg("add")
-        .args(&opts.git_args)
-        .env(INSIDE_ADD_ENV, "1")
-        .stdout(stderr_stdio()?)
-        .status()
-        .map_err(|e| Error::new(Code::GitFailed, format!("could not run git: {e}")))?;
+    let mut args: Vec<std::ffi::OsString> = vec!["add".into()];
+    args.extend(opts.git_args.iter().map(Into::into));
+    let status = git_worktree(&args, Some((INSIDE_ADD_ENV, "1")))?;
     if !status.success() {
         return Err(Error::new(
             Code::GitFailed,
@@ -81,26 +73,7 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
             return Err(err);
         }
     };
-    let rendered = if opts.no_render {
-        None
-    } else {
-        Some(render::render_worktree(&ctx, &wt, &config, &ports, false)?)
-    };
-
-    if opts.json {
-        return Ok(Report::json(&json!({
-            "worktree": wt.key,
-            "path": wt.path.to_string_lossy(),
-            "branch": wt.branch,
-            "ports": ports,
-            "rendered": rendered.as_ref().map(render::files_json).unwrap_or(json!([])),
-        })));
-    }
-    let mut out = allocate::describe(&wt, &config, &ports);
-    if let Some(r) = &rendered {
-        out.push_str(&render::summary(&wt, r));
-    }
-    Ok(Report::ok(out))
+    allocate::render_and_report(&ctx, &wt, &config, &ports, !opts.no_render, opts.json)
 }
 
 fn branch_exists(name: &str) -> bool {

@@ -39,12 +39,25 @@ pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
         .map(|p| (p.service.clone(), p.want))
         .collect();
     let ports = ensure(&ctx, &wt, &config, &wants)?;
-    let rendered = if args.no_render {
-        None
+    render_and_report(&ctx, &wt, &config, &ports, !args.no_render, args.json)
+}
+
+/// The end of `allocate` and `add`: render (unless told not to), then the worktree's ports
+/// as text or as `{"worktree", "path", "branch", "ports", "rendered"}`.
+pub fn render_and_report(
+    ctx: &Ctx,
+    wt: &WorktreeInfo,
+    config: &Config,
+    ports: &BTreeMap<String, u16>,
+    render: bool,
+    json: bool,
+) -> anyhow::Result<Report> {
+    let rendered = if render {
+        Some(render::render_worktree(ctx, wt, config, ports, false)?)
     } else {
-        Some(render::render_worktree(&ctx, &wt, &config, &ports, false)?)
+        None
     };
-    if args.json {
+    if json {
         return Ok(Report::json(&json!({
             "worktree": wt.key,
             "path": wt.path.to_string_lossy(),
@@ -53,9 +66,9 @@ pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
             "rendered": rendered.as_ref().map(render::files_json).unwrap_or(json!([])),
         })));
     }
-    let mut out = describe(&wt, &config, &ports);
+    let mut out = describe(wt, config, ports);
     if let Some(r) = &rendered {
-        out.push_str(&render::summary(&wt, r));
+        out.push_str(&render::summary(wt, r));
     }
     Ok(Report::ok(out))
 }

@@ -53,10 +53,22 @@ impl Report {
     }
 }
 
-/// Our stderr as a child's stdout: git's chatter must not mix into our stdout (JSON).
-pub fn stderr_stdio() -> anyhow::Result<std::process::Stdio> {
+/// Run `git worktree <args>` as the user would, its output on our stderr: git's chatter must
+/// not mix into our stdout (JSON with --json). Never call it holding the registry lock: git
+/// runs the post-checkout hook, which takes it.
+pub fn git_worktree(
+    args: &[std::ffi::OsString],
+    env: Option<(&str, &str)>,
+) -> anyhow::Result<std::process::ExitStatus> {
     use std::os::fd::AsFd;
-    Ok(std::io::stderr().as_fd().try_clone_to_owned()?.into())
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("worktree").args(args).stdout(stderr);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    cmd.status()
+        .map_err(|e| Error::new(Code::GitFailed, format!("could not run git: {e}")).into())
 }
 
 /// Print a warning on stderr.

@@ -1,12 +1,10 @@
 //! `remove <worktree> [--force]`: `git worktree remove`, then give its ports back. If git
 //! refuses, the ports stay.
 
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::cli::RemoveArgs;
-use crate::commands::{Ctx, Report, find_worktree, not_found, ports_inline, stderr_stdio};
+use crate::commands::{Ctx, Report, find_worktree, git_worktree, not_found, ports_inline};
 use crate::error::{Code, Error};
 
 /// Run `remove`.
@@ -23,16 +21,13 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
         )
         .into());
     }
-    let mut cmd = Command::new("git");
-    cmd.args(["worktree", "remove"]);
+    let mut git_args: Vec<std::ffi::OsString> = vec!["remove".into()];
     if args.force {
-        cmd.arg("--force");
+        git_args.push("--force".into());
     }
-    let status = cmd
-        .arg(&wt.path)
-        .stdout(stderr_stdio()?)
-        .status()
-        .map_err(|e| Error::new(Code::GitFailed, format!("could not run git: {e}")))?;
+    // The path as it is: a non-UTF-8 path must reach git byte for byte.
+    git_args.push(wt.path.clone().into_os_string());
+    let status = git_worktree(&git_args, None)?;
     if !status.success() {
         return Err(Error::new(
             Code::GitFailed,
