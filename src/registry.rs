@@ -265,6 +265,26 @@ impl Registry {
         taken
     }
 
+    /// Every worktree key that has ports or a record, sorted.
+    pub fn keys(&self) -> Vec<&String> {
+        let mut keys: Vec<&String> = self
+            .allocated_ports
+            .keys()
+            .chain(self.worktrees.keys())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// The key of the worktree recorded at `path` (for worktrees git no longer has).
+    pub fn key_recorded_at(&self, path: &Path) -> Option<&str> {
+        self.worktrees
+            .iter()
+            .find(|(_, r)| r.get().is_some_and(|r| Path::new(&r.path) == path))
+            .map(|(k, _)| k.as_str())
+    }
+
     /// Append a history entry (bounded on save).
     pub fn record(
         &mut self,

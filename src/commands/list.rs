@@ -16,13 +16,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     let worktrees = ctx.repo.worktrees()?;
 
     // Every key that has ports or a record.
-    let mut keys: Vec<&String> = reg
-        .allocated_ports
-        .keys()
-        .chain(reg.worktrees.keys())
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let keys = reg.keys();
 
     struct Row {
         name: String,

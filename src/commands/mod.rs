@@ -145,6 +145,25 @@ impl Ctx {
     }
 }
 
+/// The registry key `spec` names: the current worktree (None), a key in the registry, a git
+/// worktree (name or path), or the recorded path of a worktree git no longer has. Lists git's
+/// worktrees only when the key alone does not answer.
+pub fn registry_key(ctx: &Ctx, reg: &Registry, spec: Option<&str>) -> anyhow::Result<String> {
+    let Some(spec) = spec else {
+        return ctx.current_key();
+    };
+    if reg.allocated_ports.contains_key(spec) {
+        return Ok(spec.to_string());
+    }
+    let worktrees = ctx.repo.worktrees()?;
+    if let Some(w) = find_worktree(spec, &worktrees) {
+        return Ok(w.key.clone());
+    }
+    reg.key_recorded_at(&absolute(spec))
+        .map(str::to_string)
+        .ok_or_else(|| not_found(spec, &worktrees))
+}
+
 /// Resolve `spec` among git's worktrees: registry key first, then a path (the innermost
 /// worktree containing it, comparing canonical paths), then git's own name.
 pub fn find_worktree<'a>(spec: &str, worktrees: &'a [WorktreeInfo]) -> Option<&'a WorktreeInfo> {

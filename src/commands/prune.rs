@@ -73,13 +73,7 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
 
 /// Registry entries whose worktree is gone.
 fn dead(reg: &Registry, worktrees: &[WorktreeInfo]) -> Vec<Pruned> {
-    let mut keys: Vec<&String> = reg
-        .allocated_ports
-        .keys()
-        .chain(reg.worktrees.keys())
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let keys = reg.keys();
     keys.into_iter()
         .filter_map(|key| {
             let reason = match worktrees.iter().find(|w| &w.key == key) {

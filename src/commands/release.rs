@@ -2,46 +2,23 @@
 //! lock. A worktree that is gone from git can still be named by its registry key or path.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::json;
 
 use crate::cli::ReleaseArgs;
-use crate::commands::{Ctx, Report, absolute, find_worktree, not_found, ports_inline};
+use crate::commands::{Ctx, Report, ports_inline, registry_key, warn};
 use crate::error::{Code, Error};
+use crate::registry;
 
 /// Run `release`.
 pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
     let ctx = Ctx::open()?;
-    // Resolve against git before locking: listing worktrees never runs a hook, but it is
-    // work the lock need not cover.
-    let key = match args.worktree.as_deref() {
-        None => ctx.current_key()?,
-        Some(spec) => {
-            let worktrees = ctx.repo.worktrees()?;
-            match find_worktree(spec, &worktrees) {
-                Some(w) => w.key.clone(),
-                None => {
-                    let reg = ctx.load_unlocked()?;
-                    let abs = absolute(spec);
-                    reg.allocated_ports
-                        .keys()
-                        .find(|k| k.as_str() == spec)
-                        .cloned()
-                        .or_else(|| {
-                            reg.worktrees
-                                .iter()
-                                .find(|(_, r)| r.get().is_some_and(|r| Path::new(&r.path) == abs))
-                                .map(|(k, _)| k.clone())
-                        })
-                        .ok_or_else(|| not_found(spec, &worktrees))?
-                }
-            }
-        }
-    };
-
+    let unlocked = registry::load_unlocked(&ctx.paths)?;
+    let key = registry_key(&ctx, &unlocked.registry, args.worktree.as_deref())?;
     let lock = ctx.lock()?;
-    let mut reg = ctx.load_locked(&lock)?;
+    let loaded = lock.reload(unlocked)?;
+    loaded.warnings.iter().for_each(|w| warn(w));
+    let mut reg = loaded.registry;
     let held = reg.allocated_ports.get(&key).cloned().unwrap_or_default();
     let released: BTreeMap<String, u16> = if args.services.is_empty() {
         let had_record = reg.worktrees.contains_key(&key);

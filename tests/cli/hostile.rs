@@ -102,7 +102,10 @@ fn a_non_utf8_worktree_path_works() {
         serde_json::json!([])
     );
     // remove hands git the path byte for byte (a lossy path would name no worktree).
-    let out = repo.wp(["remove", "wt-\u{fffd}\u{fffd}", "--json"]).succeeds().json();
+    let out = repo
+        .wp(["remove", "wt-\u{fffd}\u{fffd}", "--json"])
+        .succeeds()
+        .json();
     assert!(out["released"].get("web").is_some(), "{out}");
     assert!(!path.exists());
 }
