@@ -43,21 +43,16 @@ pub const LOCK_TIMEOUT_ENV: &str = "GIT_WORKTREE_PORTS_LOCK_TIMEOUT";
 #[derive(Debug, Clone, Serialize)]
 pub struct Registry {
     /// Format version; absent in the seed format (read as 1).
-    #[serde(default = "default_version")]
     pub version: u64,
     /// Service -> inclusive range, as configured when the service last allocated.
-    #[serde(default)]
     pub port_ranges: BTreeMap<String, [u16; 2]>,
     /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
-    #[serde(default)]
     pub allocated_ports: BTreeMap<String, BTreeMap<String, u16>>,
     /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
     /// a command needs one record, not 10,000).
-    #[serde(default)]
     pub worktrees: BTreeMap<String, RecordJson>,
     /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries. Kept as the raw JSON
     /// of each entry: commands only append to it, so it is never decoded.
-    #[serde(default)]
     pub history: Vec<Box<RawValue>>,
     /// Keys this version does not know, written back untouched.
     #[serde(flatten)]
@@ -70,10 +65,8 @@ pub struct WorktreeRecord {
     /// Absolute path of the worktree.
     pub path: String,
     /// Branch checked out (None when detached).
-    #[serde(default)]
     pub branch: Option<String>,
     /// When the worktree first got ports (RFC 3339).
-    #[serde(default)]
     pub allocated_at: String,
     /// Keys this version does not know.
     #[serde(flatten)]
@@ -443,12 +436,17 @@ impl Paths {
     }
 }
 
-fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
+/// The bytes of `path`, None if there is no such file.
+fn read_bytes(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     match fs::read(path) {
-        Ok(bytes) => Ok(parse(&bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Err(Problem::Missing)),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
     }
+}
+
+fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
+    Ok(read_bytes(path)?.map_or(Err(Problem::Missing), |b| parse(&b)))
 }
 
 /// How a load went, besides the registry itself.
@@ -714,7 +712,8 @@ impl Lock {
     pub fn load(&self) -> anyhow::Result<Loaded> {
         let paths = &self.paths;
         remove_temp_files(&paths.dir);
-        let main = read(&paths.file)?;
+        let bytes = read_bytes(&paths.file)?;
+        let main = bytes.as_deref().map_or(Err(Problem::Missing), parse);
         let damaged = matches!(main, Err(Problem::Invalid(_)));
         let mut loaded = resolve(paths, main, || read(&paths.backup))?;
         if loaded.recovered {
@@ -726,12 +725,12 @@ impl Lock {
             }
             self.save(&mut loaded.registry)?;
             loaded.recovered = false;
-        } else if let Ok(current) = fs::read(&paths.file)
-            && fs::read(&paths.backup).ok().as_deref() != Some(&current[..])
+        } else if let Some(current) = &bytes
+            && fs::read(&paths.backup).ok().as_ref() != Some(current)
         {
             // ports.json is whole (it parsed) but the backup lags behind it: a crash between
             // the two renames of a save. Recovery must never go back to an older state.
-            write_atomic(&paths.dir, &paths.backup, &current, "backup")?;
+            write_atomic(&paths.dir, &paths.backup, current, "backup")?;
         }
         Ok(loaded)
     }
