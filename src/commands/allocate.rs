@@ -93,12 +93,7 @@ pub fn ensure(
     }
 
     let lock = ctx.lock()?;
-    let loaded = match unlocked {
-        Some(loaded) => lock.reload(loaded)?,
-        None => lock.load()?,
-    };
-    loaded.warnings.iter().for_each(|w| warn(w));
-    let mut reg = loaded.registry;
+    let mut reg = ctx.load_locked(&lock, unlocked)?;
     let current = reg
         .allocated_ports
         .get(&wt.key)

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::error::{Code, Error};
 use crate::git::{Repo, WorktreeInfo};
-use crate::registry::{self, Lock, Paths, Registry};
+use crate::registry::{self, Loaded, Lock, Paths, Registry};
 
 pub mod add;
 pub mod allocate;
@@ -100,9 +100,13 @@ impl Ctx {
         })
     }
 
-    /// Load the registry under `lock`, printing recovery warnings.
-    pub fn load_locked(&self, lock: &Lock) -> anyhow::Result<Registry> {
-        let loaded = lock.load()?;
+    /// The registry under `lock`, printing recovery warnings: `unlocked` itself when the
+    /// file it was read from is still the registry (`Lock::reload`), else a fresh load.
+    pub fn load_locked(&self, lock: &Lock, unlocked: Option<Loaded>) -> anyhow::Result<Registry> {
+        let loaded = match unlocked {
+            Some(loaded) => lock.reload(loaded)?,
+            None => lock.load()?,
+        };
         loaded.warnings.iter().for_each(|w| warn(w));
         Ok(loaded.registry)
     }

@@ -26,7 +26,7 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
         dead(&reg, &ctx.repo.worktrees()?)
     } else {
         let lock = ctx.lock()?;
-        let mut reg = ctx.load_locked(&lock)?;
+        let mut reg = ctx.load_locked(&lock, None)?;
         let pruned = dead(&reg, &ctx.repo.worktrees()?);
         if !pruned.is_empty() {
             for p in &pruned {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::cli::ReleaseArgs;
-use crate::commands::{Ctx, Report, ports_inline, registry_key, warn};
+use crate::commands::{Ctx, Report, ports_inline, registry_key};
 use crate::error::{Code, Error};
 use crate::registry;
 
@@ -16,9 +16,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
     let unlocked = registry::load_unlocked(&ctx.paths)?;
     let key = registry_key(&ctx, &unlocked.registry, args.worktree.as_deref())?;
     let lock = ctx.lock()?;
-    let loaded = lock.reload(unlocked)?;
-    loaded.warnings.iter().for_each(|w| warn(w));
-    let mut reg = loaded.registry;
+    let mut reg = ctx.load_locked(&lock, Some(unlocked))?;
     let held = reg.allocated_ports.get(&key).cloned().unwrap_or_default();
     let released: BTreeMap<String, u16> = if args.services.is_empty() {
         let had_record = reg.worktrees.contains_key(&key);

@@ -43,7 +43,7 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
         .into());
     }
     let lock = ctx.lock()?;
-    let mut reg = ctx.load_locked(&lock)?;
+    let mut reg = ctx.load_locked(&lock, None)?;
     let had = reg.allocated_ports.contains_key(&wt.key) || reg.worktrees.contains_key(&wt.key);
     let released = reg.remove_worktree(&wt.key);
     if had {
