@@ -232,37 +232,6 @@ fn a_worktree_reached_through_a_symlink() {
 }
 
 #[test]
-fn git_dir_git_work_tree_and_dash_c_in_a_reftable_repository() {
-    let repo = TestRepo::with_format(REFTABLE);
-    let feature = repo.add_worktree("feature");
-    let f = repo
-        .wp_in(&feature, ["allocate", "--json"])
-        .succeeds()
-        .json();
-    let web = format!("{}\n", f["ports"]["web"]);
-    let elsewhere = repo.path("elsewhere");
-    std::fs::create_dir_all(&elsewhere).unwrap();
-    let out = repo
-        .wp_in(&elsewhere, ["get", "web"])
-        .env("GIT_DIR", repo.common_dir().join("worktrees/feature"))
-        .env("GIT_WORK_TREE", &feature)
-        .succeeds()
-        .stdout();
-    assert_eq!(out, web);
-    let out = repo.env.git(
-        &elsewhere,
-        [
-            "-C",
-            feature.to_str().unwrap(),
-            "worktree-ports",
-            "get",
-            "web",
-        ],
-    );
-    assert_eq!(out, web);
-}
-
-#[test]
 fn a_submodule_has_its_own_registry() {
     let sub_src = TestRepo::new();
     let sup = TestRepo::new();

@@ -98,38 +98,43 @@ fn a_linked_worktree_named_main_does_not_collide_with_the_main_worktree() {
 
 #[test]
 fn git_dir_and_work_tree_from_the_environment_are_honoured() {
-    let repo = TestRepo::new();
-    let b = repo.base;
-    let feature = repo.add_worktree("feature");
-    repo.wp(["allocate"]).succeeds();
-    // As git sets them for a hook running in the linked worktree, from an unrelated cwd.
-    let elsewhere = repo.path("elsewhere");
-    std::fs::create_dir_all(&elsewhere).unwrap();
-    let out = repo
-        .wp_in(&elsewhere, ["allocate", "--json"])
-        .env("GIT_DIR", repo.common_dir().join("worktrees/feature"))
-        .env("GIT_WORK_TREE", &feature)
-        .succeeds()
-        .json();
-    assert_eq!(out["worktree"], "feature");
-    assert_eq!(out["ports"]["web"], b + 1);
-    // A relative GIT_DIR, as git passes it to hooks of the main worktree.
-    let out = repo
-        .wp_in(&repo.root, ["get", "web"])
-        .env("GIT_DIR", ".git")
-        .succeeds()
-        .stdout();
-    assert_eq!(out, format!("{b}\n"));
-    // `git -C <path> worktree-ports` (git finds the binary on PATH).
-    let out = repo.env.git(
-        &elsewhere,
-        [
-            "-C",
-            feature.to_str().unwrap(),
-            "worktree-ports",
-            "get",
-            "web",
-        ],
-    );
-    assert_eq!(out, format!("{}\n", b + 1));
+    // In an ordinary repository (libgit2 answers) and a reftable one (the git CLI answers).
+    for format in [&[][..], &["--ref-format=reftable"]] {
+        let repo = TestRepo::with_format(format);
+        let b = repo.base;
+        let feature = repo.add_worktree("feature");
+        repo.wp(["allocate"]).succeeds();
+        // As git sets them for a hook running in the linked worktree, from an unrelated cwd.
+        let elsewhere = repo.path("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let in_feature = |args: &[&str]| {
+            repo.wp_in(&elsewhere, args)
+                .env("GIT_DIR", repo.common_dir().join("worktrees/feature"))
+                .env("GIT_WORK_TREE", &feature)
+                .succeeds()
+        };
+        let out = in_feature(&["allocate", "--json"]).json();
+        assert_eq!(out["worktree"], "feature", "{format:?}");
+        assert_eq!(out["ports"]["web"], b + 1, "{format:?}");
+        assert_eq!(in_feature(&["get", "web"]).stdout(), format!("{}\n", b + 1));
+        // A relative GIT_DIR, as git passes it to hooks of the main worktree.
+        let out = repo
+            .wp_in(&repo.root, ["get", "web"])
+            .env("GIT_DIR", ".git")
+            .succeeds()
+            .stdout();
+        assert_eq!(out, format!("{b}\n"), "{format:?}");
+        // `git -C <path> worktree-ports` (git finds the binary on PATH).
+        let out = repo.env.git(
+            &elsewhere,
+            [
+                "-C",
+                feature.to_str().unwrap(),
+                "worktree-ports",
+                "get",
+                "web",
+            ],
+        );
+        assert_eq!(out, format!("{}\n", b + 1), "{format:?}");
+    }
 }
