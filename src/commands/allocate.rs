@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Code, Error};
 use crate::git::WorktreeInfo;
 use crate::probe::{self, SystemProbe};
-use crate::registry::{RecordJson, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{Loaded, RecordJson, Registry, WorktreeRecord, now_rfc3339};
 
 /// Run `allocate`.
 pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
@@ -84,12 +84,11 @@ pub fn ensure(
     // Read path: nothing to change means no lock and no write. A registry that does not load
     // cleanly goes the locked way, which recovers it.
     let unlocked = crate::registry::load_unlocked(&ctx.paths).ok();
-    if let Some(loaded) = &unlocked
-        && loaded.warnings.is_empty()
-        && !loaded.backup_stale
-        && is_current(&loaded.registry, wt, config, wants)
+    if let Some(ports) = unlocked
+        .as_ref()
+        .and_then(|l| already_allocated(l, wt, config, wants))
     {
-        return Ok(loaded.registry.allocated_ports[&wt.key].clone());
+        return Ok(ports.clone());
     }
 
     let lock = ctx.lock()?;
@@ -137,6 +136,20 @@ pub fn ensure(
 }
 
 /// True when the registry already holds everything `allocate` would write.
+/// The ports a lock-free read already holds for `wt` when allocating would change nothing:
+/// no lock, no write. None when the read needed recovery, the backup lags, or anything (a
+/// service, a pin, the worktree's record) is missing or different.
+pub fn already_allocated<'r>(
+    loaded: &'r Loaded,
+    wt: &WorktreeInfo,
+    config: &Config,
+    wants: &BTreeMap<String, Want>,
+) -> Option<&'r BTreeMap<String, u16>> {
+    let clean = loaded.warnings.is_empty() && !loaded.backup_stale;
+    (clean && is_current(&loaded.registry, wt, config, wants))
+        .then(|| &loaded.registry.allocated_ports[&wt.key])
+}
+
 fn is_current(
     reg: &Registry,
     wt: &WorktreeInfo,

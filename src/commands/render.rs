@@ -10,25 +10,41 @@ use crate::cli::RenderArgs;
 use crate::commands::{Ctx, Report, allocate, warn};
 use crate::config::Config;
 use crate::git::WorktreeInfo;
+use crate::registry::{self, Loaded};
 use crate::render::{self, FileAction, Rendered, TemplateContext};
 
 /// Run `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
     let ctx = Ctx::open()?;
-    let targets: Vec<WorktreeInfo> = if args.all {
-        let reg = ctx.load_unlocked()?;
-        ctx.repo
+    // --all reads the registry once; a worktree whose ports need no write is not read again.
+    let (targets, read): (Vec<WorktreeInfo>, Option<Loaded>) = if args.all {
+        let loaded = registry::load_unlocked(&ctx.paths)?;
+        loaded.warnings.iter().for_each(|w| warn(w));
+        let targets = ctx
+            .repo
             .worktrees()?
             .into_iter()
-            .filter(|w| !w.prunable && w.path.is_dir() && reg.allocated_ports.contains_key(&w.key))
-            .collect()
+            .filter(|w| {
+                !w.prunable
+                    && w.path.is_dir()
+                    && loaded.registry.allocated_ports.contains_key(&w.key)
+            })
+            .collect();
+        (targets, Some(loaded))
     } else {
-        vec![ctx.target(args.worktree.as_deref())?]
+        (vec![ctx.target(args.worktree.as_deref())?], None)
     };
+    let none = BTreeMap::new();
     let mut results = Vec::new();
     for wt in &targets {
         let config = Config::load(&wt.path)?;
-        let ports = allocate::ensure(&ctx, wt, &config, &BTreeMap::new())?;
+        let held = read
+            .as_ref()
+            .and_then(|l| allocate::already_allocated(l, wt, &config, &none));
+        let ports = match held {
+            Some(ports) => ports.clone(),
+            None => allocate::ensure(&ctx, wt, &config, &none)?,
+        };
         let rendered = render_worktree(&ctx, wt, &config, &ports, args.force)?;
         results.push((wt, rendered));
     }
