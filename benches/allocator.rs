@@ -9,7 +9,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use git_worktree_ports::allocate::{Holder, Probe, Request, allocate};
 use git_worktree_ports::config::{Protocol, Service};
-use git_worktree_ports::registry::{self, Lock, Paths, RecordJson, Registry, WorktreeRecord};
+use git_worktree_ports::registry::{
+    self, Lock, Paths, Ports, RecordJson, Registry, WorktreeRecord,
+};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const SPAN: u16 = 12_000;
@@ -44,10 +46,11 @@ pub fn registry(n: usize) -> Registry {
     let mut reg = Registry::default();
     for i in 0..n {
         let name = format!("worktree-{i:05}");
-        let ports = (0..5u16)
+        let ports: BTreeMap<String, u16> = (0..5u16)
             .map(|s| (format!("svc{s}"), 1100 + s * SPAN + i as u16))
             .collect();
-        reg.allocated_ports.insert(name.clone(), ports);
+        reg.allocated_ports
+            .insert(name.clone(), Ports::from(&ports));
         reg.worktrees.insert(
             name.clone(),
             RecordJson::new(&WorktreeRecord {

@@ -11,10 +11,12 @@
 //!   to `ports.json.bak`, so the backup is always the last committed state;
 //! - readers take no lock: a rename gives them the old or the new file, never half of one.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -47,7 +49,7 @@ pub struct Registry {
     /// Service -> inclusive range, as configured when the service last allocated.
     pub port_ranges: BTreeMap<String, [u16; 2]>,
     /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
-    pub allocated_ports: BTreeMap<String, BTreeMap<String, u16>>,
+    pub allocated_ports: BTreeMap<String, Ports>,
     /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
     /// a command needs one record, not 10,000).
     pub worktrees: BTreeMap<String, RecordJson>,
@@ -88,6 +90,195 @@ impl RecordJson {
     /// validated elsewhere, so a damaged record costs its path, not the registry.
     pub fn get(&self) -> Option<WorktreeRecord> {
         serde_json::from_str(self.0.get()).ok()
+    }
+}
+
+/// One worktree's ports: service -> port, sorted by service, each service once.
+///
+/// Not a `BTreeMap<String, u16>`: 10,000 worktrees would be 10,000 trees and 50,000 copies of
+/// the same five service names. Here a worktree is one small vector, and the names read from
+/// one file are shared (reading a 10,000-worktree registry took 2.5x as long with maps).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ports(Vec<(Arc<str>, u16)>);
+
+impl Ports {
+    /// The port of `service`.
+    pub fn get(&self, service: &str) -> Option<u16> {
+        self.find(service).ok().map(|i| self.0[i].1)
+    }
+
+    /// Give `service` the port `port`; returns the port it had.
+    pub fn insert(&mut self, service: &str, port: u16) -> Option<u16> {
+        match self.find(service) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, port)),
+            Err(i) => {
+                self.0.insert(i, (Arc::from(service), port));
+                None
+            }
+        }
+    }
+
+    /// Take `service`'s port away; returns it.
+    pub fn remove(&mut self, service: &str) -> Option<u16> {
+        self.find(service).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// (service, port), sorted by service.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.0.iter().map(|(s, p)| (&**s, *p))
+    }
+
+    /// How many services have a port.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no service has a port.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As a map, for the commands' output.
+    pub fn to_map(&self) -> BTreeMap<String, u16> {
+        self.iter().map(|(s, p)| (s.to_owned(), p)).collect()
+    }
+
+    fn find(&self, service: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| (**s).cmp(service))
+    }
+
+    /// Sort read entries; a service named twice keeps its last port, as a JSON object read
+    /// into a map would.
+    fn from_read(mut entries: Vec<(Arc<str>, u16)>) -> Ports {
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.reverse();
+            entries.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the last read comes first
+            entries.dedup_by(|later, first| later.0 == first.0);
+        }
+        Ports(entries)
+    }
+}
+
+impl From<&BTreeMap<String, u16>> for Ports {
+    fn from(map: &BTreeMap<String, u16>) -> Ports {
+        Ports(
+            map.iter()
+                .map(|(s, p)| (Arc::from(s.as_str()), *p))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Ports {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// Reads `allocated_ports`, sharing each service name among all worktrees.
+struct AllocatedPorts(BTreeMap<String, Ports>);
+
+impl<'de> Deserialize<'de> for AllocatedPorts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = AllocatedPorts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of worktrees")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AllocatedPorts, A::Error> {
+                let mut names = Names::default();
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(key) = map.next_key::<String>()? {
+                    let ports = map.next_value_seed(PortsSeed(&mut names))?;
+                    entries.push((key, ports));
+                }
+                Ok(AllocatedPorts(entries.into_iter().collect()))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The service names read so far, each kept once.
+#[derive(Default)]
+struct Names {
+    /// The name last seen at each position of a worktree's object: worktrees list the same
+    /// services in the same order, so this finds a name with one compare, no hashing.
+    by_position: Vec<Arc<str>>,
+    all: HashSet<Arc<str>>,
+}
+
+impl Names {
+    fn share(&mut self, position: usize, name: &str) -> Arc<str> {
+        if let Some(known) = self.by_position.get(position)
+            && **known == *name
+        {
+            return Arc::clone(known);
+        }
+        let shared = match self.all.get(name) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let new: Arc<str> = Arc::from(name);
+                self.all.insert(Arc::clone(&new));
+                new
+            }
+        };
+        match self.by_position.get_mut(position) {
+            Some(slot) => *slot = Arc::clone(&shared),
+            None => self.by_position.push(Arc::clone(&shared)),
+        }
+        shared
+    }
+}
+
+/// Reads one worktree's ports, taking service names from (and adding them to) `.0`.
+struct PortsSeed<'n>(&'n mut Names);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PortsSeed<'_> {
+    type Value = Ports;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Ports, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PortsSeed<'_> {
+    type Value = Ports;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of service ports")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Ports, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(Name(name)) = map.next_key()? {
+            let port: u16 = map.next_value()?;
+            entries.push((self.0.share(entries.len(), &name), port));
+        }
+        Ok(Ports::from_read(entries))
+    }
+}
+
+/// A string borrowed from the input when it has no escapes (serde's own `Cow` always copies).
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -147,9 +338,7 @@ impl<'de> Deserialize<'de> for Registry {
                         "version" => reg.version = map.next_value()?,
                         "port_ranges" => reg.port_ranges = map.next_value::<Sorted<_, _>>()?.0,
                         "allocated_ports" => {
-                            let ports: Sorted<String, Sorted<String, u16>> = map.next_value()?;
-                            reg.allocated_ports =
-                                ports.0.into_iter().map(|(k, v)| (k, v.0)).collect();
+                            reg.allocated_ports = map.next_value::<AllocatedPorts>()?.0;
                         }
                         "worktrees" => reg.worktrees = map.next_value::<Sorted<_, _>>()?.0,
                         "history" => reg.history = map.next_value()?,
@@ -248,11 +437,11 @@ impl Default for Registry {
 impl Registry {
     /// Every registered port with its owner.
     pub fn taken(&self) -> Taken<'_> {
-        let n = self.allocated_ports.values().map(BTreeMap::len).sum();
+        let n = self.allocated_ports.values().map(Ports::len).sum();
         let mut taken = Taken::with_capacity(n);
         for (wt, ports) in &self.allocated_ports {
-            for (svc, port) in ports {
-                taken.insert(*port, wt, svc);
+            for (svc, port) in ports.iter() {
+                taken.insert(port, wt, svc);
             }
         }
         taken
@@ -305,10 +494,10 @@ impl Registry {
     pub fn remove_worktree(&mut self, key: &str) -> BTreeMap<String, u16> {
         self.worktrees.remove(key);
         let ports = self.allocated_ports.remove(key).unwrap_or_default();
-        for (svc, port) in &ports {
-            self.record("released", key, Some(svc), Some(*port));
+        for (svc, port) in ports.iter() {
+            self.record("released", key, Some(svc), Some(port));
         }
-        ports
+        ports.to_map()
     }
 
     /// Check what the rest of the tool relies on: known version, ports in 1024-65535, no port
@@ -320,13 +509,13 @@ impl Registry {
         // One bit per port: 8 KiB, and no hashing of 50,000 ports.
         let mut seen = vec![0u64; 1024];
         for (wt, ports) in &self.allocated_ports {
-            for (svc, port) in ports {
-                if *port < MIN_PORT {
+            for (svc, port) in ports.iter() {
+                if port < MIN_PORT {
                     return Err(Problem::Invalid(format!(
                         "allocated_ports.{wt}.{svc} = {port} is outside 1024-65535"
                     )));
                 }
-                let (word, bit) = (usize::from(*port) / 64, 1u64 << (port % 64));
+                let (word, bit) = (usize::from(port) / 64, 1u64 << (port % 64));
                 let duplicate = seen[word] & bit != 0;
                 seen[word] |= bit;
                 if duplicate {
@@ -350,9 +539,24 @@ impl Registry {
     /// 10,000-worktree registry 37% larger, 27% slower to parse and 45% slower to write;
     /// `jq . ports.json` shows it indented.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(self).expect("registry serializes");
+        let mut out = Vec::with_capacity(self.size_hint());
+        serde_json::to_writer(&mut out, self).expect("registry serializes");
         out.push(b'\n');
         out
+    }
+
+    /// About the size of [`Registry::to_bytes`], so that the buffer is allocated once instead
+    /// of doubling (and copying) its way to 2.4 MB for 10,000 worktrees.
+    fn size_hint(&self) -> usize {
+        // Quotes, colons, commas and braces: a few bytes per entry; a port is at most 5 digits.
+        let ports: usize = (self.allocated_ports.iter())
+            .map(|(k, p)| k.len() + 6 + p.iter().map(|(s, _)| s.len() + 9).sum::<usize>())
+            .sum();
+        let records: usize = (self.worktrees.iter())
+            .map(|(k, r)| k.len() + 4 + r.0.get().len())
+            .sum();
+        let history: usize = self.history.iter().map(|h| h.get().len() + 1).sum();
+        1024 + ports + records + history
     }
 
     fn trim_history(&mut self) {
@@ -392,7 +596,13 @@ pub fn parse(bytes: &[u8]) -> Result<Registry, Problem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::Empty);
     }
-    match serde_json::from_slice::<Registry>(bytes) {
+    // Check UTF-8 once for the whole file: from_slice checks every string on its own, which
+    // was 4% of reading a 10,000-worktree registry.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return Err(Problem::Invalid(format!("not UTF-8 text: {e}"))),
+    };
+    match serde_json::from_str::<Registry>(text) {
         // validate() looks at the version first.
         Ok(reg) => reg.validate().map(|()| reg),
         Err(e) => {
@@ -458,9 +668,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// True when the registry came from the backup and should be written back.
     pub recovered: bool,
-    /// The backup is not the same as `ports.json` (a crash between a save's two renames):
-    /// a writer should take the lock, whose load brings the backup up to date.
-    pub backup_stale: bool,
+    /// A save did not finish (a crash): the backup is not the same as `ports.json`, or a
+    /// temp file is left. A writer should take the lock, whose load repairs both.
+    pub unfinished: bool,
     /// Which `ports.json` this was parsed from (lock-free loads of a whole file only).
     pub stamp: Option<Stamp>,
 }
@@ -575,7 +785,7 @@ fn resolve(
                 paths.backup.display()
             )],
             recovered: true,
-            backup_stale: false,
+            unfinished: false,
             stamp: None,
         }),
         (problem, Err(backup)) => Err(corrupt(paths, &problem, &backup)),
@@ -601,10 +811,14 @@ pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
     };
     let mut loaded = resolve(paths, main, || read(&paths.backup))?;
     loaded.stamp = stamp.filter(|_| loaded.warnings.is_empty());
-    // A crash between the two renames of a save leaves the backup one step behind. Sizes
-    // cost one stat each and catch that (the next locked load rewrites the backup).
+    // A crash between the two renames of a save leaves the backup one step behind, and a
+    // crash inside a save leaves a temp file. Four stats catch both (the next locked load
+    // rewrites the backup and removes the temp files).
     let len = |p: &Path| fs::metadata(p).map(|m| m.len()).ok();
-    loaded.backup_stale = len(&paths.file).is_some() && len(&paths.file) != len(&paths.backup);
+    loaded.unfinished = (len(&paths.file).is_some() && len(&paths.file) != len(&paths.backup))
+        || [&paths.file, &paths.backup]
+            .iter()
+            .any(|p| fs::symlink_metadata(temp_path(p)).is_ok());
     Ok(loaded)
 }
 
@@ -743,7 +957,7 @@ impl Lock {
             return self.load();
         }
         remove_temp_files(&self.paths.dir);
-        if unlocked.backup_stale {
+        if unlocked.unfinished {
             let bytes = fs::read(&self.paths.file)
                 .with_context(|| format!("could not read {}", self.paths.file.display()))?;
             write_atomic(&self.paths.dir, &self.paths.backup, &bytes, "backup")?;
@@ -795,6 +1009,14 @@ pub fn new_file(path: &Path) -> io::Result<File> {
 
 /// Temp files are only written under the lock, so any found by a lock holder are leftovers
 /// of a writer that died.
+/// Where a save writes `target` before renaming it: one fixed name, since only the holder of
+/// the lock writes, so a lock-free reader can tell a crashed save with one stat.
+fn temp_path(target: &Path) -> PathBuf {
+    let mut name = target.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
 fn remove_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -802,7 +1024,8 @@ fn remove_temp_files(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("ports.json") && name.contains(".tmp.") {
+        // `.tmp.<pid>`: the names earlier versions wrote.
+        if name.starts_with("ports.json") && (name.ends_with(".tmp") || name.contains(".tmp.")) {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -811,11 +1034,7 @@ fn remove_temp_files(dir: &Path) {
 /// Temp file (`create_new`), write, fsync, rename over `target`, fsync the directory.
 /// `what` names the crash points: `<what>.temp-written`, `.synced`, `.renamed`.
 fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
-    let name = target
-        .file_name()
-        .expect("target has a file name")
-        .to_string_lossy();
-    let tmp = dir.join(format!("{name}.tmp.{}", std::process::id()));
+    let tmp = temp_path(target);
     // The backup is not fsynced: it only matters if ports.json is damaged later, and a crash
     // cannot damage ports.json (fsynced before its rename). A backup a crash loses is rewritten
     // from ports.json by the next command that locks. Its fsyncs were a third of a save.
@@ -829,18 +1048,59 @@ fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], what: &str) -> anyhow::
         }
         drop(f);
         fault::point(&format!("{what}.synced"));
-        fs::rename(&tmp, target)?;
-        // The rename is durable only once the directory is.
         if durable {
+            fs::rename(&tmp, target)?;
+            // The rename is durable only once the directory is.
             File::open(dir)?.sync_all()?;
+            fault::point(&format!("{what}.renamed"));
+        } else if exchange(&tmp, target) {
+            // The temp file now holds the old backup; a crash here leaves it for the next
+            // locked command's cleanup.
+            fault::point(&format!("{what}.renamed"));
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, target)?;
+            fault::point(&format!("{what}.renamed"));
         }
-        fault::point(&format!("{what}.renamed"));
         Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("could not write {}", target.display()))
+}
+
+/// Swap two files' names atomically (Linux `renameat2(RENAME_EXCHANGE)`); false when the
+/// system or file system cannot, or `b` does not exist yet. Used for the backup, which is not
+/// fsynced: replacing an existing file by a rename makes ext4 write the new one out at once
+/// (`auto_da_alloc`), 3.9 ms for a 2.4 MB backup against 1.0 ms for exchange + unlink. Either
+/// way the name always holds a whole file.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn exchange(a: &Path, b: &Path) -> bool {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(a), Ok(b)) = (
+        CString::new(a.as_os_str().as_bytes()),
+        CString::new(b.as_os_str().as_bytes()),
+    ) else {
+        return false;
+    };
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
 }
 
 /// Seconds since the epoch, as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -899,7 +1159,7 @@ mod tests {
         r.allocated_ports
             .entry("main".into())
             .or_default()
-            .insert("web".into(), 8080);
+            .insert("web", 8080);
         r
     }
 
@@ -914,11 +1174,65 @@ mod tests {
             "owner": "team-a"}"#;
         let r = parse(seed).unwrap();
         assert_eq!(r.version, 1);
-        assert_eq!(r.allocated_ports["feature-login"]["web"], 8081);
+        assert_eq!(r.allocated_ports["feature-login"].get("web"), Some(8081));
         let round: Value = serde_json::from_slice(&r.to_bytes()).unwrap();
         assert_eq!(round["owner"], "team-a");
         assert_eq!(round["allocated_ports"]["main"]["web"], 8080);
         assert_eq!(round["version"], 1);
+    }
+
+    #[test]
+    fn ports_read_like_a_map_and_share_service_names() {
+        let r = parse(
+            br#"{"allocated_ports": {"a": {"web": 8080, "db": 5432},
+                "b": {"db": 5433, "web": 8081, "db": 5434}}}"#,
+        )
+        .unwrap();
+        // Sorted by service; a service named twice keeps its last port, as a map would.
+        let b: Vec<(&str, u16)> = r.allocated_ports["b"].iter().collect();
+        assert_eq!(b, [("db", 5434), ("web", 8081)]);
+        let a = &r.allocated_ports["a"];
+        assert_eq!(
+            (a.get("db"), a.get("web"), a.get("api")),
+            (Some(5432), Some(8080), None)
+        );
+        // One copy of each name, however many worktrees use it.
+        assert!(Arc::ptr_eq(&a.0[0].0, &r.allocated_ports["b"].0[0].0));
+        let round: Value = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(
+            round["allocated_ports"]["b"],
+            json!({"db": 5434, "web": 8081})
+        );
+
+        let mut p = Ports::default();
+        assert_eq!(p.insert("web", 8080), None);
+        assert_eq!(p.insert("api", 3000), None);
+        assert_eq!(p.insert("web", 8090), Some(8080));
+        assert_eq!(
+            p.to_map(),
+            BTreeMap::from([("api".into(), 3000), ("web".into(), 8090)])
+        );
+        assert_eq!(p.remove("api"), Some(3000));
+        assert_eq!((p.remove("api"), p.len()), (None, 1));
+    }
+
+    #[test]
+    fn to_bytes_allocates_its_buffer_once() {
+        let mut r = Registry::default();
+        for i in 0..500u16 {
+            let ports = BTreeMap::from([("web".to_string(), 2000 + i), ("db".into(), 3000 + i)]);
+            r.allocated_ports
+                .insert(format!("wt-{i}"), Ports::from(&ports));
+            r.record("assigned", &format!("wt-{i}"), Some("web"), Some(2000 + i));
+        }
+        let bytes = r.to_bytes();
+        assert!(
+            bytes.len() <= r.size_hint(),
+            "{} > {}",
+            bytes.len(),
+            r.size_hint()
+        );
+        assert!(r.size_hint() < bytes.len() + bytes.len() / 4 + 1024);
     }
 
     #[test]
@@ -963,7 +1277,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
         assert_eq!(l.load().unwrap().registry, r);
     }
 
@@ -1110,9 +1424,9 @@ mod fuzz {
             if let Ok(reg) = parse(text.as_bytes()) {
                 let mut seen = std::collections::HashSet::new();
                 for ports in reg.allocated_ports.values() {
-                    for p in ports.values() {
-                        prop_assert!(*p >= MIN_PORT);
-                        prop_assert!(seen.insert(*p));
+                    for (_, p) in ports.iter() {
+                        prop_assert!(p >= MIN_PORT);
+                        prop_assert!(seen.insert(p));
                     }
                 }
             }

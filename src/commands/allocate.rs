@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Code, Error};
 use crate::git::WorktreeInfo;
 use crate::probe::{self, SystemProbe};
-use crate::registry::{Loaded, RecordJson, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{Loaded, Ports, RecordJson, Registry, WorktreeRecord, now_rfc3339};
 
 /// Run `allocate`.
 pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
@@ -88,7 +88,7 @@ pub fn ensure(
         .as_ref()
         .and_then(|l| already_allocated(l, wt, config, wants))
     {
-        return Ok(ports.clone());
+        return Ok(ports.to_map());
     }
 
     let lock = ctx.lock()?;
@@ -96,7 +96,7 @@ pub fn ensure(
     let current = reg
         .allocated_ports
         .get(&wt.key)
-        .cloned()
+        .map(Ports::to_map)
         .unwrap_or_default();
     let taken = reg.taken();
     let avoid = probe::avoid_ranges();
@@ -127,7 +127,7 @@ pub fn ensure(
         }
     }
     reg.allocated_ports
-        .insert(wt.key.clone(), alloc.ports.clone());
+        .insert(wt.key.clone(), Ports::from(&alloc.ports));
     changed |= update_metadata(&mut reg, wt, config);
     if changed {
         lock.save(&mut reg)?;
@@ -144,8 +144,8 @@ pub fn already_allocated<'r>(
     wt: &WorktreeInfo,
     config: &Config,
     wants: &BTreeMap<String, Want>,
-) -> Option<&'r BTreeMap<String, u16>> {
-    let clean = loaded.warnings.is_empty() && !loaded.backup_stale;
+) -> Option<&'r Ports> {
+    let clean = loaded.warnings.is_empty() && !loaded.unfinished;
     (clean && is_current(&loaded.registry, wt, config, wants))
         .then(|| &loaded.registry.allocated_ports[&wt.key])
 }
@@ -165,7 +165,7 @@ fn is_current(
             .iter()
             .all(|s| match (ports.get(&s.name), wants.get(&s.name)) {
                 (None, _) => false,
-                (Some(p), Some(Want::Pin(pin))) => u32::from(*p) == *pin,
+                (Some(p), Some(Want::Pin(pin))) => u32::from(p) == *pin,
                 (Some(_), _) => true,
             });
     // Unknown services in --port must reach the allocator to be reported.

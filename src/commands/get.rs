@@ -25,7 +25,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
     match ports.get(&args.service) {
         Some(port) => Ok(Report::ok(format!("{port}\n"))),
         None => {
-            let names: Vec<&str> = ports.keys().map(String::as_str).collect();
+            let names: Vec<&str> = ports.iter().map(|(s, _)| s).collect();
             Err(Error::new(
                 Code::UnknownService,
                 format!(

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::cli::ListArgs;
 use crate::commands::{Ctx, Report, table};
 use crate::config::Config;
+use crate::registry::Ports;
 
 /// Run `list`.
 pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
@@ -40,7 +41,11 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     Some(w) => w.branch.clone(),
                     None => record.as_ref().and_then(|r| r.branch.clone()),
                 },
-                ports: reg.allocated_ports.get(key).cloned().unwrap_or_default(),
+                ports: reg
+                    .allocated_ports
+                    .get(key)
+                    .map(Ports::to_map)
+                    .unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
             }
         })

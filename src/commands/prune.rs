@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::cli::PruneArgs;
 use crate::commands::{Ctx, Report, ports_inline};
 use crate::git::WorktreeInfo;
-use crate::registry::Registry;
+use crate::registry::{Ports, Registry};
 
 struct Pruned {
     key: String,
@@ -90,7 +90,11 @@ fn dead(reg: &Registry, worktrees: &[WorktreeInfo]) -> Vec<Pruned> {
                     .map(|r| r.path)
                     .unwrap_or_default(),
                 reason,
-                ports: reg.allocated_ports.get(key).cloned().unwrap_or_default(),
+                ports: reg
+                    .allocated_ports
+                    .get(key)
+                    .map(Ports::to_map)
+                    .unwrap_or_default(),
             })
         })
         .collect()

@@ -27,8 +27,8 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
         ports
     } else {
         for s in &args.services {
-            if !held.contains_key(s) {
-                let names: Vec<&str> = held.keys().map(String::as_str).collect();
+            if held.get(s).is_none() {
+                let names: Vec<&str> = held.iter().map(|(s, _)| s).collect();
                 return Err(Error::new(
                     Code::UnknownService,
                     format!(

@@ -42,7 +42,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
             .as_ref()
             .and_then(|l| allocate::already_allocated(l, wt, &config, &none));
         let ports = match held {
-            Some(ports) => ports.clone(),
+            Some(ports) => ports.to_map(),
             None => allocate::ensure(&ctx, wt, &config, &none)?,
         };
         let rendered = render_worktree(&ctx, wt, &config, &ports, args.force)?;

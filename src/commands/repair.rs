@@ -16,7 +16,7 @@ use crate::cli::RepairArgs;
 use crate::commands::{Ctx, Report, ports_inline};
 use crate::config::MIN_PORT;
 use crate::error::{Code, Error};
-use crate::registry::{self, Problem, RecordJson, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{self, Ports, Problem, RecordJson, Registry, WorktreeRecord, now_rfc3339};
 use crate::salvage;
 
 struct Source {
@@ -50,7 +50,7 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                     .flat_map(|(w, ports)| {
                         ports
                             .iter()
-                            .map(move |(s, p)| (w.clone(), s.clone(), u64::from(*p)))
+                            .map(move |(s, p)| (w.clone(), s.to_owned(), u64::from(p)))
                     })
                     .collect(),
                 whole: Some(reg),
@@ -139,7 +139,8 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                 extra: Default::default(),
             }),
         );
-        reg.allocated_ports.insert(wt.key.clone(), ports.clone());
+        reg.allocated_ports
+            .insert(wt.key.clone(), Ports::from(&ports));
         kept.push((wt.key.clone(), ports, from));
     }
     let live: Vec<&str> = worktrees.iter().map(|w| w.key.as_str()).collect();

@@ -105,7 +105,7 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
         }
         let reg_dir = repo.common_dir().join("worktree-registry");
         assert_eq!(
-            temp_files(&reg_dir, ".tmp."),
+            temp_files(&reg_dir, ".tmp"),
             Vec::<String>::new(),
             "{point}"
         );
@@ -304,7 +304,7 @@ fn kill_9_storm() {
     );
     assert_unique(&all_registry_ports(&reg));
     assert_eq!(
-        temp_files(&repo.common_dir().join("worktree-registry"), ".tmp."),
+        temp_files(&repo.common_dir().join("worktree-registry"), ".tmp"),
         Vec::<String>::new()
     );
 }
