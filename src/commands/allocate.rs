@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::allocate::{self, Change, Request, Want};
 use crate::cli::AllocateArgs;
-use crate::commands::{Ctx, Report, render, table, warn};
+use crate::commands::{Ctx, Report, dispose, render, table, warn};
 use crate::config::Config;
 use crate::error::{Code, Error};
 use crate::git::WorktreeInfo;
@@ -87,8 +87,10 @@ pub fn ensure(
     if let Some(ports) = unlocked
         .as_ref()
         .and_then(|l| already_allocated(l, wt, config, wants))
+        .map(Ports::to_map)
     {
-        return Ok(ports.to_map());
+        dispose(unlocked.expect("already_allocated had a registry").registry);
+        return Ok(ports);
     }
 
     let lock = ctx.lock()?;
@@ -132,6 +134,8 @@ pub fn ensure(
     if changed {
         lock.save(&mut reg)?;
     }
+    drop(lock);
+    dispose(reg);
     Ok(alloc.ports)
 }
 

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::cli::GetArgs;
-use crate::commands::{Ctx, Report, registry_key};
+use crate::commands::{Ctx, Report, dispose, registry_key};
 use crate::error::{Code, Error};
 
 /// Run `get`.
@@ -12,7 +12,9 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
     let ctx = Ctx::open()?;
     let reg = ctx.load_unlocked()?;
     let key = registry_key(&ctx, &reg, args.worktree.as_deref())?;
-    let Some(ports) = reg.allocated_ports.get(&key) else {
+    let held = reg.allocated_ports.get(&key).cloned();
+    dispose(reg);
+    let Some(ports) = held else {
         return Err(Error::new(
             Code::WorktreeNotFound,
             format!(

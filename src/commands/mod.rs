@@ -76,6 +76,16 @@ pub fn warn(msg: &str) {
     eprintln!("git-worktree-ports: warning: {msg}");
 }
 
+/// Let go of a registry the command is done with. A large one is freed on another thread: a
+/// 10,000-worktree registry is 40,000 allocations, 1.6 ms to free, and the process is about
+/// to exit. Small ones (a thread costs more than they do) are freed here.
+pub fn dispose(registry: Registry) {
+    if registry.allocated_ports.len() + registry.worktrees.len() > 2_000 {
+        // A thread that cannot start drops the registry here instead.
+        let _ = std::thread::Builder::new().spawn(move || drop(registry));
+    }
+}
+
 /// The repository a command works on and its registry files.
 pub struct Ctx {
     /// The repository.
