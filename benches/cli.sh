@@ -100,6 +100,14 @@ make_repo "$hooked"
 paired checkout \
 	"git switch, no hook" "git -C $plain switch -q main" "git -C $plain switch -q two" \
 	"git switch, hook installed" "git -C $hooked switch -q main" "git -C $hooked switch -q two"
+# What any post-checkout hook costs (git starts a shell): a hook that is only `exit 0`.
+empty="$work/empty-hook-checkout"
+make_repo "$empty"
+printf '#!/bin/sh\nexit 0\n' >"$empty/.git/hooks/post-checkout"
+chmod +x "$empty/.git/hooks/post-checkout"
+paired emptyhook \
+	"git switch, exit-0 hook" "git -C $empty switch -q main" "git -C $empty switch -q two" \
+	"git switch, our hook" "git -C $hooked switch -q main" "git -C $hooked switch -q two"
 
 # 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run.
 big="$work/big"
@@ -155,8 +163,8 @@ def paired(group):
         rows.append((n, statistics.median(med[n]), statistics.pstdev(med[n])))
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
-for group in ("add", "read", "fresh", "checkout", "big"):
-    if group in ("add", "checkout"):
+for group in ("add", "read", "fresh", "checkout", "emptyhook", "big"):
+    if group in ("add", "checkout", "emptyhook"):
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
