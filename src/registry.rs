@@ -1040,6 +1040,11 @@ fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], what: &str) -> anyhow::
     // from ports.json by the next command that locks. Its fsyncs were a third of a save.
     let durable = what != "backup";
     let result = (|| -> io::Result<()> {
+        // Only the lock holder writes here, so a file at this name is a dead writer's.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = new_file(&tmp)?;
         f.write_all(bytes)?;
         fault::point(&format!("{what}.temp-written"));
@@ -1233,6 +1238,19 @@ mod tests {
             r.size_hint()
         );
         assert!(r.size_hint() < bytes.len() + bytes.len() / 4 + 1024);
+    }
+
+    #[test]
+    fn a_save_replaces_temp_files_a_crashed_save_left() {
+        // `repair` saves without a `load`, which is what removes them otherwise.
+        let (_d, paths) = paths();
+        fs::create_dir_all(&paths.dir).unwrap();
+        fs::write(paths.dir.join("ports.json.tmp"), b"half").unwrap();
+        fs::write(paths.dir.join("ports.json.bak.tmp"), b"half").unwrap();
+        lock(&paths).save(&mut sample()).unwrap();
+        assert_eq!(read(&paths.file).unwrap().unwrap(), sample());
+        assert!(!paths.dir.join("ports.json.tmp").exists());
+        assert!(!paths.dir.join("ports.json.bak.tmp").exists());
     }
 
     #[test]
