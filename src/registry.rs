@@ -815,7 +815,8 @@ pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
     // crash inside a save leaves a temp file. Four stats catch both (the next locked load
     // rewrites the backup and removes the temp files).
     let len = |p: &Path| fs::metadata(p).map(|m| m.len()).ok();
-    loaded.unfinished = (len(&paths.file).is_some() && len(&paths.file) != len(&paths.backup))
+    let main_len = len(&paths.file);
+    loaded.unfinished = (main_len.is_some() && main_len != len(&paths.backup))
         || [&paths.file, &paths.backup]
             .iter()
             .any(|p| fs::symlink_metadata(temp_path(p)).is_ok());
@@ -1007,8 +1008,6 @@ pub fn new_file(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
-/// Temp files are only written under the lock, so any found by a lock holder are leftovers
-/// of a writer that died.
 /// Where a save writes `target` before renaming it: one fixed name, since only the holder of
 /// the lock writes, so a lock-free reader can tell a crashed save with one stat.
 fn temp_path(target: &Path) -> PathBuf {
@@ -1017,6 +1016,8 @@ fn temp_path(target: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Temp files are only written under the lock, so any found by a lock holder are leftovers
+/// of a writer that died.
 fn remove_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -1031,7 +1032,8 @@ fn remove_temp_files(dir: &Path) {
     }
 }
 
-/// Temp file (`create_new`), write, fsync, rename over `target`, fsync the directory.
+/// Temp file (`create_new`), write, fsync, rename over `target`, fsync the directory; for the
+/// backup (`what` = "backup"): no fsyncs, and an exchange of names instead of the rename.
 /// `what` names the crash points: `<what>.temp-written`, `.synced`, `.renamed`.
 fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
     let tmp = temp_path(target);
@@ -1053,19 +1055,19 @@ fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], what: &str) -> anyhow::
         }
         drop(f);
         fault::point(&format!("{what}.synced"));
-        if durable {
+        let exchanged = !durable && exchange(&tmp, target);
+        if !exchanged {
             fs::rename(&tmp, target)?;
+        }
+        if durable {
             // The rename is durable only once the directory is.
             File::open(dir)?.sync_all()?;
-            fault::point(&format!("{what}.renamed"));
-        } else if exchange(&tmp, target) {
-            // The temp file now holds the old backup; a crash here leaves it for the next
-            // locked command's cleanup.
-            fault::point(&format!("{what}.renamed"));
+        }
+        fault::point(&format!("{what}.renamed"));
+        if exchanged {
+            // The temp file now holds the old backup; a crash before this leaves it for the
+            // next locked command's cleanup.
             fs::remove_file(&tmp)?;
-        } else {
-            fs::rename(&tmp, target)?;
-            fault::point(&format!("{what}.renamed"));
         }
         Ok(())
     })();
