@@ -13,6 +13,17 @@ use crate::support::*;
 
 const FAULT: &str = "GIT_WORKTREE_PORTS_FAULT";
 
+/// Run `run` with the fault point `point` armed; it must die there (SIGABRT).
+fn crash_at(run: Run, point: &str) {
+    let out = run.env(FAULT, point).output();
+    assert_eq!(
+        out.0.status.signal(),
+        Some(libc::SIGABRT),
+        "{point}: {}",
+        out.describe()
+    );
+}
+
 fn temp_files(dir: &Path, marker: &str) -> Vec<String> {
     walk(dir)
         .into_iter()
@@ -59,16 +70,7 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
         repo.wp(["allocate", "--no-render"]).succeeds();
         let old = repo.registry();
         let wt = repo.add_worktree("new");
-        let out = repo
-            .wp_in(&wt, ["allocate", "--no-render"])
-            .env(FAULT, point)
-            .output();
-        assert_eq!(
-            out.0.status.signal(),
-            Some(libc::SIGABRT),
-            "{point}: {}",
-            out.describe()
-        );
+        crash_at(repo.wp_in(&wt, ["allocate", "--no-render"]), point);
 
         // A reader sees exactly the old or exactly the new state.
         let seen = repo.wp(["list", "--json"]).succeeds().json();
@@ -146,15 +148,9 @@ fn a_crash_while_rendering_leaves_every_file_whole_and_the_next_render_finishes(
         repo.wp(["allocate"]).succeeds();
         let old = format!("port={b}\n");
         let new = format!("port={}\n", b + 5);
-        let out = repo
-            .wp(["allocate", "--port", &format!("web={}", b + 5)])
-            .env(FAULT, point)
-            .output();
-        assert_eq!(
-            out.0.status.signal(),
-            Some(libc::SIGABRT),
-            "{point}: {}",
-            out.describe()
+        crash_at(
+            repo.wp(["allocate", "--port", &format!("web={}", b + 5)]),
+            point,
         );
         for f in ["a.conf", "b.conf"] {
             let text = std::fs::read_to_string(repo.root.join(f)).unwrap();
