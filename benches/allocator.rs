@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use git_worktree_ports::allocate::{Holder, Probe, Request, allocate};
-use git_worktree_ports::config::{Protocol, Service};
-use git_worktree_ports::registry::{
-    self, Lock, Paths, Ports, RecordJson, Registry, WorktreeRecord,
-};
+use git_worktree_ports::config::{Protocol, Service, Strategy};
+use git_worktree_ports::registry::{self, Lock, Paths, Registry};
+use serde_json::json;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const SPAN: u16 = 12_000;
@@ -41,35 +40,34 @@ fn services() -> Vec<Service> {
 
 /// `n` worktrees as a real registry holds them (ports, a record each, a full history), each
 /// holding the next port of every service's range: the worst case for a new allocation,
-/// which must skip all of them.
+/// which must skip all of them. Built as JSON and parsed, as a command gets it.
 pub fn registry(n: usize) -> Registry {
-    let mut reg = Registry::default();
+    let mut ports = serde_json::Map::new();
+    let mut records = serde_json::Map::new();
     for i in 0..n {
         let name = format!("worktree-{i:05}");
-        let ports: BTreeMap<String, u16> = (0..5u16)
-            .map(|s| (format!("svc{s}"), 1100 + s * SPAN + i as u16))
+        let p: serde_json::Map<String, serde_json::Value> = (0..5u16)
+            .map(|s| (format!("svc{s}"), json!(1100 + s * SPAN + i as u16)))
             .collect();
-        reg.allocated_ports
-            .insert(name.clone(), Ports::from(&ports));
-        reg.worktrees.insert(
+        ports.insert(name.clone(), p.into());
+        records.insert(
             name.clone(),
-            RecordJson::new(&WorktreeRecord {
-                path: format!("/home/dev/src/project/.worktrees/{name}"),
-                branch: Some(format!("feature/{name}")),
-                allocated_at: "2026-11-23T08:00:00Z".into(),
-                extra: Default::default(),
+            json!({
+                "path": format!("/home/dev/src/project/.worktrees/{name}"),
+                "branch": format!("feature/{name}"),
+                "allocated_at": "2026-11-23T08:00:00Z",
             }),
         );
     }
-    for i in 0..n.min(registry::HISTORY_LIMIT) {
-        reg.record(
-            "assigned",
-            &format!("worktree-{i:05}"),
-            Some("svc0"),
-            Some(1100 + i as u16),
-        );
-    }
-    reg
+    let history: Vec<serde_json::Value> = (0..n.min(registry::HISTORY_LIMIT))
+        .map(|i| {
+            json!({"timestamp": "2026-11-23T08:00:00Z", "action": "assigned",
+                "worktree": format!("worktree-{i:05}"), "service": "svc0", "port": 1100 + i})
+        })
+        .collect();
+    let doc = json!({"version": 1, "port_ranges": {}, "allocated_ports": ports,
+        "worktrees": records, "history": history});
+    registry::parse(&serde_json::to_vec(&doc).unwrap()).unwrap()
 }
 
 fn bench_allocate(c: &mut Criterion) {
@@ -83,6 +81,7 @@ fn bench_allocate(c: &mut Criterion) {
                 let taken = reg.taken();
                 let alloc = allocate(
                     &Request {
+                        strategy: Strategy::Ranges,
                         worktree: "new",
                         services: &services,
                         current: &BTreeMap::new(),

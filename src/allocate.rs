@@ -10,10 +10,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::path::Path;
 
 use serde_json::json;
 
-use crate::config::{MIN_PORT, Protocol, Service};
+use crate::config::{MIN_PORT, Protocol, Service, Strategy};
 use crate::error::{Code, Error};
 
 /// Who holds a busy port on this machine, as far as the OS tells.
@@ -50,15 +51,41 @@ pub trait Probe {
 /// The owner of a registered port (borrowed from the registry it came from).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner<'a> {
+    /// The repository whose registry holds the port: None for the repository being
+    /// allocated, else its path as the user knows it.
+    pub repository: Option<&'a Path>,
     /// Registry key of the worktree.
     pub worktree: &'a str,
     /// Service name.
     pub service: &'a str,
 }
 
-/// Every port registered to any worktree, built once from the registry (later: from several).
-/// Names are borrowed, not copied: a 10,000-worktree registry would otherwise cost 100,000
-/// string allocations per command.
+impl<'a> Owner<'a> {
+    /// An owner in the repository being allocated.
+    pub fn here(worktree: &'a str, service: &'a str) -> Owner<'a> {
+        Owner {
+            repository: None,
+            worktree,
+            service,
+        }
+    }
+}
+
+impl fmt::Display for Owner<'_> {
+    /// `worktree feature (service web)`, or `worktree main of repository ~/src/other
+    /// (service web)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worktree {}", self.worktree)?;
+        if let Some(repo) = self.repository {
+            write!(f, " of repository {}", repo.display())?;
+        }
+        write!(f, " (service {})", self.service)
+    }
+}
+
+/// Every port registered to any worktree, built once from the registries. Names are
+/// borrowed, not copied: a 10,000-worktree registry would otherwise cost 100,000 string
+/// allocations per command.
 #[derive(Debug, Clone, Default)]
 pub struct Taken<'a> {
     /// Port -> 1 + its owner's position in `owners`; 0 when nobody registered it. Allocated
@@ -82,19 +109,21 @@ impl<'a> Taken<'a> {
         }
     }
 
-    /// Record that `worktree`'s `service` holds `port` (replacing an earlier owner).
-    pub fn insert(&mut self, port: u16, worktree: &'a str, service: &'a str) {
+    /// Record that `owner` holds `port`. A port that already has another owner is a
+    /// conflict: the first owner stays and is returned, for the caller to report.
+    pub fn insert(&mut self, port: u16, owner: Owner<'a>) -> Result<(), Owner<'a>> {
         if self.slots.is_empty() {
             self.slots = vec![0; usize::from(u16::MAX) + 1];
         }
-        let owner = Owner { worktree, service };
         match self.slots[usize::from(port)] {
             0 => {
                 self.owners.push(owner);
                 self.slots[usize::from(port)] =
                     u32::try_from(self.owners.len()).expect("at most 65,536 ports");
+                Ok(())
             }
-            i => self.owners[i as usize - 1] = owner,
+            i if self.owners[i as usize - 1] == owner => Ok(()),
+            i => Err(self.owners[i as usize - 1]),
         }
     }
 
@@ -118,6 +147,8 @@ pub enum Want {
 
 /// Everything the allocator reads.
 pub struct Request<'a> {
+    /// How ports are chosen.
+    pub strategy: Strategy,
     /// Registry key of the worktree being allocated.
     pub worktree: &'a str,
     /// Services the worktree must have (config order).
@@ -182,6 +213,10 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
         }
     }
 
+    // One strategy today; the block strategy (issue 17) chooses slots instead of ports.
+    match req.strategy {
+        Strategy::Ranges => {}
+    }
     let mut ctx = Ctx {
         req,
         probe,
@@ -256,15 +291,15 @@ impl<'r> Ctx<'_, 'r> {
     fn refuse_known(&self, svc: &Service, port: u16) -> Option<Refusal<'r>> {
         if let Some(owner) = self.req.taken.owner(port) {
             // A service keeps or re-pins its own port; any other holder refuses it.
-            if !(owner.worktree == self.req.worktree && owner.service == svc.name) {
+            if owner != Owner::here(self.req.worktree, &svc.name) {
                 return Some(Refusal::Allocated(owner));
             }
         }
         if self.chosen.contains(&port) {
-            return Some(Refusal::Allocated(Owner {
-                worktree: self.req.worktree,
-                service: "(another service in this request)",
-            }));
+            return Some(Refusal::Allocated(Owner::here(
+                self.req.worktree,
+                "(another service in this request)",
+            )));
         }
         if port < MIN_PORT || self.req.reserved.iter().any(|r| r.contains(&port)) {
             return Some(Refusal::Reserved);
@@ -311,14 +346,13 @@ impl<'r> Ctx<'_, 'r> {
             None => return Ok(port),
             Some(Refusal::Allocated(owner)) => Error::new(
                 Code::PortAllocated,
-                format!(
-                    "port {port} is allocated to worktree {} (service {})",
-                    owner.worktree, owner.service
-                ),
+                format!("port {port} is allocated to {owner}"),
             )
-            .with_details(details(
-                json!({"worktree": owner.worktree, "owner_service": owner.service}),
-            )),
+            .with_details(details(json!({
+                "worktree": owner.worktree,
+                "owner_service": owner.service,
+                "repository": owner.repository.map(|r| r.display().to_string()),
+            }))),
             Some(Refusal::Reserved) => Error::new(
                 Code::SystemReserved,
                 format!("port {port} is reserved by the config's `reserved` list"),
@@ -506,10 +540,11 @@ mod tests {
         fn run(&self, probe: &FakeProbe) -> Result<Allocation, Error> {
             let mut taken = Taken::new();
             for (p, w, s) in &self.taken {
-                taken.insert(*p, w, s);
+                taken.insert(*p, Owner::here(w, s)).unwrap();
             }
             allocate(
                 &Request {
+                    strategy: Strategy::Ranges,
                     worktree: &self.worktree,
                     services: &self.services,
                     current: &self.current,
@@ -798,6 +833,65 @@ mod tests {
         let a = case.run(&FakeProbe::default()).unwrap();
         assert_eq!(ports(&a), [("legacy", 9999), ("web", 8080)]);
     }
+
+    #[test]
+    fn taken_reports_a_second_owner_as_a_conflict_and_keeps_the_first() {
+        let other = Path::new("/src/other");
+        let mut taken = Taken::new();
+        taken.insert(8080, Owner::here("main", "web")).unwrap();
+        // The same owner again is no conflict.
+        taken.insert(8080, Owner::here("main", "web")).unwrap();
+        let theirs = Owner {
+            repository: Some(other),
+            worktree: "main",
+            service: "web",
+        };
+        assert_eq!(taken.insert(8080, theirs), Err(Owner::here("main", "web")));
+        assert_eq!(taken.owner(8080), Some(Owner::here("main", "web")));
+        taken.insert(8081, theirs).unwrap();
+        assert_eq!(
+            taken.owner(8081).unwrap().to_string(),
+            "worktree main of repository /src/other (service web)"
+        );
+    }
+
+    #[test]
+    fn a_port_of_the_same_worktree_name_in_another_repository_is_not_ours() {
+        let other = Path::new("/src/other");
+        let svcs = vec![svc("web", 8080, 8081)];
+        let mut taken = Taken::new();
+        taken
+            .insert(
+                8080,
+                Owner {
+                    repository: Some(other),
+                    worktree: "main",
+                    service: "web",
+                },
+            )
+            .unwrap();
+        let wants = BTreeMap::from([("web".to_string(), Want::Pin(8080))]);
+        let err = allocate(
+            &Request {
+                strategy: Strategy::Ranges,
+                worktree: "main",
+                services: &svcs,
+                current: &BTreeMap::new(),
+                wants: &wants,
+                taken: &taken,
+                reserved: &[],
+                avoid: &[],
+            },
+            &FakeProbe::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, Code::PortAllocated);
+        assert!(
+            err.message.contains("of repository /src/other"),
+            "{}",
+            err.message
+        );
+    }
 }
 
 #[cfg(test)]
@@ -807,6 +901,7 @@ mod properties {
 
     use super::*;
     use proptest::prelude::*;
+    use proptest::strategy::Strategy;
     use std::cell::RefCell;
 
     struct SetProbe(HashSet<u16>, RefCell<u32>);
@@ -883,6 +978,7 @@ mod properties {
     ) -> Result<Allocation, Error> {
         allocate(
             &Request {
+                strategy: crate::config::Strategy::Ranges,
                 worktree: "me",
                 services: &w.services,
                 current,
@@ -915,7 +1011,7 @@ mod properties {
             let mut taken = Taken::new();
             let mut current = BTreeMap::new();
             for (p, o, s) in &w.taken {
-                taken.insert(*p, o, s);
+                taken.insert(*p, Owner::here(o, s)).unwrap();
                 if o == "me" {
                     current.insert(s.clone(), *p);
                 }
@@ -946,10 +1042,10 @@ mod properties {
                     // Idempotent: asking again with the result in the registry changes nothing.
                     let mut taken2 = Taken::new();
                     for (p, o, s) in w.taken.iter().filter(|(_, o, _)| o != "me") {
-                        taken2.insert(*p, o, s);
+                        taken2.insert(*p, Owner::here(o, s)).unwrap();
                     }
                     for (s, p) in &a.ports {
-                        taken2.insert(*p, "me", s);
+                        taken2.insert(*p, Owner::here("me", s)).unwrap();
                     }
                     let again = run(&w, &a.ports, &taken2, &BTreeMap::new()).unwrap();
                     prop_assert_eq!(&again.ports, &a.ports);

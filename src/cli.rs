@@ -1,9 +1,8 @@
-//! Command-line types (clap derive) and the parsing of raw flag values into typed ones. The
-//! help text of every flag is its doc comment.
+//! Command-line types (clap derive) and the parsing of raw flag values into typed ones, once,
+//! at the edge. The help text of every flag is its doc comment. Imports nothing from the rest
+//! of the crate, so a build script or a completions/man generator can use it alone.
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-
-use crate::allocate::Want;
 
 /// Give every git worktree its own, non-conflicting set of service ports.
 ///
@@ -21,15 +20,23 @@ pub struct Cli {
 impl Cli {
     /// Parse the process arguments; usage errors (also in `add`'s own flags) exit 2.
     pub fn parse_args() -> Cli {
-        let cli = Cli::parse();
-        if let Command::Add(a) = &cli.command
-            && let Err(msg) = AddOptions::from_raw(&a.args)
-        {
-            Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, msg)
-                .exit();
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parse `args` (the program name first) into typed values, `add`'s mixed arguments
+    /// included: this is the only place they are parsed.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cli = Cli::try_parse_from(args)?;
+        if let Command::Add(a) = &mut cli.command {
+            a.options = AddOptions::from_raw(&a.args).map_err(|msg| {
+                Cli::command().error(clap::error::ErrorKind::ValueValidation, msg)
+            })?;
         }
-        cli
+        Ok(cli)
     }
 
     /// True when the command asked for JSON output (errors then print JSON too).
@@ -42,7 +49,7 @@ impl Cli {
             Command::Release(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Check(a) => a.json,
-            Command::Add(a) => AddOptions::from_raw(&a.args).is_ok_and(|o| o.json),
+            Command::Add(a) => a.options.json,
             Command::Remove(a) => a.json,
             Command::Render(a) => a.json,
             Command::Repair(a) => a.json,
@@ -147,7 +154,16 @@ pub struct PortArg {
     /// Service name.
     pub service: String,
     /// The requested port, or the automatic choice.
-    pub want: Want,
+    pub want: PortValue,
+}
+
+/// The value of `--port SERVICE=...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortValue {
+    /// `auto`: the automatic choice.
+    Auto,
+    /// A number (validated by the allocator, so it may be out of u16 range).
+    Pin(u32),
 }
 
 /// Parse `web=8081` / `web=auto`.
@@ -161,9 +177,9 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
     }
     let value = value.trim();
     let want = if value.eq_ignore_ascii_case("auto") {
-        Want::Auto
+        PortValue::Auto
     } else {
-        Want::Pin(
+        PortValue::Pin(
             value
                 .parse::<u32>()
                 .map_err(|_| format!("{value:?} is not a port number or \"auto\""))?,
@@ -207,6 +223,9 @@ pub struct AddArgs {
         value_name = "ARGS"
     )]
     pub args: Vec<String>,
+    /// `args`, split into git's and ours by [`Cli::try_parse_args`].
+    #[arg(skip)]
+    pub options: AddOptions,
 }
 
 /// `add`'s arguments, split into git's and ours.
@@ -458,17 +477,45 @@ mod tests {
         assert!(AddOptions::from_raw(&["x".to_string(), "--port=web".to_string()]).is_err());
     }
 
+    /// Regression (issue 14): `add`'s own options were parsed three times, and a bad one
+    /// surfaced as GIT_FAILED from the command instead of a usage error.
+    #[test]
+    fn add_options_are_parsed_once_into_typed_values_and_bad_ones_are_usage_errors() {
+        let cli = Cli::try_parse_args([
+            "git-worktree-ports",
+            "add",
+            "../x",
+            "--port",
+            "web=8090",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Add(a) = &cli.command else {
+            panic!("not add")
+        };
+        assert_eq!(a.options.path.as_deref(), Some("../x"));
+        assert_eq!(a.options.ports[0].want, PortValue::Pin(8090));
+        assert!(cli.json());
+        let err = Cli::try_parse_args(["git-worktree-ports", "add", "../x", "--port", "web"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+    }
+
     #[test]
     fn port_args_parse() {
         assert_eq!(
             parse_port_arg("web=8081").unwrap(),
             PortArg {
                 service: "web".into(),
-                want: Want::Pin(8081)
+                want: PortValue::Pin(8081)
             }
         );
-        assert_eq!(parse_port_arg("db=auto").unwrap().want, Want::Auto);
-        assert_eq!(parse_port_arg("db=70000").unwrap().want, Want::Pin(70000));
+        assert_eq!(parse_port_arg("db=auto").unwrap().want, PortValue::Auto);
+        assert_eq!(
+            parse_port_arg("db=70000").unwrap().want,
+            PortValue::Pin(70000)
+        );
         assert!(parse_port_arg("web").is_err());
         assert!(parse_port_arg("=80").is_err());
         assert!(parse_port_arg("web=eighty").is_err());

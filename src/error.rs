@@ -23,8 +23,18 @@ pub enum Code {
     RangeExhausted,
     /// `--port` or `get` named a service the config does not have.
     UnknownService,
-    /// No worktree matches the given name or path.
+    /// No worktree matches the given name or path, or its directory is gone.
     WorktreeNotFound,
+    /// The worktree exists but has no ports allocated (`get`).
+    NotAllocated,
+    /// A bare repository's git dir: there is no current worktree to act on.
+    BareRepository,
+    /// The main worktree cannot be the target (`remove`).
+    MainWorktree,
+    /// The hooks directory holds both a hook and the kept previous one.
+    HookConflict,
+    /// `exec` could not start the command.
+    ExecFailed,
     /// The current directory is not inside a git repository.
     NotARepository,
     /// `.worktree-ports/config.toml` cannot be used.
@@ -52,6 +62,11 @@ impl Code {
             Code::RangeExhausted => "RANGE_EXHAUSTED",
             Code::UnknownService => "UNKNOWN_SERVICE",
             Code::WorktreeNotFound => "WORKTREE_NOT_FOUND",
+            Code::NotAllocated => "NOT_ALLOCATED",
+            Code::BareRepository => "BARE_REPOSITORY",
+            Code::MainWorktree => "MAIN_WORKTREE",
+            Code::HookConflict => "HOOK_CONFLICT",
+            Code::ExecFailed => "EXEC_FAILED",
             Code::NotARepository => "NOT_A_REPOSITORY",
             Code::ConfigInvalid => "CONFIG_INVALID",
             Code::RegistryCorrupt => "REGISTRY_CORRUPT",

@@ -473,6 +473,55 @@ fn not_a_repository() -> anyhow::Error {
     .into()
 }
 
+/// Run `git worktree <args>` as the user would, in the current directory, with git's own
+/// output on our stderr: git's chatter must not mix into our stdout (JSON with --json).
+/// `env` is added to git's environment. Never call it holding a registry lock: git runs the
+/// post-checkout hook, which takes it.
+pub fn run_worktree_command(
+    args: &[OsString],
+    env: &[(&str, &str)],
+) -> anyhow::Result<std::process::ExitStatus> {
+    use std::os::fd::AsFd;
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| git_failed(format!("could not pass stderr to git: {e}")))?;
+    Command::new("git")
+        .arg("worktree")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(stderr)
+        .status()
+        .map_err(|e| git_failed(format!("could not run git: {e}")))
+}
+
+/// `git worktree remove --force <path>`, quietly; true when git removed it.
+pub fn force_remove_worktree(path: &Path) -> bool {
+    Command::new("git")
+        .args(["worktree", "remove", "--force"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A local branch `name` exists.
+pub fn branch_exists(name: &str) -> bool {
+    Command::new("git")
+        .args(["show-ref", "--verify", "--quiet"])
+        .arg(format!("refs/heads/{name}"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `git branch -D <name>`, quietly; true when git deleted it.
+pub fn delete_branch(name: &str) -> bool {
+    Command::new("git")
+        .args(["branch", "-D", "--quiet", name])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// git can be started at all (it may be missing from PATH).
 fn git_runs() -> bool {
     Command::new("git").arg("--version").output().is_ok()

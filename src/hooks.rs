@@ -8,13 +8,13 @@
 //! file on their next sync, so for them `install` prints what to add to their config instead.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::error::{Code, Error};
+use crate::fsio::{self, Durability, Mode, WriteOptions};
 
 /// The hook script, embedded from `hooks/post-checkout`.
 pub const SCRIPT: &str = include_str!("../hooks/post-checkout");
@@ -22,6 +22,9 @@ pub const SCRIPT: &str = include_str!("../hooks/post-checkout");
 pub const HOOK: &str = "post-checkout";
 /// Where a user's previous hook is kept while ours is installed.
 pub const PREVIOUS: &str = "post-checkout.pre-worktree-ports";
+/// Set for the `git worktree add` that `git worktree-ports add` runs, so that our own
+/// post-checkout hook leaves allocating and rendering to `add` (one allocation, one render).
+pub const INSIDE_ADD_ENV: &str = "GIT_WORKTREE_PORTS_INSIDE_ADD";
 /// A line every version of our script carries.
 const MARKER: &str = "# git-worktree-ports post-checkout hook";
 
@@ -158,14 +161,14 @@ pub fn install(state: &State) -> anyhow::Result<Installed> {
     if let Some(m) = state.manager {
         return Ok(Installed::Manager(m));
     }
-    crate::registry::create_dirs(&state.dir)
+    fsio::create_dirs(&state.dir)
         .with_context(|| format!("could not create {}", state.dir.display()))?;
     let previous = state.dir.join(PREVIOUS);
     let chained = state.exists;
     if chained {
         if state.chained.is_some() {
             return Err(Error::new(
-                Code::IoError,
+                Code::HookConflict,
                 format!(
                     "{} exists, and so does {}; move one of them aside, then run `git worktree-ports hooks install` again",
                     state.hook.display(),
@@ -217,26 +220,15 @@ pub fn uninstall(state: &State) -> anyhow::Result<Uninstalled> {
 }
 
 fn write_script(dir: &Path) -> anyhow::Result<()> {
-    let target = dir.join(HOOK);
-    let tmp = dir.join(format!(".{HOOK}.wp-tmp.{}", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(SCRIPT.as_bytes())?;
-        f.sync_all()?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
-        }
-        fs::rename(&tmp, &target)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("could not write {}", target.display()))
+    fsio::write_atomic(
+        &dir.join(HOOK),
+        SCRIPT.as_bytes(),
+        WriteOptions {
+            durability: Durability::File,
+            mode: Mode::Fixed(0o755),
+            label: "hook",
+        },
+    )
 }
 
 #[cfg(test)]

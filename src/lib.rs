@@ -1,9 +1,11 @@
 //! git-worktree-ports: every git worktree gets its own, non-conflicting set of service ports,
 //! kept in `<git-common-dir>/worktree-registry/ports.json`.
 //!
-//! Data flows one way: `cli -> commands -> {git, config, registry(lock) -> allocate(probe) ->
-//! save}`. `allocate` is pure; `registry`, `probe` and `git` do the I/O; only `commands`
-//! combines them, and only [`run`] and [`report_error`] print.
+//! Data flows one way: `cli -> commands -> workspace -> {git, config, registry (lock) ->
+//! allocate (probe) -> save} -> render (plan -> apply)`. `allocate` is pure; `registry`,
+//! `probe`, `git`, `fsio` and `lock` do the I/O; `workspace` combines them; `commands` turn
+//! arguments into a workspace call and an output value. Only [`run`] and [`report_error`]
+//! print to stdout. ARCHITECTURE.md has the layers and the rules.
 
 pub mod allocate;
 pub mod cli;
@@ -11,12 +13,15 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod fsio;
 pub mod git;
 pub mod hooks;
+pub mod lock;
 pub mod probe;
 pub mod registry;
 pub mod render;
 pub mod salvage;
+pub mod workspace;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

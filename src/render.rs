@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
@@ -24,7 +23,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::{Code, Error};
-use crate::fault;
+use crate::fsio::{self, Durability, Mode, Sweep, WriteOptions};
 use crate::git::WorktreeInfo;
 
 /// The built-in `.env` template.
@@ -185,16 +184,40 @@ struct Output {
     text: String,
 }
 
-/// What happened to one file.
+/// What happens (in a [`Plan`]) or happened (in [`Rendered`]) to one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileAction {
-    /// Written (created or updated).
+    /// Written (created or updated); in a plan: stale, would be written.
     Written,
     /// Already had this content.
     Unchanged,
     /// Tracked by git: reported, not written.
     SkippedTracked,
+}
+
+/// What a render would do, decided without writing anything: every template rendered to
+/// memory, every target read and checked. [`apply`] carries it out; `status` and a dry run
+/// can ask whether files are stale without writing.
+#[derive(Debug)]
+pub struct Plan {
+    /// (path relative to the worktree, what would happen).
+    pub files: Vec<(PathBuf, FileAction)>,
+    /// Things the user should hear about.
+    pub warnings: Vec<String>,
+    /// Relative paths that must be in `info/exclude` (every rendered file).
+    pub exclude: Vec<PathBuf>,
+    worktree: PathBuf,
+    writes: Vec<(PathBuf, Vec<u8>)>,
+    manifest_path: PathBuf,
+    manifest: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// True when every file already has the content it would get.
+    pub fn is_up_to_date(&self) -> bool {
+        self.writes.is_empty()
+    }
 }
 
 /// The result of a render.
@@ -208,21 +231,24 @@ pub struct Rendered {
     pub exclude: Vec<PathBuf>,
 }
 
-/// Render a worktree's templates. `is_tracked` answers whether git tracks a relative path
-/// (asked only for files that would change).
-pub fn render(
+/// Decide what rendering a worktree's templates would write. Reads the templates, the targets
+/// and the manifest; writes nothing. `is_tracked` answers whether git tracks a relative path
+/// (asked only for files that would change). A refusal (a file the tool did not write, a
+/// broken managed block) or a template error is an error: then nothing may be written.
+pub fn plan(
     wt: &WorktreeInfo,
     ctx: &TemplateContext,
     force: bool,
     is_tracked: &dyn Fn(&[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>>,
-) -> anyhow::Result<Rendered> {
+) -> anyhow::Result<Plan> {
     let outputs = render_all(&wt.path, ctx)?;
     let manifest_path = wt.git_dir.join("worktree-ports/rendered.json");
     let mut manifest = read_manifest(&manifest_path);
 
-    // Decide every file before writing any.
-    let mut planned: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    let mut result = Rendered::default();
+    let mut changed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut files = Vec::new();
+    let mut warnings = Vec::new();
+    let mut exclude = Vec::new();
     let mut refusals = Vec::new();
     for out in &outputs {
         let target = checked_target(&wt.path, &out.rel, &out.template)?;
@@ -237,7 +263,7 @@ pub fn render(
             match merge_env_block(existing.as_deref(), &out.text) {
                 Ok(bytes) => bytes,
                 Err(msg) if force => {
-                    result.warnings.push(msg);
+                    warnings.push(msg);
                     replace_from_begin(existing.as_deref().unwrap_or_default(), &out.text)
                 }
                 Err(msg) => {
@@ -260,12 +286,12 @@ pub fn render(
             }
             new
         };
-        result.exclude.push(out.rel.clone());
+        exclude.push(out.rel.clone());
         if existing.as_deref() == Some(&new[..]) {
             manifest.insert(rel_key(&out.rel), hash(&new));
-            result.files.push((out.rel.clone(), FileAction::Unchanged));
+            files.push((out.rel.clone(), FileAction::Unchanged));
         } else {
-            planned.push((out.rel.clone(), new));
+            changed.push((out.rel.clone(), new));
         }
     }
     if !refusals.is_empty() {
@@ -280,30 +306,50 @@ pub fn render(
         .into());
     }
 
-    let rels: Vec<PathBuf> = planned.iter().map(|(r, _)| r.clone()).collect();
+    let rels: Vec<PathBuf> = changed.iter().map(|(r, _)| r.clone()).collect();
     let tracked = if rels.is_empty() || force {
         BTreeSet::new()
     } else {
         is_tracked(&rels)?
     };
-    for (rel, bytes) in planned {
+    let mut writes = Vec::new();
+    for (rel, bytes) in changed {
         if tracked.contains(&rel) {
-            result.warnings.push(format!(
+            warnings.push(format!(
                 "{} is tracked by git; not rendering it, so the worktree stays clean (stop tracking it with `git rm --cached {}`, or render with --force)",
                 rel.display(),
                 rel.display()
             ));
-            result.exclude.retain(|r| r != &rel);
-            result.files.push((rel, FileAction::SkippedTracked));
+            exclude.retain(|r| r != &rel);
+            files.push((rel, FileAction::SkippedTracked));
             continue;
         }
-        let target = wt.path.join(&rel);
-        write_atomic(&target, &bytes)?;
         manifest.insert(rel_key(&rel), hash(&bytes));
-        result.files.push((rel, FileAction::Written));
+        files.push((rel.clone(), FileAction::Written));
+        writes.push((rel, bytes));
     }
-    write_manifest(&manifest_path, &manifest)?;
-    Ok(result)
+    Ok(Plan {
+        files,
+        warnings,
+        exclude,
+        worktree: wt.path.clone(),
+        writes,
+        manifest_path,
+        manifest,
+    })
+}
+
+/// Carry out a plan: write the stale files (each atomically), then the manifest.
+pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
+    for (rel, bytes) in &plan.writes {
+        write_file(&plan.worktree.join(rel), bytes)?;
+    }
+    write_manifest(&plan.manifest_path, &plan.manifest)?;
+    Ok(Rendered {
+        files: plan.files,
+        warnings: plan.warnings,
+        exclude: plan.exclude,
+    })
 }
 
 /// Render every template to memory; any error is a TEMPLATE_ERROR and nothing is written.
@@ -494,61 +540,21 @@ fn checked_target(worktree: &Path, rel: &Path, template: &str) -> anyhow::Result
     Ok(path)
 }
 
-fn write_atomic(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = target.parent().expect("target has a parent");
-    crate::registry::create_dirs(dir)
-        .with_context(|| format!("could not create {}", dir.display()))?;
-    let name = target.file_name().expect("file name").to_string_lossy();
-    remove_stale_temps(dir, &name);
-    let tmp = dir.join(format!(".{name}.wp-tmp.{}", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = crate::registry::new_file(&tmp)?;
-        f.write_all(bytes)?;
-        fault::point("render.temp-written");
-        f.sync_all()?;
-        // Keep the permissions of the file being replaced (a .env may be 0600 on purpose).
-        if let Ok(meta) = fs::metadata(target) {
-            fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        fs::rename(&tmp, target)?;
-        fault::point("render.renamed");
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// Write one file inside a worktree (or the manifest, or `info/exclude`): sweep temp files a
+/// killed render left for this target, then the one atomic writer.
+fn write_file(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let (Some(dir), Some(name)) = (target.parent(), target.file_name()) {
+        fsio::sweep(dir, Some(name), Sweep::DeadWriters);
     }
-    res.with_context(|| format!("could not write {}", target.display()))
-}
-
-/// Temp files `.<name>.wp-tmp.<pid>` left by a writer that died (its pid no longer runs).
-fn remove_stale_temps(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.wp-tmp.");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok_and(|p| !process_alive(p)) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // Signal 0 only checks existence; EPERM means it exists but is someone else's.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
+    fsio::write_atomic(
+        target,
+        bytes,
+        WriteOptions {
+            durability: Durability::File,
+            mode: Mode::KeepExisting,
+            label: "render",
+        },
+    )
 }
 
 fn rel_key(rel: &Path) -> String {
@@ -577,7 +583,7 @@ fn write_manifest(path: &Path, manifest: &BTreeMap<String, String>) -> anyhow::R
     if fs::read(path).ok().as_deref() == Some(&bytes[..]) {
         return Ok(());
     }
-    write_atomic(path, &bytes)
+    write_file(path, &bytes)
 }
 
 /// The `info/exclude` lines for rendered paths (anchored, special characters escaped).
@@ -658,7 +664,7 @@ pub fn add_excludes(common_dir: &Path, patterns: &BTreeSet<String>) -> anyhow::R
             t
         }
     };
-    write_atomic(&path, new.as_bytes())
+    write_file(&path, new.as_bytes())
 }
 
 #[cfg(test)]

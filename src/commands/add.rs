@@ -6,29 +6,23 @@
 //! ports stay and the error says how to re-render. The registry lock is never held while git
 //! runs: git runs the post-checkout hook, which takes it.
 
-use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-
-use crate::allocate::Want;
-use crate::cli::{AddArgs, AddOptions};
-use crate::commands::{Ctx, Report, allocate, find_worktree, git_worktree, warn};
-use crate::config::Config;
+use crate::cli::AddArgs;
+use crate::commands::{Report, render_and_report, wants};
 use crate::error::{Code, Error};
-
-/// Set for the `git worktree add` this command runs, so our own post-checkout hook leaves
-/// allocation and rendering to this command (one allocation, one render).
-pub const INSIDE_ADD_ENV: &str = "GIT_WORKTREE_PORTS_INSIDE_ADD";
+use crate::git;
+use crate::hooks::INSIDE_ADD_ENV;
+use crate::workspace::{Workspace, find_worktree, warn};
 
 /// Run `add`.
 pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
-    let opts = AddOptions::from_raw(&args.args).map_err(|m| Error::new(Code::GitFailed, m))?;
-    let ctx = Ctx::open()?;
-    let before: Vec<String> = ctx.repo.worktrees()?.into_iter().map(|w| w.key).collect();
-    let branch_existed = opts.new_branch.as_deref().map(branch_exists);
+    let opts = &args.options;
+    let ws = Workspace::open()?;
+    let before: Vec<String> = ws.repo().worktrees()?.into_iter().map(|w| w.key).collect();
+    let branch_existed = opts.new_branch.as_deref().map(git::branch_exists);
 
-    let mut args: Vec<std::ffi::OsString> = vec!["add".into()];
-    args.extend(opts.git_args.iter().map(Into::into));
-    let status = git_worktree(&args, Some((INSIDE_ADD_ENV, "1")))?;
+    let mut git_args: Vec<std::ffi::OsString> = vec!["add".into()];
+    git_args.extend(opts.git_args.iter().map(Into::into));
+    let status = git::run_worktree_command(&git_args, &[(INSIDE_ADD_ENV, "1")])?;
     if !status.success() {
         return Err(Error::new(
             Code::GitFailed,
@@ -38,7 +32,7 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
     }
 
     let path = opts.path.as_deref().expect("validated: add has a path");
-    let after = ctx.repo.worktrees()?;
+    let after = ws.repo().worktrees()?;
     let wt = find_worktree(path, &after)
         .filter(|w| !before.contains(&w.key))
         .or_else(|| {
@@ -53,16 +47,11 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
             )
         })?;
 
-    let wants: BTreeMap<String, Want> = opts
-        .ports
-        .iter()
-        .map(|p| (p.service.clone(), p.want))
-        .collect();
-    let allocated = Config::load(&wt.path).and_then(|config| {
-        let ports = allocate::ensure(&ctx, &wt, &config, &wants)?;
-        Ok((config, ports))
+    let allocated = ws.target_of(wt.clone()).and_then(|target| {
+        let ports = ws.ensure_ports(&target, &wants(&opts.ports))?;
+        Ok((target, ports))
     });
-    let (config, ports) = match allocated {
+    let (target, ports) = match allocated {
         Ok(v) => v,
         Err(err) => {
             rollback(
@@ -73,26 +62,12 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
             return Err(err);
         }
     };
-    allocate::render_and_report(&ctx, &wt, &config, &ports, !opts.no_render, opts.json)
-}
-
-fn branch_exists(name: &str) -> bool {
-    Command::new("git")
-        .args(["show-ref", "--verify", "--quiet"])
-        .arg(format!("refs/heads/{name}"))
-        .status()
-        .is_ok_and(|s| s.success())
+    render_and_report(&ws, &target, &ports, !opts.no_render, opts.json)
 }
 
 /// Undo `git worktree add` after a failed allocation.
 fn rollback(path: &std::path::Path, branch: Option<&str>, delete_branch: bool) {
-    let removed = Command::new("git")
-        .args(["worktree", "remove", "--force"])
-        .arg(path)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !removed {
+    if !git::force_remove_worktree(path) {
         warn(&format!(
             "could not remove the new worktree {} again; remove it with `git worktree remove --force {}`",
             path.display(),
@@ -101,14 +76,10 @@ fn rollback(path: &std::path::Path, branch: Option<&str>, delete_branch: bool) {
         return;
     }
     let mut what = format!("removed the new worktree {} again", path.display());
-    if let (Some(b), true) = (branch, delete_branch) {
-        let deleted = Command::new("git")
-            .args(["branch", "-D", "--quiet", b])
-            .status()
-            .is_ok_and(|s| s.success());
-        if deleted {
-            what.push_str(&format!(" and deleted its new branch {b}"));
-        }
+    if let (Some(b), true) = (branch, delete_branch)
+        && git::delete_branch(b)
+    {
+        what.push_str(&format!(" and deleted its new branch {b}"));
     }
     warn(&what);
 }

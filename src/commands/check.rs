@@ -6,15 +6,16 @@ use serde_json::{Value, json};
 
 use crate::allocate::Probe;
 use crate::cli::CheckArgs;
-use crate::commands::{Ctx, Report};
+use crate::commands::Report;
 use crate::config::{MIN_PORT, Protocol};
 use crate::error::{Code, classify};
 use crate::probe::SystemProbe;
+use crate::workspace::Workspace;
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
-    let registry = match Ctx::open() {
-        Ok(ctx) => Some(ctx.load_unlocked()?),
+    let registry = match Workspace::open() {
+        Ok(ws) => Some(ws.load_unlocked()?),
         Err(e) if classify(&e).code == Code::NotARepository => None,
         Err(e) => return Err(e),
     };
@@ -27,10 +28,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
             Some(p) => match taken.as_ref().and_then(|t| t.owner(p)) {
                 Some(o) => (
                     "allocated",
-                    format!(
-                        "allocated to worktree {} (service {})",
-                        o.worktree, o.service
-                    ),
+                    format!("allocated to {o}"),
                     json!({"worktree": o.worktree, "service": o.service}),
                 ),
                 None => {

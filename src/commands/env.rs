@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::cli::{EnvArgs, EnvFormat};
-use crate::commands::{Ctx, Report, allocate};
-use crate::config::Config;
+use crate::commands::Report;
+use crate::workspace::Workspace;
 
 /// Run `env`.
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
-    let vars = vars(args.worktree.as_deref())?;
+    let ws = Workspace::open()?;
+    let target = ws.target(args.worktree.as_deref())?;
+    let ports = ws.ensure_ports(&target, &BTreeMap::new())?;
+    let vars = target.vars(&ports);
     Ok(match args.format {
         EnvFormat::Dotenv => Report::ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
         EnvFormat::Shell => Report::ok(
@@ -25,16 +28,4 @@ pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
             Report::json(&Value::Object(map))
         }
     })
-}
-
-/// (`WEB_PORT`, 8081) in config order (services the config no longer has come last).
-pub fn vars(worktree: Option<&str>) -> anyhow::Result<Vec<(String, u16)>> {
-    let ctx = Ctx::open()?;
-    let wt = ctx.target(worktree)?;
-    let config = Config::load(&wt.path)?;
-    let ports = allocate::ensure(&ctx, &wt, &config, &BTreeMap::new())?;
-    Ok(allocate::ordered(&config, &ports)
-        .into_iter()
-        .map(|(_, port, env)| (env, port))
-        .collect())
 }

@@ -1,22 +1,31 @@
 //! `exec [-w <worktree>] -- <command> [args...]`: run a command with the worktree's port
-//! variables set. On Unix the command replaces this process, so its exit code and signals
-//! pass through untouched.
+//! variables set, allocating first when it has none. On Unix the command replaces this
+//! process, so its exit code and signals pass through untouched.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::cli::ExecArgs;
-use crate::commands::{Report, env};
+use crate::commands::Report;
 use crate::error::{Code, Error};
+use crate::workspace::Workspace;
 
 /// Run `exec`; returns only if the command could not be started (or, off Unix, when it ends).
 pub fn run(args: &ExecArgs) -> anyhow::Result<Report> {
-    let vars = env::vars(args.worktree.as_deref())?;
+    let ws = Workspace::open()?;
+    let target = ws.target(args.worktree.as_deref())?;
+    let ports = ws.ensure_ports(&target, &BTreeMap::new())?;
+    let vars = target.vars(&ports);
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut cmd = Command::new(program);
     cmd.args(rest)
         .envs(vars.iter().map(|(k, v)| (k, v.to_string())));
     let not_started = |e: std::io::Error| {
-        Error::new(Code::IoError, format!("could not run {program}: {e}")).into()
+        Error::new(
+            Code::ExecFailed,
+            format!("could not run {program}: {e} (is it installed and on PATH?)"),
+        )
+        .into()
     };
     #[cfg(unix)]
     {

@@ -4,19 +4,20 @@
 use serde_json::json;
 
 use crate::cli::GetArgs;
-use crate::commands::{Ctx, Report, dispose, registry_key};
+use crate::commands::Report;
 use crate::error::{Code, Error};
+use crate::workspace::{Workspace, dispose};
 
 /// Run `get`.
 pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let reg = ctx.load_unlocked()?;
-    let key = registry_key(&ctx, &reg, args.worktree.as_deref())?;
-    let held = reg.allocated_ports.get(&key).cloned();
+    let ws = Workspace::open()?;
+    let reg = ws.load_unlocked()?;
+    let key = ws.registry_key(&reg, args.worktree.as_deref())?;
+    let held = reg.ports(&key).cloned();
     dispose(reg);
     let Some(ports) = held else {
         return Err(Error::new(
-            Code::WorktreeNotFound,
+            Code::NotAllocated,
             format!(
                 "worktree {key} has no ports allocated; run `git worktree-ports allocate` there"
             ),

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 
 use crate::cli::{HookArgs, HookKind};
-use crate::commands::add::INSIDE_ADD_ENV;
-use crate::commands::{Ctx, Report, allocate, ports_inline, render, warn};
-use crate::config::Config;
+use crate::commands::{Report, ports_inline, written_files};
 use crate::error::classify;
-use crate::render::FileAction;
+use crate::hooks::INSIDE_ADD_ENV;
+use crate::workspace::{Workspace, warn};
 
 /// Run `hook`; always succeeds.
 pub fn run(args: &HookArgs) -> Report {
@@ -43,16 +42,13 @@ fn post_checkout(args: &[String]) -> anyhow::Result<()> {
     if !is_null_oid(&old) || flag != "1" {
         return Ok(());
     }
-    let ctx = Ctx::open()?;
-    let wt = ctx.target(None)?;
-    let config = Config::load(&wt.path)?;
-    let ports = allocate::ensure(&ctx, &wt, &config, &BTreeMap::new())?;
-    let rendered = render::render_worktree(&ctx, &wt, &config, &ports, false)?;
-    let written: Vec<String> = rendered
-        .files
+    let ws = Workspace::open()?;
+    let target = ws.target(None)?;
+    let ports = ws.ensure_ports(&target, &BTreeMap::new())?;
+    let rendered = ws.render(&target, &ports, false)?;
+    let written: Vec<String> = written_files(&rendered)
         .iter()
-        .filter(|(_, a)| *a == FileAction::Written)
-        .map(|(p, _)| p.display().to_string())
+        .map(|p| p.display().to_string())
         .collect();
     let files = if written.is_empty() {
         String::new()
@@ -61,7 +57,7 @@ fn post_checkout(args: &[String]) -> anyhow::Result<()> {
     };
     eprintln!(
         "git-worktree-ports: {}: {}{files}",
-        wt.key,
+        target.wt.key,
         ports_inline(&ports)
     );
     Ok(())

@@ -3,14 +3,15 @@
 use serde_json::json;
 
 use crate::cli::{HooksAction, HooksArgs};
-use crate::commands::{Ctx, Report};
+use crate::commands::Report;
 use crate::hooks::{self, Installed, Uninstalled};
+use crate::workspace::Workspace;
 
 /// Run `hooks`.
 pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let dir = ctx.repo.hooks_dir()?;
-    let state = hooks::inspect(&dir, ctx.repo.workdir());
+    let ws = Workspace::open()?;
+    let dir = ws.repo().hooks_dir()?;
+    let state = hooks::inspect(&dir, ws.repo().workdir());
     let hook = state.hook.display();
     Ok(match &args.action {
         HooksAction::Install => Report::ok(match hooks::install(&state)? {

@@ -3,31 +3,33 @@
 //! commit. Never overwrites: an existing file is kept and reported.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
 use std::io::Write as _;
 
 use anyhow::Context as _;
 
 use crate::cli::InitArgs;
-use crate::commands::{Ctx, Report};
+use crate::commands::Report;
 use crate::config::{CONFIG_PATH, Config};
+use crate::fsio;
 use crate::render::{BUILTIN_ENV, TEMPLATES_DIR};
+use crate::workspace::Workspace;
 
 /// Run `init`.
 pub fn run(_args: &InitArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let wt = ctx.target(None)?;
+    let ws = Workspace::open()?;
+    let target = ws.target(None)?;
     let files = [
         (CONFIG_PATH.to_string(), config_text()),
         (format!("{TEMPLATES_DIR}/.env.tera"), env_template_text()),
     ];
     let mut out = String::new();
     for (rel, text) in files {
-        let path = wt.path.join(&rel);
-        crate::registry::create_dirs(path.parent().expect("has parent"))
+        let path = target.wt.path.join(&rel);
+        fsio::create_dirs(path.parent().expect("has parent"))
             .with_context(|| format!("could not create {}", path.display()))?;
-        // create_new: an existing file (even one created a moment ago) is never replaced.
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        // create_new: an existing file (even one created a moment ago) is never replaced;
+        // 0644 whatever the umask.
+        match fsio::new_file(&path) {
             Ok(mut f) => {
                 f.write_all(text.as_bytes())
                     .with_context(|| format!("could not write {}", path.display()))?;

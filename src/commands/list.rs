@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::cli::ListArgs;
-use crate::commands::{Ctx, Report, table};
+use crate::commands::{Report, table};
 use crate::config::Config;
 use crate::registry::Ports;
+use crate::workspace::Workspace;
 
 /// Run `list`.
 pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let reg = ctx.load_unlocked()?;
-    let worktrees = ctx.repo.worktrees()?;
+    let ws = Workspace::open()?;
+    let reg = ws.load_unlocked()?;
+    let worktrees = ws.repo().worktrees()?;
 
     // Every key that has ports or a record.
     let keys = reg.keys();
@@ -29,10 +30,10 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     let rows: Vec<Row> = keys
         .into_iter()
         .map(|key| {
-            let live = worktrees.iter().find(|w| &w.key == key);
-            let record = reg.worktrees.get(key).and_then(|r| r.get());
+            let live = worktrees.iter().find(|w| w.key == key);
+            let record = reg.record(key);
             Row {
-                name: key.clone(),
+                name: key.to_string(),
                 path: live
                     .map(|w| w.path.to_string_lossy().into_owned())
                     .or_else(|| record.as_ref().map(|r| r.path.clone()))
@@ -41,11 +42,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     Some(w) => w.branch.clone(),
                     None => record.as_ref().and_then(|r| r.branch.clone()),
                 },
-                ports: reg
-                    .allocated_ports
-                    .get(key)
-                    .map(Ports::to_map)
-                    .unwrap_or_default(),
+                ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
             }
         })
@@ -73,7 +70,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     }
 
     // Columns: the current worktree's services in config order, then any others.
-    let mut services: Vec<String> = match ctx.repo.current().ok().flatten() {
+    let mut services: Vec<String> = match ws.repo().current().ok().flatten() {
         Some(w) => Config::load(&w.path).map(|c| c.services.into_iter().map(|s| s.name).collect()),
         None => Ok(Vec::new()),
     }

@@ -1,14 +1,16 @@
-//! One file per subcommand; the only layer that combines git, config, registry, allocator and
-//! probe. Commands return a [`Report`] (what goes to stdout, and whether it is a failure);
-//! warnings go to stderr as they happen.
+//! One file per subcommand: arguments -> [`Workspace`] -> a [`Report`]. No command module
+//! imports another; what several share is the workflow in `workspace` or the presentation
+//! helpers here. Warnings go to stderr as they happen.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::error::{Code, Error};
-use crate::git::{Repo, WorktreeInfo};
-use crate::registry::{self, Loaded, Lock, Paths, Registry};
+use crate::allocate::Want;
+use crate::cli::{PortArg, PortValue};
+use crate::render::{FileAction, Rendered};
+use crate::workspace::{Target, Workspace};
 
 pub mod add;
 pub mod allocate;
@@ -53,175 +55,97 @@ impl Report {
     }
 }
 
-/// Run `git worktree <args>` as the user would, its output on our stderr: git's chatter must
-/// not mix into our stdout (JSON with --json). Never call it holding the registry lock: git
-/// runs the post-checkout hook, which takes it.
-pub fn git_worktree(
-    args: &[std::ffi::OsString],
-    env: Option<(&str, &str)>,
-) -> anyhow::Result<std::process::ExitStatus> {
-    use std::os::fd::AsFd;
-    let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
-    let mut cmd = std::process::Command::new("git");
-    cmd.arg("worktree").args(args).stdout(stderr);
-    if let Some((k, v)) = env {
-        cmd.env(k, v);
-    }
-    cmd.status()
-        .map_err(|e| Error::new(Code::GitFailed, format!("could not run git: {e}")).into())
-}
-
-/// Print a warning on stderr.
-pub fn warn(msg: &str) {
-    eprintln!("git-worktree-ports: warning: {msg}");
-}
-
-/// Let go of a registry the command is done with. A large one is freed on another thread: a
-/// 10,000-worktree registry is 40,000 allocations, 1.6 ms to free, and the process is about
-/// to exit. Small ones (a thread costs more than they do) are freed here.
-pub fn dispose(registry: Registry) {
-    if registry.allocated_ports.len() + registry.worktrees.len() > 2_000 {
-        // A thread that cannot start drops the registry here instead.
-        let _ = std::thread::Builder::new().spawn(move || drop(registry));
-    }
-}
-
-/// The repository a command works on and its registry files.
-pub struct Ctx {
-    /// The repository.
-    pub repo: Repo,
-    /// Its registry.
-    pub paths: Paths,
-}
-
-impl Ctx {
-    /// Open the repository of the current directory.
-    pub fn open() -> anyhow::Result<Ctx> {
-        let repo = Repo::discover()?;
-        let paths = Paths::new(repo.common_dir());
-        Ok(Ctx { repo, paths })
-    }
-
-    /// Take the registry lock, saying so when it takes a while.
-    pub fn lock(&self) -> anyhow::Result<Lock> {
-        let timeout = registry::lock_timeout()?;
-        Lock::acquire(&self.paths, timeout, &|path| {
-            eprintln!("git-worktree-ports: waiting for lock on {}", path.display());
-        })
-    }
-
-    /// The registry under `lock`, printing recovery warnings: `unlocked` itself when the
-    /// file it was read from is still the registry (`Lock::reload`), else a fresh load.
-    pub fn load_locked(&self, lock: &Lock, unlocked: Option<Loaded>) -> anyhow::Result<Registry> {
-        let loaded = match unlocked {
-            Some(loaded) => lock.reload(loaded)?,
-            None => lock.load()?,
-        };
-        loaded.warnings.iter().for_each(|w| warn(w));
-        Ok(loaded.registry)
-    }
-
-    /// Load the registry without the lock (readers), printing recovery warnings.
-    pub fn load_unlocked(&self) -> anyhow::Result<Registry> {
-        let loaded = registry::load_unlocked(&self.paths)?;
-        loaded.warnings.iter().for_each(|w| warn(w));
-        Ok(loaded.registry)
-    }
-
-    /// Registry key of the current worktree, without listing worktrees (cheap on every
-    /// backend).
-    pub fn current_key(&self) -> anyhow::Result<String> {
-        self.repo.current_key().ok_or_else(|| self.bare_error())
-    }
-
-    fn bare_error(&self) -> anyhow::Error {
-        Error::new(
-            Code::WorktreeNotFound,
-            format!(
-                "{} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (git worktree list shows them)",
-                self.repo.common_dir().display()
-            ),
-        )
-        .into()
-    }
-
-    /// The worktree named by `spec` (git name, `main`, or path), or the current one.
-    pub fn target(&self, spec: Option<&str>) -> anyhow::Result<WorktreeInfo> {
-        match spec {
-            None => self.repo.current()?.ok_or_else(|| self.bare_error()),
-            Some(spec) => {
-                let worktrees = self.repo.worktrees()?;
-                find_worktree(spec, &worktrees)
-                    .cloned()
-                    .ok_or_else(|| not_found(spec, &worktrees))
-            }
-        }
-    }
-}
-
-/// The registry key `spec` names: the current worktree (None), a key in the registry, a git
-/// worktree (name or path), or the recorded path of a worktree git no longer has. Lists git's
-/// worktrees only when the key alone does not answer.
-pub fn registry_key(ctx: &Ctx, reg: &Registry, spec: Option<&str>) -> anyhow::Result<String> {
-    let Some(spec) = spec else {
-        return ctx.current_key();
+/// The end of `allocate` and `add`: render (unless told not to), then the worktree's ports
+/// as text or as `{"worktree", "path", "branch", "ports", "rendered"}`.
+pub fn render_and_report(
+    ws: &Workspace,
+    target: &Target,
+    ports: &BTreeMap<String, u16>,
+    render: bool,
+    json: bool,
+) -> anyhow::Result<Report> {
+    let rendered = if render {
+        Some(ws.render(target, ports, false)?)
+    } else {
+        None
     };
-    if reg.allocated_ports.contains_key(spec) {
-        return Ok(spec.to_string());
+    let wt = &target.wt;
+    if json {
+        return Ok(Report::json(&json!({
+            "worktree": wt.key,
+            "path": wt.path.to_string_lossy(),
+            "branch": wt.branch,
+            "ports": ports,
+            "rendered": rendered.as_ref().map(files_json).unwrap_or(json!([])),
+        })));
     }
-    let worktrees = ctx.repo.worktrees()?;
-    if let Some(w) = find_worktree(spec, &worktrees) {
-        return Ok(w.key.clone());
+    let mut out = describe(target, ports);
+    if let Some(r) = &rendered {
+        out.push_str(&render_summary(&wt.path, r));
     }
-    reg.key_recorded_at(&absolute(spec))
-        .map(str::to_string)
-        .ok_or_else(|| not_found(spec, &worktrees))
+    Ok(Report::ok(out))
 }
 
-/// Resolve `spec` among git's worktrees: registry key first, then a path (the innermost
-/// worktree containing it, comparing canonical paths), then git's own name.
-pub fn find_worktree<'a>(spec: &str, worktrees: &'a [WorktreeInfo]) -> Option<&'a WorktreeInfo> {
-    if let Some(w) = worktrees.iter().find(|w| w.key == spec) {
-        return Some(w);
-    }
-    if let Ok(target) = Path::new(spec).canonicalize() {
-        let best = worktrees
+/// `ports of worktree feature (/path):` and one line per service.
+pub fn describe(target: &Target, ports: &BTreeMap<String, u16>) -> String {
+    let wt = &target.wt;
+    let mut out = format!("ports of worktree {} ({}):\n", wt.key, wt.path.display());
+    let rows: Vec<Vec<String>> = target
+        .ordered(ports)
+        .into_iter()
+        .map(|(name, port, env)| vec![format!("  {name}"), port.to_string(), env])
+        .collect();
+    out.push_str(&table(&rows));
+    out
+}
+
+/// `[{"path": ".env", "action": "written"}]`.
+pub fn files_json(r: &Rendered) -> Value {
+    json!(
+        r.files
             .iter()
-            .filter_map(|w| {
-                let p = w.path.canonicalize().ok()?;
-                target
-                    .starts_with(&p)
-                    .then_some((p.components().count(), w))
-            })
-            .max_by_key(|(depth, _)| *depth);
-        if let Some((_, w)) = best {
-            return Some(w);
-        }
-    }
-    worktrees.iter().find(|w| w.name == spec)
-}
-
-/// Absolute form of a path argument, without requiring it to exist.
-pub fn absolute(spec: &str) -> PathBuf {
-    let p = Path::new(spec);
-    let abs = std::env::current_dir()
-        .map(|d| d.join(p))
-        .unwrap_or_else(|_| p.to_path_buf());
-    abs.canonicalize().unwrap_or(abs)
-}
-
-/// WORKTREE_NOT_FOUND listing what exists.
-pub fn not_found(spec: &str, worktrees: &[WorktreeInfo]) -> anyhow::Error {
-    let names: Vec<&str> = worktrees.iter().map(|w| w.key.as_str()).collect();
-    Error::new(
-        Code::WorktreeNotFound,
-        format!(
-            "no worktree named or containing {spec:?}; worktrees: {} (name one by its name or path)",
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-        ),
+            .map(|(p, a)| json!({"path": p.to_string_lossy(), "action": a}))
+            .collect::<Vec<_>>()
     )
-    .with_details(json!({"worktree": spec, "worktrees": names}))
-    .into()
+}
+
+/// `rendered .env, config/app.toml in /path` (or `... up to date in`; nothing when there
+/// were no files).
+pub fn render_summary(worktree: &std::path::Path, r: &Rendered) -> String {
+    let names = |want: FileAction| -> Vec<String> {
+        r.files
+            .iter()
+            .filter(|(_, a)| *a == want)
+            .map(|(p, _)| p.display().to_string())
+            .collect()
+    };
+    let written = names(FileAction::Written);
+    let unchanged = names(FileAction::Unchanged);
+    let mut out = String::new();
+    if !written.is_empty() {
+        out.push_str(&format!(
+            "rendered {} in {}\n",
+            written.join(", "),
+            worktree.display()
+        ));
+    }
+    if written.is_empty() && !unchanged.is_empty() {
+        out.push_str(&format!(
+            "{} up to date in {}\n",
+            unchanged.join(", "),
+            worktree.display()
+        ));
+    }
+    out
+}
+
+/// The files a render wrote, for one-line summaries.
+pub fn written_files(r: &Rendered) -> Vec<PathBuf> {
+    r.files
+        .iter()
+        .filter(|(_, a)| *a == FileAction::Written)
+        .map(|(p, _)| p.clone())
+        .collect()
 }
 
 /// Left-aligned columns separated by two spaces; trailing spaces trimmed.
@@ -252,6 +176,20 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `--port` values as the allocator takes them.
+pub fn wants(ports: &[PortArg]) -> BTreeMap<String, Want> {
+    ports
+        .iter()
+        .map(|p| {
+            let want = match p.want {
+                PortValue::Auto => Want::Auto,
+                PortValue::Pin(n) => Want::Pin(n),
+            };
+            (p.service.clone(), want)
+        })
+        .collect()
+}
+
 /// `web 8081, db 5433`.
 pub fn ports_inline(ports: &std::collections::BTreeMap<String, u16>) -> String {
     let parts: Vec<String> = ports.iter().map(|(s, p)| format!("{s} {p}")).collect();
@@ -261,48 +199,6 @@ pub fn ports_inline(ports: &std::collections::BTreeMap<String, u16>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn wt(key: &str, name: &str, path: &Path) -> WorktreeInfo {
-        WorktreeInfo {
-            key: key.into(),
-            name: name.into(),
-            path: path.to_path_buf(),
-            git_dir: path.join(".git"),
-            branch: None,
-            is_main: key == "main",
-            locked: false,
-            prunable: false,
-        }
-    }
-
-    #[test]
-    fn finds_by_key_path_innermost_and_git_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let main = dir.path().join("repo");
-        let nested = main.join("trees/feature");
-        std::fs::create_dir_all(nested.join("src")).unwrap();
-        let list = vec![
-            wt("main", "main", &main),
-            wt("feature", "feature", &nested),
-            wt("worktrees/main", "main", &dir.path().join("other")),
-        ];
-        assert_eq!(find_worktree("main", &list).unwrap().key, "main");
-        assert_eq!(find_worktree("feature", &list).unwrap().key, "feature");
-        let deep = nested.join("src");
-        assert_eq!(
-            find_worktree(deep.to_str().unwrap(), &list).unwrap().key,
-            "feature"
-        );
-        assert_eq!(
-            find_worktree(main.to_str().unwrap(), &list).unwrap().key,
-            "main"
-        );
-        assert_eq!(
-            find_worktree("worktrees/main", &list).unwrap().path,
-            dir.path().join("other")
-        );
-        assert!(find_worktree("nope", &list).is_none());
-    }
 
     #[test]
     fn table_aligns_columns() {

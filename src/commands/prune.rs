@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::cli::PruneArgs;
-use crate::commands::{Ctx, Report, ports_inline};
+use crate::commands::{Report, ports_inline};
 use crate::git::WorktreeInfo;
 use crate::registry::{Ports, Registry};
+use crate::workspace::Workspace;
 
 struct Pruned {
     key: String,
@@ -20,14 +21,14 @@ struct Pruned {
 
 /// Run `prune`.
 pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
+    let ws = Workspace::open()?;
     let pruned = if args.dry_run {
-        let reg = ctx.load_unlocked()?;
-        dead(&reg, &ctx.repo.worktrees()?)
+        let reg = ws.load_unlocked()?;
+        dead(&reg, &ws.repo().worktrees()?)
     } else {
-        let lock = ctx.lock()?;
-        let mut reg = ctx.load_locked(&lock, None)?;
-        let pruned = dead(&reg, &ctx.repo.worktrees()?);
+        let lock = ws.lock()?;
+        let mut reg = ws.load_locked(&lock, None)?;
+        let pruned = dead(&reg, &ws.repo().worktrees()?);
         if !pruned.is_empty() {
             for p in &pruned {
                 reg.remove_worktree(&p.key);
@@ -76,25 +77,16 @@ fn dead(reg: &Registry, worktrees: &[WorktreeInfo]) -> Vec<Pruned> {
     let keys = reg.keys();
     keys.into_iter()
         .filter_map(|key| {
-            let reason = match worktrees.iter().find(|w| &w.key == key) {
+            let reason = match worktrees.iter().find(|w| w.key == key) {
                 None => "no longer a git worktree",
                 Some(w) if w.prunable => "directory deleted",
                 Some(_) => return None,
             };
             Some(Pruned {
-                key: key.clone(),
-                path: reg
-                    .worktrees
-                    .get(key)
-                    .and_then(|r| r.get())
-                    .map(|r| r.path)
-                    .unwrap_or_default(),
+                key: key.to_string(),
+                path: reg.record(key).map(|r| r.path).unwrap_or_default(),
                 reason,
-                ports: reg
-                    .allocated_ports
-                    .get(key)
-                    .map(Ports::to_map)
-                    .unwrap_or_default(),
+                ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
             })
         })
         .collect()

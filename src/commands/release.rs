@@ -6,22 +6,22 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::cli::ReleaseArgs;
-use crate::commands::{Ctx, Report, ports_inline, registry_key};
+use crate::commands::{Report, ports_inline};
 use crate::error::{Code, Error};
-use crate::registry;
+use crate::workspace::Workspace;
 
 /// Run `release`.
 pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let unlocked = registry::load_unlocked(&ctx.paths)?;
-    let key = registry_key(&ctx, &unlocked.registry, args.worktree.as_deref())?;
-    let lock = ctx.lock()?;
-    let mut reg = ctx.load_locked(&lock, Some(unlocked))?;
-    let held = reg.allocated_ports.get(&key).cloned().unwrap_or_default();
+    let ws = Workspace::open()?;
+    let unlocked = ws.read()?;
+    let key = ws.registry_key(&unlocked.registry, args.worktree.as_deref())?;
+    let lock = ws.lock()?;
+    let mut reg = ws.load_locked(&lock, Some(unlocked))?;
+    let held = reg.ports(&key).cloned().unwrap_or_default();
     let released: BTreeMap<String, u16> = if args.services.is_empty() {
-        let had_record = reg.worktrees.contains_key(&key);
+        let had = reg.knows(&key);
         let ports = reg.remove_worktree(&key);
-        if !ports.is_empty() || had_record {
+        if had {
             lock.save(&mut reg)?;
         }
         ports
@@ -44,20 +44,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
                 .into());
             }
         }
-        let mut released = BTreeMap::new();
-        let ports = reg.allocated_ports.entry(key.clone()).or_default();
-        for s in &args.services {
-            if let Some(p) = ports.remove(s) {
-                released.insert(s.clone(), p);
-            }
-        }
-        if ports.is_empty() {
-            reg.allocated_ports.remove(&key);
-            reg.worktrees.remove(&key);
-        }
-        for (s, p) in &released {
-            reg.record("released", &key, Some(s), Some(*p));
-        }
+        let released = reg.release_services(&key, &args.services);
         lock.save(&mut reg)?;
         released
     };

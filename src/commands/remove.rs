@@ -4,19 +4,21 @@
 use serde_json::json;
 
 use crate::cli::RemoveArgs;
-use crate::commands::{Ctx, Report, find_worktree, git_worktree, not_found, ports_inline};
+use crate::commands::{Report, ports_inline};
 use crate::error::{Code, Error};
+use crate::git;
+use crate::workspace::{Workspace, find_worktree, not_found};
 
 /// Run `remove`.
 pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let worktrees = ctx.repo.worktrees()?;
+    let ws = Workspace::open()?;
+    let worktrees = ws.repo().worktrees()?;
     let wt = find_worktree(&args.worktree, &worktrees)
         .cloned()
         .ok_or_else(|| not_found(&args.worktree, &worktrees))?;
     if wt.is_main {
         return Err(Error::new(
-            Code::WorktreeNotFound,
+            Code::MainWorktree,
             "the main worktree cannot be removed; name a linked worktree (git worktree list shows them)",
         )
         .into());
@@ -27,7 +29,7 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
     }
     // The path as it is: a non-UTF-8 path must reach git byte for byte.
     git_args.push(wt.path.clone().into_os_string());
-    let status = git_worktree(&git_args, None)?;
+    let status = git::run_worktree_command(&git_args, &[])?;
     if !status.success() {
         return Err(Error::new(
             Code::GitFailed,
@@ -42,9 +44,9 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
         )
         .into());
     }
-    let lock = ctx.lock()?;
-    let mut reg = ctx.load_locked(&lock, None)?;
-    let had = reg.allocated_ports.contains_key(&wt.key) || reg.worktrees.contains_key(&wt.key);
+    let lock = ws.lock()?;
+    let mut reg = ws.load_locked(&lock, None)?;
+    let had = reg.knows(&wt.key);
     let released = reg.remove_worktree(&wt.key);
     if had {
         lock.save(&mut reg)?;

@@ -13,11 +13,12 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::cli::RepairArgs;
-use crate::commands::{Ctx, Report, ports_inline};
+use crate::commands::{Report, ports_inline};
 use crate::config::MIN_PORT;
 use crate::error::{Code, Error};
-use crate::registry::{self, Ports, Problem, RecordJson, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{self, Event, Problem, Registry, WorktreeRecord, now_rfc3339};
 use crate::salvage;
+use crate::workspace::Workspace;
 
 struct Source {
     path: PathBuf,
@@ -28,29 +29,28 @@ struct Source {
 
 /// Run `repair`.
 pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
-    let ctx = Ctx::open()?;
-    let lock = ctx.lock()?;
-    let worktrees: Vec<_> = ctx
-        .repo
+    let ws = Workspace::open()?;
+    let lock = ws.lock()?;
+    let worktrees: Vec<_> = ws
+        .repo()
         .worktrees()?
         .into_iter()
         .filter(|w| !w.prunable && w.path.is_dir())
         .collect();
 
     let mut sources = Vec::new();
-    for path in registry::record_files(&ctx.paths) {
+    for path in registry::record_files(ws.paths()) {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
         let source = match registry::parse(&bytes) {
             Ok(reg) => Source {
                 entries: reg
-                    .allocated_ports
-                    .iter()
+                    .allocations()
                     .flat_map(|(w, ports)| {
                         ports
                             .iter()
-                            .map(move |(s, p)| (w.clone(), s.to_owned(), u64::from(p)))
+                            .map(move |(s, p)| (w.to_owned(), s.to_owned(), u64::from(p)))
                     })
                     .collect(),
                 whole: Some(reg),
@@ -76,11 +76,8 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
         .iter()
         .find_map(|s| s.whole.clone())
         .unwrap_or_default();
-    let mut reg = Registry {
-        allocated_ports: BTreeMap::new(),
-        worktrees: BTreeMap::new(),
-        ..base
-    };
+    let mut reg: Registry = base;
+    reg.clear_allocations();
     let mut taken: HashMap<u16, (String, String)> = HashMap::new();
     let mut dropped: Vec<String> = Vec::new();
     let mut kept: Vec<(String, BTreeMap<String, u16>, Vec<String>)> = Vec::new();
@@ -126,21 +123,22 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
         }
         let allocated_at = sources
             .iter()
-            .filter_map(|s| s.whole.as_ref()?.worktrees.get(&wt.key)?.get())
+            .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
             .map(|r| r.allocated_at)
             .next()
             .unwrap_or_else(now_rfc3339);
-        reg.worktrees.insert(
-            wt.key.clone(),
-            RecordJson::new(&WorktreeRecord {
+        reg.set_record(
+            &wt.key,
+            &WorktreeRecord {
                 path: wt.path.to_string_lossy().into_owned(),
                 branch: wt.branch.clone(),
                 allocated_at,
                 extra: Default::default(),
-            }),
+            },
         );
-        reg.allocated_ports
-            .insert(wt.key.clone(), Ports::from(&ports));
+        // `taken` above gave every port to one worktree only, so this cannot conflict.
+        reg.restore_ports(&wt.key, &ports)
+            .map_err(|c| Error::new(Code::RegistryCorrupt, format!("{c} (a bug in repair)")))?;
         kept.push((wt.key.clone(), ports, from));
     }
     let live: Vec<&str> = worktrees.iter().map(|w| w.key.as_str()).collect();
@@ -153,11 +151,11 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
     gone.dedup();
 
     if !args.dry_run {
-        let damaged = std::fs::read(&ctx.paths.file).is_ok_and(|b| registry::parse(&b).is_err());
+        let damaged = std::fs::read(&ws.paths().file).is_ok_and(|b| registry::parse(&b).is_err());
         if damaged {
             lock.keep_aside()?;
         }
-        reg.record("repaired", "*", None, None);
+        reg.log(Event::Repaired);
         lock.save(&mut reg)?;
     }
     drop(lock);

@@ -107,7 +107,7 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
         }
         let reg_dir = repo.common_dir().join("worktree-registry");
         assert_eq!(
-            temp_files(&reg_dir, ".tmp"),
+            temp_files(&reg_dir, ".wp-tmp."),
             Vec::<String>::new(),
             "{point}"
         );
@@ -300,7 +300,7 @@ fn kill_9_storm() {
     );
     assert_unique(&all_registry_ports(&reg));
     assert_eq!(
-        temp_files(&repo.common_dir().join("worktree-registry"), ".tmp"),
+        temp_files(&repo.common_dir().join("worktree-registry"), ".wp-tmp."),
         Vec::<String>::new()
     );
 }

@@ -1,0 +1,369 @@
+//! The one way this tool writes a file: [`write_atomic`] (temp file beside the target, write,
+//! sync as the [`Durability`] says, rename), one temp-file name scheme and one sweeper for the
+//! temp files a killed writer leaves, and directory and file creation with fixed modes.
+//!
+//! Temp files are `.<target name>.wp-tmp.<pid>`, in the target's directory: hidden, never
+//! mistaken for the target, and told apart per writer, so writers that hold no lock (renders of
+//! two worktrees sharing a directory) never collide. A writer that holds the lock of what it
+//! writes sweeps every temp file of that target ([`Sweep::All`]: they can only be leftovers);
+//! others sweep only those whose process is gone ([`Sweep::DeadWriters`]).
+//!
+//! Files are created 0644 (0755 for scripts) and directories 0755 whatever the umask: std's
+//! defaults (0666 / 0777 less the umask) are world-writable under a umask of 000.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::fault;
+
+/// How hard a write tries to survive a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file before the rename and the directory after it: once this returns, the
+    /// new content survives a crash (the registry).
+    Full,
+    /// fsync the file before the rename, not the directory: a crash may bring back the old
+    /// file, never half of the new one (rendered files, hooks).
+    File,
+    /// No fsync; replacing an existing file swaps the two names (Linux
+    /// `renameat2(RENAME_EXCHANGE)`) and unlinks the old one, because a plain rename over an
+    /// existing file makes ext4 write the new one out at once (`auto_da_alloc`: 3.9 ms for a
+    /// 2.4 MB file against 1.0 ms). For copies that a later command rewrites (the backup).
+    Lazy,
+}
+
+/// The permissions of the written file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Exactly these bits.
+    Fixed(u32),
+    /// The replaced file's permissions (a `.env` may be 0600 on purpose); 0644 for a new file.
+    KeepExisting,
+}
+
+/// How [`write_atomic`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions<'a> {
+    /// Which syncs to pay for.
+    pub durability: Durability,
+    /// The file's permissions.
+    pub mode: Mode,
+    /// Prefix of the crash points (`<label>.temp-written`, `.synced`, `.renamed`).
+    pub label: &'a str,
+}
+
+/// Which temp files a sweep removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Every temp file of the target: the caller holds the lock every writer of it takes.
+    All,
+    /// Only those whose writer's process is gone.
+    DeadWriters,
+}
+
+const TEMP_MARK: &str = ".wp-tmp.";
+
+/// Replace `target` with `bytes` atomically: readers see the old file or the new one, never
+/// half of one. Creates missing parent directories (0755). On failure the temp file is removed
+/// and `target` is as it was.
+pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyhow::Result<()> {
+    let dir = parent(target);
+    create_dirs(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let tmp = temp_path(target);
+    let label = opts.label;
+    let result = (|| -> io::Result<()> {
+        // A file at our own name is a dead writer's whose pid we were given again.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mode = match opts.mode {
+            Mode::Fixed(m) => m,
+            Mode::KeepExisting => 0o644,
+        };
+        let mut f = new_file_with_mode(&tmp, mode)?;
+        f.write_all(bytes)?;
+        fault::point(&format!("{label}.temp-written"));
+        if opts.durability != Durability::Lazy {
+            f.sync_all()?;
+        }
+        drop(f);
+        #[cfg(unix)]
+        if let Mode::Fixed(m) = opts.mode {
+            // The umask may have taken bits a script needs (0755 under umask 077 is 0700).
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(m))?;
+        }
+        if opts.mode == Mode::KeepExisting
+            && let Ok(meta) = fs::metadata(target)
+        {
+            fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        fault::point(&format!("{label}.synced"));
+        let exchanged = opts.durability == Durability::Lazy && exchange(&tmp, target);
+        if !exchanged {
+            fs::rename(&tmp, target)?;
+        }
+        if opts.durability == Durability::Full {
+            // The rename is durable only once the directory is.
+            File::open(dir)?.sync_all()?;
+        }
+        fault::point(&format!("{label}.renamed"));
+        if exchanged {
+            // The temp name now holds the old file; a crash before this leaves it for the next
+            // sweep.
+            fs::remove_file(&tmp)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("could not write {}", target.display()))
+}
+
+/// The directory a file lives in (`.` for a bare file name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Where this process writes `target` before renaming it.
+pub fn temp_path(target: &Path) -> PathBuf {
+    parent(target).join(temp_name(
+        target.file_name().unwrap_or_default(),
+        std::process::id(),
+    ))
+}
+
+fn temp_name(name: &OsStr, pid: u32) -> OsString {
+    let mut s = OsString::from(".");
+    s.push(name);
+    s.push(TEMP_MARK);
+    s.push(pid.to_string());
+    s
+}
+
+/// The writer's pid if `file` is a temp file of `target_name` (any target when None).
+fn temp_owner(file: &OsStr, target_name: Option<&OsStr>) -> Option<u32> {
+    let file = file.as_encoded_bytes();
+    let rest = file.strip_prefix(b".")?;
+    let at = rest
+        .windows(TEMP_MARK.len())
+        .rposition(|w| w == TEMP_MARK.as_bytes())?;
+    let (name, pid) = (&rest[..at], &rest[at + TEMP_MARK.len()..]);
+    if target_name.is_some_and(|t| t.as_encoded_bytes() != name) || name.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(pid).ok()?.parse().ok()
+}
+
+/// Remove the temp files of `target_name` in `dir` (of every target when None) that `sweep`
+/// says are leftovers. Returns how many it removed; errors are ignored (a sweep is best effort
+/// and a later one tries again).
+pub fn sweep(dir: &Path, target_name: Option<&OsStr>, sweep: Sweep) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = temp_owner(&entry.file_name(), target_name) else {
+            continue;
+        };
+        if (sweep == Sweep::All || !process_alive(pid)) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// True when `dir` holds a temp file of one of `targets` (file names): a write in progress,
+/// or a killed one. One readdir, however many targets.
+pub fn has_temp_files(dir: &Path, targets: &[&OsStr]) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            targets.iter().any(|t| temp_owner(&name, Some(t)).is_some())
+        })
+    })
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending; EPERM: it exists but is
+/// another user's). Off Unix, always true: a temp file is then left rather than a live
+/// writer's file removed.
+pub fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: kill with signal 0 sends nothing; it only reports whether pid exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// `create_dir_all` with 0755 for what it creates.
+pub fn create_dirs(path: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o755);
+    b.create(path)
+}
+
+/// A new file (never an existing one), 0644: readable by all, writable by its owner only.
+pub fn new_file(path: &Path) -> io::Result<File> {
+    new_file_with_mode(path, 0o644)
+}
+
+fn new_file_with_mode(path: &Path, mode: u32) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    opts.open(path)
+}
+
+/// Swap two files' names atomically; false when the system or file system cannot, or `b` does
+/// not exist yet.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn exchange(a: &Path, b: &Path) -> bool {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(a), Ok(b)) = (
+        CString::new(a.as_os_str().as_bytes()),
+        CString::new(b.as_os_str().as_bytes()),
+    ) else {
+        return false;
+    };
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn opts(durability: Durability, mode: Mode) -> WriteOptions<'static> {
+        WriteOptions {
+            durability,
+            mode,
+            label: "test",
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_durability_replaces_the_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/f.json");
+        for d in [Durability::Full, Durability::File, Durability::Lazy] {
+            write_atomic(&target, b"one", opts(d, Mode::KeepExisting)).unwrap();
+            write_atomic(&target, b"two", opts(d, Mode::KeepExisting)).unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"two");
+            assert_eq!(names(&dir.path().join("sub")), ["f.json"]);
+        }
+    }
+
+    #[test]
+    fn modes_are_fixed_whatever_the_umask_or_kept_from_the_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = unsafe { libc::umask(0) };
+        let script = dir.path().join("hook");
+        write_atomic(
+            &script,
+            b"#!/bin/sh\n",
+            opts(Durability::File, Mode::Fixed(0o755)),
+        )
+        .unwrap();
+        let env = dir.path().join(".env");
+        write_atomic(&env, b"A=1\n", opts(Durability::File, Mode::KeepExisting)).unwrap();
+        unsafe { libc::umask(old) };
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&script), 0o755);
+        assert_eq!(mode(&env), 0o644);
+        fs::set_permissions(&env, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&env, b"A=2\n", opts(Durability::File, Mode::KeepExisting)).unwrap();
+        assert_eq!(mode(&env), 0o600);
+    }
+
+    #[test]
+    fn sweeps_tell_dead_writers_from_live_ones_and_targets_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let dead = 0x7fff_fff0_u32; // above pid_max: no such process
+        let live = std::process::id();
+        for (name, pid) in [("a", dead), ("a", live), ("b", dead), (".env", dead)] {
+            fs::write(d.join(temp_name(OsStr::new(name), pid)), b"x").unwrap();
+        }
+        fs::write(d.join("a"), b"target").unwrap();
+        fs::write(d.join(".wp-tmp.1"), b"not ours: no target name").unwrap();
+        assert!(has_temp_files(d, &[OsStr::new("c"), OsStr::new("a")]));
+        assert!(!has_temp_files(d, &[OsStr::new("c")]));
+        assert_eq!(sweep(d, Some(OsStr::new("a")), Sweep::DeadWriters), 1);
+        assert_eq!(sweep(d, Some(OsStr::new("a")), Sweep::All), 1);
+        assert!(!has_temp_files(d, &[OsStr::new("a")]));
+        assert_eq!(sweep(d, None, Sweep::DeadWriters), 2);
+        assert_eq!(names(d), [".wp-tmp.1", "a"]);
+    }
+
+    #[test]
+    fn temp_names_round_trip_any_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = OsStr::from_bytes(b"caf\xe9.wp-tmp.x");
+        assert_eq!(temp_owner(&temp_name(name, 42), Some(name)), Some(42));
+        assert_eq!(
+            temp_owner(&temp_name(name, 42), Some(OsStr::new("caf"))),
+            None
+        );
+        assert_eq!(temp_owner(OsStr::new(".a.wp-tmp.x"), None), None);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_target_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        fs::write(&target, b"old").unwrap();
+        fs::create_dir(temp_path(&target)).unwrap();
+        fs::write(temp_path(&target).join("x"), b"").unwrap();
+        assert!(write_atomic(&target, b"new", opts(Durability::Full, Mode::KeepExisting)).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+    }
+}

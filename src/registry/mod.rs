@@ -1,0 +1,693 @@
+//! The registry model: one repository's allocations, as kept in
+//! `<git-common-dir>/worktree-registry/ports.json`.
+//!
+//! The fields are private; every change goes through a method that keeps the invariants the
+//! allocator relies on (ports in 1024-65535, no port registered twice, anywhere in the
+//! registry) and writes its own history event, so the history cannot disagree with the ports.
+//! - [`codec`]: bytes <-> [`Registry`], the measured serde fast path, kept on its own;
+//! - [`store`]: the files (paths, lock-free and locked loads, recovery, save).
+//!
+//! No I/O here.
+
+mod codec;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::allocate::{Owner, Taken};
+use crate::config::MIN_PORT;
+
+pub use codec::{Problem, parse};
+pub use store::{Loaded, Lock, Paths, load_unlocked, record_files};
+
+/// The registry format version this build writes and understands.
+pub const VERSION: u64 = 1;
+
+/// History entries kept; older ones are dropped on save.
+pub const HISTORY_LIMIT: usize = 1000;
+
+/// The registry document. Unknown keys (top level and per worktree) are kept as they are.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// Format version; absent in the seed format (read as 1).
+    version: u64,
+    /// Service -> inclusive range, as configured when the service last allocated.
+    port_ranges: BTreeMap<String, [u16; 2]>,
+    /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
+    allocated_ports: BTreeMap<String, Ports>,
+    /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
+    /// a command needs one record, not 10,000).
+    worktrees: BTreeMap<String, RecordJson>,
+    /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries. Kept as the raw JSON
+    /// of each entry: commands only append to it, so it is never decoded.
+    history: Vec<Box<RawValue>>,
+    /// Keys this version does not know, written back untouched.
+    extra: Map<String, Value>,
+}
+
+/// What the registry remembers about a worktree besides its ports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorktreeRecord {
+    /// Absolute path of the worktree.
+    pub path: String,
+    /// Branch checked out (None when detached).
+    pub branch: Option<String>,
+    /// When the worktree first got ports (RFC 3339).
+    pub allocated_at: String,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A worktree record as the raw JSON it was read as (or written from): decoded only when a
+/// command asks, written back byte for byte otherwise, unknown keys included.
+#[derive(Debug, Clone)]
+pub struct RecordJson(Box<RawValue>);
+
+impl RecordJson {
+    /// Encode a record.
+    pub fn new(record: &WorktreeRecord) -> RecordJson {
+        RecordJson(serde_json::value::to_raw_value(record).expect("record serializes"))
+    }
+
+    /// Decode it; None when it is not a record (no `path`): metadata only, the ports are
+    /// validated elsewhere, so a damaged record costs its path, not the registry.
+    pub fn get(&self) -> Option<WorktreeRecord> {
+        serde_json::from_str(self.0.get()).ok()
+    }
+}
+
+impl PartialEq for RecordJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+/// One worktree's ports: service -> port, sorted by service, each service once.
+///
+/// Not a `BTreeMap<String, u16>`: 10,000 worktrees would be 10,000 trees and 50,000 copies of
+/// the same five service names. Here a worktree is one small vector, and the names read from
+/// one file are shared (reading a 10,000-worktree registry took 2.5x as long with maps).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ports(Vec<(Arc<str>, u16)>);
+
+impl Ports {
+    /// The port of `service`.
+    pub fn get(&self, service: &str) -> Option<u16> {
+        self.find(service).ok().map(|i| self.0[i].1)
+    }
+
+    /// Give `service` the port `port`; returns the port it had.
+    pub fn insert(&mut self, service: &str, port: u16) -> Option<u16> {
+        match self.find(service) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, port)),
+            Err(i) => {
+                self.0.insert(i, (Arc::from(service), port));
+                None
+            }
+        }
+    }
+
+    /// Take `service`'s port away; returns it.
+    pub fn remove(&mut self, service: &str) -> Option<u16> {
+        self.find(service).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// (service, port), sorted by service.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.0.iter().map(|(s, p)| (&**s, *p))
+    }
+
+    /// How many services have a port.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no service has a port.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As a map, for the commands' output.
+    pub fn to_map(&self) -> BTreeMap<String, u16> {
+        self.iter().map(|(s, p)| (s.to_owned(), p)).collect()
+    }
+
+    fn find(&self, service: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| (**s).cmp(service))
+    }
+}
+
+impl From<&BTreeMap<String, u16>> for Ports {
+    fn from(map: &BTreeMap<String, u16>) -> Ports {
+        Ports(
+            map.iter()
+                .map(|(s, p)| (Arc::from(s.as_str()), *p))
+                .collect(),
+        )
+    }
+}
+
+/// One history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A service of a worktree got a port.
+    Assigned {
+        /// Registry key.
+        worktree: &'a str,
+        /// Service name.
+        service: &'a str,
+        /// The port.
+        port: u16,
+    },
+    /// A service of a worktree gave its port back.
+    Released {
+        /// Registry key.
+        worktree: &'a str,
+        /// Service name.
+        service: &'a str,
+        /// The port.
+        port: u16,
+    },
+    /// `repair` rebuilt the registry.
+    Repaired,
+}
+
+impl Event<'_> {
+    /// `{"timestamp", "action", "worktree", "service", "port"}`, as the seed wrote them.
+    fn to_raw(self) -> Box<RawValue> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            timestamp: String,
+            action: &'a str,
+            worktree: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            service: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            port: Option<u16>,
+        }
+        let (action, worktree, service, port) = match self {
+            Event::Assigned {
+                worktree,
+                service,
+                port,
+            } => ("assigned", worktree, Some(service), Some(port)),
+            Event::Released {
+                worktree,
+                service,
+                port,
+            } => ("released", worktree, Some(service), Some(port)),
+            Event::Repaired => ("repaired", "*", None, None),
+        };
+        let entry = Entry {
+            timestamp: now_rfc3339(),
+            action,
+            worktree,
+            service,
+            port,
+        };
+        serde_json::value::to_raw_value(&entry).expect("history entry serializes")
+    }
+}
+
+/// A change refused because it would register a port twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConflict {
+    /// The port.
+    pub port: u16,
+    /// Registry key of the worktree that holds it.
+    pub worktree: String,
+    /// Service that holds it.
+    pub service: String,
+}
+
+impl std::fmt::Display for PortConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "port {} is already registered to worktree {} (service {})",
+            self.port, self.worktree, self.service
+        )
+    }
+}
+
+impl std::error::Error for PortConflict {}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            version: VERSION,
+            port_ranges: BTreeMap::new(),
+            allocated_ports: BTreeMap::new(),
+            worktrees: BTreeMap::new(),
+            history: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+}
+
+impl PartialEq for Registry {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.port_ranges == other.port_ranges
+            && self.allocated_ports == other.allocated_ports
+            && self.worktrees == other.worktrees
+            && self.extra == other.extra
+            && self.history.len() == other.history.len()
+            && self
+                .history
+                .iter()
+                .zip(&other.history)
+                .all(|(a, b)| a.get() == b.get())
+    }
+}
+
+impl Registry {
+    /// The ports of worktree `key`.
+    pub fn ports(&self, key: &str) -> Option<&Ports> {
+        self.allocated_ports.get(key)
+    }
+
+    /// Every (worktree key, ports), sorted by key.
+    pub fn allocations(&self) -> impl Iterator<Item = (&str, &Ports)> {
+        self.allocated_ports.iter().map(|(k, p)| (k.as_str(), p))
+    }
+
+    /// The record of worktree `key` (None when it has none, or it cannot be decoded).
+    pub fn record(&self, key: &str) -> Option<WorktreeRecord> {
+        self.worktrees.get(key).and_then(RecordJson::get)
+    }
+
+    /// True when `key` has ports or a record.
+    pub fn knows(&self, key: &str) -> bool {
+        self.allocated_ports.contains_key(key) || self.worktrees.contains_key(key)
+    }
+
+    /// The range `port_ranges` remembers for `service`.
+    pub fn port_range(&self, service: &str) -> Option<[u16; 2]> {
+        self.port_ranges.get(service).copied()
+    }
+
+    /// Remember `service`'s configured range; true when it changed.
+    pub fn set_port_range(&mut self, service: &str, range: [u16; 2]) -> bool {
+        if self.port_range(service) == Some(range) {
+            return false;
+        }
+        self.port_ranges.insert(service.to_string(), range);
+        true
+    }
+
+    /// Set `key`'s record; true when it changed.
+    pub fn set_record(&mut self, key: &str, record: &WorktreeRecord) -> bool {
+        let json = RecordJson::new(record);
+        if self.worktrees.get(key) == Some(&json) {
+            return false;
+        }
+        self.worktrees.insert(key.to_string(), json);
+        true
+    }
+
+    /// How many worktrees the registry holds (ports or records), to size work by.
+    pub fn size(&self) -> usize {
+        self.allocated_ports.len() + self.worktrees.len()
+    }
+
+    /// Every registered port with its owner.
+    pub fn taken(&self) -> Taken<'_> {
+        let n = self.allocated_ports.values().map(Ports::len).sum();
+        let mut taken = Taken::with_capacity(n);
+        for (wt, ports) in &self.allocated_ports {
+            for (svc, port) in ports.iter() {
+                // validate() and every change keep ports unique: a conflict cannot happen.
+                let _ = taken.insert(port, Owner::here(wt, svc));
+            }
+        }
+        taken
+    }
+
+    /// Every worktree key that has ports or a record, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .allocated_ports
+            .keys()
+            .chain(self.worktrees.keys())
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// The key of the worktree recorded at `path` (for worktrees git no longer has).
+    pub fn key_recorded_at(&self, path: &Path) -> Option<&str> {
+        self.worktrees
+            .iter()
+            .find(|(_, r)| r.get().is_some_and(|r| Path::new(&r.path) == path))
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Give worktree `key` exactly `ports`, logging what was assigned and released. Refused,
+    /// with nothing changed, when a port is outside 1024-65535 or registered to anyone else
+    /// (another worktree, or another service of this one).
+    pub fn set_ports(
+        &mut self,
+        key: &str,
+        ports: &BTreeMap<String, u16>,
+    ) -> Result<(), PortConflict> {
+        let old = self.allocated_ports.get(key).cloned().unwrap_or_default();
+        self.put_ports(key, ports)?;
+        for (service, port) in old.iter() {
+            if ports.get(service) != Some(&port) {
+                self.log(Event::Released {
+                    worktree: key,
+                    service,
+                    port,
+                });
+            }
+        }
+        for (service, &port) in ports {
+            if old.get(service) != Some(port) {
+                self.log(Event::Assigned {
+                    worktree: key,
+                    service,
+                    port,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Give worktree `key` exactly `ports` without history events (`repair` logs one event for
+    /// the whole rebuild). Same checks as [`Registry::set_ports`].
+    pub fn restore_ports(
+        &mut self,
+        key: &str,
+        ports: &BTreeMap<String, u16>,
+    ) -> Result<(), PortConflict> {
+        self.put_ports(key, ports)
+    }
+
+    fn put_ports(&mut self, key: &str, ports: &BTreeMap<String, u16>) -> Result<(), PortConflict> {
+        let mut mine: Vec<(u16, &str)> = ports.iter().map(|(s, p)| (*p, s.as_str())).collect();
+        mine.sort_unstable();
+        if let Some(w) = mine.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(PortConflict {
+                port: w[0].0,
+                worktree: key.to_string(),
+                service: w[0].1.to_string(),
+            });
+        }
+        if let Some(&(port, service)) = mine.iter().find(|(p, _)| *p < MIN_PORT) {
+            return Err(PortConflict {
+                port,
+                worktree: "(none: ports below 1024 are never registered)".into(),
+                service: service.to_string(),
+            });
+        }
+        for (other, held) in &self.allocated_ports {
+            if other == key {
+                continue;
+            }
+            for (service, port) in held.iter() {
+                if mine.binary_search_by(|(p, _)| p.cmp(&port)).is_ok() {
+                    return Err(PortConflict {
+                        port,
+                        worktree: other.clone(),
+                        service: service.to_string(),
+                    });
+                }
+            }
+        }
+        if ports.is_empty() {
+            self.allocated_ports.remove(key);
+        } else {
+            self.allocated_ports
+                .insert(key.to_string(), Ports::from(ports));
+        }
+        Ok(())
+    }
+
+    /// Give back the ports of `services` of worktree `key` (a worktree left with none loses
+    /// its record too); returns what was released.
+    pub fn release_services(&mut self, key: &str, services: &[String]) -> BTreeMap<String, u16> {
+        let mut released = BTreeMap::new();
+        let Some(ports) = self.allocated_ports.get_mut(key) else {
+            return released;
+        };
+        for s in services {
+            if let Some(p) = ports.remove(s) {
+                released.insert(s.clone(), p);
+            }
+        }
+        if ports.is_empty() {
+            self.allocated_ports.remove(key);
+            self.worktrees.remove(key);
+        }
+        for (service, &port) in &released {
+            self.log(Event::Released {
+                worktree: key,
+                service,
+                port,
+            });
+        }
+        released
+    }
+
+    /// Remove a worktree entirely; returns its ports (empty if it had none).
+    pub fn remove_worktree(&mut self, key: &str) -> BTreeMap<String, u16> {
+        self.worktrees.remove(key);
+        let ports = self.allocated_ports.remove(key).unwrap_or_default();
+        for (service, port) in ports.iter() {
+            self.log(Event::Released {
+                worktree: key,
+                service,
+                port,
+            });
+        }
+        ports.to_map()
+    }
+
+    /// Drop every allocation and record, keeping ranges, history and unknown keys (`repair`
+    /// starts from this).
+    pub fn clear_allocations(&mut self) {
+        self.allocated_ports.clear();
+        self.worktrees.clear();
+    }
+
+    /// Append a history entry (bounded on save).
+    pub fn log(&mut self, event: Event<'_>) {
+        self.history.push(event.to_raw());
+    }
+
+    /// Check what the rest of the tool relies on: known version, ports in 1024-65535, no port
+    /// registered twice, sane ranges.
+    pub fn validate(&self) -> Result<(), Problem> {
+        if self.version > VERSION {
+            return Err(Problem::Newer(self.version));
+        }
+        // One bit per port: 8 KiB, and no hashing of 50,000 ports.
+        let mut seen = vec![0u64; 1024];
+        for (wt, ports) in &self.allocated_ports {
+            for (svc, port) in ports.iter() {
+                if port < MIN_PORT {
+                    return Err(Problem::Invalid(format!(
+                        "allocated_ports.{wt}.{svc} = {port} is outside 1024-65535"
+                    )));
+                }
+                let (word, bit) = (usize::from(port) / 64, 1u64 << (port % 64));
+                let duplicate = seen[word] & bit != 0;
+                seen[word] |= bit;
+                if duplicate {
+                    return Err(Problem::Invalid(format!(
+                        "port {port} is registered twice (again as allocated_ports.{wt}.{svc})"
+                    )));
+                }
+            }
+        }
+        for (svc, [lo, hi]) in &self.port_ranges {
+            if lo > hi {
+                return Err(Problem::Invalid(format!(
+                    "port_ranges.{svc} [{lo}, {hi}] is reversed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn trim_history(&mut self) {
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+    }
+}
+
+/// Seconds since the epoch, as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn now_rfc3339() -> String {
+    let (y, mo, d, h, mi, s) = civil(SystemTime::now());
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// `YYYYMMDDTHHMMSS.nnnnnnnnnZ`: sorts by time, safe in a file name.
+fn timestamp_for_file() -> String {
+    let now = SystemTime::now();
+    let (y, mo, d, h, mi, s) = civil(now);
+    let nanos = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.{nanos:09}Z")
+}
+
+/// UTC date and time (Howard Hinnant's days-to-civil algorithm).
+fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn map(pairs: &[(&str, u16)]) -> BTreeMap<String, u16> {
+        pairs.iter().map(|(s, p)| (s.to_string(), *p)).collect()
+    }
+
+    fn actions(r: &Registry) -> Vec<String> {
+        r.history
+            .iter()
+            .map(|h| {
+                let v: Value = serde_json::from_str(h.get()).unwrap();
+                format!(
+                    "{} {} {} {}",
+                    v["action"].as_str().unwrap(),
+                    v["worktree"].as_str().unwrap(),
+                    v["service"].as_str().unwrap_or("-"),
+                    v["port"]
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn set_ports_keeps_ports_unique_and_logs_every_change() {
+        let mut r = Registry::default();
+        r.set_ports("a", &map(&[("web", 8080), ("db", 5432)]))
+            .unwrap();
+        // Another worktree, or another service of the same one, cannot take a held port.
+        let err = r.set_ports("b", &map(&[("web", 8080)])).unwrap_err();
+        assert_eq!((err.port, err.worktree.as_str()), (8080, "a"));
+        assert!(
+            r.set_ports("a", &map(&[("web", 8081), ("db", 8081)]))
+                .is_err()
+        );
+        assert!(r.set_ports("b", &map(&[("web", 80)])).is_err());
+        assert!(r.ports("b").is_none(), "a refused change changes nothing");
+        // A move releases the old port and assigns the new one; the old one is free again.
+        r.set_ports("a", &map(&[("web", 8081), ("db", 5432)]))
+            .unwrap();
+        r.set_ports("b", &map(&[("web", 8080)])).unwrap();
+        assert_eq!(
+            actions(&r),
+            [
+                "assigned a db 5432",
+                "assigned a web 8080",
+                "released a web 8080",
+                "assigned a web 8081",
+                "assigned b web 8080",
+            ]
+        );
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn releasing_the_last_service_forgets_the_worktree() {
+        let mut r = Registry::default();
+        r.set_ports("a", &map(&[("web", 8080), ("db", 5432)]))
+            .unwrap();
+        r.set_record(
+            "a",
+            &WorktreeRecord {
+                path: "/x".into(),
+                branch: None,
+                allocated_at: now_rfc3339(),
+                extra: Map::new(),
+            },
+        );
+        assert_eq!(
+            r.release_services("a", &["db".into()]),
+            map(&[("db", 5432)])
+        );
+        assert!(r.knows("a"));
+        assert_eq!(
+            r.release_services("a", &["web".into()]),
+            map(&[("web", 8080)])
+        );
+        assert!(!r.knows("a"));
+        assert!(r.release_services("a", &["web".into()]).is_empty());
+    }
+
+    #[test]
+    fn history_events_are_typed_and_bounded() {
+        let mut r = Registry::default();
+        for i in 0..HISTORY_LIMIT + 10 {
+            r.log(Event::Assigned {
+                worktree: &format!("w{i}"),
+                service: "web",
+                port: 2000,
+            });
+        }
+        r.log(Event::Repaired);
+        r.trim_history();
+        assert_eq!(r.history.len(), HISTORY_LIMIT);
+        assert_eq!(actions(&r).last().unwrap(), "repaired * - null");
+        assert!(actions(&r)[0].starts_with("assigned w11 web"));
+    }
+
+    #[test]
+    fn ports_read_like_a_map() {
+        let mut p = Ports::default();
+        assert_eq!(p.insert("web", 8080), None);
+        assert_eq!(p.insert("api", 3000), None);
+        assert_eq!(p.insert("web", 8090), Some(8080));
+        assert_eq!(p.to_map(), map(&[("api", 3000), ("web", 8090)]));
+        assert_eq!(p.remove("api"), Some(3000));
+        assert_eq!((p.remove("api"), p.len()), (None, 1));
+    }
+
+    #[test]
+    fn civil_time_is_correct() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(civil(t), (2023, 11, 14, 22, 13, 20));
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(civil(t), (2000, 2, 29, 0, 0, 0));
+    }
+}

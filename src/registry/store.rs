@@ -1,0 +1,544 @@
+//! The registry's files: `<common-dir>/worktree-registry/{ports.json, ports.json.bak,
+//! ports.lock}`. Loads (lock-free and locked), recovery, save. Reads and writes only files
+//! inside `worktree-registry/`; never prints (warnings are returned to the caller).
+//!
+//! Protocol (design.md "Locking and writing the registry"):
+//! - writers lock `ports.lock` ([`crate::lock`]), a file that is never renamed or deleted;
+//! - under the lock: sweep temp files (only lock holders write them, so any found are a dead
+//!   writer's), read + validate, recover a damaged file from `ports.json.bak` (keeping the
+//!   damaged one as `ports.json.corrupt-<ts>`), refuse when both are bad: starting empty over a
+//!   damaged file would hand ports out twice;
+//! - save = [`fsio::write_atomic`] with [`Durability::Full`], then the same bytes to the backup
+//!   with [`Durability::Lazy`], so the backup is always the last committed state;
+//! - readers take no lock: a rename gives them the old or the new file, never half of one.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::{Problem, Registry, VERSION, parse, timestamp_for_file};
+use crate::error::{Code, Error};
+use crate::fsio::{self, Durability, Mode, Sweep, WriteOptions};
+use crate::lock::{self, FileLock};
+
+const FILE: &str = "ports.json";
+const BACKUP: &str = "ports.json.bak";
+
+/// The files of one repository's registry.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `<common-dir>/worktree-registry`.
+    pub dir: PathBuf,
+    /// `ports.json`.
+    pub file: PathBuf,
+    /// `ports.json.bak`: the last committed state.
+    pub backup: PathBuf,
+    /// `ports.lock`: locked by writers, never renamed.
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    /// The registry of the repository whose common dir is `common_dir`.
+    pub fn new(common_dir: &Path) -> Paths {
+        let dir = common_dir.join("worktree-registry");
+        Paths {
+            file: dir.join(FILE),
+            backup: dir.join(BACKUP),
+            lock: dir.join("ports.lock"),
+            dir,
+        }
+    }
+}
+
+/// The bytes of `path`, None if there is no such file.
+fn read_bytes(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
+    Ok(read_bytes(path)?.map_or(Err(Problem::Missing), |b| parse(&b)))
+}
+
+/// How a load went, besides the registry itself.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The registry to use.
+    pub registry: Registry,
+    /// Things the user must hear about (recovery from the backup).
+    pub warnings: Vec<String>,
+    /// True when the registry came from the backup and should be written back.
+    pub recovered: bool,
+    /// A save did not finish (a crash): the backup is not the same as `ports.json`, or a
+    /// temp file is left. A writer should take the lock, whose load repairs both.
+    pub unfinished: bool,
+    /// The bytes of the `ports.json` this was parsed from (lock-free loads of a whole file
+    /// only): a writer that takes the lock next reuses the parse if the file still holds
+    /// exactly these bytes (see [`Lock::reload`]).
+    source: Option<Vec<u8>>,
+}
+
+impl Loaded {
+    /// True when the load needed no recovery and no save is half done: what a fast path may
+    /// answer from without the lock.
+    pub fn is_clean(&self) -> bool {
+        self.warnings.is_empty() && !self.unfinished
+    }
+}
+
+fn corrupt(paths: &Paths, main: &Problem, backup: &Problem) -> anyhow::Error {
+    Error::new(
+        Code::RegistryCorrupt,
+        format!(
+            "{} is unusable ({main}) and so is its backup {} ({backup}); nothing was changed. \
+             Run `git worktree-ports repair` to rebuild it from git's worktree list and every readable record",
+            paths.file.display(),
+            paths.backup.display()
+        ),
+    )
+    .with_details(json!({
+        "file": paths.file.display().to_string(),
+        "problem": main.to_string(),
+        "backup": paths.backup.display().to_string(),
+        "backup_problem": backup.to_string(),
+    }))
+    .into()
+}
+
+fn newer(paths: &Paths, v: u64) -> anyhow::Error {
+    Error::new(
+        Code::RegistryCorrupt,
+        format!(
+            "{} has version {v}, newer than this git-worktree-ports understands ({VERSION}); upgrade git-worktree-ports (nothing was changed)",
+            paths.file.display()
+        ),
+    )
+    .with_details(json!({"file": paths.file.display().to_string(), "version": v}))
+    .into()
+}
+
+/// Decide what to use from the main file's and the backup's state. Pure, shared by the locked
+/// and the lock-free load.
+fn resolve(
+    paths: &Paths,
+    main: Result<Registry, Problem>,
+    read_backup: impl FnOnce() -> anyhow::Result<Result<Registry, Problem>>,
+) -> anyhow::Result<Loaded> {
+    let problem = match main {
+        Ok(registry) => {
+            return Ok(Loaded {
+                registry,
+                ..Loaded::default()
+            });
+        }
+        Err(Problem::Newer(v)) => return Err(newer(paths, v)),
+        Err(p) => p,
+    };
+    match (problem, read_backup()?) {
+        (Problem::Missing, Err(Problem::Missing)) => Ok(Loaded::default()),
+        (Problem::Empty, Err(Problem::Missing | Problem::Empty)) => Ok(Loaded {
+            warnings: vec![format!(
+                "{} is empty and has no backup, so it never held an allocation; starting with an empty registry",
+                paths.file.display()
+            )],
+            ..Loaded::default()
+        }),
+        (_, Err(Problem::Newer(v))) => Err(newer(paths, v)),
+        (problem, Ok(registry)) => Ok(Loaded {
+            registry,
+            warnings: vec![format!(
+                "{} is unusable ({problem}); recovered the last committed state from {}",
+                paths.file.display(),
+                paths.backup.display()
+            )],
+            recovered: true,
+            unfinished: false,
+            source: None,
+        }),
+        (problem, Err(backup)) => Err(corrupt(paths, &problem, &backup)),
+    }
+}
+
+/// Load without the lock, for readers (`list`, `get`, `check`). Never writes.
+pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
+    let bytes = read_bytes(&paths.file)?;
+    let main = bytes.as_deref().map_or(Err(Problem::Missing), parse);
+    let mut loaded = resolve(paths, main, || read(&paths.backup))?;
+    // A crash between the two renames of a save leaves the backup one step behind, and a
+    // crash inside a save leaves a temp file. A stat and one small readdir catch both (the
+    // next locked load rewrites the backup and sweeps the temp files).
+    let backup_len = fs::metadata(&paths.backup).map(|m| m.len()).ok();
+    loaded.unfinished = bytes
+        .as_ref()
+        .is_some_and(|b| Some(b.len() as u64) != backup_len)
+        || fsio::has_temp_files(&paths.dir, &[OsStr::new(FILE), OsStr::new(BACKUP)]);
+    if loaded.warnings.is_empty() {
+        loaded.source = bytes;
+    }
+    Ok(loaded)
+}
+
+/// Every file that may hold registry records, newest first: `ports.json`, `ports.json.bak`,
+/// then the kept `ports.json.corrupt-*` files.
+pub fn record_files(paths: &Paths) -> Vec<PathBuf> {
+    let mut corrupt: Vec<PathBuf> = fs::read_dir(&paths.dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("ports.json.corrupt-")
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The timestamp in the name sorts by time.
+    corrupt.sort();
+    corrupt.reverse();
+    let mut out = vec![paths.file.clone(), paths.backup.clone()];
+    out.extend(corrupt);
+    out
+}
+
+/// The registry lock; released on drop (closing the file releases it, also on a crash).
+#[derive(Debug)]
+pub struct Lock {
+    paths: Paths,
+    _lock: FileLock,
+}
+
+impl Lock {
+    /// Take the lock, waiting up to `timeout`; `on_wait` is called once after about a second.
+    pub fn acquire(
+        paths: &Paths,
+        timeout: Duration,
+        on_wait: &dyn Fn(&Path),
+    ) -> anyhow::Result<Lock> {
+        Ok(Lock {
+            _lock: lock::acquire(&paths.lock, timeout, on_wait)?,
+            paths: paths.clone(),
+        })
+    }
+
+    /// Read the registry under the lock, recovering from the backup if needed (and writing
+    /// the recovered state back at once, keeping the damaged file aside).
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        self.sweep();
+        let bytes = read_bytes(&self.paths.file)?;
+        self.load_bytes(bytes)
+    }
+
+    fn load_bytes(&self, bytes: Option<Vec<u8>>) -> anyhow::Result<Loaded> {
+        let paths = &self.paths;
+        let main = bytes.as_deref().map_or(Err(Problem::Missing), parse);
+        let damaged = matches!(main, Err(Problem::Invalid(_)));
+        let mut loaded = resolve(paths, main, || read(&paths.backup))?;
+        if loaded.recovered {
+            if damaged {
+                let aside = self.keep_aside()?;
+                loaded
+                    .warnings
+                    .push(format!("the damaged file is kept as {}", aside.display()));
+            }
+            self.save(&mut loaded.registry)?;
+            loaded.recovered = false;
+        } else if let Some(current) = &bytes {
+            self.catch_up_backup(current)?;
+        }
+        Ok(loaded)
+    }
+
+    /// The registry to write: `unlocked` itself when `ports.json` still holds exactly the
+    /// bytes it was parsed from (a 10,000-worktree registry is not parsed twice), else a fresh
+    /// load. Compared by content, not by file metadata: an inode number reused by a later
+    /// save, or a file system with one-second timestamps, could make a stale parse look
+    /// current, and saving it would lose the newer update. A memcmp of 2.4 MB is 0.2 ms.
+    pub fn reload(&self, unlocked: Loaded) -> anyhow::Result<Loaded> {
+        self.sweep();
+        let bytes = read_bytes(&self.paths.file)?;
+        match (&unlocked.source, &bytes) {
+            (Some(seen), Some(now)) if seen == now => {
+                self.catch_up_backup(now)?;
+                Ok(Loaded {
+                    source: None,
+                    unfinished: false,
+                    ..unlocked
+                })
+            }
+            _ => self.load_bytes(bytes),
+        }
+    }
+
+    /// `ports.json` is whole (it parsed) but the backup may lag behind it: a crash between
+    /// the two renames of a save. Recovery must never go back to an older state.
+    fn catch_up_backup(&self, current: &[u8]) -> anyhow::Result<()> {
+        if fs::read(&self.paths.backup).ok().as_deref() != Some(current) {
+            write_backup(&self.paths.backup, current)?;
+        }
+        Ok(())
+    }
+
+    /// Remove temp files of dead writers: only the lock holder writes them, so every one found
+    /// now is a leftover. Also the names earlier versions wrote (`ports.json.tmp`,
+    /// `ports.json.bak.tmp`, `ports.json.tmp.<pid>`).
+    fn sweep(&self) {
+        let dir = &self.paths.dir;
+        fsio::sweep(dir, Some(OsStr::new(FILE)), Sweep::All);
+        fsio::sweep(dir, Some(OsStr::new(BACKUP)), Sweep::All);
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(FILE) && (name.ends_with(".tmp") || name.contains(".tmp.")) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Move a damaged `ports.json` aside as `ports.json.corrupt-<time>` (never deleted).
+    pub fn keep_aside(&self) -> anyhow::Result<PathBuf> {
+        let aside = self
+            .paths
+            .dir
+            .join(format!("ports.json.corrupt-{}", timestamp_for_file()));
+        fs::rename(&self.paths.file, &aside)
+            .with_context(|| format!("could not move {} aside", self.paths.file.display()))?;
+        Ok(aside)
+    }
+
+    /// Atomically replace `ports.json` (then its backup) with `registry`.
+    pub fn save(&self, registry: &mut Registry) -> anyhow::Result<()> {
+        registry.prepare_save();
+        let bytes = registry.to_bytes();
+        fsio::write_atomic(
+            &self.paths.file,
+            &bytes,
+            WriteOptions {
+                durability: Durability::Full,
+                mode: Mode::Fixed(0o644),
+                label: "registry",
+            },
+        )?;
+        write_backup(&self.paths.backup, &bytes)
+    }
+}
+
+/// The backup is not fsynced: it only matters if ports.json is damaged later, and a crash
+/// cannot damage ports.json (fsynced before its rename). A backup a crash loses is rewritten
+/// from ports.json by the next command that locks. Its fsyncs were a third of a save.
+fn write_backup(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    fsio::write_atomic(
+        path,
+        bytes,
+        WriteOptions {
+            durability: Durability::Lazy,
+            mode: Mode::Fixed(0o644),
+            label: "backup",
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    use std::fs::File;
+
+    fn paths() -> (tempfile::TempDir, Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        (dir, paths)
+    }
+
+    fn sample() -> Registry {
+        let mut r = Registry::default();
+        r.set_ports("main", &BTreeMap::from([("web".to_string(), 8080)]))
+            .unwrap();
+        r
+    }
+
+    fn lock(paths: &Paths) -> Lock {
+        Lock::acquire(paths, Duration::from_secs(5), &|_| {}).unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_save_replaces_temp_files_a_crashed_save_left() {
+        // `repair` saves without a `load`, which is what removes them otherwise.
+        let (_d, paths) = paths();
+        fs::create_dir_all(&paths.dir).unwrap();
+        fs::write(fsio::temp_path(&paths.file), b"half").unwrap();
+        fs::write(fsio::temp_path(&paths.backup), b"half").unwrap();
+        lock(&paths).save(&mut sample()).unwrap();
+        assert_eq!(read(&paths.file).unwrap().unwrap(), sample());
+        assert!(
+            names(&paths.dir).iter().all(|n| !n.contains("tmp")),
+            "{:?}",
+            names(&paths.dir)
+        );
+    }
+
+    #[test]
+    fn save_writes_file_and_identical_backup_and_no_temp_files() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        assert_eq!(
+            fs::read(&paths.file).unwrap(),
+            fs::read(&paths.backup).unwrap()
+        );
+        assert!(names(&paths.dir).iter().all(|n| !n.contains("tmp")));
+        assert_eq!(l.load().unwrap().registry, r);
+    }
+
+    #[test]
+    fn damaged_file_recovers_from_backup_and_is_kept_aside() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        fs::write(&paths.file, b"{\"allocated_ports\": {\"main\": {\"we").unwrap();
+        let loaded = l.load().unwrap();
+        assert_eq!(loaded.registry, r);
+        assert!(
+            loaded.warnings[0].contains("recovered"),
+            "{:?}",
+            loaded.warnings
+        );
+        // Written back at once, damaged copy kept.
+        assert!(parse(&fs::read(&paths.file).unwrap()).is_ok());
+        let aside = names(&paths.dir)
+            .iter()
+            .filter(|n| n.contains("corrupt-"))
+            .count();
+        assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn both_damaged_is_refused_and_nothing_changes() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        fs::write(&paths.file, b"garbage").unwrap();
+        fs::write(&paths.backup, b"more garbage").unwrap();
+        let err = l.load().unwrap_err();
+        assert_eq!(crate::error::classify(&err).code, Code::RegistryCorrupt);
+        assert_eq!(fs::read(&paths.file).unwrap(), b"garbage");
+        assert_eq!(fs::read(&paths.backup).unwrap(), b"more garbage");
+        // Damaged file without any backup: refused too, never "empty".
+        fs::remove_file(&paths.backup).unwrap();
+        assert!(l.load().is_err());
+        assert!(load_unlocked(&paths).is_err());
+    }
+
+    #[test]
+    fn empty_file_without_backup_is_an_empty_registry_with_a_warning() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        fs::write(&paths.file, b"").unwrap();
+        let loaded = l.load().unwrap();
+        assert_eq!(loaded.registry.size(), 0);
+        assert_eq!(loaded.warnings.len(), 1);
+        // With a backup, the backup wins.
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        fs::write(&paths.file, b"").unwrap();
+        assert_eq!(l.load().unwrap().registry, r);
+    }
+
+    #[test]
+    fn newer_version_is_refused_not_recovered() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        l.save(&mut sample()).unwrap();
+        fs::write(&paths.file, br#"{"version": 9, "allocated_ports": {}}"#).unwrap();
+        let err = l.load().unwrap_err();
+        assert!(format!("{err}").contains("upgrade"), "{err}");
+        assert!(
+            fs::read(&paths.file)
+                .unwrap()
+                .starts_with(b"{\"version\": 9")
+        );
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_under_the_lock() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        fs::write(paths.dir.join("ports.json.tmp.99999"), b"half").unwrap();
+        fs::write(paths.dir.join("ports.json.tmp"), b"half").unwrap();
+        // A temp name carrying a live pid (ours) is still a leftover: only lock holders write.
+        fs::write(fsio::temp_path(&paths.file), b"half").unwrap();
+        assert!(load_unlocked(&paths).unwrap().unfinished);
+        l.load().unwrap();
+        assert!(
+            names(&paths.dir).iter().all(|n| !n.contains("tmp")),
+            "{:?}",
+            names(&paths.dir)
+        );
+    }
+
+    /// Regression (issue 14, defect 3): the lock-free parse was reused when `ports.json`'s
+    /// metadata (device, inode, length, mtime, ctime) looked unchanged. A newer file with the
+    /// same metadata (inode reused, coarse timestamps: forged here by restoring them) was
+    /// overwritten by the stale parse: a lost update and a port handed out twice.
+    #[test]
+    fn a_stale_parse_is_never_reused_when_the_bytes_changed_but_the_metadata_did_not() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        let mut r = sample();
+        l.save(&mut r).unwrap();
+        let stale = load_unlocked(&paths).unwrap();
+        // Another writer commits a change of the same length in place, keeping the mtime.
+        let before = fs::metadata(&paths.file).unwrap();
+        let text = fs::read_to_string(&paths.file).unwrap();
+        let newer = text.replace("8080", "8081");
+        assert_eq!(newer.len(), text.len());
+        fs::write(&paths.file, &newer).unwrap();
+        fs::write(&paths.backup, &newer).unwrap();
+        let f = File::options().write(true).open(&paths.file).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        drop(f);
+        let reloaded = l.reload(stale).unwrap();
+        let web = reloaded.registry.ports("main").unwrap().get("web");
+        assert_eq!(web, Some(8081), "the newer file wins");
+        let v: Value = serde_json::from_slice(&fs::read(&paths.file).unwrap()).unwrap();
+        assert_eq!(v["allocated_ports"]["main"]["web"], 8081);
+    }
+
+    #[test]
+    fn an_unchanged_file_reuses_the_lock_free_parse_and_catches_up_a_lagging_backup() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        l.save(&mut sample()).unwrap();
+        fs::write(&paths.backup, b"{}").unwrap();
+        let unlocked = load_unlocked(&paths).unwrap();
+        assert!(unlocked.unfinished && unlocked.source.is_some());
+        let reloaded = l.reload(unlocked).unwrap();
+        assert_eq!(reloaded.registry, sample());
+        assert_eq!(
+            fs::read(&paths.backup).unwrap(),
+            fs::read(&paths.file).unwrap()
+        );
+    }
+}

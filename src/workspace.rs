@@ -1,0 +1,472 @@
+//! The workflow every command shares, between the commands and the core: open the repository,
+//! resolve the target worktree (it must exist), take the registry lock, ensure ports, plan and
+//! apply renders. Commands are: arguments -> [`Workspace`] -> an output value; the rules every
+//! command must obey live here once.
+//!
+//! Prints warnings on stderr as they happen (recovery, ephemeral ports, render warnings);
+//! never prints to stdout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::allocate::{self, Request, Want};
+use crate::config::{self, Config};
+use crate::error::{Code, Error};
+use crate::git::{Repo, WorktreeInfo};
+use crate::lock;
+use crate::probe::{self, SystemProbe};
+use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
+use crate::render::{self, Plan, Rendered, TemplateContext};
+
+/// Print a warning on stderr.
+pub fn warn(msg: &str) {
+    eprintln!("git-worktree-ports: warning: {msg}");
+}
+
+/// Let go of a registry the command is done with. A large one is freed on another thread: a
+/// 10,000-worktree registry is 40,000 allocations, 1.6 ms to free, and the process is about
+/// to exit. Small ones (a thread costs more than they do) are freed here.
+pub fn dispose(registry: Registry) {
+    if registry.size() > 2_000 {
+        // A thread that cannot start drops the registry here instead.
+        let _ = std::thread::Builder::new().spawn(move || drop(registry));
+    }
+}
+
+/// One repository and its registry files.
+pub struct Workspace {
+    repo: Repo,
+    paths: Paths,
+}
+
+/// A worktree a command acts on: it exists (its directory is there), and its config is read.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The worktree.
+    pub wt: WorktreeInfo,
+    /// Its `.worktree-ports/config.toml` (or the built-in services).
+    pub config: Config,
+}
+
+impl Target {
+    /// (service, port, env var) in config order, then services the config no longer has.
+    pub fn ordered(&self, ports: &BTreeMap<String, u16>) -> Vec<(String, u16, String)> {
+        let config = &self.config;
+        let mut out: Vec<(String, u16, String)> = config
+            .services
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), *ports.get(&s.name)?, s.env.clone())))
+            .collect();
+        for (name, port) in ports {
+            if config.service(name).is_none() {
+                out.push((name.clone(), *port, config::default_env_name(name)));
+            }
+        }
+        out
+    }
+
+    /// (`WEB_PORT`, 8081) in the same order.
+    pub fn vars(&self, ports: &BTreeMap<String, u16>) -> Vec<(String, u16)> {
+        self.ordered(ports)
+            .into_iter()
+            .map(|(_, port, env)| (env, port))
+            .collect()
+    }
+}
+
+impl Workspace {
+    /// Open the repository of the current directory (or of `GIT_DIR`).
+    pub fn open() -> anyhow::Result<Workspace> {
+        let repo = Repo::discover()?;
+        let paths = Paths::new(repo.common_dir());
+        Ok(Workspace { repo, paths })
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    /// Its registry files.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Take the registry lock, saying so when it takes a while.
+    pub fn lock(&self) -> anyhow::Result<Lock> {
+        let timeout = lock::timeout_from_env()?;
+        Lock::acquire(&self.paths, timeout, &|path| {
+            eprintln!("git-worktree-ports: waiting for lock on {}", path.display());
+        })
+    }
+
+    /// The registry under `lock`, printing recovery warnings: `unlocked` itself when the
+    /// file it was read from is still the registry ([`Lock::reload`]), else a fresh load.
+    pub fn load_locked(&self, lock: &Lock, unlocked: Option<Loaded>) -> anyhow::Result<Registry> {
+        let loaded = match unlocked {
+            Some(loaded) => lock.reload(loaded)?,
+            None => lock.load()?,
+        };
+        loaded.warnings.iter().for_each(|w| warn(w));
+        Ok(loaded.registry)
+    }
+
+    /// The registry without the lock (readers), printing recovery warnings.
+    pub fn load_unlocked(&self) -> anyhow::Result<Registry> {
+        let loaded = self.read()?;
+        loaded.warnings.iter().for_each(|w| warn(w));
+        Ok(loaded.registry)
+    }
+
+    /// The lock-free load as it is, warnings not yet printed (for fast paths that may go on
+    /// to lock and reuse it).
+    pub fn read(&self) -> anyhow::Result<Loaded> {
+        registry::load_unlocked(&self.paths)
+    }
+
+    /// Registry key of the current worktree, without listing worktrees (cheap on every
+    /// backend).
+    pub fn current_key(&self) -> anyhow::Result<String> {
+        self.repo.current_key().ok_or_else(|| self.bare_error())
+    }
+
+    fn bare_error(&self) -> anyhow::Error {
+        Error::new(
+            Code::BareRepository,
+            format!(
+                "{} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (git worktree list shows them)",
+                self.repo.common_dir().display()
+            ),
+        )
+        .into()
+    }
+
+    /// The worktree named by `spec` (git name, `main`, or path), or the current one, as git
+    /// knows it: its directory may be gone.
+    pub fn worktree(&self, spec: Option<&str>) -> anyhow::Result<WorktreeInfo> {
+        match spec {
+            None => self.repo.current()?.ok_or_else(|| self.bare_error()),
+            Some(spec) => {
+                let worktrees = self.repo.worktrees()?;
+                find_worktree(spec, &worktrees)
+                    .cloned()
+                    .ok_or_else(|| not_found(spec, &worktrees))
+            }
+        }
+    }
+
+    /// The worktree named by `spec`, or the current one, to act on: it must exist. A worktree
+    /// whose directory is gone is refused, never given the built-in services (its committed
+    /// config cannot be read from a missing directory) and never re-created by a render.
+    pub fn target(&self, spec: Option<&str>) -> anyhow::Result<Target> {
+        self.target_of(self.worktree(spec)?)
+    }
+
+    /// [`Workspace::target`] for a worktree already resolved.
+    pub fn target_of(&self, wt: WorktreeInfo) -> anyhow::Result<Target> {
+        if !wt.path.is_dir() {
+            return Err(missing_dir(&wt));
+        }
+        let config = Config::load(&wt.path)?;
+        Ok(Target { wt, config })
+    }
+
+    /// The registry key `spec` names: the current worktree (None), a key in the registry, a
+    /// git worktree (name or path), or the recorded path of a worktree git no longer has.
+    /// Lists git's worktrees only when the key alone does not answer.
+    pub fn registry_key(&self, reg: &Registry, spec: Option<&str>) -> anyhow::Result<String> {
+        let Some(spec) = spec else {
+            return self.current_key();
+        };
+        if reg.ports(spec).is_some() {
+            return Ok(spec.to_string());
+        }
+        let worktrees = self.repo.worktrees()?;
+        if let Some(w) = find_worktree(spec, &worktrees) {
+            return Ok(w.key.clone());
+        }
+        reg.key_recorded_at(&absolute(spec))
+            .map(str::to_string)
+            .ok_or_else(|| not_found(spec, &worktrees))
+    }
+
+    /// The target's ports, allocating what is missing (or pinned differently).
+    ///
+    /// Idempotent: a worktree that has all its ports keeps them, and then nothing is locked or
+    /// written (the lock-free read answers). Otherwise: lock, reload, allocate (probing under
+    /// the lock, so parallel runs cannot pick the same port), save, unlock.
+    pub fn ensure_ports(
+        &self,
+        target: &Target,
+        wants: &BTreeMap<String, Want>,
+    ) -> anyhow::Result<BTreeMap<String, u16>> {
+        // A registry that does not load cleanly goes the locked way, which recovers it.
+        let unlocked = self.read().ok();
+        if let Some(ports) = unlocked
+            .as_ref()
+            .and_then(|l| held_ports(l, target, wants))
+            .map(Ports::to_map)
+        {
+            dispose(unlocked.expect("held_ports had a registry").registry);
+            return Ok(ports);
+        }
+
+        let lock = self.lock()?;
+        let mut reg = self.load_locked(&lock, unlocked)?;
+        let wt = &target.wt;
+        let config = &target.config;
+        let current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        let alloc = {
+            let taken = reg.taken();
+            let avoid = probe::avoid_ranges();
+            allocate::allocate(
+                &Request {
+                    strategy: config.strategy,
+                    worktree: &wt.key,
+                    services: &config.services,
+                    current: &current,
+                    wants,
+                    taken: &taken,
+                    reserved: &config.reserved,
+                    avoid: &avoid,
+                },
+                &SystemProbe,
+            )?
+        };
+        alloc.warnings.iter().for_each(|w| warn(w));
+        let mut changed = alloc.ports != current;
+        if changed {
+            reg.set_ports(&wt.key, &alloc.ports).map_err(|c| {
+                Error::new(
+                    Code::PortAllocated,
+                    format!("{c}; nothing was changed (this is a bug: the allocator checked it)"),
+                )
+            })?;
+        }
+        changed |= update_metadata(&mut reg, target);
+        if changed {
+            lock.save(&mut reg)?;
+        }
+        drop(lock);
+        dispose(reg);
+        Ok(alloc.ports)
+    }
+
+    /// What rendering the target's templates with `ports` would write; writes nothing.
+    pub fn plan_render(
+        &self,
+        target: &Target,
+        ports: &BTreeMap<String, u16>,
+        force: bool,
+    ) -> anyhow::Result<Plan> {
+        let wt = &target.wt;
+        let tctx = TemplateContext::new(wt, self.repo.common_dir(), &target.config, ports);
+        render::plan(wt, &tctx, force, &|rels: &[PathBuf]| {
+            self.repo.tracked(wt, rels)
+        })
+    }
+
+    /// Carry out a plan, keep its files out of `git status`, and print its warnings.
+    pub fn apply_render(&self, plan: Plan) -> anyhow::Result<Rendered> {
+        let rendered = render::apply(plan)?;
+        rendered.warnings.iter().for_each(|w| warn(w));
+        let wanted = render::exclude_patterns(&rendered.exclude);
+        if !render::missing_excludes(self.repo.common_dir(), &wanted).is_empty() {
+            // info/exclude is shared by every worktree: parallel renders must not lose lines.
+            let _lock = self.lock()?;
+            render::add_excludes(self.repo.common_dir(), &wanted)?;
+        }
+        Ok(rendered)
+    }
+
+    /// Plan, then apply.
+    pub fn render(
+        &self,
+        target: &Target,
+        ports: &BTreeMap<String, u16>,
+        force: bool,
+    ) -> anyhow::Result<Rendered> {
+        let plan = self.plan_render(target, ports, force)?;
+        self.apply_render(plan)
+    }
+}
+
+/// The ports a lock-free read already holds for the target when allocating would change
+/// nothing: no lock, no write. None when the read needed recovery, a save is unfinished, or
+/// anything (a service, a pin, the worktree's record, the ranges) is missing or different.
+pub fn held_ports<'r>(
+    loaded: &'r Loaded,
+    target: &Target,
+    wants: &BTreeMap<String, Want>,
+) -> Option<&'r Ports> {
+    let reg = &loaded.registry;
+    let ports = reg.ports(&target.wt.key)?;
+    let config = &target.config;
+    let services_ok =
+        config
+            .services
+            .iter()
+            .all(|s| match (ports.get(&s.name), wants.get(&s.name)) {
+                (None, _) => false,
+                (Some(p), Some(Want::Pin(pin))) => u32::from(p) == *pin,
+                (Some(_), _) => true,
+            });
+    // Unknown services in --port must reach the allocator to be reported.
+    let wants_ok = wants.keys().all(|k| config.service(k).is_some());
+    (loaded.is_clean() && services_ok && wants_ok && metadata_is_current(reg, target))
+        .then_some(ports)
+}
+
+fn record_for(reg: &Registry, target: &Target) -> WorktreeRecord {
+    let wt = &target.wt;
+    let path = wt.path.to_string_lossy().into_owned();
+    // Keep allocated_at and any keys a newer version added.
+    match reg.record(&wt.key) {
+        Some(r) => WorktreeRecord {
+            path,
+            branch: wt.branch.clone(),
+            ..r
+        },
+        None => WorktreeRecord {
+            path,
+            branch: wt.branch.clone(),
+            allocated_at: now_rfc3339(),
+            extra: Default::default(),
+        },
+    }
+}
+
+fn metadata_is_current(reg: &Registry, target: &Target) -> bool {
+    let wt = &target.wt;
+    let record_ok = reg
+        .record(&wt.key)
+        .is_some_and(|r| r.path == wt.path.to_string_lossy() && r.branch == wt.branch);
+    record_ok
+        && target
+            .config
+            .services
+            .iter()
+            .all(|s| reg.port_range(&s.name) == Some([s.range.0, s.range.1]))
+}
+
+/// Refresh the worktree record and `port_ranges`; true when something changed.
+fn update_metadata(reg: &mut Registry, target: &Target) -> bool {
+    if metadata_is_current(reg, target) {
+        return false;
+    }
+    let record = record_for(reg, target);
+    reg.set_record(&target.wt.key, &record);
+    for s in &target.config.services {
+        reg.set_port_range(&s.name, [s.range.0, s.range.1]);
+    }
+    true
+}
+
+/// WORKTREE_NOT_FOUND for a worktree git lists whose directory is gone.
+fn missing_dir(wt: &WorktreeInfo) -> anyhow::Error {
+    Error::new(
+        Code::WorktreeNotFound,
+        format!(
+            "worktree {} has no directory any more ({}); nothing was changed. If it was deleted, run `git worktree prune`, then `git worktree-ports prune` to give its ports back; if it was moved, run `git worktree repair <new path>`",
+            wt.key,
+            wt.path.display()
+        ),
+    )
+    .with_details(json!({"worktree": wt.key, "path": wt.path.to_string_lossy()}))
+    .into()
+}
+
+/// Resolve `spec` among git's worktrees: registry key first, then a path (the innermost
+/// worktree containing it, comparing canonical paths), then git's own name.
+pub fn find_worktree<'a>(spec: &str, worktrees: &'a [WorktreeInfo]) -> Option<&'a WorktreeInfo> {
+    if let Some(w) = worktrees.iter().find(|w| w.key == spec) {
+        return Some(w);
+    }
+    if let Ok(target) = Path::new(spec).canonicalize() {
+        let best = worktrees
+            .iter()
+            .filter_map(|w| {
+                let p = w.path.canonicalize().ok()?;
+                target
+                    .starts_with(&p)
+                    .then_some((p.components().count(), w))
+            })
+            .max_by_key(|(depth, _)| *depth);
+        if let Some((_, w)) = best {
+            return Some(w);
+        }
+    }
+    worktrees.iter().find(|w| w.name == spec)
+}
+
+/// Absolute form of a path argument, without requiring it to exist.
+pub fn absolute(spec: &str) -> PathBuf {
+    let p = Path::new(spec);
+    let abs = std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf());
+    abs.canonicalize().unwrap_or(abs)
+}
+
+/// WORKTREE_NOT_FOUND listing what exists.
+pub fn not_found(spec: &str, worktrees: &[WorktreeInfo]) -> anyhow::Error {
+    let names: Vec<&str> = worktrees.iter().map(|w| w.key.as_str()).collect();
+    Error::new(
+        Code::WorktreeNotFound,
+        format!(
+            "no worktree named or containing {spec:?}; worktrees: {} (name one by its name or path)",
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        ),
+    )
+    .with_details(json!({"worktree": spec, "worktrees": names}))
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wt(key: &str, name: &str, path: &Path) -> WorktreeInfo {
+        WorktreeInfo {
+            key: key.into(),
+            name: name.into(),
+            path: path.to_path_buf(),
+            git_dir: path.join(".git"),
+            branch: None,
+            is_main: key == "main",
+            locked: false,
+            prunable: false,
+        }
+    }
+
+    #[test]
+    fn finds_by_key_path_innermost_and_git_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("repo");
+        let nested = main.join("trees/feature");
+        std::fs::create_dir_all(nested.join("src")).unwrap();
+        let list = vec![
+            wt("main", "main", &main),
+            wt("feature", "feature", &nested),
+            wt("worktrees/main", "main", &dir.path().join("other")),
+        ];
+        assert_eq!(find_worktree("main", &list).unwrap().key, "main");
+        assert_eq!(find_worktree("feature", &list).unwrap().key, "feature");
+        let deep = nested.join("src");
+        assert_eq!(
+            find_worktree(deep.to_str().unwrap(), &list).unwrap().key,
+            "feature"
+        );
+        assert_eq!(
+            find_worktree(main.to_str().unwrap(), &list).unwrap().key,
+            "main"
+        );
+        assert_eq!(
+            find_worktree("worktrees/main", &list).unwrap().path,
+            dir.path().join("other")
+        );
+        assert!(find_worktree("nope", &list).is_none());
+    }
+}
