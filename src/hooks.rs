@@ -271,6 +271,20 @@ mod tests {
         );
     }
 
+    /// Regression (issue 14, defect 5): this was reported as IO_ERROR.
+    #[test]
+    fn a_hook_and_a_kept_previous_hook_together_are_a_hook_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(HOOK), "#!/bin/sh\necho theirs\n").unwrap();
+        fs::write(dir.path().join(PREVIOUS), "#!/bin/sh\necho older\n").unwrap();
+        let err = install(&inspect(dir.path(), None)).unwrap_err();
+        assert_eq!(crate::error::classify(&err).code, Code::HookConflict);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(HOOK)).unwrap(),
+            "#!/bin/sh\necho theirs\n"
+        );
+    }
+
     #[test]
     fn an_older_script_of_ours_is_updated() {
         let dir = tempfile::tempdir().unwrap();

@@ -126,6 +126,7 @@ fn real_http_servers_in_several_worktrees_at_once() {
         servers.push(Server(run.cmd.spawn().unwrap()));
     }
     let mut distinct: Vec<u16> = ports.iter().map(|(_, p)| *p).collect();
+    distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), 3);
     for (name, port) in &ports {

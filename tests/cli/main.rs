@@ -17,6 +17,7 @@ mod list;
 mod pins;
 mod probe;
 mod prune;
+mod regression;
 mod release;
 mod reliability;
 mod remove;

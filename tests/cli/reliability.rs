@@ -277,8 +277,8 @@ fn kill_9_storm() {
         "seed {seed}: no process was killed while running"
     );
 
-    // The next command takes the lock at once: no stale lock survives a kill -9.
-    let t = Instant::now();
+    // The next command gets the lock within its 0.5 s timeout (LOCK_TIMEOUT otherwise): no
+    // stale lock survives a kill -9.
     let out = repo
         .wp(["allocate", "--no-render"])
         .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "0.5")
@@ -288,7 +288,6 @@ fn kill_9_storm() {
         "{}",
         out.describe()
     );
-    assert!(t.elapsed() < Duration::from_millis(500));
     // And every surviving worktree can get (or has) its full set.
     for d in &dirs {
         repo.wp_in(d, ["allocate", "--no-render"]).succeeds();
