@@ -9,6 +9,9 @@
 #   - git switch with and without the post-checkout hook
 #   - allocate with a 10,000-worktree registry, and its peak memory (GNU time)
 # RUNS=<n> sets the runs per command (default 100).
+# BASELINE=<path to another git-worktree-ports binary> adds paired rounds of that build against
+# this one for the everyday rows (get, idempotent allocate, fresh allocate, 10,000 worktrees)
+# and its peak memory: how a change is shown to cost nothing, on a disk whose speed drifts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-100}
@@ -153,13 +156,32 @@ bench big \
 	--prepare "$restore" -n "allocate, 10,000 worktrees (fresh, disk busy with 4.8 MB of unsynced writes)" "$BIN allocate --no-render" \
 	--prepare true -n "get web, 10,000 worktrees" "$BIN get web -w worktree-04242"
 "$restore"
-peak=$(/usr/bin/time -v "$BIN" allocate --no-render 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ {print $2}')
+peak() { /usr/bin/time -v "$1" allocate --no-render 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ {print $2}'; }
+peak=$(peak "$BIN")
+base_peak=0
+if [ -n "${BASELINE:-}" ]; then
+	B=$(realpath "$BASELINE")
+	paired vs-big \
+		"baseline: allocate, 10,000 worktrees (fresh)" "$restore.sync" "$B allocate --no-render" \
+		"this build: allocate, 10,000 worktrees (fresh)" "$restore.sync" "$BIN allocate --no-render"
+	paired vs-bigget \
+		"baseline: get web, 10,000 worktrees" "true" "$B get web -w worktree-04242" \
+		"this build: get web, 10,000 worktrees" "true" "$BIN get web -w worktree-04242"
+	"$restore"
+	base_peak=$(peak "$B")
+	cd "$repo"
+	paired vs-get "baseline: get web" "true" "$B get web" "this build: get web" "true" "$BIN get web"
+	paired vs-allocate "baseline: allocate (already allocated)" "true" "$B allocate" \
+		"this build: allocate (already allocated)" "true" "$BIN allocate"
+	paired vs-fresh "baseline: allocate 5 services (fresh)" "$B release" "$B allocate --no-render" \
+		"this build: allocate 5 services (fresh)" "$BIN release" "$BIN allocate --no-render"
+fi
 
 echo
 echo "== summary (median, ms)"
-python3 - "$results" "$peak" <<'PY'
+python3 - "$results" "$peak" "$base_peak" <<'PY'
 import json, os, sys
-res, peak = sys.argv[1], int(sys.argv[2])
+res, peak, base_peak = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 import glob, statistics
 rows = []
 def paired(group):
@@ -171,8 +193,9 @@ def paired(group):
         rows.append((n, statistics.median(med[n]), statistics.pstdev(med[n])))
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
-for group in ("add", "read", "fresh", "checkout", "emptyhook", "big"):
-    if group in ("add", "checkout", "emptyhook"):
+vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
+for group in ["add", "read", "fresh", "checkout", "emptyhook", "big"] + vs:
+    if group in ["add", "checkout", "emptyhook"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
@@ -183,4 +206,6 @@ print(f"|{'-' * (w + 2)}|----------:|----------:|")
 for n, m, s in rows:
     print(f"| {n.ljust(w)} | {m:9.2f} | {s:9.2f} |")
 print(f"| {'peak memory, allocate with 10,000 worktrees'.ljust(w)} | {peak / 1024:6.1f} MB |           |")
+if base_peak:
+    print(f"| {'baseline: peak memory, the same'.ljust(w)} | {base_peak / 1024:6.1f} MB |           |")
 PY

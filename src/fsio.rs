@@ -194,6 +194,32 @@ pub fn has_temp_files(dir: &Path, targets: &[&OsStr]) -> bool {
     })
 }
 
+/// True when the file at `path` holds exactly `bytes`, compared in 64 KiB chunks (no second
+/// copy of a large file in memory); false when it differs or does not exist.
+pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    use std::io::Read;
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if f.metadata()?.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(at == bytes.len());
+        }
+        if bytes.get(at..at + n) != Some(&buf[..n]) {
+            return Ok(false);
+        }
+        at += n;
+    }
+}
+
 /// Whether process `pid` exists (signal 0 checks without sending; EPERM: it exists but is
 /// another user's). Off Unix, always true: a temp file is then left rather than a live
 /// writer's file removed.
@@ -354,6 +380,20 @@ mod tests {
             None
         );
         assert_eq!(temp_owner(OsStr::new(".a.wp-tmp.x"), None), None);
+    }
+
+    #[test]
+    fn same_content_compares_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&p, &big).unwrap();
+        assert!(same_content(&p, &big).unwrap());
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        assert!(!same_content(&p, &other).unwrap());
+        assert!(!same_content(&p, &big[..1000]).unwrap());
+        assert!(!same_content(&dir.path().join("none"), b"").unwrap());
     }
 
     #[test]

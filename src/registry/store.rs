@@ -234,12 +234,8 @@ impl Lock {
     /// the recovered state back at once, keeping the damaged file aside).
     pub fn load(&self) -> anyhow::Result<Loaded> {
         self.sweep();
-        let bytes = read_bytes(&self.paths.file)?;
-        self.load_bytes(bytes)
-    }
-
-    fn load_bytes(&self, bytes: Option<Vec<u8>>) -> anyhow::Result<Loaded> {
         let paths = &self.paths;
+        let bytes = read_bytes(&paths.file)?;
         let main = bytes.as_deref().map_or(Err(Problem::Missing), parse);
         let damaged = matches!(main, Err(Problem::Invalid(_)));
         let mut loaded = resolve(paths, main, || read(&paths.backup))?;
@@ -265,24 +261,28 @@ impl Lock {
     /// current, and saving it would lose the newer update. A memcmp of 2.4 MB is 0.2 ms.
     pub fn reload(&self, unlocked: Loaded) -> anyhow::Result<Loaded> {
         self.sweep();
-        let bytes = read_bytes(&self.paths.file)?;
-        match (&unlocked.source, &bytes) {
-            (Some(seen), Some(now)) if seen == now => {
-                self.catch_up_backup(now)?;
-                Ok(Loaded {
-                    source: None,
-                    unfinished: false,
-                    ..unlocked
-                })
-            }
-            _ => self.load_bytes(bytes),
+        let unchanged = match &unlocked.source {
+            Some(seen) => fsio::same_content(&self.paths.file, seen)
+                .with_context(|| format!("could not read {}", self.paths.file.display()))?,
+            None => false,
+        };
+        if !unchanged {
+            return self.load();
         }
+        let source = unlocked.source.as_deref().expect("unchanged has a source");
+        self.catch_up_backup(source)?;
+        Ok(Loaded {
+            source: None,
+            unfinished: false,
+            ..unlocked
+        })
     }
 
     /// `ports.json` is whole (it parsed) but the backup may lag behind it: a crash between
-    /// the two renames of a save. Recovery must never go back to an older state.
+    /// the two renames of a save. Recovery must never go back to an older state. Compared in
+    /// full, not by length: a change of one port to another of as many digits keeps it.
     fn catch_up_backup(&self, current: &[u8]) -> anyhow::Result<()> {
-        if fs::read(&self.paths.backup).ok().as_deref() != Some(current) {
+        if !fsio::same_content(&self.paths.backup, current).unwrap_or(false) {
             write_backup(&self.paths.backup, current)?;
         }
         Ok(())
@@ -531,14 +531,16 @@ mod tests {
         let (_d, paths) = paths();
         let l = lock(&paths);
         l.save(&mut sample()).unwrap();
-        fs::write(&paths.backup, b"{}").unwrap();
+        let current = fs::read_to_string(&paths.file).unwrap();
+        // A backup one step behind, and of the same length: no stat can tell.
+        fs::write(&paths.backup, current.replace("8080", "8079")).unwrap();
         let unlocked = load_unlocked(&paths).unwrap();
-        assert!(unlocked.unfinished && unlocked.source.is_some());
+        assert!(unlocked.source.is_some());
         let reloaded = l.reload(unlocked).unwrap();
         assert_eq!(reloaded.registry, sample());
-        assert_eq!(
-            fs::read(&paths.backup).unwrap(),
-            fs::read(&paths.file).unwrap()
-        );
+        assert_eq!(fs::read_to_string(&paths.backup).unwrap(), current);
+        // A backup of another length is noticed without the lock too.
+        fs::write(&paths.backup, b"{}").unwrap();
+        assert!(load_unlocked(&paths).unwrap().unfinished);
     }
 }
