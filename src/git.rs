@@ -12,7 +12,7 @@
 //! `GIT_DIR`/`GIT_WORK_TREE` and otherwise walks up from the current directory, so the
 //! innermost of nested worktrees wins. Reads the repository; never writes to it.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
@@ -47,12 +47,35 @@ pub struct WorktreeInfo {
     pub prunable: bool,
 }
 
-/// Registry key for a linked worktree's git name: `main` stays free for the main worktree.
-pub fn key_for_linked(name: &str) -> String {
-    if name == MAIN_KEY {
-        format!("worktrees/{name}")
-    } else {
-        name.to_string()
+/// Registry key for a linked worktree's git name (the bytes of its admin dir's name):
+/// - a UTF-8 name is its own key, except `main`, which is `worktrees/main` (the main worktree
+///   is `main`);
+/// - any other name is `bytes/` followed by the name, with `\` written `\\` and every byte
+///   that is not part of valid UTF-8 written `\xNN` (lower-case hex).
+///
+/// Unique and stable for any name git accepts: a git name is one path component, so it never
+/// holds a `/`, and no UTF-8 name's key can be `worktrees/main` or start with `bytes/`; the
+/// escape is reversible, so two byte strings never share a key.
+pub fn key_for_linked(name: &OsStr) -> String {
+    match name.to_str() {
+        Some(MAIN_KEY) => format!("worktrees/{MAIN_KEY}"),
+        Some(utf8) => utf8.to_string(),
+        None => {
+            let mut key = String::from("bytes/");
+            for chunk in name.as_encoded_bytes().utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    if c == '\\' {
+                        key.push_str("\\\\");
+                    } else {
+                        key.push(c);
+                    }
+                }
+                for b in chunk.invalid() {
+                    key.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            key
+        }
     }
 }
 
@@ -141,7 +164,7 @@ impl Repo {
     pub fn current_key(&self) -> Option<String> {
         self.workdir.as_ref()?;
         Some(if self.is_linked() {
-            key_for_linked(&file_name(&self.git_dir))
+            key_for_linked(self.git_dir.file_name().unwrap_or_default())
         } else {
             MAIN_KEY.to_string()
         })
@@ -163,7 +186,7 @@ impl Repo {
                     let name = file_name(&self.git_dir);
                     let admin = AdminEntry::read(&self.git_dir);
                     WorktreeInfo {
-                        key: key_for_linked(&name),
+                        key: key_for_linked(self.git_dir.file_name().unwrap_or_default()),
                         name,
                         path: workdir.clone(),
                         git_dir: self.git_dir.clone(),
@@ -291,7 +314,7 @@ impl Repo {
                 .ok()
                 .and_then(|r| head_branch(&r));
             out.push(WorktreeInfo {
-                key: key_for_linked(&name),
+                key: key_for_linked(&admin.name),
                 name,
                 prunable: !admin.locked && !admin.gitfile_exists,
                 path: admin.path.unwrap_or_default(),
@@ -334,7 +357,7 @@ impl Repo {
                 })?;
             let name = admin.name.to_string_lossy().into_owned();
             list.push(WorktreeInfo {
-                key: key_for_linked(&name),
+                key: key_for_linked(&admin.name),
                 name,
                 path: rec.path,
                 git_dir: admin.dir.clone(),
@@ -761,6 +784,26 @@ worktree /tmp/with space/and\nnewline\0HEAD 1\0branch refs/heads/x\0locked multi
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].branch.as_deref(), Some("a"));
         assert!(parse_porcelain(b"").is_empty());
+    }
+
+    /// Regression (issue 15, item 1): names that differ only in non-UTF-8 bytes shared one
+    /// lossy key (U+FFFD), so two worktrees got the same ports.
+    #[test]
+    fn keys_are_unique_for_names_that_differ_only_in_invalid_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let key = |b: &[u8]| key_for_linked(OsStr::from_bytes(b));
+        assert_eq!(key(b"feature-login"), "feature-login");
+        assert_eq!(key(b"main"), "worktrees/main");
+        assert_eq!(key("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(key(b"caf\xe9"), "bytes/caf\\xe9");
+        assert_eq!(key(b"caf\xe8"), "bytes/caf\\xe8");
+        assert_eq!(key(b"\xff"), "bytes/\\xff");
+        assert_ne!(key(b"\xff"), key(b"\xfe"));
+        // A backslash is escaped in the bytes form, so no two byte strings meet.
+        assert_eq!(key(b"a\\xff\xfe"), "bytes/a\\\\xff\\xfe");
+        assert_ne!(key(b"a\\xff\xfe"), key(b"a\xff\xfe"));
+        // A UTF-8 name that looks like an escape keeps its own, different key.
+        assert_eq!(key(b"bytes-\\xff"), "bytes-\\xff");
     }
 
     #[test]

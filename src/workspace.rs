@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::allocate::{self, Request, Want};
 use crate::config::{self, Config};
 use crate::error::{Code, Error};
+use crate::fsio::{self, Durability, Mode, WriteOptions};
 use crate::git::{Repo, WorktreeInfo};
 use crate::lock;
 use crate::probe::{self, SystemProbe};
@@ -48,6 +49,38 @@ pub struct Target {
     pub wt: WorktreeInfo,
     /// Its `.worktree-ports/config.toml` (or the built-in services).
     pub config: Config,
+    /// Its identity token ([`worktree_id`]), None before its first allocation.
+    pub id: Option<String>,
+}
+
+/// Where a worktree's identity token lives, inside its own git dir (which git deletes with
+/// the worktree, and never shares with a later worktree of the same name).
+const ID_FILE: &str = "worktree-ports/id";
+
+/// The identity token of a worktree, if it has one.
+pub fn worktree_id(wt: &WorktreeInfo) -> Option<String> {
+    let text = std::fs::read_to_string(wt.git_dir.join(ID_FILE)).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Give a worktree a new identity token (time and pid: unique on this machine).
+fn new_worktree_id(wt: &WorktreeInfo) -> anyhow::Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!("{nanos:x}-{:x}", std::process::id());
+    fsio::write_atomic(
+        &wt.git_dir.join(ID_FILE),
+        format!("{id}\n").as_bytes(),
+        WriteOptions {
+            durability: Durability::File,
+            mode: Mode::Fixed(0o644),
+            label: "id",
+        },
+    )?;
+    Ok(id)
 }
 
 impl Target {
@@ -170,7 +203,8 @@ impl Workspace {
             return Err(missing_dir(&wt));
         }
         let config = Config::load(&wt.path)?;
-        Ok(Target { wt, config })
+        let id = worktree_id(&wt);
+        Ok(Target { wt, config, id })
     }
 
     /// The registry key `spec` names: the current worktree (None), a key in the registry, a
@@ -217,6 +251,15 @@ impl Workspace {
         let mut reg = self.load_locked(&lock, unlocked)?;
         let wt = &target.wt;
         let config = &target.config;
+        // An entry made by a worktree with another identity belongs to a dead worktree whose
+        // name git gave this one: its ports go back (never taken over unprobed), and this
+        // worktree allocates as the new worktree it is.
+        let mut changed = false;
+        let owner = reg.record(&wt.key).and_then(|r| r.id);
+        if owner.is_some() && owner != target.id {
+            reg.remove_worktree(&wt.key);
+            changed = true;
+        }
         let current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
         let alloc = {
             let taken = reg.taken();
@@ -236,8 +279,8 @@ impl Workspace {
             )?
         };
         alloc.warnings.iter().for_each(|w| warn(w));
-        let mut changed = alloc.ports != current;
-        if changed {
+        if alloc.ports != current {
+            changed = true;
             reg.set_ports(&wt.key, &alloc.ports).map_err(|c| {
                 Error::new(
                     Code::PortAllocated,
@@ -245,7 +288,11 @@ impl Workspace {
                 )
             })?;
         }
-        changed |= update_metadata(&mut reg, target);
+        let id = match &target.id {
+            Some(id) => id.clone(),
+            None => new_worktree_id(wt)?,
+        };
+        changed |= update_metadata(&mut reg, target, &id);
         if changed {
             lock.save(&mut reg)?;
         }
@@ -315,11 +362,16 @@ pub fn held_ports<'r>(
             });
     // Unknown services in --port must reach the allocator to be reported.
     let wants_ok = wants.keys().all(|k| config.service(k).is_some());
-    (loaded.is_clean() && services_ok && wants_ok && metadata_is_current(reg, target))
-        .then_some(ports)
+    let id_ok = target.id.is_some();
+    (loaded.is_clean()
+        && services_ok
+        && wants_ok
+        && id_ok
+        && metadata_is_current(reg, target, target.id.as_deref().unwrap_or_default()))
+    .then_some(ports)
 }
 
-fn record_for(reg: &Registry, target: &Target) -> WorktreeRecord {
+fn record_for(reg: &Registry, target: &Target, id: &str) -> WorktreeRecord {
     let wt = &target.wt;
     let path = wt.path.to_string_lossy().into_owned();
     // Keep allocated_at and any keys a newer version added.
@@ -327,22 +379,24 @@ fn record_for(reg: &Registry, target: &Target) -> WorktreeRecord {
         Some(r) => WorktreeRecord {
             path,
             branch: wt.branch.clone(),
+            id: Some(id.to_string()),
             ..r
         },
         None => WorktreeRecord {
             path,
             branch: wt.branch.clone(),
             allocated_at: now_rfc3339(),
+            id: Some(id.to_string()),
             extra: Default::default(),
         },
     }
 }
 
-fn metadata_is_current(reg: &Registry, target: &Target) -> bool {
+fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
     let wt = &target.wt;
-    let record_ok = reg
-        .record(&wt.key)
-        .is_some_and(|r| r.path == wt.path.to_string_lossy() && r.branch == wt.branch);
+    let record_ok = reg.record(&wt.key).is_some_and(|r| {
+        r.path == wt.path.to_string_lossy() && r.branch == wt.branch && r.id.as_deref() == Some(id)
+    });
     record_ok
         && target
             .config
@@ -352,11 +406,11 @@ fn metadata_is_current(reg: &Registry, target: &Target) -> bool {
 }
 
 /// Refresh the worktree record and `port_ranges`; true when something changed.
-fn update_metadata(reg: &mut Registry, target: &Target) -> bool {
-    if metadata_is_current(reg, target) {
+fn update_metadata(reg: &mut Registry, target: &Target, id: &str) -> bool {
+    if metadata_is_current(reg, target, id) {
         return false;
     }
-    let record = record_for(reg, target);
+    let record = record_for(reg, target, id);
     reg.set_record(&target.wt.key, &record);
     for s in &target.config.services {
         reg.set_port_range(&s.name, [s.range.0, s.range.1]);

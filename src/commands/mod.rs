@@ -46,6 +46,11 @@ impl Report {
         }
     }
 
+    /// This report, or `value` as JSON when `json` is set.
+    pub fn with_json_if(self, json: bool, value: serde_json::Value) -> Report {
+        if json { Report::json(&value) } else { self }
+    }
+
     /// Pretty JSON followed by a newline.
     pub fn json(value: &serde_json::Value) -> Report {
         Report::ok(format!(

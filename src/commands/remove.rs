@@ -1,5 +1,10 @@
 //! `remove <worktree> [--force]`: `git worktree remove`, then give its ports back. If git
 //! refuses, the ports stay.
+//!
+//! Releases only the removed worktree's entry: git may give its name to a new worktree while
+//! this command waits for the lock (git reuses free names), and that worktree's ports are not
+//! ours to release. The entry is ours when its identity token is the removed worktree's, or,
+//! for an entry written before identities, when it is unchanged since before git ran.
 
 use serde_json::json;
 
@@ -7,7 +12,13 @@ use crate::cli::RemoveArgs;
 use crate::commands::{Report, ports_inline};
 use crate::error::{Code, Error};
 use crate::git;
-use crate::workspace::{Workspace, find_worktree, not_found};
+use crate::registry::{Ports, Registry, WorktreeRecord};
+use crate::workspace::{Workspace, find_worktree, not_found, worktree_id};
+
+/// What the registry holds for a key.
+fn entry(reg: &Registry, key: &str) -> (Option<WorktreeRecord>, Option<Ports>) {
+    (reg.record(key), reg.ports(key).cloned())
+}
 
 /// Run `remove`.
 pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
@@ -27,6 +38,9 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
     if args.force {
         git_args.push("--force".into());
     }
+    // Who the entry belongs to, read before git deletes the worktree's git dir.
+    let id = worktree_id(&wt);
+    let before = ws.read().ok().map(|l| entry(&l.registry, &wt.key));
     // The path as it is: a non-UTF-8 path must reach git byte for byte.
     git_args.push(wt.path.clone().into_os_string());
     let status = git::run_worktree_command(&git_args, &[])?;
@@ -46,12 +60,35 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
     }
     let lock = ws.lock()?;
     let mut reg = ws.load_locked(&lock, None)?;
-    let had = reg.knows(&wt.key);
-    let released = reg.remove_worktree(&wt.key);
-    if had {
+    let now = entry(&reg, &wt.key);
+    let ours = match now.0.as_ref().and_then(|r| r.id.as_ref()) {
+        Some(owner) => Some(owner) == id.as_ref(),
+        None => before.as_ref().is_none_or(|b| *b == now),
+    };
+    let released = if ours && reg.knows(&wt.key) {
+        let released = reg.remove_worktree(&wt.key);
         lock.save(&mut reg)?;
-    }
+        released
+    } else {
+        Default::default()
+    };
     drop(lock);
+    if !ours {
+        return Ok(Report::ok(format!(
+            "removed {}; its name {} now belongs to a new worktree, whose ports were kept\n",
+            wt.path.display(),
+            wt.key
+        ))
+        .with_json_if(
+            args.json,
+            json!({
+                "worktree": wt.key,
+                "path": wt.path.to_string_lossy(),
+                "released": {},
+                "kept_for_new_worktree": true,
+            }),
+        ));
+    }
     if args.json {
         return Ok(Report::json(&json!({
             "worktree": wt.key,

@@ -133,6 +133,10 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                 path: wt.path.to_string_lossy().into_owned(),
                 branch: wt.branch.clone(),
                 allocated_at,
+                id: sources
+                    .iter()
+                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
+                    .find_map(|r| r.id),
                 extra: Default::default(),
             },
         );

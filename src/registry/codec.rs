@@ -248,12 +248,14 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                 mut map: A,
             ) -> Result<WorktreeRecord, A::Error> {
                 let (mut path, mut branch, mut allocated_at) = (None, None, String::new());
+                let mut id = None;
                 let mut extra = Map::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "path" => path = Some(map.next_value()?),
                         "branch" => branch = map.next_value()?,
                         "allocated_at" => allocated_at = map.next_value()?,
+                        "id" => id = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
                             extra.insert(key, value);
@@ -264,6 +266,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                     path: path.ok_or_else(|| serde::de::Error::missing_field("path"))?,
                     branch,
                     allocated_at,
+                    id,
                     extra,
                 })
             }

@@ -61,6 +61,12 @@ pub struct WorktreeRecord {
     pub branch: Option<String>,
     /// When the worktree first got ports (RFC 3339).
     pub allocated_at: String,
+    /// The identity of the worktree that owns the entry: the same token is kept in the
+    /// worktree's own git dir (`worktree-ports/id`), which git deletes with the worktree. A new
+    /// worktree that git gives a dead one's name has no token, so it never takes over the dead
+    /// one's ports. None in records written before identities (adopted on first use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -639,6 +645,7 @@ mod tests {
                 path: "/x".into(),
                 branch: None,
                 allocated_at: now_rfc3339(),
+                id: None,
                 extra: Map::new(),
             },
         );

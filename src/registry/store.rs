@@ -364,9 +364,11 @@ mod tests {
         (dir, paths)
     }
 
+    /// The same registry on every call: no history entry, whose timestamp would differ when
+    /// two calls straddle a second.
     fn sample() -> Registry {
         let mut r = Registry::default();
-        r.set_ports("main", &BTreeMap::from([("web".to_string(), 8080)]))
+        r.restore_ports("main", &BTreeMap::from([("web".to_string(), 8080)]))
             .unwrap();
         r
     }

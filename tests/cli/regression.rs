@@ -133,3 +133,133 @@ fn issue15_12_a_huge_lock_timeout_means_wait_long_not_panic() {
     assert_eq!(out.code(), Some(1));
     assert_eq!(out.json()["error"], "CONFIG_INVALID");
 }
+
+/// Issue 15, item 1: worktree names that differ only in non-UTF-8 bytes shared one registry
+/// key (both lossy U+FFFD), so both got the same ports and releasing one took the other's.
+#[test]
+fn issue15_1_names_that_differ_only_in_invalid_bytes_get_their_own_ports() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let repo = TestRepo::new();
+    let dir = repo.path("bytes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = Vec::new();
+    for name in [&b"caf\xe9"[..], b"caf\xe8"] {
+        let path = dir.join(OsStr::from_bytes(name));
+        let out = Out(repo.env.git_output(
+            &repo.root,
+            [
+                OsStr::new("worktree"),
+                OsStr::new("add"),
+                OsStr::new("-q"),
+                OsStr::new("--detach"),
+                path.as_os_str(),
+            ],
+        ));
+        assert!(out.0.status.success(), "{}", out.describe());
+        paths.push(path);
+    }
+    let a = repo
+        .wp_in(&paths[0], ["allocate", "--json"])
+        .succeeds()
+        .json();
+    let b = repo
+        .wp_in(&paths[1], ["allocate", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(a["worktree"], "bytes/caf\\xe9");
+    assert_eq!(b["worktree"], "bytes/caf\\xe8");
+    assert_ne!(a["ports"]["web"], b["ports"]["web"]);
+    assert_unique(&all_registry_ports(&repo.registry()));
+    repo.wp_in(&paths[0], ["release"]).succeeds();
+    assert_eq!(
+        repo.wp_in(&paths[1], ["get", "web"])
+            .succeeds()
+            .stdout()
+            .trim(),
+        b["ports"]["web"].to_string()
+    );
+}
+
+/// Issue 15, item 2: `remove` released by name after git had removed the worktree. A new
+/// worktree given the same name in between (git reuses free names) lost its ports while its
+/// `.env` still named them. Also the low item: that new worktree took over the dead one's
+/// ports and `allocated_at` without probing them and without a history entry.
+///
+/// Deterministic: a `git` wrapper holds `remove` between git's removal and our lock until the
+/// test has added and allocated the new worktree.
+#[test]
+fn issue15_2_remove_never_releases_a_new_worktree_that_took_the_name() {
+    let repo = TestRepo::new();
+    let path = repo.add_worktree("feat");
+    let old = repo.wp_in(&path, ["allocate", "--json"]).succeeds().json();
+    let old_record = repo.registry()["worktrees"]["feat"].clone();
+
+    let real_git = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let real_git = real_git.trim();
+    let wrap = repo.env.root().join("wrap");
+    let go = repo.env.root().join("go");
+    std::fs::create_dir_all(&wrap).unwrap();
+    write(
+        &wrap.join("git"),
+        &format!(
+            "#!/bin/sh\n{real_git} \"$@\"; rc=$?\nif [ \"$1 $2\" = \"worktree remove\" ]; then while [ ! -e '{}' ]; do sleep 0.02; done; fi\nexit $rc\n",
+            go.display()
+        ),
+    );
+    make_executable(&wrap.join("git"), 0o755);
+    let path_var = format!(
+        "{}:{}:{}",
+        wrap.display(),
+        bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut run = repo.wp(["remove", "feat", "--json"]).env("PATH", &path_var);
+    run.cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = run.cmd.spawn().unwrap();
+    while path.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // git removed it; `remove` has not taken the lock yet. The name is free again.
+    repo.git(["worktree", "add", "-q", "--detach", path.to_str().unwrap()]);
+    let new = repo.wp_in(&path, ["allocate", "--json"]).succeeds().json();
+    assert_eq!(new["worktree"], "feat");
+    // A new worktree, not the dead one's entry taken over (its ports may be the same numbers:
+    // released, then chosen again as the lowest free ones).
+    let new_record = repo.registry()["worktrees"]["feat"].clone();
+    assert_ne!(new_record["id"], old_record["id"], "{new_record}");
+    std::fs::write(&go, b"").unwrap();
+    let out = Out(child.wait_with_output().unwrap());
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert_eq!(
+        out.json()["released"],
+        serde_json::json!({}),
+        "{}",
+        out.describe()
+    );
+
+    let reg = repo.registry();
+    assert_eq!(reg["allocated_ports"]["feat"], new["ports"]);
+    let env = std::fs::read_to_string(path.join(".env")).unwrap();
+    for (_, port) in ports_of(&new["ports"]) {
+        assert!(env.contains(&port.to_string()), "{env}");
+    }
+    // The dead worktree's ports went back with a history entry, and are free for others.
+    let history = reg["history"].as_array().unwrap();
+    let web = old["ports"]["web"].as_u64().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h["action"] == "released" && h["port"] == web),
+        "{history:?}"
+    );
+}
