@@ -2,10 +2,14 @@
 //! record that can still be read: `ports.json`, `ports.json.bak`, then the kept
 //! `ports.json.corrupt-*` files (newest first), salvaging complete entries from damaged ones.
 //!
-//! Each live worktree keeps, per service, the port of the newest record that names one; a
-//! port two records give to different worktrees goes to the first and is reported. Records of
-//! worktrees git no longer has are dropped (as `prune` would). Nothing is deleted: a damaged
-//! `ports.json` is kept aside.
+//! The newest record wins, always: records are read newest first, and reading stops at the
+//! first one that parses whole, since everything older is either in it or was released since
+//! (a kept `ports.json.corrupt-*` must never bring back a port a worktree gave up long ago).
+//! Damaged records newer than that one add what can be salvaged from them. Each worktree git
+//! still has (locked ones too, even with their directory absent: an unplugged disk) keeps, per
+//! service, the port of the newest record that names one; a port two records give to different
+//! worktrees goes to the first and is reported. Records of worktrees git no longer has are
+//! dropped (as `prune` would). Nothing is deleted: a damaged `ports.json` is kept aside.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -35,11 +39,18 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
         .repo()
         .worktrees()?
         .into_iter()
-        .filter(|w| !w.prunable && w.path.is_dir())
+        .filter(|w| !w.prunable)
         .collect();
 
-    let mut sources = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
+    let mut older: Vec<PathBuf> = Vec::new();
     for path in registry::record_files(ws.paths()) {
+        if sources.iter().any(|s| s.whole.is_some()) {
+            if path.exists() {
+                older.push(path);
+            }
+            continue;
+        }
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
@@ -171,9 +182,16 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
             "dropped": dropped,
             "gone": gone,
             "sources": sources.iter().map(|s| json!({"path": s.path.to_string_lossy(), "whole": s.whole.is_some(), "entries": s.entries.len()})).collect::<Vec<_>>(),
+            "older": older.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
         })));
     }
     let mut out = String::new();
+    for p in &older {
+        out.push_str(&format!(
+            "not used: {} (older than a whole record, which wins)\n",
+            p.display()
+        ));
+    }
     for s in &sources {
         out.push_str(&format!(
             "read {}: {} ({} entries)\n",

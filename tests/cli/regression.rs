@@ -263,3 +263,73 @@ fn issue15_2_remove_never_releases_a_new_worktree_that_took_the_name() {
         "{history:?}"
     );
 }
+
+/// Issue 15, item 3: `repair` on a healthy registry let a kept `ports.json.corrupt-*` beat the
+/// current `ports.json`: a worktree that released a port long ago got it back, and the
+/// worktree that holds it now lost it.
+#[test]
+fn issue15_3_repair_never_lets_an_older_record_beat_the_newest() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let a = repo.add_worktree("a");
+    let held = repo
+        .wp_in(&a, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let dir = repo.common_dir().join("worktree-registry");
+    // An old record, kept aside by some earlier recovery, in which `a` holds its ports.
+    std::fs::copy(
+        dir.join("ports.json"),
+        dir.join("ports.json.corrupt-20200101T000000.000000000Z"),
+    )
+    .unwrap();
+    repo.wp(["release", "a"]).succeeds();
+    let b = repo.add_worktree("b");
+    let now = repo
+        .wp_in(&b, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        now["ports"]["web"], held["ports"]["web"],
+        "b got a's old port"
+    );
+
+    let out = repo.wp(["repair", "--json"]).succeeds().json();
+    let reg = repo.registry();
+    assert_eq!(reg["allocated_ports"]["b"], now["ports"], "{out}");
+    assert!(reg["allocated_ports"].get("a").is_none(), "{out}");
+    assert_unique(&all_registry_ports(&reg));
+}
+
+/// Issue 15, item 8: `repair` dropped the ports of a locked worktree whose directory is
+/// absent (an unplugged disk), although git still has it and `prune` rightly keeps it.
+#[test]
+fn issue15_8_repair_keeps_a_locked_worktree_whose_directory_is_absent() {
+    let repo = TestRepo::new();
+    let usb = repo.add_worktree("usb");
+    let held = repo
+        .wp_in(&usb, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    repo.git([
+        "worktree",
+        "lock",
+        "--reason",
+        "on a USB disk",
+        usb.to_str().unwrap(),
+    ]);
+    let away = repo.env.root().join("unplugged");
+    std::fs::rename(&usb, &away).unwrap();
+    let out = repo.wp(["repair", "--json"]).succeeds().json();
+    assert_eq!(
+        repo.registry()["allocated_ports"]["usb"],
+        held["ports"],
+        "{out}"
+    );
+    assert_eq!(out["gone"], serde_json::json!([]), "{out}");
+    // prune agrees.
+    assert_eq!(
+        repo.wp(["prune", "--json"]).succeeds().json()["pruned"],
+        serde_json::json!([])
+    );
+}
