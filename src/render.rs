@@ -342,6 +342,18 @@ pub fn plan(
 /// Carry out a plan: write the stale files (each atomically), then the manifest.
 pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
     for (rel, bytes) in &plan.writes {
+        // The worktree may be removed while we render (git takes no lock of ours): never
+        // re-create it with only our files in it.
+        if !plan.worktree.is_dir() {
+            return Err(Error::new(
+                Code::WorktreeNotFound,
+                format!(
+                    "{} was removed while rendering; nothing more was written",
+                    plan.worktree.display()
+                ),
+            )
+            .into());
+        }
         write_file(&plan.worktree.join(rel), bytes)?;
     }
     write_manifest(&plan.manifest_path, &plan.manifest)?;

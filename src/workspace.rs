@@ -317,15 +317,63 @@ impl Workspace {
 
     /// Carry out a plan, keep its files out of `git status`, and print its warnings.
     pub fn apply_render(&self, plan: Plan) -> anyhow::Result<Rendered> {
+        self.apply_render_with(plan, None)
+    }
+
+    /// [`Workspace::apply_render`] for a caller that may hold the lock already (a second
+    /// lock of the same file from this process would wait for itself).
+    fn apply_render_with(&self, plan: Plan, held: Option<&Lock>) -> anyhow::Result<Rendered> {
         let rendered = render::apply(plan)?;
         rendered.warnings.iter().for_each(|w| warn(w));
         let wanted = render::exclude_patterns(&rendered.exclude);
         if !render::missing_excludes(self.repo.common_dir(), &wanted).is_empty() {
             // info/exclude is shared by every worktree: parallel renders must not lose lines.
-            let _lock = self.lock()?;
+            let _lock = match held {
+                Some(_) => None,
+                None => Some(self.lock()?),
+            };
             render::add_excludes(self.repo.common_dir(), &wanted)?;
         }
         Ok(rendered)
+    }
+
+    /// Re-render every worktree that has ports, with the ports it has: decided and written
+    /// under the lock, so a `release` or `remove` running meanwhile is seen, and never an
+    /// allocation (a worktree released a moment ago gets nothing back; one whose directory is
+    /// gone is skipped). Services the config has and the worktree does not are reported.
+    pub fn render_all(&self, force: bool) -> anyhow::Result<Vec<(Target, Rendered)>> {
+        let lock = self.lock()?;
+        let reg = self.load_locked(&lock, None)?;
+        let mut out = Vec::new();
+        for wt in self.repo.worktrees()? {
+            if wt.prunable || !wt.path.is_dir() {
+                continue;
+            }
+            let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
+                continue;
+            };
+            let target = self.target_of(wt)?;
+            // An entry of another identity is a dead worktree's, not this one's to render.
+            let owner = reg.record(&target.wt.key).and_then(|r| r.id);
+            if owner.is_some() && owner != target.id {
+                continue;
+            }
+            let missing: Vec<&str> = (target.config.services.iter())
+                .filter(|s| !ports.contains_key(&s.name))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                warn(&format!(
+                    "worktree {} has no port for {} (the config gained services); run `git worktree-ports allocate` in it",
+                    target.wt.key,
+                    missing.join(", ")
+                ));
+            }
+            let plan = self.plan_render(&target, &ports, force)?;
+            let rendered = self.apply_render_with(plan, Some(&lock))?;
+            out.push((target, rendered));
+        }
+        Ok(out)
     }
 
     /// Plan, then apply.

@@ -1,5 +1,6 @@
 //! `render [-w <worktree>] [--all] [--force] [--json]`: render the worktree's templates with
-//! its ports. Allocates first when a worktree has no ports yet.
+//! its ports. One worktree: allocates first when it has no ports yet. `--all`: every worktree
+//! that has ports, with the ports it has, under the lock; never allocates.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,7 @@ use serde_json::{Value, json};
 
 use crate::cli::RenderArgs;
 use crate::commands::{Report, files_json, render_summary};
-use crate::registry::Ports;
-use crate::workspace::{Target, Workspace, held_ports, warn};
+use crate::workspace::Workspace;
 
 /// Run `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
@@ -16,25 +16,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
     let none = BTreeMap::new();
     let mut results = Vec::new();
     if args.all {
-        // --all reads the registry once; a worktree whose ports need no write is not read
-        // again.
-        let loaded = ws.read()?;
-        loaded.warnings.iter().for_each(|w| warn(w));
-        let targets: Vec<Target> = ws
-            .repo()
-            .worktrees()?
-            .into_iter()
-            .filter(|w| !w.prunable && w.path.is_dir() && loaded.registry.ports(&w.key).is_some())
-            .map(|w| ws.target_of(w))
-            .collect::<anyhow::Result<_>>()?;
-        for target in targets {
-            let ports = match held_ports(&loaded, &target, &none) {
-                Some(ports) => Ports::to_map(ports),
-                None => ws.ensure_ports(&target, &none)?,
-            };
-            let rendered = ws.render(&target, &ports, args.force)?;
-            results.push((target, rendered));
-        }
+        results = ws.render_all(args.force)?;
     } else {
         let target = ws.target(args.worktree.as_deref())?;
         let ports = ws.ensure_ports(&target, &none)?;

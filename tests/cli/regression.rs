@@ -333,3 +333,88 @@ fn issue15_8_repair_keeps_a_locked_worktree_whose_directory_is_absent() {
         serde_json::json!([])
     );
 }
+
+/// Issue 15, item 4: `render --all` decided from a lock-free read and allocated what it found
+/// missing, so a `release` running meanwhile gave the released worktree its ports back (and a
+/// `remove`, the built-in services). It now decides under the lock and never allocates.
+#[test]
+fn issue15_4_render_all_never_allocates_and_sees_a_release_that_ran_meanwhile() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    let a = repo.add_worktree("a");
+    repo.wp_in(&a, ["allocate"]).succeeds();
+    // a's next render would change its .env (a template edited in a).
+    write(
+        &a.join(".worktree-ports/templates/.env.tera"),
+        "EDITED=1\n{% for s in services %}{{ s.env }}={{ s.port }}\n{% endfor %}",
+    );
+    let before_env = std::fs::read_to_string(a.join(".env")).unwrap();
+
+    let dir = repo.common_dir().join("worktree-registry");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("ports.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut run = repo.wp(["render", "--all", "--json"]);
+    run.cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = run.cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Holding the lock, as `release a` would: a's entry goes (file and backup alike).
+    let mut reg = repo.registry();
+    reg["allocated_ports"].as_object_mut().unwrap().remove("a");
+    reg["worktrees"].as_object_mut().unwrap().remove("a");
+    let text = serde_json::to_vec(&reg).unwrap();
+    std::fs::write(dir.join("ports.json"), &text).unwrap();
+    std::fs::write(dir.join("ports.json.bak"), &text).unwrap();
+    drop(lock);
+
+    let out = Out(child.wait_with_output().unwrap());
+    assert!(out.0.status.success(), "{}", out.describe());
+    let reg = repo.registry();
+    assert!(
+        reg["allocated_ports"].get("a").is_none(),
+        "a got ports back: {reg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join(".env")).unwrap(),
+        before_env,
+        "a was rendered after its release"
+    );
+    let rendered: Vec<String> = out.json()["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["worktree"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rendered, ["main"]);
+}
+
+/// Issue 15, item 4 (its second half): `render --all` gave a worktree it only meant to
+/// re-render new ports (here: a service the config gained). It renders with the ports the
+/// worktree has and says what is missing.
+#[test]
+fn issue15_4_render_all_reports_missing_services_instead_of_allocating() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    let before = repo.registry_snapshot();
+    let b = repo.base;
+    write(
+        &repo.root.join(".worktree-ports/config.toml"),
+        &format!(
+            "{}[services.cache]\nrange = [{}, {}]\n",
+            default_config(b),
+            b + 30,
+            b + 35
+        ),
+    );
+    let out = repo.wp(["render", "--all"]).succeeds();
+    assert!(
+        out.stderr().contains("has no port for cache"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(repo.registry_snapshot(), before, "render --all allocated");
+}
