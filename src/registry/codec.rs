@@ -13,21 +13,33 @@ use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
-use serde_json::Map;
 use serde_json::value::RawValue;
 
 use super::{Ports, RecordJson, Registry, VERSION, WorktreeRecord};
 
 impl Ports {
-    /// Sort read entries; a service named twice keeps its last port, as a JSON object read
-    /// into a map would.
-    fn from_read(mut entries: Vec<(Arc<str>, u16)>) -> Ports {
+    /// Sort read entries; a service named twice is refused (None), never resolved by keeping
+    /// one of its ports.
+    fn from_read(mut entries: Vec<(Arc<str>, u16)>) -> Option<Ports> {
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-            entries.reverse();
-            entries.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the last read comes first
-            entries.dedup_by(|later, first| later.0 == first.0);
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+                return None;
+            }
         }
-        Ports(entries)
+        Some(Ports(entries))
+    }
+}
+
+impl Serialize for super::Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for super::Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(super::Raw)
     }
 }
 
@@ -55,10 +67,12 @@ impl<'de> Deserialize<'de> for AllocatedPorts {
                 let mut names = Names::default();
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(key) = map.next_key::<String>()? {
-                    let ports = map.next_value_seed(PortsSeed(&mut names))?;
+                    let ports = map
+                        .next_value_seed(PortsSeed(&mut names))
+                        .map_err(|e| serde::de::Error::custom(format!("worktree {key:?}: {e}")))?;
                     entries.push((key, ports));
                 }
-                Ok(AllocatedPorts(entries.into_iter().collect()))
+                unique_map(entries, "allocated_ports").map(AllocatedPorts)
             }
         }
         d.deserialize_map(Visit)
@@ -118,7 +132,8 @@ impl<'de> serde::de::Visitor<'de> for PortsSeed<'_> {
             let port: u16 = map.next_value()?;
             entries.push((self.0.share(entries.len(), &name), port));
         }
-        Ok(Ports::from_read(entries))
+        Ports::from_read(entries)
+            .ok_or_else(|| serde::de::Error::custom("a service is named twice"))
     }
 }
 
@@ -184,14 +199,33 @@ impl<'de> Deserialize<'de> for Registry {
                 mut map: A,
             ) -> Result<Registry, A::Error> {
                 let mut reg = Registry::default();
+                let mut seen = [false; 5];
                 while let Some(key) = map.next_key::<String>()? {
+                    let known = [
+                        "version",
+                        "port_ranges",
+                        "allocated_ports",
+                        "worktrees",
+                        "history",
+                    ]
+                    .iter()
+                    .position(|k| *k == key);
+                    let twice = match known {
+                        Some(i) => std::mem::replace(&mut seen[i], true),
+                        None => reg.extra.contains_key(&key),
+                    };
+                    if twice {
+                        return Err(serde::de::Error::custom(format!(
+                            "the key {key:?} appears twice"
+                        )));
+                    }
                     match key.as_str() {
                         "version" => reg.version = map.next_value()?,
-                        "port_ranges" => reg.port_ranges = map.next_value::<Sorted<_, _>>()?.0,
+                        "port_ranges" => reg.port_ranges = map.next_value::<Sorted<_>>()?.0,
                         "allocated_ports" => {
                             reg.allocated_ports = map.next_value::<AllocatedPorts>()?.0;
                         }
-                        "worktrees" => reg.worktrees = map.next_value::<Sorted<_, _>>()?.0,
+                        "worktrees" => reg.worktrees = map.next_value::<Sorted<_>>()?.0,
                         "history" => reg.history = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
@@ -206,17 +240,31 @@ impl<'de> Deserialize<'de> for Registry {
     }
 }
 
-/// A JSON object read into a `BTreeMap` in bulk: entries are collected, then built at once
-/// (std sorts, which is linear for the already sorted keys the tool writes). Inserting one by
-/// one walked the tree with string compares 70,000 times for 10,000 worktrees. Duplicate keys
-/// keep the last value, as inserts would.
-struct Sorted<K, V>(BTreeMap<K, V>);
+/// Entries into a map, refusing a key named twice (a hand-merged file with two objects for
+/// one worktree): silently keeping one of them would drop the other's ports and hand them out
+/// again. Built in bulk: std sorts, which is linear for the already sorted keys the tool writes
+/// (inserting one by one walked the tree with string compares 70,000 times for 10,000
+/// worktrees).
+fn unique_map<V, E: serde::de::Error>(
+    entries: Vec<(String, V)>,
+    what: &str,
+) -> Result<BTreeMap<String, V>, E> {
+    let n = entries.len();
+    let map: BTreeMap<String, V> = entries.into_iter().collect();
+    if map.len() == n {
+        return Ok(map);
+    }
+    Err(E::custom(format!("{what} names a key twice")))
+}
 
-impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for Sorted<K, V> {
+/// A JSON object of string keys read into a `BTreeMap` in bulk ([`unique_map`]).
+struct Sorted<V>(BTreeMap<String, V>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Sorted<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<K, V>(std::marker::PhantomData<(K, V)>);
-        impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<K, V> {
-            type Value = Sorted<K, V>;
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Sorted<V>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object")
             }
@@ -228,7 +276,7 @@ impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for S
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
                 }
-                Ok(Sorted(entries.into_iter().collect()))
+                unique_map(entries, "an object").map(Sorted)
             }
         }
         d.deserialize_map(Visit(std::marker::PhantomData))
@@ -249,7 +297,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
             ) -> Result<WorktreeRecord, A::Error> {
                 let (mut path, mut branch, mut allocated_at) = (None, None, String::new());
                 let mut id = None;
-                let mut extra = Map::new();
+                let mut extra = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "path" => path = Some(map.next_value()?),
@@ -384,10 +432,10 @@ mod tests {
     fn ports_read_like_a_map_and_share_service_names() {
         let r = parse(
             br#"{"allocated_ports": {"a": {"web": 8080, "db": 5432},
-                "b": {"db": 5433, "web": 8081, "db": 5434}}}"#,
+                "b": {"web": 8081, "db": 5434}}}"#,
         )
         .unwrap();
-        // Sorted by service; a service named twice keeps its last port, as a map would.
+        // Sorted by service, whatever the order in the file.
         let b: Vec<(&str, u16)> = r.allocated_ports["b"].iter().collect();
         assert_eq!(b, [("db", 5434), ("web", 8081)]);
         let a = &r.allocated_ports["a"];
@@ -402,6 +450,55 @@ mod tests {
             round["allocated_ports"]["b"],
             json!({"db": 5434, "web": 8081})
         );
+    }
+
+    /// Regression (issue 15, item 6): a key named twice (a hand-merged file) silently kept the
+    /// last value and dropped the rest, whose ports were then handed out again.
+    #[test]
+    fn a_key_named_twice_anywhere_is_damage_not_a_choice() {
+        for text in [
+            r#"{"allocated_ports": {"a": {"web": 8080}}, "allocated_ports": {"b": {"web": 8081}}}"#,
+            r#"{"allocated_ports": {"a": {"web": 8080}, "a": {"web": 8081}}}"#,
+            r#"{"allocated_ports": {"a": {"web": 8080, "web": 8081}}}"#,
+            r#"{"allocated_ports": {"a": {"web": 8080, "db": 5432, "web": 8081}}}"#,
+            r#"{"worktrees": {"a": {"path": "/x"}, "a": {"path": "/y"}}, "allocated_ports": {}}"#,
+            r#"{"port_ranges": {"web": [1, 2], "web": [3, 4]}, "allocated_ports": {}}"#,
+            r#"{"owner": 1, "owner": 2, "allocated_ports": {}}"#,
+            r#"{"version": 1, "version": 1, "allocated_ports": {}}"#,
+        ] {
+            let err = parse(text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, Problem::Invalid(m) if m.contains("twice")),
+                "{text}: {err:?}"
+            );
+        }
+    }
+
+    /// Regression (issue 15, item 6): unknown keys were kept as `serde_json::Value`, so an
+    /// integer above 2^64 came back as a float.
+    #[test]
+    fn unknown_values_are_kept_byte_for_byte() {
+        let text = r#"{"allocated_ports":{"a":{"web":8080}},"big":123456789012345678901234567890,"f":1.50,"worktrees":{"a":{"path":"/x","allocated_at":"t","huge":18446744073709551616}}}"#;
+        let r = parse(text.as_bytes()).unwrap();
+        let out = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(
+            out.contains(r#""big":123456789012345678901234567890"#),
+            "{out}"
+        );
+        assert!(out.contains(r#""f":1.50"#), "{out}");
+        assert!(out.contains(r#""huge":18446744073709551616"#), "{out}");
+        // Also through a record that is decoded and written again.
+        let mut r = r;
+        let rec = r.record("a").unwrap();
+        r.set_record(
+            "a",
+            &crate::registry::WorktreeRecord {
+                path: "/y".into(),
+                ..rec
+            },
+        );
+        let out = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(out.contains(r#""huge":18446744073709551616"#), "{out}");
     }
 
     #[test]

@@ -19,7 +19,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::allocate::{Owner, Taken};
 use crate::config::MIN_PORT;
@@ -48,8 +47,19 @@ pub struct Registry {
     /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries. Kept as the raw JSON
     /// of each entry: commands only append to it, so it is never decoded.
     history: Vec<Box<RawValue>>,
-    /// Keys this version does not know, written back untouched.
-    extra: Map<String, Value>,
+    /// Keys this version does not know, written back byte for byte.
+    extra: BTreeMap<String, Raw>,
+}
+
+/// A JSON value kept as the bytes it was read as: written back byte for byte (a number above
+/// 2^64, which `serde_json::Value` would turn into a float, stays what it was).
+#[derive(Debug, Clone)]
+pub struct Raw(Box<RawValue>);
+
+impl PartialEq for Raw {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// What the registry remembers about a worktree besides its ports.
@@ -67,9 +77,9 @@ pub struct WorktreeRecord {
     /// one's ports. None in records written before identities (adopted on first use).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Keys this version does not know.
+    /// Keys this version does not know, byte for byte.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: BTreeMap<String, Raw>,
 }
 
 /// A worktree record as the raw JSON it was read as (or written from): decoded only when a
@@ -254,7 +264,7 @@ impl Default for Registry {
             allocated_ports: BTreeMap::new(),
             worktrees: BTreeMap::new(),
             history: Vec::new(),
-            extra: Map::new(),
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -581,6 +591,7 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::time::Duration;
 
     fn map(pairs: &[(&str, u16)]) -> BTreeMap<String, u16> {
@@ -646,7 +657,7 @@ mod tests {
                 branch: None,
                 allocated_at: now_rfc3339(),
                 id: None,
-                extra: Map::new(),
+                extra: BTreeMap::new(),
             },
         );
         assert_eq!(

@@ -145,6 +145,26 @@ fn corruption_table() {
             }),
         ),
         (
+            "a worktree named twice (a hand merge)",
+            Box::new(|g: &[u8]| {
+                String::from_utf8_lossy(g)
+                    .replacen(r#""allocated_ports":{"#, r#""allocated_ports":{"a":{},"#, 1)
+                    .into_bytes()
+            }),
+        ),
+        (
+            "allocated_ports twice",
+            Box::new(|g: &[u8]| {
+                String::from_utf8_lossy(g)
+                    .replacen(
+                        r#""allocated_ports":{"#,
+                        r#""allocated_ports":{},"allocated_ports":{"#,
+                        1,
+                    )
+                    .into_bytes()
+            }),
+        ),
+        (
             "port 80",
             Box::new(|g: &[u8]| {
                 edit(g, |r| {
