@@ -263,11 +263,14 @@ pub fn plan(
             match merge_env_block(existing.as_deref(), &out.text) {
                 Ok(bytes) => bytes,
                 Err(msg) if force => {
-                    warnings.push(msg);
-                    replace_from_begin(existing.as_deref().unwrap_or_default(), &out.text)
+                    warnings.push(format!(
+                        "{}: {msg}; replaced because of --force",
+                        target.display()
+                    ));
+                    replace_blocks(existing.as_deref().unwrap_or_default(), &out.text)
                 }
                 Err(msg) => {
-                    refusals.push(msg);
+                    refusals.push(format!("{}: {msg}", target.display()));
                     continue;
                 }
             }
@@ -462,48 +465,96 @@ pub fn is_env_file(rel: &Path) -> bool {
     name == ".env" || name.starts_with(".env.") || name.ends_with(".env")
 }
 
-/// The file with our block replaced (or appended), the user's lines untouched.
+const BEGIN_PREFIX: &[u8] = b"# >>> git-worktree-ports >>>";
+
+/// A line without its line ending or trailing blanks.
+fn trimmed(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    &line[..end]
+}
+
+/// (begin, end) line indexes of each managed block; `end` None when a block has no end
+/// marker.
+fn blocks(lines: &[&[u8]]) -> Vec<(usize, Option<usize>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if trimmed(lines[i]).starts_with(BEGIN_PREFIX) {
+            let end = (i + 1..lines.len()).find(|&j| trimmed(lines[j]) == BLOCK_END.as_bytes());
+            out.push((i, end));
+            i = end.map_or(lines.len(), |e| e + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The file with our block replaced (or appended). Works on bytes: every byte of the user's
+/// lines stays as it was, valid UTF-8 or not. Refuses (so that nothing is half-updated) a
+/// block without its end marker, and two blocks (two files concatenated: a loader that takes
+/// the last value would read the stale one).
 fn merge_env_block(existing: Option<&[u8]>, block: &str) -> Result<Vec<u8>, String> {
     let block = format_block(block);
     let Some(existing) = existing else {
         return Ok(block.into_bytes());
     };
-    let text = String::from_utf8_lossy(existing);
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let begin = lines
-        .iter()
-        .position(|l| l.trim_end().starts_with("# >>> git-worktree-ports >>>"));
-    let Some(begin) = begin else {
-        let mut out = text.into_owned();
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
+    let lines: Vec<&[u8]> = existing.split_inclusive(|b| *b == b'\n').collect();
+    match blocks(&lines)[..] {
+        [] => {
+            let mut out = existing.to_vec();
+            if !out.is_empty() && !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(block.as_bytes());
+            Ok(out)
         }
-        out.push_str(&block);
-        return Ok(out.into_bytes());
-    };
-    let end = lines[begin..]
-        .iter()
-        .position(|l| l.trim_end() == BLOCK_END)
-        .map(|i| begin + i)
-        .ok_or_else(|| {
-            "the managed block in .env has a start marker but no end marker (its end was deleted?)"
-                .to_string()
-        })?;
-    let mut out: String = lines[..begin].concat();
-    out.push_str(&block);
-    out.push_str(&lines[end + 1..].concat());
-    Ok(out.into_bytes())
+        [(begin, Some(end))] => {
+            let mut out = lines[..begin].concat();
+            out.extend_from_slice(block.as_bytes());
+            out.extend_from_slice(&lines[end + 1..].concat());
+            Ok(out)
+        }
+        [(begin, None)] => Err(format!(
+            "the managed block that starts at line {} has no end marker (was it deleted?); restore the line `{BLOCK_END}`, or render with --force to replace everything from that line on",
+            begin + 1
+        )),
+        ref many => Err(format!(
+            "has {} managed blocks (at lines {}; two files concatenated?); delete all but one, or render with --force to keep the first and remove the others",
+            many.len(),
+            many.iter()
+                .map(|(b, _)| (b + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
-/// With --force and a broken block: everything from the start marker on is ours.
-fn replace_from_begin(existing: &[u8], block: &str) -> Vec<u8> {
-    let text = String::from_utf8_lossy(existing);
-    let cut = text
-        .find("# >>> git-worktree-ports >>>")
-        .unwrap_or(text.len());
-    let mut out = text[..cut].to_string();
-    out.push_str(&format_block(block));
-    out.into_bytes()
+/// With --force and broken blocks: our block where the first one starts; every block, and
+/// everything after a block without an end marker, is ours and goes.
+fn replace_blocks(existing: &[u8], block: &str) -> Vec<u8> {
+    let lines: Vec<&[u8]> = existing.split_inclusive(|b| *b == b'\n').collect();
+    let found = blocks(&lines);
+    let mut out = Vec::with_capacity(existing.len() + block.len());
+    let mut i = 0;
+    for (n, (begin, end)) in found.iter().enumerate() {
+        out.extend_from_slice(&lines[i..*begin].concat());
+        if n == 0 {
+            out.extend_from_slice(format_block(block).as_bytes());
+        }
+        i = end.map_or(lines.len(), |e| e + 1);
+    }
+    out.extend_from_slice(&lines[i..].concat());
+    if found.is_empty() {
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(format_block(block).as_bytes());
+    }
+    out
 }
 
 fn format_block(body: &str) -> String {
@@ -728,6 +779,43 @@ mod tests {
         // A start marker without its end is refused (the user's lines after it would go).
         let broken = format!("A=1\n{BLOCK_BEGIN}\nB=2\nMINE=3\n");
         assert!(merge_env_block(Some(broken.as_bytes()), "B=3\n").is_err());
+        assert_eq!(
+            replace_blocks(broken.as_bytes(), "B=3\n"),
+            format!("A=1\n{BLOCK_BEGIN}\nB=3\n{BLOCK_END}\n").into_bytes()
+        );
+    }
+
+    /// Regression (issue 15, item 7): the user's lines lost every non-UTF-8 byte (U+FFFD),
+    /// also with --force.
+    #[test]
+    fn env_block_keeps_every_byte_of_the_users_lines() {
+        let mine = b"LATIN1=caf\xe9\r\nBIN=\xff\xfe\n";
+        let first = merge_env_block(Some(mine), "WEB_PORT=1\n").unwrap();
+        assert!(first.starts_with(mine));
+        let mut edited = first.clone();
+        edited.extend_from_slice(b"AFTER=\x80\n");
+        let second = merge_env_block(Some(&edited), "WEB_PORT=2\n").unwrap();
+        let mut want = mine.to_vec();
+        want.extend_from_slice(format!("{BLOCK_BEGIN}\nWEB_PORT=2\n{BLOCK_END}\n").as_bytes());
+        want.extend_from_slice(b"AFTER=\x80\n");
+        assert_eq!(second, want);
+        let forced = replace_blocks(&edited, "WEB_PORT=2\n");
+        assert_eq!(forced, want);
+    }
+
+    /// Low item of issue 15: two managed blocks (two files concatenated) updated only the
+    /// first, and loaders that take the last value read the stale one.
+    #[test]
+    fn two_managed_blocks_are_refused_or_with_force_made_one() {
+        let two = format!(
+            "A=1\n{BLOCK_BEGIN}\nWEB_PORT=1\n{BLOCK_END}\nB=2\n{BLOCK_BEGIN}\nWEB_PORT=9\n{BLOCK_END}\nC=3\n"
+        );
+        let err = merge_env_block(Some(two.as_bytes()), "WEB_PORT=5\n").unwrap_err();
+        assert!(err.contains("2 managed blocks (at lines 2, 6"), "{err}");
+        assert_eq!(
+            String::from_utf8(replace_blocks(two.as_bytes(), "WEB_PORT=5\n")).unwrap(),
+            format!("A=1\n{BLOCK_BEGIN}\nWEB_PORT=5\n{BLOCK_END}\nB=2\nC=3\n")
+        );
     }
 
     #[test]

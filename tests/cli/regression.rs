@@ -418,3 +418,24 @@ fn issue15_4_render_all_reports_missing_services_instead_of_allocating() {
     );
     assert_eq!(repo.registry_snapshot(), before, "render --all allocated");
 }
+
+/// Issue 15, item 7: rendering `.env` replaced every non-UTF-8 byte of the user's own lines
+/// with U+FFFD, also with `--force`. Only the managed block is ours.
+#[test]
+fn issue15_7_rendering_env_keeps_every_byte_of_the_users_lines() {
+    let repo = TestRepo::new();
+    let mine: &[u8] = b"# caf\xe9 (Latin-1)\r\nSECRET=\xff\xfe\n";
+    std::fs::write(repo.root.join(".env"), mine).unwrap();
+    repo.wp(["allocate"]).succeeds();
+    let env = std::fs::read(repo.root.join(".env")).unwrap();
+    assert!(env.starts_with(mine), "{}", String::from_utf8_lossy(&env));
+    repo.wp(["render", "--force"]).succeeds();
+    let again = std::fs::read(repo.root.join(".env")).unwrap();
+    assert_eq!(again, env);
+    // A port change rewrites the block and nothing else.
+    repo.wp(["allocate", "--port", &format!("web={}", repo.base + 7)])
+        .succeeds();
+    let moved = std::fs::read(repo.root.join(".env")).unwrap();
+    assert!(moved.starts_with(mine));
+    assert!(String::from_utf8_lossy(&moved).contains(&format!("={}", repo.base + 7)));
+}
