@@ -243,6 +243,8 @@ pub struct AddOptions {
     pub path: Option<String>,
     /// The branch `-b` creates, if any.
     pub new_branch: Option<String>,
+    /// The branch `-B` creates or resets, if any.
+    pub reset_branch: Option<String>,
 }
 
 impl AddOptions {
@@ -254,8 +256,10 @@ impl AddOptions {
         let mut expect_value: Option<&str> = None;
         while let Some(arg) = it.next() {
             if let Some(opt) = expect_value.take() {
-                if opt == "-b" {
-                    o.new_branch = Some(arg.clone());
+                match opt {
+                    "-b" => o.new_branch = Some(arg.clone()),
+                    "-B" => o.reset_branch = Some(arg.clone()),
+                    _ => {}
                 }
                 o.git_args.push(arg.clone());
                 continue;
@@ -281,7 +285,20 @@ impl AddOptions {
                 }
                 // git worktree add's options that take a separate value.
                 "-b" | "-B" | "--reason" => {
-                    expect_value = Some(if arg == "-b" { "-b" } else { "other" });
+                    expect_value = Some(match arg.as_str() {
+                        "-b" => "-b",
+                        "-B" => "-B",
+                        _ => "other",
+                    });
+                    o.git_args.push(arg.clone());
+                }
+                // git's attached forms: -bNAME, -BNAME.
+                a if a.len() > 2 && a.starts_with("-b") => {
+                    o.new_branch = Some(a[2..].to_string());
+                    o.git_args.push(arg.clone());
+                }
+                a if a.len() > 2 && a.starts_with("-B") => {
+                    o.reset_branch = Some(a[2..].to_string());
                     o.git_args.push(arg.clone());
                 }
                 a if a.starts_with('-') && a.len() > 1 => o.git_args.push(arg.clone()),
@@ -466,6 +483,28 @@ mod tests {
         assert_eq!(o.new_branch.as_deref(), Some("feat"));
         assert!(o.json && o.no_render);
         assert_eq!(o.ports.len(), 2);
+
+        // Regression (issue 15, item 10): git's attached forms were not recognised, so the
+        // branch -bNAME created was left behind by a rollback.
+        let raw: Vec<String> = ["-bfeat", "../x"].iter().map(|s| s.to_string()).collect();
+        let o = AddOptions::from_raw(&raw).unwrap();
+        assert_eq!(
+            (o.new_branch.as_deref(), o.path.as_deref()),
+            (Some("feat"), Some("../x"))
+        );
+        let raw: Vec<String> = ["-B", "feat", "../x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            AddOptions::from_raw(&raw).unwrap().reset_branch.as_deref(),
+            Some("feat")
+        );
+        let raw: Vec<String> = ["-Bfeat", "../x"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            AddOptions::from_raw(&raw).unwrap().reset_branch.as_deref(),
+            Some("feat")
+        );
 
         let raw: Vec<String> = ["--", "--odd-path"].iter().map(|s| s.to_string()).collect();
         assert_eq!(

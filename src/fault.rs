@@ -1,8 +1,10 @@
-//! Crash points for the reliability tests. In a debug build (what `cargo test` builds), the
-//! process aborts at the point named by `GIT_WORKTREE_PORTS_FAULT`, like a crash: no
-//! destructors, no cleanup, the kernel drops the lock. Release builds compile this to nothing.
+//! Crash and failure points for the reliability tests. In a debug build (what `cargo test`
+//! builds), `GIT_WORKTREE_PORTS_FAULT=<point>` aborts the process at that point, like a crash:
+//! no destructors, no cleanup, the kernel drops the lock; `GIT_WORKTREE_PORTS_FAULT=enospc:<point>`
+//! makes the write at that point fail with "No space left on device". Release builds compile
+//! both to nothing.
 
-/// The variable naming the point to abort at.
+/// The variable naming the point.
 pub const FAULT_ENV: &str = "GIT_WORKTREE_PORTS_FAULT";
 
 /// Abort here if the test asked for it.
@@ -14,4 +16,16 @@ pub fn point(name: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = name;
+}
+
+/// Fail here with ENOSPC if the test asked for it (`enospc:<name>`).
+#[inline]
+pub fn io_point(name: &str) -> std::io::Result<()> {
+    #[cfg(debug_assertions)]
+    if std::env::var(FAULT_ENV).is_ok_and(|v| v.strip_prefix("enospc:") == Some(name)) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+    Ok(())
 }

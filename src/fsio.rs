@@ -86,6 +86,7 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
             Mode::KeepExisting => 0o644,
         };
         let mut f = new_file_with_mode(&tmp, mode)?;
+        fault::io_point(&format!("{label}.write"))?;
         f.write_all(bytes)?;
         fault::point(&format!("{label}.temp-written"));
         if opts.durability != Durability::Lazy {

@@ -518,21 +518,32 @@ pub fn run_worktree_command(
         .map_err(|e| git_failed(format!("could not run git: {e}")))
 }
 
-/// `git worktree remove --force <path>`, quietly; true when git removed it.
+/// `git worktree remove --force --force <path>` (twice: a locked worktree too), quietly;
+/// true when git removed it.
 pub fn force_remove_worktree(path: &Path) -> bool {
     Command::new("git")
-        .args(["worktree", "remove", "--force"])
+        .args(["worktree", "remove", "--force", "--force"])
         .arg(path)
         .stdout(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// A local branch `name` exists.
-pub fn branch_exists(name: &str) -> bool {
+/// The commit local branch `name` points at, None when there is no such branch.
+pub fn branch_commit(name: &str) -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("refs/heads/{name}^{{commit}}"))
+        .output()
+        .ok()?;
+    let sha = String::from_utf8(out.stdout).ok()?;
+    (out.status.success() && !sha.trim().is_empty()).then(|| sha.trim().to_string())
+}
+
+/// `git branch --force <name> <commit>`, quietly; true when git did it.
+pub fn reset_branch(name: &str, commit: &str) -> bool {
     Command::new("git")
-        .args(["show-ref", "--verify", "--quiet"])
-        .arg(format!("refs/heads/{name}"))
+        .args(["branch", "--force", "--quiet", name, commit])
         .status()
         .is_ok_and(|s| s.success())
 }

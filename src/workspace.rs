@@ -21,6 +21,19 @@ use crate::probe::{self, SystemProbe};
 use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
 use crate::render::{self, Plan, Rendered, TemplateContext};
 
+/// What a worktree about to be removed leaves in the registry, read before git deletes it
+/// (and its identity token with it).
+#[derive(Debug)]
+pub struct Leaving {
+    key: String,
+    id: Option<String>,
+    before: Option<(Option<WorktreeRecord>, Option<Ports>)>,
+}
+
+fn entry(reg: &Registry, key: &str) -> (Option<WorktreeRecord>, Option<Ports>) {
+    (reg.record(key), reg.ports(key).cloned())
+}
+
 /// Print a warning on stderr.
 pub fn warn(msg: &str) {
     eprintln!("git-worktree-ports: warning: {msg}");
@@ -127,6 +140,39 @@ impl Workspace {
         &self.paths
     }
 
+    /// Note what `wt` holds before git removes it.
+    pub fn leaving(&self, wt: &WorktreeInfo) -> Leaving {
+        Leaving {
+            key: wt.key.clone(),
+            id: worktree_id(wt),
+            before: self.read().ok().map(|l| entry(&l.registry, &wt.key)),
+        }
+    }
+
+    /// After git removed a worktree: release its entry, if it is still its own. git reuses
+    /// free names, and a new worktree may have taken this one's name (and allocated) while we
+    /// waited for the lock: the entry is ours when it carries the removed worktree's identity
+    /// token or, for an entry written before tokens, when it is unchanged since
+    /// [`Workspace::leaving`]. None when the name now belongs to a new worktree.
+    pub fn release_left(&self, leaving: &Leaving) -> anyhow::Result<Option<BTreeMap<String, u16>>> {
+        let lock = self.lock()?;
+        let mut reg = self.load_locked(&lock, None)?;
+        let now = entry(&reg, &leaving.key);
+        let ours = match now.0.as_ref().and_then(|r| r.id.as_ref()) {
+            Some(owner) => Some(owner) == leaving.id.as_ref(),
+            None => leaving.before.as_ref().is_none_or(|b| *b == now),
+        };
+        if !ours {
+            return Ok(None);
+        }
+        if !reg.knows(&leaving.key) {
+            return Ok(Some(BTreeMap::new()));
+        }
+        let released = reg.remove_worktree(&leaving.key);
+        self.save(&lock, &mut reg)?;
+        Ok(Some(released))
+    }
+
     /// Take the registry lock, saying so when it takes a while.
     pub fn lock(&self) -> anyhow::Result<Lock> {
         let timeout = lock::timeout_from_env()?;
@@ -144,6 +190,14 @@ impl Workspace {
         };
         loaded.warnings.iter().for_each(|w| warn(w));
         Ok(loaded.registry)
+    }
+
+    /// Save under `lock`, printing the warning of a backup that could not be written.
+    pub fn save(&self, lock: &Lock, reg: &mut Registry) -> anyhow::Result<()> {
+        if let Some(w) = lock.save(reg)? {
+            warn(&w);
+        }
+        Ok(())
     }
 
     /// The registry without the lock (readers), printing recovery warnings.
@@ -294,7 +348,7 @@ impl Workspace {
         };
         changed |= update_metadata(&mut reg, target, &id);
         if changed {
-            lock.save(&mut reg)?;
+            self.save(&lock, &mut reg)?;
         }
         drop(lock);
         dispose(reg);

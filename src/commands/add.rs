@@ -7,9 +7,9 @@
 //! runs: git runs the post-checkout hook, which takes it.
 
 use crate::cli::AddArgs;
-use crate::commands::{Report, render_and_report, wants};
+use crate::commands::{Report, ports_inline, render_and_report, wants};
 use crate::error::{Code, Error};
-use crate::git;
+use crate::git::{self, WorktreeInfo};
 use crate::hooks::INSIDE_ADD_ENV;
 use crate::workspace::{Workspace, find_worktree, warn};
 
@@ -18,7 +18,13 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
     let opts = &args.options;
     let ws = Workspace::open()?;
     let before: Vec<String> = ws.repo().worktrees()?.into_iter().map(|w| w.key).collect();
-    let branch_existed = opts.new_branch.as_deref().map(git::branch_exists);
+    // What a rollback restores: a branch -b creates is deleted again; a branch -B resets is
+    // put back where it was (or deleted, if -B created it).
+    let branch = opts
+        .new_branch
+        .as_deref()
+        .or(opts.reset_branch.as_deref())
+        .map(|b| (b.to_string(), git::branch_commit(b)));
 
     let mut git_args: Vec<std::ffi::OsString> = vec!["add".into()];
     git_args.extend(opts.git_args.iter().map(Into::into));
@@ -54,32 +60,50 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
     let (target, ports) = match allocated {
         Ok(v) => v,
         Err(err) => {
-            rollback(
-                &wt.path,
-                opts.new_branch.as_deref(),
-                branch_existed == Some(false),
-            );
+            rollback(&ws, &wt, branch.as_ref());
             return Err(err);
         }
     };
     render_and_report(&ws, &target, &ports, !opts.no_render, opts.json)
 }
 
-/// Undo `git worktree add` after a failed allocation.
-fn rollback(path: &std::path::Path, branch: Option<&str>, delete_branch: bool) {
+/// Undo `git worktree add` after a failed allocation: remove the worktree (locked or not),
+/// give back whatever was saved for it, and restore the branch.
+fn rollback(ws: &Workspace, wt: &WorktreeInfo, branch: Option<&(String, Option<String>)>) {
+    let path = &wt.path;
+    let leaving = ws.leaving(wt);
     if !git::force_remove_worktree(path) {
         warn(&format!(
-            "could not remove the new worktree {} again; remove it with `git worktree remove --force {}`",
+            "could not remove the new worktree {} again; remove it with `git worktree remove -f -f {}`, then `git worktree-ports prune`",
             path.display(),
             path.display()
         ));
         return;
     }
     let mut what = format!("removed the new worktree {} again", path.display());
-    if let (Some(b), true) = (branch, delete_branch)
-        && git::delete_branch(b)
-    {
-        what.push_str(&format!(" and deleted its new branch {b}"));
+    match ws.release_left(&leaving) {
+        Ok(Some(released)) if !released.is_empty() => {
+            what.push_str(&format!(", gave back {}", ports_inline(&released)));
+        }
+        Ok(_) => {}
+        Err(e) => warn(&format!(
+            "could not give back the new worktree's ports ({e:#}); run `git worktree-ports prune`"
+        )),
+    }
+    match branch {
+        Some((b, None)) if git::delete_branch(b) => {
+            what.push_str(&format!(" and deleted its new branch {b}"));
+        }
+        Some((b, Some(commit))) if git::branch_commit(b).as_ref() != Some(commit) => {
+            if git::reset_branch(b, commit) {
+                what.push_str(&format!(" and put branch {b} back at {commit}"));
+            } else {
+                warn(&format!(
+                    "could not put branch {b} back at {commit}; run `git branch -f {b} {commit}`"
+                ));
+            }
+        }
+        _ => {}
     }
     warn(&what);
 }

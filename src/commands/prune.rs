@@ -33,7 +33,7 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
             for p in &pruned {
                 reg.remove_worktree(&p.key);
             }
-            lock.save(&mut reg)?;
+            ws.save(&lock, &mut reg)?;
         }
         pruned
     };

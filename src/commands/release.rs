@@ -22,7 +22,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
         let had = reg.knows(&key);
         let ports = reg.remove_worktree(&key);
         if had {
-            lock.save(&mut reg)?;
+            ws.save(&lock, &mut reg)?;
         }
         ports
     } else {
@@ -45,7 +45,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
             }
         }
         let released = reg.release_services(&key, &args.services);
-        lock.save(&mut reg)?;
+        ws.save(&lock, &mut reg)?;
         released
     };
     drop(lock);

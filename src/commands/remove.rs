@@ -12,13 +12,7 @@ use crate::cli::RemoveArgs;
 use crate::commands::{Report, ports_inline};
 use crate::error::{Code, Error};
 use crate::git;
-use crate::registry::{Ports, Registry, WorktreeRecord};
-use crate::workspace::{Workspace, find_worktree, not_found, worktree_id};
-
-/// What the registry holds for a key.
-fn entry(reg: &Registry, key: &str) -> (Option<WorktreeRecord>, Option<Ports>) {
-    (reg.record(key), reg.ports(key).cloned())
-}
+use crate::workspace::{Workspace, find_worktree, not_found};
 
 /// Run `remove`.
 pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
@@ -39,8 +33,7 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
         git_args.push("--force".into());
     }
     // Who the entry belongs to, read before git deletes the worktree's git dir.
-    let id = worktree_id(&wt);
-    let before = ws.read().ok().map(|l| entry(&l.registry, &wt.key));
+    let leaving = ws.leaving(&wt);
     // The path as it is: a non-UTF-8 path must reach git byte for byte.
     git_args.push(wt.path.clone().into_os_string());
     let status = git::run_worktree_command(&git_args, &[])?;
@@ -58,22 +51,7 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
         )
         .into());
     }
-    let lock = ws.lock()?;
-    let mut reg = ws.load_locked(&lock, None)?;
-    let now = entry(&reg, &wt.key);
-    let ours = match now.0.as_ref().and_then(|r| r.id.as_ref()) {
-        Some(owner) => Some(owner) == id.as_ref(),
-        None => before.as_ref().is_none_or(|b| *b == now),
-    };
-    let released = if ours && reg.knows(&wt.key) {
-        let released = reg.remove_worktree(&wt.key);
-        lock.save(&mut reg)?;
-        released
-    } else {
-        Default::default()
-    };
-    drop(lock);
-    if !ours {
+    let Some(released) = ws.release_left(&leaving)? else {
         return Ok(Report::ok(format!(
             "removed {}; its name {} now belongs to a new worktree, whose ports were kept\n",
             wt.path.display(),
@@ -88,7 +66,7 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
                 "kept_for_new_worktree": true,
             }),
         ));
-    }
+    };
     if args.json {
         return Ok(Report::json(&json!({
             "worktree": wt.key,

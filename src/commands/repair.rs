@@ -171,7 +171,7 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
             lock.keep_aside()?;
         }
         reg.log(Event::Repaired);
-        lock.save(&mut reg)?;
+        ws.save(&lock, &mut reg)?;
     }
     drop(lock);
 

@@ -246,7 +246,7 @@ impl Lock {
                     .warnings
                     .push(format!("the damaged file is kept as {}", aside.display()));
             }
-            self.save(&mut loaded.registry)?;
+            loaded.warnings.extend(self.save(&mut loaded.registry)?);
             loaded.recovered = false;
         } else if let Some(current) = &bytes {
             self.catch_up_backup(current)?;
@@ -318,8 +318,11 @@ impl Lock {
         Ok(aside)
     }
 
-    /// Atomically replace `ports.json` (then its backup) with `registry`.
-    pub fn save(&self, registry: &mut Registry) -> anyhow::Result<()> {
+    /// Atomically replace `ports.json` (then its backup) with `registry`. Once `ports.json`
+    /// is replaced the change is committed: a backup that cannot be written then (a full
+    /// disk) is a warning, returned, never a failure of the committed change (the next
+    /// command that locks rewrites it).
+    pub fn save(&self, registry: &mut Registry) -> anyhow::Result<Option<String>> {
         registry.prepare_save();
         let bytes = registry.to_bytes();
         fsio::write_atomic(
@@ -331,7 +334,11 @@ impl Lock {
                 label: "registry",
             },
         )?;
-        write_backup(&self.paths.backup, &bytes)
+        Ok(write_backup(&self.paths.backup, &bytes).err().map(|e| {
+            format!(
+                "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
+            )
+        }))
     }
 }
 
@@ -405,7 +412,7 @@ mod tests {
         let (_d, paths) = paths();
         let l = lock(&paths);
         let mut r = sample();
-        l.save(&mut r).unwrap();
+        assert_eq!(l.save(&mut r).unwrap(), None);
         assert_eq!(
             fs::read(&paths.file).unwrap(),
             fs::read(&paths.backup).unwrap()
@@ -419,7 +426,7 @@ mod tests {
         let (_d, paths) = paths();
         let l = lock(&paths);
         let mut r = sample();
-        l.save(&mut r).unwrap();
+        assert_eq!(l.save(&mut r).unwrap(), None);
         fs::write(&paths.file, b"{\"allocated_ports\": {\"main\": {\"we").unwrap();
         let loaded = l.load().unwrap();
         assert_eq!(loaded.registry, r);
@@ -463,7 +470,7 @@ mod tests {
         assert_eq!(loaded.warnings.len(), 1);
         // With a backup, the backup wins.
         let mut r = sample();
-        l.save(&mut r).unwrap();
+        assert_eq!(l.save(&mut r).unwrap(), None);
         fs::write(&paths.file, b"").unwrap();
         assert_eq!(l.load().unwrap().registry, r);
     }
@@ -509,7 +516,7 @@ mod tests {
         let (_d, paths) = paths();
         let l = lock(&paths);
         let mut r = sample();
-        l.save(&mut r).unwrap();
+        assert_eq!(l.save(&mut r).unwrap(), None);
         let stale = load_unlocked(&paths).unwrap();
         // Another writer commits a change of the same length in place, keeping the mtime.
         let before = fs::metadata(&paths.file).unwrap();

@@ -439,3 +439,83 @@ fn issue15_7_rendering_env_keeps_every_byte_of_the_users_lines() {
     assert!(moved.starts_with(mine));
     assert!(String::from_utf8_lossy(&moved).contains(&format!("={}", repo.base + 7)));
 }
+
+/// Issue 15, item 9: a backup that could not be written after `ports.json` was committed
+/// (ENOSPC) failed the command, and `add` then removed the worktree while the registry kept
+/// its ports. The change is durable: a warning, never a failure.
+#[test]
+fn issue15_9_a_backup_that_cannot_be_written_is_a_warning_not_a_failure() {
+    let repo = TestRepo::new();
+    let path = repo.path("full");
+    let out = repo
+        .wp([
+            "add",
+            "-q",
+            "--detach",
+            path.to_str().unwrap(),
+            "--json",
+            "--no-render",
+        ])
+        .env("GIT_WORKTREE_PORTS_FAULT", "enospc:backup.write")
+        .succeeds();
+    assert!(
+        out.stderr().contains("backup could not be written"),
+        "{}",
+        out.describe()
+    );
+    assert!(path.is_dir(), "the worktree stays");
+    let key = out.json()["worktree"].as_str().unwrap().to_string();
+    assert_eq!(
+        repo.registry()["allocated_ports"][&key],
+        out.json()["ports"]
+    );
+    // The next command that locks writes the backup again.
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let dir = repo.common_dir().join("worktree-registry");
+    assert_eq!(
+        std::fs::read(dir.join("ports.json.bak")).unwrap(),
+        std::fs::read(dir.join("ports.json")).unwrap()
+    );
+}
+
+/// Issue 15, item 10: `add --lock` whose allocation failed could not roll back (git needs
+/// `remove -f -f` for a locked worktree); `-bNAME` (git's attached form) was not recognised
+/// as `-b`, so its branch was left behind; a branch reset by `-B` was not restored.
+#[test]
+fn issue15_10_add_rolls_back_locked_worktrees_attached_branches_and_resets() {
+    let repo = TestRepo::new();
+    let bad = "web=80";
+    let fails = |args: &[&str]| {
+        let mut all = vec!["add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--port", bad]);
+        let out = repo.wp(all).fails();
+        assert!(
+            out.stderr().contains("removed the new worktree"),
+            "{args:?}: {}",
+            out.describe()
+        );
+    };
+    let branches = || repo.git(["branch", "--format=%(refname:short)"]);
+
+    let locked = repo.path("locked");
+    fails(&["--lock", "-b", "lk", locked.to_str().unwrap()]);
+    assert!(!locked.exists());
+    assert!(!repo.git(["worktree", "list"]).contains("locked"));
+    assert!(!branches().contains("lk"), "{}", branches());
+
+    let attached = repo.path("attached");
+    fails(&["-battached-branch", attached.to_str().unwrap()]);
+    assert!(!attached.exists());
+    assert!(!branches().contains("attached-branch"), "{}", branches());
+
+    // -B resets an existing branch; the rollback puts it back.
+    repo.git(["branch", "existing"]);
+    let was = repo.git(["rev-parse", "existing"]);
+    commit_files(&repo, &[("more.txt", "more\n")]);
+    let reset = repo.path("reset");
+    fails(&["-B", "existing", reset.to_str().unwrap(), "main"]);
+    assert_eq!(repo.git(["rev-parse", "existing"]), was);
+    // Nothing was ever saved for the rolled-back worktrees.
+    assert!(!repo.registry_path().exists(), "{}", repo.registry());
+}
