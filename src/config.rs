@@ -99,9 +99,9 @@ impl Config {
     /// Load `<worktree>/.worktree-ports/config.toml`, or the built-in config if it is absent.
     pub fn load(worktree: &Path) -> anyhow::Result<Config> {
         let path = worktree.join(CONFIG_PATH);
-        let text = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::builtin()),
+        let text = match crate::fsio::read_regular(&path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(Config::builtin()),
             Err(e) => {
                 return Err(Error::new(
                     Code::ConfigInvalid,

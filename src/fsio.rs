@@ -195,13 +195,75 @@ pub fn has_temp_files(dir: &Path, targets: &[&OsStr]) -> bool {
     })
 }
 
+/// Open `path` for reading without ever blocking (a FIFO in a file's place would otherwise
+/// hang until someone writes to it), and only if it is a regular file: anything else is an
+/// `InvalidData` error that says what it is. None when there is no such file.
+pub fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let f = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let ty = f.metadata()?.file_type();
+    if ty.is_file() {
+        return Ok(Some(f));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} is {}, not a regular file", path.display(), kind_of(ty)),
+    ))
+}
+
+/// What a file type is, for messages.
+pub fn kind_of(ty: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ty.is_fifo() {
+            return "a FIFO";
+        }
+        if ty.is_socket() {
+            return "a socket";
+        }
+        if ty.is_block_device() || ty.is_char_device() {
+            return "a device";
+        }
+    }
+    if ty.is_dir() {
+        "a directory"
+    } else if ty.is_symlink() {
+        "a symlink"
+    } else if ty.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The bytes of the regular file at `path` (see [`open_regular`]); None when it is missing.
+pub fn read_regular(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let Some(mut f) = open_regular(path)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
 /// True when the file at `path` holds exactly `bytes`, compared in 64 KiB chunks (no second
-/// copy of a large file in memory); false when it differs or does not exist.
+/// copy of a large file in memory); false when it differs, does not exist, or is not a
+/// regular file.
 pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     use std::io::Read;
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+    let mut f = match open_regular(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
         Err(e) => return Err(e),
     };
     if f.metadata()?.len() != bytes.len() as u64 {

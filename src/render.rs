@@ -252,9 +252,12 @@ pub fn plan(
     let mut refusals = Vec::new();
     for out in &outputs {
         let target = checked_target(&wt.path, &out.rel, &out.template)?;
-        let existing = match fs::read(&target) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let existing = match fsio::read_regular(&target) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                refusals.push(format!("{e}; move it aside"));
+                continue;
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("could not read {}", target.display()));
             }

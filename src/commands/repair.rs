@@ -20,6 +20,7 @@ use crate::cli::RepairArgs;
 use crate::commands::{Report, ports_inline};
 use crate::config::MIN_PORT;
 use crate::error::{Code, Error};
+use crate::fsio;
 use crate::registry::{self, Event, Problem, Registry, WorktreeRecord, now_rfc3339};
 use crate::salvage;
 use crate::workspace::Workspace;
@@ -51,7 +52,8 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
             }
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else {
+        // Never blocks on a FIFO; what is not a regular file holds no records.
+        let Ok(Some(bytes)) = fsio::read_regular(&path) else {
             continue;
         };
         let source = match registry::parse(&bytes) {
@@ -166,7 +168,12 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
     gone.dedup();
 
     if !args.dry_run {
-        let damaged = std::fs::read(&ws.paths().file).is_ok_and(|b| registry::parse(&b).is_err());
+        let file = &ws.paths().file;
+        let damaged = match fsio::read_regular(file) {
+            Ok(Some(b)) => registry::parse(&b).is_err(),
+            Ok(None) => false,
+            Err(_) => std::fs::symlink_metadata(file).is_ok(),
+        };
         if damaged {
             lock.keep_aside()?;
         }

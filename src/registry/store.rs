@@ -55,17 +55,22 @@ impl Paths {
     }
 }
 
-/// The bytes of `path`, None if there is no such file.
-fn read_bytes(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+/// The bytes of `path`: Missing if there is no such file, Invalid if it is not a regular file
+/// (a FIFO or a directory in its place is damage like any other: never blocked on, kept aside
+/// and recovered from the backup).
+fn read_bytes(path: &Path) -> anyhow::Result<Result<Vec<u8>, Problem>> {
+    match fsio::read_regular(path) {
+        Ok(Some(bytes)) => Ok(Ok(bytes)),
+        Ok(None) => Ok(Err(Problem::Missing)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Ok(Err(Problem::Invalid(e.to_string())))
+        }
         Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
     }
 }
 
 fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
-    Ok(read_bytes(path)?.map_or(Err(Problem::Missing), |b| parse(&b)))
+    Ok(read_bytes(path)?.and_then(|b| parse(&b)))
 }
 
 /// How a load went, besides the registry itself.
@@ -167,10 +172,20 @@ fn resolve(
     }
 }
 
+/// The bytes read (when there were any) and what they parse to.
+fn split(read: Result<Vec<u8>, Problem>) -> (Option<Vec<u8>>, Result<Registry, Problem>) {
+    match read {
+        Ok(bytes) => {
+            let parsed = parse(&bytes);
+            (Some(bytes), parsed)
+        }
+        Err(p) => (None, Err(p)),
+    }
+}
+
 /// Load without the lock, for readers (`list`, `get`, `check`). Never writes.
 pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
-    let bytes = read_bytes(&paths.file)?;
-    let main = bytes.as_deref().map_or(Err(Problem::Missing), parse);
+    let (bytes, main) = split(read_bytes(&paths.file)?);
     let mut loaded = resolve(paths, main, || read(&paths.backup))?;
     // A crash between the two renames of a save leaves the backup one step behind, and a
     // crash inside a save leaves a temp file. A stat and one small readdir catch both (the
@@ -235,8 +250,7 @@ impl Lock {
     pub fn load(&self) -> anyhow::Result<Loaded> {
         self.sweep();
         let paths = &self.paths;
-        let bytes = read_bytes(&paths.file)?;
-        let main = bytes.as_deref().map_or(Err(Problem::Missing), parse);
+        let (bytes, main) = split(read_bytes(&paths.file)?);
         let damaged = matches!(main, Err(Problem::Invalid(_)));
         let mut loaded = resolve(paths, main, || read(&paths.backup))?;
         if loaded.recovered {
@@ -345,7 +359,22 @@ impl Lock {
 /// The backup is not fsynced: it only matters if ports.json is damaged later, and a crash
 /// cannot damage ports.json (fsynced before its rename). A backup a crash loses is rewritten
 /// from ports.json by the next command that locks. Its fsyncs were a third of a save.
+/// Something that is not a regular file in its place (a directory, a FIFO) is moved aside as
+/// `ports.json.bak.corrupt-<time>` first: replacing a directory would fail every later save.
 fn write_backup(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && !meta.file_type().is_file()
+    {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{}", timestamp_for_file()));
+        fs::rename(path, &aside).with_context(|| {
+            format!(
+                "{} is {}, not a regular file, and could not be moved aside; remove it",
+                path.display(),
+                fsio::kind_of(meta.file_type())
+            )
+        })?;
+    }
     fsio::write_atomic(
         path,
         bytes,

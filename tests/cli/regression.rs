@@ -519,3 +519,77 @@ fn issue15_10_add_rolls_back_locked_worktrees_attached_branches_and_resets() {
     // Nothing was ever saved for the rolled-back worktrees.
     assert!(!repo.registry_path().exists(), "{}", repo.registry());
 }
+
+/// Run `run` to completion, or kill it and fail after `secs` seconds: a hang is the defect.
+fn within(secs: u64, mut run: Run) -> Out {
+    run.cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = run.cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("hung for {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Out(child.wait_with_output().unwrap())
+}
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// Issue 15, item 13: a FIFO in place of `ports.json` or `ports.json.bak` hung every command,
+/// `list`, `get` and `check` included. It is damage like any other now: never blocked on,
+/// recovered from the backup, kept aside; a directory in its place too.
+#[test]
+fn issue15_13_a_fifo_or_a_directory_in_place_of_the_registry_never_hangs() {
+    let repo = TestRepo::new();
+    let held = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let dir = repo.common_dir().join("worktree-registry");
+    let good = std::fs::read(dir.join("ports.json")).unwrap();
+
+    std::fs::remove_file(dir.join("ports.json")).unwrap();
+    mkfifo(&dir.join("ports.json"));
+    for args in [&["list"][..], &["get", "web"], &["check", "1"]] {
+        let out = within(20, repo.wp(args));
+        assert!(
+            out.stderr().contains("is a FIFO"),
+            "{args:?}: {}",
+            out.describe()
+        );
+    }
+    let out = within(20, repo.wp(["get", "web"]));
+    assert_eq!(out.stdout().trim(), held["ports"]["web"].to_string());
+    // A writer recovers it from the backup and keeps the FIFO aside.
+    let out = within(20, repo.wp(["allocate", "--json", "--no-render"]));
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert_eq!(out.json()["ports"], held["ports"]);
+    assert_eq!(std::fs::read(dir.join("ports.json")).unwrap(), good);
+
+    // The backup a FIFO, then a directory: moved aside, rewritten.
+    for make in [mkfifo as fn(&std::path::Path), |p: &std::path::Path| {
+        std::fs::create_dir(p).unwrap();
+        std::fs::write(p.join("x"), b"").unwrap();
+    }] {
+        std::fs::remove_file(dir.join("ports.json.bak")).unwrap();
+        make(&dir.join("ports.json.bak"));
+        let out = within(20, repo.wp(["release", "--service", "db", "--json"]));
+        assert!(out.0.status.success(), "{}", out.describe());
+        within(20, repo.wp(["allocate", "--no-render"]));
+        assert_eq!(
+            std::fs::read(dir.join("ports.json.bak")).unwrap(),
+            std::fs::read(dir.join("ports.json")).unwrap()
+        );
+    }
+    // repair reads around the kept-aside FIFO without hanging.
+    let out = within(20, repo.wp(["repair", "--json"]));
+    assert!(out.0.status.success(), "{}", out.describe());
+}
