@@ -48,7 +48,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Repair(a) => commands::repair::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
-    print_stdout(&report.stdout);
+    if let Err(e) = print_stdout(&report.stdout) {
+        // A reader that went away (`| head`) is no failure; anything else is: a script that
+        // got no port must not see exit 0.
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("git-worktree-ports: error: could not write output: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     Ok(if report.success {
         ExitCode::SUCCESS
     } else {
@@ -60,21 +67,54 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 pub fn report_error(err: &anyhow::Error, json: bool) {
     let e = error::classify(err);
     if json {
-        print_stdout(&format!(
+        let text = format!(
             "{}\n",
             serde_json::to_string_pretty(&e.to_json()).expect("json")
-        ));
+        );
+        if print_stdout(&text).is_err() {
+            eprintln!("git-worktree-ports: error: {e}");
+        }
     } else {
         eprintln!("git-worktree-ports: error: {e}");
     }
 }
 
-/// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn print_stdout(text: &str) {
-    let mut out = io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
-        && e.kind() != io::ErrorKind::BrokenPipe
-    {
-        eprintln!("git-worktree-ports: error: could not write output: {e}");
+/// True when the process started with its stdout closed. Rust's runtime reopens a closed
+/// standard descriptor on `/dev/null` before `main` (read-write), where every write would
+/// vanish with success; a shell's `>/dev/null` opens it write-only, and that one is meant.
+#[cfg(unix)]
+fn stdout_was_closed() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(1, libc::F_GETFL) };
+    if flags == -1 {
+        return true;
     }
+    if flags & libc::O_ACCMODE != libc::O_RDWR {
+        return false;
+    }
+    let (Ok(out), Ok(null)) = (
+        std::fs::metadata("/dev/stdout"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    out.rdev() == null.rdev() && out.dev() == null.dev() && out.ino() == null.ino()
+}
+
+#[cfg(not(unix))]
+fn stdout_was_closed() -> bool {
+    false
+}
+
+/// Write to stdout, reporting every failure (a full disk, a closed stdout) to the caller.
+fn print_stdout(text: &str) -> io::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    if stdout_was_closed() {
+        return Err(io::Error::other("standard output is closed"));
+    }
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }

@@ -593,3 +593,48 @@ fn issue15_13_a_fifo_or_a_directory_in_place_of_the_registry_never_hangs() {
     let out = within(20, repo.wp(["repair", "--json"]));
     assert!(out.0.status.success(), "{}", out.describe());
 }
+
+/// Issue 15, item 14: failing to write stdout exited 0 (`get web > /dev/full` printed an
+/// error and exited 0; with stdout closed it was silent and exited 0). A script that gets no
+/// port must get a non-zero exit. A reader that went away (`| head`) stays exit 0.
+#[test]
+fn issue15_14_a_port_that_could_not_be_written_is_a_failure() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let bin = bin();
+    for (how, script) in [
+        (
+            "full",
+            format!("exec '{}' get web > /dev/full", bin.display()),
+        ),
+        ("closed", format!("exec '{}' get web >&-", bin.display())),
+    ] {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.current_dir(&repo.root).args(["-c", &script]);
+        repo.env.apply(&mut cmd);
+        let out = Out(cmd.output().unwrap());
+        assert_eq!(out.code(), Some(1), "{how}: {}", out.describe());
+        assert!(
+            out.stderr().contains("could not write output"),
+            "{how}: {}",
+            out.describe()
+        );
+    }
+    // `>/dev/null` is meant: exit 0.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.current_dir(&repo.root).args([
+        "-c",
+        &format!("exec '{}' get web >/dev/null", bin.display()),
+    ]);
+    repo.env.apply(&mut cmd);
+    assert!(cmd.output().unwrap().status.success());
+    // A reader that is gone before the write (`| head` that exited): EPIPE, exit 0.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let write_end = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let mut run = repo.wp(["get", "web"]);
+    run.cmd.stdout(write_end);
+    let out = run.output();
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+}
