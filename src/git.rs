@@ -45,6 +45,10 @@ pub struct WorktreeInfo {
     pub locked: bool,
     /// Its directory is gone and it is not locked: `git worktree prune` would drop it.
     pub prunable: bool,
+    /// Where git believes it is, when that is not where it is: it was moved with `mv` (or a
+    /// file manager) and git was not told. Set for the current worktree only (the one we
+    /// stand in is the only one we can find): `git worktree repair` tells git.
+    pub moved_from: Option<PathBuf>,
 }
 
 /// Registry key for a linked worktree's git name (the bytes of its admin dir's name):
@@ -117,10 +121,22 @@ impl Repo {
     pub fn discover() -> anyhow::Result<Repo> {
         let git2_err = match Repository::open_from_env() {
             Ok(repo) => {
+                let git_dir = normalize(repo.path());
+                let common_dir = normalize(repo.commondir());
+                let mut workdir = repo.workdir().map(normalize);
+                // libgit2 takes a linked worktree's root from git's record (the admin dir's
+                // `gitdir`), which still names the old place of a worktree moved with `mv`.
+                // We stand in it: its root is where its `.git` file is.
+                if git_dir != common_dir
+                    && std::env::var_os("GIT_WORK_TREE").is_none()
+                    && let Some(here) = root_pointing_at(&git_dir)
+                {
+                    workdir = Some(here);
+                }
                 return Ok(Repo {
-                    git_dir: normalize(repo.path()),
-                    common_dir: normalize(repo.commondir()),
-                    workdir: repo.workdir().map(normalize),
+                    git_dir,
+                    common_dir,
+                    workdir,
                     backend: Backend::Libgit2(repo),
                 });
             }
@@ -194,6 +210,9 @@ impl Repo {
                         is_main: false,
                         locked: admin.locked,
                         prunable: false,
+                        moved_from: admin
+                            .path
+                            .filter(|p| !p.join(".git").exists() && !same_path(p, workdir)),
                     }
                 } else {
                     main_info(workdir.clone(), self.git_dir.clone(), branch)
@@ -201,10 +220,17 @@ impl Repo {
             }
             Backend::GitCli => {
                 let key = self.current_key();
+                // git lists where it believes the worktree is; we stand where it is.
                 let found = self
                     .worktrees()?
                     .into_iter()
-                    .find(|w| Some(&w.key) == key.as_ref());
+                    .find(|w| Some(&w.key) == key.as_ref())
+                    .map(|w| WorktreeInfo {
+                        moved_from: (!same_path(&w.path, workdir)).then(|| w.path.clone()),
+                        path: workdir.clone(),
+                        prunable: false,
+                        ..w
+                    });
                 found.map(Some).ok_or_else(|| {
                     git_failed(format!(
                         "`git worktree list` does not list the current worktree {}",
@@ -317,6 +343,7 @@ impl Repo {
                 key: key_for_linked(&admin.name),
                 name,
                 prunable: !admin.locked && !admin.gitfile_exists,
+                moved_from: None,
                 path: admin.path.unwrap_or_default(),
                 git_dir: admin.dir,
                 branch,
@@ -365,6 +392,7 @@ impl Repo {
                 is_main: false,
                 locked: rec.locked,
                 prunable: rec.prunable,
+                moved_from: None,
             });
         }
         Ok(list)
@@ -381,6 +409,7 @@ fn main_info(path: PathBuf, git_dir: PathBuf, branch: Option<String>) -> Worktre
         is_main: true,
         locked: false,
         prunable: false,
+        moved_from: None,
     }
 }
 
@@ -554,6 +583,29 @@ pub fn delete_branch(name: &str) -> bool {
         .args(["branch", "-D", "--quiet", name])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The nearest directory at or above the current one whose `.git` file points at `git_dir`.
+fn root_pointing_at(git_dir: &Path) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    for dir in cwd.ancestors() {
+        let dotgit = dir.join(".git");
+        let Ok(text) = std::fs::read(&dotgit) else {
+            if dotgit.exists() {
+                return None; // a directory: a main worktree or another repository
+            }
+            continue;
+        };
+        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        let target = path_from_bytes(text.strip_prefix(b"gitdir: ")?);
+        let target = if target.is_absolute() {
+            target
+        } else {
+            dir.join(target)
+        };
+        return same_path(&normalize(&target), git_dir).then(|| normalize(dir));
+    }
+    None
 }
 
 /// git can be started at all (it may be missing from PATH).

@@ -256,6 +256,9 @@ impl Workspace {
         if !wt.path.is_dir() {
             return Err(missing_dir(&wt));
         }
+        if let Some(old) = &wt.moved_from {
+            warn(&moved_warning(&wt, old));
+        }
         let config = Config::load(&wt.path)?;
         let id = worktree_id(&wt);
         Ok(Target { wt, config, id })
@@ -520,6 +523,29 @@ fn update_metadata(reg: &mut Registry, target: &Target, id: &str) -> bool {
     true
 }
 
+/// What to say about a worktree moved without git knowing.
+pub fn moved_warning(wt: &WorktreeInfo, old: &Path) -> String {
+    format!(
+        "worktree {} was moved from {} to {} without git knowing; run `git worktree repair` in it (until then `git worktree prune` would unregister it, and `git worktree-ports prune` run elsewhere would give its ports away)",
+        wt.key,
+        old.display(),
+        wt.path.display()
+    )
+}
+
+/// The worktrees git lists, with the current one as it really is: a worktree moved with `mv`
+/// is listed at its old path and as prunable, but we stand in it.
+pub fn worktrees_seen_from_here(repo: &Repo) -> anyhow::Result<Vec<WorktreeInfo>> {
+    let mut list = repo.worktrees()?;
+    if let Ok(Some(here)) = repo.current()
+        && here.moved_from.is_some()
+        && let Some(w) = list.iter_mut().find(|w| w.key == here.key)
+    {
+        *w = here;
+    }
+    Ok(list)
+}
+
 /// WORKTREE_NOT_FOUND for a worktree git lists whose directory is gone.
 fn missing_dir(wt: &WorktreeInfo) -> anyhow::Error {
     Error::new(
@@ -594,6 +620,7 @@ mod tests {
             is_main: key == "main",
             locked: false,
             prunable: false,
+            moved_from: None,
         }
     }
 

@@ -9,13 +9,13 @@ use crate::cli::ListArgs;
 use crate::commands::{Report, table};
 use crate::config::Config;
 use crate::registry::Ports;
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, worktrees_seen_from_here};
 
 /// Run `list`.
 pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let reg = ws.load_unlocked()?;
-    let worktrees = ws.repo().worktrees()?;
+    let worktrees = worktrees_seen_from_here(ws.repo())?;
 
     // Every key that has ports or a record.
     let keys = reg.keys();
@@ -26,6 +26,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         branch: Option<String>,
         ports: BTreeMap<String, u16>,
         exists: bool,
+        moved: bool,
     }
     let rows: Vec<Row> = keys
         .into_iter()
@@ -44,6 +45,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 },
                 ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
+                moved: live.is_some_and(|w| w.moved_from.is_some()),
             }
         })
         .collect();
@@ -58,6 +60,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     "branch": r.branch,
                     "ports": r.ports,
                     "exists": r.exists,
+                    "moved": r.moved,
                 })
             })
             .collect();
@@ -104,7 +107,9 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 .get(s)
                 .map_or_else(|| "-".to_string(), u16::to_string)
         }));
-        line.push(if r.exists {
+        line.push(if r.moved {
+            format!("{} (moved)", r.path)
+        } else if r.exists {
             r.path.clone()
         } else {
             format!("{} (gone)", r.path)
@@ -113,7 +118,10 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     }
     let mut out = table(&lines);
     if gone {
-        out.push_str("(gone): the worktree no longer exists; `git worktree-ports prune` gives its ports back\n");
+        out.push_str("(gone): its directory is missing. If it was moved, run `git worktree repair` in it; if it was deleted, `git worktree-ports prune` gives its ports back\n");
+    }
+    if rows.iter().any(|r| r.moved) {
+        out.push_str("(moved): moved without git knowing; run `git worktree repair` in it\n");
     }
     Ok(Report::ok(out))
 }

@@ -10,7 +10,7 @@ use crate::cli::PruneArgs;
 use crate::commands::{Report, ports_inline};
 use crate::git::WorktreeInfo;
 use crate::registry::{Ports, Registry};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, worktrees_seen_from_here};
 
 struct Pruned {
     key: String,
@@ -24,11 +24,11 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let pruned = if args.dry_run {
         let reg = ws.load_unlocked()?;
-        dead(&reg, &ws.repo().worktrees()?)
+        dead(&reg, &worktrees_seen_from_here(ws.repo())?)
     } else {
         let lock = ws.lock()?;
         let mut reg = ws.load_locked(&lock, None)?;
-        let pruned = dead(&reg, &ws.repo().worktrees()?);
+        let pruned = dead(&reg, &worktrees_seen_from_here(ws.repo())?);
         if !pruned.is_empty() {
             for p in &pruned {
                 reg.remove_worktree(&p.key);

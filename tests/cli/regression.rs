@@ -638,3 +638,57 @@ fn issue15_14_a_port_that_could_not_be_written_is_a_failure() {
     let out = run.output();
     assert_eq!(out.code(), Some(0), "{}", out.describe());
 }
+
+/// Issue 15, item 15: in a worktree moved with `mv`, the advice was `git worktree prune`,
+/// which unregisters the very worktree the user stands in, and `list` called it gone.
+#[test]
+fn issue15_15_a_worktree_moved_with_mv_is_told_to_repair_and_not_called_gone() {
+    let repo = TestRepo::new();
+    let old = repo.add_worktree("mv-me");
+    let held = repo
+        .wp_in(&old, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let new = repo.env.root().join("moved-here");
+    std::fs::rename(&old, &new).unwrap();
+
+    let out = repo
+        .wp_in(&new, ["allocate", "--json", "--no-render"])
+        .succeeds();
+    assert!(
+        out.stderr().contains("git worktree repair"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr().contains("run `git worktree prune`"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.json()["ports"], held["ports"]);
+
+    let list = repo.wp_in(&new, ["list", "--json"]).succeeds().json();
+    let me = list["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "mv-me")
+        .unwrap()
+        .clone();
+    assert_eq!(me["exists"], true, "{me}");
+    assert_eq!(me["moved"], true, "{me}");
+    let text = repo.wp_in(&new, ["list"]).succeeds().stdout();
+    assert!(
+        text.contains("(moved)") && !text.contains("(gone)"),
+        "{text}"
+    );
+    // prune run from inside it leaves it alone.
+    let pruned = repo.wp_in(&new, ["prune", "--json"]).succeeds().json();
+    assert_eq!(pruned["pruned"], serde_json::json!([]));
+    // Seen from elsewhere, the advice names both ways out.
+    let text = repo.wp(["list"]).succeeds().stdout();
+    assert!(
+        text.contains("If it was moved, run `git worktree repair`"),
+        "{text}"
+    );
+}
