@@ -241,13 +241,13 @@ pub fn plan(
     force: bool,
     is_tracked: &dyn Fn(&[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>>,
 ) -> anyhow::Result<Plan> {
-    let outputs = render_all(&wt.path, ctx)?;
+    let mut warnings = Vec::new();
+    let outputs = render_all(&wt.path, ctx, &mut warnings)?;
     let manifest_path = wt.git_dir.join("worktree-ports/rendered.json");
     let mut manifest = read_manifest(&manifest_path);
 
     let mut changed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut files = Vec::new();
-    let mut warnings = Vec::new();
     let mut exclude = Vec::new();
     let mut refusals = Vec::new();
     for out in &outputs {
@@ -371,14 +371,19 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
 }
 
 /// Render every template to memory; any error is a TEMPLATE_ERROR and nothing is written.
-fn render_all(worktree: &Path, ctx: &TemplateContext) -> anyhow::Result<Vec<Output>> {
+fn render_all(
+    worktree: &Path,
+    ctx: &TemplateContext,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<Output>> {
     let dir = worktree.join(TEMPLATES_DIR);
-    let mut sources: Vec<(PathBuf, String, String)> = Vec::new(); // (rel output, name, text)
+    // (rel output, or None for a partial; template name; text)
+    let mut sources: Vec<(Option<PathBuf>, String, String)> = Vec::new();
     if dir.is_dir() {
         for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
             let entry = entry.with_context(|| format!("could not read {}", dir.display()))?;
             let name = entry.file_name().to_string_lossy();
-            if !entry.file_type().is_file() || !name.ends_with(".tera") {
+            if !name.ends_with(".tera") || entry.file_type().is_dir() {
                 continue;
             }
             let rel = entry
@@ -386,22 +391,53 @@ fn render_all(worktree: &Path, ctx: &TemplateContext) -> anyhow::Result<Vec<Outp
                 .strip_prefix(&dir)
                 .expect("under dir")
                 .to_path_buf();
-            let text = fs::read(entry.path())
-                .with_context(|| format!("could not read {}", entry.path().display()))?;
+            if !entry.file_type().is_file() {
+                // Not followed: a link could read any file on the machine into a worktree.
+                warnings.push(format!(
+                    "{} is not a regular file (a symlink?); templates are read from regular files only, so it was skipped",
+                    entry.path().display()
+                ));
+                continue;
+            }
+            let text = fsio::read_regular(entry.path())
+                .with_context(|| format!("could not read {}", entry.path().display()))?
+                .unwrap_or_default();
             let text = String::from_utf8(text).map_err(|_| {
                 Error::new(
                     Code::TemplateError,
                     format!("{} is not valid UTF-8", entry.path().display()),
                 )
             })?;
-            let out_rel = rel.with_file_name(name.trim_end_matches(".tera"));
+            let out_rel = if is_partial(&rel) {
+                None
+            } else {
+                // One `.tera` goes: `app.tera.tera` renders `app.tera`.
+                let out = name.strip_suffix(".tera").unwrap_or(&name);
+                if out.is_empty() {
+                    return Err(Error::new(
+                        Code::TemplateError,
+                        format!(
+                            "{}: a template named `.tera` renders to no file name; name it after the file it renders (`.env.tera` renders `.env`)",
+                            entry.path().display()
+                        ),
+                    )
+                    .into());
+                }
+                Some(rel.with_file_name(out))
+            };
             sources.push((out_rel, rel.to_string_lossy().into_owned(), text));
         }
     } else {
-        sources.push((PathBuf::from(".env"), "env.tera".into(), BUILTIN_ENV.into()));
+        sources.push((
+            Some(PathBuf::from(".env")),
+            "env.tera".into(),
+            BUILTIN_ENV.into(),
+        ));
     }
     let template_path = |name: &str| {
-        if dir.is_dir() {
+        if name.is_empty() {
+            dir.display().to_string()
+        } else if dir.is_dir() {
             dir.join(name).display().to_string()
         } else {
             format!("built-in template {name}")
@@ -416,16 +452,21 @@ fn render_all(worktree: &Path, ctx: &TemplateContext) -> anyhow::Result<Vec<Outp
             format!("could not build the template context: {e}"),
         )
     })?;
-    for (_, name, text) in &sources {
-        tera.add_raw_template(name, text)
-            .map_err(|e| template_error(&e, name, &template_path(name)))?;
-    }
+    // All at once, so that `include` and `extends` find their template whatever the order of
+    // the file names.
+    tera.add_raw_templates(
+        sources
+            .iter()
+            .map(|(_, name, text)| (name.as_str(), text.as_str())),
+    )
+    .map_err(|e| template_error(&e, "", &template_path))?;
     sources
         .into_iter()
-        .map(|(rel, name, _)| {
+        .filter_map(|(rel, name, _)| Some((rel?, name)))
+        .map(|(rel, name)| {
             let text = tera
                 .render(&name, &context)
-                .map_err(|e| template_error(&e, &name, &template_path(&name)))?;
+                .map_err(|e| template_error(&e, &name, &template_path))?;
             Ok(Output {
                 rel,
                 template: template_path(&name),
@@ -435,17 +476,30 @@ fn render_all(worktree: &Path, ctx: &TemplateContext) -> anyhow::Result<Vec<Outp
         .collect()
 }
 
-fn template_error(e: &tera::Error, name: &str, path: &str) -> anyhow::Error {
+/// A template that renders no file of its own, only as part of others (`include`,
+/// `extends`): its name starts with `_`, or it is under `partials/`.
+fn is_partial(rel: &Path) -> bool {
+    rel.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+        || rel
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == "partials")
+}
+
+/// TEMPLATE_ERROR naming the file (the template the error is in, which may be another than
+/// the one rendered: an included one) and the line.
+fn template_error(e: &tera::Error, name: &str, path_of: &dyn Fn(&str) -> String) -> anyhow::Error {
     let (file, line, msg) = match e.kind() {
         tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
-            let file = if r.filename().is_empty() || r.filename() == name {
-                path.to_string()
+            let file = if r.filename().is_empty() {
+                path_of(name)
             } else {
-                r.filename().to_string()
+                path_of(r.filename())
             };
             (file, Some(r.span().start_line), r.message().to_string())
         }
-        _ => (path.to_string(), None, e.to_string()),
+        _ => (path_of(name), None, e.to_string()),
     };
     let at = match line {
         Some(l) => format!("{file}:{l}"),

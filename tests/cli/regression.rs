@@ -692,3 +692,74 @@ fn issue15_15_a_worktree_moved_with_mv_is_told_to_repair_and_not_called_gone() {
         "{text}"
     );
 }
+
+/// Issue 15, item 17: templates that `include` or `extends` another failed when the other
+/// sorted later by file name. Partials (`_name.tera`, `partials/`) render no file of their own.
+/// Low items: `foo.tera.tera` rendered `foo`; a template named `.tera` gave "Is a directory";
+/// a symlinked template was skipped without a word.
+#[test]
+fn issue15_17_templates_include_and_extend_in_any_order_and_partials_render_nothing() {
+    let repo = TestRepo::new();
+    commit_files(
+        &repo,
+        &[
+            (
+                ".worktree-ports/templates/.env.tera",
+                "{% include \"_ports.tera\" %}EXTRA=1\n",
+            ),
+            (
+                ".worktree-ports/templates/_ports.tera",
+                "WEB_PORT={{ ports.web }}\n",
+            ),
+            (
+                ".worktree-ports/templates/app.toml.tera",
+                "{% extends \"partials/base.tera\" %}{% block body %}port = {{ ports.web }}{% endblock body %}",
+            ),
+            (
+                ".worktree-ports/templates/partials/base.tera",
+                "# generated\n{% block body %}{% endblock body %}\n",
+            ),
+            (
+                ".worktree-ports/templates/doc.tera.tera",
+                "web {{ ports.web }}\n",
+            ),
+        ],
+    );
+    std::os::unix::fs::symlink(
+        "/etc/hostname",
+        repo.root.join(".worktree-ports/templates/host.tera"),
+    )
+    .unwrap();
+    let out = repo.wp(["allocate"]).succeeds();
+    assert!(
+        out.stderr().contains("host.tera is not a regular file"),
+        "{}",
+        out.describe()
+    );
+    let b = repo.base;
+    let env = std::fs::read_to_string(repo.root.join(".env")).unwrap();
+    assert!(env.contains(&format!("WEB_PORT={b}\nEXTRA=1\n")), "{env}");
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join("app.toml")).unwrap(),
+        format!("# generated\nport = {b}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join("doc.tera")).unwrap(),
+        format!("web {b}\n")
+    );
+    for none in ["_ports", "partials", "doc", "host"] {
+        assert!(!repo.root.join(none).exists(), "{none} was rendered");
+    }
+
+    write(&repo.root.join(".worktree-ports/templates/.tera"), "x\n");
+    let out = repo.wp(["render", "--json"]).fails();
+    assert_eq!(out.json()["error"], "TEMPLATE_ERROR");
+    assert!(
+        out.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("renders to no file name"),
+        "{}",
+        out.describe()
+    );
+}
