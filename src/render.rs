@@ -97,6 +97,7 @@ impl TemplateContext {
         common_dir: &Path,
         config: &Config,
         ports: &BTreeMap<String, u16>,
+        compose_project_name: &str,
     ) -> TemplateContext {
         let services = config
             .services
@@ -114,7 +115,7 @@ impl TemplateContext {
         TemplateContext {
             ports: ports.clone(),
             services,
-            compose_project_name: compose_project_name(&repo, &wt.key),
+            compose_project_name: compose_project_name.to_string(),
             worktree: WorktreeContext {
                 name: wt.key.clone(),
                 path: wt.path.to_string_lossy().into_owned(),

@@ -66,6 +66,15 @@ pub struct Target {
     pub id: Option<String>,
 }
 
+/// What a worktree holds: its ports, and the names decided with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Its docker compose project name (kept in its record).
+    pub compose_project_name: String,
+}
+
 /// Where a worktree's identity token lives, inside its own git dir (which git deletes with
 /// the worktree, and never shares with a later worktree of the same name).
 const ID_FILE: &str = "worktree-ports/id";
@@ -292,16 +301,12 @@ impl Workspace {
         &self,
         target: &Target,
         wants: &BTreeMap<String, Want>,
-    ) -> anyhow::Result<BTreeMap<String, u16>> {
+    ) -> anyhow::Result<Holding> {
         // A registry that does not load cleanly goes the locked way, which recovers it.
         let unlocked = self.read().ok();
-        if let Some(ports) = unlocked
-            .as_ref()
-            .and_then(|l| held_ports(l, target, wants))
-            .map(Ports::to_map)
-        {
-            dispose(unlocked.expect("held_ports had a registry").registry);
-            return Ok(ports);
+        if let Some(held) = unlocked.as_ref().and_then(|l| held(l, target, wants)) {
+            dispose(unlocked.expect("held had a registry").registry);
+            return Ok(held);
         }
 
         let lock = self.lock()?;
@@ -349,24 +354,42 @@ impl Workspace {
             Some(id) => id.clone(),
             None => new_worktree_id(wt)?,
         };
-        changed |= update_metadata(&mut reg, target, &id);
+        changed |= update_metadata(&mut reg, target, &id, &self.repo_name());
         if changed {
             self.save(&lock, &mut reg)?;
         }
         drop(lock);
+        let compose_project_name = reg
+            .record(&wt.key)
+            .and_then(|r| r.compose_project_name)
+            .expect("update_metadata recorded a compose project name");
         dispose(reg);
-        Ok(alloc.ports)
+        Ok(Holding {
+            ports: alloc.ports,
+            compose_project_name,
+        })
+    }
+
+    /// The repository's name, as templates see it.
+    fn repo_name(&self) -> String {
+        render::repo_name(self.repo.common_dir())
     }
 
     /// What rendering the target's templates with `ports` would write; writes nothing.
     pub fn plan_render(
         &self,
         target: &Target,
-        ports: &BTreeMap<String, u16>,
+        held: &Holding,
         force: bool,
     ) -> anyhow::Result<Plan> {
         let wt = &target.wt;
-        let tctx = TemplateContext::new(wt, self.repo.common_dir(), &target.config, ports);
+        let tctx = TemplateContext::new(
+            wt,
+            self.repo.common_dir(),
+            &target.config,
+            &held.ports,
+            &held.compose_project_name,
+        );
         render::plan(wt, &tctx, force, &|rels: &[PathBuf]| {
             self.repo.tracked(wt, rels)
         })
@@ -409,6 +432,10 @@ impl Workspace {
             let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
                 continue;
             };
+            let compose_project_name = reg
+                .record(&wt.key)
+                .and_then(|r| r.compose_project_name)
+                .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), &wt.key));
             let target = self.target_of(wt)?;
             // An entry of another identity is a dead worktree's, not this one's to render.
             let owner = reg.record(&target.wt.key).and_then(|r| r.id);
@@ -426,7 +453,11 @@ impl Workspace {
                     missing.join(", ")
                 ));
             }
-            let plan = self.plan_render(&target, &ports, force)?;
+            let held = Holding {
+                ports,
+                compose_project_name,
+            };
+            let plan = self.plan_render(&target, &held, force)?;
             let rendered = self.apply_render_with(plan, Some(&lock))?;
             out.push((target, rendered));
         }
@@ -434,25 +465,16 @@ impl Workspace {
     }
 
     /// Plan, then apply.
-    pub fn render(
-        &self,
-        target: &Target,
-        ports: &BTreeMap<String, u16>,
-        force: bool,
-    ) -> anyhow::Result<Rendered> {
-        let plan = self.plan_render(target, ports, force)?;
+    pub fn render(&self, target: &Target, held: &Holding, force: bool) -> anyhow::Result<Rendered> {
+        let plan = self.plan_render(target, held, force)?;
         self.apply_render(plan)
     }
 }
 
-/// The ports a lock-free read already holds for the target when allocating would change
-/// nothing: no lock, no write. None when the read needed recovery, a save is unfinished, or
-/// anything (a service, a pin, the worktree's record, the ranges) is missing or different.
-pub fn held_ports<'r>(
-    loaded: &'r Loaded,
-    target: &Target,
-    wants: &BTreeMap<String, Want>,
-) -> Option<&'r Ports> {
+/// What a lock-free read already holds for the target when allocating would change nothing:
+/// no lock, no write. None when the read needed recovery, a save is unfinished, or anything
+/// (a service, a pin, the worktree's record, the ranges) is missing or different.
+fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Option<Holding> {
     let reg = &loaded.registry;
     let ports = reg.ports(&target.wt.key)?;
     let config = &target.config;
@@ -473,18 +495,30 @@ pub fn held_ports<'r>(
         && wants_ok
         && id_ok
         && metadata_is_current(reg, target, target.id.as_deref().unwrap_or_default()))
-    .then_some(ports)
+    .then(|| {
+        Some(Holding {
+            ports: ports.to_map(),
+            compose_project_name: reg.record(&target.wt.key)?.compose_project_name?,
+        })
+    })
+    .flatten()
 }
 
-fn record_for(reg: &Registry, target: &Target, id: &str) -> WorktreeRecord {
+fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> WorktreeRecord {
     let wt = &target.wt;
     let path = wt.path.to_string_lossy().into_owned();
+    let record = reg.record(&wt.key);
+    let compose = record
+        .as_ref()
+        .and_then(|r| r.compose_project_name.clone())
+        .unwrap_or_else(|| unique_compose_name(reg, &wt.key, repo));
     // Keep allocated_at and any keys a newer version added.
-    match reg.record(&wt.key) {
+    match record {
         Some(r) => WorktreeRecord {
             path,
             branch: wt.branch.clone(),
             id: Some(id.to_string()),
+            compose_project_name: Some(compose),
             ..r
         },
         None => WorktreeRecord {
@@ -492,15 +526,35 @@ fn record_for(reg: &Registry, target: &Target, id: &str) -> WorktreeRecord {
             branch: wt.branch.clone(),
             allocated_at: now_rfc3339(),
             id: Some(id.to_string()),
+            compose_project_name: Some(compose),
             extra: Default::default(),
         },
     }
 }
 
+/// `<repo>-<worktree>` as compose accepts it, unless another worktree of the repository has
+/// that name already (`feat.x`, `Feat-X` and `feat--x` all give `repo-feat-x`): then the
+/// first free `-2`, `-3`... A record written before names were kept counts with the name it
+/// was rendered with, which is this formula, so existing stacks keep their names.
+fn unique_compose_name(reg: &Registry, key: &str, repo: &str) -> String {
+    let base = render::compose_project_name(repo, key);
+    let used = reg.compose_names_except(key, &|k| render::compose_project_name(repo, k));
+    if !used.contains(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|name| !used.contains(name))
+        .expect("a free suffix")
+}
+
 fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
     let wt = &target.wt;
     let record_ok = reg.record(&wt.key).is_some_and(|r| {
-        r.path == wt.path.to_string_lossy() && r.branch == wt.branch && r.id.as_deref() == Some(id)
+        r.path == wt.path.to_string_lossy()
+            && r.branch == wt.branch
+            && r.id.as_deref() == Some(id)
+            && r.compose_project_name.is_some()
     });
     record_ok
         && target
@@ -511,11 +565,11 @@ fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
 }
 
 /// Refresh the worktree record and `port_ranges`; true when something changed.
-fn update_metadata(reg: &mut Registry, target: &Target, id: &str) -> bool {
+fn update_metadata(reg: &mut Registry, target: &Target, id: &str, repo: &str) -> bool {
     if metadata_is_current(reg, target, id) {
         return false;
     }
-    let record = record_for(reg, target, id);
+    let record = record_for(reg, target, id, repo);
     reg.set_record(&target.wt.key, &record);
     for s in &target.config.services {
         reg.set_port_range(&s.name, [s.range.0, s.range.1]);

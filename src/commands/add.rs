@@ -54,17 +54,17 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
         })?;
 
     let allocated = ws.target_of(wt.clone()).and_then(|target| {
-        let ports = ws.ensure_ports(&target, &wants(&opts.ports))?;
-        Ok((target, ports))
+        let held = ws.ensure_ports(&target, &wants(&opts.ports))?;
+        Ok((target, held))
     });
-    let (target, ports) = match allocated {
+    let (target, held) = match allocated {
         Ok(v) => v,
         Err(err) => {
             rollback(&ws, &wt, branch.as_ref());
             return Err(err);
         }
     };
-    render_and_report(&ws, &target, &ports, !opts.no_render, opts.json)
+    render_and_report(&ws, &target, &held, !opts.no_render, opts.json)
 }
 
 /// Undo `git worktree add` after a failed allocation: remove the worktree (locked or not),

@@ -10,6 +10,6 @@ use crate::workspace::Workspace;
 pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let target = ws.target(args.worktree.as_deref())?;
-    let ports = ws.ensure_ports(&target, &wants(&args.ports))?;
-    render_and_report(&ws, &target, &ports, !args.no_render, args.json)
+    let held = ws.ensure_ports(&target, &wants(&args.ports))?;
+    render_and_report(&ws, &target, &held, !args.no_render, args.json)
 }

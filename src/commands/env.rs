@@ -13,8 +13,8 @@ use crate::workspace::Workspace;
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let target = ws.target(args.worktree.as_deref())?;
-    let ports = ws.ensure_ports(&target, &BTreeMap::new())?;
-    let vars = target.vars(&ports);
+    let held = ws.ensure_ports(&target, &BTreeMap::new())?;
+    let vars = target.vars(&held.ports);
     Ok(match args.format {
         EnvFormat::Dotenv => Report::ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
         EnvFormat::Shell => Report::ok(

@@ -14,8 +14,8 @@ use crate::workspace::Workspace;
 pub fn run(args: &ExecArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let target = ws.target(args.worktree.as_deref())?;
-    let ports = ws.ensure_ports(&target, &BTreeMap::new())?;
-    let vars = target.vars(&ports);
+    let held = ws.ensure_ports(&target, &BTreeMap::new())?;
+    let vars = target.vars(&held.ports);
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut cmd = Command::new(program);
     cmd.args(rest)

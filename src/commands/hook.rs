@@ -44,8 +44,8 @@ fn post_checkout(args: &[String]) -> anyhow::Result<()> {
     }
     let ws = Workspace::open()?;
     let target = ws.target(None)?;
-    let ports = ws.ensure_ports(&target, &BTreeMap::new())?;
-    let rendered = ws.render(&target, &ports, false)?;
+    let held = ws.ensure_ports(&target, &BTreeMap::new())?;
+    let rendered = ws.render(&target, &held, false)?;
     let written: Vec<String> = written_files(&rendered)
         .iter()
         .map(|p| p.display().to_string())
@@ -58,7 +58,7 @@ fn post_checkout(args: &[String]) -> anyhow::Result<()> {
     eprintln!(
         "git-worktree-ports: {}: {}{files}",
         target.wt.key,
-        ports_inline(&ports)
+        ports_inline(&held.ports)
     );
     Ok(())
 }

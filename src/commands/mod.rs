@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::allocate::Want;
 use crate::cli::{PortArg, PortValue};
 use crate::render::{FileAction, Rendered};
-use crate::workspace::{Target, Workspace};
+use crate::workspace::{Holding, Target, Workspace};
 
 pub mod add;
 pub mod allocate;
@@ -65,15 +65,16 @@ impl Report {
 pub fn render_and_report(
     ws: &Workspace,
     target: &Target,
-    ports: &BTreeMap<String, u16>,
+    held: &Holding,
     render: bool,
     json: bool,
 ) -> anyhow::Result<Report> {
     let rendered = if render {
-        Some(ws.render(target, ports, false)?)
+        Some(ws.render(target, held, false)?)
     } else {
         None
     };
+    let ports = &held.ports;
     let wt = &target.wt;
     if json {
         return Ok(Report::json(&json!({

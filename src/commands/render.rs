@@ -19,8 +19,8 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
         results = ws.render_all(args.force)?;
     } else {
         let target = ws.target(args.worktree.as_deref())?;
-        let ports = ws.ensure_ports(&target, &none)?;
-        let rendered = ws.render(&target, &ports, args.force)?;
+        let held = ws.ensure_ports(&target, &none)?;
+        let rendered = ws.render(&target, &held, args.force)?;
         results.push((target, rendered));
     }
     if args.json {

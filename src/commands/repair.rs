@@ -150,6 +150,10 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                     .iter()
                     .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
                     .find_map(|r| r.id),
+                compose_project_name: sources
+                    .iter()
+                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
+                    .find_map(|r| r.compose_project_name),
                 extra: Default::default(),
             },
         );

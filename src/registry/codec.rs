@@ -297,6 +297,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
             ) -> Result<WorktreeRecord, A::Error> {
                 let (mut path, mut branch, mut allocated_at) = (None, None, String::new());
                 let mut id = None;
+                let mut compose = None;
                 let mut extra = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -304,6 +305,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                         "branch" => branch = map.next_value()?,
                         "allocated_at" => allocated_at = map.next_value()?,
                         "id" => id = map.next_value()?,
+                        "compose_project_name" => compose = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
                             extra.insert(key, value);
@@ -315,6 +317,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                     branch,
                     allocated_at,
                     id,
+                    compose_project_name: compose,
                     extra,
                 })
             }

@@ -77,6 +77,11 @@ pub struct WorktreeRecord {
     /// one's ports. None in records written before identities (adopted on first use).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The docker compose project name of the worktree: decided when it first allocated,
+    /// unique among the repository's worktrees, and kept, so that a stack's containers and
+    /// volumes keep their names. None in records written before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose_project_name: Option<String>,
     /// Keys this version does not know, byte for byte.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Raw>,
@@ -328,6 +333,32 @@ impl Registry {
         }
         self.worktrees.insert(key.to_string(), json);
         true
+    }
+
+    /// The compose project names the records of every worktree but `except` hold, read from
+    /// their raw JSON without decoding 10,000 records; `legacy(key)` names a record from
+    /// before the field (what it was rendered with then).
+    pub fn compose_names_except(
+        &self,
+        except: &str,
+        legacy: &dyn Fn(&str) -> String,
+    ) -> std::collections::HashSet<String> {
+        const FIELD: &str = "\"compose_project_name\":\"";
+        self.worktrees
+            .iter()
+            .filter(|(k, _)| k.as_str() != except)
+            .map(|(k, r)| {
+                let raw = r.0.get();
+                match raw.find(FIELD) {
+                    // Written by this tool: [a-z0-9_-] only, so no escapes to undo.
+                    Some(at) => {
+                        let rest = &raw[at + FIELD.len()..];
+                        rest[..rest.find('"').unwrap_or(rest.len())].to_string()
+                    }
+                    None => legacy(k),
+                }
+            })
+            .collect()
     }
 
     /// How many worktrees the registry holds (ports or records), to size work by.
@@ -657,6 +688,7 @@ mod tests {
                 branch: None,
                 allocated_at: now_rfc3339(),
                 id: None,
+                compose_project_name: None,
                 extra: BTreeMap::new(),
             },
         );

@@ -763,3 +763,48 @@ fn issue15_17_templates_include_and_extend_in_any_order_and_partials_render_noth
         out.describe()
     );
 }
+
+/// Issue 15, item 16: COMPOSE_PROJECT_NAME was the same for distinct worktrees (`feat.x`,
+/// `Feat-X`, `feat-x` and `feat--x` all gave `repo-feat-x`), so their compose stacks shared
+/// containers and volumes. Decided at allocation, unique, kept, still a valid compose name.
+#[test]
+fn issue15_16_compose_project_names_are_unique_per_worktree_and_kept() {
+    let repo = TestRepo::new();
+    let mut names = Vec::new();
+    for wt in ["feat.x", "Feat-X", "feat-x", "feat--x"] {
+        let path = repo.path(wt);
+        repo.git(["worktree", "add", "-q", "--detach", path.to_str().unwrap()]);
+        repo.wp_in(&path, ["allocate"]).succeeds();
+        let env = std::fs::read_to_string(path.join(".env")).unwrap();
+        let name = env
+            .lines()
+            .find_map(|l| l.strip_prefix("COMPOSE_PROJECT_NAME="))
+            .unwrap_or_else(|| panic!("{env}"))
+            .to_string();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'),
+            "{name}"
+        );
+        names.push((wt, path, name));
+    }
+    let mut distinct: Vec<&str> = names.iter().map(|(_, _, n)| n.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{names:?}");
+    assert_eq!(names[0].2, "repo-feat-x", "the first keeps the plain name");
+    // Kept: a later render, and the registry, say the same.
+    for (wt, path, name) in &names {
+        repo.wp_in(path, ["render", "--force"]).succeeds();
+        let env = std::fs::read_to_string(path.join(".env")).unwrap();
+        assert!(
+            env.contains(&format!("COMPOSE_PROJECT_NAME={name}\n")),
+            "{wt}: {env}"
+        );
+    }
+    let reg = repo.registry();
+    assert_eq!(
+        reg["worktrees"]["Feat-X"]["compose_project_name"],
+        names[1].2.as_str()
+    );
+}
