@@ -98,10 +98,26 @@ impl Config {
 
     /// Load `<worktree>/.worktree-ports/config.toml`, or the built-in config if it is absent.
     pub fn load(worktree: &Path) -> anyhow::Result<Config> {
-        let path = worktree.join(CONFIG_PATH);
+        Config::load_or(worktree, || Ok(None))
+    }
+
+    /// [`Config::load`], asking `committed` for the config's bytes when the worktree has no
+    /// file (a worktree without a checkout: `git worktree add --no-checkout`), with the name
+    /// to give it in messages.
+    pub fn load_or(
+        worktree: &Path,
+        committed: impl FnOnce() -> anyhow::Result<Option<(Vec<u8>, PathBuf)>>,
+    ) -> anyhow::Result<Config> {
+        let mut path = worktree.join(CONFIG_PATH);
         let text = match crate::fsio::read_regular(&path) {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return Ok(Config::builtin()),
+            Ok(None) => match committed()? {
+                Some((bytes, name)) => {
+                    path = name;
+                    bytes
+                }
+                None => return Ok(Config::builtin()),
+            },
             Err(e) => {
                 return Err(Error::new(
                     Code::ConfigInvalid,

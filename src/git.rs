@@ -277,6 +277,38 @@ impl Repo {
         self.workdir.as_deref()
     }
 
+    /// True when the worktree has been checked out: it has an index. `git worktree add
+    /// --no-checkout` makes one without (and runs no hook).
+    pub fn has_checkout(&self, wt: &WorktreeInfo) -> bool {
+        wt.git_dir.join("index").exists()
+    }
+
+    /// The bytes of `rel` in the commit the worktree's HEAD names; None when HEAD names no
+    /// commit yet or the commit has no such file.
+    pub fn file_at_head(&self, wt: &WorktreeInfo, rel: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        if let Backend::Libgit2(_) = self.backend
+            && let Ok(repo) = Repository::open(&wt.git_dir)
+        {
+            let Ok(tree) = repo.head().and_then(|h| h.peel_to_tree()) else {
+                return Ok(None);
+            };
+            let Ok(entry) = tree.get_path(Path::new(rel)) else {
+                return Ok(None);
+            };
+            return Ok(entry
+                .to_object(&repo)
+                .ok()
+                .and_then(|o| o.as_blob().map(|b| b.content().to_vec())));
+        }
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&wt.git_dir)
+            .args(["cat-file", "blob", &format!("HEAD:{rel}")])
+            .output()
+            .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+        Ok(out.status.success().then_some(out.stdout))
+    }
+
     /// Which of `rels` (relative to the worktree) git tracks in that worktree's index.
     pub fn tracked(
         &self,

@@ -268,7 +268,15 @@ impl Workspace {
         if let Some(old) = &wt.moved_from {
             warn(&moved_warning(&wt, old));
         }
-        let config = Config::load(&wt.path)?;
+        // Without a checkout the config is not on disk yet: take the one being checked out
+        // (HEAD's), never the built-in services it would otherwise get and keep.
+        let config = Config::load_or(&wt.path, || {
+            if self.repo.has_checkout(&wt) {
+                return Ok(None);
+            }
+            let bytes = self.repo.file_at_head(&wt, config::CONFIG_PATH)?;
+            Ok(bytes.map(|b| (b, PathBuf::from(format!("HEAD:{}", config::CONFIG_PATH)))))
+        })?;
         let id = worktree_id(&wt);
         Ok(Target { wt, config, id })
     }
@@ -322,7 +330,11 @@ impl Workspace {
             reg.remove_worktree(&wt.key);
             changed = true;
         }
-        let current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        // Services the config no longer has go back (a worktree gets exactly its config's
+        // services); set_ports logs their release.
+        let mut current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        current.retain(|s, _| config.service(s).is_some());
+        let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
         let alloc = {
             let taken = reg.taken();
             let avoid = probe::avoid_ranges();
@@ -341,7 +353,7 @@ impl Workspace {
             )?
         };
         alloc.warnings.iter().for_each(|w| warn(w));
-        if alloc.ports != current {
+        if alloc.ports != held_before {
             changed = true;
             reg.set_ports(&wt.key, &alloc.ports).map_err(|c| {
                 Error::new(
@@ -354,6 +366,7 @@ impl Workspace {
             Some(id) => id.clone(),
             None => new_worktree_id(wt)?,
         };
+        warn_outside_changed_ranges(&reg, target, &alloc.ports);
         changed |= update_metadata(&mut reg, target, &id, &self.repo_name());
         if changed {
             self.save(&lock, &mut reg)?;
@@ -487,8 +500,10 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
                 (Some(p), Some(Want::Pin(pin))) => u32::from(p) == *pin,
                 (Some(_), _) => true,
             });
-    // Unknown services in --port must reach the allocator to be reported.
-    let wants_ok = wants.keys().all(|k| config.service(k).is_some());
+    // Unknown services in --port must reach the allocator to be reported; services the
+    // config dropped must be released.
+    let wants_ok = wants.keys().all(|k| config.service(k).is_some())
+        && ports.iter().all(|(s, _)| config.service(s).is_some());
     let id_ok = target.id.is_some();
     (loaded.is_clean()
         && services_ok
@@ -502,6 +517,32 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
         })
     })
     .flatten()
+}
+
+/// A port kept outside its service's range after the config changed the range: kept, as a
+/// running server may use it, and reported (once: by the allocation that notices the change,
+/// before `port_ranges` records the new range) with the way to move it. A pin outside the
+/// range, with the range unchanged, is the user's choice and not reported.
+fn warn_outside_changed_ranges(reg: &Registry, target: &Target, ports: &BTreeMap<String, u16>) {
+    for s in &target.config.services {
+        let Some(&port) = ports.get(&s.name) else {
+            continue;
+        };
+        let changed = reg
+            .port_range(&s.name)
+            .is_some_and(|old| old != [s.range.0, s.range.1]);
+        if changed && !(s.range.0..=s.range.1).contains(&port) {
+            warn(&format!(
+                "{}: port {port} of worktree {} is outside its configured range {}-{} ({}); to move it: `git worktree-ports release --service {} && git worktree-ports allocate`",
+                s.name,
+                target.wt.key,
+                s.range.0,
+                s.range.1,
+                target.config.location(),
+                s.name
+            ));
+        }
+    }
 }
 
 fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> WorktreeRecord {

@@ -808,3 +808,73 @@ fn issue15_16_compose_project_names_are_unique_per_worktree_and_kept() {
         names[1].2.as_str()
     );
 }
+
+/// Issue 15, item 5: `git worktree add --no-checkout`, then `env` (as the README advises),
+/// stored the built-in services, read from the empty checkout; after the checkout they stayed,
+/// outside the configured ranges, plus services the config does not have. The config now
+/// comes from the commit being checked out, and a changed config is re-checked: services it
+/// dropped are released, ports outside a changed range are reported.
+#[test]
+fn issue15_5_no_checkout_takes_the_committed_config_and_config_changes_are_rechecked() {
+    let repo = TestRepo::new();
+    let path = repo.path("nocheckout");
+    repo.git([
+        "worktree",
+        "add",
+        "-q",
+        "--no-checkout",
+        "--detach",
+        path.to_str().unwrap(),
+    ]);
+    let env = repo
+        .wp_in(&path, ["env", "--format", "json"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        env,
+        serde_json::json!({"WEB_PORT": repo.base, "DB_PORT": repo.base + 20}),
+        "the committed services, in their ranges"
+    );
+    // Checked out later: nothing changes.
+    repo.env.git(&path, ["checkout", "-q", "HEAD", "--", "."]);
+    let again = repo
+        .wp_in(&path, ["env", "--format", "json"])
+        .succeeds()
+        .json();
+    assert_eq!(again, env);
+
+    // The config drops db and moves web's range: db is released, web is reported, kept.
+    let b = repo.base;
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    write(
+        &repo.root.join(".worktree-ports/config.toml"),
+        &format!("[services.web]\nrange = [{}, {}]\n", b + 30, b + 35),
+    );
+    let out = repo.wp(["allocate", "--json", "--no-render"]).succeeds();
+    assert_eq!(
+        out.json()["ports"],
+        serde_json::json!({"web": b + 1}),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr().contains(&format!(
+            "port {} of worktree main is outside its configured range",
+            b + 1
+        )),
+        "{}",
+        out.describe()
+    );
+    let history = repo.registry()["history"].clone();
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["action"] == "released" && h["worktree"] == "main" && h["service"] == "db"),
+        "{history}"
+    );
+    // Reported once, by the allocation that noticed the change.
+    let out = repo.wp(["allocate", "--no-render"]).succeeds();
+    assert!(!out.stderr().contains("outside"), "{}", out.describe());
+}
