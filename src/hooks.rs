@@ -38,6 +38,11 @@ pub enum Manager {
     Lefthook,
     /// pre-commit (.pre-commit-config.yaml).
     PreCommit,
+    /// The repository itself: a hooks directory inside the work tree (a relative
+    /// `core.hooksPath` such as a tracked `.githooks`), committed with the code. A file written
+    /// there is one `git commit -a` from being committed, and a relative path only resolves
+    /// in the worktree git runs in.
+    WorkTree,
 }
 
 impl Manager {
@@ -47,6 +52,7 @@ impl Manager {
             Manager::Husky => "husky",
             Manager::Lefthook => "lefthook",
             Manager::PreCommit => "pre-commit",
+            Manager::WorkTree => "your repository (a hooks directory inside the work tree)",
         }
     }
 
@@ -61,6 +67,9 @@ impl Manager {
                 .to_string(),
             Manager::PreCommit => "Add this to .pre-commit-config.yaml, then run `pre-commit install --hook-type post-checkout`:\n\n\
                  - repo: local\n  hooks:\n    - id: git-worktree-ports\n      name: git-worktree-ports\n      entry: git worktree-ports hook post-checkout\n      language: system\n      stages: [post-checkout]\n      always_run: true\n      pass_filenames: false\n"
+                .to_string(),
+            Manager::WorkTree => "Add this line to post-checkout in that directory (create it if it does not exist, make it executable, and commit it, so every clone gets it):\n\n\
+                 case \"$1\" in *[!0]*) ;; *) git worktree-ports hook post-checkout \"$@\" || true ;; esac\n"
                 .to_string(),
         }
     }

@@ -175,11 +175,14 @@ fn a_failing_user_hook_still_fails_as_before() {
 
 #[test]
 fn core_hooks_path_is_respected() {
+    // A hooks directory outside the work tree (one inside it is the team's: see
+    // regression::issue15_11).
     let repo = TestRepo::new();
-    repo.git(["config", "core.hooksPath", ".githooks"]);
+    let shared = repo.env.root().join("shared-hooks");
+    repo.git(["config", "core.hooksPath", shared.to_str().unwrap()]);
     let out = repo.wp(["hooks", "install"]).succeeds().stdout();
     assert!(
-        out.contains(&format!("{}/.githooks/post-checkout", repo.root.display())),
+        out.contains(&format!("{}/post-checkout", shared.display())),
         "{out}"
     );
     assert!(!repo.common_dir().join("hooks/post-checkout").exists());
@@ -187,7 +190,7 @@ fn core_hooks_path_is_respected() {
     repo.git(["worktree", "add", "-q", wt.to_str().unwrap()]);
     assert!(repo.registry()["allocated_ports"].get("wt").is_some());
     let status = repo.wp(["hooks", "status"]).succeeds().stdout();
-    assert!(status.contains(".githooks"), "{status}");
+    assert!(status.contains("shared-hooks"), "{status}");
 }
 
 #[test]

@@ -878,3 +878,51 @@ fn issue15_5_no_checkout_takes_the_committed_config_and_config_changes_are_reche
     let out = repo.wp(["allocate", "--no-render"]).succeeds();
     assert!(!out.stderr().contains("outside"), "{}", out.describe());
 }
+
+/// Issue 15, item 11: with a relative `core.hooksPath` (a tracked `.githooks`), `hooks install`
+/// renamed the team's tracked hook and wrote ours in its place (one `git commit -a` from being
+/// committed), and it only worked for `git worktree add` run from that worktree. A hooks
+/// directory inside the work tree is the team's: print what to add, write nothing, and say so
+/// in `hooks status` from every worktree.
+#[test]
+fn issue15_11_a_hooks_directory_inside_the_work_tree_is_never_written() {
+    let repo = TestRepo::new();
+    let team = "#!/bin/sh\necho team hook\n";
+    write(&repo.root.join(".githooks/post-checkout"), team);
+    make_executable(&repo.root.join(".githooks/post-checkout"), 0o755);
+    repo.git(["add", "-A"]);
+    repo.git(["commit", "-q", "-m", "team hooks"]);
+    repo.git(["config", "core.hooksPath", ".githooks"]);
+
+    let out = repo.wp(["hooks", "install"]).succeeds().stdout();
+    assert!(out.contains("nothing was installed"), "{out}");
+    assert!(
+        out.contains("git worktree-ports hook post-checkout \"$@\" || true"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join(".githooks/post-checkout")).unwrap(),
+        team
+    );
+    assert_eq!(
+        repo.git(["status", "--porcelain"]),
+        "",
+        "nothing written in the work tree"
+    );
+    let other = repo.add_worktree("other");
+    for dir in [&repo.root, &other] {
+        let status = repo.wp_in(dir, ["hooks", "status"]).succeeds().stdout();
+        assert!(status.contains("inside the work tree"), "{status}");
+    }
+    // Following the advice: the committed hook allocates in every new worktree.
+    write(
+        &repo.root.join(".githooks/post-checkout"),
+        &format!(
+            "{team}case \"$1\" in *[!0]*) ;; *) git worktree-ports hook post-checkout \"$@\" || true ;; esac\n"
+        ),
+    );
+    repo.git(["commit", "-q", "-am", "allocate ports in new worktrees"]);
+    let third = repo.add_worktree("third");
+    assert!(third.join(".env").exists());
+    assert!(repo.registry()["allocated_ports"].get("third").is_some());
+}
