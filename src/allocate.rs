@@ -422,10 +422,19 @@ impl<'r> Ctx<'_, 'r> {
                     .find(|r| r.contains(&p))
                     .map(|r| format!("{}-{}", r.start(), r.end()))
                     .unwrap_or_default();
+                // Say why: the rest of the range is taken, or there is no rest.
+                let why = if (lo..=hi).all(in_avoid) {
+                    format!(
+                        "all of {lo}-{hi} lies inside it; move [services.{}] range out of it in .worktree-ports/config.toml",
+                        svc.name
+                    )
+                } else {
+                    format!("the rest of {lo}-{hi} is taken")
+                };
                 return Ok((
                     p,
                     Some(format!(
-                        "{}: port {p} is inside the kernel's ephemeral range {range}, where outgoing connections may grab it; the rest of {lo}-{hi} is taken",
+                        "{}: port {p} is inside the kernel's ephemeral range {range}, where outgoing connections may grab it; {why}",
                         svc.name
                     )),
                 ));
@@ -663,7 +672,21 @@ mod tests {
         let a = case.run(&FakeProbe::default()).unwrap();
         assert_eq!(a.ports["web"], 40000);
         assert!(
-            a.warnings[0].contains("ephemeral range 32768-40005"),
+            a.warnings[0].contains("ephemeral range 32768-40005")
+                && a.warnings[0].contains("the rest of 40000-40010 is taken"),
+            "{:?}",
+            a.warnings
+        );
+
+        // Regression (issue 15, low item): a range wholly inside the ephemeral range said "the
+        // rest is taken" when nothing was.
+        let mut case = Case::new(vec![svc("web", 40000, 40010)]);
+        case.avoid = vec![32768..=60999];
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(a.ports["web"], 40000);
+        assert!(
+            a.warnings[0].contains("all of 40000-40010 lies inside it")
+                && !a.warnings[0].contains("taken"),
             "{:?}",
             a.warnings
         );

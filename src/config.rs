@@ -191,9 +191,19 @@ impl Config {
                             ),
                         ));
                     }
-                    let range = raw_svc.range.as_ref();
-                    let (lo, hi) = (range[0], range[1]);
                     let range_span = Some(raw_svc.range.span());
+                    let (lo, hi) = match raw_svc.range.as_ref()[..] {
+                        [lo, hi] => (lo, hi),
+                        ref other => {
+                            return Err(invalid(
+                                range_span,
+                                format!(
+                                    "[services.{name}] range has {} numbers; write exactly two, the first and the last port: range = [8080, 8099]",
+                                    other.len()
+                                ),
+                            ));
+                        }
+                    };
                     for p in [lo, hi] {
                         if !(MIN_PORT as i64..=65535).contains(&p) {
                             return Err(invalid(
@@ -212,6 +222,16 @@ impl Config {
                     }
                     let env = match raw_svc.env {
                         Some(env) => {
+                            if let Some(why) = reserved_env_name(env.as_ref()) {
+                                return Err(invalid(
+                                    Some(env.span()),
+                                    format!(
+                                        "[services.{name}] env {:?} {why}; `exec` would run commands with it set to a port. Pick a name of your own, such as {}",
+                                        env.as_ref(),
+                                        default_env_name(&name)
+                                    ),
+                                ));
+                            }
                             if !valid_env_name(env.as_ref()) {
                                 return Err(invalid(
                                     Some(env.span()),
@@ -317,6 +337,44 @@ fn valid_service_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Why `name` may not carry a port: the variables a process, the shell, the dynamic linker
+/// or git itself depend on.
+pub fn reserved_env_name(name: &str) -> Option<&'static str> {
+    const RESERVED: [&str; 24] = [
+        "PATH",
+        "HOME",
+        "SHELL",
+        "USER",
+        "LOGNAME",
+        "PWD",
+        "OLDPWD",
+        "IFS",
+        "TERM",
+        "TMPDIR",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "PS1",
+        "ENV",
+        "BASH_ENV",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "DYLD_INSERT_LIBRARIES",
+        "DYLD_LIBRARY_PATH",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+    ];
+    if RESERVED.contains(&name) {
+        Some("is a variable the system depends on")
+    } else if name.starts_with("LC_") || name.starts_with("GIT_CONFIG") {
+        Some("is a variable the system depends on (LC_*, GIT_CONFIG*)")
+    } else {
+        None
+    }
+}
+
 /// POSIX shell variable name: what `.env` files, `export` and docker compose accept.
 pub fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -383,7 +441,8 @@ enum ReservedItem {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
-    range: Spanned<[i64; 2]>,
+    // A Vec, not [i64; 2]: the array form took the first two of `[a, b, c]` and ignored the rest.
+    range: Spanned<Vec<i64>>,
     env: Option<Spanned<String>>,
     protocol: Option<Protocol>,
     #[allow(dead_code)] // read by the block strategy, which comes later
@@ -487,6 +546,31 @@ mod tests {
 
         let e = parse("[services.web\n").unwrap_err();
         assert!(e.message.contains(":1:"), "{}", e.message);
+    }
+
+    /// Regression (issue 15, low items): `range = [a, b, c]` was accepted (the third number
+    /// ignored), and `env = "PATH"` made `exec` run with PATH set to a port.
+    #[test]
+    fn ranges_of_three_numbers_and_system_variables_are_refused() {
+        let e = parse("[services.web]\nrange = [40000, 40010, 40020]\n").unwrap_err();
+        assert!(e.message.contains("range has 3 numbers"), "{}", e.message);
+        assert!(parse("[services.web]\nrange = [40000]\n").is_err());
+        for env in ["PATH", "HOME", "LD_PRELOAD", "LC_ALL", "GIT_DIR"] {
+            let e = parse(&format!(
+                "[services.web]\nrange = [4000, 4001]\nenv = {env:?}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.message.contains("the system depends on"),
+                "{env}: {}",
+                e.message
+            );
+            assert!(e.message.contains("WEB_PORT"), "{}", e.message);
+        }
+        assert!(
+            parse("[services.ld]\nrange = [4000, 4001]\n").is_ok(),
+            "LD_PORT is fine"
+        );
     }
 
     #[test]

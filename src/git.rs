@@ -119,6 +119,11 @@ impl std::fmt::Debug for Repo {
 impl Repo {
     /// Find the repository of the current directory (or of `GIT_DIR`).
     pub fn discover() -> anyhow::Result<Repo> {
+        // A deleted current directory is outside every repository (git itself fails there
+        // with an error of its own).
+        if std::env::var_os("GIT_DIR").is_none() && std::env::current_dir().is_err() {
+            return Err(not_a_repository());
+        }
         let git2_err = match Repository::open_from_env() {
             Ok(repo) => {
                 let git_dir = normalize(repo.path());
@@ -545,16 +550,23 @@ fn cli_discover() -> Result<Repo, CliDiscover> {
 }
 
 fn not_a_repository() -> anyhow::Error {
-    let cwd = std::env::current_dir()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    Error::new(
-        Code::NotARepository,
-        format!(
-            "not a git repository (or any parent up to the root): {cwd}; run this inside a worktree"
+    // Name what was looked at: GIT_DIR when it is set, else the current directory.
+    let message = match std::env::var_os("GIT_DIR") {
+        Some(dir) => format!(
+            "GIT_DIR={} is not a git repository; unset GIT_DIR or point it at one",
+            Path::new(&dir).display()
         ),
-    )
-    .into()
+        None => match std::env::current_dir() {
+            Ok(cwd) => format!(
+                "not a git repository (or any parent up to the root): {}; run this inside a worktree",
+                cwd.display()
+            ),
+            Err(_) => {
+                "the current directory no longer exists (deleted?); cd into a worktree".to_string()
+            }
+        },
+    };
+    Error::new(Code::NotARepository, message).into()
 }
 
 /// Run `git worktree <args>` as the user would, in the current directory, with git's own

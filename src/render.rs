@@ -195,6 +195,9 @@ pub enum FileAction {
     Unchanged,
     /// Tracked by git: reported, not written.
     SkippedTracked,
+    /// Written by the tool from a template that is gone, and not edited since: removed (for a
+    /// `.env`-style file, only the managed block).
+    Removed,
 }
 
 /// What a render would do, decided without writing anything: every template rendered to
@@ -210,6 +213,7 @@ pub struct Plan {
     pub exclude: Vec<PathBuf>,
     worktree: PathBuf,
     writes: Vec<(PathBuf, Vec<u8>)>,
+    removals: Vec<PathBuf>,
     manifest_path: PathBuf,
     manifest: BTreeMap<String, String>,
 }
@@ -217,7 +221,7 @@ pub struct Plan {
 impl Plan {
     /// True when every file already has the content it would get.
     pub fn is_up_to_date(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.removals.is_empty()
     }
 }
 
@@ -313,6 +317,48 @@ pub fn plan(
         .into());
     }
 
+    // Files the tool wrote from templates that are gone: removed when nobody edited them
+    // since, kept (and said so) when someone did.
+    let produced: BTreeSet<String> = outputs.iter().map(|o| rel_key(&o.rel)).collect();
+    let gone: Vec<String> = (manifest.keys())
+        .filter(|k| !produced.contains(*k))
+        .cloned()
+        .collect();
+    let mut removals = Vec::new();
+    // Files that keep the user's lines once our block is gone: written, but no longer ours
+    // (not in the manifest, so never removed later).
+    let mut stripped = Vec::new();
+    for key in gone {
+        let written = manifest.remove(&key).unwrap_or_default();
+        let rel = PathBuf::from(&key);
+        let Ok(target) = checked_target(&wt.path, &rel, "the render manifest") else {
+            continue;
+        };
+        match fsio::read_regular(&target) {
+            Ok(Some(bytes)) if hash(&bytes) == written => {
+                let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+                match blocks(&lines)[..] {
+                    [(begin, Some(end))] if is_env_file(&rel) => {
+                        let mut rest = lines[..begin].concat();
+                        rest.extend_from_slice(&lines[end + 1..].concat());
+                        if rest.iter().all(u8::is_ascii_whitespace) {
+                            removals.push(rel.clone());
+                        } else {
+                            stripped.push((rel.clone(), rest));
+                        }
+                    }
+                    _ => removals.push(rel.clone()),
+                }
+                files.push((rel, FileAction::Removed));
+            }
+            Ok(Some(_)) => warnings.push(format!(
+                "{} was rendered from a template that is gone, and edited since: kept (delete it if it is not needed)",
+                target.display()
+            )),
+            _ => {}
+        }
+    }
+
     let rels: Vec<PathBuf> = changed.iter().map(|(r, _)| r.clone()).collect();
     let tracked = if rels.is_empty() || force {
         BTreeSet::new()
@@ -340,7 +386,8 @@ pub fn plan(
         warnings,
         exclude,
         worktree: wt.path.clone(),
-        writes,
+        writes: writes.into_iter().chain(stripped).collect(),
+        removals,
         manifest_path,
         manifest,
     })
@@ -362,6 +409,23 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
             .into());
         }
         write_file(&plan.worktree.join(rel), bytes)?;
+    }
+    // A render killed mid-write leaves `.<name>.wp-tmp.<pid>`; sweep every directory this
+    // render writes to, not only at the same target's next render (its template may be gone).
+    let dirs: BTreeSet<PathBuf> = (plan.files.iter())
+        .filter_map(|(rel, _)| plan.worktree.join(rel).parent().map(Path::to_path_buf))
+        .collect();
+    for dir in dirs {
+        fsio::sweep(&dir, None, Sweep::DeadWriters);
+    }
+    for rel in &plan.removals {
+        let target = plan.worktree.join(rel);
+        match fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("could not remove {}", target.display()));
+            }
+            _ => {}
+        }
     }
     write_manifest(&plan.manifest_path, &plan.manifest)?;
     Ok(Rendered {
@@ -707,10 +771,14 @@ fn write_manifest(path: &Path, manifest: &BTreeMap<String, String>) -> anyhow::R
     write_file(path, &bytes)
 }
 
-/// The `info/exclude` lines for rendered paths (anchored, special characters escaped).
+/// Temp files a killed render may leave, at any depth: never in `git status`.
+pub const TEMP_EXCLUDE: &str = ".*.wp-tmp.*";
+
+/// The `info/exclude` lines for rendered paths (anchored, special characters escaped), and
+/// the temp-file pattern.
 pub fn exclude_patterns(rels: &[PathBuf]) -> BTreeSet<String> {
-    rels.iter()
-        .map(|rel| {
+    std::iter::once(TEMP_EXCLUDE.to_string())
+        .chain(rels.iter().map(|rel| {
             let mut p = String::from("/");
             for c in rel.to_string_lossy().chars() {
                 if matches!(c, '*' | '?' | '[' | '\\' | '!' | '#') || c == ' ' {
@@ -719,7 +787,7 @@ pub fn exclude_patterns(rels: &[PathBuf]) -> BTreeSet<String> {
                 p.push(c);
             }
             p
-        })
+        }))
         .collect()
 }
 
@@ -902,7 +970,8 @@ mod tests {
         fs::create_dir_all(dir.path().join("info")).unwrap();
         fs::write(dir.path().join("info/exclude"), "# user\n*.log").unwrap();
         let want = exclude_patterns(&[PathBuf::from(".env"), PathBuf::from("a b/[x].toml")]);
-        assert_eq!(missing_excludes(dir.path(), &want).len(), 2);
+        // Two paths and the temp-file pattern.
+        assert_eq!(missing_excludes(dir.path(), &want).len(), 3);
         add_excludes(dir.path(), &want).unwrap();
         add_excludes(dir.path(), &exclude_patterns(&[PathBuf::from("c.toml")])).unwrap();
         let text = fs::read_to_string(dir.path().join("info/exclude")).unwrap();
@@ -910,6 +979,11 @@ mod tests {
         assert!(text.contains("/.env\n"), "{text}");
         assert!(text.contains("/a\\ b/\\[x].toml\n"), "{text}");
         assert!(text.contains("/c.toml\n"), "{text}");
+        assert_eq!(
+            text.matches(&format!("\n{TEMP_EXCLUDE}\n")).count(),
+            1,
+            "{text}"
+        );
         assert_eq!(text.matches(EXCLUDE_BEGIN).count(), 1, "{text}");
         assert!(missing_excludes(dir.path(), &want).is_empty());
     }

@@ -11,7 +11,7 @@ use crate::commands::{Report, ports_inline, render_and_report, wants};
 use crate::error::{Code, Error};
 use crate::git::{self, WorktreeInfo};
 use crate::hooks::INSIDE_ADD_ENV;
-use crate::workspace::{Workspace, find_worktree, warn};
+use crate::workspace::{Workspace, absolute, warn};
 
 /// Run `add`.
 pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
@@ -39,12 +39,15 @@ pub fn run(args: &AddArgs) -> anyhow::Result<Report> {
 
     let path = opts.path.as_deref().expect("validated: add has a path");
     let after = ws.repo().worktrees()?;
-    let wt = find_worktree(path, &after)
-        .filter(|w| !before.contains(&w.key))
-        .or_else(|| {
-            let new: Vec<_> = after.iter().filter(|w| !before.contains(&w.key)).collect();
-            (new.len() == 1).then(|| new[0])
-        })
+    // By path first: `path` may also be an existing worktree's name (git name `feat` and a
+    // new directory `feat`), and a name lookup would find the old one.
+    let new: Vec<&WorktreeInfo> = after.iter().filter(|w| !before.contains(&w.key)).collect();
+    let wanted = absolute(path);
+    let wt = new
+        .iter()
+        .find(|w| w.path.canonicalize().is_ok_and(|p| p == wanted))
+        .copied()
+        .or_else(|| (new.len() == 1).then(|| new[0]))
         .cloned()
         .ok_or_else(|| {
             Error::new(

@@ -135,6 +135,14 @@ pub fn render_summary(worktree: &std::path::Path, r: &Rendered) -> String {
             worktree.display()
         ));
     }
+    let removed = names(FileAction::Removed);
+    if !removed.is_empty() {
+        out.push_str(&format!(
+            "removed {} in {} (rendered by the tool from templates that are gone)\n",
+            removed.join(", "),
+            worktree.display()
+        ));
+    }
     if written.is_empty() && !unchanged.is_empty() {
         out.push_str(&format!(
             "{} up to date in {}\n",

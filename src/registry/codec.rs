@@ -384,6 +384,8 @@ impl std::fmt::Display for Problem {
 
 /// Parse registry bytes.
 pub fn parse(bytes: &[u8]) -> Result<Registry, Problem> {
+    // A byte order mark from an editor is not damage (the config parser accepts one too).
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::Empty);
     }
@@ -524,6 +526,15 @@ mod tests {
             r.size_hint()
         );
         assert!(r.size_hint() < bytes.len() + bytes.len() / 4 + 1024);
+    }
+
+    /// Regression (issue 15, low item): a BOM in a hand-edited ports.json was taken for
+    /// damage, and the edit replaced by the backup.
+    #[test]
+    fn a_byte_order_mark_is_not_damage() {
+        let r = parse(b"\xEF\xBB\xBF{\"allocated_ports\": {\"a\": {\"web\": 8080}}}").unwrap();
+        assert_eq!(r.ports("a").unwrap().get("web"), Some(8080));
+        assert_eq!(parse(b"\xEF\xBB\xBF").unwrap_err(), Problem::Empty);
     }
 
     #[test]

@@ -926,3 +926,175 @@ fn issue15_11_a_hooks_directory_inside_the_work_tree_is_never_written() {
     assert!(third.join(".env").exists());
     assert!(repo.registry()["allocated_ports"].get("third").is_some());
 }
+
+/// Issue 15, low items: `GIT_DIR=/nonexistent` named the current directory instead of the bad
+/// GIT_DIR; `check` in a deleted current directory failed, although `check` works outside
+/// repositories.
+#[test]
+fn issue15_low_errors_name_the_bad_git_dir_and_check_works_in_a_deleted_directory() {
+    let repo = TestRepo::new();
+    let out = repo
+        .wp(["list"])
+        .env("GIT_DIR", "/nonexistent/repo.git")
+        .fails();
+    assert!(
+        out.stderr()
+            .contains("GIT_DIR=/nonexistent/repo.git is not a git repository"),
+        "{}",
+        out.describe()
+    );
+    let gone = repo.env.root().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let mut run = repo.wp_in(&gone, ["check", "--json", "1"]);
+    // Delete the directory once the child stands in it.
+    // (The path is made before the fork: nothing may allocate between fork and exec.)
+    let c = std::ffi::CString::new(gone.to_str().unwrap()).unwrap();
+    unsafe {
+        run.cmd.pre_exec(move || {
+            libc::rmdir(c.as_ptr());
+            Ok(())
+        });
+    }
+    let out = run.output();
+    assert_eq!(
+        out.json()["ports"][0]["status"],
+        "invalid",
+        "{}",
+        out.describe()
+    );
+}
+
+/// Issue 15, low item: a deleted template left its rendered file and manifest entry forever.
+/// A render removes what the tool wrote and nobody edited (and says so), keeps edited files
+/// (and says so), and takes only its block out of a `.env` that has the user's lines.
+#[test]
+fn issue15_low_a_deleted_templates_file_goes_unless_someone_edited_it() {
+    let repo = TestRepo::new();
+    commit_files(
+        &repo,
+        &[
+            (
+                ".worktree-ports/templates/a.conf.tera",
+                "a={{ ports.web }}\n",
+            ),
+            (
+                ".worktree-ports/templates/b.conf.tera",
+                "b={{ ports.web }}\n",
+            ),
+            (
+                ".worktree-ports/templates/.env.tera",
+                "WEB_PORT={{ ports.web }}\n",
+            ),
+        ],
+    );
+    repo.wp(["allocate"]).succeeds();
+    let mut env = std::fs::read_to_string(repo.root.join(".env")).unwrap();
+    env.insert_str(0, "MINE=1\n");
+    std::fs::write(repo.root.join(".env"), &env).unwrap();
+    repo.wp(["render"]).succeeds(); // the manifest learns the file with the user's line
+    write(&repo.root.join("b.conf"), "b=edited\n");
+    for t in ["a.conf.tera", "b.conf.tera", ".env.tera"] {
+        std::fs::remove_file(repo.root.join(".worktree-ports/templates").join(t)).unwrap();
+    }
+    write(
+        &repo.root.join(".worktree-ports/templates/c.conf.tera"),
+        "c\n",
+    );
+    let out = repo.wp(["render"]).succeeds();
+    assert!(
+        out.stdout().contains("removed .env, a.conf in"),
+        "{}",
+        out.describe()
+    );
+    assert!(!repo.root.join("a.conf").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join("b.conf")).unwrap(),
+        "b=edited\n"
+    );
+    assert!(
+        out.stderr()
+            .contains("b.conf was rendered from a template that is gone"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join(".env")).unwrap(),
+        "MINE=1\n"
+    );
+    // Nothing of theirs is ours any more: a second render touches none of it.
+    let out = repo.wp(["render"]).succeeds();
+    assert!(!out.stdout().contains("removed"), "{}", out.describe());
+    assert!(!out.stderr().contains("gone"), "{}", out.describe());
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join(".env")).unwrap(),
+        "MINE=1\n"
+    );
+}
+
+/// Issue 15, low item: a render killed mid-write left `.<name>.wp-tmp.<pid>` in the worktree,
+/// untracked and not excluded, cleaned only when the same target rendered again.
+#[test]
+fn issue15_low_a_killed_renders_temp_file_is_swept_and_never_in_git_status() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    // A dead writer's temp file of a target no template renders any more, and a live one's.
+    let dead = repo.root.join(".old.conf.wp-tmp.2147483600");
+    let live = repo
+        .root
+        .join(format!(".x.conf.wp-tmp.{}", std::process::id()));
+    std::fs::write(&dead, "half").unwrap();
+    std::fs::write(&live, "half").unwrap();
+    repo.wp(["render", "--force"]).succeeds();
+    assert!(!dead.exists(), "the dead writer's temp file is swept");
+    assert!(live.exists(), "a live writer's is left alone");
+    assert_eq!(
+        repo.git(["status", "--porcelain"]),
+        "",
+        "temp files never show in git status"
+    );
+}
+
+/// Issue 15, low item: `add <path>` where `<path>` equals a worktree's git name resolved the
+/// name first. With another worktree added at the same time (a parallel `git worktree add`,
+/// here done by a git wrapper) whose git name is that path, `add` allocated for the wrong one.
+#[test]
+fn issue15_low_add_finds_its_worktree_by_path_not_by_a_name_that_matches_it() {
+    let repo = TestRepo::new();
+    let real_git = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let elsewhere = repo.env.root().join("elsewhere/feat");
+    let wrap = repo.env.root().join("wrap");
+    std::fs::create_dir_all(&wrap).unwrap();
+    write(
+        &wrap.join("git"),
+        &format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = \"worktree add\" ]; then {g} worktree add -q --detach '{e}'; fi\nexec {g} \"$@\"\n",
+            g = real_git.trim(),
+            e = elsewhere.display()
+        ),
+    );
+    make_executable(&wrap.join("git"), 0o755);
+    let path_var = format!(
+        "{}:{}:{}",
+        wrap.display(),
+        bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = repo
+        .wp(["add", "-q", "--detach", "feat", "--json", "--no-render"])
+        .env("PATH", &path_var)
+        .succeeds()
+        .json();
+    assert_eq!(
+        std::path::Path::new(out["path"].as_str().unwrap()),
+        repo.root.join("feat").canonicalize().unwrap(),
+        "{out}"
+    );
+    assert_ne!(out["worktree"], "feat", "{out}");
+}
