@@ -163,9 +163,21 @@ impl Workspace {
     /// waited for the lock: the entry is ours when it carries the removed worktree's identity
     /// token or, for an entry written before tokens, when it is unchanged since
     /// [`Workspace::leaving`]. None when the name now belongs to a new worktree.
-    pub fn release_left(&self, leaving: &Leaving) -> anyhow::Result<Option<BTreeMap<String, u16>>> {
-        let lock = self.lock()?;
-        let mut reg = self.load_locked(&lock, None)?;
+    /// `held` is the lock when the caller holds it already (it held it around git's removal).
+    pub fn release_left(
+        &self,
+        leaving: &Leaving,
+        held: Option<&Lock>,
+    ) -> anyhow::Result<Option<BTreeMap<String, u16>>> {
+        let taken;
+        let lock = match held {
+            Some(l) => l,
+            None => {
+                taken = self.lock()?;
+                &taken
+            }
+        };
+        let mut reg = self.load_locked(lock, None)?;
         let now = entry(&reg, &leaving.key);
         let ours = match now.0.as_ref().and_then(|r| r.id.as_ref()) {
             Some(owner) => Some(owner) == leaving.id.as_ref(),
@@ -178,7 +190,7 @@ impl Workspace {
             return Ok(Some(BTreeMap::new()));
         }
         let released = reg.remove_worktree(&leaving.key);
-        self.save(&lock, &mut reg)?;
+        self.save(lock, &mut reg)?;
         Ok(Some(released))
     }
 
@@ -409,8 +421,17 @@ impl Workspace {
     }
 
     /// Carry out a plan, keep its files out of `git status`, and print its warnings.
+    ///
+    /// A plan that writes takes the lock for its writes, so that they never interleave with a
+    /// `remove` (which holds it while git deletes the worktree: a file written into a
+    /// directory git is deleting made git fail with "Directory not empty") or with
+    /// `render --all`. A plan with nothing to write takes no lock.
     pub fn apply_render(&self, plan: Plan) -> anyhow::Result<Rendered> {
-        self.apply_render_with(plan, None)
+        if plan.is_up_to_date() {
+            return self.apply_render_with(plan, None);
+        }
+        let lock = self.lock()?;
+        self.apply_render_with(plan, Some(&lock))
     }
 
     /// [`Workspace::apply_render`] for a caller that may hold the lock already (a second
@@ -449,7 +470,26 @@ impl Workspace {
                 .record(&wt.key)
                 .and_then(|r| r.compose_project_name)
                 .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), &wt.key));
-            let target = self.target_of(wt)?;
+            // `git worktree remove` takes no lock of ours: a worktree may vanish while we render.
+            // That one is skipped, the others are rendered.
+            let vanished = |e: anyhow::Error, path: &Path| -> anyhow::Result<()> {
+                if path.is_dir() {
+                    return Err(e);
+                }
+                warn(&format!(
+                    "skipped {}: it was removed while rendering",
+                    path.display()
+                ));
+                Ok(())
+            };
+            let path = wt.path.clone();
+            let target = match self.target_of(wt) {
+                Ok(t) => t,
+                Err(e) => {
+                    vanished(e, &path)?;
+                    continue;
+                }
+            };
             // An entry of another identity is a dead worktree's, not this one's to render.
             let owner = reg.record(&target.wt.key).and_then(|r| r.id);
             if owner.is_some() && owner != target.id {
@@ -470,8 +510,16 @@ impl Workspace {
                 ports,
                 compose_project_name,
             };
-            let plan = self.plan_render(&target, &held, force)?;
-            let rendered = self.apply_render_with(plan, Some(&lock))?;
+            let rendered = match self
+                .plan_render(&target, &held, force)
+                .and_then(|plan| self.apply_render_with(plan, Some(&lock)))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    vanished(e, &path)?;
+                    continue;
+                }
+            };
             out.push((target, rendered));
         }
         Ok(out)

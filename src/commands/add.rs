@@ -84,7 +84,7 @@ fn rollback(ws: &Workspace, wt: &WorktreeInfo, branch: Option<&(String, Option<S
         return;
     }
     let mut what = format!("removed the new worktree {} again", path.display());
-    match ws.release_left(&leaving) {
+    match ws.release_left(&leaving, None) {
         Ok(Some(released)) if !released.is_empty() => {
             what.push_str(&format!(", gave back {}", ports_inline(&released)));
         }

@@ -32,6 +32,11 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
     if args.force {
         git_args.push("--force".into());
     }
+    // `git worktree remove` runs no hook, so the lock may be held while it runs: no render of
+    // ours writes into the directory git is deleting (git would fail with "Directory not
+    // empty" and leave the worktree half removed), and no command of ours gives its name to
+    // a new worktree before its entry is released.
+    let lock = ws.lock()?;
     // Who the entry belongs to, read before git deletes the worktree's git dir.
     let leaving = ws.leaving(&wt);
     // The path as it is: a non-UTF-8 path must reach git byte for byte.
@@ -51,7 +56,7 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
         )
         .into());
     }
-    let Some(released) = ws.release_left(&leaving)? else {
+    let Some(released) = ws.release_left(&leaving, Some(&lock))? else {
         return Ok(Report::ok(format!(
             "removed {}; its name {} now belongs to a new worktree, whose ports were kept\n",
             wt.path.display(),

@@ -69,3 +69,81 @@ fn a_held_lock_makes_others_wait_then_time_out() {
     drop(lock);
     repo.wp_in(&feature, ["allocate"]).succeeds();
 }
+
+/// allocate, render --all, repair, remove and prune, all at once: no port twice, every live
+/// worktree's `.env` names exactly the ports the registry gives it, and a removed worktree
+/// never comes back (render --all must not allocate for it, repair must not restore it).
+#[test]
+fn mixed_commands_at_once_keep_every_env_true_and_bring_nothing_back() {
+    for round in 0..3 {
+        let repo = TestRepo::new();
+        let worktrees: Vec<_> = (0..8)
+            .map(|i| repo.add_worktree(&format!("wt{i}")))
+            .collect();
+        repo.wp(["allocate"]).succeeds();
+        for dir in &worktrees {
+            repo.wp_in(dir, ["allocate"]).succeeds();
+        }
+        let removed = &worktrees[..3];
+        let mut children = Vec::new();
+        let mut spawn = |dir: &std::path::Path, args: &[&str]| {
+            let mut run = repo
+                .wp_in(dir, args)
+                .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "60");
+            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            children.push((args.join(" "), run.cmd.spawn().unwrap()));
+        };
+        for (i, dir) in worktrees.iter().enumerate() {
+            spawn(dir, &["allocate"]);
+            if i % 2 == 0 {
+                spawn(&repo.root, &["render", "--all"]);
+            }
+        }
+        for dir in removed {
+            spawn(&repo.root, &["remove", "--force", dir.to_str().unwrap()]);
+        }
+        spawn(&repo.root, &["repair"]);
+        spawn(&repo.root, &["prune"]);
+        spawn(&repo.root, &["render", "--all", "--force"]);
+        for (what, child) in children {
+            let out = Out(child.wait_with_output().unwrap());
+            // Only commands inside a worktree being removed may fail (it vanished).
+            if !out.0.status.success() {
+                assert!(
+                    what == "allocate"
+                        && (out.stderr().contains("no directory")
+                            || out.stderr().contains("not a git repository")
+                            || out.stderr().contains("no longer exists")
+                            || out.stderr().contains("was removed while rendering")
+                            || out.stderr().contains("could not")),
+                    "round {round}: {what}: {}",
+                    out.describe()
+                );
+            }
+        }
+        let reg = repo.registry();
+        assert_unique(&all_registry_ports(&reg));
+        for dir in removed {
+            let key = dir.file_name().unwrap().to_str().unwrap();
+            assert!(
+                reg["allocated_ports"].get(key).is_none(),
+                "round {round}: {key} came back: {reg}"
+            );
+        }
+        for dir in worktrees[3..].iter().chain([&repo.root]) {
+            let key = if *dir == repo.root {
+                "main"
+            } else {
+                dir.file_name().unwrap().to_str().unwrap()
+            };
+            let env = std::fs::read_to_string(dir.join(".env")).unwrap();
+            for (svc, port) in ports_of(&reg["allocated_ports"][key]) {
+                let line = format!("{}_PORT={port}\n", svc.to_uppercase());
+                assert!(
+                    env.contains(&line),
+                    "round {round}: {key}: {line:?} not in {env}"
+                );
+            }
+        }
+    }
+}

@@ -183,16 +183,17 @@ fn issue15_1_names_that_differ_only_in_invalid_bytes_get_their_own_ports() {
 
 /// Issue 15, item 2: `remove` released by name after git had removed the worktree. A new
 /// worktree given the same name in between (git reuses free names) lost its ports while its
-/// `.env` still named them. Also the low item: that new worktree took over the dead one's
-/// ports and `allocated_at` without probing them and without a history entry.
+/// `.env` still named them. `remove` now holds the lock while git removes the worktree (git
+/// runs no hook there), so an allocation in the new worktree waits for the release, and gets
+/// ports that stay its own.
 ///
-/// Deterministic: a `git` wrapper holds `remove` between git's removal and our lock until the
-/// test has added and allocated the new worktree.
+/// Deterministic: a `git` wrapper holds `remove` right after git's removal until the test has
+/// added the new worktree and started its allocation.
 #[test]
 fn issue15_2_remove_never_releases_a_new_worktree_that_took_the_name() {
     let repo = TestRepo::new();
     let path = repo.add_worktree("feat");
-    let old = repo.wp_in(&path, ["allocate", "--json"]).succeeds().json();
+    repo.wp_in(&path, ["allocate", "--json"]).succeeds();
     let old_record = repo.registry()["worktrees"]["feat"].clone();
 
     let real_git = String::from_utf8(
@@ -221,45 +222,79 @@ fn issue15_2_remove_never_releases_a_new_worktree_that_took_the_name() {
         bin().parent().unwrap().display(),
         std::env::var("PATH").unwrap()
     );
-    let mut run = repo.wp(["remove", "feat", "--json"]).env("PATH", &path_var);
-    run.cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = run.cmd.spawn().unwrap();
+    let piped = |mut run: Run| {
+        run.cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        run.cmd.spawn().unwrap()
+    };
+    let remove = piped(repo.wp(["remove", "feat", "--json"]).env("PATH", &path_var));
     while path.exists() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // git removed it; `remove` has not taken the lock yet. The name is free again.
+    // git removed it; `remove` has not released it yet. The name is free again.
     repo.git(["worktree", "add", "-q", "--detach", path.to_str().unwrap()]);
-    let new = repo.wp_in(&path, ["allocate", "--json"]).succeeds().json();
-    assert_eq!(new["worktree"], "feat");
-    // A new worktree, not the dead one's entry taken over (its ports may be the same numbers:
-    // released, then chosen again as the lowest free ones).
-    let new_record = repo.registry()["worktrees"]["feat"].clone();
-    assert_ne!(new_record["id"], old_record["id"], "{new_record}");
-    std::fs::write(&go, b"").unwrap();
-    let out = Out(child.wait_with_output().unwrap());
-    assert!(out.0.status.success(), "{}", out.describe());
-    assert_eq!(
-        out.json()["released"],
-        serde_json::json!({}),
-        "{}",
-        out.describe()
+    let alloc = piped(
+        repo.wp_in(&path, ["allocate", "--json"])
+            .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "60"),
     );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::write(&go, b"").unwrap();
+    let out = Out(remove.wait_with_output().unwrap());
+    assert!(out.0.status.success(), "{}", out.describe());
+    let new = Out(alloc.wait_with_output().unwrap());
+    assert!(new.0.status.success(), "{}", new.describe());
+    let new = new.json();
+    assert_eq!(new["worktree"], "feat");
 
     let reg = repo.registry();
-    assert_eq!(reg["allocated_ports"]["feat"], new["ports"]);
+    assert_eq!(reg["allocated_ports"]["feat"], new["ports"], "{reg}");
+    assert_ne!(
+        reg["worktrees"]["feat"]["id"], old_record["id"],
+        "a new worktree, not the old entry"
+    );
     let env = std::fs::read_to_string(path.join(".env")).unwrap();
     for (_, port) in ports_of(&new["ports"]) {
         assert!(env.contains(&port.to_string()), "{env}");
     }
-    // The dead worktree's ports went back with a history entry, and are free for others.
+}
+
+/// Issue 15, low item: a new worktree that git gave a dead worktree's name (its entry still in
+/// the registry: deleted by hand and `git worktree prune`d, never `git worktree-ports prune`d)
+/// took over the dead one's ports and `allocated_at` without probing them and without a
+/// history entry.
+#[test]
+fn issue15_low_a_new_worktree_with_a_dead_ones_name_never_takes_over_its_entry() {
+    let repo = TestRepo::new();
+    let path = repo.add_worktree("feat");
+    let old = repo
+        .wp_in(&path, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let old_record = repo.registry()["worktrees"]["feat"].clone();
+    std::fs::remove_dir_all(&path).unwrap();
+    repo.git(["worktree", "prune"]);
+    // Something listens on the dead one's web port now: a takeover would hand it out unprobed.
+    let web = old["ports"]["web"].as_u64().unwrap() as u16;
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", web)).unwrap();
+    repo.git(["worktree", "add", "-q", "--detach", path.to_str().unwrap()]);
+    let new = repo
+        .wp_in(&path, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(new["worktree"], "feat");
+    assert_ne!(
+        new["ports"]["web"], old["ports"]["web"],
+        "the busy port was probed"
+    );
+    let reg = repo.registry();
+    let record = &reg["worktrees"]["feat"];
+    assert_ne!(record["id"], old_record["id"]);
     let history = reg["history"].as_array().unwrap();
-    let web = old["ports"]["web"].as_u64().unwrap();
     assert!(
         history
             .iter()
-            .any(|h| h["action"] == "released" && h["port"] == web),
+            .any(|h| h["action"] == "released" && h["worktree"] == "feat" && h["port"] == web),
         "{history:?}"
     );
 }

@@ -219,19 +219,43 @@ fn kill_9_storm() {
         repo.wp_in(&d, ["allocate", "--no-render"]).succeeds();
         std::fs::remove_dir_all(&d).unwrap();
     }
+    // Three for `remove` to take during the storm.
+    let removable: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    for name in &removable {
+        let d = repo.add_worktree(name);
+        repo.wp_in(&d, ["allocate", "--no-render"]).succeeds();
+    }
+    // Keys whose worktree was gone and whose entry was gone at the end of a round: nothing
+    // (repair's older records, render --all, a killed remove) may bring them back.
+    let mut buried: BTreeSet<String> = BTreeSet::new();
 
     let (mut spawned, mut killed) = (0, 0);
     for _ in 0..ROUNDS {
         let mut children: Vec<Child> = Vec::new();
         for _ in 0..PER_ROUND {
-            let dir = &dirs[rng.below(dirs.len() as u64) as usize];
-            let args: &[&str] = match rng.below(10) {
-                0..=5 => &["allocate", "--no-render"],
-                6..=7 => &["release"],
-                _ => &["prune"],
+            let mut dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
+            let victim = removable[rng.below(removable.len() as u64) as usize].clone();
+            let args: Vec<String> = match rng.below(12) {
+                0..=4 => vec!["allocate".into(), "--no-render".into()],
+                5..=6 => vec!["release".into()],
+                7 => vec!["prune".into()],
+                8 => vec!["render".into(), "--all".into()],
+                9 => vec!["repair".into()],
+                10 => {
+                    dir = repo.root.clone();
+                    vec!["remove".into(), "--force".into(), victim]
+                }
+                _ => {
+                    // allocate inside a worktree `remove` may be deleting
+                    dir = repo.path(&victim);
+                    if !dir.is_dir() {
+                        dir = repo.root.clone();
+                    }
+                    vec!["allocate".into(), "--no-render".into()]
+                }
             };
             let mut run = repo
-                .wp_in(dir, args)
+                .wp_in(&dir, &args)
                 .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "30");
             run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
             children.push(run.cmd.spawn().unwrap());
@@ -269,6 +293,25 @@ fn kill_9_storm() {
                 assert_eq!(svc.len(), 2, "seed {seed}: {wt} has a partial set: {ports}");
             }
             assert_unique(&all_registry_ports(&reg));
+            let keys: BTreeSet<String> = reg["allocated_ports"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let resurrected: Vec<&String> = buried.intersection(&keys).collect();
+            assert!(
+                resurrected.is_empty(),
+                "seed {seed}: brought back after its worktree and entry were gone: {resurrected:?}"
+            );
+            for name in removable
+                .iter()
+                .chain(["dead1".into(), "dead2".into()].iter())
+            {
+                if !repo.path(name).exists() && !keys.contains(name) {
+                    buried.insert(name.clone());
+                }
+            }
         }
     }
     eprintln!("kill -9 storm: {ROUNDS} rounds, {spawned} processes, {killed} killed mid-flight");
@@ -288,7 +331,21 @@ fn kill_9_storm() {
         "{}",
         out.describe()
     );
-    // And every surviving worktree can get (or has) its full set.
+    // And every surviving worktree can get (or has) its full set; what the storm left of
+    // the removable ones goes.
+    for name in &removable {
+        let _ = repo.env.git_output(
+            &repo.root,
+            [
+                "worktree",
+                "remove",
+                "--force",
+                "--force",
+                repo.path(name).to_str().unwrap(),
+            ],
+        );
+    }
+    repo.wp(["prune"]).succeeds();
     for d in &dirs {
         repo.wp_in(d, ["allocate", "--no-render"]).succeeds();
     }
