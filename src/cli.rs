@@ -387,9 +387,23 @@ pub struct InitArgs {}
 /// `list` arguments.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print JSON: {"worktrees": [{"name", "path", "branch", "ports", "exists"}]}.
+    /// Every repository of the machine index, not only this one.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: one row per port, sorted by port.
+    #[arg(long, value_enum, requires = "all")]
+    pub sort: Option<ListSort>,
+    /// Print JSON: {"worktrees": [{"name", "path", "branch", "ports", "exists"}]}; with --all,
+    /// {"repositories": [{"name", "path", "gone", "worktrees": [...]}]}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How `list --all` orders its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListSort {
+    /// One row per port, lowest first.
+    Port,
 }
 
 /// `get` arguments.
@@ -418,6 +432,10 @@ pub struct ReleaseArgs {
 /// `prune` arguments.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// Prune every repository of the machine index, and drop the index entries of
+    /// repositories that are gone.
+    #[arg(long)]
+    pub all: bool,
     /// Show what would be pruned; change nothing.
     #[arg(long)]
     pub dry_run: bool,

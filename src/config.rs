@@ -71,6 +71,9 @@ pub struct Config {
     pub reserved: Vec<RangeInclusive<u16>>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
+    /// Coordinate with every repository on the machine (the default); `coordinate = false`
+    /// makes a throwaway repository neither listed in the machine index nor aware of it.
+    pub coordinate: bool,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             ],
             reserved: Vec::new(),
             source: None,
+            coordinate: true,
         }
     }
 
@@ -289,6 +293,7 @@ impl Config {
             services,
             reserved,
             source: Some(path.to_path_buf()),
+            coordinate: raw.coordinate.unwrap_or(true),
         })
     }
 
@@ -425,6 +430,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     strategy: Option<Spanned<String>>,
+    coordinate: Option<bool>,
     #[serde(default)]
     reserved: Vec<Spanned<ReservedItem>>,
     services: Option<OrderedServices>,

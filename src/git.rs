@@ -103,6 +103,9 @@ pub struct Repo {
     git_dir: PathBuf,
     common_dir: PathBuf,
     workdir: Option<PathBuf>,
+    /// Opened by path ([`Repo::open_at`]), not from the current directory: git commands are
+    /// pointed at it with `--git-dir`.
+    at: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -143,6 +146,7 @@ impl Repo {
                     common_dir,
                     workdir,
                     backend: Backend::Libgit2(repo),
+                    at: None,
                 });
             }
             Err(e) => e,
@@ -165,6 +169,37 @@ impl Repo {
             .with_details(json!({"libgit2": git2_err.message()}))
             .into()),
         }
+    }
+
+    /// Open the repository whose common dir is `common_dir` (another repository of the
+    /// machine index), not the one of the current directory.
+    pub fn open_at(common_dir: &Path) -> anyhow::Result<Repo> {
+        if let Ok(repo) = Repository::open(common_dir) {
+            let git_dir = normalize(repo.path());
+            return Ok(Repo {
+                common_dir: normalize(repo.commondir()),
+                workdir: repo.workdir().map(normalize),
+                git_dir,
+                backend: Backend::Libgit2(repo),
+                at: Some(common_dir.to_path_buf()),
+            });
+        }
+        if !common_dir.is_dir() {
+            return Err(git_failed(format!(
+                "{} is not a git repository any more",
+                common_dir.display()
+            )));
+        }
+        Ok(Repo {
+            backend: Backend::GitCli,
+            git_dir: common_dir.to_path_buf(),
+            common_dir: common_dir.to_path_buf(),
+            workdir: match common_dir.file_name() {
+                Some(n) if n == ".git" => common_dir.parent().map(Path::to_path_buf),
+                _ => None,
+            },
+            at: Some(common_dir.to_path_buf()),
+        })
     }
 
     /// Which backend answers for this repository.
@@ -392,7 +427,13 @@ impl Repo {
     }
 
     fn cli_worktrees(&self) -> anyhow::Result<Vec<WorktreeInfo>> {
-        let out = run_git(&["worktree", "list", "--porcelain", "-z"])?;
+        let mut args: Vec<String> = Vec::new();
+        if let Some(at) = &self.at {
+            args.push(format!("--git-dir={}", at.display()));
+        }
+        args.extend(["worktree", "list", "--porcelain", "-z"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_git(&args)?;
         let records = parse_porcelain(&out);
         let admins = AdminEntry::list(&self.common_dir);
         let mut list = Vec::new();
@@ -539,6 +580,7 @@ fn cli_discover() -> Result<Repo, CliDiscover> {
     };
     Ok(Repo {
         backend: Backend::GitCli,
+        at: None,
         git_dir: normalize(&path_from_bytes(git_dir)),
         common_dir: normalize(&path_from_bytes(common_dir)),
         workdir: if no_worktree {

@@ -17,6 +17,7 @@ pub mod fsio;
 pub mod git;
 pub mod hooks;
 pub mod lock;
+pub mod machine;
 pub mod probe;
 pub mod registry;
 pub mod render;

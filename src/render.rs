@@ -153,25 +153,67 @@ pub fn repo_name(common_dir: &Path) -> String {
 /// What docker compose accepts as a project name: lowercase letters, digits, `-` and `_`,
 /// starting with a letter or digit.
 pub fn compose_project_name(repo: &str, worktree: &str) -> String {
-    let mut out = String::new();
-    for c in format!("{repo}-{worktree}").chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && out.ends_with('-')) {
-            out.push(c);
-        }
-    }
-    let out = out.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
-    let out = out.trim_end_matches('-');
+    let out: String = compose_chars(repo, worktree).collect();
     if out.is_empty() {
         "worktree".to_string()
     } else {
-        out.to_string()
+        out
     }
+}
+
+/// True when [`compose_project_name`]`(repo, worktree)` is `name`, without building it: a
+/// fresh allocation in a 10,000-worktree registry asks this of every other worktree.
+pub fn compose_project_name_is(repo: &str, worktree: &str, name: &str) -> bool {
+    let mut chars = compose_chars(repo, worktree).peekable();
+    if chars.peek().is_none() {
+        return name == "worktree";
+    }
+    chars.eq(name.chars())
+}
+
+/// The characters of a compose project name: `<repo>-<worktree>` lower-cased, anything but
+/// `[a-z0-9_]` as `-`, runs of `-` as one, no leading `-`/`_`, no trailing `-`.
+fn compose_chars<'a>(repo: &'a str, worktree: &'a str) -> impl Iterator<Item = char> + 'a {
+    let mut raw = repo
+        .chars()
+        .chain(std::iter::once('-'))
+        .chain(worktree.chars());
+    let (mut last_dash, mut started, mut pending_dash) = (false, false, false);
+    let mut queued: Option<char> = None;
+    std::iter::from_fn(move || {
+        if let Some(c) = queued.take() {
+            return Some(c);
+        }
+        for c in raw.by_ref() {
+            let c = c.to_ascii_lowercase();
+            let c = if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            };
+            if c == '-' && last_dash {
+                continue;
+            }
+            last_dash = c == '-';
+            if !started {
+                if c.is_ascii_alphanumeric() {
+                    started = true;
+                    return Some(c);
+                }
+                continue;
+            }
+            if c == '-' {
+                pending_dash = true;
+                continue;
+            }
+            if std::mem::take(&mut pending_dash) {
+                queued = Some(c);
+                return Some('-');
+            }
+            return Some(c);
+        }
+        None
+    })
 }
 
 /// A file the render will produce.
@@ -859,6 +901,25 @@ pub fn add_excludes(common_dir: &Path, patterns: &BTreeSet<String>) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compose_name_comparison_agrees_with_the_name() {
+        for (r, w) in [
+            ("myapp", "feature-login"),
+            ("My.App", "worktrees/main"),
+            ("app", "wörk trëe"),
+            ("_x", "Feat_1"),
+            ("", ""),
+            ("a--_", "--b-"),
+            ("-_-", "x"),
+            ("app", "feat.x"),
+        ] {
+            let name = compose_project_name(r, w);
+            assert!(compose_project_name_is(r, w, &name), "{r} {w} {name}");
+            assert!(!compose_project_name_is(r, w, &format!("{name}x")));
+            assert!(!compose_project_name_is(r, w, &name[..name.len() - 1]));
+        }
+    }
 
     #[test]
     fn compose_names_are_what_compose_accepts() {

@@ -11,15 +11,113 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::allocate::{self, Request, Want};
+use crate::allocate::{self, Owner, Request, Taken, Want};
 use crate::config::{self, Config};
 use crate::error::{Code, Error};
 use crate::fsio::{self, Durability, Mode, WriteOptions};
 use crate::git::{Repo, WorktreeInfo};
-use crate::lock;
+use crate::lock::{self, FileLock};
+use crate::machine::{Index, Machine};
 use crate::probe::{self, SystemProbe};
 use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
 use crate::render::{self, Plan, Rendered, TemplateContext};
+
+/// The machine index, held under the machine lock for one allocation.
+struct MachineView {
+    machine: Machine,
+    _lock: FileLock,
+    index: Index,
+    changed: bool,
+}
+
+/// Another repository's allocations, as one allocation sees them.
+pub struct Other {
+    /// How to name the repository to a user: its main worktree (or its bare git dir).
+    pub display: PathBuf,
+    /// Its registry (empty when it could not be read).
+    pub registry: Registry,
+    /// Entries salvaged from a registry whose file and backup are both damaged.
+    pub salvaged: Vec<(String, String, u16)>,
+}
+
+impl Other {
+    /// Read the registry of the repository whose common dir is `common`, warning about damage.
+    pub fn read(common: &Path) -> Other {
+        let display = display_path(common);
+        let paths = Paths::new(common);
+        match registry::load_unlocked(&paths) {
+            Ok(loaded) => {
+                loaded
+                    .warnings
+                    .iter()
+                    .for_each(|w| warn(&format!("repository {}: {w}", display.display())));
+                Other {
+                    display,
+                    registry: loaded.registry,
+                    salvaged: Vec::new(),
+                }
+            }
+            Err(e) => {
+                let mut salvaged = Vec::new();
+                for file in [&paths.file, &paths.backup] {
+                    if let Ok(Some(bytes)) = fsio::read_regular(file) {
+                        salvaged.extend(
+                            crate::salvage::allocated_ports(&bytes)
+                                .into_iter()
+                                .filter_map(|(w, s, p)| Some((w, s, u16::try_from(p).ok()?))),
+                        );
+                    }
+                }
+                warn(&format!(
+                    "the registry of repository {} cannot be read ({}); its {} readable ports are treated as taken, any others it holds are unknown to this allocation: run `git worktree-ports repair` there",
+                    display.display(),
+                    crate::error::classify(&e).message,
+                    salvaged.len()
+                ));
+                Other {
+                    display,
+                    registry: Registry::default(),
+                    salvaged,
+                }
+            }
+        }
+    }
+
+    /// Add its ports to `taken`, owned by this repository. A port two repositories both
+    /// registered (before they were coordinated) keeps its first owner.
+    pub fn add_to<'a>(&'a self, taken: &mut Taken<'a>) {
+        for (wt, ports) in self.registry.allocations() {
+            for (service, port) in ports.iter() {
+                let _ = taken.insert(
+                    port,
+                    Owner {
+                        repository: Some(&self.display),
+                        worktree: wt,
+                        service,
+                    },
+                );
+            }
+        }
+        for (wt, service, port) in &self.salvaged {
+            let _ = taken.insert(
+                *port,
+                Owner {
+                    repository: Some(&self.display),
+                    worktree: wt,
+                    service,
+                },
+            );
+        }
+    }
+}
+
+/// `/src/app/.git` -> `/src/app`; a bare repository's git dir stays as it is.
+pub fn display_path(common: &Path) -> PathBuf {
+    match common.file_name() {
+        Some(n) if n == ".git" => common.parent().unwrap_or(common).to_path_buf(),
+        _ => common.to_path_buf(),
+    }
+}
 
 /// What a worktree about to be removed leaves in the registry, read before git deletes it
 /// (and its identity token with it).
@@ -135,6 +233,13 @@ impl Workspace {
     /// Open the repository of the current directory (or of `GIT_DIR`).
     pub fn open() -> anyhow::Result<Workspace> {
         let repo = Repo::discover()?;
+        let paths = Paths::new(repo.common_dir());
+        Ok(Workspace { repo, paths })
+    }
+
+    /// Open the repository whose common dir is `common` (another repository of the machine).
+    pub fn open_at(common: &Path) -> anyhow::Result<Workspace> {
+        let repo = Repo::open_at(common)?;
         let paths = Paths::new(repo.common_dir());
         Ok(Workspace { repo, paths })
     }
@@ -329,10 +434,19 @@ impl Workspace {
             return Ok(held);
         }
 
-        let lock = self.lock()?;
-        let mut reg = self.load_locked(&lock, unlocked)?;
         let wt = &target.wt;
         let config = &target.config;
+        // Lock order, always: the machine's lock, then the repository's.
+        let mut machine = match config.coordinate {
+            true => Some(self.machine_view()?),
+            false => None,
+        };
+        let lock = self.lock()?;
+        let mut reg = self.load_locked(&lock, unlocked)?;
+        let others = match &machine {
+            Some(m) => self.other_registries(&m.index),
+            None => Vec::new(),
+        };
         // An entry made by a worktree with another identity belongs to a dead worktree whose
         // name git gave this one: its ports go back (never taken over unprobed), and this
         // worktree allocates as the new worktree it is.
@@ -348,7 +462,10 @@ impl Workspace {
         current.retain(|s, _| config.service(s).is_some());
         let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
         let alloc = {
-            let taken = reg.taken();
+            let mut taken = reg.taken();
+            for other in &others {
+                other.add_to(&mut taken);
+            }
             let avoid = probe::avoid_ranges();
             allocate::allocate(
                 &Request {
@@ -379,9 +496,27 @@ impl Workspace {
             None => new_worktree_id(wt)?,
         };
         warn_outside_changed_ranges(&reg, target, &alloc.ports);
-        changed |= update_metadata(&mut reg, target, &id, &self.repo_name());
+        // The repository's name as the machine knows it (unique among its repositories).
+        let mut repo_name = self.repo_name();
+        if let Some(m) = &mut machine {
+            let me = self.canonical_common_dir();
+            m.changed |= m.index.register(&me, &repo_name);
+            repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
+        }
+        changed |= update_metadata(&mut reg, target, &id, &repo_name);
         if changed {
+            // Listed before the registry is written: a crash between the two leaves a listed
+            // repository with nothing allocated (harmless), never an allocation unlisted.
+            if let Some(m) = &machine
+                && m.changed
+            {
+                m.machine.save(&m.index)?;
+            }
             self.save(&lock, &mut reg)?;
+        } else if let Some(m) = &machine
+            && m.changed
+        {
+            m.machine.save(&m.index)?;
         }
         drop(lock);
         let compose_project_name = reg
@@ -398,6 +533,43 @@ impl Workspace {
     /// The repository's name, as templates see it.
     fn repo_name(&self) -> String {
         render::repo_name(self.repo.common_dir())
+    }
+
+    /// The common dir as the machine index keys it.
+    pub fn canonical_common_dir(&self) -> PathBuf {
+        let c = self.repo.common_dir();
+        c.canonicalize().unwrap_or_else(|_| c.to_path_buf())
+    }
+
+    /// The machine index under its lock, with repositories whose common dir is gone dropped.
+    fn machine_view(&self) -> anyhow::Result<MachineView> {
+        let machine = Machine::from_env()?;
+        let timeout = lock::timeout_from_env()?;
+        let lock = machine.lock(timeout, &|path| {
+            eprintln!("git-worktree-ports: waiting for lock on {}", path.display());
+        })?;
+        let (mut index, warnings) = machine.load(&lock)?;
+        warnings.iter().for_each(|w| warn(w));
+        let changed = !index.drop_gone().is_empty();
+        Ok(MachineView {
+            machine,
+            _lock: lock,
+            index,
+            changed,
+        })
+    }
+
+    /// The registries of every other listed repository, read without their locks (a rename
+    /// gives a whole file). A damaged one is read from its backup; when both are damaged,
+    /// what can be salvaged from them is taken, and the rest of its ports is unknown: said.
+    fn other_registries(&self, index: &Index) -> Vec<Other> {
+        let me = self.canonical_common_dir();
+        index
+            .repositories
+            .keys()
+            .filter(|p| **p != me)
+            .map(|common| Other::read(common))
+            .collect()
     }
 
     /// What rendering the target's templates with `ports` would write; writes nothing.
@@ -627,10 +799,12 @@ fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> Worktree
 /// was rendered with, which is this formula, so existing stacks keep their names.
 fn unique_compose_name(reg: &Registry, key: &str, repo: &str) -> String {
     let base = render::compose_project_name(repo, key);
-    let used = reg.compose_names_except(key, &|k| render::compose_project_name(repo, k));
-    if !used.contains(&base) {
+    let legacy_is = |k: &str, name: &str| render::compose_project_name_is(repo, k, name);
+    if !reg.compose_name_used(key, &base, &legacy_is) {
         return base;
     }
+    // Rare: collect every name once, then find a free suffix.
+    let used = reg.compose_names_except(key, &|k| render::compose_project_name(repo, k));
     (2..)
         .map(|n| format!("{base}-{n}"))
         .find(|name| !used.contains(name))

@@ -1,6 +1,6 @@
-//! `check <port>... [--json]`: for each port, free, allocated to which worktree and service,
-//! or held by which process (TCP or UDP). Exit 1 if any port is not free. Works outside a
-//! repository too (then only the machine is asked).
+//! `check <port>... [--json]`: for each port, free, allocated to which repository, worktree
+//! and service (any repository of the machine index), or held by which process (TCP or UDP).
+//! Exit 1 if any port is not free. Works outside a repository too.
 
 use serde_json::{Value, json};
 
@@ -9,17 +9,33 @@ use crate::cli::CheckArgs;
 use crate::commands::Report;
 use crate::config::{MIN_PORT, Protocol};
 use crate::error::{Code, classify};
+use crate::machine::Machine;
 use crate::probe::SystemProbe;
-use crate::workspace::Workspace;
+use crate::workspace::{Other, Workspace, warn};
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
-    let registry = match Workspace::open() {
-        Ok(ws) => Some(ws.load_unlocked()?),
-        Err(e) if classify(&e).code == Code::NotARepository => None,
+    let (registry, me) = match Workspace::open() {
+        Ok(ws) => (Some(ws.load_unlocked()?), Some(ws.canonical_common_dir())),
+        Err(e) if classify(&e).code == Code::NotARepository => (None, None),
         Err(e) => return Err(e),
     };
-    let taken = registry.as_ref().map(|r| r.taken());
+    let others: Vec<Other> = match Machine::from_env() {
+        Ok(machine) => {
+            let (index, warnings) = machine.read();
+            warnings.iter().for_each(|w| warn(w));
+            (index.repositories.keys())
+                .filter(|p| Some(*p) != me.as_ref() && p.is_dir())
+                .map(|p| Other::read(p))
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut all = registry.as_ref().map(|r| r.taken()).unwrap_or_default();
+    for other in &others {
+        other.add_to(&mut all);
+    }
+    let taken = Some(all);
     let mut results: Vec<Value> = Vec::new();
     let mut lines = String::new();
     for &port in &args.ports {
@@ -28,8 +44,27 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
             Some(p) => match taken.as_ref().and_then(|t| t.owner(p)) {
                 Some(o) => (
                     "allocated",
-                    format!("allocated to {o}"),
-                    json!({"worktree": o.worktree, "service": o.service}),
+                    {
+                        // Beside the owner, whoever listens on it now.
+                        let holder = [Protocol::Tcp, Protocol::Udp]
+                            .into_iter()
+                            .find(|proto| !SystemProbe.is_free(p, *proto))
+                            .map(|proto| {
+                                SystemProbe.holder(p, proto).map_or_else(
+                                    || "another process".to_string(),
+                                    |h| h.to_string(),
+                                )
+                            });
+                        match holder {
+                            Some(h) => format!("allocated to {o}; in use by {h}"),
+                            None => format!("allocated to {o}"),
+                        }
+                    },
+                    json!({
+                        "worktree": o.worktree,
+                        "service": o.service,
+                        "repository": o.repository.map(|r| r.display().to_string()),
+                    }),
                 ),
                 None => {
                     let busy: Vec<Protocol> = [Protocol::Tcp, Protocol::Udp]

@@ -5,14 +5,18 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::cli::ListArgs;
-use crate::commands::{Report, table};
+use crate::cli::{ListArgs, ListSort};
+use crate::commands::{Report, ports_inline, table};
 use crate::config::Config;
+use crate::machine::Machine;
 use crate::registry::Ports;
-use crate::workspace::{Workspace, worktrees_seen_from_here};
+use crate::workspace::{Other, Workspace, display_path, warn, worktrees_seen_from_here};
 
 /// Run `list`.
 pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
+    if args.all {
+        return machine(args);
+    }
     let ws = Workspace::open()?;
     let reg = ws.load_unlocked()?;
     let worktrees = worktrees_seen_from_here(ws.repo())?;
@@ -122,6 +126,154 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     }
     if rows.iter().any(|r| r.moved) {
         out.push_str("(moved): moved without git knowing; run `git worktree repair` in it\n");
+    }
+    Ok(Report::ok(out))
+}
+
+/// `list --all`: every repository of the machine index, its worktrees and ports (from each
+/// registry, read without its lock), gone repositories and worktrees marked.
+fn machine(args: &ListArgs) -> anyhow::Result<Report> {
+    let machine = Machine::from_env()?;
+    let (index, warnings) = machine.read();
+    warnings.iter().for_each(|w| warn(w));
+    struct Wt {
+        name: String,
+        path: String,
+        ports: BTreeMap<String, u16>,
+        exists: bool,
+    }
+    struct Repo {
+        name: String,
+        path: String,
+        gone: bool,
+        worktrees: Vec<Wt>,
+    }
+    let mut repos: Vec<Repo> = index
+        .repositories
+        .iter()
+        .map(|(common, entry)| {
+            let gone = !common.is_dir();
+            let other = if gone {
+                None
+            } else {
+                Some(Other::read(common))
+            };
+            let worktrees = other
+                .as_ref()
+                .map(|o| {
+                    o.registry
+                        .keys()
+                        .into_iter()
+                        .map(|key| {
+                            let path = o.registry.record(key).map(|r| r.path).unwrap_or_default();
+                            Wt {
+                                name: key.to_string(),
+                                exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
+                                path,
+                                ports: o.registry.ports(key).map(Ports::to_map).unwrap_or_default(),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Repo {
+                name: entry.name.clone(),
+                path: display_path(common).to_string_lossy().into_owned(),
+                gone,
+                worktrees,
+            }
+        })
+        .collect();
+    repos.sort_by(|a, b| a.name.cmp(&b.name));
+
+    if args.json {
+        let list: Vec<_> = repos
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "path": r.path,
+                    "gone": r.gone,
+                    "worktrees": r.worktrees.iter().map(|w| json!({
+                        "name": w.name, "path": w.path, "ports": w.ports, "exists": w.exists,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return Ok(Report::json(&json!({ "repositories": list })));
+    }
+    if repos.is_empty() {
+        return Ok(Report::ok(format!(
+            "no repository has allocated on this machine yet (index: {})\n",
+            machine.file.display()
+        )));
+    }
+    let mark = |exists: bool, path: &str| {
+        if exists {
+            path.to_string()
+        } else {
+            format!("{path} (gone)")
+        }
+    };
+    let mut lines: Vec<Vec<String>>;
+    if args.sort == Some(ListSort::Port) {
+        lines = vec![
+            ["PORT", "SERVICE", "REPOSITORY", "WORKTREE", "PATH"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        let mut rows: Vec<(u16, Vec<String>)> = Vec::new();
+        for r in &repos {
+            for w in &r.worktrees {
+                for (svc, port) in &w.ports {
+                    rows.push((
+                        *port,
+                        vec![
+                            port.to_string(),
+                            svc.clone(),
+                            r.name.clone(),
+                            w.name.clone(),
+                            mark(w.exists && !r.gone, &w.path),
+                        ],
+                    ));
+                }
+            }
+        }
+        rows.sort_by_key(|(p, _)| *p);
+        lines.extend(rows.into_iter().map(|(_, l)| l));
+    } else {
+        lines = vec![
+            ["REPOSITORY", "WORKTREE", "PORTS", "PATH"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for r in &repos {
+            if r.gone || r.worktrees.is_empty() {
+                lines.push(vec![
+                    r.name.clone(),
+                    "-".into(),
+                    "-".into(),
+                    mark(!r.gone, &r.path),
+                ]);
+            }
+            for w in &r.worktrees {
+                lines.push(vec![
+                    r.name.clone(),
+                    w.name.clone(),
+                    ports_inline(&w.ports),
+                    mark(w.exists && !r.gone, &w.path),
+                ]);
+            }
+        }
+    }
+    let mut out = table(&lines);
+    if repos
+        .iter()
+        .any(|r| r.gone || r.worktrees.iter().any(|w| !w.exists))
+    {
+        out.push_str(
+            "(gone): no longer on disk; `git worktree-ports prune --all` gives their ports back\n",
+        );
     }
     Ok(Report::ok(out))
 }

@@ -9,20 +9,21 @@ use serde_json::json;
 use crate::cli::PruneArgs;
 use crate::commands::{Report, ports_inline};
 use crate::git::WorktreeInfo;
+use crate::machine::Machine;
 use crate::registry::{Ports, Registry};
-use crate::workspace::{Workspace, worktrees_seen_from_here};
+use crate::workspace::{Workspace, display_path, warn, worktrees_seen_from_here};
 
 struct Pruned {
+    repo: Option<String>,
     key: String,
     path: String,
     reason: &'static str,
     ports: BTreeMap<String, u16>,
 }
 
-/// Run `prune`.
-pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
-    let ws = Workspace::open()?;
-    let pruned = if args.dry_run {
+/// Prune one repository.
+fn prune(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Vec<Pruned>> {
+    let mut pruned = if dry_run {
         let reg = ws.load_unlocked()?;
         dead(&reg, &worktrees_seen_from_here(ws.repo())?)
     } else {
@@ -37,17 +38,72 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
         }
         pruned
     };
+    for p in &mut pruned {
+        p.repo = repo.map(str::to_string);
+    }
+    Ok(pruned)
+}
+
+/// Run `prune`.
+pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
+    let mut pruned = Vec::new();
+    let mut gone_repos: Vec<(String, String)> = Vec::new();
+    if args.all {
+        let machine = Machine::from_env()?;
+        let lock_timeout = crate::lock::timeout_from_env()?;
+        // Index entries of gone repositories are dropped under the machine lock, which comes
+        // before any repository's.
+        let lock = if args.dry_run {
+            None
+        } else {
+            Some(machine.lock(lock_timeout, &|p| {
+                eprintln!("git-worktree-ports: waiting for lock on {}", p.display());
+            })?)
+        };
+        let (mut index, warnings) = match &lock {
+            Some(l) => machine.load(l)?,
+            None => machine.read(),
+        };
+        warnings.iter().for_each(|w| warn(w));
+        for (common, entry) in &index.repositories {
+            if !common.is_dir() {
+                gone_repos.push((
+                    entry.name.clone(),
+                    display_path(common).display().to_string(),
+                ));
+                continue;
+            }
+            match Workspace::open_at(common) {
+                Ok(ws) => pruned.extend(prune(&ws, args.dry_run, Some(&entry.name))?),
+                Err(e) => warn(&format!(
+                    "skipped repository {} ({}): {e:#}",
+                    entry.name,
+                    common.display()
+                )),
+            }
+        }
+        if lock.is_some() && !index.drop_gone().is_empty() {
+            machine.save(&index)?;
+        }
+    } else {
+        let ws = Workspace::open()?;
+        pruned = prune(&ws, args.dry_run, None)?;
+    }
 
     if args.json {
         let list: Vec<_> = pruned
             .iter()
-            .map(|p| json!({"name": p.key, "path": p.path, "reason": p.reason, "ports": p.ports}))
+            .map(|p| json!({"repository": p.repo, "name": p.key, "path": p.path, "reason": p.reason, "ports": p.ports}))
+            .collect();
+        let gone: Vec<_> = gone_repos
+            .iter()
+            .map(|(n, p)| json!({"name": n, "path": p}))
             .collect();
         return Ok(Report::json(
-            &json!({"dry_run": args.dry_run, "pruned": list}),
+            &json!({"dry_run": args.dry_run, "pruned": list, "repositories_gone": gone}),
         ));
     }
-    if pruned.is_empty() {
+    if pruned.is_empty() && gone_repos.is_empty() {
         return Ok(Report::ok("nothing to prune\n".into()));
     }
     let verb = if args.dry_run {
@@ -56,9 +112,24 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
         "pruned"
     };
     let mut out = String::new();
-    for p in &pruned {
+    for (name, path) in &gone_repos {
         out.push_str(&format!(
-            "{verb} {} ({}, {}): {}\n",
+            "{} repository {name} ({path}, gone): its ports are free again\n",
+            if args.dry_run {
+                "would drop"
+            } else {
+                "dropped"
+            }
+        ));
+    }
+    for p in &pruned {
+        let of = p
+            .repo
+            .as_ref()
+            .map(|r| format!(" of {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{verb} {}{of} ({}, {}): {}\n",
             p.key,
             p.path,
             p.reason,
@@ -83,6 +154,7 @@ fn dead(reg: &Registry, worktrees: &[WorktreeInfo]) -> Vec<Pruned> {
                 Some(_) => return None,
             };
             Some(Pruned {
+                repo: None,
                 key: key.to_string(),
                 path: reg.record(key).map(|r| r.path).unwrap_or_default(),
                 reason,

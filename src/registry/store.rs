@@ -229,7 +229,22 @@ pub fn record_files(paths: &Paths) -> Vec<PathBuf> {
 #[derive(Debug)]
 pub struct Lock {
     paths: Paths,
+    /// `ports.json`'s bytes when the backup has not been checked against them yet: checked
+    /// (and rewritten if it lags) when the lock is let go without a save, since a save
+    /// writes the backup anyway and a check before it would read 2.4 MB for nothing.
+    unchecked_backup: std::cell::RefCell<Option<Vec<u8>>>,
+    // Declared last: dropped after `Drop::drop` has settled the backup.
     _lock: FileLock,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(current) = self.unchecked_backup.get_mut().take() {
+            // Best effort: a backup that cannot be written now is written by the next
+            // command that locks.
+            let _ = self.catch_up_backup(&current);
+        }
+    }
 }
 
 impl Lock {
@@ -242,6 +257,7 @@ impl Lock {
         Ok(Lock {
             _lock: lock::acquire(&paths.lock, timeout, on_wait)?,
             paths: paths.clone(),
+            unchecked_backup: std::cell::RefCell::new(None),
         })
     }
 
@@ -283,10 +299,9 @@ impl Lock {
         if !unchanged {
             return self.load();
         }
-        let source = unlocked.source.as_deref().expect("unchanged has a source");
-        self.catch_up_backup(source)?;
+        let mut unlocked = unlocked;
+        *self.unchecked_backup.borrow_mut() = unlocked.source.take();
         Ok(Loaded {
-            source: None,
             unfinished: false,
             ..unlocked
         })
@@ -337,6 +352,8 @@ impl Lock {
     /// disk) is a warning, returned, never a failure of the committed change (the next
     /// command that locks rewrites it).
     pub fn save(&self, registry: &mut Registry) -> anyhow::Result<Option<String>> {
+        // The backup is written below: no need to check the old one.
+        self.unchecked_backup.borrow_mut().take();
         registry.prepare_save();
         let bytes = registry.to_bytes();
         fsio::write_atomic(
@@ -576,6 +593,8 @@ mod tests {
         assert!(unlocked.source.is_some());
         let reloaded = l.reload(unlocked).unwrap();
         assert_eq!(reloaded.registry, sample());
+        // Checked when the lock is let go without a save (a save writes it anyway).
+        drop(l);
         assert_eq!(fs::read_to_string(&paths.backup).unwrap(), current);
         // A backup of another length is noticed without the lock too.
         fs::write(&paths.backup, b"{}").unwrap();

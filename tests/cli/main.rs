@@ -14,6 +14,7 @@ mod get;
 mod hooks;
 mod hostile;
 mod list;
+mod machine;
 mod pins;
 mod probe;
 mod prune;

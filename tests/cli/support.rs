@@ -178,6 +178,23 @@ impl TestRepo {
         repo
     }
 
+    /// Another repository in the same environment (same HOME and state dir, so the same
+    /// machine index), at `<tmp>/<name>`, committed with `config` (default: this repository's
+    /// config, so both compete for the same ports).
+    pub fn another(&self, name: &str, config: Option<&str>) -> PathBuf {
+        let root = self.env.root().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        self.env.git(&root, ["init", "-q"]);
+        write(
+            &root.join(".worktree-ports/config.toml"),
+            config.unwrap_or(&default_config(self.base)),
+        );
+        write(&root.join("README"), "another repository\n");
+        self.env.git(&root, ["add", "-A"]);
+        self.env.git(&root, ["commit", "-q", "-m", "init"]);
+        root
+    }
+
     fn init(init_args: &[&str], config: &str, block: Block) -> TestRepo {
         let env = TestEnv::new();
         let root = env.root().join("repo");

@@ -1,0 +1,302 @@
+//! The machine index: every repository that allocates on this machine (for this user), so that
+//! every allocation can treat every other repository's ports as taken. Each repository's own
+//! `ports.json` stays the source of truth for its worktrees; the index only lists repositories.
+//!
+//! Files, in the state dir (`GIT_WORKTREE_PORTS_STATE_DIR`, else
+//! `$XDG_STATE_HOME/git-worktree-ports`, else `~/.local/state/git-worktree-ports`):
+//! - `index.json` (+ `index.json.bak`): `{"version": 1, "repositories": {"<common dir>":
+//!   {"name": "<display name>", "added_at": "<RFC 3339>"}}}`, written like the registry
+//!   (temp file, fsync, rename; then the backup);
+//! - `machine.lock`: locked by every operation that may take a new port, before the
+//!   repository's lock; never renamed or deleted.
+//!
+//! Reads and writes only those files; never prints (warnings are returned).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Code, Error};
+use crate::fsio::{self, Durability, Mode, WriteOptions};
+use crate::lock::{self, FileLock};
+use crate::registry::now_rfc3339;
+
+/// Overrides where the index lives (a dev container or a second login can share one).
+pub const STATE_DIR_ENV: &str = "GIT_WORKTREE_PORTS_STATE_DIR";
+
+/// The index format version this build writes.
+pub const VERSION: u64 = 1;
+
+/// One listed repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Display name, unique in the index (`app`, `app-2` for a second repository named `app`).
+    pub name: String,
+    /// When it was listed.
+    pub added_at: String,
+}
+
+/// The index document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// Format version.
+    pub version: u64,
+    /// Canonical common dir -> entry.
+    pub repositories: BTreeMap<PathBuf, Entry>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            version: VERSION,
+            repositories: BTreeMap::new(),
+        }
+    }
+}
+
+impl Index {
+    /// The entry of the repository whose common dir is `common_dir`.
+    pub fn get(&self, common_dir: &Path) -> Option<&Entry> {
+        self.repositories.get(common_dir)
+    }
+
+    /// List a repository (no change when it is listed); true when the index changed. Its
+    /// display name is `name`, or `name-2`, `name-3`... when another repository has it.
+    pub fn register(&mut self, common_dir: &Path, name: &str) -> bool {
+        if self.repositories.contains_key(common_dir) {
+            return false;
+        }
+        let taken = |n: &str| self.repositories.values().any(|e| e.name == n);
+        let unique = if taken(name) {
+            (2..)
+                .map(|i| format!("{name}-{i}"))
+                .find(|n| !taken(n))
+                .expect("a free suffix")
+        } else {
+            name.to_string()
+        };
+        self.repositories.insert(
+            common_dir.to_path_buf(),
+            Entry {
+                name: unique,
+                added_at: now_rfc3339(),
+            },
+        );
+        true
+    }
+
+    /// Drop repositories whose common dir no longer exists; returns them.
+    pub fn drop_gone(&mut self) -> Vec<(PathBuf, Entry)> {
+        let gone: Vec<PathBuf> = (self.repositories.keys())
+            .filter(|p| !p.is_dir())
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|p| self.repositories.remove(&p).map(|e| (p, e)))
+            .collect()
+    }
+
+    /// The repository a user names: a display name, or a path inside it (its common dir,
+    /// or a worktree's path, resolved by the caller to a common dir).
+    pub fn find_by_name(&self, name: &str) -> Option<(&Path, &Entry)> {
+        self.repositories
+            .iter()
+            .find(|(_, e)| e.name == name)
+            .map(|(p, e)| (p.as_path(), e))
+    }
+}
+
+/// The state dir's files.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// The state dir.
+    pub dir: PathBuf,
+    /// `index.json`.
+    pub file: PathBuf,
+    /// `index.json.bak`.
+    pub backup: PathBuf,
+    /// `machine.lock`.
+    pub lock: PathBuf,
+}
+
+impl Machine {
+    /// The state dir from the environment; an error when none can be found (no HOME).
+    pub fn from_env() -> anyhow::Result<Machine> {
+        let dir = match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => match std::env::var_os("XDG_STATE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+            {
+                Some(state) => state.join("git-worktree-ports"),
+                None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+                    Some(home) => PathBuf::from(home).join(".local/state/git-worktree-ports"),
+                    None => {
+                        return Err(Error::new(
+                            Code::IoError,
+                            format!(
+                                "no state directory for the machine index: set HOME, XDG_STATE_HOME or {STATE_DIR_ENV}"
+                            ),
+                        )
+                        .into());
+                    }
+                },
+            },
+        };
+        Ok(Machine::at(&dir))
+    }
+
+    /// The index in `dir`.
+    pub fn at(dir: &Path) -> Machine {
+        Machine {
+            file: dir.join("index.json"),
+            backup: dir.join("index.json.bak"),
+            lock: dir.join("machine.lock"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Take the machine lock (always before a repository's lock).
+    pub fn lock(&self, timeout: Duration, on_wait: &dyn Fn(&Path)) -> anyhow::Result<FileLock> {
+        lock::acquire(&self.lock, timeout, on_wait).with_context(|| {
+            format!(
+                "could not use the machine index in {} (set {STATE_DIR_ENV} to a writable directory)",
+                self.dir.display()
+            )
+        })
+    }
+
+    /// Read the index without the lock (a rename gives a whole file). A damaged file is read
+    /// from its backup; both damaged (or none) give what could be read, with warnings.
+    pub fn read(&self) -> (Index, Vec<String>) {
+        match parse_file(&self.file) {
+            Ok(Some(index)) => (index, Vec::new()),
+            Ok(None) => (Index::default(), Vec::new()),
+            Err(problem) => match parse_file(&self.backup) {
+                Ok(Some(index)) => (
+                    index,
+                    vec![format!(
+                        "{} is unusable ({problem}); using its backup {}",
+                        self.file.display(),
+                        self.backup.display()
+                    )],
+                ),
+                _ => (
+                    Index::default(),
+                    vec![format!(
+                        "{} and its backup are unusable ({problem}); the repositories it listed are not seen until they allocate again (run `git worktree-ports allocate` in them)",
+                        self.file.display()
+                    )],
+                ),
+            },
+        }
+    }
+
+    /// Read the index under the machine lock, recovering a damaged one: kept aside as
+    /// `index.json.corrupt-<time>` and replaced by its backup (or, with no usable backup, by
+    /// an empty index that the repositories refill as they allocate: said loudly).
+    pub fn load(&self, _lock: &FileLock) -> anyhow::Result<(Index, Vec<String>)> {
+        let (index, warnings) = self.read();
+        if !warnings.is_empty() && std::fs::symlink_metadata(&self.file).is_ok() {
+            let aside = format!(
+                "{}.corrupt-{}",
+                self.file.display(),
+                now_rfc3339().replace(':', "")
+            );
+            std::fs::rename(&self.file, &aside)
+                .with_context(|| format!("could not move {} aside", self.file.display()))?;
+            self.save(&index)?;
+        }
+        Ok((index, warnings))
+    }
+
+    /// Write the index (then its backup).
+    pub fn save(&self, index: &Index) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(index).expect("index serializes");
+        bytes.push(b'\n');
+        fsio::write_atomic(
+            &self.file,
+            &bytes,
+            WriteOptions {
+                durability: Durability::Full,
+                mode: Mode::Fixed(0o644),
+                label: "index",
+            },
+        )?;
+        // The backup only matters if the index is damaged later; a failure here is not one of
+        // the committed change.
+        let _ = fsio::write_atomic(
+            &self.backup,
+            &bytes,
+            WriteOptions {
+                durability: Durability::Lazy,
+                mode: Mode::Fixed(0o644),
+                label: "index-backup",
+            },
+        );
+        Ok(())
+    }
+}
+
+fn parse_file(path: &Path) -> Result<Option<Index>, String> {
+    let bytes = match fsio::read_regular(path) {
+        Ok(None) => return Ok(None),
+        Ok(Some(b)) => b,
+        Err(e) => return Err(e.to_string()),
+    };
+    let index: Index = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if index.version > VERSION {
+        return Err(format!(
+            "version {} is newer than this tool's {VERSION}; upgrade git-worktree-ports",
+            index.version
+        ));
+    }
+    Ok(Some(index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_unique_and_registering_twice_changes_nothing() {
+        let mut i = Index::default();
+        assert!(i.register(Path::new("/a/app/.git"), "app"));
+        assert!(!i.register(Path::new("/a/app/.git"), "app"));
+        assert!(i.register(Path::new("/b/app/.git"), "app"));
+        assert!(i.register(Path::new("/c/app/.git"), "app"));
+        let names: Vec<&str> = i.repositories.values().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["app", "app-2", "app-3"]);
+        assert_eq!(i.find_by_name("app-2").unwrap().0, Path::new("/b/app/.git"));
+    }
+
+    #[test]
+    fn a_damaged_index_is_kept_aside_and_recovered_from_its_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Machine::at(dir.path());
+        let lock = m.lock(Duration::from_secs(5), &|_| {}).unwrap();
+        let mut i = Index::default();
+        i.register(Path::new("/x/.git"), "x");
+        m.save(&i).unwrap();
+        std::fs::write(&m.file, b"{broken").unwrap();
+        let (got, warnings) = m.load(&lock).unwrap();
+        assert_eq!(got, i);
+        assert!(warnings[0].contains("using its backup"), "{warnings:?}");
+        assert_eq!(parse_file(&m.file).unwrap().unwrap(), i);
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("corrupt-")
+            })
+            .count();
+        assert_eq!(aside, 1);
+    }
+}

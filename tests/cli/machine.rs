@@ -1,0 +1,318 @@
+//! One machine, every repository: the machine index makes every allocation see every
+//! repository's ports. Each test has its own state dir (TestEnv's XDG_STATE_HOME).
+
+use std::process::Stdio;
+
+use crate::support::*;
+
+#[test]
+fn two_repositories_never_share_a_port_with_nothing_listening() {
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    let a = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let b = repo
+        .wp_in(&other, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(a["ports"]["web"], repo.base);
+    assert_eq!(b["ports"]["web"], repo.base + 1, "{b}");
+    assert_eq!(b["ports"]["db"], repo.base + 21, "{b}");
+    // A pin on the other repository's port names it.
+    let out = repo
+        .wp_in(
+            &other,
+            [
+                "allocate",
+                "--json",
+                "--port",
+                &format!("web={}", repo.base),
+            ],
+        )
+        .fails()
+        .json();
+    assert_eq!(out["error"], "PORT_ALLOCATED");
+    let msg = out["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "worktree main of repository {}",
+            repo.root.display()
+        )),
+        "{msg}"
+    );
+    // Both are listed in the index, under the state dir.
+    let index = repo
+        .env
+        .root()
+        .join("home/.local/state/git-worktree-ports/index.json");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    assert_eq!(
+        index["repositories"].as_object().unwrap().len(),
+        2,
+        "{index}"
+    );
+}
+
+#[test]
+fn sixteen_processes_across_four_repositories_never_share_a_port() {
+    let repo = TestRepo::new();
+    let mut roots = vec![repo.root.clone()];
+    roots.extend((1..4).map(|i| repo.another(&format!("r{i}"), None)));
+    let mut dirs = Vec::new();
+    for (r, root) in roots.iter().enumerate() {
+        for w in 0..4 {
+            let path = repo.env.root().join(format!("r{r}-w{w}"));
+            repo.env.git(
+                root,
+                ["worktree", "add", "-q", "--detach", path.to_str().unwrap()],
+            );
+            dirs.push(path);
+        }
+    }
+    let mut children = Vec::new();
+    for dir in &dirs {
+        let mut run = repo
+            .wp_in(dir, ["allocate", "--json", "--no-render"])
+            .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "60");
+        run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        children.push(run.cmd.spawn().unwrap());
+    }
+    let mut reported = Vec::new();
+    for child in children {
+        let out = Out(child.wait_with_output().unwrap());
+        assert!(out.0.status.success(), "{}", out.describe());
+        reported.extend(ports_of(&out.json()["ports"]).into_iter().map(|(_, p)| p));
+    }
+    assert_eq!(reported.len(), 32);
+    assert_unique(&reported);
+    let mut registered = Vec::new();
+    for root in &roots {
+        let reg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap();
+        registered.extend(all_registry_ports(&reg));
+    }
+    registered.sort_unstable();
+    reported.sort_unstable();
+    assert_eq!(registered, reported, "nothing lost");
+}
+
+#[test]
+fn a_damaged_foreign_registry_is_read_from_its_backup_or_salvaged_never_guessed_free() {
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    let held = repo
+        .wp_in(&other, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let dir = other.join(".git/worktree-registry");
+    // Damaged file, good backup: the backup's ports are taken.
+    std::fs::write(dir.join("ports.json"), b"{garbage").unwrap();
+    let out = repo.wp(["allocate", "--json", "--no-render"]).succeeds();
+    assert_ne!(
+        out.json()["ports"]["web"],
+        held["ports"]["web"],
+        "{}",
+        out.describe()
+    );
+    // Both damaged, a complete entry still readable: warned, and still never handed out.
+    let good = std::fs::read(dir.join("ports.json.bak")).unwrap();
+    let cut = &good[..good.len() - 3];
+    std::fs::write(dir.join("ports.json"), cut).unwrap();
+    std::fs::write(dir.join("ports.json.bak"), cut).unwrap();
+    let third = repo.add_worktree("third");
+    let out = repo
+        .wp_in(&third, ["allocate", "--json", "--no-render"])
+        .succeeds();
+    assert!(
+        out.stderr().contains("cannot be read"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr().contains("git worktree-ports repair"),
+        "{}",
+        out.describe()
+    );
+    let mine = ports_of(&out.json()["ports"]);
+    for (_, p) in ports_of(&held["ports"]) {
+        assert!(mine.iter().all(|(_, q)| *q != p), "{p} handed out again");
+    }
+}
+
+#[test]
+fn opting_out_neither_lists_nor_coordinates() {
+    let repo = TestRepo::new();
+    let config = format!("coordinate = false\n{}", default_config(repo.base));
+    let scratch = repo.another("scratch", Some(&config));
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let out = repo
+        .wp_in(&scratch, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        out["ports"]["web"], repo.base,
+        "not coordinated: it sees only itself"
+    );
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            repo.env
+                .root()
+                .join("home/.local/state/git-worktree-ports/index.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        index["repositories"].as_object().unwrap().len(),
+        1,
+        "{index}"
+    );
+}
+
+#[test]
+fn a_deleted_repository_reserves_nothing_and_leaves_the_index() {
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+    std::fs::remove_dir_all(&other).unwrap();
+    let out = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        out["ports"]["web"], repo.base,
+        "the gone repository's port is reused"
+    );
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            repo.env
+                .root()
+                .join("home/.local/state/git-worktree-ports/index.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        index["repositories"].as_object().unwrap().len(),
+        1,
+        "{index}"
+    );
+}
+
+#[test]
+fn two_repositories_with_the_same_name_get_distinct_compose_names() {
+    let repo = TestRepo::new();
+    let a = repo.env.root().join("a");
+    let b = repo.env.root().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let one = {
+        let p = repo.another("a/app", None);
+        repo.wp_in(&p, ["allocate"]).succeeds();
+        std::fs::read_to_string(p.join(".env")).unwrap()
+    };
+    let two = {
+        let p = repo.another("b/app", None);
+        repo.wp_in(&p, ["allocate"]).succeeds();
+        std::fs::read_to_string(p.join(".env")).unwrap()
+    };
+    assert!(one.contains("COMPOSE_PROJECT_NAME=app-main\n"), "{one}");
+    assert!(two.contains("COMPOSE_PROJECT_NAME=app-2-main\n"), "{two}");
+}
+
+#[test]
+fn list_all_shows_every_repository_and_check_names_the_other_one() {
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let feature = repo.add_worktree("feature");
+    repo.wp_in(&feature, ["allocate", "--no-render"]).succeeds();
+    let b = repo
+        .wp_in(&other, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    std::fs::remove_dir_all(&feature).unwrap();
+
+    let all = repo
+        .wp_in(&other, ["list", "--all", "--json"])
+        .succeeds()
+        .json();
+    let repos = all["repositories"].as_array().unwrap();
+    let names: Vec<&str> = repos.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["other", "repo"], "{all}");
+    let mine = &repos[1]["worktrees"];
+    let feat = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "feature")
+        .unwrap();
+    assert_eq!(feat["exists"], false, "{all}");
+    let text = repo
+        .wp(["list", "--all", "--sort", "port"])
+        .succeeds()
+        .stdout();
+    let first = text.lines().nth(1).unwrap();
+    assert!(first.starts_with(&format!("{}  web", repo.base)), "{text}");
+    assert!(text.contains("(gone)"), "{text}");
+
+    // check, from the first repository, names the other one and who listens there.
+    let port = b["ports"]["web"].as_u64().unwrap() as u16;
+    let _l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = repo
+        .wp(["check", "--json", &port.to_string()])
+        .output()
+        .json();
+    let entry = &out["ports"][0];
+    assert_eq!(entry["status"], "allocated", "{out}");
+    assert_eq!(entry["repository"], other.to_str().unwrap(), "{out}");
+    let text = repo.wp(["check", &port.to_string()]).output().stdout();
+    assert!(
+        text.contains(&format!("worktree main of repository {}", other.display()))
+            && text.contains("in use by"),
+        "{text}"
+    );
+}
+
+#[test]
+fn prune_all_frees_the_ports_of_a_deleted_repository_and_dead_worktrees_everywhere() {
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    let doomed = repo.another("doomed", None);
+    repo.wp_in(&doomed, ["allocate", "--no-render"]).succeeds();
+    let wt = repo.env.root().join("other-wt");
+    repo.env.git(
+        &other,
+        ["worktree", "add", "-q", "--detach", wt.to_str().unwrap()],
+    );
+    repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+    std::fs::remove_dir_all(&wt).unwrap();
+    std::fs::remove_dir_all(&doomed).unwrap();
+
+    let dry = repo
+        .wp(["prune", "--all", "--dry-run", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(dry["repositories_gone"][0]["name"], "doomed", "{dry}");
+    assert_eq!(dry["pruned"][0]["repository"], "other", "{dry}");
+    let out = repo.wp(["prune", "--all", "--json"]).succeeds().json();
+    assert_eq!(out["pruned"][0]["name"], "other-wt", "{out}");
+    let list = repo.wp(["list", "--all", "--json"]).succeeds().json();
+    let names: Vec<&str> = list["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"doomed"), "{list}");
+    // The freed ports are reused.
+    let got = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(got["ports"]["web"], repo.base, "{got}");
+}
