@@ -22,6 +22,18 @@ use crate::probe::{self, SystemProbe};
 use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
 use crate::render::{self, Plan, Rendered, TemplateContext};
 
+/// `web 8081, db 5433`, or `no ports`.
+fn ports_text(ports: &BTreeMap<String, u16>) -> String {
+    if ports.is_empty() {
+        return "no ports".into();
+    }
+    ports
+        .iter()
+        .map(|(s, p)| format!("{s} {p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The machine index, held under the machine lock for one allocation.
 struct MachineView {
     machine: Machine,
@@ -447,55 +459,6 @@ impl Workspace {
             Some(m) => self.other_registries(&m.index),
             None => Vec::new(),
         };
-        // An entry made by a worktree with another identity belongs to a dead worktree whose
-        // name git gave this one: its ports go back (never taken over unprobed), and this
-        // worktree allocates as the new worktree it is.
-        let mut changed = false;
-        let owner = reg.record(&wt.key).and_then(|r| r.id);
-        if owner.is_some() && owner != target.id {
-            reg.remove_worktree(&wt.key);
-            changed = true;
-        }
-        // Services the config no longer has go back (a worktree gets exactly its config's
-        // services); set_ports logs their release.
-        let mut current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
-        current.retain(|s, _| config.service(s).is_some());
-        let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
-        let alloc = {
-            let mut taken = reg.taken();
-            for other in &others {
-                other.add_to(&mut taken);
-            }
-            let avoid = probe::avoid_ranges();
-            allocate::allocate(
-                &Request {
-                    strategy: config.strategy,
-                    worktree: &wt.key,
-                    services: &config.services,
-                    current: &current,
-                    wants,
-                    taken: &taken,
-                    reserved: &config.reserved,
-                    avoid: &avoid,
-                },
-                &SystemProbe,
-            )?
-        };
-        alloc.warnings.iter().for_each(|w| warn(w));
-        if alloc.ports != held_before {
-            changed = true;
-            reg.set_ports(&wt.key, &alloc.ports).map_err(|c| {
-                Error::new(
-                    Code::PortAllocated,
-                    format!("{c}; nothing was changed (this is a bug: the allocator checked it)"),
-                )
-            })?;
-        }
-        let id = match &target.id {
-            Some(id) => id.clone(),
-            None => new_worktree_id(wt)?,
-        };
-        warn_outside_changed_ranges(&reg, target, &alloc.ports);
         // The repository's name as the machine knows it (unique among its repositories).
         let mut repo_name = self.repo_name();
         if let Some(m) = &mut machine {
@@ -503,7 +466,25 @@ impl Workspace {
             m.changed |= m.index.register(&me, &repo_name);
             repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
         }
-        changed |= update_metadata(&mut reg, target, &id, &repo_name);
+        let mut changed = false;
+        // The main worktree keeps the conventional base ports: an app started there without
+        // reading `.env` uses its defaults, which are the base ports. So the first linked
+        // worktree to allocate allocates the main worktree first, in this same locked
+        // operation (no `.env` is written into main: only its registry entry).
+        if !wt.is_main
+            && reg.ports(crate::git::MAIN_KEY).is_none()
+            && let Some(main) = self
+                .repo
+                .worktrees()?
+                .into_iter()
+                .find(|w| w.is_main && w.path.is_dir())
+        {
+            let main = self.target_of(main)?;
+            let (_, c) = self.assign(&mut reg, &main, &BTreeMap::new(), &others, &repo_name)?;
+            changed |= c;
+        }
+        let (ports, c) = self.assign(&mut reg, target, wants, &others, &repo_name)?;
+        changed |= c;
         if changed {
             // Listed before the registry is written: a crash between the two leaves a listed
             // repository with nothing allocated (harmless), never an allocation unlisted.
@@ -525,9 +506,128 @@ impl Workspace {
             .expect("update_metadata recorded a compose project name");
         dispose(reg);
         Ok(Holding {
-            ports: alloc.ports,
+            ports,
             compose_project_name,
         })
+    }
+
+    /// Give `target` its ports in `reg` (under the locks): the identity check, the config's
+    /// services, the allocation against this registry and `others`, the record. When a
+    /// service's range is full, the ports of worktrees git reports as gone are reclaimed,
+    /// oldest first, before giving up. Returns the ports and whether anything changed.
+    fn assign(
+        &self,
+        reg: &mut Registry,
+        target: &Target,
+        wants: &BTreeMap<String, Want>,
+        others: &[Other],
+        repo_name: &str,
+    ) -> anyhow::Result<(BTreeMap<String, u16>, bool)> {
+        let wt = &target.wt;
+        let config = &target.config;
+        // An entry made by a worktree with another identity belongs to a dead worktree whose
+        // name git gave this one: its ports go back (never taken over unprobed), and this
+        // worktree allocates as the new worktree it is.
+        let mut changed = false;
+        let owner = reg.record(&wt.key).and_then(|r| r.id);
+        if owner.is_some() && owner != target.id {
+            reg.remove_worktree(&wt.key);
+            changed = true;
+        }
+        // Services the config no longer has go back (a worktree gets exactly its config's
+        // services); set_ports logs their release.
+        let mut current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        current.retain(|s, _| config.service(s).is_some());
+        let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        let avoid = probe::avoid_ranges();
+        let attempt = |reg: &Registry| {
+            let mut taken = reg.taken();
+            for other in others {
+                other.add_to(&mut taken);
+            }
+            allocate::allocate(
+                &Request {
+                    strategy: config.strategy,
+                    worktree: &wt.key,
+                    services: &config.services,
+                    current: &current,
+                    wants,
+                    taken: &taken,
+                    reserved: &config.reserved,
+                    avoid: &avoid,
+                },
+                &SystemProbe,
+            )
+        };
+        let alloc = match attempt(reg) {
+            Ok(a) => a,
+            Err(e) if e.code == Code::RangeExhausted => {
+                // Lazy reclaim, only now that ports are scarce: a worktree moved with `mv`
+                // also reads as gone until `git worktree repair`, and must not lose its ports
+                // while there are others.
+                let mut reclaimed = Vec::new();
+                let mut result = Err(e);
+                for (key, why) in self.gone_worktrees(reg, &wt.key)? {
+                    let ports = reg.remove_worktree(&key);
+                    reclaimed.push(format!("{key} ({why}: {})", ports_text(&ports)));
+                    result = attempt(reg);
+                    if result.is_ok() {
+                        break;
+                    }
+                }
+                let alloc = result?;
+                warn(&format!(
+                    "the range was full: gave back the ports of worktrees that are gone, oldest first: {}",
+                    reclaimed.join("; ")
+                ));
+                changed = true;
+                alloc
+            }
+            Err(e) => return Err(e.into()),
+        };
+        alloc.warnings.iter().for_each(|w| warn(w));
+        if alloc.ports != held_before {
+            changed = true;
+            reg.set_ports(&wt.key, &alloc.ports).map_err(|c| {
+                Error::new(
+                    Code::PortAllocated,
+                    format!("{c}; nothing was changed (this is a bug: the allocator checked it)"),
+                )
+            })?;
+        }
+        let id = match &target.id {
+            Some(id) => id.clone(),
+            None => new_worktree_id(wt)?,
+        };
+        warn_outside_changed_ranges(reg, target, &alloc.ports);
+        changed |= update_metadata(reg, target, &id, repo_name);
+        Ok((alloc.ports, changed))
+    }
+
+    /// Registry entries whose worktree git no longer has, or reports prunable (directory
+    /// gone, not locked), oldest allocation first, with why; never `except`.
+    fn gone_worktrees(
+        &self,
+        reg: &Registry,
+        except: &str,
+    ) -> anyhow::Result<Vec<(String, &'static str)>> {
+        let listed = self.repo.worktrees()?;
+        let mut gone: Vec<(String, String, &'static str)> = reg
+            .keys()
+            .into_iter()
+            .filter(|k| *k != except)
+            .filter_map(|k| {
+                let why = match listed.iter().find(|w| w.key == k) {
+                    None => "no longer a git worktree",
+                    Some(w) if w.prunable => "directory deleted",
+                    Some(_) => return None,
+                };
+                let at = reg.record(k).map(|r| r.allocated_at).unwrap_or_default();
+                Some((at, k.to_string(), why))
+            })
+            .collect();
+        gone.sort();
+        Ok(gone.into_iter().map(|(_, k, why)| (k, why)).collect())
     }
 
     /// The repository's name, as templates see it.

@@ -157,7 +157,8 @@ fn add_with_no_render_allocates_only() {
         .json();
     assert_eq!(out["rendered"], serde_json::json!([]));
     assert!(!path.join(".env").exists());
-    assert_eq!(out["ports"]["web"], repo.base);
+    // The main worktree took the base ports first (main-first).
+    assert_eq!(out["ports"]["web"], repo.base + 1);
 }
 
 #[test]

@@ -66,12 +66,13 @@ fn nasty_worktree_paths_never_reach_a_shell_and_never_break_the_hook() {
     let reg = repo.registry();
     assert_eq!(
         reg["allocated_ports"].as_object().unwrap().len(),
-        NASTY.len() + 1
+        NASTY.len() + 2,
+        "every nasty worktree, one more, and main (main-first)"
     );
     assert_unique(&all_registry_ports(&reg));
     // list prints them all without breaking.
     let list = repo.wp(["list", "--json"]).succeeds().json();
-    assert_eq!(list["worktrees"].as_array().unwrap().len(), NASTY.len() + 1);
+    assert_eq!(list["worktrees"].as_array().unwrap().len(), NASTY.len() + 2);
 }
 
 #[test]

@@ -88,13 +88,23 @@ fn sixteen_processes_across_four_repositories_never_share_a_port() {
     assert_eq!(reported.len(), 32);
     assert_unique(&reported);
     let mut registered = Vec::new();
+    let mut all = Vec::new();
     for root in &roots {
-        let reg: serde_json::Value = serde_json::from_slice(
+        let mut reg: serde_json::Value = serde_json::from_slice(
             &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
         )
         .unwrap();
+        all.extend(all_registry_ports(&reg));
+        // Each main worktree was allocated first by its repository's first worktree.
+        reg["allocated_ports"]
+            .as_object_mut()
+            .unwrap()
+            .remove("main")
+            .unwrap();
         registered.extend(all_registry_ports(&reg));
     }
+    assert_eq!(all.len(), 40);
+    assert_unique(&all);
     registered.sort_unstable();
     reported.sort_unstable();
     assert_eq!(registered, reported, "nothing lost");
@@ -315,4 +325,49 @@ fn prune_all_frees_the_ports_of_a_deleted_repository_and_dead_worktrees_everywhe
         .succeeds()
         .json();
     assert_eq!(got["ports"]["web"], repo.base, "{got}");
+}
+
+#[test]
+fn main_first_the_main_worktree_keeps_the_base_ports_without_getting_a_env() {
+    let repo = TestRepo::new();
+    let feat = repo.add_worktree("feat");
+    let out = repo.wp_in(&feat, ["allocate", "--json"]).succeeds().json();
+    assert_eq!(out["ports"]["web"], repo.base + 1);
+    assert_eq!(repo.registry()["allocated_ports"]["main"]["web"], repo.base);
+    assert!(!repo.root.join(".env").exists(), "main was not rendered");
+    let main = repo.wp(["allocate", "--json"]).succeeds().json();
+    assert_eq!(main["ports"]["web"], repo.base);
+    assert!(repo.root.join(".env").exists());
+}
+
+#[test]
+fn lazy_reclaim_a_full_range_takes_back_the_ports_of_gone_worktrees_oldest_first() {
+    let block = port_block();
+    let b = block.base;
+    let config = format!(
+        "[services.web]\nrange = [{b}, {}]\n[services.db]\nrange = [{}, {}]\n",
+        b + 2,
+        b + 20,
+        b + 22
+    );
+    let repo = TestRepo::with_config(&config, block);
+    let gone1 = repo.add_worktree("gone1");
+    let gone2 = repo.add_worktree("gone2");
+    repo.wp_in(&gone1, ["allocate", "--no-render"]).succeeds(); // main first, then gone1
+    repo.wp_in(&gone2, ["allocate", "--no-render"]).succeeds();
+    std::fs::remove_dir_all(&gone1).unwrap();
+    std::fs::remove_dir_all(&gone2).unwrap();
+    // Ports are scarce now, not before: a gone worktree keeps its ports while there are others.
+    let next = repo.add_worktree("next");
+    let out = repo.wp_in(&next, ["allocate", "--json", "--no-render"]).succeeds();
+    let reclaimed = repo.registry()["allocated_ports"].clone();
+    assert!(reclaimed.get("gone2").is_some(), "only the oldest went: {reclaimed}");
+    assert!(reclaimed.get("gone1").is_none(), "{reclaimed}");
+    assert!(
+        out.stderr().contains("the range was full") && out.stderr().contains("gone1"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.json()["ports"]["web"], b + 1, "{}", out.describe());
+    assert_unique(&all_registry_ports(&repo.registry()));
 }

@@ -12,21 +12,18 @@ fn release_all_or_some_services() {
         .wp_in(&feature, ["release", "--service", "db", "--json"])
         .succeeds()
         .json();
-    assert_eq!(out["released"]["db"], b + 20);
+    // main was allocated first, when feature allocated (main-first).
+    assert_eq!(out["released"]["db"], b + 21);
     let reg = repo.registry();
     assert!(reg["allocated_ports"]["feature"].get("db").is_none());
-    assert_eq!(reg["allocated_ports"]["feature"]["web"], b);
+    assert_eq!(reg["allocated_ports"]["feature"]["web"], b + 1);
 
     let out = repo.wp(["release", "feature"]).succeeds().stdout();
-    assert!(out.contains(&format!("web {b}")), "{out}");
+    assert!(out.contains(&format!("web {}", b + 1)), "{out}");
     let reg = repo.registry();
     assert!(reg["allocated_ports"].get("feature").is_none());
     assert!(reg["worktrees"].get("feature").is_none());
-    assert_eq!(
-        reg["allocated_ports"]["main"]["web"],
-        b + 1,
-        "others are kept"
-    );
+    assert_eq!(reg["allocated_ports"]["main"]["web"], b, "others are kept");
 
     // Nothing left: not an error.
     let out = repo.wp(["release", "feature"]).succeeds().stdout();

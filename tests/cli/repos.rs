@@ -50,11 +50,18 @@ fn paths_with_spaces_and_non_ascii() {
         repo.wp(["get", "web", "-w", dir.to_str().unwrap()])
             .succeeds()
             .stdout(),
-        format!("{}\n", repo.base)
+        // main took the base port first (main-first).
+        format!("{}\n", repo.base + 1)
     );
     let list = repo.wp(["list", "--json"]).succeeds().json();
-    assert_eq!(list["worktrees"][0]["path"], dir.to_str().unwrap());
-    assert_eq!(list["worktrees"][0]["branch"], "umlaut");
+    let me = list["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "wörk-trëe")
+        .unwrap();
+    assert_eq!(me["path"], dir.to_str().unwrap());
+    assert_eq!(me["branch"], "umlaut");
 }
 
 #[test]

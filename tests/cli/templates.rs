@@ -256,8 +256,11 @@ fn render_all_and_render_of_a_worktree_without_ports() {
     let repo = TestRepo::new();
     let a = repo.add_worktree("a");
     let bwt = repo.add_worktree("b");
-    // render allocates first when the worktree has no ports.
+    let c = repo.add_worktree("c");
+    // render allocates first when the worktree has no ports; main gets its ports first
+    // (main-first), but no .env: it was not rendered.
     repo.wp_in(&a, ["render"]).succeeds();
+    assert!(!repo.root.join(".env").exists());
     repo.wp_in(&bwt, ["allocate", "--no-render"]).succeeds();
     assert!(!bwt.join(".env").exists());
     let out = repo.wp(["render", "--all", "--json"]).succeeds().json();
@@ -267,9 +270,9 @@ fn render_all_and_render_of_a_worktree_without_ports() {
         .iter()
         .map(|w| w["worktree"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["a", "b"], "only worktrees with ports");
+    assert_eq!(names, ["main", "a", "b"], "only worktrees with ports");
     assert!(bwt.join(".env").exists());
-    assert!(!repo.root.join(".env").exists());
+    assert!(!c.join(".env").exists());
 }
 
 #[test]
