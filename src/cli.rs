@@ -411,9 +411,14 @@ pub enum ListSort {
 pub struct GetArgs {
     /// Service name (web, db, ...).
     pub service: String,
-    /// Worktree (git name, `main`, or path); default: the current one.
+    /// Worktree (git name, `main`, or path); default: the current one. With --repo: a
+    /// worktree name of that repository.
     #[arg(short, long, value_name = "NAME|PATH")]
     pub worktree: Option<String>,
+    /// Another repository of this machine (its name in `list --all`, or its path): its
+    /// worktree of the same name as the current one when it has one, else its main worktree.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub repo: Option<String>,
 }
 
 /// `release` arguments.

@@ -53,6 +53,66 @@ pub struct TemplateContext {
     pub repo: RepoContext,
     /// `<repo>-<worktree>`, as docker compose accepts it.
     pub compose_project_name: String,
+    /// Other repositories' allocations, for the `port(repo=..., service=...)` function.
+    #[serde(skip)]
+    pub peers: std::sync::Arc<Peers>,
+}
+
+/// Every repository of the machine index, by display name: its path and its worktrees'
+/// ports. What `port(repo="backend", service="api")` reads.
+#[derive(Debug, Clone, Default)]
+pub struct Peers(pub BTreeMap<String, (PathBuf, PortsByWorktree)>);
+
+/// Worktree key -> service -> port.
+pub type PortsByWorktree = BTreeMap<String, BTreeMap<String, u16>>;
+
+impl Peers {
+    /// The port of `service` in repository `repo` (display name or path): in its worktree
+    /// named `worktree` when it has one, else in its main worktree. The error says what the
+    /// repository has.
+    pub fn port(&self, repo: &str, service: &str, worktree: &str) -> Result<u16, String> {
+        let found = self.0.get(repo).or_else(|| {
+            let wanted = Path::new(repo);
+            self.0.values().find(|(path, _)| path == wanted)
+        });
+        let Some((path, worktrees)) = found else {
+            let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no repository {repo:?} on this machine; repositories: {}",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        };
+        let (which, ports) = match worktrees.get(worktree) {
+            Some(p) => (worktree, p),
+            None => match worktrees.get("main") {
+                Some(p) => ("main", p),
+                None => {
+                    let names: Vec<&str> = worktrees.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "repository {repo} ({}) has no worktree {worktree:?} and no main worktree with ports; it has: {}",
+                        path.display(),
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ));
+                }
+            },
+        };
+        ports.get(service).copied().ok_or_else(|| {
+            let names: Vec<&str> = ports.keys().map(String::as_str).collect();
+            format!(
+                "worktree {which} of repository {repo} ({}) has no service {service:?}; it has: {}",
+                path.display(),
+                names.join(", ")
+            )
+        })
+    }
 }
 
 /// One service, for templates.
@@ -126,8 +186,26 @@ impl TemplateContext {
                 name: repo,
                 common_dir: common_dir.to_string_lossy().into_owned(),
             },
+            peers: Default::default(),
         }
     }
+}
+
+/// True when a template of the worktree calls `port(`: only then are the other repositories'
+/// registries read for it.
+pub fn templates_read_peers(worktree: &Path) -> bool {
+    let dir = worktree.join(TEMPLATES_DIR);
+    dir.is_dir()
+        && walkdir::WalkDir::new(&dir)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .any(|e| {
+                fsio::read_regular(e.path())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b.windows(5).any(|w| w == b"port("))
+            })
 }
 
 /// `/x/app/.git` -> `app`; `/x/app.git` -> `app`; `/x/app/.git/modules/lib` -> `lib`.
@@ -553,6 +631,21 @@ fn render_all(
 
     let mut tera = tera::Tera::new();
     tera.autoescape_on(Vec::<&str>::new());
+    let peers = std::sync::Arc::clone(&ctx.peers);
+    let me = ctx.worktree.name.clone();
+    tera.register_function(
+        "port",
+        move |kwargs: tera::Kwargs, _: &tera::State| -> tera::TeraResult<u16> {
+            let repo: String = kwargs.must_get::<&str>("repo")?.to_string();
+            let service: String = kwargs.must_get::<&str>("service")?.to_string();
+            let worktree: String = kwargs
+                .get::<&str>("worktree")?
+                .map_or_else(|| me.clone(), str::to_string);
+            peers
+                .port(&repo, &service, &worktree)
+                .map_err(tera::Error::message)
+        },
+    );
     let context = tera::Context::from_serialize(ctx).map_err(|e| {
         Error::new(
             Code::TemplateError,

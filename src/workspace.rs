@@ -20,7 +20,7 @@ use crate::lock::{self, FileLock};
 use crate::machine::{Index, Machine};
 use crate::probe::{self, SystemProbe};
 use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
-use crate::render::{self, Plan, Rendered, TemplateContext};
+use crate::render::{self, Peers, Plan, Rendered, TemplateContext};
 
 /// `web 8081, db 5433`, or `no ports`.
 fn ports_text(ports: &BTreeMap<String, u16>) -> String {
@@ -635,6 +635,41 @@ impl Workspace {
         render::repo_name(self.repo.common_dir())
     }
 
+    /// [`Workspace::peers`] when the current directory is in no repository.
+    pub fn peers_without_repository() -> Peers {
+        Self::read_peers()
+    }
+
+    /// Every repository of the machine index (this one too), by display name, with its
+    /// worktrees' ports, read without locks.
+    pub fn peers(&self) -> Peers {
+        Self::read_peers()
+    }
+
+    fn read_peers() -> Peers {
+        let mut peers = Peers::default();
+        let Ok(machine) = Machine::from_env() else {
+            return peers;
+        };
+        let (index, warnings) = machine.read();
+        warnings.iter().for_each(|w| warn(w));
+        for (common, entry) in &index.repositories {
+            if !common.is_dir() {
+                continue;
+            }
+            let other = Other::read(common);
+            let worktrees = other
+                .registry
+                .allocations()
+                .map(|(k, p)| (k.to_string(), p.to_map()))
+                .collect();
+            peers
+                .0
+                .insert(entry.name.clone(), (other.display, worktrees));
+        }
+        peers
+    }
+
     /// The common dir as the machine index keys it.
     pub fn canonical_common_dir(&self) -> PathBuf {
         let c = self.repo.common_dir();
@@ -680,13 +715,16 @@ impl Workspace {
         force: bool,
     ) -> anyhow::Result<Plan> {
         let wt = &target.wt;
-        let tctx = TemplateContext::new(
+        let mut tctx = TemplateContext::new(
             wt,
             self.repo.common_dir(),
             &target.config,
             &held.ports,
             &held.compose_project_name,
         );
+        if render::templates_read_peers(&wt.path) {
+            tctx.peers = std::sync::Arc::new(self.peers());
+        }
         render::plan(wt, &tctx, force, &|rels: &[PathBuf]| {
             self.repo.tracked(wt, rels)
         })

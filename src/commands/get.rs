@@ -10,6 +10,9 @@ use crate::workspace::{Workspace, dispose};
 
 /// Run `get`.
 pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
+    if let Some(repo) = &args.repo {
+        return from_peer(repo, args);
+    }
     let ws = Workspace::open()?;
     let reg = ws.load_unlocked()?;
     let key = ws.registry_key(&reg, args.worktree.as_deref())?;
@@ -40,5 +43,33 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
             .with_details(json!({"worktree": key, "service": args.service, "services": names}))
             .into())
         }
+    }
+}
+
+/// `get <service> --repo <repo> [-w <worktree>]`: another repository's port, resolved as the
+/// `port()` template function resolves it.
+fn from_peer(repo: &str, args: &GetArgs) -> anyhow::Result<Report> {
+    let here = Workspace::open().ok();
+    let worktree = match (&args.worktree, &here) {
+        (Some(w), _) => w.clone(),
+        (None, Some(ws)) => ws.current_key().unwrap_or_else(|_| "main".into()),
+        (None, None) => "main".into(),
+    };
+    let peers = match &here {
+        Some(ws) => ws.peers(),
+        None => Workspace::peers_without_repository(),
+    };
+    let spec = std::path::Path::new(repo)
+        .canonicalize()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| repo.to_string());
+    match peers.port(&spec, &args.service, &worktree) {
+        Ok(port) => Ok(Report::ok(format!("{port}\n"))),
+        Err(msg) => Err(Error::new(Code::NotAllocated, msg)
+            .with_details(
+                json!({"repository": repo, "service": args.service, "worktree": worktree}),
+            )
+            .into()),
     }
 }

@@ -359,9 +359,14 @@ fn lazy_reclaim_a_full_range_takes_back_the_ports_of_gone_worktrees_oldest_first
     std::fs::remove_dir_all(&gone2).unwrap();
     // Ports are scarce now, not before: a gone worktree keeps its ports while there are others.
     let next = repo.add_worktree("next");
-    let out = repo.wp_in(&next, ["allocate", "--json", "--no-render"]).succeeds();
+    let out = repo
+        .wp_in(&next, ["allocate", "--json", "--no-render"])
+        .succeeds();
     let reclaimed = repo.registry()["allocated_ports"].clone();
-    assert!(reclaimed.get("gone2").is_some(), "only the oldest went: {reclaimed}");
+    assert!(
+        reclaimed.get("gone2").is_some(),
+        "only the oldest went: {reclaimed}"
+    );
     assert!(reclaimed.get("gone1").is_none(), "{reclaimed}");
     assert!(
         out.stderr().contains("the range was full") && out.stderr().contains("gone1"),
@@ -370,4 +375,84 @@ fn lazy_reclaim_a_full_range_takes_back_the_ports_of_gone_worktrees_oldest_first
     );
     assert_eq!(out.json()["ports"]["web"], b + 1, "{}", out.describe());
     assert_unique(&all_registry_ports(&repo.registry()));
+}
+
+#[test]
+fn templates_and_get_read_another_repositorys_ports_same_worktree_else_main() {
+    let repo = TestRepo::new();
+    let backend = repo.another("backend", None);
+    let bx = repo.env.root().join("backend-x");
+    repo.env.git(
+        &backend,
+        [
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "feature-x",
+            bx.to_str().unwrap(),
+        ],
+    );
+    let bmain = repo
+        .wp_in(&backend, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    let bfx = repo
+        .wp_in(&bx, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(bfx["worktree"], "backend-x");
+
+    commit_files(
+        &repo,
+        &[(
+            ".worktree-ports/templates/.env.tera",
+            "WEB_PORT={{ ports.web }}\nAPI_PORT={{ port(repo=\"backend\", service=\"web\") }}\n",
+        )],
+    );
+    // The frontend worktree named like backend's: backend's; otherwise backend's main.
+    let front_x = repo.env.root().join("front").join("backend-x");
+    std::fs::create_dir_all(front_x.parent().unwrap()).unwrap();
+    repo.git([
+        "worktree",
+        "add",
+        "-q",
+        "--detach",
+        front_x.to_str().unwrap(),
+    ]);
+    repo.wp_in(&front_x, ["allocate"]).succeeds();
+    let env = std::fs::read_to_string(front_x.join(".env")).unwrap();
+    assert!(
+        env.contains(&format!("API_PORT={}\n", bfx["ports"]["web"])),
+        "{env}"
+    );
+    repo.wp(["allocate"]).succeeds();
+    let env = std::fs::read_to_string(repo.root.join(".env")).unwrap();
+    assert!(
+        env.contains(&format!("API_PORT={}\n", bmain["ports"]["web"])),
+        "{env}"
+    );
+    // get --repo, the same way.
+    let got = repo
+        .wp_in(&front_x, ["get", "web", "--repo", "backend"])
+        .succeeds()
+        .stdout();
+    assert_eq!(got.trim(), bfx["ports"]["web"].to_string());
+    let got = repo
+        .wp(["get", "web", "--repo", backend.to_str().unwrap()])
+        .succeeds()
+        .stdout();
+    assert_eq!(got.trim(), bmain["ports"]["web"].to_string());
+    // Nothing matches: a TEMPLATE_ERROR naming what there is.
+    write(
+        &repo.root.join(".worktree-ports/templates/.env.tera"),
+        "X={{ port(repo=\"nope\", service=\"web\") }}\n",
+    );
+    let out = repo.wp(["render", "--json"]).fails().json();
+    assert_eq!(out["error"], "TEMPLATE_ERROR");
+    let msg = out["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no repository \"nope\"") && msg.contains("backend"),
+        "{msg}"
+    );
 }
