@@ -456,3 +456,140 @@ fn templates_and_get_read_another_repositorys_ports_same_worktree_else_main() {
         "{msg}"
     );
 }
+
+#[test]
+fn kill_9_storm_across_two_repositories_never_shares_a_port() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("two-repository storm: seed {seed}");
+    let mut next = move |n: u64| {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    };
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    let mut dirs = vec![repo.root.clone(), other.clone()];
+    for (root, tag) in [(&repo.root, "a"), (&other, "b")] {
+        for i in 0..4 {
+            let p = repo.env.root().join(format!("{tag}{i}"));
+            repo.env.git(
+                root,
+                ["worktree", "add", "-q", "--detach", p.to_str().unwrap()],
+            );
+            dirs.push(p);
+        }
+    }
+    let mut killed = 0;
+    for _ in 0..6 {
+        let mut children = Vec::new();
+        for _ in 0..16 {
+            let dir = &dirs[next(dirs.len() as u64) as usize];
+            let args: &[&str] = match next(6) {
+                0..=3 => &["allocate", "--no-render"],
+                4 => &["release"],
+                _ => &["prune"],
+            };
+            let mut run = repo
+                .wp_in(dir, args)
+                .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "30");
+            run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            children.push(run.cmd.spawn().unwrap());
+        }
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(next(15)));
+            let v = next(children.len() as u64) as usize;
+            let _ = children[v].kill();
+        }
+        for mut c in children {
+            if c.wait().unwrap().signal() == Some(libc::SIGKILL) {
+                killed += 1;
+            }
+        }
+        let mut all = Vec::new();
+        for root in [&repo.root, &other] {
+            let file = root.join(".git/worktree-registry/ports.json");
+            if let Ok(bytes) = std::fs::read(&file) {
+                let reg: serde_json::Value = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|e| panic!("{}: does not parse: {e}", file.display()));
+                all.extend(all_registry_ports(&reg));
+            }
+        }
+        assert_unique(&all);
+    }
+    eprintln!("two-repository storm: {killed} killed mid-flight");
+    // Afterwards every worktree of both gets its full set, and still nothing is shared.
+    for d in &dirs {
+        repo.wp_in(d, ["allocate", "--no-render"]).succeeds();
+    }
+    let mut all = Vec::new();
+    for root in [&repo.root, &other] {
+        let reg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap();
+        all.extend(all_registry_ports(&reg));
+    }
+    assert_eq!(all.len(), 20);
+    assert_unique(&all);
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_used_fails_with_a_clear_error_and_changes_nothing() {
+    let repo = TestRepo::new();
+    let blocker = repo.env.root().join("not-a-dir");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let out = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .env("GIT_WORKTREE_PORTS_STATE_DIR", blocker.join("state"))
+        .fails();
+    let msg = out.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("machine index") && msg.contains("GIT_WORKTREE_PORTS_STATE_DIR"),
+        "{msg}"
+    );
+    assert!(!repo.registry_path().exists(), "nothing was allocated");
+}
+
+#[test]
+fn a_damaged_index_is_recovered_from_its_backup_and_kept_aside() {
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    std::fs::write(state.join("index.json"), b"{not json").unwrap();
+    let feat = repo.add_worktree("feat");
+    let out = repo
+        .wp_in(&feat, ["allocate", "--json", "--no-render"])
+        .succeeds();
+    assert!(
+        out.stderr().contains("using its backup"),
+        "{}",
+        out.describe()
+    );
+    // other is still seen: no port of its is handed out.
+    let theirs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(other.join(".git/worktree-registry/ports.json")).unwrap(),
+    )
+    .unwrap();
+    for p in all_registry_ports(&theirs) {
+        assert!(ports_of(&out.json()["ports"]).iter().all(|(_, q)| *q != p));
+    }
+    let kept = std::fs::read_dir(&state)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("corrupt-")
+        })
+        .count();
+    assert_eq!(kept, 1);
+}
