@@ -94,6 +94,40 @@ bench read \
 bench fresh \
 	--prepare "$BIN release" -n "allocate 5 services (fresh, fsync)" "$BIN allocate --no-render"
 
+# Machine-wide: a fresh allocation with 100 other repositories listed in the machine index
+# (10 worktrees x 5 services each, registries as the tool writes them), against one with no
+# other repository, side by side. And the size of an index of 1,000 repositories.
+others="$work/others"
+python3 - "$work/state-full" "$others" "$results/index-size" <<'PY'
+import json, os, sys
+state, others, size_out = sys.argv[1:4]
+os.makedirs(state, exist_ok=True)
+svcs = ["web", "api", "db", "test", "debug"]
+repos = {}
+for r in range(100):
+    common = os.path.join(others, f"r{r:03}", ".git")
+    d = os.path.join(common, "worktree-registry")
+    os.makedirs(d, exist_ok=True)
+    reg = {"version": 1, "port_ranges": {}, "allocated_ports": {}, "worktrees": {}, "history": []}
+    for w in range(10):
+        k = "main" if w == 0 else f"wt{w}"
+        reg["allocated_ports"][k] = {s: 20000 + r * 50 + w * 5 + i for i, s in enumerate(svcs)}
+        reg["worktrees"][k] = {"path": os.path.join(others, f"r{r:03}", k), "branch": k, "allocated_at": "2026-12-01T00:00:00Z"}
+    text = json.dumps(reg, separators=(",", ":"), sort_keys=True) + "\n"
+    for name in ("ports.json", "ports.json.bak"):
+        open(os.path.join(d, name), "w").write(text)
+    repos[os.path.realpath(common)] = {"name": f"r{r:03}", "added_at": "2026-12-01T00:00:00Z"}
+open(os.path.join(state, "index.json"), "w").write(json.dumps({"version": 1, "repositories": repos}, indent=2) + "\n")
+big = {f"/home/dev/src/project-{r:04}/.git": {"name": f"project-{r:04}", "added_at": "2026-12-01T00:00:00Z"} for r in range(1000)}
+open(size_out, "w").write(str(len(json.dumps({"version": 1, "repositories": big}, indent=2)) + 1))
+PY
+mkdir -p "$work/state-empty"
+E="env GIT_WORKTREE_PORTS_STATE_DIR=$work/state-empty"
+F="env GIT_WORKTREE_PORTS_STATE_DIR=$work/state-full"
+paired machine \
+	"allocate 5 services (fresh), no other repository" "$E $BIN release" "$E $BIN allocate --no-render" \
+	"allocate 5 services (fresh), 100 repositories listed" "$F $BIN release" "$F $BIN allocate --no-render"
+
 # One fresh repository (the one above has been through hundreds of adds), the same for every
 # variant: two repositories made alike still differed by up to 5 ms per switch here (racy
 # index entries, directory layout), more than what is measured. Each prepare step puts the
@@ -194,8 +228,8 @@ def paired(group):
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "read", "fresh", "checkout", "emptyhook", "big"] + vs:
-    if group in ["add", "checkout", "emptyhook"] + vs:
+for group in ["add", "read", "fresh", "machine", "checkout", "emptyhook", "big"] + vs:
+    if group in ["add", "machine", "checkout", "emptyhook"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
@@ -208,4 +242,6 @@ for n, m, s in rows:
 print(f"| {'peak memory, allocate with 10,000 worktrees'.ljust(w)} | {peak / 1024:6.1f} MB |           |")
 if base_peak:
     print(f"| {'baseline: peak memory, the same'.ljust(w)} | {base_peak / 1024:6.1f} MB |           |")
+size = int(open(os.path.join(res, "index-size")).read())
+print(f"| {'machine index file, 1,000 repositories'.ljust(w)} | {size / 1024:6.1f} KB |           |")
 PY
