@@ -367,6 +367,10 @@ pub struct EnvArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = EnvFormat::Dotenv)]
     pub format: EnvFormat,
+    /// Another repository of this machine (name in `list --all`, or path): the ports of its
+    /// worktree named like the current one, else of its main worktree, as NAME_PORT.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub repo: Option<String>,
 }
 
 /// `exec` arguments.

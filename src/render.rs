@@ -71,6 +71,22 @@ impl Peers {
     /// named `worktree` when it has one, else in its main worktree. The error says what the
     /// repository has.
     pub fn port(&self, repo: &str, service: &str, worktree: &str) -> Result<u16, String> {
+        let (which, ports) = self.worktree_ports(repo, worktree)?;
+        ports.get(service).copied().ok_or_else(|| {
+            let names: Vec<&str> = ports.keys().map(String::as_str).collect();
+            format!(
+                "worktree {which} of repository {repo} has no service {service:?}; it has: {}",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// The worktree of `repo` that [`Peers::port`] reads (same name, else main) and its ports.
+    pub fn worktree_ports<'p>(
+        &'p self,
+        repo: &str,
+        worktree: &'p str,
+    ) -> Result<(&'p str, &'p BTreeMap<String, u16>), String> {
         let found = self.0.get(repo).or_else(|| {
             let wanted = Path::new(repo);
             self.0.values().find(|(path, _)| path == wanted)
@@ -86,13 +102,13 @@ impl Peers {
                 }
             ));
         };
-        let (which, ports) = match worktrees.get(worktree) {
-            Some(p) => (worktree, p),
+        match worktrees.get(worktree) {
+            Some(p) => Ok((worktree, p)),
             None => match worktrees.get("main") {
-                Some(p) => ("main", p),
+                Some(p) => Ok(("main", p)),
                 None => {
                     let names: Vec<&str> = worktrees.keys().map(String::as_str).collect();
-                    return Err(format!(
+                    Err(format!(
                         "repository {repo} ({}) has no worktree {worktree:?} and no main worktree with ports; it has: {}",
                         path.display(),
                         if names.is_empty() {
@@ -100,18 +116,10 @@ impl Peers {
                         } else {
                             names.join(", ")
                         }
-                    ));
+                    ))
                 }
             },
-        };
-        ports.get(service).copied().ok_or_else(|| {
-            let names: Vec<&str> = ports.keys().map(String::as_str).collect();
-            format!(
-                "worktree {which} of repository {repo} ({}) has no service {service:?}; it has: {}",
-                path.display(),
-                names.join(", ")
-            )
-        })
+        }
     }
 }
 

@@ -7,14 +7,21 @@ use serde_json::{Map, Value};
 
 use crate::cli::{EnvArgs, EnvFormat};
 use crate::commands::Report;
+use crate::config::default_env_name;
+use crate::error::{Code, Error};
 use crate::workspace::Workspace;
 
 /// Run `env`.
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
-    let ws = Workspace::open()?;
-    let target = ws.target(args.worktree.as_deref())?;
-    let held = ws.ensure_ports(&target, &BTreeMap::new())?;
-    let vars = target.vars(&held.ports);
+    let vars = match &args.repo {
+        Some(repo) => peer_vars(repo, args)?,
+        None => {
+            let ws = Workspace::open()?;
+            let target = ws.target(args.worktree.as_deref())?;
+            let held = ws.ensure_ports(&target, &BTreeMap::new())?;
+            target.vars(&held.ports)
+        }
+    };
     Ok(match args.format {
         EnvFormat::Dotenv => Report::ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
         EnvFormat::Shell => Report::ok(
@@ -28,4 +35,27 @@ pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
             Report::json(&Value::Object(map))
         }
     })
+}
+
+/// `env --repo <repo>`: another repository's ports, named after its services (NAME_PORT),
+/// from its worktree named like the current one (or `-w`), else its main worktree.
+fn peer_vars(repo: &str, args: &EnvArgs) -> anyhow::Result<Vec<(String, u16)>> {
+    let here = Workspace::open().ok();
+    let worktree = match (&args.worktree, &here) {
+        (Some(w), _) => w.clone(),
+        (None, Some(ws)) => ws.current_key().unwrap_or_else(|_| "main".into()),
+        (None, None) => "main".into(),
+    };
+    let peers = Workspace::peers_without_repository();
+    let spec = std::path::Path::new(repo)
+        .canonicalize()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| repo.to_string());
+    let (_, ports) = peers
+        .worktree_ports(&spec, &worktree)
+        .map_err(|m| Error::new(Code::NotAllocated, m))?;
+    Ok(ports
+        .iter()
+        .map(|(s, p)| (default_env_name(s), *p))
+        .collect())
 }

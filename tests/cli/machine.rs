@@ -443,6 +443,15 @@ fn templates_and_get_read_another_repositorys_ports_same_worktree_else_main() {
         .succeeds()
         .stdout();
     assert_eq!(got.trim(), bmain["ports"]["web"].to_string());
+    // env --repo: every port of that worktree, as NAME_PORT.
+    let env = repo
+        .wp_in(&front_x, ["env", "--repo", "backend", "--format", "json"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        env,
+        serde_json::json!({"WEB_PORT": bfx["ports"]["web"], "DB_PORT": bfx["ports"]["db"]})
+    );
     // Nothing matches: a TEMPLATE_ERROR naming what there is.
     write(
         &repo.root.join(".worktree-ports/templates/.env.tera"),
