@@ -119,7 +119,7 @@ for r in range(100):
     repos[os.path.realpath(common)] = {"name": f"r{r:03}", "added_at": "2026-12-01T00:00:00Z"}
 open(os.path.join(state, "index.json"), "w").write(json.dumps({"version": 1, "repositories": repos}, indent=2) + "\n")
 big = {f"/home/dev/src/project-{r:04}/.git": {"name": f"project-{r:04}", "added_at": "2026-12-01T00:00:00Z"} for r in range(1000)}
-open(size_out, "w").write(str(len(json.dumps({"version": 1, "repositories": big}, indent=2)) + 1))
+open(size_out, "w").write(str(len(json.dumps({"version": 1, "repositories": big}, separators=(",", ":"))) + 1))  # as the tool writes it
 PY
 mkdir -p "$work/state-empty"
 E="env GIT_WORKTREE_PORTS_STATE_DIR=$work/state-empty"
