@@ -53,11 +53,21 @@ pub struct Other {
 }
 
 impl Other {
-    /// Read the registry of the repository whose common dir is `common`, warning about damage.
+    /// Read the ports of the repository whose common dir is `common` (its records and
+    /// history skipped), warning about damage.
     pub fn read(common: &Path) -> Other {
+        Other::read_with(common, registry::load_ports_unlocked)
+    }
+
+    /// [`Other::read`], the whole registry (records too: `list --all`).
+    pub fn read_whole(common: &Path) -> Other {
+        Other::read_with(common, registry::load_unlocked)
+    }
+
+    fn read_with(common: &Path, load: fn(&Paths) -> anyhow::Result<Loaded>) -> Other {
         let display = display_path(common);
         let paths = Paths::new(common);
-        match registry::load_unlocked(&paths) {
+        match load(&paths) {
             Ok(loaded) => {
                 loaded
                     .warnings

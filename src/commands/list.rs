@@ -156,7 +156,7 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
             let other = if gone {
                 None
             } else {
-                Some(Other::read(common))
+                Some(Other::read_whole(common))
             };
             let worktrees = other
                 .as_ref()

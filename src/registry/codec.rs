@@ -382,6 +382,67 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Only the `allocated_ports` of a registry (and its version), every other value skipped
+/// without being built: what another repository's allocation needs of this one. Reading a
+/// 10,000-worktree registry this way skips its 10,000 records and its history.
+struct PortsOnly(Registry);
+
+impl<'de> Deserialize<'de> for PortsOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = PortsOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a registry object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PortsOnly, A::Error> {
+                let mut reg = Registry::default();
+                let (mut seen_ports, mut seen_version) = (false, false);
+                while let Some(key) = map.next_key::<String>()? {
+                    let twice = match key.as_str() {
+                        "allocated_ports" => std::mem::replace(&mut seen_ports, true),
+                        "version" => std::mem::replace(&mut seen_version, true),
+                        _ => false,
+                    };
+                    if twice {
+                        return Err(serde::de::Error::custom(format!(
+                            "the key {key:?} appears twice"
+                        )));
+                    }
+                    match key.as_str() {
+                        "version" => reg.version = map.next_value()?,
+                        "allocated_ports" => {
+                            reg.allocated_ports = map.next_value::<AllocatedPorts>()?.0;
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(PortsOnly(reg))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// [`parse`], keeping only `allocated_ports` (records, ranges and history are skipped).
+pub fn parse_ports_only(bytes: &[u8]) -> Result<Registry, Problem> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::Empty);
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| Problem::Invalid(format!("not UTF-8 text: {e}")))?;
+    match serde_json::from_str::<PortsOnly>(text) {
+        Ok(PortsOnly(reg)) => reg.validate().map(|()| reg),
+        Err(e) => Err(Problem::Invalid(e.to_string())),
+    }
+}
+
 /// Parse registry bytes.
 pub fn parse(bytes: &[u8]) -> Result<Registry, Problem> {
     // A byte order mark from an editor is not damage (the config parser accepts one too).
@@ -477,6 +538,39 @@ mod tests {
                 "{text}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn ports_only_reads_the_same_ports_and_refuses_the_same_damage() {
+        let text = br#"{"version": 1, "port_ranges": {"web": [1, 2]},
+            "allocated_ports": {"a": {"web": 8080, "db": 5432}, "b": {"web": 8081}},
+            "worktrees": {"a": {"path": "/x", "huge": [1, {"deep": [2]}]}},
+            "history": [{"action": "assigned"}], "other": null}"#;
+        let whole = parse(text).unwrap();
+        let ports = parse_ports_only(text).unwrap();
+        let a: Vec<_> = whole
+            .allocations()
+            .map(|(k, p)| (k.to_string(), p.clone()))
+            .collect();
+        let b: Vec<_> = ports
+            .allocations()
+            .map(|(k, p)| (k.to_string(), p.clone()))
+            .collect();
+        assert_eq!(a, b);
+        assert!(ports.record("a").is_none(), "records are skipped");
+        assert!(
+            parse_ports_only(br#"{"allocated_ports": {"a": {"web": 8080}, "b": {"web": 8080}}}"#)
+                .is_err()
+        );
+        assert!(
+            parse_ports_only(br#"{"allocated_ports": {"a": {"web": 8080}, "a": {"db": 1}}}"#)
+                .is_err()
+        );
+        assert!(parse_ports_only(br#"{"allocated_ports": {"a": {"web": 8080}}"#).is_err());
+        assert_eq!(
+            parse_ports_only(br#"{"version": 7}"#).unwrap_err(),
+            Problem::Newer(7)
+        );
     }
 
     /// Regression (issue 15, item 6): unknown keys were kept as `serde_json::Value`, so an

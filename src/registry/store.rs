@@ -73,6 +73,16 @@ fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
     Ok(read_bytes(path)?.and_then(|b| parse(&b)))
 }
 
+/// Another repository's ports only ([`super::codec::parse_ports_only`]), without the lock:
+/// the backup when the file is damaged, as [`load_unlocked`] does. Never writes.
+pub fn load_ports_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
+    let parse = super::codec::parse_ports_only;
+    let main = read_bytes(&paths.file)?.and_then(|b| parse(&b));
+    resolve(paths, main, || {
+        Ok(read_bytes(&paths.backup)?.and_then(|b| parse(&b)))
+    })
+}
+
 /// How a load went, besides the registry itself.
 #[derive(Debug, Default)]
 pub struct Loaded {
