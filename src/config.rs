@@ -69,6 +69,10 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Ports never handed out.
     pub reserved: Vec<RangeInclusive<u16>>,
+    /// The named ranges among `reserved` (`"system"`), to name them when one is hit.
+    pub reserved_names: Vec<(RangeInclusive<u16>, String)>,
+    /// What `range = "auto"` chose for each service, and why, for `allocate` to say.
+    pub range_choices: Vec<String>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
     /// Coordinate with every repository on the machine (the default); `coordinate = false`
@@ -95,6 +99,8 @@ impl Config {
                 svc("debug", 5555, 5564),
             ],
             reserved: Vec::new(),
+            reserved_names: Vec::new(),
+            range_choices: Vec::new(),
             source: None,
             coordinate: true,
         }
@@ -172,8 +178,15 @@ impl Config {
         };
 
         let mut reserved = Vec::new();
+        let mut reserved_names = Vec::new();
+        let mut range_choices = Vec::new();
         for item in &raw.reserved {
             let r = parse_reserved(item.as_ref()).map_err(|m| invalid(Some(item.span()), m))?;
+            if let ReservedItem::Text(name) = item.as_ref()
+                && named_range(name).is_some()
+            {
+                reserved_names.push((r.clone(), name.clone()));
+            }
             reserved.push(r);
         }
 
@@ -196,7 +209,35 @@ impl Config {
                         ));
                     }
                     let range_span = Some(raw_svc.range.span());
-                    let (lo, hi) = match raw_svc.range.as_ref()[..] {
+                    let numbers: Vec<i64> = match raw_svc.range.as_ref() {
+                        RawRange::Ports(v) => v.clone(),
+                        RawRange::Name(n) if n == "auto" => {
+                            let worktree = path.parent().and_then(Path::parent);
+                            let (kind, why) = detect_project_type(worktree);
+                            let (lo, hi) = named_range(kind).expect("a project type is named");
+                            range_choices.push(format!(
+                                "{name}: range \"auto\" is {kind} {lo}-{hi} ({why})"
+                            ));
+                            vec![i64::from(lo), i64::from(hi)]
+                        }
+                        RawRange::Name(n) => match named_range(n) {
+                            Some((lo, hi)) => vec![i64::from(lo), i64::from(hi)],
+                            None => {
+                                return Err(invalid(
+                                    range_span,
+                                    format!(
+                                        "[services.{name}] range {n:?} is not a named range; use one of {}, \"auto\", or two numbers: range = [8080, 8099]",
+                                        NAMED_RANGES
+                                            .iter()
+                                            .map(|(n, _, _)| format!("{n:?}"))
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    ),
+                                ));
+                            }
+                        },
+                    };
+                    let (lo, hi) = match numbers[..] {
                         [lo, hi] => (lo, hi),
                         ref other => {
                             return Err(invalid(
@@ -294,6 +335,8 @@ impl Config {
             reserved,
             source: Some(path.to_path_buf()),
             coordinate: raw.coordinate.unwrap_or(true),
+            reserved_names,
+            range_choices,
         })
     }
 
@@ -387,6 +430,62 @@ pub fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The named ranges of the port policies people already follow, with the sources' numbers:
+/// project types (an agent's port registry) and categories (a resource platform's policy).
+pub const NAMED_RANGES: [(&str, u16, u16); 19] = [
+    ("node", 3000, 3999),
+    ("static", 4000, 4999),
+    ("python", 5000, 5999),
+    ("php", 8080, 8980),
+    ("system", 2601, 2699),
+    ("databases", 20000, 20999),
+    ("cache", 21000, 21999),
+    ("search", 22000, 22999),
+    ("storage", 23000, 23999),
+    ("monitoring", 25000, 25999),
+    ("security", 26000, 26999),
+    ("ci", 27000, 27999),
+    ("docs", 28000, 28999),
+    ("scenarios", 30000, 34999),
+    ("ide", 35000, 35999),
+    ("debuggers", 36000, 36999),
+    ("build", 37000, 37999),
+    ("testing", 38000, 38999),
+    ("dynamic", 40000, 49999),
+];
+
+/// The range a name stands for.
+pub fn named_range(name: &str) -> Option<(u16, u16)> {
+    NAMED_RANGES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// The project type of a worktree, from its files, and the file that decided it:
+/// package.json -> node; pyproject.toml, requirements.txt, setup.py -> python;
+/// composer.json -> php; otherwise static.
+pub fn detect_project_type(worktree: Option<&Path>) -> (&'static str, &'static str) {
+    const SIGNS: [(&str, &str); 5] = [
+        ("package.json", "node"),
+        ("pyproject.toml", "python"),
+        ("requirements.txt", "python"),
+        ("setup.py", "python"),
+        ("composer.json", "php"),
+    ];
+    if let Some(dir) = worktree {
+        for (file, kind) in SIGNS {
+            if dir.join(file).is_file() {
+                return (kind, file);
+            }
+        }
+    }
+    (
+        "static",
+        "no package.json, pyproject.toml, requirements.txt, setup.py or composer.json",
+    )
+}
+
 fn parse_reserved(item: &ReservedItem) -> Result<RangeInclusive<u16>, String> {
     let port = |v: i64| -> Result<u16, String> {
         u16::try_from(v)
@@ -399,9 +498,15 @@ fn parse_reserved(item: &ReservedItem) -> Result<RangeInclusive<u16>, String> {
             let p = port(*p)?;
             Ok(p..=p)
         }
+        ReservedItem::Text(s) if named_range(s).is_some() => {
+            let (lo, hi) = named_range(s).expect("checked");
+            Ok(lo..=hi)
+        }
         ReservedItem::Text(s) => {
             let bad = || {
-                format!("reserved entry {s:?} must be a port (\"5000\") or a range (\"2601-2699\")")
+                format!(
+                    "reserved entry {s:?} must be a port (\"5000\"), a range (\"2601-2699\") or a named range (\"system\")"
+                )
             };
             let (lo, hi) = match s.split_once('-') {
                 Some((a, b)) => (a.trim(), b.trim()),
@@ -437,6 +542,15 @@ struct RawConfig {
     block: Option<RawBlock>,
 }
 
+/// `range = [8080, 8099]` or `range = "node"` / `"auto"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRange {
+    // A Vec, not [i64; 2]: the array form took the first two of `[a, b, c]` and ignored the rest.
+    Ports(Vec<i64>),
+    Name(String),
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ReservedItem {
@@ -447,8 +561,7 @@ enum ReservedItem {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
-    // A Vec, not [i64; 2]: the array form took the first two of `[a, b, c]` and ignored the rest.
-    range: Spanned<Vec<i64>>,
+    range: Spanned<RawRange>,
     env: Option<Spanned<String>>,
     protocol: Option<Protocol>,
     #[allow(dead_code)] // read by the block strategy, which comes later

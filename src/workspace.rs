@@ -22,6 +22,30 @@ use crate::probe::{self, SystemProbe};
 use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
 use crate::render::{self, Peers, Plan, Rendered, TemplateContext};
 
+/// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
+fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
+    if e.code != Code::SystemReserved {
+        return e;
+    }
+    let port = e.details["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok());
+    if let Some((range, name)) =
+        port.and_then(|p| config.reserved_names.iter().find(|(r, _)| r.contains(&p)))
+    {
+        e.message = format!(
+            "{} (the `{name}` range, {}-{})",
+            e.message,
+            range.start(),
+            range.end()
+        );
+        if let Some(d) = e.details.as_object_mut() {
+            d.insert("reserved_range".into(), json!(name));
+        }
+    }
+    e
+}
+
 /// `web 8081, db 5433`, or `no ports`.
 fn ports_text(ports: &BTreeMap<String, u16>) -> String {
     if ports.is_empty() {
@@ -593,7 +617,7 @@ impl Workspace {
                 changed = true;
                 alloc
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(name_the_reserved_range(e, config).into()),
         };
         alloc.warnings.iter().for_each(|w| warn(w));
         if alloc.ports != held_before {

@@ -82,6 +82,7 @@ pub fn render_and_report(
             "path": wt.path.to_string_lossy(),
             "branch": wt.branch,
             "ports": ports,
+            "range_choices": target.config.range_choices,
             "rendered": rendered.as_ref().map(files_json).unwrap_or(json!([])),
         })));
     }
@@ -96,6 +97,9 @@ pub fn render_and_report(
 pub fn describe(target: &Target, ports: &BTreeMap<String, u16>) -> String {
     let wt = &target.wt;
     let mut out = format!("ports of worktree {} ({}):\n", wt.key, wt.path.display());
+    for choice in &target.config.range_choices {
+        out.push_str(&format!("  ({choice})\n"));
+    }
     let rows: Vec<Vec<String>> = target
         .ordered(ports)
         .into_iter()

@@ -16,6 +16,7 @@ mod hostile;
 mod list;
 mod machine;
 mod pins;
+mod policies;
 mod probe;
 mod prune;
 mod regression;
