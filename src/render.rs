@@ -53,6 +53,8 @@ pub struct TemplateContext {
     pub repo: RepoContext,
     /// `<repo>-<worktree>`, as docker compose accepts it.
     pub compose_project_name: String,
+    /// The worktree's slot (main 0, then the lowest free; stable for its life).
+    pub slot: Option<u32>,
     /// Other repositories' allocations, for the `port(repo=..., service=...)` function.
     #[serde(skip)]
     pub peers: std::sync::Arc<Peers>,
@@ -195,6 +197,7 @@ impl TemplateContext {
                 common_dir: common_dir.to_string_lossy().into_owned(),
             },
             peers: Default::default(),
+            slot: None,
         }
     }
 }

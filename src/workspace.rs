@@ -217,6 +217,9 @@ pub struct Holding {
     pub ports: BTreeMap<String, u16>,
     /// Its docker compose project name (kept in its record).
     pub compose_project_name: String,
+    /// Its slot (kept in its record); None only for a record from before slots that a
+    /// render-only command read.
+    pub slot: Option<u32>,
 }
 
 /// Where a worktree's identity token lives, inside its own git dir (which git deletes with
@@ -534,14 +537,17 @@ impl Workspace {
             m.machine.save(&m.index)?;
         }
         drop(lock);
-        let compose_project_name = reg
+        let record = reg
             .record(&wt.key)
-            .and_then(|r| r.compose_project_name)
+            .expect("update_metadata recorded the worktree");
+        let compose_project_name = record
+            .compose_project_name
             .expect("update_metadata recorded a compose project name");
         dispose(reg);
         Ok(Holding {
             ports,
             compose_project_name,
+            slot: record.slot,
         })
     }
 
@@ -756,6 +762,7 @@ impl Workspace {
             &held.ports,
             &held.compose_project_name,
         );
+        tctx.slot = held.slot;
         if render::templates_read_peers(&wt.path) {
             tctx.peers = std::sync::Arc::new(self.peers());
         }
@@ -810,8 +817,9 @@ impl Workspace {
             let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
                 continue;
             };
-            let compose_project_name = reg
-                .record(&wt.key)
+            let record = reg.record(&wt.key);
+            let slot = record.as_ref().and_then(|r| r.slot);
+            let compose_project_name = record
                 .and_then(|r| r.compose_project_name)
                 .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), &wt.key));
             // `git worktree remove` takes no lock of ours: a worktree may vanish while we render.
@@ -853,6 +861,7 @@ impl Workspace {
             let held = Holding {
                 ports,
                 compose_project_name,
+                slot,
             };
             let rendered = match self
                 .plan_render(&target, &held, force)
@@ -903,9 +912,11 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
         && id_ok
         && metadata_is_current(reg, target, target.id.as_deref().unwrap_or_default()))
     .then(|| {
+        let record = reg.record(&target.wt.key)?;
         Some(Holding {
             ports: ports.to_map(),
-            compose_project_name: reg.record(&target.wt.key)?.compose_project_name?,
+            compose_project_name: record.compose_project_name?,
+            slot: record.slot,
         })
     })
     .flatten()
@@ -945,6 +956,10 @@ fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> Worktree
         .as_ref()
         .and_then(|r| r.compose_project_name.clone())
         .unwrap_or_else(|| unique_compose_name(reg, &wt.key, repo));
+    let slot = record
+        .as_ref()
+        .and_then(|r| r.slot)
+        .unwrap_or_else(|| free_slot(reg, target));
     // Keep allocated_at and any keys a newer version added.
     match record {
         Some(r) => WorktreeRecord {
@@ -952,6 +967,7 @@ fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> Worktree
             branch: wt.branch.clone(),
             id: Some(id.to_string()),
             compose_project_name: Some(compose),
+            slot: Some(slot),
             ..r
         },
         None => WorktreeRecord {
@@ -960,9 +976,20 @@ fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> Worktree
             allocated_at: now_rfc3339(),
             id: Some(id.to_string()),
             compose_project_name: Some(compose),
+            slot: Some(slot),
             extra: Default::default(),
         },
     }
+}
+
+/// The main worktree's slot is 0; any other takes the lowest free one from 1 (0 stays the
+/// main worktree's, also in a bare repository).
+fn free_slot(reg: &Registry, target: &Target) -> u32 {
+    if target.wt.is_main {
+        return 0;
+    }
+    let used = reg.slots_except(&target.wt.key);
+    (1..).find(|s| !used.contains(s)).expect("a free slot")
 }
 
 /// `<repo>-<worktree>` as compose accepts it, unless another worktree of the repository has
@@ -990,6 +1017,7 @@ fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
             && r.branch == wt.branch
             && r.id.as_deref() == Some(id)
             && r.compose_project_name.is_some()
+            && r.slot.is_some()
     });
     record_ok
         && target

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::cli::{EnvArgs, EnvFormat};
-use crate::commands::Report;
+use crate::commands::{Report, slot_var};
 use crate::config::default_env_name;
 use crate::error::{Code, Error};
 use crate::workspace::Workspace;
@@ -19,7 +19,9 @@ pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
             let ws = Workspace::open()?;
             let target = ws.target(args.worktree.as_deref())?;
             let held = ws.ensure_ports(&target, &BTreeMap::new())?;
-            target.vars(&held.ports)
+            let mut vars = target.vars(&held.ports);
+            vars.extend(slot_var(held.slot));
+            vars
         }
     };
     Ok(match args.format {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::cli::ExecArgs;
-use crate::commands::Report;
+use crate::commands::{Report, slot_var};
 use crate::error::{Code, Error};
 use crate::workspace::Workspace;
 
@@ -15,7 +15,8 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let target = ws.target(args.worktree.as_deref())?;
     let held = ws.ensure_ports(&target, &BTreeMap::new())?;
-    let vars = target.vars(&held.ports);
+    let mut vars = target.vars(&held.ports);
+    vars.extend(slot_var(held.slot));
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut cmd = Command::new(program);
     cmd.args(rest)

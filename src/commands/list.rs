@@ -28,6 +28,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         name: String,
         path: String,
         branch: Option<String>,
+        slot: Option<u32>,
         ports: BTreeMap<String, u16>,
         exists: bool,
         moved: bool,
@@ -47,6 +48,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     Some(w) => w.branch.clone(),
                     None => record.as_ref().and_then(|r| r.branch.clone()),
                 },
+                slot: record.as_ref().and_then(|r| r.slot),
                 ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
                 moved: live.is_some_and(|w| w.moved_from.is_some()),
@@ -62,6 +64,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     "name": r.name,
                     "path": r.path,
                     "branch": r.branch,
+                    "slot": r.slot,
                     "ports": r.ports,
                     "exists": r.exists,
                     "moved": r.moved,
@@ -92,7 +95,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     services.retain(|s| rows.iter().any(|r| r.ports.contains_key(s)));
 
     let mut lines = vec![
-        ["WORKTREE", "BRANCH"]
+        ["WORKTREE", "SLOT", "BRANCH"]
             .iter()
             .map(|s| s.to_string())
             .chain(services.iter().cloned())
@@ -104,6 +107,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         gone |= !r.exists;
         let mut line = vec![
             r.name.clone(),
+            r.slot.map_or_else(|| "-".into(), |s| s.to_string()),
             r.branch.clone().unwrap_or_else(|| "-".into()),
         ];
         line.extend(services.iter().map(|s| {

@@ -82,6 +82,7 @@ pub fn render_and_report(
             "path": wt.path.to_string_lossy(),
             "branch": wt.branch,
             "ports": ports,
+            "slot": held.slot,
             "range_choices": target.config.range_choices,
             "rendered": rendered.as_ref().map(files_json).unwrap_or(json!([])),
         })));
@@ -192,6 +193,11 @@ pub fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `WORKTREE_SLOT`, beside a worktree's port variables (`env`, `exec`).
+pub fn slot_var(slot: Option<u32>) -> Option<(String, u16)> {
+    Some(("WORKTREE_SLOT".to_string(), u16::try_from(slot?).ok()?))
 }
 
 /// `--port` values as the allocator takes them.

@@ -154,6 +154,10 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                     .iter()
                     .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
                     .find_map(|r| r.compose_project_name),
+                slot: sources
+                    .iter()
+                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
+                    .find_map(|r| r.slot),
                 extra: Default::default(),
             },
         );

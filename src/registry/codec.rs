@@ -298,6 +298,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                 let (mut path, mut branch, mut allocated_at) = (None, None, String::new());
                 let mut id = None;
                 let mut compose = None;
+                let mut slot = None;
                 let mut extra = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -306,6 +307,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                         "allocated_at" => allocated_at = map.next_value()?,
                         "id" => id = map.next_value()?,
                         "compose_project_name" => compose = map.next_value()?,
+                        "slot" => slot = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
                             extra.insert(key, value);
@@ -318,6 +320,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                     allocated_at,
                     id,
                     compose_project_name: compose,
+                    slot,
                     extra,
                 })
             }

@@ -82,6 +82,10 @@ pub struct WorktreeRecord {
     /// volumes keep their names. None in records written before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose_project_name: Option<String>,
+    /// A small number, stable for the worktree's life (main 0, then the lowest free), reused
+    /// after it is released: for names registered in advance (OAuth redirect URLs, tunnels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
     /// Keys this version does not know, byte for byte.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Raw>,
@@ -388,6 +392,22 @@ impl Registry {
                     None => legacy_is(k, name),
                 }
             })
+    }
+
+    /// The slots the records of every worktree but `except` hold, read from their raw JSON.
+    pub fn slots_except(&self, except: &str) -> std::collections::HashSet<u32> {
+        const FIELD: &str = "\"slot\":";
+        let field = memchr::memmem::Finder::new(FIELD);
+        self.worktrees
+            .iter()
+            .filter(|(k, _)| k.as_str() != except)
+            .filter_map(|(_, r)| {
+                let raw = r.0.get();
+                let at = field.find(raw.as_bytes())? + FIELD.len();
+                let digits: String = raw[at..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .collect()
     }
 
     /// How many worktrees the registry holds (ports or records), to size work by.
@@ -718,6 +738,7 @@ mod tests {
                 allocated_at: now_rfc3339(),
                 id: None,
                 compose_project_name: None,
+                slot: None,
                 extra: BTreeMap::new(),
             },
         );

@@ -24,7 +24,7 @@ fn list_shows_every_allocation_and_marks_gone_worktrees() {
 
     let table = repo.wp(["ls"]).succeeds().stdout();
     let header = table.lines().next().unwrap();
-    assert!(header.starts_with("WORKTREE  BRANCH"), "{table}");
+    assert!(header.starts_with("WORKTREE  SLOT  BRANCH"), "{table}");
     assert!(
         header.contains("web") && header.contains("db") && header.ends_with("PATH"),
         "{table}"

@@ -140,3 +140,59 @@ fn range_auto_picks_the_project_type_from_the_worktrees_files_and_says_so() {
         }
     }
 }
+
+#[test]
+fn slots_are_small_stable_reused_after_release_and_in_list_env_and_templates() {
+    let repo = TestRepo::new();
+    commit_files(
+        &repo,
+        &[(
+            ".worktree-ports/templates/.env.tera",
+            "WEB_PORT={{ ports.web }}\nCALLBACK=https://wt-{{ slot }}.example.test/cb\n",
+        )],
+    );
+    let a = repo.add_worktree("a");
+    let b = repo.add_worktree("b");
+    let c = repo.add_worktree("c");
+    for d in [&a, &b, &c] {
+        repo.wp_in(d, ["allocate"]).succeeds();
+    }
+    let slot_of = |d: &std::path::Path| {
+        repo.wp_in(d, ["env", "--format", "json"]).succeeds().json()["WORKTREE_SLOT"].clone()
+    };
+    assert_eq!(
+        slot_of(&repo.root),
+        0,
+        "main is 0 (allocated first: main-first)"
+    );
+    assert_eq!(
+        (slot_of(&a), slot_of(&b), slot_of(&c)),
+        (1.into(), 2.into(), 3.into())
+    );
+    assert!(
+        std::fs::read_to_string(b.join(".env"))
+            .unwrap()
+            .contains("CALLBACK=https://wt-2.example.test/cb\n")
+    );
+    // Stable: moving a port keeps the slot.
+    repo.wp_in(
+        &c,
+        ["allocate", "--port", &format!("web={}", repo.base + 15)],
+    )
+    .succeeds();
+    assert_eq!(slot_of(&c), 3);
+    // Released, its slot is the lowest free one again.
+    repo.wp(["release", "a"]).succeeds();
+    let d = repo.add_worktree("d");
+    let out = repo.wp_in(&d, ["allocate", "--json"]).succeeds().json();
+    assert_eq!(out["slot"], 1, "{out}");
+    let list = repo.wp(["list", "--json"]).succeeds().json();
+    let slots: Vec<(String, serde_json::Value)> = list["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_string(), w["slot"].clone()))
+        .collect();
+    assert!(slots.contains(&("d".into(), 1.into())), "{slots:?}");
+    assert!(slots.contains(&("c".into(), 3.into())), "{slots:?}");
+}

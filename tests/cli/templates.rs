@@ -288,7 +288,7 @@ fn init_writes_commented_starting_files_and_never_overwrites() {
     // The files work as written: the config gives the built-in services.
     let env = repo.wp(["env", "--format", "json"]).succeeds().json();
     let vars: Vec<&String> = env.as_object().unwrap().keys().collect();
-    assert_eq!(vars.len(), 5);
+    assert_eq!(vars.len(), 6, "five services and WORKTREE_SLOT: {vars:?}");
     repo.wp(["render"]).succeeds();
     let rendered = std::fs::read_to_string(repo.root.join(".env")).unwrap();
     assert!(
