@@ -229,7 +229,10 @@ fn issue15_2_remove_never_releases_a_new_worktree_that_took_the_name() {
         run.cmd.spawn().unwrap()
     };
     let remove = piped(repo.wp(["remove", "feat", "--json"]).env("PATH", &path_var));
-    while path.exists() {
+    // git deletes the directory first and its admin dir (which holds the name) last: wait
+    // for both, or the new worktree could be named `feat1`.
+    let admin = repo.common_dir().join("worktrees/feat");
+    while path.exists() || admin.exists() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // git removed it; `remove` has not released it yet. The name is free again.
