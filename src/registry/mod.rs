@@ -180,6 +180,15 @@ impl From<&BTreeMap<String, u16>> for Ports {
     }
 }
 
+/// How a record holds its compose project name, as this tool writes it.
+const COMPOSE_FIELD: &str = "\"compose_project_name\":\"";
+
+/// The text of a JSON string whose opening quote is already behind: up to its closing quote.
+/// Compose names are `[a-z0-9_-]` only, so there are no escapes to undo.
+fn quoted(rest: &str) -> &str {
+    &rest[..rest.find('"').unwrap_or(rest.len())]
+}
+
 /// One history entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -339,73 +348,68 @@ impl Registry {
         true
     }
 
-    /// The compose project names the records of every worktree but `except` hold, read from
-    /// their raw JSON without decoding 10,000 records; `legacy(key)` names a record from
-    /// before the field (what it was rendered with then).
+    /// For the record of every worktree but `except`: its key, and the raw JSON that follows
+    /// `field` in it (None when the record has no such field). Reads the raw text of the
+    /// records with one SIMD searcher, without decoding 10,000 of them (a per-record
+    /// `str::find` was a tenth of a fresh 10,000-worktree allocation).
+    fn raw_after<'s>(
+        &'s self,
+        except: &'s str,
+        field: &'s str,
+    ) -> impl Iterator<Item = (&'s str, Option<&'s str>)> + 's {
+        let finder = memchr::memmem::Finder::new(field);
+        self.worktrees
+            .iter()
+            .filter(move |(k, _)| k.as_str() != except)
+            .map(move |(k, r)| {
+                let raw = r.0.get();
+                let rest = finder
+                    .find(raw.as_bytes())
+                    .map(|at| &raw[at + field.len()..]);
+                (k.as_str(), rest)
+            })
+    }
+
+    /// The compose project names the records of every worktree but `except` hold;
+    /// `legacy(key)` names a record from before the field (what it was rendered with then).
     pub fn compose_names_except(
         &self,
         except: &str,
         legacy: &dyn Fn(&str) -> String,
     ) -> std::collections::HashSet<String> {
-        const FIELD: &str = "\"compose_project_name\":\"";
-        self.worktrees
-            .iter()
-            .filter(|(k, _)| k.as_str() != except)
-            .map(|(k, r)| {
-                let raw = r.0.get();
-                match raw.find(FIELD) {
-                    // Written by this tool: [a-z0-9_-] only, so no escapes to undo.
-                    Some(at) => {
-                        let rest = &raw[at + FIELD.len()..];
-                        rest[..rest.find('"').unwrap_or(rest.len())].to_string()
-                    }
-                    None => legacy(k),
-                }
+        self.raw_after(except, COMPOSE_FIELD)
+            .map(|(k, rest)| match rest {
+                Some(rest) => quoted(rest).to_string(),
+                None => legacy(k),
             })
             .collect()
     }
 
     /// True when the record of a worktree other than `except` holds the compose project name
-    /// `name` (or, for a record from before the field, `legacy_is(key, name)`). Reads the raw
-    /// JSON and allocates nothing: asked once per fresh allocation of a 10,000-worktree
-    /// registry.
+    /// `name` (or, for a record from before the field, `legacy_is(key, name)`). Allocates
+    /// nothing: asked once per fresh allocation.
     pub fn compose_name_used(
         &self,
         except: &str,
         name: &str,
         legacy_is: &dyn Fn(&str, &str) -> bool,
     ) -> bool {
-        const FIELD: &str = "\"compose_project_name\":\"";
-        // One SIMD searcher for all records (str::find set one up per record: a tenth of a
-        // fresh 10,000-worktree allocation).
-        let field = memchr::memmem::Finder::new(FIELD);
-        self.worktrees
-            .iter()
-            .filter(|(k, _)| k.as_str() != except)
-            .any(|(k, r)| {
-                let raw = r.0.get();
-                match field.find(raw.as_bytes()) {
-                    Some(at) => {
-                        let rest = &raw[at + FIELD.len()..];
-                        &rest[..rest.find('"').unwrap_or(rest.len())] == name
-                    }
-                    None => legacy_is(k, name),
-                }
+        self.raw_after(except, COMPOSE_FIELD)
+            .any(|(k, rest)| match rest {
+                Some(rest) => quoted(rest) == name,
+                None => legacy_is(k, name),
             })
     }
 
-    /// The slots the records of every worktree but `except` hold, read from their raw JSON.
+    /// The slots the records of every worktree but `except` hold.
     pub fn slots_except(&self, except: &str) -> std::collections::HashSet<u32> {
-        const FIELD: &str = "\"slot\":";
-        let field = memchr::memmem::Finder::new(FIELD);
-        self.worktrees
-            .iter()
-            .filter(|(k, _)| k.as_str() != except)
-            .filter_map(|(_, r)| {
-                let raw = r.0.get();
-                let at = field.find(raw.as_bytes())? + FIELD.len();
-                let digits: String = raw[at..].chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
+        self.raw_after(except, "\"slot\":")
+            .filter_map(|(_, rest)| {
+                let rest = rest?;
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
             })
             .collect()
     }
