@@ -55,9 +55,6 @@ pub struct TemplateContext {
     pub compose_project_name: String,
     /// The worktree's slot (main 0, then the lowest free; stable for its life).
     pub slot: Option<u32>,
-    /// Other repositories' allocations, for the `port(repo=..., service=...)` function.
-    #[serde(skip)]
-    pub peers: std::sync::Arc<Peers>,
 }
 
 /// Every repository of the machine index, by display name: its path and its worktrees'
@@ -196,27 +193,9 @@ impl TemplateContext {
                 name: repo,
                 common_dir: common_dir.to_string_lossy().into_owned(),
             },
-            peers: Default::default(),
             slot: None,
         }
     }
-}
-
-/// True when a template of the worktree calls `port(`: only then are the other repositories'
-/// registries read for it.
-pub fn templates_read_peers(worktree: &Path) -> bool {
-    let dir = worktree.join(TEMPLATES_DIR);
-    dir.is_dir()
-        && walkdir::WalkDir::new(&dir)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .any(|e| {
-                fsio::read_regular(e.path())
-                    .ok()
-                    .flatten()
-                    .is_some_and(|b| b.windows(5).any(|w| w == b"port("))
-            })
 }
 
 /// `/x/app/.git` -> `app`; `/x/app.git` -> `app`; `/x/app/.git/modules/lib` -> `lib`.
@@ -369,16 +348,18 @@ pub struct Rendered {
 
 /// Decide what rendering a worktree's templates would write. Reads the templates, the targets
 /// and the manifest; writes nothing. `is_tracked` answers whether git tracks a relative path
-/// (asked only for files that would change). A refusal (a file the tool did not write, a
+/// (asked only for files that would change); `peers` reads the other repositories' ports,
+/// asked only when a template calls `port(`. A refusal (a file the tool did not write, a
 /// broken managed block) or a template error is an error: then nothing may be written.
 pub fn plan(
     wt: &WorktreeInfo,
     ctx: &TemplateContext,
     force: bool,
     is_tracked: &dyn Fn(&[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>>,
+    peers: &dyn Fn() -> Peers,
 ) -> anyhow::Result<Plan> {
     let mut warnings = Vec::new();
-    let outputs = render_all(&wt.path, ctx, &mut warnings)?;
+    let outputs = render_all(&wt.path, ctx, &mut warnings, peers)?;
     let manifest_path = wt.git_dir.join("worktree-ports/rendered.json");
     let mut manifest = read_manifest(&manifest_path);
 
@@ -571,6 +552,7 @@ fn render_all(
     worktree: &Path,
     ctx: &TemplateContext,
     warnings: &mut Vec<String>,
+    peers: &dyn Fn() -> Peers,
 ) -> anyhow::Result<Vec<Output>> {
     let dir = worktree.join(TEMPLATES_DIR);
     // (rel output, or None for a partial; template name; text)
@@ -642,7 +624,12 @@ fn render_all(
 
     let mut tera = tera::Tera::new();
     tera.autoescape_on(Vec::<&str>::new());
-    let peers = std::sync::Arc::clone(&ctx.peers);
+    // The other repositories' registries are read only for templates that ask for them.
+    let peers = if sources.iter().any(|(_, _, text)| text.contains("port(")) {
+        peers()
+    } else {
+        Peers::default()
+    };
     let me = ctx.worktree.name.clone();
     tera.register_function(
         "port",

@@ -46,16 +46,10 @@ fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
     e
 }
 
-/// `web 8081, db 5433`, or `no ports`.
-fn ports_text(ports: &BTreeMap<String, u16>) -> String {
-    if ports.is_empty() {
-        return "no ports".into();
-    }
-    ports
-        .iter()
-        .map(|(s, p)| format!("{s} {p}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `web 8081, db 5433`.
+pub fn ports_inline(ports: &BTreeMap<String, u16>) -> String {
+    let parts: Vec<String> = ports.iter().map(|(s, p)| format!("{s} {p}")).collect();
+    parts.join(", ")
 }
 
 /// The machine index, held under the machine lock for one allocation.
@@ -157,6 +151,23 @@ impl Other {
     }
 }
 
+/// What `get --repo` and `env --repo` ask [`Peers`] with: the repository as the index knows
+/// it (a path is made canonical, a name kept) and the worktree whose name to look for (`-w`,
+/// else the current one's, else `main`), and the peers themselves.
+pub fn peer_query(repo: &str, worktree: Option<&str>) -> (Peers, String, String) {
+    let worktree = match worktree {
+        Some(w) => w.to_string(),
+        None => Workspace::open()
+            .and_then(|ws| ws.current_key())
+            .unwrap_or_else(|_| crate::git::MAIN_KEY.to_string()),
+    };
+    let spec = Path::new(repo)
+        .canonicalize()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| repo.to_string());
+    (Workspace::peers(), spec, worktree)
+}
+
 /// `/src/app/.git` -> `/src/app`; a bare repository's git dir stays as it is.
 pub fn display_path(common: &Path) -> PathBuf {
     match common.file_name() {
@@ -176,6 +187,24 @@ pub struct Leaving {
 
 fn entry(reg: &Registry, key: &str) -> (Option<WorktreeRecord>, Option<Ports>) {
     (reg.record(key), reg.ports(key).cloned())
+}
+
+/// What a command says while it waits for a lock (after about a second).
+pub fn say_waiting(path: &Path) {
+    eprintln!("git-worktree-ports: waiting for lock on {}", path.display());
+}
+
+/// Take the machine lock, saying so when it takes a while.
+pub fn lock_machine(machine: &Machine) -> anyhow::Result<FileLock> {
+    machine.lock(lock::timeout_from_env()?, &say_waiting)
+}
+
+/// The ports of every repository of `index` but `except` whose directory is still there.
+pub fn others(index: &Index, except: Option<&Path>) -> Vec<Other> {
+    (index.repositories.keys())
+        .filter(|p| Some(p.as_path()) != except && p.is_dir())
+        .map(|common| Other::read(common))
+        .collect()
 }
 
 /// Print a warning on stderr.
@@ -350,10 +379,7 @@ impl Workspace {
 
     /// Take the registry lock, saying so when it takes a while.
     pub fn lock(&self) -> anyhow::Result<Lock> {
-        let timeout = lock::timeout_from_env()?;
-        Lock::acquire(&self.paths, timeout, &|path| {
-            eprintln!("git-worktree-ports: waiting for lock on {}", path.display());
-        })
+        Lock::acquire(&self.paths, lock::timeout_from_env()?, &say_waiting)
     }
 
     /// The registry under `lock`, printing recovery warnings: `unlocked` itself when the
@@ -522,19 +548,15 @@ impl Workspace {
         }
         let (ports, c) = self.assign(&mut reg, target, wants, &others, &repo_name)?;
         changed |= c;
-        if changed {
-            // Listed before the registry is written: a crash between the two leaves a listed
-            // repository with nothing allocated (harmless), never an allocation unlisted.
-            if let Some(m) = &machine
-                && m.changed
-            {
-                m.machine.save(&m.index)?;
-            }
-            self.save(&lock, &mut reg)?;
-        } else if let Some(m) = &machine
+        // Listed before the registry is written: a crash between the two leaves a listed
+        // repository with nothing allocated (harmless), never an allocation unlisted.
+        if let Some(m) = &machine
             && m.changed
         {
             m.machine.save(&m.index)?;
+        }
+        if changed {
+            self.save(&lock, &mut reg)?;
         }
         drop(lock);
         let record = reg
@@ -609,7 +631,12 @@ impl Workspace {
                 let mut result = Err(e);
                 for (key, why) in self.gone_worktrees(reg, &wt.key)? {
                     let ports = reg.remove_worktree(&key);
-                    reclaimed.push(format!("{key} ({why}: {})", ports_text(&ports)));
+                    let held = if ports.is_empty() {
+                        "no ports".to_string()
+                    } else {
+                        ports_inline(&ports)
+                    };
+                    reclaimed.push(format!("{key} ({why}: {held})"));
                     result = attempt(reg);
                     if result.is_ok() {
                         break;
@@ -675,18 +702,9 @@ impl Workspace {
         render::repo_name(self.repo.common_dir())
     }
 
-    /// [`Workspace::peers`] when the current directory is in no repository.
-    pub fn peers_without_repository() -> Peers {
-        Self::read_peers()
-    }
-
     /// Every repository of the machine index (this one too), by display name, with its
     /// worktrees' ports, read without locks.
-    pub fn peers(&self) -> Peers {
-        Self::read_peers()
-    }
-
-    fn read_peers() -> Peers {
+    pub fn peers() -> Peers {
         let mut peers = Peers::default();
         let Ok(machine) = Machine::from_env() else {
             return peers;
@@ -719,10 +737,7 @@ impl Workspace {
     /// The machine index under its lock, with repositories whose common dir is gone dropped.
     fn machine_view(&self) -> anyhow::Result<MachineView> {
         let machine = Machine::from_env()?;
-        let timeout = lock::timeout_from_env()?;
-        let lock = machine.lock(timeout, &|path| {
-            eprintln!("git-worktree-ports: waiting for lock on {}", path.display());
-        })?;
+        let lock = lock_machine(&machine)?;
         let (mut index, warnings) = machine.load(&lock)?;
         warnings.iter().for_each(|w| warn(w));
         let changed = !index.drop_gone().is_empty();
@@ -738,13 +753,7 @@ impl Workspace {
     /// gives a whole file). A damaged one is read from its backup; when both are damaged,
     /// what can be salvaged from them is taken, and the rest of its ports is unknown: said.
     fn other_registries(&self, index: &Index) -> Vec<Other> {
-        let me = self.canonical_common_dir();
-        index
-            .repositories
-            .keys()
-            .filter(|p| **p != me)
-            .map(|common| Other::read(common))
-            .collect()
+        others(index, Some(&self.canonical_common_dir()))
     }
 
     /// What rendering the target's templates with `ports` would write; writes nothing.
@@ -763,12 +772,13 @@ impl Workspace {
             &held.compose_project_name,
         );
         tctx.slot = held.slot;
-        if render::templates_read_peers(&wt.path) {
-            tctx.peers = std::sync::Arc::new(self.peers());
-        }
-        render::plan(wt, &tctx, force, &|rels: &[PathBuf]| {
-            self.repo.tracked(wt, rels)
-        })
+        render::plan(
+            wt,
+            &tctx,
+            force,
+            &|rels: &[PathBuf]| self.repo.tracked(wt, rels),
+            &Workspace::peers,
+        )
     }
 
     /// Carry out a plan, keep its files out of `git status`, and print its warnings.

@@ -11,7 +11,7 @@ use crate::config::{MIN_PORT, Protocol};
 use crate::error::{Code, classify};
 use crate::machine::Machine;
 use crate::probe::SystemProbe;
-use crate::workspace::{Other, Workspace, warn};
+use crate::workspace::{Other, Workspace, others, warn};
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
@@ -24,10 +24,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
         Ok(machine) => {
             let (index, warnings) = machine.read();
             warnings.iter().for_each(|w| warn(w));
-            (index.repositories.keys())
-                .filter(|p| Some(*p) != me.as_ref() && p.is_dir())
-                .map(|p| Other::read(p))
-                .collect()
+            others(&index, me.as_deref())
         }
         Err(_) => Vec::new(),
     };

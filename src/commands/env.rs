@@ -9,7 +9,7 @@ use crate::cli::{EnvArgs, EnvFormat};
 use crate::commands::{Report, slot_var};
 use crate::config::default_env_name;
 use crate::error::{Code, Error};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, peer_query};
 
 /// Run `env`.
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
@@ -42,17 +42,7 @@ pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
 /// `env --repo <repo>`: another repository's ports, named after its services (NAME_PORT),
 /// from its worktree named like the current one (or `-w`), else its main worktree.
 fn peer_vars(repo: &str, args: &EnvArgs) -> anyhow::Result<Vec<(String, u16)>> {
-    let here = Workspace::open().ok();
-    let worktree = match (&args.worktree, &here) {
-        (Some(w), _) => w.clone(),
-        (None, Some(ws)) => ws.current_key().unwrap_or_else(|_| "main".into()),
-        (None, None) => "main".into(),
-    };
-    let peers = Workspace::peers_without_repository();
-    let spec = std::path::Path::new(repo)
-        .canonicalize()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| repo.to_string());
+    let (peers, spec, worktree) = peer_query(repo, args.worktree.as_deref());
     let (_, ports) = peers
         .worktree_ports(&spec, &worktree)
         .map_err(|m| Error::new(Code::NotAllocated, m))?;

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::cli::GetArgs;
 use crate::commands::Report;
 use crate::error::{Code, Error};
-use crate::workspace::{Workspace, dispose};
+use crate::workspace::{Workspace, dispose, peer_query};
 
 /// Run `get`.
 pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
@@ -49,21 +49,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
 /// `get <service> --repo <repo> [-w <worktree>]`: another repository's port, resolved as the
 /// `port()` template function resolves it.
 fn from_peer(repo: &str, args: &GetArgs) -> anyhow::Result<Report> {
-    let here = Workspace::open().ok();
-    let worktree = match (&args.worktree, &here) {
-        (Some(w), _) => w.clone(),
-        (None, Some(ws)) => ws.current_key().unwrap_or_else(|_| "main".into()),
-        (None, None) => "main".into(),
-    };
-    let peers = match &here {
-        Some(ws) => ws.peers(),
-        None => Workspace::peers_without_repository(),
-    };
-    let spec = std::path::Path::new(repo)
-        .canonicalize()
-        .ok()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| repo.to_string());
+    let (peers, spec, worktree) = peer_query(repo, args.worktree.as_deref());
     match peers.port(&spec, &args.service, &worktree) {
         Ok(port) => Ok(Report::ok(format!("{port}\n"))),
         Err(msg) => Err(Error::new(Code::NotAllocated, msg)

@@ -214,11 +214,7 @@ pub fn wants(ports: &[PortArg]) -> BTreeMap<String, Want> {
         .collect()
 }
 
-/// `web 8081, db 5433`.
-pub fn ports_inline(ports: &std::collections::BTreeMap<String, u16>) -> String {
-    let parts: Vec<String> = ports.iter().map(|(s, p)| format!("{s} {p}")).collect();
-    parts.join(", ")
-}
+pub use crate::workspace::ports_inline;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use crate::commands::{Report, ports_inline};
 use crate::git::WorktreeInfo;
 use crate::machine::Machine;
 use crate::registry::{Ports, Registry};
-use crate::workspace::{Workspace, display_path, warn, worktrees_seen_from_here};
+use crate::workspace::{Workspace, display_path, lock_machine, warn, worktrees_seen_from_here};
 
 struct Pruned {
     repo: Option<String>,
@@ -50,15 +50,12 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
     let mut gone_repos: Vec<(String, String)> = Vec::new();
     if args.all {
         let machine = Machine::from_env()?;
-        let lock_timeout = crate::lock::timeout_from_env()?;
         // Index entries of gone repositories are dropped under the machine lock, which comes
         // before any repository's.
         let lock = if args.dry_run {
             None
         } else {
-            Some(machine.lock(lock_timeout, &|p| {
-                eprintln!("git-worktree-ports: waiting for lock on {}", p.display());
-            })?)
+            Some(lock_machine(&machine)?)
         };
         let (mut index, warnings) = match &lock {
             Some(l) => machine.load(l)?,
