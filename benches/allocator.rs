@@ -34,6 +34,7 @@ fn services() -> Vec<Service> {
             range: (1100 + s * SPAN, 1100 + s * SPAN + SPAN - 1),
             env: format!("SVC{s}_PORT"),
             protocol: Protocol::Tcp,
+            offset: s,
         })
         .collect()
 }
@@ -89,6 +90,7 @@ fn bench_allocate(c: &mut Criterion) {
                         taken: &taken,
                         reserved: &[],
                         avoid: &[],
+                        block: None,
                     },
                     &AllFree,
                 )

@@ -45,6 +45,49 @@ impl Protocol {
 pub enum Strategy {
     /// The lowest free port of each service's range.
     Ranges,
+    /// The repository claims a block of `span` ports; each worktree takes a slot of `size`
+    /// ports in it; each service sits at its `offset` in the slot.
+    Block(Block),
+}
+
+/// `[block]`: the block strategy's numbers (validated: `size` divides `span`, the first block
+/// fits below 65536).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// The lowest port a block may start at; blocks start at `base + k * span`.
+    pub base: u16,
+    /// Ports per worktree (one slot).
+    pub size: u16,
+    /// Ports per repository (its block): `span / size` worktrees.
+    pub span: u16,
+}
+
+impl Block {
+    /// Slots in one block.
+    pub fn slots(&self) -> u32 {
+        u32::from(self.span / self.size)
+    }
+
+    /// `[block] base 30000, size 10, span 100`.
+    pub fn describe(&self) -> String {
+        format!(
+            "[block] base {}, size {}, span {}",
+            self.base, self.size, self.span
+        )
+    }
+
+    /// The users' name for it: "increment of 10 from 9500" (one slot per repository, POEM's
+    /// installations) or "blocks of 100 from 30000, 10 ports per worktree".
+    pub fn convention(&self) -> String {
+        if self.span == self.size {
+            format!("increment of {} from {}", self.size, self.base)
+        } else {
+            format!(
+                "blocks of {} from {}, {} ports per worktree",
+                self.span, self.base, self.size
+            )
+        }
+    }
 }
 
 /// One service of a worktree.
@@ -58,6 +101,9 @@ pub struct Service {
     pub env: String,
     /// Which protocols must be free.
     pub protocol: Protocol,
+    /// Block strategy: the port's position in the worktree's slot (`offset`, else the
+    /// service's position in the config). 0 and unused in the ranges strategy.
+    pub offset: u16,
 }
 
 /// A validated config.
@@ -88,6 +134,7 @@ impl Config {
             range: (lo, hi),
             env: default_env_name(name),
             protocol: Protocol::Tcp,
+            offset: 0,
         };
         Config {
             strategy: Strategy::Ranges,
@@ -159,20 +206,31 @@ impl Config {
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
 
         let strategy = match raw.strategy.as_ref().map(|s| s.as_ref().as_str()) {
-            None | Some("ranges") => Strategy::Ranges,
+            None | Some("ranges") => {
+                if let Some(block) = &raw.block {
+                    return Err(invalid(
+                        Some(block.span()),
+                        "[block] is only used by strategy = \"block\"; add that line, or remove the table".into(),
+                    ));
+                }
+                Strategy::Ranges
+            }
             Some("block") => {
-                let span = raw.strategy.as_ref().map(|s| s.span());
-                return Err(invalid(
-                    span,
-                    "strategy \"block\" is not supported by this version yet; use \"ranges\""
-                        .into(),
-                ));
+                let Some(block) = &raw.block else {
+                    return Err(invalid(
+                        raw.strategy.as_ref().map(|s| s.span()),
+                        "strategy \"block\" needs a [block] table: base, size and span, such as\n[block]\nbase = 30000\nsize = 10\nspan = 100".into(),
+                    ));
+                };
+                Strategy::Block(
+                    parse_block(block.get_ref()).map_err(|m| invalid(Some(block.span()), m))?,
+                )
             }
             Some(other) => {
                 let span = raw.strategy.as_ref().map(|s| s.span());
                 return Err(invalid(
                     span,
-                    format!("unknown strategy {other:?}; expected \"ranges\""),
+                    format!("unknown strategy {other:?}; expected \"ranges\" or \"block\""),
                 ));
             }
         };
@@ -191,7 +249,26 @@ impl Config {
         }
 
         let services = match raw.services {
-            None => Config::builtin().services,
+            None => {
+                let mut services = Config::builtin().services;
+                if let Strategy::Block(b) = strategy {
+                    if usize::from(b.size) < services.len() {
+                        return Err(invalid(
+                            raw.block.as_ref().map(|b| b.span()),
+                            format!(
+                                "[block] size = {} is smaller than the {} built-in services (web, api, db, test, debug); raise size, or list your services with an offset each under [services]",
+                                b.size,
+                                services.len()
+                            ),
+                        ));
+                    }
+                    for (i, s) in services.iter_mut().enumerate() {
+                        s.offset = i as u16;
+                        s.range = (b.base, b.base + (b.span - 1));
+                    }
+                }
+                services
+            }
             Some(OrderedServices(list)) => {
                 if list.is_empty() {
                     return Err(invalid(None, "[services] is empty; define at least one service, or remove the table to use the built-in services".into()));
@@ -208,63 +285,128 @@ impl Config {
                             ),
                         ));
                     }
-                    let range_span = Some(raw_svc.range.span());
-                    let numbers: Vec<i64> = match raw_svc.range.as_ref() {
-                        RawRange::Ports(v) => v.clone(),
-                        RawRange::Name(n) if n == "auto" => {
-                            let worktree = path.parent().and_then(Path::parent);
-                            let (kind, why) = detect_project_type(worktree);
-                            let (lo, hi) = named_range(kind).expect("a project type is named");
-                            range_choices.push(format!(
-                                "{name}: range \"auto\" is {kind} {lo}-{hi} ({why})"
-                            ));
-                            vec![i64::from(lo), i64::from(hi)]
-                        }
-                        RawRange::Name(n) => match named_range(n) {
-                            Some((lo, hi)) => vec![i64::from(lo), i64::from(hi)],
-                            None => {
-                                return Err(invalid(
-                                    range_span,
-                                    format!(
-                                        "[services.{name}] range {n:?} is not a named range; use one of {}, \"auto\", or two numbers: range = [8080, 8099]",
-                                        NAMED_RANGES
-                                            .iter()
-                                            .map(|(n, _, _)| format!("{n:?}"))
-                                            .collect::<Vec<_>>()
-                                            .join(", ")
-                                    ),
-                                ));
-                            }
-                        },
-                    };
-                    let (lo, hi) = match numbers[..] {
-                        [lo, hi] => (lo, hi),
-                        ref other => {
+                    let (lo, hi) = match (strategy, &raw_svc.range) {
+                        (Strategy::Block(b), None) => (b.base, b.base + (b.span - 1)),
+                        (Strategy::Block(_), Some(r)) => {
                             return Err(invalid(
-                                range_span,
+                                Some(r.span()),
                                 format!(
-                                    "[services.{name}] range has {} numbers; write exactly two, the first and the last port: range = [8080, 8099]",
-                                    other.len()
+                                    "[services.{name}] range is not used by strategy \"block\" (ports come from [block] and the service's offset); remove it"
                                 ),
                             ));
                         }
-                    };
-                    for p in [lo, hi] {
-                        if !(MIN_PORT as i64..=65535).contains(&p) {
+                        (Strategy::Ranges, None) => {
                             return Err(invalid(
-                                range_span,
-                                format!("[services.{name}] range: port {p} is outside 1024-65535"),
+                                Some(span),
+                                format!(
+                                    "[services.{name}] needs a range, such as range = [8080, 8099] or range = \"node\""
+                                ),
                             ));
                         }
-                    }
-                    if lo > hi {
-                        return Err(invalid(
-                            range_span,
-                            format!(
-                                "[services.{name}] range [{lo}, {hi}] is reversed; write [{hi}, {lo}]"
-                            ),
-                        ));
-                    }
+                        (Strategy::Ranges, Some(range)) => {
+                            let range_span = Some(range.span());
+                            let numbers: Vec<i64> = match range.as_ref() {
+                                RawRange::Ports(v) => v.clone(),
+                                RawRange::Name(n) if n == "auto" => {
+                                    let worktree = path.parent().and_then(Path::parent);
+                                    let (kind, why) = detect_project_type(worktree);
+                                    let (lo, hi) =
+                                        named_range(kind).expect("a project type is named");
+                                    range_choices.push(format!(
+                                        "{name}: range \"auto\" is {kind} {lo}-{hi} ({why})"
+                                    ));
+                                    vec![i64::from(lo), i64::from(hi)]
+                                }
+                                RawRange::Name(n) => match named_range(n) {
+                                    Some((lo, hi)) => vec![i64::from(lo), i64::from(hi)],
+                                    None => {
+                                        return Err(invalid(
+                                            range_span,
+                                            format!(
+                                                "[services.{name}] range {n:?} is not a named range; use one of {}, \"auto\", or two numbers: range = [8080, 8099]",
+                                                NAMED_RANGES
+                                                    .iter()
+                                                    .map(|(n, _, _)| format!("{n:?}"))
+                                                    .collect::<Vec<_>>()
+                                                    .join(", ")
+                                            ),
+                                        ));
+                                    }
+                                },
+                            };
+                            let (lo, hi) = match numbers[..] {
+                                [lo, hi] => (lo, hi),
+                                ref other => {
+                                    return Err(invalid(
+                                        range_span,
+                                        format!(
+                                            "[services.{name}] range has {} numbers; write exactly two, the first and the last port: range = [8080, 8099]",
+                                            other.len()
+                                        ),
+                                    ));
+                                }
+                            };
+                            for p in [lo, hi] {
+                                if !(MIN_PORT as i64..=65535).contains(&p) {
+                                    return Err(invalid(
+                                        range_span,
+                                        format!(
+                                            "[services.{name}] range: port {p} is outside 1024-65535"
+                                        ),
+                                    ));
+                                }
+                            }
+                            if lo > hi {
+                                return Err(invalid(
+                                    range_span,
+                                    format!(
+                                        "[services.{name}] range [{lo}, {hi}] is reversed; write [{hi}, {lo}]"
+                                    ),
+                                ));
+                            }
+                            (lo as u16, hi as u16)
+                        }
+                    };
+                    let offset = match (strategy, &raw_svc.offset) {
+                        (Strategy::Ranges, None) => 0,
+                        (Strategy::Ranges, Some(o)) => {
+                            return Err(invalid(
+                                Some(o.span()),
+                                format!(
+                                    "[services.{name}] offset is only used by strategy = \"block\"; remove it, or use that strategy"
+                                ),
+                            ));
+                        }
+                        (Strategy::Block(b), o) => {
+                            // Without an offset: the lowest one no service above it has.
+                            let at = o.as_ref().map(|o| *o.get_ref()).unwrap_or_else(|| {
+                                (0..)
+                                    .find(|i| !services.iter().any(|s| i64::from(s.offset) == *i))
+                                    .expect("a free offset")
+                            });
+                            if !(0..i64::from(b.size)).contains(&at) {
+                                return Err(invalid(
+                                    o.as_ref().map(|o| o.span()).or(Some(span)),
+                                    format!(
+                                        "[services.{name}] offset {at} is outside the worktree's {} ports (0-{}); give it an offset below [block] size, or raise size",
+                                        b.size,
+                                        b.size - 1
+                                    ),
+                                ));
+                            }
+                            let at = at as u16;
+                            if let Some(other) = services.iter().find(|s| s.offset == at) {
+                                return Err(invalid(
+                                    o.as_ref().map(|o| o.span()).or(Some(span)),
+                                    format!(
+                                        "[services.{name}] offset {at} is [services.{}]'s already; give each service its own offset",
+                                        other.name
+                                    ),
+                                ));
+                            }
+                            at
+                        }
+                    };
                     let env = match raw_svc.env {
                         Some(env) => {
                             if let Some(why) = reserved_env_name(env.as_ref()) {
@@ -301,7 +443,8 @@ impl Config {
                     }
                     services.push(Service {
                         name,
-                        range: (lo as u16, hi as u16),
+                        range: (lo, hi),
+                        offset,
                         env,
                         protocol: raw_svc.protocol.unwrap_or(Protocol::Tcp),
                     });
@@ -309,25 +452,6 @@ impl Config {
                 services
             }
         };
-
-        if let Some(block) = &raw.block {
-            // Accepted so a config written for the block strategy stays loadable; checked
-            // for sanity now so a typo does not wait for that strategy to surface.
-            for (key, v) in [
-                ("base", block.base),
-                ("size", block.size),
-                ("span", block.span),
-            ] {
-                if let Some(v) = v
-                    && !(1..=65535).contains(&v)
-                {
-                    return Err(invalid(
-                        None,
-                        format!("[block] {key} = {v} is outside 1-65535"),
-                    ));
-                }
-            }
-        }
 
         Ok(Config {
             strategy,
@@ -522,6 +646,41 @@ fn parse_reserved(item: &ReservedItem) -> Result<RangeInclusive<u16>, String> {
     }
 }
 
+/// `[block]` -> [`Block`], or what is wrong with it.
+fn parse_block(raw: &RawBlock) -> Result<Block, String> {
+    let get = |key: &str, v: Option<i64>| {
+        v.ok_or_else(|| format!("[block] needs {key}; the three keys are base (first port), size (ports per worktree) and span (ports per repository), such as base = 30000, size = 10, span = 100"))
+    };
+    let (base, size, span) = (
+        get("base", raw.base)?,
+        get("size", raw.size)?,
+        get("span", raw.span)?,
+    );
+    if !(i64::from(MIN_PORT)..=65535).contains(&base) {
+        return Err(format!("[block] base = {base} is outside 1024-65535"));
+    }
+    if !(1..=65535).contains(&size) || !(1..=65535).contains(&span) {
+        return Err(format!(
+            "[block] size = {size} and span = {span} must be 1-65535"
+        ));
+    }
+    if span < size || span % size != 0 {
+        return Err(format!(
+            "[block] span = {span} must be a multiple of size = {size} (a repository's block holds whole worktree slots)"
+        ));
+    }
+    if base + span - 1 > 65535 {
+        return Err(format!(
+            "[block] base = {base} with span = {span} ends past 65535; lower base or span"
+        ));
+    }
+    Ok(Block {
+        base: base as u16,
+        size: size as u16,
+        span: span as u16,
+    })
+}
+
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -539,7 +698,7 @@ struct RawConfig {
     #[serde(default)]
     reserved: Vec<Spanned<ReservedItem>>,
     services: Option<OrderedServices>,
-    block: Option<RawBlock>,
+    block: Option<Spanned<RawBlock>>,
 }
 
 /// `range = [8080, 8099]` or `range = "node"` / `"auto"`.
@@ -561,11 +720,10 @@ enum ReservedItem {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
-    range: Spanned<RawRange>,
+    range: Option<Spanned<RawRange>>,
     env: Option<Spanned<String>>,
     protocol: Option<Protocol>,
-    #[allow(dead_code)] // read by the block strategy, which comes later
-    offset: Option<u16>,
+    offset: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -706,6 +864,102 @@ mod tests {
         assert!(parse("reserved = [\"9-\"]\n").is_err());
         assert!(parse("reserved = [\"200-100\"]\n").is_err());
         assert!(parse("[services]\n").is_err());
+    }
+
+    #[test]
+    fn block_strategy_reads_base_size_span_and_offsets() {
+        let c = parse(
+            "strategy = \"block\"\n[block]\nbase = 30000\nsize = 10\nspan = 100\n[services.web]\noffset = 0\n[services.db]\noffset = 2\n[services.studio]\n",
+        )
+        .unwrap();
+        let b = Block {
+            base: 30000,
+            size: 10,
+            span: 100,
+        };
+        assert_eq!(c.strategy, Strategy::Block(b));
+        let offsets: Vec<(&str, u16)> = c
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.offset))
+            .collect();
+        // Without an offset, a service takes the lowest one free above it.
+        assert_eq!(offsets, [("web", 0), ("db", 2), ("studio", 1)]);
+        assert_eq!(
+            b.convention(),
+            "blocks of 100 from 30000, 10 ports per worktree"
+        );
+        let poem = Block {
+            base: 9500,
+            size: 10,
+            span: 10,
+        };
+        assert_eq!(poem.convention(), "increment of 10 from 9500");
+        // The built-in services get offsets 0-4.
+        let c =
+            parse("strategy = \"block\"\n[block]\nbase = 9500\nsize = 10\nspan = 10\n").unwrap();
+        assert_eq!(
+            c.services.iter().map(|s| s.offset).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn block_mistakes_name_the_key_and_the_fix() {
+        let cases = [
+            ("strategy = \"block\"\n", "needs a [block] table"),
+            (
+                "strategy = \"block\"\n[block]\nbase = 30000\nsize = 10\n",
+                "[block] needs span",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 30000\nsize = 10\nspan = 95\n",
+                "must be a multiple of size",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 80\nsize = 10\nspan = 100\n",
+                "outside 1024-65535",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 65500\nsize = 10\nspan = 100\n",
+                "ends past 65535",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 30000\nsize = 3\nspan = 30\n",
+                "smaller than the 5 built-in services",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 30000\nsize = 10\nspan = 100\n[services.web]\noffset = 10\n",
+                "offset 10 is outside",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 30000\nsize = 10\nspan = 100\n[services.web]\noffset = 1\n[services.db]\noffset = 1\n",
+                "[services.web]'s already",
+            ),
+            (
+                "strategy = \"block\"\n[block]\nbase = 30000\nsize = 10\nspan = 100\n[services.web]\nrange = [8080, 8099]\n",
+                "range is not used by strategy",
+            ),
+            (
+                "[block]\nbase = 30000\nsize = 10\nspan = 100\n",
+                "only used by strategy = \"block\"",
+            ),
+            (
+                "[services.web]\nrange = [8080, 8099]\noffset = 1\n",
+                "offset is only used",
+            ),
+            ("[services.web]\nenv = \"W\"\n", "needs a range"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.code, Code::ConfigInvalid);
+            assert!(e.message.contains(want), "{text:?}: {}", e.message);
+            assert!(
+                e.message.starts_with("/r/.worktree-ports/config.toml"),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]

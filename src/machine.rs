@@ -5,7 +5,8 @@
 //! Files, in the state dir (`GIT_WORKTREE_PORTS_STATE_DIR`, else
 //! `$XDG_STATE_HOME/git-worktree-ports`, else `~/.local/state/git-worktree-ports`):
 //! - `index.json` (+ `index.json.bak`): `{"version": 1, "repositories": {"<common dir>":
-//!   {"name": "<display name>", "added_at": "<RFC 3339>"}}}`, written like the registry
+//!   {"name": "<display name>", "added_at": "<RFC 3339>", "block": [30000, 30099]}}}` (the
+//!   block only for a block-strategy repository), written like the registry
 //!   (temp file, fsync, rename; then the backup);
 //! - `machine.lock`: locked by every operation that may take a new port, before the
 //!   repository's lock; never renamed or deleted.
@@ -37,6 +38,9 @@ pub struct Entry {
     pub name: String,
     /// When it was listed.
     pub added_at: String,
+    /// The block it claimed (block strategy): first and last port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<[u16; 2]>,
 }
 
 /// The index document.
@@ -83,9 +87,32 @@ impl Index {
             Entry {
                 name: unique,
                 added_at: now_rfc3339(),
+                block: None,
             },
         );
         true
+    }
+
+    /// Record the block `common_dir` claimed; true when the index changed.
+    pub fn set_block(&mut self, common_dir: &Path, block: [u16; 2]) -> bool {
+        match self.repositories.get_mut(common_dir) {
+            Some(e) if e.block != Some(block) => {
+                e.block = Some(block);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The blocks claimed by every repository but `except`.
+    pub fn claims_except(&self, except: &Path) -> Vec<(std::ops::RangeInclusive<u16>, &Path)> {
+        (self.repositories.iter())
+            .filter(|(p, _)| p.as_path() != except)
+            .filter_map(|(p, e)| {
+                let [lo, hi] = e.block?;
+                Some((lo..=hi, p.as_path()))
+            })
+            .collect()
     }
 
     /// Drop repositories whose common dir no longer exists; returns them.

@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::allocate::{self, Owner, Request, Taken, Want};
-use crate::config::{self, Config};
+use crate::allocate::{self, BlockSite, Owner, Request, Taken, Want};
+use crate::config::{self, Config, Strategy};
 use crate::error::{Code, Error};
 use crate::fsio::{self, Durability, Mode, WriteOptions};
 use crate::git::{Repo, WorktreeInfo};
 use crate::lock::{self, FileLock};
 use crate::machine::{Index, Machine};
 use crate::probe::{self, SystemProbe};
-use crate::registry::{self, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{
+    self, Claim, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339,
+};
 use crate::render::{self, Peers, Plan, Rendered, TemplateContext};
 
 /// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
@@ -543,10 +545,24 @@ impl Workspace {
                 .find(|w| w.is_main && w.path.is_dir())
         {
             let main = self.target_of(main)?;
-            let (_, c) = self.assign(&mut reg, &main, &BTreeMap::new(), &others, &repo_name)?;
+            let (_, c) = self.assign(
+                &mut reg,
+                &main,
+                &BTreeMap::new(),
+                &others,
+                &repo_name,
+                machine.as_mut(),
+            )?;
             changed |= c;
         }
-        let (ports, c) = self.assign(&mut reg, target, wants, &others, &repo_name)?;
+        let (ports, c) = self.assign(
+            &mut reg,
+            target,
+            wants,
+            &others,
+            &repo_name,
+            machine.as_mut(),
+        )?;
         changed |= c;
         // Listed before the registry is written: a crash between the two leaves a listed
         // repository with nothing allocated (harmless), never an allocation unlisted.
@@ -584,13 +600,20 @@ impl Workspace {
         wants: &BTreeMap<String, Want>,
         others: &[Other],
         repo_name: &str,
+        machine: Option<&mut MachineView>,
     ) -> anyhow::Result<(BTreeMap<String, u16>, bool)> {
         let wt = &target.wt;
         let config = &target.config;
+        // Block strategy: the repository's block, claimed once, machine-wide.
+        let claim_before = reg.claim();
+        let claim = match config.strategy {
+            Strategy::Block(b) => Some(self.claim_block(reg, b, machine, others)?),
+            Strategy::Ranges => None,
+        };
         // An entry made by a worktree with another identity belongs to a dead worktree whose
         // name git gave this one: its ports go back (never taken over unprobed), and this
         // worktree allocates as the new worktree it is.
-        let mut changed = false;
+        let mut changed = reg.claim() != claim_before;
         let owner = reg.record(&wt.key).and_then(|r| r.id);
         if owner.is_some() && owner != target.id {
             reg.remove_worktree(&wt.key);
@@ -603,6 +626,12 @@ impl Workspace {
         let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
         let avoid = probe::avoid_ranges();
         let attempt = |reg: &Registry| {
+            let slots = reg.slot_holders_except(&wt.key);
+            let block = claim.map(|c| BlockSite {
+                start: c.start,
+                slots: &slots,
+                slot: reg.record(&wt.key).and_then(|r| r.slot),
+            });
             let mut taken = reg.taken();
             for other in others {
                 other.add_to(&mut taken);
@@ -617,6 +646,7 @@ impl Workspace {
                     taken: &taken,
                     reserved: &config.reserved,
                     avoid: &avoid,
+                    block,
                 },
                 &SystemProbe,
             )
@@ -666,9 +696,80 @@ impl Workspace {
             Some(id) => id.clone(),
             None => new_worktree_id(wt)?,
         };
-        warn_outside_changed_ranges(reg, target, &alloc.ports);
-        changed |= update_metadata(reg, target, &id, repo_name);
+        match claim {
+            Some(c) => warn_off_block(target, &alloc.ports, c),
+            None => warn_outside_changed_ranges(reg, target, &alloc.ports),
+        }
+        changed |= update_metadata(reg, target, &id, repo_name, alloc.slot);
         Ok((alloc.ports, changed))
+    }
+
+    /// The repository's block (under the locks): the one it claimed, while the config is the
+    /// one it was claimed under; else the lowest free one, recorded in the registry and the
+    /// machine index. Worktrees keep the ports of an earlier claim: said, with how to move.
+    fn claim_block(
+        &self,
+        reg: &mut Registry,
+        b: config::Block,
+        machine: Option<&mut MachineView>,
+        others: &[Other],
+    ) -> anyhow::Result<Claim> {
+        let me = self.canonical_common_dir();
+        let record = |m: Option<&mut MachineView>, c: &Claim| {
+            if let Some(m) = m {
+                m.changed |= m
+                    .index
+                    .set_block(&me, [*c.ports().start(), *c.ports().end()]);
+            }
+        };
+        if let Some(c) = reg.claim().filter(|c| c.config() == b) {
+            // An index rebuilt after damage learns the claim again here.
+            record(machine, &c);
+            return Ok(c);
+        }
+        let mut taken = Taken::new();
+        for other in others {
+            other.add_to(&mut taken);
+        }
+        let displays: Vec<(std::ops::RangeInclusive<u16>, PathBuf)> = match &machine {
+            Some(m) => (m.index.claims_except(&me).into_iter())
+                .map(|(r, p)| (r, display_path(p)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let claims: Vec<(std::ops::RangeInclusive<u16>, &Path)> = (displays.iter())
+            .map(|(r, p)| (r.clone(), p.as_path()))
+            .collect();
+        let start = allocate::choose_block(b, &claims, &taken)?;
+        let claim = Claim {
+            start,
+            base: b.base,
+            size: b.size,
+            span: b.span,
+        };
+        if let Some(old) = reg.claim() {
+            let kept: Vec<String> = reg
+                .allocations()
+                .map(|(k, p)| format!("{k} ({})", ports_inline(&p.to_map())))
+                .collect();
+            warn(&format!(
+                "the block config changed ({} -> {}): new worktrees take slots of block {}-{}; {}",
+                old.config().describe(),
+                b.describe(),
+                claim.ports().start(),
+                claim.ports().end(),
+                match kept.is_empty() {
+                    true => "no worktree holds ports of the old block".to_string(),
+                    false => format!(
+                        "these keep their ports, which no longer follow the config, until you move them with `git worktree-ports release -w NAME && git worktree-ports allocate -w NAME`: {}",
+                        kept.join("; ")
+                    ),
+                }
+            ));
+        }
+        reg.set_claim(claim);
+        record(machine, &claim);
+        Ok(claim)
     }
 
     /// Registry entries whose worktree git no longer has, or reports prunable (directory
@@ -920,7 +1021,7 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
         && services_ok
         && wants_ok
         && id_ok
-        && metadata_is_current(reg, target, target.id.as_deref().unwrap_or_default()))
+        && metadata_is_current(reg, target, target.id.as_deref().unwrap_or_default(), None))
     .then(|| {
         let record = reg.record(&target.wt.key)?;
         Some(Holding {
@@ -958,7 +1059,35 @@ fn warn_outside_changed_ranges(reg: &Registry, target: &Target, ports: &BTreeMap
     }
 }
 
-fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> WorktreeRecord {
+/// Ports outside the repository's block (kept from an earlier block config, or pinned):
+/// kept, and said with the way to move them.
+fn warn_off_block(target: &Target, ports: &BTreeMap<String, u16>, claim: Claim) {
+    let outside: Vec<String> = (target.config.services.iter())
+        .filter_map(|s| Some((s, *ports.get(&s.name)?)))
+        .filter(|(_, p)| !claim.ports().contains(p))
+        .map(|(s, p)| format!("{} {p}", s.name))
+        .collect();
+    if !outside.is_empty() {
+        warn(&format!(
+            "worktree {} keeps {}, outside the repository's block {}-{} ({}): they no longer follow the config; to move them: `git worktree-ports release -w {} && git worktree-ports allocate -w {}`",
+            target.wt.key,
+            outside.join(", "),
+            claim.ports().start(),
+            claim.ports().end(),
+            claim.config().describe(),
+            target.wt.key,
+            target.wt.key
+        ));
+    }
+}
+
+fn record_for(
+    reg: &Registry,
+    target: &Target,
+    id: &str,
+    repo: &str,
+    slot: Option<u32>,
+) -> WorktreeRecord {
     let wt = &target.wt;
     let path = wt.path.to_string_lossy().into_owned();
     let record = reg.record(&wt.key);
@@ -966,9 +1095,8 @@ fn record_for(reg: &Registry, target: &Target, id: &str, repo: &str) -> Worktree
         .as_ref()
         .and_then(|r| r.compose_project_name.clone())
         .unwrap_or_else(|| unique_compose_name(reg, &wt.key, repo));
-    let slot = record
-        .as_ref()
-        .and_then(|r| r.slot)
+    let slot = slot
+        .or_else(|| record.as_ref().and_then(|r| r.slot))
         .unwrap_or_else(|| free_slot(reg, target));
     // Keep allocated_at and any keys a newer version added.
     match record {
@@ -1020,7 +1148,7 @@ fn unique_compose_name(reg: &Registry, key: &str, repo: &str) -> String {
         .expect("a free suffix")
 }
 
-fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
+fn metadata_is_current(reg: &Registry, target: &Target, id: &str, slot: Option<u32>) -> bool {
     let wt = &target.wt;
     let record_ok = reg.record(&wt.key).is_some_and(|r| {
         r.path == wt.path.to_string_lossy()
@@ -1028,8 +1156,14 @@ fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
             && r.id.as_deref() == Some(id)
             && r.compose_project_name.is_some()
             && r.slot.is_some()
+            && (slot.is_none() || r.slot == slot)
     });
+    let claim_ok = match target.config.strategy {
+        Strategy::Block(b) => reg.claim().is_some_and(|c| c.config() == b),
+        Strategy::Ranges => true,
+    };
     record_ok
+        && claim_ok
         && target
             .config
             .services
@@ -1038,11 +1172,17 @@ fn metadata_is_current(reg: &Registry, target: &Target, id: &str) -> bool {
 }
 
 /// Refresh the worktree record and `port_ranges`; true when something changed.
-fn update_metadata(reg: &mut Registry, target: &Target, id: &str, repo: &str) -> bool {
-    if metadata_is_current(reg, target, id) {
+fn update_metadata(
+    reg: &mut Registry,
+    target: &Target,
+    id: &str,
+    repo: &str,
+    slot: Option<u32>,
+) -> bool {
+    if metadata_is_current(reg, target, id, slot) {
         return false;
     }
-    let record = record_for(reg, target, id, repo);
+    let record = record_for(reg, target, id, repo, slot);
     reg.set_record(&target.wt.key, &record);
     for s in &target.config.services {
         reg.set_port_range(&s.name, [s.range.0, s.range.1]);

@@ -47,7 +47,7 @@ fn prune(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Ve
 /// Run `prune`.
 pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
     let mut pruned = Vec::new();
-    let mut gone_repos: Vec<(String, String)> = Vec::new();
+    let mut gone_repos: Vec<(String, String, Option<[u16; 2]>)> = Vec::new();
     if args.all {
         let machine = Machine::from_env()?;
         // Index entries of gone repositories are dropped under the machine lock, which comes
@@ -67,6 +67,7 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
                 gone_repos.push((
                     entry.name.clone(),
                     display_path(common).display().to_string(),
+                    entry.block,
                 ));
                 continue;
             }
@@ -94,7 +95,7 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
             .collect();
         let gone: Vec<_> = gone_repos
             .iter()
-            .map(|(n, p)| json!({"name": n, "path": p}))
+            .map(|(n, p, block)| json!({"name": n, "path": p, "block": block}))
             .collect();
         return Ok(Report::json(
             &json!({"dry_run": args.dry_run, "pruned": list, "repositories_gone": gone}),
@@ -109,14 +110,17 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
         "pruned"
     };
     let mut out = String::new();
-    for (name, path) in &gone_repos {
+    for (name, path, block) in &gone_repos {
         out.push_str(&format!(
-            "{} repository {name} ({path}, gone): its ports are free again\n",
+            "{} repository {name} ({path}, gone): its ports{} are free again\n",
             if args.dry_run {
                 "would drop"
             } else {
                 "dropped"
-            }
+            },
+            block
+                .map(|[lo, hi]| format!(" and its block {lo}-{hi}"))
+                .unwrap_or_default()
         ));
     }
     for p in &pruned {

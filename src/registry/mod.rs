@@ -32,6 +32,39 @@ pub const VERSION: u64 = 1;
 /// History entries kept; older ones are dropped on save.
 pub const HISTORY_LIMIT: usize = 1000;
 
+/// The top-level key of the repository's block claim.
+const CLAIM_KEY: &str = "block";
+
+/// The block a block-strategy repository claimed: `{"start": 30100, "base": 30000, "size":
+/// 10, "span": 100}` under the registry's `block` key, with the config it was claimed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Claim {
+    /// First port of the block.
+    pub start: u16,
+    /// `[block] base` when it was claimed.
+    pub base: u16,
+    /// `[block] size` when it was claimed.
+    pub size: u16,
+    /// `[block] span` when it was claimed.
+    pub span: u16,
+}
+
+impl Claim {
+    /// The config it was claimed under.
+    pub fn config(&self) -> crate::config::Block {
+        crate::config::Block {
+            base: self.base,
+            size: self.size,
+            span: self.span,
+        }
+    }
+
+    /// Its ports.
+    pub fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.start..=self.start + (self.span - 1)
+    }
+}
+
 /// The registry document. Unknown keys (top level and per worktree) are kept as they are.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -338,6 +371,29 @@ impl Registry {
         true
     }
 
+    /// The block this repository claimed (block strategy), as recorded; None when it has
+    /// none or the record is not a valid claim (then a new one is made).
+    pub fn claim(&self) -> Option<Claim> {
+        let c: Claim = serde_json::from_str(self.extra.get(CLAIM_KEY)?.0.get()).ok()?;
+        let valid = c.size >= 1
+            && c.span >= c.size
+            && c.span.is_multiple_of(c.size)
+            && c.start >= c.base
+            && c.start >= MIN_PORT
+            && u32::from(c.start) + u32::from(c.span) - 1 <= 65535;
+        valid.then_some(c)
+    }
+
+    /// Record the repository's block claim; true when it changed.
+    pub fn set_claim(&mut self, claim: Claim) -> bool {
+        if self.claim() == Some(claim) {
+            return false;
+        }
+        let raw = serde_json::value::to_raw_value(&claim).expect("a claim serializes");
+        self.extra.insert(CLAIM_KEY.to_string(), Raw(raw));
+        true
+    }
+
     /// Set `key`'s record; true when it changed.
     pub fn set_record(&mut self, key: &str, record: &WorktreeRecord) -> bool {
         let json = RecordJson::new(record);
@@ -403,13 +459,21 @@ impl Registry {
 
     /// The slots the records of every worktree but `except` hold.
     pub fn slots_except(&self, except: &str) -> std::collections::HashSet<u32> {
+        self.slot_holders_except(except)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// (slot, worktree) of every worktree but `except` whose record holds a slot.
+    pub fn slot_holders_except<'s>(&'s self, except: &'s str) -> Vec<(u32, &'s str)> {
         self.raw_after(except, "\"slot\":")
-            .filter_map(|(_, rest)| {
+            .filter_map(|(k, rest)| {
                 let rest = rest?;
                 let end = rest
                     .find(|c: char| !c.is_ascii_digit())
                     .unwrap_or(rest.len());
-                rest[..end].parse().ok()
+                Some((rest[..end].parse().ok()?, k))
             })
             .collect()
     }

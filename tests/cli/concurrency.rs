@@ -147,3 +147,75 @@ fn mixed_commands_at_once_keep_every_env_true_and_bring_nothing_back() {
         }
     }
 }
+
+/// Three block-strategy repositories, each with four worktrees, all allocating at once: every
+/// repository claims its own block, every worktree its own slot, no port twice, and each
+/// service at its slot's offset.
+#[test]
+fn block_repositories_allocating_at_once_claim_distinct_blocks_and_slots() {
+    let block = port_block();
+    let b = block.base;
+    // Blocks of 12 (4 slots of 3) inside this test's 40 ports: room for three repositories.
+    let config = format!(
+        "strategy = \"block\"\n[block]\nbase = {b}\nsize = 3\nspan = 12\n\
+         [services.web]\noffset = 0\n[services.db]\noffset = 2\n"
+    );
+    let repo = TestRepo::with_config(&config, block);
+    let roots = [
+        repo.root.clone(),
+        repo.another("two", Some(&config)),
+        repo.another("three", Some(&config)),
+    ];
+    let mut dirs = Vec::new();
+    for (r, root) in roots.iter().enumerate() {
+        dirs.push(root.clone());
+        for i in 0..3 {
+            let path = repo.path(&format!("r{r}-wt{i}"));
+            repo.env.git(
+                root,
+                [
+                    "worktree",
+                    "add",
+                    "-q",
+                    "-b",
+                    &format!("r{r}-wt{i}"),
+                    path.to_str().unwrap(),
+                ],
+            );
+            dirs.push(path);
+        }
+    }
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            let mut run = repo.wp_in(dir, ["allocate", "--json", "--no-render"]);
+            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            run.cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut all = Vec::new();
+    for child in children {
+        let out = Out(child.wait_with_output().unwrap());
+        assert!(out.0.status.success(), "{}", out.describe());
+        let json = out.json();
+        let web = json["ports"]["web"].as_u64().unwrap() as u16;
+        assert_eq!(json["ports"]["db"], web + 2, "db at offset 2 of the slot");
+        assert_eq!((web - b) % 3, 0, "web at a slot start");
+        all.push(web);
+        all.push(web + 2);
+    }
+    assert_unique(&all);
+    let mut starts: Vec<u64> = roots
+        .iter()
+        .map(|root| {
+            let reg: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+            )
+            .unwrap();
+            reg["block"]["start"].as_u64().unwrap()
+        })
+        .collect();
+    starts.sort();
+    let b = u64::from(b);
+    assert_eq!(starts, [b, b + 12, b + 24]);
+}

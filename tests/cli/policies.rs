@@ -1,4 +1,5 @@
-//! Port policies people already follow (issue 17): named ranges so far. Pins into this
+//! Port policies people already follow (issue 17): named ranges, slots, blocks, suggestions and
+//! leases. Pins into this
 //! repository's high test block keep the tests independent of what listens on 3000 or 8080
 //! here; the ranges themselves are checked where the registry records them.
 
@@ -195,4 +196,178 @@ fn slots_are_small_stable_reused_after_release_and_in_list_env_and_templates() {
         .collect();
     assert!(slots.contains(&("d".into(), 1.into())), "{slots:?}");
     assert!(slots.contains(&("c".into(), 3.into())), "{slots:?}");
+}
+
+/// The 100-port project policy: `base = 30000, size = 10, span = 100`, fixed offsets.
+const TEAM: &str = "strategy = \"block\"\n\
+    [block]\nbase = 30000\nsize = 10\nspan = 100\n\
+    [services.web]\noffset = 0\n[services.api]\noffset = 1\n[services.db]\noffset = 2\n\
+    [services.supabase-api]\noffset = 3\n[services.studio]\noffset = 4\n";
+
+fn ports_json(out: &serde_json::Value) -> Vec<(String, u16)> {
+    ports_of(&out["ports"])
+}
+
+#[test]
+fn team_blocks_give_30000_30010_and_30100_with_fixed_offsets() {
+    let _fixed = fixed_ports();
+    let repo = TestRepo::with_config(TEAM, port_block());
+    let main = repo.wp(["allocate", "--json"]).succeeds().json();
+    assert_eq!(
+        ports_json(&main),
+        [
+            ("api".to_string(), 30001),
+            ("db".into(), 30002),
+            ("studio".into(), 30004),
+            ("supabase-api".into(), 30003),
+            ("web".into(), 30000)
+        ]
+    );
+    assert_eq!(main["slot"], 0);
+    // Instance 1 of the project: base + 10, through `add` and the real hook.
+    let feature = repo.path("feature");
+    repo.wp(["add", feature.to_str().unwrap()]).succeeds();
+    let env = repo
+        .wp_in(&feature, ["env", "--format", "json"])
+        .succeeds()
+        .json();
+    assert_eq!(env["WEB_PORT"], 30010);
+    assert_eq!(env["SUPABASE_API_PORT"], 30013);
+    assert_eq!(env["WORKTREE_SLOT"], 1);
+    // Project 2 claims the next block.
+    let other = repo.another("other", Some(TEAM));
+    let out = repo.wp_in(&other, ["allocate", "--json"]).succeeds().json();
+    assert_eq!(out["ports"]["web"], 30100);
+    assert_eq!(out["ports"]["studio"], 30104);
+    // Each claim is in its registry and in the machine index.
+    assert_eq!(
+        repo.registry()["block"],
+        serde_json::json!({"start": 30000, "base": 30000, "size": 10, "span": 100})
+    );
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            repo.env
+                .root()
+                .join("home/.local/state/git-worktree-ports/index.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let blocks: Vec<serde_json::Value> = index["repositories"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|e| e["block"].clone())
+        .collect();
+    assert!(
+        blocks.contains(&serde_json::json!([30000, 30099])),
+        "{index}"
+    );
+    assert!(
+        blocks.contains(&serde_json::json!([30100, 30199])),
+        "{index}"
+    );
+}
+
+#[test]
+fn poem_installations_at_9500_9510_9520_and_a_deleted_ones_gap_refilled() {
+    let _fixed = fixed_ports();
+    let poem = "strategy = \"block\"\n[block]\nbase = 9500\nsize = 10\nspan = 10\n\
+                [services.http]\noffset = 0\n";
+    let repo = TestRepo::with_config(poem, port_block());
+    let second = repo.another("second", Some(poem));
+    let third = repo.another("third", Some(poem));
+    let mut got = Vec::new();
+    for dir in [&repo.root, &second, &third] {
+        let out = repo.wp_in(dir, ["allocate", "--json"]).succeeds().json();
+        got.push(out["ports"]["http"].as_u64().unwrap());
+    }
+    assert_eq!(got, [9500, 9510, 9520]);
+    // One installation is deleted; `prune --all` drops it and its block.
+    std::fs::remove_dir_all(&second).unwrap();
+    let pruned = repo.wp(["prune", "--all"]).succeeds().stdout();
+    assert!(pruned.contains("9510-9519"), "{pruned}");
+    let fourth = repo.another("fourth", Some(poem));
+    let out = repo
+        .wp_in(&fourth, ["allocate", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(out["ports"]["http"], 9510, "the gap is filled again");
+    let fifth = repo.another("fifth", Some(poem));
+    let out = repo.wp_in(&fifth, ["allocate", "--json"]).succeeds().json();
+    assert_eq!(out["ports"]["http"], 9530);
+}
+
+/// Three slots of 10 inside this test's own high block of 40 ports.
+fn small_blocks(base: u16) -> String {
+    format!(
+        "strategy = \"block\"\n[block]\nbase = {base}\nsize = 10\nspan = 30\n\
+         [services.web]\noffset = 0\n[services.db]\noffset = 2\n"
+    )
+}
+
+#[test]
+fn a_slot_with_a_busy_port_is_skipped_whole_and_a_full_block_fails_with_range_exhausted() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&small_blocks(b), block);
+    repo.wp(["allocate"]).succeeds();
+    // A stranger on slot 1's port 7, which no service uses.
+    let _stranger = std::net::TcpListener::bind(("127.0.0.1", b + 17)).unwrap();
+    let a = repo.add_worktree("a");
+    let out = repo.wp_in(&a, ["allocate", "--json"]).succeeds().json();
+    assert_eq!(out["ports"]["web"], b + 20);
+    assert_eq!(out["ports"]["db"], b + 22);
+    assert_eq!(out["slot"], 2);
+    // Slot 1 is the only one left, and it is busy: the block is full.
+    let c = repo.add_worktree("c");
+    let before = repo.registry_snapshot();
+    let err = repo.wp_in(&c, ["allocate", "--json"]).fails();
+    assert_eq!(err.code(), Some(1));
+    let err = err.json();
+    assert_eq!(err["error"], "RANGE_EXHAUSTED");
+    let msg = err["message"].as_str().unwrap();
+    for part in [
+        format!("block {b}-{}", b + 29),
+        "main (slot 0), a (slot 2)".to_string(),
+        format!(
+            "slot 1 skipped: port {} is in use by pid {}",
+            b + 17,
+            std::process::id()
+        ),
+        "widen span in [block]".to_string(),
+    ] {
+        assert!(msg.contains(&part), "{part}: {msg}");
+    }
+    assert_eq!(repo.registry_snapshot(), before, "nothing changed");
+}
+
+#[test]
+fn a_changed_block_config_keeps_existing_ports_and_says_they_no_longer_follow_it() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&small_blocks(b), block);
+    let a = repo.add_worktree("a");
+    repo.wp_in(&a, ["allocate"]).succeeds();
+    assert_eq!(repo.registry()["allocated_ports"]["a"]["web"], b + 10);
+    // Slots of 5 now: a new worktree follows the new config, the old ones keep their ports.
+    let changed = small_blocks(b).replace("size = 10\nspan = 30", "size = 5\nspan = 30");
+    commit_files(&repo, &[(".worktree-ports/config.toml", &changed)]);
+    let c = repo.add_worktree("c");
+    let out = repo.wp_in(&c, ["allocate", "--json"]).output();
+    let stderr = out.stderr();
+    assert!(stderr.contains("the block config changed"), "{stderr}");
+    assert!(
+        stderr.contains("release -w NAME && git worktree-ports allocate -w NAME"),
+        "{stderr}"
+    );
+    let out = out.json();
+    // Slots 0 and 1 of the new layout (b..b+9) overlap main's and... main holds b, b+2; a
+    // holds b+10, b+12: the first slot of 5 clear of both is slot 3 (b+15).
+    assert_eq!(out["ports"]["web"], b + 15, "{out}");
+    assert_eq!(
+        repo.registry()["allocated_ports"]["a"]["web"],
+        b + 10,
+        "kept"
+    );
 }

@@ -469,3 +469,11 @@ pub fn assert_unique(ports: &[u16]) {
         "a port is registered twice: {ports:?}"
     );
 }
+
+static FIXED_PORTS: Mutex<()> = Mutex::new(());
+
+/// Tests of a policy's exact numbers (30000, 9500...) hold this while they run, so two of them
+/// never probe the same fixed ports at once (the test blocks above 61000 need no such lock).
+pub fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
+    FIXED_PORTS.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -6,6 +6,13 @@
 //! holds (any worktree, any service), that is not reserved and that the probe reports free.
 //! Ports in the `avoid` ranges (the kernel's ephemeral ports) are taken only when the rest of
 //! the range is exhausted. All services or none: an error means nothing changed.
+//!
+//! Strategy `block` ([`block`]): the repository's block, the worktree's slot, the service's
+//! offset. Pins, reserved ports and the probe apply alike.
+
+mod block;
+
+pub use block::{BlockSite, choose_block};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -163,6 +170,8 @@ pub struct Request<'a> {
     pub reserved: &'a [RangeInclusive<u16>],
     /// Ports automatic choices take last (the kernel's ephemeral range).
     pub avoid: &'a [RangeInclusive<u16>],
+    /// Block strategy: the repository's block and its slots (None in the ranges strategy).
+    pub block: Option<BlockSite<'a>>,
 }
 
 /// One change the allocation made.
@@ -195,6 +204,8 @@ pub struct Allocation {
     pub changes: Vec<Change>,
     /// Things the user should know (a port taken from the ephemeral range).
     pub warnings: Vec<String>,
+    /// Block strategy: the worktree's slot in the repository's block.
+    pub slot: Option<u32>,
 }
 
 /// Allocate ports for one worktree. See the module docs for the rules.
@@ -213,10 +224,6 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
         }
     }
 
-    // One strategy today; the block strategy (issue 17) chooses slots instead of ports.
-    match req.strategy {
-        Strategy::Ranges => {}
-    }
     let mut ctx = Ctx {
         req,
         probe,
@@ -251,24 +258,39 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
         });
     }
 
-    for svc in req.services {
-        if ports.contains_key(&svc.name) {
-            continue;
+    let mut slot = None;
+    match (req.strategy, &req.block) {
+        (Strategy::Block(b), Some(site)) => {
+            slot = block::fill(&mut ctx, b, site, &mut ports, &mut changes)?;
         }
-        let (port, warning) = ctx.choose(svc)?;
-        ctx.chosen.insert(port);
-        warnings.extend(warning);
-        ports.insert(svc.name.clone(), port);
-        changes.push(Change::Assigned {
-            service: svc.name.clone(),
-            port,
-        });
+        (Strategy::Block(_), None) => {
+            return Err(Error::new(
+                Code::RangeExhausted,
+                "the block strategy needs the repository's block (this is a bug)",
+            ));
+        }
+        (Strategy::Ranges, _) => {
+            for svc in req.services {
+                if ports.contains_key(&svc.name) {
+                    continue;
+                }
+                let (port, warning) = ctx.choose(svc)?;
+                ctx.chosen.insert(port);
+                warnings.extend(warning);
+                ports.insert(svc.name.clone(), port);
+                changes.push(Change::Assigned {
+                    service: svc.name.clone(),
+                    port,
+                });
+            }
+        }
     }
 
     Ok(Allocation {
         ports,
         changes,
         warnings,
+        slot,
     })
 }
 
@@ -307,12 +329,23 @@ impl<'r> Ctx<'_, 'r> {
         None
     }
 
+    /// Where `svc`'s ports come from: its range, or the repository's block.
+    fn range_of(&self, svc: &Service) -> (u16, u16) {
+        match (self.req.strategy, &self.req.block) {
+            (Strategy::Block(b), Some(site)) => {
+                let r = site.ports(b);
+                (*r.start(), *r.end())
+            }
+            _ => svc.range,
+        }
+    }
+
     fn usable(&self, svc: &Service, port: u16) -> bool {
         self.refuse_known(svc, port).is_none() && self.probe.is_free(port, svc.protocol)
     }
 
     fn check_pin(&self, svc: &Service, pin: u32) -> Result<u16, Error> {
-        let (lo, hi) = svc.range;
+        let (lo, hi) = self.range_of(svc);
         let port = match u16::try_from(pin) {
             Ok(p) if p >= MIN_PORT => p,
             _ => {
@@ -380,7 +413,7 @@ impl<'r> Ctx<'_, 'r> {
 
     /// Up to 3 usable ports of `svc`'s range, nearest to `near` first (ties: the lower).
     fn with_suggestions(&self, err: Error, svc: &Service, near: u16) -> Error {
-        let (lo, hi) = svc.range;
+        let (lo, hi) = self.range_of(svc);
         let near = near.clamp(lo, hi) as i32;
         // The service's own current port is no alternative: pinning it changes nothing.
         let own = self.req.current.get(&svc.name).copied();
@@ -510,6 +543,7 @@ mod tests {
             range: (lo, hi),
             env: default_env_name(name),
             protocol: Protocol::Tcp,
+            offset: 0,
         }
     }
 
@@ -561,6 +595,7 @@ mod tests {
                     taken: &taken,
                     reserved: &self.reserved,
                     avoid: &self.avoid,
+                    block: None,
                 },
                 probe,
             )
@@ -904,6 +939,7 @@ mod tests {
                 taken: &taken,
                 reserved: &[],
                 avoid: &[],
+                block: None,
             },
             &FakeProbe::default(),
         )
@@ -968,6 +1004,7 @@ mod properties {
                         range: (lo.max(MIN_PORT), lo.max(MIN_PORT) + w),
                         env: format!("S{i}_PORT"),
                         protocol: Protocol::Tcp,
+                        offset: 0,
                     })
                     .collect();
                 let owners = ["me", "a", "b"];
@@ -1009,6 +1046,7 @@ mod properties {
                 taken,
                 reserved: &w.reserved,
                 avoid: &w.avoid,
+                block: None,
             },
             &SetProbe(w.busy.clone(), RefCell::new(0)),
         )
