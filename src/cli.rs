@@ -53,6 +53,7 @@ impl Cli {
             Command::Remove(a) => a.json,
             Command::Render(a) => a.json,
             Command::Repair(a) => a.json,
+            Command::Suggest(a) => a.json,
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
@@ -88,6 +89,8 @@ pub enum Command {
     Init(InitArgs),
     /// Rebuild a damaged registry from git's worktree list and every readable record.
     Repair(RepairArgs),
+    /// Suggest the next free ports (or slots, or blocks) under the repository's strategy.
+    Suggest(SuggestArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
@@ -449,6 +452,19 @@ pub struct PruneArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Print JSON: {"dry_run", "pruned": [{"name", "path", "reason", "ports"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `suggest` arguments.
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// Only this service (default: every service of the worktree's config).
+    pub service: Option<String>,
+    /// How many suggestions: the next one, then alternatives.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub count: u16,
+    /// Print JSON: {"strategy", "convention", "suggestions": [{"ports", "slot", "block"}]}.
     #[arg(long)]
     pub json: bool,
 }

@@ -47,6 +47,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Init(a) => commands::init::run(a)?,
         Command::Hooks(a) => commands::hooks::run(a)?,
         Command::Repair(a) => commands::repair::run(a)?,
+        Command::Suggest(a) => commands::suggest::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
     if let Err(e) = print_stdout(&report.stdout) {

@@ -87,7 +87,7 @@ pub fn choose_block(
 }
 
 /// Why a slot cannot be the worktree's: the first port that stops it.
-struct Skip {
+pub(super) struct Skip {
     port: u16,
     why: String,
 }
@@ -150,7 +150,12 @@ pub(super) fn fill(
 }
 
 /// The first port of slot `slot` that keeps this worktree out of it, if any.
-fn slot_problem(ctx: &Ctx<'_, '_>, b: Block, site: &BlockSite<'_>, slot: u32) -> Option<Skip> {
+pub(super) fn slot_problem(
+    ctx: &Ctx<'_, '_>,
+    b: Block,
+    site: &BlockSite<'_>,
+    slot: u32,
+) -> Option<Skip> {
     let req = ctx.req;
     let first = site.slot_start(b, slot);
     let own = |p: u16| req.current.values().any(|q| *q == p) || ctx.chosen.contains(&p);

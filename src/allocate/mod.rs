@@ -11,6 +11,7 @@
 //! offset. Pins, reserved ports and the probe apply alike.
 
 mod block;
+pub mod suggest;
 
 pub use block::{BlockSite, choose_block};
 

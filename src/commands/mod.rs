@@ -27,6 +27,7 @@ pub mod release;
 pub mod remove;
 pub mod render;
 pub mod repair;
+pub mod suggest;
 
 /// What a command produced.
 #[derive(Debug, Default)]

@@ -267,6 +267,61 @@ fn team_blocks_give_30000_30010_and_30100_with_fixed_offsets() {
         blocks.contains(&serde_json::json!([30100, 30199])),
         "{index}"
     );
+    // The next instance of project 1 is slot 2; web alone, as JSON too.
+    let text = repo.wp(["suggest"]).succeeds().stdout();
+    assert!(
+        text.starts_with("next suggested slot: 2 (web 30020, api 30021, db 30022, supabase-api 30023, studio 30024) (blocks of 100 from 30000, 10 ports per worktree: this repository's block 30000-30099)\n  then slot 3 (web 30030,"),
+        "{text}"
+    );
+    let json = repo.wp(["suggest", "web", "--json"]).succeeds().json();
+    assert_eq!(
+        json["suggestions"][0],
+        serde_json::json!({"ports": {"web": 30020}, "slot": 2, "block": [30000, 30099]})
+    );
+    assert_eq!(json["suggestions"].as_array().unwrap().len(), 3);
+    // A repository not yet allocated is told about the block it would claim.
+    let third = repo.another("third", Some(TEAM));
+    let json = repo.wp_in(&third, ["suggest", "--json"]).succeeds().json();
+    assert_eq!(
+        json["suggestions"][0]["block"],
+        serde_json::json!([30200, 30299])
+    );
+    assert_eq!(json["suggestions"][0]["ports"]["web"], 30200);
+}
+
+#[test]
+fn suggest_in_the_ranges_strategy_skips_registered_and_busy_ports_and_writes_nothing() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    repo.wp(["allocate"]).succeeds();
+    let _busy = std::net::TcpListener::bind(("127.0.0.1", b + 2)).unwrap();
+    let before = repo.registry_snapshot();
+    let text = repo.wp(["suggest", "web"]).succeeds().stdout();
+    assert_eq!(
+        text,
+        format!(
+            "web: next suggested port: {} (lowest free in {b}-{}); then {}, {}\n",
+            b + 1,
+            b + 19,
+            b + 3,
+            b + 4
+        )
+    );
+    let json = repo
+        .wp(["suggest", "--count", "1", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "strategy": "ranges",
+            "convention": "the lowest free port of each service's range",
+            "suggestions": [{"ports": {"web": b + 1, "db": b + 21}}],
+        })
+    );
+    assert_eq!(repo.registry_snapshot(), before);
+    let err = repo.wp(["suggest", "nope", "--json"]).fails().json();
+    assert_eq!(err["error"], "UNKNOWN_SERVICE");
 }
 
 #[test]
@@ -296,6 +351,30 @@ fn poem_installations_at_9500_9510_9520_and_a_deleted_ones_gap_refilled() {
     let fifth = repo.another("fifth", Some(poem));
     let out = repo.wp_in(&fifth, ["allocate", "--json"]).succeeds().json();
     assert_eq!(out["ports"]["http"], 9530);
+    // The next installation: 9540 is held by a stranger, so 9550, named after the convention.
+    let _stranger = std::net::TcpListener::bind(("0.0.0.0", 9540)).unwrap();
+    let before = repo.registry_snapshot();
+    let text = repo.wp(["suggest"]).succeeds().stdout();
+    assert_eq!(
+        text,
+        "next suggested port: 9550 (increment of 10 from 9500); then 9560, 9570\n  ports: http 9550\n"
+    );
+    let json = repo
+        .wp(["suggest", "--count", "2", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "strategy": "block",
+            "convention": "increment of 10 from 9500",
+            "suggestions": [
+                {"ports": {"http": 9550}, "slot": 0, "block": [9550, 9559]},
+                {"ports": {"http": 9560}, "slot": 0, "block": [9560, 9569]},
+            ]
+        })
+    );
+    assert_eq!(repo.registry_snapshot(), before, "suggest writes nothing");
 }
 
 /// Three slots of 10 inside this test's own high block of 40 ports.
