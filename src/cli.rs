@@ -54,6 +54,7 @@ impl Cli {
             Command::Render(a) => a.json,
             Command::Repair(a) => a.json,
             Command::Suggest(a) => a.json,
+            Command::Lease(a) => a.json,
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
@@ -91,6 +92,8 @@ pub enum Command {
     Repair(RepairArgs),
     /// Suggest the next free ports (or slots, or blocks) under the repository's strategy.
     Suggest(SuggestArgs),
+    /// Lease free ports for a while, machine-wide (temporary services, parallel test runs).
+    Lease(LeaseArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
@@ -428,11 +431,75 @@ pub struct GetArgs {
     pub repo: Option<String>,
 }
 
+/// `lease` arguments.
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// How many ports.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
+    /// The pool to lease from (default: $GIT_WORKTREE_PORTS_LEASE_RANGE, else the dynamic
+    /// range 40000-49999).
+    #[arg(long, value_name = "A-B", value_parser = parse_port_range)]
+    pub range: Option<(u16, u16)>,
+    /// How long the lease lasts: 90s, 15m, 2h, 1d (default without a command: 1h; with a
+    /// command: until it exits).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<u64>,
+    /// Print JSON: {"id", "ports", "expires_at"} (without a command).
+    #[arg(long)]
+    pub json: bool,
+    /// Run this command with LEASE_PORT, LEASE_PORTS and LEASE_ID set, and give the ports
+    /// back when it exits (its exit code passes through).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `8000-8099` -> (8000, 8099).
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{text:?} is not a port range such as 40000-49999");
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a < 1024 || a > b {
+        return Err(format!(
+            "{text:?}: write the lower port first, both in 1024-65535"
+        ));
+    }
+    Ok((a, b))
+}
+
+/// `90`, `90s`, `15m`, `2h`, `1d` -> seconds (at least 1).
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 2h or 1d"))?;
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    match n.checked_mul(unit) {
+        Some(0) | None => Err(format!("{text:?}: a duration of 1s to many years")),
+        Some(secs) => Ok(secs),
+    }
+}
+
 /// `release` arguments.
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
     /// Worktree (git name, `main`, or path); default: the current one.
+    #[arg(conflicts_with = "lease")]
     pub worktree: Option<String>,
+    /// Give back the ports of this lease (`lease` printed its id); works anywhere.
+    #[arg(long, value_name = "ID", conflicts_with = "services")]
+    pub lease: Option<String>,
     /// Release only this service; repeatable. Default: every service of the worktree.
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,

@@ -48,6 +48,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Hooks(a) => commands::hooks::run(a)?,
         Command::Repair(a) => commands::repair::run(a)?,
         Command::Suggest(a) => commands::suggest::run(a)?,
+        Command::Lease(a) => commands::lease::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
     if let Err(e) = print_stdout(&report.stdout) {

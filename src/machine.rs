@@ -6,7 +6,8 @@
 //! `$XDG_STATE_HOME/git-worktree-ports`, else `~/.local/state/git-worktree-ports`):
 //! - `index.json` (+ `index.json.bak`): `{"version": 1, "repositories": {"<common dir>":
 //!   {"name": "<display name>", "added_at": "<RFC 3339>", "block": [30000, 30099]}}}` (the
-//!   block only for a block-strategy repository), written like the registry
+//!   block only for a block-strategy repository) and `"leases": {"<id>": {"ports", "pid",
+//!   "pid_start", "expires_at", "created_at", "command"}}`, written like the registry
 //!   (temp file, fsync, rename; then the backup);
 //! - `machine.lock`: locked by every operation that may take a new port, before the
 //!   repository's lock; never renamed or deleted.
@@ -43,6 +44,29 @@ pub struct Entry {
     pub block: Option<[u16; 2]>,
 }
 
+/// Ports lent for a while to a process (`lease`), outside any worktree: parallel test runs,
+/// temporary services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The ports, lowest first.
+    pub ports: Vec<u16>,
+    /// The process holding them (`lease -- COMMAND` itself): when it is gone, so is the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// When that process started (`/proc/<pid>/stat` field 22), so a reused pid is not taken
+    /// for the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// Seconds since the epoch after which the ports go back; None: while the holder lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// What it was made for (the command, when there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
 /// The index document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
@@ -50,6 +74,9 @@ pub struct Index {
     pub version: u64,
     /// Canonical common dir -> entry.
     pub repositories: BTreeMap<PathBuf, Entry>,
+    /// Lease id -> lease.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leases: BTreeMap<String, Lease>,
 }
 
 impl Default for Index {
@@ -57,6 +84,7 @@ impl Default for Index {
         Index {
             version: VERSION,
             repositories: BTreeMap::new(),
+            leases: BTreeMap::new(),
         }
     }
 }
@@ -112,6 +140,32 @@ impl Index {
                 let [lo, hi] = e.block?;
                 Some((lo..=hi, p.as_path()))
             })
+            .collect()
+    }
+
+    /// Drop leases whose TTL passed (`now`: seconds since the epoch) or whose holder process is
+    /// gone (`alive(pid, start)`); returns them.
+    pub fn reclaim_leases(
+        &mut self,
+        now: u64,
+        alive: &dyn Fn(u32, Option<u64>) -> bool,
+    ) -> Vec<(String, Lease)> {
+        let dead: Vec<String> = (self.leases.iter())
+            .filter(|(_, l)| {
+                l.expires_at.is_some_and(|t| t <= now)
+                    || l.pid.is_some_and(|pid| !alive(pid, l.pid_start))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        dead.into_iter()
+            .filter_map(|id| self.leases.remove(&id).map(|l| (id, l)))
+            .collect()
+    }
+
+    /// Every leased port with its lease id.
+    pub fn leased_ports(&self) -> Vec<(u16, &str)> {
+        (self.leases.iter())
+            .flat_map(|(id, l)| l.ports.iter().map(move |p| (*p, id.as_str())))
             .collect()
     }
 
@@ -316,6 +370,38 @@ mod tests {
         m.save(&i).unwrap();
         let size = std::fs::metadata(&m.file).unwrap().len();
         assert!(size < 100 * 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn leases_are_reclaimed_when_their_ttl_passed_or_their_holder_died() {
+        let mut i = Index::default();
+        let lease = |pid, expires_at| Lease {
+            ports: vec![40000],
+            pid,
+            pid_start: Some(7),
+            expires_at,
+            created_at: String::new(),
+            command: None,
+        };
+        i.leases.insert("ttl".into(), lease(None, Some(100)));
+        i.leases.insert("later".into(), lease(None, Some(200)));
+        i.leases.insert("dead".into(), lease(Some(1), None));
+        i.leases.insert("live".into(), lease(Some(2), None));
+        let alive = |pid: u32, start: Option<u64>| pid == 2 && start == Some(7);
+        let mut gone: Vec<String> = i
+            .reclaim_leases(100, &alive)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        gone.sort();
+        assert_eq!(gone, ["dead", "ttl"]);
+        assert_eq!(i.leases.keys().collect::<Vec<_>>(), ["later", "live"]);
+        // An index without leases is written without the key (older readers see no change).
+        assert!(
+            !serde_json::to_string(&Index::default())
+                .unwrap()
+                .contains("leases")
+        );
     }
 
     #[test]

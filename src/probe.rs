@@ -70,6 +70,32 @@ fn no_ipv6(e: &io::Error) -> bool {
     )
 }
 
+/// When process `pid` started (clock ticks since boot, `/proc/<pid>/stat` field 22); None
+/// where /proc is not there.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True while process `pid` runs and, when `start` is known, is the process that started then
+/// (not a later one that got the same pid).
+pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
+    let Ok(id) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // Signal 0 checks existence only; EPERM means it exists and is someone else's.
+    // SAFETY: kill with signal 0 sends nothing.
+    let exists = unsafe { libc::kill(id, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists
+        && match (start, process_start(pid)) {
+            (Some(want), Some(now)) => want == now,
+            _ => true,
+        }
+}
+
 /// Port ranges automatic choices take last: the kernel's ephemeral range (outgoing
 /// connections grab those) and, on Linux, `ip_local_reserved_ports`.
 pub fn avoid_ranges() -> Vec<RangeInclusive<u16>> {
@@ -224,6 +250,20 @@ fn lsof_holder(port: u16, protocol: Protocol) -> Option<Holder> {
 mod tests {
     use super::*;
     use std::net::{TcpListener, UdpSocket};
+
+    #[test]
+    fn knows_this_process_is_alive_and_a_reused_pid_is_not_its_holder() {
+        let me = std::process::id();
+        let start = process_start(me);
+        assert!(process_alive(me, start));
+        if let Some(s) = start {
+            assert!(!process_alive(me, Some(s + 1)));
+        }
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(pid, None));
+    }
 
     #[test]
     fn parses_proc_net_lines() {

@@ -130,25 +130,43 @@ impl Other {
     pub fn add_to<'a>(&'a self, taken: &mut Taken<'a>) {
         for (wt, ports) in self.registry.allocations() {
             for (service, port) in ports.iter() {
-                let _ = taken.insert(
-                    port,
-                    Owner {
-                        repository: Some(&self.display),
-                        worktree: wt,
-                        service,
-                    },
-                );
+                let _ = taken.insert(port, Owner::elsewhere(&self.display, wt, service));
             }
         }
         for (wt, service, port) in &self.salvaged {
-            let _ = taken.insert(
-                *port,
-                Owner {
-                    repository: Some(&self.display),
-                    worktree: wt,
-                    service,
-                },
-            );
+            let _ = taken.insert(*port, Owner::elsewhere(&self.display, wt, service));
+        }
+    }
+}
+
+/// Everything outside this repository that holds ports: the other repositories of the
+/// machine index, and the leases.
+#[derive(Default)]
+pub struct Elsewhere {
+    /// The other repositories' registries.
+    pub others: Vec<Other>,
+    /// Leased ports, with their lease ids.
+    pub leases: Vec<(u16, String)>,
+}
+
+impl Elsewhere {
+    /// What `index` lists, but the repository `except`.
+    pub fn read(index: &Index, except: Option<&Path>) -> Elsewhere {
+        Elsewhere {
+            others: others(index, except),
+            leases: (index.leased_ports().into_iter())
+                .map(|(p, id)| (p, id.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Add all of it to `taken`.
+    pub fn add_to<'a>(&'a self, taken: &mut Taken<'a>) {
+        for other in &self.others {
+            other.add_to(taken);
+        }
+        for (port, id) in &self.leases {
+            let _ = taken.insert(*port, Owner::lease(id));
         }
     }
 }
@@ -199,6 +217,20 @@ pub fn say_waiting(path: &Path) {
 /// Take the machine lock, saying so when it takes a while.
 pub fn lock_machine(machine: &Machine) -> anyhow::Result<FileLock> {
     machine.lock(lock::timeout_from_env()?, &say_waiting)
+}
+
+/// Drop the leases of `index` whose TTL passed or whose holder process died (the caller holds
+/// the machine lock and saves); returns them.
+pub fn reclaim_leases(index: &mut Index) -> Vec<(String, crate::machine::Lease)> {
+    index.reclaim_leases(unix_now(), &probe::process_alive)
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The ports of every repository of `index` but `except` whose directory is still there.
@@ -522,7 +554,7 @@ impl Workspace {
         let mut reg = self.load_locked(&lock, unlocked)?;
         let others = match &machine {
             Some(m) => self.other_registries(&m.index),
-            None => Vec::new(),
+            None => Elsewhere::default(),
         };
         // The repository's name as the machine knows it (unique among its repositories).
         let mut repo_name = self.repo_name();
@@ -598,7 +630,7 @@ impl Workspace {
         reg: &mut Registry,
         target: &Target,
         wants: &BTreeMap<String, Want>,
-        others: &[Other],
+        others: &Elsewhere,
         repo_name: &str,
         machine: Option<&mut MachineView>,
     ) -> anyhow::Result<(BTreeMap<String, u16>, bool)> {
@@ -633,9 +665,7 @@ impl Workspace {
                 slot: reg.record(&wt.key).and_then(|r| r.slot),
             });
             let mut taken = reg.taken();
-            for other in others {
-                other.add_to(&mut taken);
-            }
+            others.add_to(&mut taken);
             allocate::allocate(
                 &Request {
                     strategy: config.strategy,
@@ -712,7 +742,7 @@ impl Workspace {
         reg: &mut Registry,
         b: config::Block,
         machine: Option<&mut MachineView>,
-        others: &[Other],
+        others: &Elsewhere,
     ) -> anyhow::Result<Claim> {
         let me = self.canonical_common_dir();
         let record = |m: Option<&mut MachineView>, c: &Claim| {
@@ -728,9 +758,7 @@ impl Workspace {
             return Ok(c);
         }
         let mut taken = Taken::new();
-        for other in others {
-            other.add_to(&mut taken);
-        }
+        others.add_to(&mut taken);
         let displays: Vec<(std::ops::RangeInclusive<u16>, PathBuf)> = match &machine {
             Some(m) => (m.index.claims_except(&me).into_iter())
                 .map(|(r, p)| (r, display_path(p)))
@@ -841,7 +869,8 @@ impl Workspace {
         let lock = lock_machine(&machine)?;
         let (mut index, warnings) = machine.load(&lock)?;
         warnings.iter().for_each(|w| warn(w));
-        let changed = !index.drop_gone().is_empty();
+        let mut changed = !index.drop_gone().is_empty();
+        changed |= !reclaim_leases(&mut index).is_empty();
         Ok(MachineView {
             machine,
             _lock: lock,
@@ -853,8 +882,8 @@ impl Workspace {
     /// The registries of every other listed repository, read without their locks (a rename
     /// gives a whole file). A damaged one is read from its backup; when both are damaged,
     /// what can be salvaged from them is taken, and the rest of its ports is unknown: said.
-    fn other_registries(&self, index: &Index) -> Vec<Other> {
-        others(index, Some(&self.canonical_common_dir()))
+    fn other_registries(&self, index: &Index) -> Elsewhere {
+        Elsewhere::read(index, Some(&self.canonical_common_dir()))
     }
 
     /// What rendering the target's templates with `ports` would write; writes nothing.

@@ -421,14 +421,7 @@ mod tests {
         let claims = [(30000..=30099, other)];
         assert_eq!(choose_block(TEAM, &claims, &taken).unwrap(), 30100);
         taken
-            .insert(
-                30150,
-                Owner {
-                    repository: Some(other),
-                    worktree: "main",
-                    service: "web",
-                },
-            )
+            .insert(30150, Owner::elsewhere(other, "main", "web"))
             .unwrap();
         assert_eq!(choose_block(TEAM, &claims, &taken).unwrap(), 30200);
         // This repository's own ports do not move its block.
@@ -492,7 +485,7 @@ mod tests {
                     claims.push((*start..=start + (repos[*other].0.span - 1), repos[*other].2.as_path()));
                     for (w, _, ports) in wts {
                         for (s, p) in ports {
-                            taken.insert(*p, Owner { repository: Some(repos[*other].2.as_path()), worktree: w, service: s }).unwrap();
+                            taken.insert(*p, Owner::elsewhere(repos[*other].2.as_path(), w, s)).unwrap();
                         }
                     }
                 }

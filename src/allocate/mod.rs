@@ -66,6 +66,8 @@ pub struct Owner<'a> {
     pub worktree: &'a str,
     /// Service name.
     pub service: &'a str,
+    /// True for a lease's port (`lease`): `worktree` is then the lease id.
+    pub lease: bool,
 }
 
 impl<'a> Owner<'a> {
@@ -75,6 +77,23 @@ impl<'a> Owner<'a> {
             repository: None,
             worktree,
             service,
+            lease: false,
+        }
+    }
+
+    /// An owner in another repository (its path as the user knows it).
+    pub fn elsewhere(repository: &'a Path, worktree: &'a str, service: &'a str) -> Owner<'a> {
+        Owner {
+            repository: Some(repository),
+            ..Owner::here(worktree, service)
+        }
+    }
+
+    /// The lease `id`.
+    pub fn lease(id: &'a str) -> Owner<'a> {
+        Owner {
+            lease: true,
+            ..Owner::here(id, "")
         }
     }
 }
@@ -83,6 +102,13 @@ impl fmt::Display for Owner<'_> {
     /// `worktree feature (service web)`, or `worktree main of repository ~/src/other
     /// (service web)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lease {
+            return write!(
+                f,
+                "lease {} (`git worktree-ports release --lease {}`)",
+                self.worktree, self.worktree
+            );
+        }
         write!(f, "worktree {}", self.worktree)?;
         if let Some(repo) = self.repository {
             write!(f, " of repository {}", repo.display())?;
@@ -900,11 +926,7 @@ mod tests {
         taken.insert(8080, Owner::here("main", "web")).unwrap();
         // The same owner again is no conflict.
         taken.insert(8080, Owner::here("main", "web")).unwrap();
-        let theirs = Owner {
-            repository: Some(other),
-            worktree: "main",
-            service: "web",
-        };
+        let theirs = Owner::elsewhere(other, "main", "web");
         assert_eq!(taken.insert(8080, theirs), Err(Owner::here("main", "web")));
         assert_eq!(taken.owner(8080), Some(Owner::here("main", "web")));
         taken.insert(8081, theirs).unwrap();
@@ -920,14 +942,7 @@ mod tests {
         let svcs = vec![svc("web", 8080, 8081)];
         let mut taken = Taken::new();
         taken
-            .insert(
-                8080,
-                Owner {
-                    repository: Some(other),
-                    worktree: "main",
-                    service: "web",
-                },
-            )
+            .insert(8080, Owner::elsewhere(other, "main", "web"))
             .unwrap();
         let wants = BTreeMap::from([("web".to_string(), Want::Pin(8080))]);
         let err = allocate(

@@ -11,7 +11,7 @@ use crate::config::{MIN_PORT, Protocol};
 use crate::error::{Code, classify};
 use crate::machine::Machine;
 use crate::probe::SystemProbe;
-use crate::workspace::{Other, Workspace, others, warn};
+use crate::workspace::{Elsewhere, Workspace, warn};
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
@@ -20,18 +20,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
         Err(e) if classify(&e).code == Code::NotARepository => (None, None),
         Err(e) => return Err(e),
     };
-    let others: Vec<Other> = match Machine::from_env() {
+    let elsewhere = match Machine::from_env() {
         Ok(machine) => {
             let (index, warnings) = machine.read();
             warnings.iter().for_each(|w| warn(w));
-            others(&index, me.as_deref())
+            Elsewhere::read(&index, me.as_deref())
         }
-        Err(_) => Vec::new(),
+        Err(_) => Elsewhere::default(),
     };
     let mut all = registry.as_ref().map(|r| r.taken()).unwrap_or_default();
-    for other in &others {
-        other.add_to(&mut all);
-    }
+    elsewhere.add_to(&mut all);
     let taken = Some(all);
     let mut results: Vec<Value> = Vec::new();
     let mut lines = String::new();
@@ -40,7 +38,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
             None => ("invalid", "outside 1024-65535".to_string(), json!({})),
             Some(p) => match taken.as_ref().and_then(|t| t.owner(p)) {
                 Some(o) => (
-                    "allocated",
+                    if o.lease { "leased" } else { "allocated" },
                     {
                         // Beside the owner, whoever listens on it now.
                         let holder = [Protocol::Tcp, Protocol::Udp]
@@ -52,16 +50,20 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                                     |h| h.to_string(),
                                 )
                             });
+                        let verb = if o.lease { "leased:" } else { "allocated to" };
                         match holder {
-                            Some(h) => format!("allocated to {o}; in use by {h}"),
-                            None => format!("allocated to {o}"),
+                            Some(h) => format!("{verb} {o}; in use by {h}"),
+                            None => format!("{verb} {o}"),
                         }
                     },
-                    json!({
-                        "worktree": o.worktree,
-                        "service": o.service,
-                        "repository": o.repository.map(|r| r.display().to_string()),
-                    }),
+                    match o.lease {
+                        true => json!({"lease": o.worktree}),
+                        false => json!({
+                            "worktree": o.worktree,
+                            "service": o.service,
+                            "repository": o.repository.map(|r| r.display().to_string()),
+                        }),
+                    },
                 ),
                 None => {
                     let busy: Vec<Protocol> = [Protocol::Tcp, Protocol::Udp]

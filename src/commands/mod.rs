@@ -21,6 +21,7 @@ pub mod get;
 pub mod hook;
 pub mod hooks;
 pub mod init;
+pub mod lease;
 pub mod list;
 pub mod prune;
 pub mod release;

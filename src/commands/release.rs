@@ -8,10 +8,52 @@ use serde_json::json;
 use crate::cli::ReleaseArgs;
 use crate::commands::{Report, ports_inline};
 use crate::error::{Code, Error};
-use crate::workspace::Workspace;
+use crate::machine::Machine;
+use crate::workspace::{Workspace, lock_machine, reclaim_leases, warn};
+
+/// `release --lease ID`: give a lease's ports back (from anywhere: leases are the machine's).
+fn release_lease(id: &str, json: bool) -> anyhow::Result<Report> {
+    let machine = Machine::from_env()?;
+    let lock = lock_machine(&machine)?;
+    let (mut index, warnings) = machine.load(&lock)?;
+    warnings.iter().for_each(|w| warn(w));
+    let reclaimed = reclaim_leases(&mut index);
+    let lease = index.leases.remove(id);
+    if lease.is_some() || !reclaimed.is_empty() {
+        machine.save(&index)?;
+    }
+    drop(lock);
+    let ports = match (lease, reclaimed.into_iter().find(|(r, _)| r == id)) {
+        (Some(l), _) | (None, Some((_, l))) => l.ports,
+        (None, None) => {
+            let ids: Vec<&str> = index.leases.keys().map(String::as_str).collect();
+            return Err(Error::new(
+                Code::NotAllocated,
+                format!(
+                    "there is no lease {id:?} (leases now: {})",
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.join(", ")
+                    }
+                ),
+            )
+            .with_details(json!({"lease": id}))
+            .into());
+        }
+    };
+    let text: Vec<String> = ports.iter().map(u16::to_string).collect();
+    Ok(
+        Report::ok(format!("released lease {id}: {}\n", text.join(" ")))
+            .with_json_if(json, json!({"lease": id, "released": ports})),
+    )
+}
 
 /// Run `release`.
 pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
+    if let Some(id) = &args.lease {
+        return release_lease(id, args.json);
+    }
     let ws = Workspace::open()?;
     let unlocked = ws.read()?;
     let key = ws.registry_key(&unlocked.registry, args.worktree.as_deref())?;

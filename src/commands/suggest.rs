@@ -17,7 +17,7 @@ use crate::config::{Config, Strategy};
 use crate::error::{Code, Error};
 use crate::machine::Machine;
 use crate::probe::{self, SystemProbe};
-use crate::workspace::{Workspace, display_path, others, warn};
+use crate::workspace::{Elsewhere, Workspace, display_path, warn};
 
 /// Run `suggest`.
 pub fn run(args: &SuggestArgs) -> anyhow::Result<Report> {
@@ -46,14 +46,11 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Report> {
         }
         _ => None,
     };
-    let others = index
-        .as_ref()
-        .map(|i| others(i, Some(&me)))
+    let elsewhere = (index.as_ref())
+        .map(|i| Elsewhere::read(i, Some(&me)))
         .unwrap_or_default();
     let mut taken = reg.taken();
-    for other in &others {
-        other.add_to(&mut taken);
-    }
+    elsewhere.add_to(&mut taken);
     // Every repository's claim, this one's too, with the path a user knows.
     let claimed: Vec<(RangeInclusive<u16>, PathBuf, bool)> = (index.iter())
         .flat_map(|i| i.claims_except(Path::new("")))

@@ -693,9 +693,14 @@ impl Registry {
     }
 }
 
-/// Seconds since the epoch, as `YYYY-MM-DDTHH:MM:SSZ`.
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn now_rfc3339() -> String {
-    let (y, mo, d, h, mi, s) = civil(SystemTime::now());
+    rfc3339(SystemTime::now())
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 

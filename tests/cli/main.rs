@@ -13,6 +13,7 @@ mod formats;
 mod get;
 mod hooks;
 mod hostile;
+mod lease;
 mod list;
 mod machine;
 mod pins;
