@@ -963,6 +963,23 @@ mod tests {
     }
 
     #[test]
+    fn every_config_in_the_readme_is_valid() {
+        let readme = include_str!("../README.md");
+        let mut found = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = &block[..block.find("```").expect("a closed block")];
+            let parsed = parse(text);
+            assert!(
+                parsed.is_ok(),
+                "{text}\n{:?}",
+                parsed.err().map(|e| e.message)
+            );
+            found += 1;
+        }
+        assert!(found >= 6, "{found} toml blocks");
+    }
+
+    #[test]
     fn env_names_default_from_service_names() {
         assert_eq!(default_env_name("web"), "WEB_PORT");
         assert_eq!(default_env_name("my-svc.x"), "MY_SVC_X_PORT");

@@ -450,3 +450,141 @@ fn a_changed_block_config_keeps_existing_ports_and_says_they_no_longer_follow_it
         "kept"
     );
 }
+
+/// The README's per-service, category and project-type configs, with their sources' exact
+/// numbers. These are well-known ports a developer's machine may be using: then the test says
+/// which and skips, rather than fail for a reason that is not ours.
+#[test]
+fn the_readme_policies_give_their_exact_numbers() {
+    let _fixed = fixed_ports();
+    let per_service = "[services.web]\nrange = [8080, 8099]\n[services.db]\nrange = [5432, 5439]\n";
+    let repo = TestRepo::with_config(per_service, port_block());
+    // `check` probes as an allocation does (binding without listening, so it never makes a
+    // parallel test's probe see these ports busy).
+    let wanted = [
+        "8080", "8081", "5432", "5433", "20000", "21000", "22000", "23000", "25000", "3000",
+    ];
+    let mut check = vec!["check"];
+    check.extend(wanted);
+    if !repo.wp(&check).output().0.status.success() {
+        eprintln!(
+            "skipped the_readme_policies_give_their_exact_numbers: one of {wanted:?} is in use on this machine"
+        );
+        return;
+    }
+    let main = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        ports_json(&main),
+        [("db".to_string(), 5432), ("web".into(), 8080)]
+    );
+    let login = repo.add_worktree("feature-login");
+    let out = repo
+        .wp_in(&login, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        ports_json(&out),
+        [("db".to_string(), 5433), ("web".into(), 8081)]
+    );
+
+    let categories = "[services.postgres]\nrange = \"databases\"\n[services.redis]\nrange = \"cache\"\n\
+        [services.meilisearch]\nrange = \"search\"\n[services.minio]\nrange = \"storage\"\n\
+        [services.grafana]\nrange = \"monitoring\"\n";
+    let platform = repo.another("platform", Some(categories));
+    let out = repo
+        .wp_in(&platform, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        ports_json(&out),
+        [
+            ("grafana".to_string(), 25000),
+            ("meilisearch".into(), 22000),
+            ("minio".into(), 23000),
+            ("postgres".into(), 20000),
+            ("redis".into(), 21000)
+        ]
+    );
+
+    let agent = repo.another(
+        "agent",
+        Some("reserved = [\"system\"]\n[services.web]\nrange = \"auto\"\n"),
+    );
+    write(&agent.join("package.json"), "{}\n");
+    let out = repo
+        .wp_in(&agent, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(out["ports"]["web"], 3000);
+    let err = repo
+        .wp_in(
+            &agent,
+            ["allocate", "--json", "--no-render", "--port=web=2650"],
+        )
+        .fails()
+        .json();
+    assert_eq!(err["error"], "SYSTEM_RESERVED");
+}
+
+#[test]
+fn pins_and_reserved_ports_work_in_the_block_strategy_as_in_ranges() {
+    let block = port_block();
+    let b = block.base;
+    let config = format!("reserved = [{}]\n{}", b + 25, small_blocks(b));
+    let repo = TestRepo::with_config(&config, block);
+    // A pin anywhere free is honoured; the other service still sits in the slot.
+    let out = repo
+        .wp([
+            "allocate",
+            "--json",
+            "--no-render",
+            &format!("--port=web={}", b + 27),
+        ])
+        .succeeds()
+        .json();
+    assert_eq!(
+        (out["ports"]["web"].clone(), out["ports"]["db"].clone()),
+        ((b + 27).into(), (b + 2).into())
+    );
+    let a = repo.add_worktree("a");
+    let err = repo
+        .wp_in(
+            &a,
+            [
+                "allocate",
+                "--json",
+                "--no-render",
+                &format!("--port=web={}", b + 25),
+            ],
+        )
+        .fails()
+        .json();
+    assert_eq!(err["error"], "SYSTEM_RESERVED");
+    let err = repo
+        .wp_in(
+            &a,
+            [
+                "allocate",
+                "--json",
+                "--no-render",
+                &format!("--port=web={}", b + 27),
+            ],
+        )
+        .fails()
+        .json();
+    assert_eq!(err["error"], "PORT_ALLOCATED");
+    // Alternatives come from the repository's block.
+    let alternatives: Vec<u64> = err["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        alternatives,
+        [u64::from(b) + 26, u64::from(b) + 28, u64::from(b) + 29]
+    );
+}
