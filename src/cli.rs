@@ -55,6 +55,7 @@ impl Cli {
             Command::Repair(a) => a.json,
             Command::Suggest(a) => a.json,
             Command::Lease(a) => a.json,
+            Command::Status(a) => a.json,
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
@@ -94,6 +95,8 @@ pub enum Command {
     Suggest(SuggestArgs),
     /// Lease free ports for a while, machine-wide (temporary services, parallel test runs).
     Lease(LeaseArgs),
+    /// Each service's port, whether something listens on it and whose it is; files up to date.
+    Status(StatusArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
@@ -429,6 +432,24 @@ pub struct GetArgs {
     /// worktree of the same name as the current one when it has one, else its main worktree.
     #[arg(long, value_name = "NAME|PATH")]
     pub repo: Option<String>,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Worktree (git name, `main`, or path); default: the current one.
+    #[arg(short, long, value_name = "NAME|PATH", conflicts_with_all = ["all", "machine"])]
+    pub worktree: Option<String>,
+    /// Every worktree of the repository.
+    #[arg(long, conflicts_with = "machine")]
+    pub all: bool,
+    /// Every worktree of every repository of the machine index.
+    #[arg(long)]
+    pub machine: bool,
+    /// Print JSON: {"worktrees": [{"repository", "worktree", "path", "slot", "services":
+    /// [{"service", "port", "state", "listeners"}], "files": [{"path", "state"}]}]}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `lease` arguments.

@@ -8,6 +8,7 @@
 //! print to stdout. ARCHITECTURE.md has the layers and the rules.
 
 pub mod allocate;
+pub mod attribution;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod hooks;
 pub mod lock;
 pub mod machine;
 pub mod probe;
+pub mod procs;
 pub mod registry;
 pub mod render;
 pub mod salvage;
@@ -49,6 +51,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Repair(a) => commands::repair::run(a)?,
         Command::Suggest(a) => commands::suggest::run(a)?,
         Command::Lease(a) => commands::lease::run(a)?,
+        Command::Status(a) => commands::status::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
     if let Err(e) = print_stdout(&report.stdout) {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::allocate::{self, BlockSite, Owner, Request, Taken, Want};
+use crate::attribution::Known;
 use crate::config::{self, Config, Strategy};
 use crate::error::{Code, Error};
 use crate::fsio::{self, Durability, Mode, WriteOptions};
@@ -406,7 +407,7 @@ impl Workspace {
         if !reg.knows(&leaving.key) {
             return Ok(Some(BTreeMap::new()));
         }
-        let released = reg.remove_worktree(&leaving.key);
+        let released = reg.remove_gone_worktree(&leaving.key);
         self.save(lock, &mut reg)?;
         Ok(Some(released))
     }
@@ -690,7 +691,7 @@ impl Workspace {
                 let mut reclaimed = Vec::new();
                 let mut result = Err(e);
                 for (key, why) in self.gone_worktrees(reg, &wt.key)? {
-                    let ports = reg.remove_worktree(&key);
+                    let ports = reg.remove_gone_worktree(&key);
                     let held = if ports.is_empty() {
                         "no ports".to_string()
                     } else {
@@ -855,6 +856,50 @@ impl Workspace {
                 .insert(entry.name.clone(), (other.display, worktrees));
         }
         peers
+    }
+
+    /// Every worktree of this repository a process may run in: git's (living or not), the
+    /// registry's entries git no longer has, and the worktrees removed with their directory
+    /// gone (`gone_worktrees`), for [`crate::attribution`].
+    pub fn known_worktrees(&self, reg: &Registry) -> anyhow::Result<Vec<Known>> {
+        let listed = self.repo.worktrees()?;
+        let mut out: Vec<Known> = listed
+            .iter()
+            .map(|w| Known {
+                path: canonical(&w.path),
+                repository: None,
+                name: w.key.clone(),
+                exists: !w.prunable && w.path.is_dir(),
+            })
+            .collect();
+        out.extend(recorded_worktrees(reg, None, &|k| {
+            listed.iter().any(|w| w.key == k)
+        }));
+        Ok(out)
+    }
+
+    /// The worktrees of every other repository of the machine index (from their registries'
+    /// records: no git runs), for [`crate::attribution`].
+    pub fn known_elsewhere(&self) -> Vec<Known> {
+        let Ok(machine) = Machine::from_env() else {
+            return Vec::new();
+        };
+        let (index, _) = machine.read();
+        let me = self.canonical_common_dir();
+        let mut out = Vec::new();
+        for common in index
+            .repositories
+            .keys()
+            .filter(|c| **c != me && c.is_dir())
+        {
+            let other = Other::read_whole(common);
+            out.extend(recorded_worktrees(
+                &other.registry,
+                Some(&other.display),
+                &|_| false,
+            ));
+        }
+        out
     }
 
     /// The common dir as the machine index keys it.
@@ -1023,6 +1068,54 @@ impl Workspace {
         let plan = self.plan_render(target, held, force)?;
         self.apply_render(plan)
     }
+}
+
+/// A path as the kernel reports a process's cwd: canonical where it exists (a missing one
+/// through its parent).
+pub fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (
+        path.parent().and_then(|p| p.canonicalize().ok()),
+        path.file_name(),
+    ) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The worktrees `reg` records (but those `skip` names) and remembers as removed.
+fn recorded_worktrees(
+    reg: &Registry,
+    repository: Option<&Path>,
+    skip: &dyn Fn(&str) -> bool,
+) -> Vec<Known> {
+    let mut out = Vec::new();
+    for key in reg.keys() {
+        if skip(key) {
+            continue;
+        }
+        if let Some(r) = reg.record(key) {
+            let path = PathBuf::from(&r.path);
+            out.push(Known {
+                exists: path.is_dir(),
+                path: canonical(&path),
+                repository: repository.map(Path::to_path_buf),
+                name: key.to_string(),
+            });
+        }
+    }
+    for g in reg.gone_worktrees() {
+        let path = PathBuf::from(&g.path);
+        out.push(Known {
+            exists: false,
+            path: canonical(&path),
+            repository: repository.map(Path::to_path_buf),
+            name: g.key,
+        });
+    }
+    out
 }
 
 /// What a lock-free read already holds for the target when allocating would change nothing:

@@ -5,20 +5,53 @@
 use serde_json::{Value, json};
 
 use crate::allocate::Probe;
+use crate::attribution::{self, Known};
 use crate::cli::CheckArgs;
 use crate::commands::Report;
 use crate::config::{MIN_PORT, Protocol};
 use crate::error::{Code, classify};
 use crate::machine::Machine;
 use crate::probe::SystemProbe;
-use crate::workspace::{Elsewhere, Workspace, warn};
+use crate::procs;
+use crate::workspace::{Elsewhere, Workspace, canonical, warn};
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
-    let (registry, me) = match Workspace::open() {
-        Ok(ws) => (Some(ws.load_unlocked()?), Some(ws.canonical_common_dir())),
-        Err(e) if classify(&e).code == Code::NotARepository => (None, None),
+    let (ws, registry, me) = match Workspace::open() {
+        Ok(ws) => {
+            let reg = ws.load_unlocked()?;
+            let me = ws.canonical_common_dir();
+            (Some(ws), Some(reg), Some(me))
+        }
+        Err(e) if classify(&e).code == Code::NotARepository => (None, None, None),
         Err(e) => return Err(e),
+    };
+    // Whose a listener is, against every worktree known here (read once, when first needed).
+    let known = std::cell::OnceCell::new();
+    let attribute = |port: u16| -> Option<(String, Value)> {
+        let l = procs::listeners(&[port]).into_iter().next()?;
+        let known: &Vec<Known> = known.get_or_init(|| match (&ws, &registry) {
+            (Some(ws), Some(reg)) => {
+                let mut k = ws.known_worktrees(reg).unwrap_or_default();
+                k.extend(ws.known_elsewhere());
+                k
+            }
+            _ => Vec::new(),
+        });
+        let here = ws
+            .as_ref()
+            .and_then(|ws| ws.repo().current().ok().flatten());
+        let this = here.map(|w| Known {
+            path: canonical(&w.path),
+            repository: None,
+            name: w.key,
+            exists: true,
+        });
+        let whose = attribution::classify(l.process.as_ref(), known, this.as_ref());
+        Some((
+            format!("{} ({whose})", attribution::describe(&l)),
+            attribution::listener_json(&l, &whose),
+        ))
     };
     let elsewhere = match Machine::from_env() {
         Ok(machine) => {
@@ -40,15 +73,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                 Some(o) => (
                     if o.lease { "leased" } else { "allocated" },
                     {
-                        // Beside the owner, whoever listens on it now.
+                        // Beside the owner, whoever listens on it now, and whose that is.
                         let holder = [Protocol::Tcp, Protocol::Udp]
                             .into_iter()
                             .find(|proto| !SystemProbe.is_free(p, *proto))
-                            .map(|proto| {
-                                SystemProbe.holder(p, proto).map_or_else(
+                            .map(|proto| match attribute(p) {
+                                Some((text, _)) => text,
+                                None => SystemProbe.holder(p, proto).map_or_else(
                                     || "another process".to_string(),
                                     |h| h.to_string(),
-                                )
+                                ),
                             });
                         let verb = if o.lease { "leased:" } else { "allocated to" };
                         match holder {
@@ -74,9 +108,13 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                         None => ("free", "free".to_string(), json!({})),
                         Some(proto) => {
                             let holder = SystemProbe.holder(p, *proto);
-                            let who = holder
-                                .as_ref()
-                                .map_or_else(|| "another process".to_string(), |h| h.to_string());
+                            let who = match attribute(p) {
+                                Some((text, _)) => text,
+                                None => holder.as_ref().map_or_else(
+                                    || "another process".to_string(),
+                                    |h| h.to_string(),
+                                ),
+                            };
                             (
                                 "in_use",
                                 format!("in use ({}) by {who}", proto.as_str()),

@@ -28,6 +28,7 @@ pub mod release;
 pub mod remove;
 pub mod render;
 pub mod repair;
+pub mod status;
 pub mod suggest;
 
 /// What a command produced.
@@ -169,14 +170,62 @@ pub fn written_files(r: &Rendered) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Left-aligned columns separated by two spaces; trailing spaces trimmed.
+/// Characters a terminal shows: colour escapes (`ESC [ ... m`) take no room.
+fn visible_width(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_escape = false;
+    for c in s.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (false, _) => n += 1,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    n
+}
+
+/// Colours for [`paint`].
+#[derive(Debug, Clone, Copy)]
+pub enum Colour {
+    /// All is well.
+    Green,
+    /// Worth a look.
+    Yellow,
+    /// Needs attention.
+    Red,
+    /// Less important.
+    Dim,
+}
+
+/// `text` in `colour` when stdout is a terminal and `NO_COLOR` is unset (no-color.org).
+pub fn paint(text: &str, colour: Colour) -> String {
+    use std::io::IsTerminal;
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| {
+        std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    });
+    if !on || text.is_empty() {
+        return text.to_string();
+    }
+    let code = match colour {
+        Colour::Green => "32",
+        Colour::Yellow => "33",
+        Colour::Red => "31",
+        Colour::Dim => "2",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// Left-aligned columns separated by two spaces; trailing spaces trimmed. Colour escapes
+/// ([`paint`]) take no width.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
+                .map(|s| visible_width(s))
                 .max()
                 .unwrap_or(0)
         })
@@ -187,7 +236,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
         for (c, cell) in row.iter().enumerate() {
             line.push_str(cell);
             if c + 1 < row.len() {
-                let pad = widths[c] - cell.chars().count() + 2;
+                let pad = widths[c] - visible_width(cell) + 2;
                 line.extend(std::iter::repeat_n(' ', pad));
             }
         }
@@ -229,5 +278,10 @@ mod tests {
             vec!["long".to_string(), "x".to_string(), "".to_string()],
         ];
         assert_eq!(table(&rows), "A     BB  C\nlong  x\n");
+        let coloured = vec![
+            vec!["\x1b[32mup\x1b[0m".to_string(), "x".to_string()],
+            vec!["down".to_string(), "y".to_string()],
+        ];
+        assert_eq!(table(&coloured), "\x1b[32mup\x1b[0m    x\ndown  y\n");
     }
 }

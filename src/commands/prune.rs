@@ -32,7 +32,7 @@ fn prune(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Ve
         let pruned = dead(&reg, &worktrees_seen_from_here(ws.repo())?);
         if !pruned.is_empty() {
             for p in &pruned {
-                reg.remove_worktree(&p.key);
+                reg.remove_gone_worktree(&p.key);
             }
             ws.save(&lock, &mut reg)?;
         }

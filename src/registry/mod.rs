@@ -32,6 +32,23 @@ pub const VERSION: u64 = 1;
 /// History entries kept; older ones are dropped on save.
 pub const HISTORY_LIMIT: usize = 1000;
 
+/// The top-level key of the worktrees removed with their directory gone.
+const GONE_KEY: &str = "gone_worktrees";
+
+/// How many removed worktrees are remembered.
+pub const GONE_LIMIT: usize = 100;
+
+/// A worktree that was removed: where it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GoneWorktree {
+    /// Its registry key.
+    pub key: String,
+    /// Where it was.
+    pub path: String,
+    /// When its entry was removed.
+    pub removed_at: String,
+}
+
 /// The top-level key of the repository's block claim.
 const CLAIM_KEY: &str = "block";
 
@@ -636,6 +653,34 @@ impl Registry {
             });
         }
         ports.to_map()
+    }
+
+    /// [`Registry::remove_worktree`] for a worktree whose directory is gone: its path is
+    /// remembered (the newest [`GONE_LIMIT`]), so a server still running from the deleted
+    /// directory can be named as its orphan (`status`, `prune --reap`).
+    pub fn remove_gone_worktree(&mut self, key: &str) -> BTreeMap<String, u16> {
+        if let Some(record) = self.record(key) {
+            let mut gone = self.gone_worktrees();
+            gone.retain(|g| g.path != record.path);
+            gone.push(GoneWorktree {
+                key: key.to_string(),
+                path: record.path,
+                removed_at: now_rfc3339(),
+            });
+            let excess = gone.len().saturating_sub(GONE_LIMIT);
+            gone.drain(..excess);
+            let raw = serde_json::value::to_raw_value(&gone).expect("gone worktrees serialize");
+            self.extra.insert(GONE_KEY.to_string(), Raw(raw));
+        }
+        self.remove_worktree(key)
+    }
+
+    /// Worktrees removed while their directory was gone, oldest first.
+    pub fn gone_worktrees(&self) -> Vec<GoneWorktree> {
+        self.extra
+            .get(GONE_KEY)
+            .and_then(|raw| serde_json::from_str(raw.0.get()).ok())
+            .unwrap_or_default()
     }
 
     /// Drop every allocation and record, keeping ranges, history and unknown keys (`repair`

@@ -25,4 +25,5 @@ mod release;
 mod reliability;
 mod remove;
 mod repos;
+mod status;
 mod templates;

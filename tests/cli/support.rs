@@ -477,3 +477,65 @@ static FIXED_PORTS: Mutex<()> = Mutex::new(());
 pub fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
     FIXED_PORTS.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A real server: this test binary run again as a process that listens on a port (TCP, all
+/// addresses) from a directory of our choice, until it is dropped (killed).
+pub struct Server {
+    pub child: std::process::Child,
+}
+
+impl Server {
+    /// Start one listening on `port` with `dir` as its working directory; returns once the
+    /// port is listening.
+    pub fn start(dir: &Path, port: u16) -> Server {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "support::listen_helper",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("WP_TEST_LISTEN_PORT", port.to_string())
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the test server on {port} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Server { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The process [`Server`] starts: not a test (it only runs when asked for by name, with the
+/// port in its environment).
+#[test]
+#[ignore = "a helper process for the status tests, started by Server::start"]
+fn listen_helper() {
+    let Some(port) = std::env::var("WP_TEST_LISTEN_PORT").ok() else {
+        return;
+    };
+    let port: u16 = port.parse().unwrap();
+    let _listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}

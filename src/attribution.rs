@@ -1,0 +1,235 @@
+//! Whose is a listening process: this worktree, another worktree (of this repository or of
+//! another one on the machine), a worktree that no longer exists (an orphan), or none of them
+//! (foreign). Decided from the process's working directory against every known worktree path:
+//! the innermost worktree wins, as for nested worktrees. PURE: the caller reads the processes
+//! (`procs`) and the worktrees (`workspace`).
+//!
+//! A dev server's children (esbuild, vite workers) share its working directory and are
+//! attributed alike; a server that `chdir()`s out of its worktree reads as foreign.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::procs::{Listener, Process};
+
+/// A worktree a process may run in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Its path (canonical where it exists).
+    pub path: PathBuf,
+    /// Its repository as a user knows it; None for the repository being looked at.
+    pub repository: Option<PathBuf>,
+    /// Its registry key.
+    pub name: String,
+    /// False when its directory is gone.
+    pub exists: bool,
+}
+
+/// Whose a process is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whose {
+    /// The worktree being looked at.
+    This,
+    /// Another living worktree.
+    Worktree {
+        /// Its repository (None: this one).
+        repository: Option<PathBuf>,
+        /// Its name.
+        name: String,
+    },
+    /// A worktree whose directory is gone.
+    Orphan {
+        /// Its repository (None: this one).
+        repository: Option<PathBuf>,
+        /// Its name.
+        name: String,
+        /// Where it was.
+        path: PathBuf,
+    },
+    /// Outside every known worktree.
+    Foreign,
+    /// The process could not be read (another user's).
+    Unknown,
+}
+
+impl Whose {
+    /// `this`, `worktree`, `orphan`, `foreign`, `unknown`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Whose::This => "this",
+            Whose::Worktree { .. } => "worktree",
+            Whose::Orphan { .. } => "orphan",
+            Whose::Foreign => "foreign",
+            Whose::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Whose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let of = |r: &Option<PathBuf>| match r {
+            Some(r) => format!(" of repository {}", r.display()),
+            None => String::new(),
+        };
+        match self {
+            Whose::This => f.write_str("this worktree"),
+            Whose::Worktree { repository, name } => {
+                write!(f, "worktree {name}{}", of(repository))
+            }
+            Whose::Orphan {
+                repository,
+                name,
+                path,
+            } => write!(
+                f,
+                "orphan of deleted worktree {name}{} ({})",
+                of(repository),
+                path.display()
+            ),
+            Whose::Foreign => f.write_str("foreign"),
+            Whose::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Whose `process` is; `this` names the worktree being looked at (repository, name).
+pub fn classify(process: Option<&Process>, known: &[Known], this: Option<&Known>) -> Whose {
+    let Some(cwd) = process.and_then(|p| p.cwd.as_deref()) else {
+        return Whose::Unknown;
+    };
+    let Some(k) = innermost(cwd, known) else {
+        return Whose::Foreign;
+    };
+    if !k.exists {
+        return Whose::Orphan {
+            repository: k.repository.clone(),
+            name: k.name.clone(),
+            path: k.path.clone(),
+        };
+    }
+    match this {
+        Some(t) if t.path == k.path => Whose::This,
+        _ => Whose::Worktree {
+            repository: k.repository.clone(),
+            name: k.name.clone(),
+        },
+    }
+}
+
+/// The known worktree `cwd` is in, the innermost one; on equal paths a living one.
+pub fn innermost<'k>(cwd: &Path, known: &'k [Known]) -> Option<&'k Known> {
+    known
+        .iter()
+        .filter(|k| cwd.starts_with(&k.path))
+        .max_by_key(|k| (k.path.components().count(), k.exists))
+}
+
+/// A listener for `--json`: port, protocol, pid, command, uid, cwd, and whose.
+pub fn listener_json(l: &Listener, whose: &Whose) -> Value {
+    let p = l.process.as_ref();
+    let mut v = json!({
+        "port": l.port,
+        "protocol": l.protocol,
+        "pid": p.map(|p| p.pid),
+        "command": p.map(|p| p.command.clone()),
+        "uid": p.and_then(|p| p.uid).or(l.uid),
+        "cwd": p.and_then(|p| p.cwd.as_ref()).map(|c| c.display().to_string()),
+        "cwd_deleted": p.map(|p| p.cwd_deleted),
+        "whose": whose.kind(),
+    });
+    match whose {
+        Whose::Worktree { repository, name }
+        | Whose::Orphan {
+            repository, name, ..
+        } => {
+            v["worktree"] = json!(name);
+            v["repository"] = json!(repository.as_ref().map(|r| r.display().to_string()));
+        }
+        _ => {}
+    }
+    v
+}
+
+/// `pid 1234 (python3 -m http.server 8081)`, or the uid when the process is not readable.
+pub fn describe(l: &Listener) -> String {
+    match &l.process {
+        Some(p) => {
+            // The program's file name, not its whole path.
+            let mut cmd = match p.command.split_once(' ') {
+                Some((program, args)) => format!("{} {args}", base_name(program)),
+                None => base_name(&p.command).to_string(),
+            };
+            if cmd.chars().count() > 60 {
+                cmd = cmd.chars().take(57).collect::<String>() + "...";
+            }
+            format!("pid {} ({cmd})", p.pid)
+        }
+        None => match l.uid {
+            Some(uid) => format!("a process of uid {uid} (not readable by you)"),
+            None => "a process that cannot be read".to_string(),
+        },
+    }
+}
+
+fn base_name(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(path: &str, repo: Option<&str>, name: &str, exists: bool) -> Known {
+        Known {
+            path: PathBuf::from(path),
+            repository: repo.map(PathBuf::from),
+            name: name.into(),
+            exists,
+        }
+    }
+
+    fn proc_in(cwd: &str) -> Process {
+        Process {
+            pid: 1,
+            command: "node".into(),
+            uid: Some(1000),
+            cwd: Some(PathBuf::from(cwd)),
+            cwd_deleted: false,
+            tty: false,
+        }
+    }
+
+    #[test]
+    fn the_innermost_worktree_wins_and_each_kind_is_told_apart() {
+        let all = [
+            known("/src/app", None, "main", true),
+            known("/src/app/trees/feat", None, "feat", true),
+            known("/src/old", None, "old", false),
+            known("/src/api", Some("/src/api"), "main", true),
+        ];
+        let this = &all[1];
+        let whose = |cwd: &str| classify(Some(&proc_in(cwd)), &all, Some(this));
+        assert_eq!(whose("/src/app/trees/feat/web"), Whose::This);
+        assert_eq!(
+            whose("/src/app/src"),
+            Whose::Worktree {
+                repository: None,
+                name: "main".into()
+            }
+        );
+        assert_eq!(whose("/src/old").kind(), "orphan");
+        assert_eq!(
+            whose("/src/api/server").to_string(),
+            "worktree main of repository /src/api"
+        );
+        assert_eq!(
+            whose("/src/application"),
+            Whose::Foreign,
+            "a prefix of a name is not a parent"
+        );
+        assert_eq!(whose("/tmp"), Whose::Foreign);
+        assert_eq!(classify(None, &all, Some(this)), Whose::Unknown);
+    }
+}

@@ -1,0 +1,300 @@
+//! `status [-w <worktree> | --all | --machine] [--json]`: each service's port and whether it
+//! is listening and whose the process is (this worktree, another worktree, an orphan of a
+//! deleted one, or foreign), the worktree's slot, and whether each rendered file is up to
+//! date (a render planned, nothing written). Reads only; exit 0 unless the worktree cannot be
+//! found.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::allocate::Probe;
+use crate::attribution::{self, Known, Whose};
+use crate::cli::StatusArgs;
+use crate::commands::{Colour, Report, paint, table};
+use crate::config::Protocol;
+use crate::machine::Machine;
+use crate::probe::SystemProbe;
+use crate::procs::{self, Listener};
+use crate::registry::Ports;
+use crate::render::FileAction;
+use crate::workspace::{Holding, Workspace, canonical, display_path, warn};
+
+/// One service: (name, port, protocol, its listeners with whose they are, busy without a
+/// listener that can be seen).
+type ServiceStatus = (String, u16, Protocol, Vec<(Listener, Whose)>, bool);
+
+/// One worktree's status.
+struct Status {
+    repository: Option<PathBuf>,
+    name: String,
+    path: PathBuf,
+    slot: Option<u32>,
+    services: Vec<ServiceStatus>,
+    /// (relative path, state) or the reason rendering cannot be planned.
+    files: Result<Vec<(PathBuf, &'static str)>, String>,
+}
+
+/// Run `status`.
+pub fn run(args: &StatusArgs) -> anyhow::Result<Report> {
+    let mut all = Vec::new();
+    if args.machine {
+        let machine = Machine::from_env()?;
+        let (index, warnings) = machine.read();
+        warnings.iter().for_each(|w| warn(w));
+        for common in index.repositories.keys().filter(|c| c.is_dir()) {
+            match Workspace::open_at(common) {
+                Ok(ws) => all.extend(repository(&ws, None, true, Some(display_path(common)))?),
+                Err(e) => warn(&format!("skipped {}: {e:#}", common.display())),
+            }
+        }
+    } else {
+        let ws = Workspace::open()?;
+        let only = match args.all {
+            true => None,
+            false => Some(ws.target(args.worktree.as_deref())?.wt.key),
+        };
+        all.extend(repository(&ws, only.as_deref(), false, None)?);
+    }
+    if args.json {
+        return Ok(Report::json(
+            &json!({"worktrees": all.iter().map(to_json).collect::<Vec<_>>()}),
+        ));
+    }
+    let text: Vec<String> = all.iter().map(to_text).collect();
+    Ok(Report::ok(text.join("\n")))
+}
+
+/// The status of one worktree (`only`) or of every worktree with ports of `ws`.
+fn repository(
+    ws: &Workspace,
+    only: Option<&str>,
+    machine_wide: bool,
+    display: Option<PathBuf>,
+) -> anyhow::Result<Vec<Status>> {
+    let reg = ws.load_unlocked()?;
+    let mut known = ws.known_worktrees(&reg)?;
+    let mut elsewhere_read = false;
+    let mut out = Vec::new();
+    for wt in ws.repo().worktrees()? {
+        if only.is_some_and(|k| k != wt.key) {
+            continue;
+        }
+        let ports = reg.ports(&wt.key).map(Ports::to_map);
+        if only.is_none() && ports.is_none() {
+            continue;
+        }
+        let ports = ports.unwrap_or_default();
+        let target = match ws.target_of(wt.clone()) {
+            Ok(t) => Some(t),
+            Err(_) if only.is_none() => None,
+            Err(e) => return Err(e),
+        };
+        let protocol = |s: &str| {
+            (target.as_ref())
+                .and_then(|t| t.config.service(s))
+                .map_or(Protocol::Tcp, |s| s.protocol)
+        };
+        let list: Vec<u16> = ports.values().copied().collect();
+        let mut listeners = procs::listeners(&list);
+        // A server outside this repository's worktrees may be another repository's.
+        let outside = |known: &[Known], l: &Listener| {
+            l.process
+                .as_ref()
+                .and_then(|p| p.cwd.as_deref())
+                .is_some_and(|c| attribution::innermost(c, known).is_none())
+        };
+        if !elsewhere_read && listeners.iter().any(|l| outside(&known, l)) {
+            known.extend(ws.known_elsewhere());
+            elsewhere_read = true;
+        }
+        let this = Known {
+            path: canonical(&wt.path),
+            repository: None,
+            name: wt.key.clone(),
+            exists: true,
+        };
+        let mut services = Vec::new();
+        let order: Vec<String> = match &target {
+            Some(t) => t.ordered(&ports).into_iter().map(|(s, _, _)| s).collect(),
+            None => ports.keys().cloned().collect(),
+        };
+        for service in order {
+            let port = ports[&service];
+            let proto = protocol(&service);
+            let mine: Vec<(Listener, Whose)> = listeners
+                .iter()
+                .filter(|l| l.port == port)
+                .map(|l| {
+                    let whose = attribution::classify(l.process.as_ref(), &known, Some(&this));
+                    (l.clone(), whose)
+                })
+                .collect();
+            let busy = mine.is_empty() && !SystemProbe.is_free(port, proto);
+            services.push((service, port, proto, mine, busy));
+        }
+        listeners.clear();
+        let files = match &target {
+            None => Err("the worktree's directory is gone".to_string()),
+            Some(t) => {
+                let record = reg.record(&wt.key);
+                let held = Holding {
+                    ports: ports.clone(),
+                    compose_project_name: record
+                        .as_ref()
+                        .and_then(|r| r.compose_project_name.clone())
+                        .unwrap_or_default(),
+                    slot: record.as_ref().and_then(|r| r.slot),
+                };
+                match ws.plan_render(t, &held, false) {
+                    Ok(plan) => Ok(plan
+                        .files
+                        .iter()
+                        .map(|(p, a)| {
+                            let state = match a {
+                                FileAction::Unchanged => "up_to_date",
+                                FileAction::Written => "stale",
+                                FileAction::SkippedTracked => "tracked",
+                                FileAction::Removed => "stale",
+                            };
+                            (p.clone(), state)
+                        })
+                        .collect()),
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            }
+        };
+        out.push(Status {
+            repository: machine_wide.then(|| display.clone()).flatten(),
+            name: wt.key.clone(),
+            path: wt.path.clone(),
+            slot: reg.record(&wt.key).and_then(|r| r.slot),
+            services,
+            files,
+        });
+    }
+    if let Some(key) = only
+        && out.is_empty()
+    {
+        // A worktree git has but the loop skipped cannot happen; keep the answer explicit.
+        anyhow::bail!("worktree {key} not found");
+    }
+    Ok(out)
+}
+
+fn to_json(s: &Status) -> Value {
+    let services: Vec<Value> = s
+        .services
+        .iter()
+        .map(|(name, port, proto, listeners, busy)| {
+            let state = match (listeners.is_empty(), busy) {
+                (false, _) => "listening",
+                (true, true) => "busy",
+                (true, false) => "free",
+            };
+            json!({
+                "service": name,
+                "port": port,
+                "protocol": proto.as_str(),
+                "state": state,
+                "listeners": listeners.iter().map(|(l, w)| attribution::listener_json(l, w)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let files = match &s.files {
+        Ok(files) => json!(
+            files
+                .iter()
+                .map(|(p, state)| json!({"path": p.display().to_string(), "state": state}))
+                .collect::<Vec<_>>()
+        ),
+        Err(e) => json!({"error": e}),
+    };
+    json!({
+        "repository": s.repository.as_ref().map(|r| r.display().to_string()),
+        "worktree": s.name,
+        "path": s.path.display().to_string(),
+        "slot": s.slot,
+        "services": services,
+        "files": files,
+    })
+}
+
+fn to_text(s: &Status) -> String {
+    let mut out = String::new();
+    let of = s
+        .repository
+        .as_ref()
+        .map(|r| format!(" of {}", r.display()))
+        .unwrap_or_default();
+    let slot = s.slot.map(|n| format!(", slot {n}")).unwrap_or_default();
+    out.push_str(&format!(
+        "worktree {}{of} ({}{slot})\n",
+        s.name,
+        s.path.display()
+    ));
+    if s.services.is_empty() {
+        out.push_str("  no ports allocated: run `git worktree-ports allocate` there\n");
+    } else {
+        let mut rows = vec![vec![
+            "  SERVICE".to_string(),
+            "PORT".into(),
+            "STATE".into(),
+            "WHOSE".into(),
+            "PROCESS".into(),
+        ]];
+        for (name, port, _, listeners, busy) in &s.services {
+            if listeners.is_empty() {
+                let state = match busy {
+                    true => paint("busy", Colour::Yellow),
+                    false => paint("free", Colour::Dim),
+                };
+                let whose = match busy {
+                    true => "not listening (TIME_WAIT, or unreadable)".to_string(),
+                    false => String::new(),
+                };
+                rows.push(vec![
+                    format!("  {name}"),
+                    port.to_string(),
+                    state,
+                    whose,
+                    String::new(),
+                ]);
+            }
+            for (l, whose) in listeners {
+                let colour = match whose {
+                    Whose::This => Colour::Green,
+                    Whose::Worktree { .. } | Whose::Unknown => Colour::Yellow,
+                    Whose::Orphan { .. } | Whose::Foreign => Colour::Red,
+                };
+                rows.push(vec![
+                    format!("  {name}"),
+                    port.to_string(),
+                    paint("listening", colour),
+                    paint(&whose.to_string(), colour),
+                    attribution::describe(l),
+                ]);
+            }
+        }
+        out.push_str(&table(&rows));
+    }
+    match &s.files {
+        Ok(files) if files.is_empty() => {}
+        Ok(files) => {
+            let parts: Vec<String> = files
+                .iter()
+                .map(|(p, state)| {
+                    let state = match *state {
+                        "up_to_date" => paint("up to date", Colour::Green),
+                        "tracked" => paint("tracked by git (not written)", Colour::Dim),
+                        _ => paint("stale: run `git worktree-ports render`", Colour::Yellow),
+                    };
+                    format!("{} {state}", p.display())
+                })
+                .collect();
+            out.push_str(&format!("  files: {}\n", parts.join("; ")));
+        }
+        Err(e) => out.push_str(&format!("  files: cannot be planned: {e}\n")),
+    }
+    out
+}

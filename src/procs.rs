@@ -1,0 +1,420 @@
+//! Which process listens on a port, and where it runs: on Linux from `/proc` (the socket
+//! tables, every process's fds, its `cwd`, `cmdline`, `stat` and `status`); on macOS from
+//! `lsof -nP -iTCP:P -sTCP:LISTEN` (never without `-sTCP:LISTEN`: that lists clients too).
+//! Reads only; never signals (see [`stop`], which the reaper alone calls).
+//!
+//! A process of another user cannot be read without root: then only the socket's uid is
+//! known, and the caller says so instead of guessing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A process, as far as it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Its command line, arguments joined by spaces (the command name when the line is empty).
+    pub command: String,
+    /// Its real uid.
+    pub uid: Option<u32>,
+    /// Its working directory (without the kernel's ` (deleted)` suffix).
+    pub cwd: Option<PathBuf>,
+    /// The working directory was deleted (the kernel says ` (deleted)`).
+    pub cwd_deleted: bool,
+    /// It has a controlling terminal (someone's shell or editor: never reaped).
+    pub tty: bool,
+}
+
+/// A listening socket and, when it can be read, its process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Local port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// The socket's owner.
+    pub uid: Option<u32>,
+    /// Its process (None: another user's, not readable).
+    pub process: Option<Process>,
+}
+
+/// Listening sockets on any of `ports` (TCP in LISTEN, UDP bound), each with its process:
+/// one pass over `/proc`, stopped as soon as every socket has its process. No socket on
+/// those ports: no process scan at all.
+pub fn listeners(ports: &[u16]) -> Vec<Listener> {
+    if cfg!(target_os = "linux") {
+        linux_listeners(ports)
+    } else {
+        lsof_listeners(ports)
+    }
+}
+
+/// The uid of our own processes.
+pub fn my_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Ports of `ports` with a listening socket, and whose: `Some(uid)` from the socket tables
+/// alone (no process scan; Linux), `None` where only the probe can tell.
+pub fn listening_uids(ports: &[u16]) -> Option<HashMap<u16, u32>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let sockets = sockets(ports);
+    Some(sockets.into_values().map(|s| (s.port, s.uid)).collect())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Socket {
+    port: u16,
+    protocol: &'static str,
+    uid: u32,
+}
+
+/// inode -> socket, for the listening sockets on `ports`.
+fn sockets(ports: &[u16]) -> BTreeMap<u64, Socket> {
+    let mut out = BTreeMap::new();
+    for (table, protocol, listen_only) in [
+        ("tcp", "tcp", true),
+        ("tcp6", "tcp", true),
+        ("udp", "udp", false),
+        ("udp6", "udp", false),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || (listen_only && f[3] != "0A") {
+                continue;
+            }
+            let Some(port) = f[1]
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
+            if !ports.contains(&port) {
+                continue;
+            }
+            if let (Ok(uid), Ok(inode)) = (f[7].parse(), f[9].parse::<u64>())
+                && inode != 0
+            {
+                out.insert(
+                    inode,
+                    Socket {
+                        port,
+                        protocol,
+                        uid,
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+fn linux_listeners(ports: &[u16]) -> Vec<Listener> {
+    let mut wanted = sockets(ports);
+    let mut out = Vec::new();
+    if wanted.is_empty() {
+        return out;
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if wanted.is_empty() {
+                break;
+            }
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+                continue;
+            };
+            let mut found = Vec::new();
+            for fd in fds.flatten() {
+                let Ok(target) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let Some(inode) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+                    .and_then(|t| t.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if let Some(s) = wanted.remove(&inode) {
+                    found.push(s);
+                }
+            }
+            if found.is_empty() {
+                continue;
+            }
+            let process = process(pid);
+            for s in found {
+                out.push(Listener {
+                    port: s.port,
+                    protocol: s.protocol,
+                    uid: Some(s.uid),
+                    process: process.clone(),
+                });
+            }
+        }
+    }
+    // Sockets whose process could not be read (another user's, without root).
+    for s in wanted.into_values() {
+        out.push(Listener {
+            port: s.port,
+            protocol: s.protocol,
+            uid: Some(s.uid),
+            process: None,
+        });
+    }
+    out.sort_by_key(|l| (l.port, l.protocol));
+    // The same socket seen on v4 and v6, or a pre-fork server's workers: one per process.
+    out.dedup_by(|a, b| {
+        a.port == b.port
+            && a.protocol == b.protocol
+            && a.process.as_ref().map(|p| p.pid) == b.process.as_ref().map(|p| p.pid)
+    });
+    out
+}
+
+/// Read process `pid` (None when it is gone).
+pub fn process(pid: u32) -> Option<Process> {
+    let base = PathBuf::from(format!("/proc/{pid}"));
+    let stat = std::fs::read_to_string(base.join("stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let name = stat
+        .get(stat.find('(')? + 1..close)
+        .unwrap_or_default()
+        .to_string();
+    // Fields after the name: state(3) ppid(4) pgrp(5) session(6) tty_nr(7).
+    let tty = stat[close + 1..]
+        .split_whitespace()
+        .nth(4)
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| t != 0);
+    let command = std::fs::read(base.join("cmdline"))
+        .ok()
+        .map(|bytes| {
+            let parts: Vec<String> = bytes
+                .split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            parts.join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or(name);
+    let uid = std::fs::read_to_string(base.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        });
+    let (cwd, cwd_deleted) = match std::fs::read_link(base.join("cwd")) {
+        Ok(p) => {
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = p.as_os_str().as_bytes();
+            match bytes.strip_suffix(b" (deleted)") {
+                Some(rest) => (
+                    Some(PathBuf::from(std::ffi::OsStr::from_bytes(rest))),
+                    // A directory really named "x (deleted)" still exists.
+                    !p.exists(),
+                ),
+                None => (Some(p), false),
+            }
+        }
+        Err(_) => (None, false),
+    };
+    Some(Process {
+        pid,
+        command,
+        uid,
+        cwd,
+        cwd_deleted,
+        tty,
+    })
+}
+
+/// Every process this user may read, with where it runs (for the reaper). Processes of other
+/// users come back with what could be read (no cwd): the caller never touches them.
+pub fn processes() -> Vec<Process> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(process)
+        .collect()
+}
+
+/// The ports each process listens on, for processes in `pids` (one socket-table read and one
+/// fd scan of those processes only).
+pub fn ports_of(pids: &[u32]) -> HashMap<u32, Vec<u16>> {
+    let all: Vec<u16> = (1..=u16::MAX).collect();
+    let sockets = sockets(&all);
+    let mut out: HashMap<u32, Vec<u16>> = HashMap::new();
+    for &pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let inode = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok());
+            if let Some(s) = inode.and_then(|i| sockets.get(&i)) {
+                let ports = out.entry(pid).or_default();
+                if !ports.contains(&s.port) {
+                    ports.push(s.port);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Stop process `pid`: SIGTERM, then SIGKILL if it still runs after `grace`. True when it is
+/// gone. Only the reaper calls this, after its checks.
+pub fn stop(pid: u32, grace: Duration) -> bool {
+    let Ok(id) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    let alive = || {
+        // A zombie (exited, not yet reaped by its parent) counts as gone.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.get(s.rfind(')')? + 2..).map(|r| !r.starts_with('Z')))
+            .unwrap_or_else(|| unsafe { libc::kill(id, 0) } == 0)
+    };
+    // SAFETY: sending a signal to a pid the caller chose.
+    if unsafe { libc::kill(id, libc::SIGTERM) } != 0 {
+        return !alive();
+    }
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if !alive() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(id, libc::SIGKILL) };
+    let start = Instant::now();
+    while alive() && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !alive()
+}
+
+fn lsof_listeners(ports: &[u16]) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for &port in ports {
+        let Ok(output) = std::process::Command::new("lsof")
+            .args(["-nP", "-Fpcu", &format!("-iTCP:{port}"), "-sTCP:LISTEN"])
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut current: Option<Process> = None;
+        let mut flush = |p: Option<Process>| {
+            if let Some(p) = p {
+                out.push(Listener {
+                    port,
+                    protocol: "tcp",
+                    uid: p.uid,
+                    process: Some(p),
+                });
+            }
+        };
+        for line in text.lines() {
+            if let Some(pid) = line.strip_prefix('p').and_then(|p| p.parse().ok()) {
+                flush(current.take());
+                current = Some(Process {
+                    pid,
+                    command: String::new(),
+                    uid: None,
+                    cwd: lsof_cwd(pid),
+                    cwd_deleted: false,
+                    tty: false,
+                });
+            } else if let (Some(c), Some(p)) = (line.strip_prefix('c'), current.as_mut()) {
+                p.command = c.to_string();
+            } else if let (Some(u), Some(p)) = (line.strip_prefix('u'), current.as_mut()) {
+                p.uid = u.parse().ok();
+            }
+        }
+        flush(current.take());
+    }
+    out
+}
+
+fn lsof_cwd(pid: u32) -> Option<PathBuf> {
+    let output = std::process::Command::new("lsof")
+        .args(["-a", "-d", "cwd", "-Fn", "-p", &pid.to_string()])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix('n').map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_our_own_listener_with_its_cwd_and_command() {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let found = listeners(&[port]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let p = found[0]
+            .process
+            .as_ref()
+            .expect("our own process is readable");
+        assert_eq!(p.pid, std::process::id());
+        assert_eq!(p.cwd.as_deref(), std::env::current_dir().ok().as_deref());
+        assert!(!p.cwd_deleted);
+        assert_eq!(found[0].uid, Some(my_uid()));
+        assert_eq!(listening_uids(&[port]).unwrap()[&port], my_uid());
+        drop(l);
+        assert!(listeners(&[port]).is_empty());
+    }
+
+    #[test]
+    fn a_deleted_working_directory_is_seen_as_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wt = dir.path().join("wt");
+        std::fs::create_dir(&wt).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&wt)
+            .spawn()
+            .unwrap();
+        std::fs::remove_dir(&wt).unwrap();
+        let p = process(child.id()).unwrap();
+        assert_eq!(p.cwd.as_deref(), Some(wt.as_path()));
+        assert!(p.cwd_deleted);
+        // Right after exec the command line may not be readable yet: the name is.
+        assert!(p.command.starts_with("sleep"), "{}", p.command);
+        assert!(stop(child.id(), Duration::from_secs(2)));
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,118 @@
+//! `status`: real servers started from real directories, attributed to this worktree, another
+//! worktree, an orphan of a deleted one, or nobody (foreign).
+
+use crate::support::*;
+
+fn services(json: &serde_json::Value) -> Vec<serde_json::Value> {
+    json["worktrees"][0]["services"].as_array().unwrap().clone()
+}
+
+#[test]
+fn status_tells_whose_each_listening_process_is() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feature = repo.add_worktree("feature");
+    repo.wp_in(&feature, ["allocate"]).succeeds();
+    // main: web b, db b+20; feature: web b+1, db b+21.
+    let own = Server::start(&feature.join(".worktree-ports"), b + 1);
+    let from_main = Server::start(&repo.root, b + 21);
+    let json = repo.wp_in(&feature, ["status", "--json"]).succeeds().json();
+    let s = services(&json);
+    assert_eq!(s[0]["service"], "web");
+    assert_eq!(s[0]["state"], "listening");
+    let l = &s[0]["listeners"][0];
+    assert_eq!(
+        (l["whose"].as_str(), l["pid"].as_u64()),
+        (Some("this"), Some(u64::from(own.pid())))
+    );
+    let l = &s[1]["listeners"][0];
+    assert_eq!(l["whose"], "worktree");
+    assert_eq!(l["worktree"], "main");
+    assert_eq!(l["pid"], from_main.pid());
+    assert_eq!(json["worktrees"][0]["slot"], 1);
+    assert_eq!(
+        json["worktrees"][0]["files"][0],
+        serde_json::json!({"path": ".env", "state": "up_to_date"})
+    );
+
+    // A foreign server, and a stale .env.
+    drop(own);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stranger = Server::start(elsewhere.path(), b + 1);
+    std::fs::write(feature.join(".env"), "WEB_PORT=1\n").unwrap();
+    let text = repo.wp_in(&feature, ["status"]).succeeds().stdout();
+    let text = text
+        .replace(&stranger.pid().to_string(), "PID")
+        .replace(&from_main.pid().to_string(), "PID2");
+    let text = text.replace(repo.env.root().to_str().unwrap(), "[TMP]");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "worktree feature ([TMP]/feature, slot 1)");
+    assert!(
+        lines[2].starts_with(&format!(
+            "  web      {}  listening  foreign        pid PID (cli-",
+            b + 1
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "  db       {}  listening  worktree main  pid PID2 (cli-",
+            b + 21
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        lines[4],
+        "  files: .env stale: run `git worktree-ports render`"
+    );
+    // Free ports, and exit 0 whatever is running.
+    let main = repo.wp(["status", "--json"]).succeeds().json();
+    assert_eq!(services(&main)[0]["state"], "free");
+}
+
+#[test]
+fn a_server_whose_worktree_was_deleted_is_an_orphan() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let doomed = repo.add_worktree("doomed");
+    repo.wp_in(&doomed, ["allocate"]).succeeds();
+    let orphan = Server::start(&doomed, b + 1);
+    std::fs::remove_dir_all(&doomed).unwrap();
+    let json = repo.wp(["status", "--all", "--json"]).succeeds().json();
+    let doomed_status = json["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worktree"] == "doomed")
+        .unwrap()
+        .clone();
+    let web = (doomed_status["services"].as_array().unwrap().iter())
+        .find(|s| s["service"] == "web")
+        .unwrap();
+    let l = &web["listeners"][0];
+    assert_eq!(l["whose"], "orphan", "{doomed_status}");
+    assert_eq!(l["pid"], orphan.pid());
+    assert_eq!(l["cwd_deleted"], true);
+    // Pruned, the worktree is remembered, so its server is still named as its orphan.
+    repo.wp(["prune"]).succeeds();
+    let out = repo.wp(["check", &(b + 1).to_string()]).fails().stdout();
+    assert!(
+        out.contains(&format!("in use (tcp) by pid {} (cli-", orphan.pid()))
+            && out.contains(&format!(
+                "(orphan of deleted worktree doomed ({}))",
+                doomed.display()
+            )),
+        "{out}"
+    );
+    let reg = repo.registry();
+    assert_eq!(reg["gone_worktrees"][0]["key"], "doomed", "{reg}");
+}
+
+#[test]
+fn status_of_a_worktree_that_cannot_be_found_fails() {
+    let repo = TestRepo::new();
+    let out = repo.wp(["status", "-w", "nope", "--json"]).fails();
+    assert_eq!(out.json()["error"], "WORKTREE_NOT_FOUND");
+    let text = repo.wp(["status"]).succeeds().stdout();
+    assert!(text.contains("no ports allocated"), "{text}");
+}
