@@ -406,6 +406,9 @@ pub struct ListArgs {
     /// With --all: one row per port, sorted by port.
     #[arg(long, value_enum, requires = "all")]
     pub sort: Option<ListSort>,
+    /// Leave out the LIVE column (whether anything listens on the worktree's ports).
+    #[arg(long)]
+    pub no_probe: bool,
     /// Print JSON: {"worktrees": [{"name", "path", "branch", "ports", "exists"}]}; with --all,
     /// {"repositories": [{"name", "path", "gone", "worktrees": [...]}]}.
     #[arg(long)]

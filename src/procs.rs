@@ -57,8 +57,9 @@ pub fn my_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// Ports of `ports` with a listening socket, and whose: `Some(uid)` from the socket tables
-/// alone (no process scan; Linux), `None` where only the probe can tell.
+/// Ports of `ports` with a listening socket, and the socket owner's uid: from the socket
+/// tables alone (one read of each, no process scan and no probe; Linux). None where only the
+/// probe can tell.
 pub fn listening_uids(ports: &[u16]) -> Option<HashMap<u16, u32>> {
     if !cfg!(target_os = "linux") {
         return None;
@@ -77,6 +78,10 @@ struct Socket {
 /// inode -> socket, for the listening sockets on `ports`.
 fn sockets(ports: &[u16]) -> BTreeMap<u64, Socket> {
     let mut out = BTreeMap::new();
+    let mut wanted = vec![false; usize::from(u16::MAX) + 1];
+    for p in ports {
+        wanted[usize::from(*p)] = true;
+    }
     for (table, protocol, listen_only) in [
         ("tcp", "tcp", true),
         ("tcp6", "tcp", true),
@@ -97,7 +102,7 @@ fn sockets(ports: &[u16]) -> BTreeMap<u64, Socket> {
             else {
                 continue;
             };
-            if !ports.contains(&port) {
+            if !wanted[usize::from(port)] {
                 continue;
             }
             if let (Ok(uid), Ok(inode)) = (f[7].parse(), f[9].parse::<u64>())

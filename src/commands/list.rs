@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::allocate::Probe;
 use crate::cli::{ListArgs, ListSort};
-use crate::commands::{Report, ports_inline, table};
+use crate::commands::{Colour, Report, paint, ports_inline, table};
 use crate::config::Config;
+use crate::config::Protocol;
 use crate::machine::Machine;
+use crate::probe::SystemProbe;
+use crate::procs;
 use crate::registry::Ports;
 use crate::workspace::{Other, Workspace, display_path, warn, worktrees_seen_from_here};
 
@@ -56,11 +60,20 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         })
         .collect();
 
+    // Whether anything listens on each port: the socket tables, read once (no process scan).
+    let live: Option<Live> = (!args.no_probe).then(|| {
+        Live::read(
+            &rows
+                .iter()
+                .flat_map(|r| r.ports.values().copied())
+                .collect::<Vec<_>>(),
+        )
+    });
     if args.json {
         let list: Vec<_> = rows
             .iter()
             .map(|r| {
-                json!({
+                let mut v = json!({
                     "name": r.name,
                     "path": r.path,
                     "branch": r.branch,
@@ -68,7 +81,13 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     "ports": r.ports,
                     "exists": r.exists,
                     "moved": r.moved,
-                })
+                });
+                if let Some(live) = &live {
+                    let states: BTreeMap<&String, &str> =
+                        r.ports.iter().map(|(s, p)| (s, live.state(*p))).collect();
+                    v["live"] = json!(states);
+                }
+                v
             })
             .collect();
         return Ok(Report::json(&json!({ "worktrees": list })));
@@ -99,6 +118,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
             .iter()
             .map(|s| s.to_string())
             .chain(services.iter().cloned())
+            .chain(live.as_ref().map(|_| "LIVE".to_string()))
             .chain(["PATH".to_string()])
             .collect::<Vec<_>>(),
     ];
@@ -115,6 +135,9 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 .get(s)
                 .map_or_else(|| "-".to_string(), u16::to_string)
         }));
+        if let Some(live) = &live {
+            line.push(live.summary(r.ports.values().copied()));
+        }
         line.push(if r.moved {
             format!("{} (moved)", r.path)
         } else if r.exists {
@@ -132,6 +155,52 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         out.push_str("(moved): moved without git knowing; run `git worktree repair` in it\n");
     }
     Ok(Report::ok(out))
+}
+
+/// Which ports have a listening socket, and whether it is the user's own.
+struct Live {
+    /// Port -> socket owner uid; None where the tables cannot be read (then the probe).
+    uids: Option<std::collections::HashMap<u16, u32>>,
+    me: u32,
+}
+
+impl Live {
+    fn read(ports: &[u16]) -> Live {
+        Live {
+            uids: procs::listening_uids(ports),
+            me: procs::my_uid(),
+        }
+    }
+
+    /// `up` (listening, a socket of ours), `foreign` (another user's), `down` (nothing).
+    fn state(&self, port: u16) -> &'static str {
+        match &self.uids {
+            Some(uids) => match uids.get(&port) {
+                Some(uid) if *uid == self.me => "up",
+                Some(_) => "foreign",
+                None => "down",
+            },
+            None => match SystemProbe.is_free(port, Protocol::Tcp) {
+                true => "down",
+                false => "up",
+            },
+        }
+    }
+
+    /// A row's cell: `foreign` if any port is, else `up` if any is, else `down`.
+    fn summary(&self, ports: impl Iterator<Item = u16>) -> String {
+        let states: Vec<&str> = ports.map(|p| self.state(p)).collect();
+        let up = states.iter().filter(|s| **s == "up").count();
+        if states.contains(&"foreign") {
+            paint("foreign", Colour::Red)
+        } else if up == 0 {
+            paint("down", Colour::Dim)
+        } else if up == states.len() {
+            paint("up", Colour::Green)
+        } else {
+            paint(&format!("up {up}/{}", states.len()), Colour::Green)
+        }
+    }
 }
 
 /// `list --all`: every repository of the machine index, its worktrees and ports (from each

@@ -116,3 +116,34 @@ fn status_of_a_worktree_that_cannot_be_found_fails() {
     let text = repo.wp(["status"]).succeeds().stdout();
     assert!(text.contains("no ports allocated"), "{text}");
 }
+
+#[test]
+fn list_has_a_live_column_from_the_socket_tables_and_no_probe_drops_it() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feature = repo.add_worktree("feature");
+    repo.wp_in(&feature, ["allocate"]).succeeds();
+    let _server = Server::start(&feature, b + 1);
+    let json = repo.wp(["list", "--json"]).succeeds().json();
+    let rows = json["worktrees"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    assert_eq!(
+        row("feature")["live"],
+        serde_json::json!({"web": "up", "db": "down"})
+    );
+    assert_eq!(
+        row("main")["live"],
+        serde_json::json!({"web": "down", "db": "down"})
+    );
+    let text = repo.wp(["list"]).succeeds().stdout();
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("  LIVE  "), "{text}");
+    let feature_line = text.lines().find(|l| l.starts_with("feature")).unwrap();
+    assert!(feature_line.contains("  up 1/2  "), "{text}");
+    let main_line = text.lines().find(|l| l.starts_with("main")).unwrap();
+    assert!(main_line.contains("  down  "), "{text}");
+    let text = repo.wp(["list", "--no-probe"]).succeeds().stdout();
+    assert!(!text.contains("LIVE"), "{text}");
+    let json = repo.wp(["list", "--json", "--no-probe"]).succeeds().json();
+    assert!(json["worktrees"][0].get("live").is_none());
+}
