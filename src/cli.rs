@@ -209,6 +209,10 @@ pub struct AllocateArgs {
     /// For a worktree that has ports, SERVICE=PORT moves the service and frees its old port.
     #[arg(long = "port", value_name = "SERVICE=PORT", value_parser = parse_port_arg)]
     pub ports: Vec<PortArg>,
+    /// Move these services to other free ports (the old ones are given back): for a port a
+    /// foreign process took. Repeatable, or comma-separated.
+    #[arg(long = "move", value_name = "SERVICE", value_delimiter = ',')]
+    pub moves: Vec<String>,
     /// Do not render templates (`.env`) after allocating.
     #[arg(long)]
     pub no_render: bool,

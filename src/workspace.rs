@@ -1132,6 +1132,7 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
             .all(|s| match (ports.get(&s.name), wants.get(&s.name)) {
                 (None, _) => false,
                 (Some(p), Some(Want::Pin(pin))) => u32::from(p) == *pin,
+                (Some(_), Some(Want::Move)) => false,
                 (Some(_), _) => true,
             });
     // Unknown services in --port must reach the allocator to be reported; services the

@@ -177,6 +177,8 @@ pub enum Want {
     Auto,
     /// This exact port (validated here, so it may be out of u16 range).
     Pin(u32),
+    /// Another port than the current one (the automatic choice; the old port is given back).
+    Move,
 }
 
 /// Everything the allocator reads.
@@ -260,6 +262,29 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
 
+    // Moves: the service's port goes back, and the automatic choice may not take it again.
+    let mut moved_from = BTreeMap::new();
+    for svc in req.services {
+        if req.wants.get(&svc.name) != Some(&Want::Move) {
+            continue;
+        }
+        let Some(from) = ports.remove(&svc.name) else {
+            continue;
+        };
+        if let Strategy::Block(_) = req.strategy {
+            return Err(Error::new(
+                Code::RangeExhausted,
+                format!(
+                    "{} cannot move within its slot: in the block strategy a service's port is its slot's start + offset ({from}); move the whole worktree instead: `git worktree-ports release && git worktree-ports allocate`",
+                    svc.name
+                ),
+            )
+            .with_details(json!({"service": svc.name, "port": from})));
+        }
+        ctx.chosen.insert(from);
+        moved_from.insert(svc.name.clone(), from);
+    }
+
     // Pins first, so an automatic choice never takes a port pinned in the same request.
     for svc in req.services {
         let Some(Want::Pin(pin)) = req.wants.get(&svc.name).copied() else {
@@ -313,6 +338,17 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
         }
     }
 
+    for change in &mut changes {
+        if let Change::Assigned { service, port } = change
+            && let Some(from) = moved_from.get(service.as_str())
+        {
+            *change = Change::Moved {
+                service: service.clone(),
+                from: *from,
+                to: *port,
+            };
+        }
+    }
     Ok(Allocation {
         ports,
         changes,
@@ -794,6 +830,24 @@ mod tests {
     }
 
     #[test]
+    fn a_move_takes_another_port_even_when_the_old_one_is_free() {
+        let mut case = Case::new(vec![svc("web", 8080, 8099), svc("db", 5432, 5439)]);
+        case.worktree = "me".into();
+        let mut case = case.held("me", "web", 8080).held("me", "db", 5432);
+        case.wants.insert("web".into(), Want::Move);
+        let a = case.run(&FakeProbe::default()).unwrap();
+        assert_eq!(ports(&a), [("db", 5432), ("web", 8081)]);
+        assert_eq!(
+            a.changes,
+            [Change::Moved {
+                service: "web".into(),
+                from: 8080,
+                to: 8081
+            }]
+        );
+    }
+
+    #[test]
     fn auto_choices_skip_pinned_ports_of_the_same_request() {
         let a = Case::new(vec![svc("a", 4000, 4010), svc("b", 4000, 4010)])
             .pin("b", 4000)
@@ -1136,7 +1190,7 @@ mod properties {
                             let s = w.services.iter().find(|s| s.name == svc).unwrap();
                             let pinned: BTreeMap<String, u16> = w.wants.iter().filter_map(|(n, want)| match want {
                                 Want::Pin(p) => u16::try_from(*p).ok().map(|p| (n.clone(), p)),
-                                Want::Auto => None,
+                                Want::Auto | Want::Move => None,
                             }).collect();
                             // No port of the range was usable, even before other choices.
                             for p in s.range.0..=s.range.1 {

@@ -147,3 +147,51 @@ fn list_has_a_live_column_from_the_socket_tables_and_no_probe_drops_it() {
     let json = repo.wp(["list", "--json", "--no-probe"]).succeeds().json();
     assert!(json["worktrees"][0].get("live").is_none());
 }
+
+#[test]
+fn allocate_warns_about_a_foreign_held_port_and_move_takes_another() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feat3 = repo.add_worktree("feat3");
+    repo.wp_in(&feat3, ["allocate"]).succeeds();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stranger = Server::start(elsewhere.path(), b + 1);
+    // Kept (a running server may be the user's), and said, with the fix.
+    let out = repo.wp_in(&feat3, ["allocate", "--json"]).succeeds();
+    assert_eq!(out.json()["ports"]["web"], b + 1);
+    let stderr = out.stderr();
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("is held by")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: web: port {} of worktree feat3 is held by pid {} (",
+            b + 1,
+            stranger.pid()
+        )) && stderr.contains("(foreign); move it: `git worktree-ports allocate feat3 --move web`"),
+        "{stderr}"
+    );
+    // Its own server is no cause for a warning.
+    let own = Server::start(&feat3, b + 21);
+    let stderr = repo.wp_in(&feat3, ["allocate"]).succeeds().stderr();
+    assert!(!stderr.contains("db: port"), "{stderr}");
+    drop(own);
+    // --move: the next free port, re-rendered, the old one given back.
+    let out = repo
+        .wp_in(&feat3, ["allocate", "--move", "web", "--json"])
+        .succeeds();
+    let json = out.json();
+    assert_eq!(json["ports"]["web"], b + 2);
+    assert_eq!(json["ports"]["db"], b + 21, "other services stay");
+    assert!(!out.stderr().contains("is held by"), "{}", out.stderr());
+    let env = std::fs::read_to_string(feat3.join(".env")).unwrap();
+    assert!(env.contains(&format!("WEB_PORT={}\n", b + 2)), "{env}");
+    assert!(!all_registry_ports(&repo.registry()).contains(&(b + 1)));
+    let err = repo
+        .wp_in(&feat3, ["allocate", "--move", "nope", "--json"])
+        .fails()
+        .json();
+    assert_eq!(err["error"], "UNKNOWN_SERVICE");
+}
