@@ -543,6 +543,12 @@ pub struct PruneArgs {
     /// repositories that are gone.
     #[arg(long)]
     pub all: bool,
+    /// Also list processes still running in deleted worktrees (pid, command, ports).
+    #[arg(long)]
+    pub reap: bool,
+    /// With --reap: stop them (SIGTERM, then SIGKILL after a grace period).
+    #[arg(long, requires = "reap")]
+    pub yes: bool,
     /// Show what would be pruned; change nothing.
     #[arg(long)]
     pub dry_run: bool,

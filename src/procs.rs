@@ -294,6 +294,22 @@ pub fn ports_of(pids: &[u32]) -> HashMap<u32, Vec<u16>> {
     out
 }
 
+/// True when process `pid` has a terminal open: a pty master (`script`, tmux, an IDE's
+/// terminal: a session someone works in) or a terminal device, even without it being its
+/// controlling terminal. The reaper spares these too.
+pub fn uses_terminal(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|t| {
+            t == std::path::Path::new("/dev/ptmx")
+                || t.starts_with("/dev/pts")
+                || t.to_str().is_some_and(|t| t.starts_with("/dev/tty"))
+        })
+    })
+}
+
 /// Stop process `pid`: SIGTERM, then SIGKILL if it still runs after `grace`. True when it is
 /// gone. Only the reaper calls this, after its checks.
 pub fn stop(pid: u32, grace: Duration) -> bool {

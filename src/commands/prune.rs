@@ -1,15 +1,24 @@
 //! `prune [--dry-run] [--json]`: drop the allocations of worktrees git no longer has, or whose
 //! directory is gone and that are not locked. The worktree list is read under the registry
 //! lock, so a worktree that allocates meanwhile is never mistaken for a dead one.
+//!
+//! `--reap [--yes]`: list the processes whose working directory is inside a worktree that no
+//! longer exists (a dev server left running by a deleted worktree), with pid, command and
+//! ports; with `--yes` stop them (SIGTERM, then SIGKILL after a grace period). Never a process
+//! with a controlling terminal, never another user's, never anything outside a deleted
+//! worktree.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::json;
 
+use crate::attribution::{self, Whose};
 use crate::cli::PruneArgs;
 use crate::commands::{Report, ports_inline};
 use crate::git::WorktreeInfo;
 use crate::machine::Machine;
+use crate::procs;
 use crate::registry::{Ports, Registry};
 use crate::workspace::{Workspace, display_path, lock_machine, warn, worktrees_seen_from_here};
 
@@ -48,6 +57,8 @@ fn prune(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Ve
 pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
     let mut pruned = Vec::new();
     let mut gone_repos: Vec<(String, String, Option<[u16; 2]>)> = Vec::new();
+    // The repositories to look for orphaned processes in (`--reap`), after their prune.
+    let mut reap_in: Vec<(Workspace, Option<String>)> = Vec::new();
     if args.all {
         let machine = Machine::from_env()?;
         // Index entries of gone repositories are dropped under the machine lock, which comes
@@ -72,7 +83,10 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
                 continue;
             }
             match Workspace::open_at(common) {
-                Ok(ws) => pruned.extend(prune(&ws, args.dry_run, Some(&entry.name))?),
+                Ok(ws) => {
+                    pruned.extend(prune(&ws, args.dry_run, Some(&entry.name))?);
+                    reap_in.push((ws, Some(entry.name.clone())));
+                }
                 Err(e) => warn(&format!(
                     "skipped repository {} ({}): {e:#}",
                     entry.name,
@@ -86,7 +100,12 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
     } else {
         let ws = Workspace::open()?;
         pruned = prune(&ws, args.dry_run, None)?;
+        reap_in.push((ws, None));
     }
+    let reaped = match args.reap {
+        true => reap(&reap_in, args.yes && !args.dry_run)?,
+        false => Vec::new(),
+    };
 
     if args.json {
         let list: Vec<_> = pruned
@@ -97,12 +116,23 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
             .iter()
             .map(|(n, p, block)| json!({"name": n, "path": p, "block": block}))
             .collect();
-        return Ok(Report::json(
-            &json!({"dry_run": args.dry_run, "pruned": list, "repositories_gone": gone}),
-        ));
+        let mut value = json!({"dry_run": args.dry_run, "pruned": list, "repositories_gone": gone});
+        if args.reap {
+            value["orphans"] = json!(reaped.iter().map(Orphan::to_json).collect::<Vec<_>>());
+        }
+        return Ok(Report::json(&value));
     }
+    let reap_text: String = reaped.iter().map(|o| o.to_text(args.yes)).collect();
     if pruned.is_empty() && gone_repos.is_empty() {
-        return Ok(Report::ok("nothing to prune\n".into()));
+        let mut out = match args.reap {
+            true => String::new(),
+            false => "nothing to prune\n".to_string(),
+        };
+        if args.reap && reaped.is_empty() {
+            out.push_str("nothing to prune, and no process runs in a deleted worktree\n");
+        }
+        out.push_str(&reap_text);
+        return Ok(Report::ok(out));
     }
     let verb = if args.dry_run {
         "would prune"
@@ -141,7 +171,129 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
             }
         ));
     }
+    out.push_str(&reap_text);
     Ok(Report::ok(out))
+}
+
+/// A process whose working directory is inside a worktree that no longer exists.
+struct Orphan {
+    pid: u32,
+    command: String,
+    cwd: String,
+    worktree: String,
+    path: String,
+    repo: Option<String>,
+    ports: Vec<u16>,
+    /// With `--yes`: whether it is gone now.
+    stopped: Option<bool>,
+}
+
+impl Orphan {
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "pid": self.pid,
+            "command": self.command,
+            "cwd": self.cwd,
+            "worktree": self.worktree,
+            "path": self.path,
+            "repository": self.repo,
+            "ports": self.ports,
+            "stopped": self.stopped,
+        })
+    }
+
+    fn to_text(&self, acting: bool) -> String {
+        let of = self
+            .repo
+            .as_ref()
+            .map(|r| format!(" of {r}"))
+            .unwrap_or_default();
+        let ports = match self.ports.is_empty() {
+            true => String::new(),
+            false => format!(
+                ", listening on {}",
+                self.ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let what = format!(
+            "pid {} ({}) in deleted worktree {}{of} ({}){ports}",
+            self.pid, self.command, self.worktree, self.path
+        );
+        match (acting, self.stopped) {
+            (_, Some(true)) => format!("stopped {what}\n"),
+            (_, Some(false)) => format!("could not stop {what}\n"),
+            (_, None) => format!(
+                "would stop {what}; run `git worktree-ports prune --reap --yes` to stop it\n"
+            ),
+        }
+    }
+}
+
+/// How long a process gets between SIGTERM and SIGKILL.
+fn grace() -> Duration {
+    std::env::var("GIT_WORKTREE_PORTS_REAP_GRACE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(5), Duration::from_secs_f64)
+}
+
+/// The processes running in a deleted worktree of these repositories: never one with a
+/// terminal (controlling, or open: a pty master such as script or tmux), never another
+/// user's, never anything outside a deleted worktree.
+/// With `stop`, each gets SIGTERM, then SIGKILL after the grace period.
+fn reap(repos: &[(Workspace, Option<String>)], stop: bool) -> anyhow::Result<Vec<Orphan>> {
+    let me = procs::my_uid();
+    let own = std::process::id();
+    let candidates: Vec<procs::Process> = procs::processes()
+        .into_iter()
+        .filter(|p| p.uid == Some(me) && !p.tty && p.pid != own && p.cwd.is_some())
+        .collect();
+    let mut orphans: Vec<Orphan> = Vec::new();
+    for (ws, label) in repos {
+        let reg = ws.load_unlocked()?;
+        let known = ws.known_worktrees(&reg)?;
+        for p in &candidates {
+            if orphans.iter().any(|o| o.pid == p.pid) {
+                continue;
+            }
+            if let Whose::Orphan { name, path, .. } = attribution::classify(Some(p), &known, None)
+                && !procs::uses_terminal(p.pid)
+            {
+                orphans.push(Orphan {
+                    pid: p.pid,
+                    command: p.command.clone(),
+                    cwd: p
+                        .cwd
+                        .as_ref()
+                        .map(|c| c.display().to_string())
+                        .unwrap_or_default(),
+                    worktree: name,
+                    path: path.display().to_string(),
+                    repo: label.clone(),
+                    ports: Vec::new(),
+                    stopped: None,
+                });
+            }
+        }
+    }
+    let pids: Vec<u32> = orphans.iter().map(|o| o.pid).collect();
+    let ports = procs::ports_of(&pids);
+    for o in &mut orphans {
+        o.ports = ports.get(&o.pid).cloned().unwrap_or_default();
+        o.ports.sort();
+    }
+    if stop {
+        let grace = grace();
+        for o in &mut orphans {
+            o.stopped = Some(procs::stop(o.pid, grace));
+        }
+    }
+    Ok(orphans)
 }
 
 /// Registry entries whose worktree is gone.

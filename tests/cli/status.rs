@@ -195,3 +195,152 @@ fn allocate_warns_about_a_foreign_held_port_and_move_takes_another() {
         .json();
     assert_eq!(err["error"], "UNKNOWN_SERVICE");
 }
+
+fn alive(pid: u32) -> bool {
+    // A zombie (killed, not yet waited for) is gone for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// A process with a controlling terminal (`script` gives it a pty) in `dir`; None (with the
+/// reason printed) where `script` is missing.
+fn with_tty(dir: &std::path::Path) -> Option<std::process::Child> {
+    let child = std::process::Command::new("script")
+        .args(["-qc", "sleep 60", "/dev/null"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("skipped the tty part: could not run script(1): {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn prune_reap_stops_an_orphan_and_spares_the_living_the_foreign_and_the_tty() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let doomed = repo.add_worktree("doomed");
+    let living = repo.add_worktree("living");
+    repo.wp_in(&doomed, ["allocate"]).succeeds();
+    repo.wp_in(&living, ["allocate"]).succeeds();
+    let orphan = Server::start(&doomed, b + 1);
+    let spared_living = Server::start(&living, b + 2);
+    let outside = tempfile::tempdir().unwrap();
+    let spared_foreign = Server::start(outside.path(), b + 3);
+    let mut tty = with_tty(&doomed);
+    std::fs::remove_dir_all(&doomed).unwrap();
+
+    // A list first: nothing is stopped.
+    let listed = repo.wp(["prune", "--reap"]).succeeds().stdout();
+    let line = format!("would stop pid {} (", orphan.pid());
+    assert!(listed.contains(&line), "{listed}");
+    assert!(
+        listed.contains(&format!(
+            "in deleted worktree doomed ({})",
+            doomed.display()
+        )),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("listening on {}", b + 1)),
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches("would stop").count(),
+        1,
+        "only the orphan: {listed}"
+    );
+    assert!(alive(orphan.pid()));
+
+    let json = repo
+        .wp(["prune", "--reap", "--yes", "--json"])
+        .env("GIT_WORKTREE_PORTS_REAP_GRACE", "2")
+        .succeeds()
+        .json();
+    let orphans = json["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{json}");
+    assert_eq!(orphans[0]["pid"], orphan.pid());
+    assert_eq!(orphans[0]["stopped"], true);
+    assert!(!alive(orphan.pid()));
+    assert!(alive(spared_living.pid()));
+    assert!(alive(spared_foreign.pid()));
+    if let Some(t) = tty.as_mut() {
+        assert!(alive(t.id()), "a process with a terminal is never reaped");
+        let _ = t.kill();
+        let _ = t.wait();
+    }
+}
+
+#[test]
+fn a_process_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
+    let repo = TestRepo::new();
+    let doomed = repo.add_worktree("doomed");
+    repo.wp_in(&doomed, ["allocate"]).succeeds();
+    let mut stubborn = std::process::Command::new("sh")
+        .args(["-c", "trap '' TERM; while :; do sleep 0.05; done"])
+        .current_dir(&doomed)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::remove_dir_all(&doomed).unwrap();
+    let json = repo
+        .wp(["prune", "--reap", "--yes", "--json"])
+        .env("GIT_WORKTREE_PORTS_REAP_GRACE", "0.3")
+        .succeeds()
+        .json();
+    let stopped: Vec<u64> = json["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["stopped"] == true)
+        .map(|o| o["pid"].as_u64().unwrap())
+        .collect();
+    assert!(stopped.contains(&u64::from(stubborn.id())), "{json}");
+    let status = stubborn.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "SIGKILL after the grace period");
+}
+
+/// Run as root, the reaper must spare a process of another user in a deleted worktree.
+#[test]
+#[ignore = "needs root (to start a process as another user); .ci/run runs it as root"]
+fn prune_reap_never_touches_another_users_process() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
+    let repo = TestRepo::new();
+    let doomed = repo.add_worktree("doomed");
+    repo.wp_in(&doomed, ["allocate"]).succeeds();
+    let mut victim = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .current_dir(&doomed)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::remove_dir_all(&doomed).unwrap();
+    let json = repo
+        .wp(["prune", "--reap", "--yes", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(json["orphans"], serde_json::json!([]), "{json}");
+    assert!(alive(victim.id()));
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
