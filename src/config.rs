@@ -106,6 +106,15 @@ pub struct Service {
     pub offset: u16,
 }
 
+/// `[on] allocate = "..."` and `[on] release = "..."`: tera templates of shell commands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnCommands {
+    /// Run after a worktree first gets its ports (and its files are rendered).
+    pub allocate: Option<String>,
+    /// Run before a worktree's ports are given back (`remove`, `release`, `prune`).
+    pub release: Option<String>,
+}
+
 /// A validated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -121,6 +130,8 @@ pub struct Config {
     pub range_choices: Vec<String>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
+    /// `[on]`: the user's commands around a worktree's ports.
+    pub on: OnCommands,
     /// Coordinate with every repository on the machine (the default); `coordinate = false`
     /// makes a throwaway repository neither listed in the machine index nor aware of it.
     pub coordinate: bool,
@@ -150,6 +161,7 @@ impl Config {
             range_choices: Vec::new(),
             source: None,
             coordinate: true,
+            on: OnCommands::default(),
         }
     }
 
@@ -459,6 +471,22 @@ impl Config {
             reserved,
             source: Some(path.to_path_buf()),
             coordinate: raw.coordinate.unwrap_or(true),
+            on: match raw.on {
+                None => OnCommands::default(),
+                Some(on) => {
+                    for (key, cmd) in [("allocate", &on.allocate), ("release", &on.release)] {
+                        if let Some(cmd) = cmd {
+                            check_command_template(cmd.get_ref()).map_err(|m| {
+                                invalid(Some(cmd.span()), format!("[on] {key}: {m}"))
+                            })?;
+                        }
+                    }
+                    OnCommands {
+                        allocate: on.allocate.map(Spanned::into_inner),
+                        release: on.release.map(Spanned::into_inner),
+                    }
+                }
+            },
             reserved_names,
             range_choices,
         })
@@ -699,6 +727,26 @@ struct RawConfig {
     reserved: Vec<Spanned<ReservedItem>>,
     services: Option<OrderedServices>,
     block: Option<Spanned<RawBlock>>,
+    on: Option<RawOn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOn {
+    allocate: Option<Spanned<String>>,
+    release: Option<Spanned<String>>,
+}
+
+/// A command template must parse (so a typo is found when the config is read, not when a
+/// worktree is removed).
+fn check_command_template(text: &str) -> Result<(), String> {
+    let mut tera = tera::Tera::default();
+    tera.add_raw_template("command", text)
+        .map(|_| ())
+        .map_err(|e| match e.kind() {
+            tera::ErrorKind::SyntaxError(r) => r.message().to_string(),
+            _ => e.to_string(),
+        })
 }
 
 /// `range = [8080, 8099]` or `range = "node"` / `"auto"`.

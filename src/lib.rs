@@ -17,6 +17,7 @@ pub mod fault;
 pub mod fsio;
 pub mod git;
 pub mod hooks;
+pub mod lifecycle;
 pub mod lock;
 pub mod machine;
 pub mod probe;

@@ -17,6 +17,7 @@ use crate::config::{self, Config, Strategy};
 use crate::error::{Code, Error};
 use crate::fsio::{self, Durability, Mode, WriteOptions};
 use crate::git::{Repo, WorktreeInfo};
+use crate::lifecycle::{self, Event};
 use crate::lock::{self, FileLock};
 use crate::machine::{Index, Machine};
 use crate::probe::{self, SystemProbe};
@@ -284,6 +285,8 @@ pub struct Holding {
     /// Its slot (kept in its record); None only for a record from before slots that a
     /// render-only command read.
     pub slot: Option<u32>,
+    /// The worktree had no ports before this command gave them (its `[on] allocate` runs).
+    pub fresh: bool,
 }
 
 /// Where a worktree's identity token lives, inside its own git dir (which git deletes with
@@ -564,6 +567,12 @@ impl Workspace {
             m.changed |= m.index.register(&me, &repo_name);
             repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
         }
+        // Its own entry before: none (or a dead worktree's of the same name) makes it fresh.
+        let fresh = reg.ports(&wt.key).is_none_or(|p| p.is_empty())
+            || reg
+                .record(&wt.key)
+                .and_then(|r| r.id)
+                .is_some_and(|id| Some(id) != target.id);
         let mut changed = false;
         // The main worktree keeps the conventional base ports: an app started there without
         // reading `.env` uses its defaults, which are the base ports. So the first linked
@@ -619,6 +628,7 @@ impl Workspace {
             ports,
             compose_project_name,
             slot: record.slot,
+            fresh,
         })
     }
 
@@ -858,6 +868,122 @@ impl Workspace {
         peers
     }
 
+    /// After a worktree first got its ports (and its files were rendered): its
+    /// `[on] allocate` command, outside every lock. A failure is said, and changes nothing.
+    pub fn after_allocation(&self, target: &Target, held: &Holding) {
+        if !held.fresh {
+            return;
+        }
+        if let Some(cmd) = &target.config.on.allocate {
+            self.run_on(
+                Event::Allocate,
+                cmd,
+                &target.wt,
+                &target.config,
+                held,
+                &target.wt.path,
+            );
+        }
+    }
+
+    /// Before the ports of worktree `key` are given back (`remove`, `release`, `prune`): its
+    /// `[on] release` command, outside every lock, in its directory, with the config there;
+    /// for a worktree whose directory is gone, in and with the config of the current worktree
+    /// (else the main one). A failure is said, and blocks nothing.
+    pub fn before_release(&self, key: &str) {
+        let Ok(reg) = self.load_unlocked() else {
+            return;
+        };
+        let Some(ports) = reg.ports(key).map(Ports::to_map).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let record = reg.record(key);
+        let listed = self.repo.worktrees().unwrap_or_default();
+        let wt = listed.iter().find(|w| w.key == key).cloned().or_else(|| {
+            let r = record.as_ref()?;
+            Some(WorktreeInfo {
+                key: key.to_string(),
+                name: key.to_string(),
+                path: PathBuf::from(&r.path),
+                git_dir: self.repo.common_dir().join("worktrees").join(key),
+                branch: r.branch.clone(),
+                is_main: key == crate::git::MAIN_KEY,
+                locked: false,
+                prunable: true,
+                moved_from: None,
+            })
+        });
+        let Some(wt) = wt else {
+            return;
+        };
+        // Where the command runs, and whose config names it.
+        let home = match wt.path.is_dir() {
+            true => Some(wt.path.clone()),
+            false => (self.repo.current().ok().flatten().map(|w| w.path))
+                .filter(|p| p.is_dir())
+                .or_else(|| {
+                    listed
+                        .iter()
+                        .find(|w| w.is_main && w.path.is_dir())
+                        .map(|w| w.path.clone())
+                }),
+        };
+        let Some(home) = home else {
+            return;
+        };
+        let Ok(config) = Config::load(&home) else {
+            return;
+        };
+        let Some(cmd) = config.on.release.clone() else {
+            return;
+        };
+        let held = Holding {
+            ports,
+            compose_project_name: record
+                .as_ref()
+                .and_then(|r| r.compose_project_name.clone())
+                .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), key)),
+            slot: record.as_ref().and_then(|r| r.slot),
+            fresh: false,
+        };
+        self.run_on(Event::Release, &cmd, &wt, &config, &held, &home);
+    }
+
+    fn run_on(
+        &self,
+        event: Event,
+        cmd: &str,
+        wt: &WorktreeInfo,
+        config: &Config,
+        held: &Holding,
+        dir: &Path,
+    ) {
+        let mut ctx = TemplateContext::new(
+            wt,
+            self.repo.common_dir(),
+            config,
+            &held.ports,
+            &held.compose_project_name,
+        );
+        ctx.slot = held.slot;
+        let target = Target {
+            wt: wt.clone(),
+            config: config.clone(),
+            id: None,
+        };
+        let mut vars = target.vars(&held.ports);
+        if let Some(slot) = held.slot.and_then(|s| u16::try_from(s).ok()) {
+            vars.push(("WORKTREE_SLOT".to_string(), slot));
+        }
+        if let Err(why) = lifecycle::run(event, cmd, &ctx, &vars, dir) {
+            let consequence = match event {
+                Event::Allocate => "the ports stay allocated",
+                Event::Release => "the ports are given back all the same",
+            };
+            warn(&format!("worktree {}: {why}; {consequence}", wt.key));
+        }
+    }
+
     /// Every worktree of this repository a process may run in: git's (living or not), the
     /// registry's entries git no longer has, and the worktrees removed with their directory
     /// gone (`gone_worktrees`), for [`crate::attribution`].
@@ -1047,6 +1173,7 @@ impl Workspace {
                 ports,
                 compose_project_name,
                 slot,
+                fresh: false,
             };
             let rendered = match self
                 .plan_render(&target, &held, force)
@@ -1151,6 +1278,7 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
             ports: ports.to_map(),
             compose_project_name: record.compose_project_name?,
             slot: record.slot,
+            fresh: false,
         })
     })
     .flatten()

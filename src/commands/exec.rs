@@ -15,6 +15,7 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let target = ws.target(args.worktree.as_deref())?;
     let held = ws.ensure_ports(&target, &BTreeMap::new())?;
+    ws.after_allocation(&target, &held);
     let mut vars = target.vars(&held.ports);
     vars.extend(slot_var(held.slot));
     let (program, rest) = args.command.split_first().expect("clap requires a command");

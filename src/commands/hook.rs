@@ -46,6 +46,7 @@ fn post_checkout(args: &[String]) -> anyhow::Result<()> {
     let target = ws.target(None)?;
     let held = ws.ensure_ports(&target, &BTreeMap::new())?;
     let rendered = ws.render(&target, &held, false)?;
+    ws.after_allocation(&target, &held);
     let written: Vec<String> = written_files(&rendered)
         .iter()
         .map(|p| p.display().to_string())

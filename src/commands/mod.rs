@@ -77,6 +77,7 @@ pub fn render_and_report(
     } else {
         None
     };
+    ws.after_allocation(target, held);
     let ports = &held.ports;
     let wt = &target.wt;
     if json {

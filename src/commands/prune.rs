@@ -32,6 +32,13 @@ struct Pruned {
 
 /// Prune one repository.
 fn prune(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Vec<Pruned>> {
+    if !dry_run {
+        // `[on] release` of each, outside the lock; the locked pass below decides again.
+        let reg = ws.load_unlocked()?;
+        for p in dead(&reg, &worktrees_seen_from_here(ws.repo())?) {
+            ws.before_release(&p.key);
+        }
+    }
     let mut pruned = if dry_run {
         let reg = ws.load_unlocked()?;
         dead(&reg, &worktrees_seen_from_here(ws.repo())?)

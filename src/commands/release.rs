@@ -55,8 +55,13 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
         return release_lease(id, args.json);
     }
     let ws = Workspace::open()?;
-    let unlocked = ws.read()?;
+    let mut unlocked = ws.read()?;
     let key = ws.registry_key(&unlocked.registry, args.worktree.as_deref())?;
+    if args.services.is_empty() && unlocked.registry.ports(&key).is_some() {
+        // Never under the lock: the command may take its time (`docker compose down`).
+        ws.before_release(&key);
+        unlocked = ws.read()?;
+    }
     let lock = ws.lock()?;
     let mut reg = ws.load_locked(&lock, Some(unlocked))?;
     let held = reg.ports(&key).cloned().unwrap_or_default();

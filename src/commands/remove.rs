@@ -36,6 +36,9 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
     // ours writes into the directory git is deleting (git would fail with "Directory not
     // empty" and leave the worktree half removed), and no command of ours gives its name to
     // a new worktree before its entry is released.
+    // `[on] release` first, outside the lock (it may take its time: `docker compose down`),
+    // while the worktree is still there to run in.
+    ws.before_release(&wt.key);
     let lock = ws.lock()?;
     // Who the entry belongs to, read before git deletes the worktree's git dir.
     let leaving = ws.leaving(&wt);

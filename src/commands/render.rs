@@ -21,6 +21,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
         let target = ws.target(args.worktree.as_deref())?;
         let held = ws.ensure_ports(&target, &none)?;
         let rendered = ws.render(&target, &held, args.force)?;
+        ws.after_allocation(&target, &held);
         results.push((target, rendered));
     }
     if args.json {

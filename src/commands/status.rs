@@ -145,6 +145,7 @@ fn repository(
                         .and_then(|r| r.compose_project_name.clone())
                         .unwrap_or_default(),
                     slot: record.as_ref().and_then(|r| r.slot),
+                    fresh: false,
                 };
                 match ws.plan_render(t, &held, false) {
                     Ok(plan) => Ok(plan

@@ -14,6 +14,7 @@ mod get;
 mod hooks;
 mod hostile;
 mod lease;
+mod lifecycle;
 mod list;
 mod machine;
 mod pins;
