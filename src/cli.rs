@@ -56,6 +56,7 @@ impl Cli {
             Command::Suggest(a) => a.json,
             Command::Lease(a) => a.json,
             Command::Status(a) => a.json,
+            Command::Doctor(a) => a.json,
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
@@ -97,6 +98,8 @@ pub enum Command {
     Lease(LeaseArgs),
     /// Each service's port, whether something listens on it and whose it is; files up to date.
     Status(StatusArgs),
+    /// Find what is wrong between the registry, git, the machine and the project's files.
+    Doctor(DoctorArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
@@ -439,6 +442,19 @@ pub struct GetArgs {
     /// worktree of the same name as the current one when it has one, else its main worktree.
     #[arg(long, value_name = "NAME|PATH")]
     pub repo: Option<String>,
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Apply the safe fixes (prune, move off a held port, re-render, update the hook, drop
+    /// gone repositories from the index); never edits your compose or package files.
+    #[arg(long)]
+    pub fix: bool,
+    /// Print JSON: {"findings": [{"severity", "code", "message", "fix", "safe_fix", "fixed"?,
+    /// "fix_failed"?}], "needs_attention"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status` arguments.

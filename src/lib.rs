@@ -18,6 +18,7 @@ pub mod fsio;
 pub mod git;
 pub mod hooks;
 pub mod lifecycle;
+pub mod literals;
 pub mod lock;
 pub mod machine;
 pub mod probe;
@@ -53,6 +54,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Suggest(a) => commands::suggest::run(a)?,
         Command::Lease(a) => commands::lease::run(a)?,
         Command::Status(a) => commands::status::run(a)?,
+        Command::Doctor(a) => commands::doctor::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
     if let Err(e) = print_stdout(&report.stdout) {

@@ -813,7 +813,7 @@ impl Workspace {
 
     /// Registry entries whose worktree git no longer has, or reports prunable (directory
     /// gone, not locked), oldest allocation first, with why; never `except`.
-    fn gone_worktrees(
+    pub fn gone_worktrees(
         &self,
         reg: &Registry,
         except: &str,
@@ -866,6 +866,36 @@ impl Workspace {
                 .insert(entry.name.clone(), (other.display, worktrees));
         }
         peers
+    }
+
+    /// The post-checkout hook as it is: where, whether ours and current, who manages the
+    /// directory. A hooks directory inside a work tree is the team's, tracked with the code:
+    /// treated like a manager's, whichever worktree this runs in.
+    pub fn hook_state(&self) -> anyhow::Result<crate::hooks::State> {
+        let dir = self.repo.hooks_dir()?;
+        let mut state = crate::hooks::inspect(&dir, self.repo.workdir());
+        if state.manager.is_none() && !state.ours && self.inside_a_worktree(&dir) {
+            state.manager = Some(crate::hooks::Manager::WorkTree);
+        }
+        Ok(state)
+    }
+
+    fn inside_a_worktree(&self, dir: &Path) -> bool {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let common = self.repo.common_dir();
+        let common = common
+            .canonicalize()
+            .unwrap_or_else(|_| common.to_path_buf());
+        if dir.starts_with(&common) {
+            return false;
+        }
+        self.repo.worktrees().is_ok_and(|list| {
+            list.iter().any(|w| {
+                w.path
+                    .canonicalize()
+                    .is_ok_and(|p| dir.starts_with(&p) && !dir.starts_with(p.join(".git")))
+            })
+        })
     }
 
     /// After a worktree first got its ports (and its files were rendered): its
@@ -1080,6 +1110,21 @@ impl Workspace {
             &|rels: &[PathBuf]| self.repo.tracked(wt, rels),
             &Workspace::peers,
         )
+        .map_err(|e| {
+            // `git worktree remove` takes no lock of ours: the directory may vanish mid-plan.
+            if wt.path.is_dir() {
+                return e;
+            }
+            Error::new(
+                Code::WorktreeNotFound,
+                format!(
+                    "worktree {} ({}) was removed while rendering; nothing was written",
+                    wt.key,
+                    wt.path.display()
+                ),
+            )
+            .into()
+        })
     }
 
     /// Carry out a plan, keep its files out of `git status`, and print its warnings.

@@ -7,34 +7,11 @@ use crate::commands::Report;
 use crate::hooks::{self, Installed, Uninstalled};
 use crate::workspace::Workspace;
 
-fn inside_a_worktree(ws: &Workspace, dir: &std::path::Path) -> bool {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let common = ws.repo().common_dir();
-    let common = common
-        .canonicalize()
-        .unwrap_or_else(|_| common.to_path_buf());
-    if dir.starts_with(&common) {
-        return false;
-    }
-    ws.repo().worktrees().is_ok_and(|list| {
-        list.iter().any(|w| {
-            w.path
-                .canonicalize()
-                .is_ok_and(|p| dir.starts_with(&p) && !dir.starts_with(p.join(".git")))
-        })
-    })
-}
-
 /// Run `hooks`.
 pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
-    let dir = ws.repo().hooks_dir()?;
-    let mut state = hooks::inspect(&dir, ws.repo().workdir());
-    // A hooks directory inside a work tree is the team's, tracked with the code: never
-    // written, whichever worktree this runs in.
-    if state.manager.is_none() && !state.ours && inside_a_worktree(&ws, &dir) {
-        state.manager = Some(hooks::Manager::WorkTree);
-    }
+    let state = ws.hook_state()?;
+    let dir = state.dir.clone();
     let hook = state.hook.display();
     Ok(match &args.action {
         HooksAction::Install => Report::ok(match hooks::install(&state)? {

@@ -15,6 +15,7 @@ use crate::workspace::{Holding, Target, Workspace};
 pub mod add;
 pub mod allocate;
 pub mod check;
+pub mod doctor;
 pub mod env;
 pub mod exec;
 pub mod get;

@@ -65,6 +65,11 @@ fn status_tells_whose_each_listening_process_is() {
         lines[4],
         "  files: .env stale: run `git worktree-ports render`"
     );
+    let mut snapshot = text.replace(&test_binary_name(), "[TEST-BIN]");
+    for n in (0..BLOCK).rev() {
+        snapshot = snapshot.replace(&(b + n).to_string(), &format!("B+{n:03}"));
+    }
+    insta::assert_snapshot!("status_human", snapshot);
     // Free ports, and exit 0 whatever is running.
     let main = repo.wp(["status", "--json"]).succeeds().json();
     assert_eq!(services(&main)[0]["state"], "free");

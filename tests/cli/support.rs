@@ -478,6 +478,16 @@ pub fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
     FIXED_PORTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The file name of this test binary (`cli-<hash>`), which [`Server`] processes run as.
+pub fn test_binary_name() -> String {
+    std::env::current_exe()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// A real server: this test binary run again as a process that listens on a port (TCP, all
 /// addresses) from a directory of our choice, until it is dropped (killed).
 pub struct Server {

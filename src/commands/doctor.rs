@@ -1,0 +1,543 @@
+//! `doctor [--fix] [--json]`: reconcile the registry, git, the machine and the project's files.
+//! Each finding has a severity, what was found and the fix. Exit 1 when something needs
+//! attention (an error or a warning left unfixed). `--fix` applies only the safe fixes (prune
+//! an entry whose worktree is gone, move a service off a port another process holds,
+//! re-render stale files, update our outdated hook, drop index entries of vanished
+//! repositories) and says what it did; it never edits the user's compose, package or
+//! devcontainer files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::allocate::Want;
+use crate::attribution::{self, Known, Whose};
+use crate::cli::DoctorArgs;
+use crate::commands::{Colour, Report, paint, ports_inline, table};
+use crate::config::Strategy;
+use crate::literals;
+use crate::machine::Machine;
+use crate::procs;
+use crate::registry::Ports;
+use crate::workspace::{Workspace, canonical, lock_machine, warn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// A safe fix `--fix` may apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Prune(String),
+    Move { worktree: String, service: String },
+    Render(String),
+    Hook,
+    Index,
+}
+
+struct Finding {
+    severity: Severity,
+    code: &'static str,
+    message: String,
+    fix: String,
+    action: Option<Action>,
+    /// After `--fix`: what happened.
+    outcome: Option<Result<String, String>>,
+}
+
+impl Finding {
+    fn new(severity: Severity, code: &'static str, message: String, fix: String) -> Finding {
+        Finding {
+            severity,
+            code,
+            message,
+            fix,
+            action: None,
+            outcome: None,
+        }
+    }
+
+    fn with(mut self, action: Action) -> Finding {
+        self.action = Some(action);
+        self
+    }
+
+    /// Still needs the user's attention.
+    fn open(&self) -> bool {
+        self.severity != Severity::Info && !matches!(self.outcome, Some(Ok(_)))
+    }
+}
+
+/// Run `doctor`.
+pub fn run(args: &DoctorArgs) -> anyhow::Result<Report> {
+    let ws = Workspace::open()?;
+    let mut findings = Vec::new();
+    registry_and_git(&ws, &mut findings)?;
+    processes(&ws, &mut findings)?;
+    hook(&ws, &mut findings);
+    index(&mut findings);
+    files(&ws, &mut findings);
+    findings.sort_by_key(|f| f.severity);
+    if args.fix {
+        fix(&ws, &mut findings);
+    }
+    let attention = findings.iter().any(Finding::open);
+    let mut report = match args.json {
+        true => Report::json(&json!({
+            "findings": findings.iter().map(to_json).collect::<Vec<_>>(),
+            "needs_attention": attention,
+        })),
+        false => Report::ok(text(&findings, args.fix)),
+    };
+    report.success = !attention;
+    Ok(report)
+}
+
+/// Entries of gone worktrees, worktrees without ports, ports outside their range or of
+/// services the config dropped, stale rendered files.
+fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()> {
+    let reg = ws.load_unlocked()?;
+    for (key, why) in ws.gone_worktrees(&reg, "")? {
+        let ports = reg.ports(&key).map(Ports::to_map).unwrap_or_default();
+        let path = reg.record(&key).map(|r| r.path).unwrap_or_default();
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "gone-allocation",
+                format!(
+                    "worktree {key} ({path}): {why}; its entry still holds {}",
+                    if ports.is_empty() {
+                        "no ports".to_string()
+                    } else {
+                        ports_inline(&ports)
+                    }
+                ),
+                "git worktree-ports prune".into(),
+            )
+            .with(Action::Prune(key)),
+        );
+    }
+    for wt in ws.repo().worktrees()? {
+        if wt.prunable || !wt.path.is_dir() {
+            continue;
+        }
+        let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
+            out.push(Finding::new(
+                Severity::Info,
+                "no-allocation",
+                format!("worktree {} ({}) has no ports", wt.key, wt.path.display()),
+                format!("git worktree-ports allocate {}", wt.key),
+            ));
+            continue;
+        };
+        let key = wt.key.clone();
+        let target = match ws.target_of(wt) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Finding::new(
+                    Severity::Error,
+                    "config-invalid",
+                    format!("worktree {key}: {e:#}"),
+                    "fix the file it names".into(),
+                ));
+                continue;
+            }
+        };
+        let claim = reg.claim();
+        for (service, port) in &ports {
+            let Some(svc) = target.config.service(service) else {
+                out.push(Finding::new(
+                    Severity::Warning,
+                    "service-not-in-config",
+                    format!("worktree {key} holds port {port} for service {service}, which its config no longer has"),
+                    format!("git worktree-ports allocate {key} (gives it back)"),
+                ));
+                continue;
+            };
+            let range = match (target.config.strategy, claim) {
+                (Strategy::Block(_), Some(c)) => (*c.ports().start(), *c.ports().end()),
+                _ => svc.range,
+            };
+            if !(range.0..=range.1).contains(port) {
+                out.push(Finding::new(
+                    Severity::Warning,
+                    "port-outside-range",
+                    format!(
+                        "worktree {key}: {service} {port} is outside {}-{} (the config changed since it was allocated)",
+                        range.0, range.1
+                    ),
+                    format!("git worktree-ports release {key} --service {service} && git worktree-ports allocate {key}"),
+                ));
+            }
+        }
+        let record = reg.record(&key);
+        let held = crate::workspace::Holding {
+            ports: ports.clone(),
+            compose_project_name: record
+                .as_ref()
+                .and_then(|r| r.compose_project_name.clone())
+                .unwrap_or_default(),
+            slot: record.as_ref().and_then(|r| r.slot),
+            fresh: false,
+        };
+        match ws.plan_render(&target, &held, false) {
+            Ok(plan) if !plan.is_up_to_date() => {
+                let stale: Vec<String> = (plan.files.iter())
+                    .filter(|(_, a)| {
+                        matches!(
+                            a,
+                            crate::render::FileAction::Written | crate::render::FileAction::Removed
+                        )
+                    })
+                    .map(|(p, _)| p.display().to_string())
+                    .collect();
+                out.push(
+                    Finding::new(
+                        Severity::Warning,
+                        "stale-files",
+                        format!("worktree {key}: {} out of date", stale.join(", ")),
+                        format!("git worktree-ports render -w {key}"),
+                    )
+                    .with(Action::Render(key.clone())),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => out.push(Finding::new(
+                Severity::Error,
+                "render-fails",
+                format!("worktree {key}: {e:#}"),
+                "fix the template it names, then `git worktree-ports render`".into(),
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// Allocated ports that a process outside their worktree listens on.
+fn processes(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()> {
+    let reg = ws.load_unlocked()?;
+    let owners: BTreeMap<u16, (String, String)> = reg
+        .allocations()
+        .flat_map(|(k, p)| {
+            p.iter()
+                .map(move |(s, port)| (port, (k.to_string(), s.to_string())))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ports: Vec<u16> = owners.keys().copied().collect();
+    let listeners = procs::listeners(&ports);
+    if listeners.is_empty() {
+        return Ok(());
+    }
+    let mut known = ws.known_worktrees(&reg)?;
+    known.extend(ws.known_elsewhere());
+    for l in &listeners {
+        let Some((key, service)) = owners.get(&l.port) else {
+            continue;
+        };
+        let this = known
+            .iter()
+            .find(|k| k.repository.is_none() && k.name == *key && k.exists)
+            .cloned()
+            .or_else(|| {
+                reg.record(key).map(|r| Known {
+                    path: canonical(Path::new(&r.path)),
+                    repository: None,
+                    name: key.clone(),
+                    exists: false,
+                })
+            });
+        let whose = attribution::classify(l.process.as_ref(), &known, this.as_ref());
+        let holder = attribution::describe(l);
+        match whose {
+            Whose::This => {}
+            Whose::Orphan { .. } => out.push(Finding::new(
+                Severity::Warning,
+                "port-held-by-orphan",
+                format!(
+                    "{service} {} of worktree {key} is held by {holder}, {whose}",
+                    l.port
+                ),
+                "git worktree-ports prune --reap --yes".into(),
+            )),
+            _ if this.as_ref().is_some_and(|t| !t.exists) => out.push(Finding::new(
+                Severity::Warning,
+                "port-held-elsewhere",
+                format!(
+                    "{service} {} of gone worktree {key} is held by {holder} ({whose})",
+                    l.port
+                ),
+                "git worktree-ports prune".into(),
+            )),
+            _ => out.push(
+                Finding::new(
+                    Severity::Warning,
+                    "port-held-elsewhere",
+                    format!(
+                        "{service} {} of worktree {key} is held by {holder} ({whose})",
+                        l.port
+                    ),
+                    format!("git worktree-ports allocate {key} --move {service}"),
+                )
+                .with(Action::Move {
+                    worktree: key.clone(),
+                    service: service.clone(),
+                }),
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The post-checkout hook: missing, outdated, or in a directory a manager owns.
+fn hook(ws: &Workspace, out: &mut Vec<Finding>) {
+    let Ok(state) = ws.hook_state() else {
+        return;
+    };
+    let hook = state.hook.display();
+    if state.ours && !state.current {
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "hook-outdated",
+                format!("{hook} is an older version of our hook"),
+                "git worktree-ports hooks install".into(),
+            )
+            .with(Action::Hook),
+        );
+    } else if !state.ours {
+        match state.manager {
+            Some(m) => out.push(Finding::new(
+                Severity::Info,
+                "hook-manager",
+                format!(
+                    "{} manages {}: a plain `git worktree add` allocates only if its config runs `git worktree-ports hook post-checkout`",
+                    m.name(),
+                    state.dir.display()
+                ),
+                "`git worktree-ports hooks install` prints the lines to add".into(),
+            )),
+            None => out.push(Finding::new(
+                Severity::Info,
+                "hook-missing",
+                format!("no post-checkout hook of ours in {}: a plain `git worktree add` does not allocate", state.dir.display()),
+                "git worktree-ports hooks install".into(),
+            )),
+        }
+    }
+}
+
+/// Index entries of repositories that are gone.
+fn index(out: &mut Vec<Finding>) {
+    let Ok(machine) = Machine::from_env() else {
+        return;
+    };
+    let (index, _) = machine.read();
+    for (common, entry) in &index.repositories {
+        if !common.is_dir() {
+            out.push(
+                Finding::new(
+                    Severity::Info,
+                    "index-gone-repository",
+                    format!(
+                        "the machine index lists repository {} ({}), which is gone",
+                        entry.name,
+                        common.display()
+                    ),
+                    "git worktree-ports prune --all".into(),
+                )
+                .with(Action::Index),
+            );
+        }
+    }
+}
+
+/// Ports written literally in the project's files (the current worktree's).
+fn files(ws: &Workspace, out: &mut Vec<Finding>) {
+    let Ok(Some(wt)) = ws.repo().current() else {
+        return;
+    };
+    let Ok(config) = crate::config::Config::load(&wt.path) else {
+        return;
+    };
+    let vars: Vec<String> = config.services.iter().map(|s| s.env.clone()).collect();
+    let read = |rel: &str| crate::fsio::read_regular(&wt.path.join(rel)).ok().flatten();
+    let mut found = Vec::new();
+    let mut compose_files: Vec<String> = std::fs::read_dir(&wt.path)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| literals::is_compose_file(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    compose_files.sort();
+    for name in compose_files {
+        if let Some(bytes) = read(&name) {
+            found.extend(literals::compose(
+                &name,
+                &String::from_utf8_lossy(&bytes),
+                &vars,
+            ));
+        }
+    }
+    if let Some(bytes) = read("package.json") {
+        found.extend(literals::package_json(
+            "package.json",
+            &String::from_utf8_lossy(&bytes),
+        ));
+    }
+    let dc = ".devcontainer/devcontainer.json";
+    if let Some(bytes) = read(dc) {
+        found.extend(literals::devcontainer(dc, &String::from_utf8_lossy(&bytes)));
+    }
+    for l in found {
+        let at = match l.line {
+            0 => l.file.clone(),
+            n => format!("{}:{n}", l.file),
+        };
+        out.push(Finding::new(
+            Severity::Warning,
+            l.code,
+            format!("{at}: {}", l.message),
+            l.fix,
+        ));
+    }
+}
+
+/// Apply the safe fixes.
+fn fix(ws: &Workspace, findings: &mut [Finding]) {
+    for f in findings.iter_mut() {
+        let Some(action) = f.action.clone() else {
+            continue;
+        };
+        let result: anyhow::Result<String> = (|| match &action {
+            Action::Prune(key) => {
+                ws.before_release(key);
+                let lock = ws.lock()?;
+                let mut reg = ws.load_locked(&lock, None)?;
+                // Decided again under the lock: a worktree that came back keeps its ports.
+                if !ws.gone_worktrees(&reg, "")?.iter().any(|(k, _)| k == key) {
+                    return Ok(format!("kept {key}: it is back"));
+                }
+                let ports = reg.remove_gone_worktree(key);
+                ws.save(&lock, &mut reg)?;
+                Ok(format!("pruned {key} ({})", ports_inline(&ports)))
+            }
+            Action::Move { worktree, service } => {
+                let target = ws.target(Some(worktree))?;
+                let wants = BTreeMap::from([(service.clone(), Want::Move)]);
+                let held = ws.ensure_ports(&target, &wants)?;
+                ws.render(&target, &held, false)?;
+                Ok(format!(
+                    "moved {service} of {worktree} to {}",
+                    held.ports.get(service).copied().unwrap_or_default()
+                ))
+            }
+            Action::Render(key) => {
+                let target = ws.target(Some(key))?;
+                let reg = ws.load_unlocked()?;
+                let record = reg.record(key);
+                let held = crate::workspace::Holding {
+                    ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
+                    compose_project_name: record
+                        .as_ref()
+                        .and_then(|r| r.compose_project_name.clone())
+                        .unwrap_or_default(),
+                    slot: record.as_ref().and_then(|r| r.slot),
+                    fresh: false,
+                };
+                ws.render(&target, &held, false)?;
+                Ok(format!("rendered {key}"))
+            }
+            Action::Hook => {
+                crate::hooks::install(&ws.hook_state()?)?;
+                Ok("updated the hook".to_string())
+            }
+            Action::Index => {
+                let machine = Machine::from_env()?;
+                let lock = lock_machine(&machine)?;
+                let (mut index, warnings) = machine.load(&lock)?;
+                warnings.iter().for_each(|w| warn(w));
+                let gone = index.drop_gone();
+                if !gone.is_empty() {
+                    machine.save(&index)?;
+                }
+                Ok("dropped the index entries of gone repositories".to_string())
+            }
+        })();
+        f.outcome = Some(result.map_err(|e| format!("{e:#}")));
+    }
+}
+
+fn to_json(f: &Finding) -> Value {
+    let mut v = json!({
+        "severity": f.severity.as_str(),
+        "code": f.code,
+        "message": f.message,
+        "fix": f.fix,
+        "safe_fix": f.action.is_some(),
+    });
+    match &f.outcome {
+        Some(Ok(done)) => v["fixed"] = json!(done),
+        Some(Err(e)) => v["fix_failed"] = json!(e),
+        None => {}
+    }
+    v
+}
+
+fn text(findings: &[Finding], fixing: bool) -> String {
+    if findings.is_empty() {
+        return "no problems found\n".to_string();
+    }
+    let mut rows = Vec::new();
+    for f in findings {
+        let colour = match f.severity {
+            Severity::Error => Colour::Red,
+            Severity::Warning => Colour::Yellow,
+            Severity::Info => Colour::Dim,
+        };
+        rows.push(vec![
+            paint(f.severity.as_str(), colour),
+            f.code.to_string(),
+            f.message.clone(),
+        ]);
+        let fix = match &f.outcome {
+            Some(Ok(done)) => paint(&format!("fixed: {done}"), Colour::Green),
+            Some(Err(e)) => paint(&format!("fix failed: {e}"), Colour::Red),
+            None if f.action.is_some() => {
+                format!("fix: {} (safe: `doctor --fix` applies it)", f.fix)
+            }
+            None => format!("fix: {}", f.fix),
+        };
+        rows.push(vec![String::new(), String::new(), fix]);
+    }
+    let mut out = table(&rows);
+    let open = findings.iter().filter(|f| f.open()).count();
+    let safe = findings
+        .iter()
+        .filter(|f| f.action.is_some() && f.outcome.is_none())
+        .count();
+    out.push_str(&match (open, fixing, safe) {
+        (0, _, _) => "nothing needs attention\n".to_string(),
+        (n, false, s) if s > 0 => format!(
+            "{n} need attention; `git worktree-ports doctor --fix` applies the {s} safe fixes\n"
+        ),
+        (n, _, _) => format!("{n} need attention\n"),
+    });
+    out
+}
