@@ -8,6 +8,8 @@
 #   - a fresh allocation of 5 services (fsyncs included)
 #   - git switch with and without the post-checkout hook
 #   - allocate with a 10,000-worktree registry, and its peak memory (GNU time)
+#   - status of one worktree (5 services, its server listening) among 500 other processes,
+#     and list with its LIVE column against list --no-probe, with 10,000 worktrees
 # RUNS=<n> sets the runs per command (default 100).
 # BASELINE=<path to another git-worktree-ports binary> adds paired rounds of that build against
 # this one for the everyday rows (get, idempotent allocate, fresh allocate, 10,000 worktrees)
@@ -189,6 +191,26 @@ bench big \
 	--prepare "$restore.sync" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
 	--prepare "$restore" -n "allocate, 10,000 worktrees (fresh, disk busy with 4.8 MB of unsynced writes)" "$BIN allocate --no-render" \
 	--prepare true -n "get web, 10,000 worktrees" "$BIN get web -w worktree-04242"
+# status: the process scan with 500 other processes on the machine, a server of the worktree
+# listening on one of its ports (so the scan runs). list: its LIVE column (one read of the
+# socket tables for 50,000 ports) against --no-probe.
+cd "$repo"
+web=$("$BIN" get web)
+python3 -c 'import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); time.sleep(3600)' "$web" &
+server=$!
+sleepers=()
+for _ in $(seq 1 500); do sleep 3600 & sleepers+=($!); done
+echo "processes on the machine: $(ls /proc | grep -c '^[0-9]')" >&2
+bench status \
+	-n "status (5 services, 500 more processes, a server listening)" "$BIN status" \
+	-n "status --json (the same)" "$BIN status --json"
+kill "$server" "${sleepers[@]}" 2>/dev/null || true
+wait 2>/dev/null || true
+cd "$big"
+"$restore"
+paired list \
+	"list --no-probe, 10,000 worktrees" "true" "$BIN list --no-probe" \
+	"list (LIVE for 50,000 ports), 10,000 worktrees" "true" "$BIN list"
 "$restore"
 peak() { /usr/bin/time -v "$1" allocate --no-render 2>&1 >/dev/null | awk -F': ' '/Maximum resident set size/ {print $2}'; }
 peak=$(peak "$BIN")
@@ -228,8 +250,8 @@ def paired(group):
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "read", "fresh", "machine", "checkout", "emptyhook", "big"] + vs:
-    if group in ["add", "machine", "checkout", "emptyhook"] + vs:
+for group in ["add", "read", "fresh", "machine", "checkout", "emptyhook", "big", "status", "list"] + vs:
+    if group in ["add", "machine", "checkout", "emptyhook", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:

@@ -315,3 +315,53 @@ fn redact_ports(text: &str, base: u16) -> String {
     }
     out
 }
+
+#[test]
+fn a_missing_hook_is_a_note_and_a_broken_template_an_error() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    let json = repo.wp(["doctor", "--json"]).succeeds().json();
+    assert_eq!(codes(&json), ["hook-missing"], "a note: exit 0");
+    assert_eq!(finding(&json, "hook-missing")["severity"], "info");
+    commit_files(
+        &repo,
+        &[(".worktree-ports/templates/.env.tera", "WEB={{ ports.web\n")],
+    );
+    let out = repo.wp(["doctor", "--json"]).fails();
+    let json = out.json();
+    let broken = finding(&json, "render-fails");
+    assert_eq!(broken["severity"], "error");
+    assert!(
+        broken["message"].as_str().unwrap().contains(".env.tera"),
+        "{broken}"
+    );
+}
+
+/// Colour on a terminal (a pty from script(1)), none with NO_COLOR or through a pipe.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    let bin = bin();
+    let run = |no_color: bool| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &format!("{} doctor", bin.display()), "/dev/null"])
+            .current_dir(&repo.root);
+        repo.env.apply(&mut cmd);
+        if !no_color {
+            cmd.env_remove("NO_COLOR");
+        }
+        cmd.output()
+    };
+    let Ok(coloured) = run(false) else {
+        eprintln!(
+            "skipped colour_only_on_a_terminal_and_never_with_no_color: script(1) is not installed"
+        );
+        return;
+    };
+    assert!(String::from_utf8_lossy(&coloured.stdout).contains("\x1b[2minfo\x1b[0m"));
+    let plain = run(true).unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains('\x1b'));
+    let piped = repo.wp(["doctor"]).env("NO_COLOR", "").succeeds().stdout();
+    assert!(!piped.contains('\x1b'), "{piped}");
+}
