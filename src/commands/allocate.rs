@@ -7,6 +7,9 @@ use crate::allocate::Want;
 use crate::attribution::{self, Known, Whose};
 use crate::cli::AllocateArgs;
 use crate::commands::{Report, render_and_report, wants};
+use crate::allocate::Probe;
+use crate::config::Protocol;
+use crate::probe::SystemProbe;
 use crate::procs;
 use crate::workspace::{Holding, Target, Workspace, canonical, warn};
 
@@ -27,8 +30,21 @@ pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
 /// One warning per service whose port a process outside this worktree listens on. Reads the
 /// socket tables; scans processes only when one of the ports is listening.
 fn warn_foreign_holders(ws: &Workspace, target: &Target, held: &Holding) {
-    let ports: Vec<u16> = held.ports.values().copied().collect();
-    let listeners = procs::listeners(&ports);
+    // The probe first (a few binds): only a port a server holds is worth asking the kernel
+    // about, which keeps the idempotent allocate as fast as it was.
+    let busy: Vec<u16> = target
+        .ordered(&held.ports)
+        .into_iter()
+        .filter(|(s, port, _)| {
+            let protocol = target.config.service(s).map_or(Protocol::Tcp, |s| s.protocol);
+            !SystemProbe.is_free(*port, protocol)
+        })
+        .map(|(_, port, _)| port)
+        .collect();
+    if busy.is_empty() {
+        return;
+    }
+    let listeners = procs::listeners(&busy);
     if listeners.is_empty() {
         return;
     }
