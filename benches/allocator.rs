@@ -35,6 +35,7 @@ fn services() -> Vec<Service> {
             env: format!("SVC{s}_PORT"),
             protocol: Protocol::Tcp,
             offset: s,
+            http: false,
         })
         .collect()
 }

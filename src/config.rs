@@ -104,6 +104,9 @@ pub struct Service {
     /// Block strategy: the port's position in the worktree's slot (`offset`, else the
     /// service's position in the config). 0 and unused in the ranges strategy.
     pub offset: u16,
+    /// It speaks HTTP (`http = true`; `web` and `api` by default): it gets URLs and proxy
+    /// routes.
+    pub http: bool,
 }
 
 /// `[on] allocate = "..."` and `[on] release = "..."`: tera templates of shell commands.
@@ -132,6 +135,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// `[on]`: the user's commands around a worktree's ports.
     pub on: OnCommands,
+    /// `hostname = "..."`: a tera template for the worktree's label in its hostname (default:
+    /// the worktree's name).
+    pub hostname: Option<String>,
     /// Coordinate with every repository on the machine (the default); `coordinate = false`
     /// makes a throwaway repository neither listed in the machine index nor aware of it.
     pub coordinate: bool,
@@ -146,6 +152,7 @@ impl Config {
             env: default_env_name(name),
             protocol: Protocol::Tcp,
             offset: 0,
+            http: default_http(name),
         };
         Config {
             strategy: Strategy::Ranges,
@@ -162,6 +169,7 @@ impl Config {
             source: None,
             coordinate: true,
             on: OnCommands::default(),
+            hostname: None,
         }
     }
 
@@ -454,6 +462,7 @@ impl Config {
                         ));
                     }
                     services.push(Service {
+                        http: raw_svc.http.unwrap_or_else(|| default_http(&name)),
                         name,
                         range: (lo, hi),
                         offset,
@@ -489,6 +498,14 @@ impl Config {
             },
             reserved_names,
             range_choices,
+            hostname: match raw.hostname {
+                None => None,
+                Some(t) => {
+                    check_command_template(t.get_ref())
+                        .map_err(|m| invalid(Some(t.span()), format!("hostname: {m}")))?;
+                    Some(t.into_inner())
+                }
+            },
         })
     }
 
@@ -573,6 +590,11 @@ pub fn reserved_env_name(name: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// `web` and `api` speak HTTP unless the config says otherwise.
+fn default_http(service: &str) -> bool {
+    service == "web" || service == "api"
 }
 
 /// POSIX shell variable name: what `.env` files, `export` and docker compose accept.
@@ -728,6 +750,7 @@ struct RawConfig {
     services: Option<OrderedServices>,
     block: Option<Spanned<RawBlock>>,
     on: Option<RawOn>,
+    hostname: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -772,6 +795,7 @@ struct RawService {
     env: Option<Spanned<String>>,
     protocol: Option<Protocol>,
     offset: Option<Spanned<i64>>,
+    http: Option<bool>,
 }
 
 #[derive(Deserialize)]

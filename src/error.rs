@@ -35,6 +35,8 @@ pub enum Code {
     HookConflict,
     /// `exec` could not start the command.
     ExecFailed,
+    /// A worktree's hostname (from the config's `hostname` template) is another's already.
+    HostnameTaken,
     /// The current directory is not inside a git repository.
     NotARepository,
     /// `.worktree-ports/config.toml` cannot be used.
@@ -67,6 +69,7 @@ impl Code {
             Code::MainWorktree => "MAIN_WORKTREE",
             Code::HookConflict => "HOOK_CONFLICT",
             Code::ExecFailed => "EXEC_FAILED",
+            Code::HostnameTaken => "HOSTNAME_TAKEN",
             Code::NotARepository => "NOT_A_REPOSITORY",
             Code::ConfigInvalid => "CONFIG_INVALID",
             Code::RegistryCorrupt => "REGISTRY_CORRUPT",

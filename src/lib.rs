@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod literals;
 pub mod lock;
 pub mod machine;
+pub mod names;
 pub mod probe;
 pub mod procs;
 pub mod registry;

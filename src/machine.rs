@@ -42,6 +42,9 @@ pub struct Entry {
     /// The block it claimed (block strategy): first and last port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<[u16; 2]>,
+    /// Its label in hostnames (`app` in `feature.app.localhost`), unique on the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Ports lent for a while to a process (`lease`), outside any worktree: parallel test runs,
@@ -116,6 +119,7 @@ impl Index {
                 name: unique,
                 added_at: now_rfc3339(),
                 block: None,
+                host: None,
             },
         );
         true
@@ -239,6 +243,18 @@ impl Machine {
             lock: dir.join("machine.lock"),
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// `proxy.json`: the proxy's settings on this machine.
+    pub fn proxy_file(&self) -> PathBuf {
+        self.dir.join("proxy.json")
+    }
+
+    /// The proxy's port, once the proxy was set up (`proxy.json` exists).
+    pub fn proxy_port(&self) -> Option<u16> {
+        let bytes = fsio::read_regular(&self.proxy_file()).ok()??;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        u16::try_from(v.get("port")?.as_u64()?).ok()
     }
 
     /// Take the machine lock (always before a repository's lock).

@@ -566,7 +566,10 @@ mod tests {
     fn netlink_and_proc_net_see_the_same_listening_sockets() {
         let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let udp = std::net::UdpSocket::bind(("::1", 0)).unwrap();
-        let ports = [tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port()];
+        let ports = [
+            tcp.local_addr().unwrap().port(),
+            udp.local_addr().unwrap().port(),
+        ];
         let mut wanted = vec![false; 65536];
         ports.iter().for_each(|p| wanted[usize::from(*p)] = true);
         let Some(diag) = diag::listening() else {

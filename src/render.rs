@@ -55,6 +55,14 @@ pub struct TemplateContext {
     pub compose_project_name: String,
     /// The worktree's slot (main 0, then the lowest free; stable for its life).
     pub slot: Option<u32>,
+    /// Its hostname (`feature.app.localhost`; empty before it has one).
+    pub hostname: String,
+    /// HTTP service -> `http://<hostname>:<port>`.
+    pub urls: BTreeMap<String, String>,
+    /// HTTP service -> its URL through the proxy (empty when the proxy is not set up): the
+    /// first HTTP service at `http://<hostname>:<proxy port>`, the others at
+    /// `http://<service>.<hostname>:<proxy port>`.
+    pub proxy_urls: BTreeMap<String, String>,
 }
 
 /// Every repository of the machine index, by display name: its path and its worktrees'
@@ -133,6 +141,22 @@ pub struct ServiceContext {
     pub env: String,
     /// tcp, udp or both.
     pub protocol: String,
+    /// It speaks HTTP.
+    pub http: bool,
+    /// HTTP services: `http://<hostname>:<port>`.
+    pub url: Option<String>,
+    /// The URL's variable: `WEB_URL` for `WEB_PORT`.
+    pub url_env: String,
+    /// HTTP services, with the proxy set up: the URL through it.
+    pub proxy_url: Option<String>,
+}
+
+/// `WEB_PORT` -> `WEB_URL`; `PORT_HTTP` -> `PORT_HTTP_URL`.
+pub fn url_env_name(port_env: &str) -> String {
+    match port_env.strip_suffix("_PORT") {
+        Some(stem) if !stem.is_empty() => format!("{stem}_URL"),
+        _ => format!("{port_env}_URL"),
+    }
 }
 
 /// The worktree, for templates.
@@ -175,6 +199,10 @@ impl TemplateContext {
                     port: *ports.get(&s.name)?,
                     env: s.env.clone(),
                     protocol: s.protocol.as_str().to_string(),
+                    http: s.http,
+                    url: None,
+                    url_env: url_env_name(&s.env),
+                    proxy_url: None,
                 })
             })
             .collect();
@@ -194,7 +222,47 @@ impl TemplateContext {
                 common_dir: common_dir.to_string_lossy().into_owned(),
             },
             slot: None,
+            hostname: String::new(),
+            urls: BTreeMap::new(),
+            proxy_urls: BTreeMap::new(),
         }
+    }
+
+    /// Give it the worktree's hostname, and the URLs of its HTTP services (through the proxy
+    /// too when `proxy_port` is set).
+    pub fn with_hostname(mut self, hostname: Option<&str>, proxy_port: Option<u16>) -> Self {
+        let Some(host) = hostname else {
+            return self;
+        };
+        self.hostname = host.to_string();
+        let mut first = true;
+        for s in self.services.iter_mut().filter(|s| s.http) {
+            let url = format!("http://{host}:{}", s.port);
+            self.urls.insert(s.name.clone(), url.clone());
+            s.url = Some(url);
+            if let Some(pp) = proxy_port {
+                let proxied = match first {
+                    true => format!("http://{host}:{pp}"),
+                    false => format!("http://{}.{host}:{pp}", s.name),
+                };
+                self.proxy_urls.insert(s.name.clone(), proxied.clone());
+                s.proxy_url = Some(proxied);
+            }
+            first = false;
+        }
+        self
+    }
+
+    /// `WEB_URL=http://feature.app.localhost:8081` for each HTTP service, and
+    /// `WORKTREE_HOSTNAME`: what `env` and `exec` add to the port variables.
+    pub fn url_vars(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = (self.services.iter())
+            .filter_map(|s| Some((s.url_env.clone(), s.url.clone()?)))
+            .collect();
+        if !self.hostname.is_empty() {
+            out.push(("WORKTREE_HOSTNAME".to_string(), self.hostname.clone()));
+        }
+        out
     }
 }
 

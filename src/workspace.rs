@@ -20,6 +20,7 @@ use crate::git::{Repo, WorktreeInfo};
 use crate::lifecycle::{self, Event};
 use crate::lock::{self, FileLock};
 use crate::machine::{Index, Machine};
+use crate::names;
 use crate::probe::{self, SystemProbe};
 use crate::registry::{
     self, Claim, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339,
@@ -227,6 +228,25 @@ pub fn reclaim_leases(index: &mut Index) -> Vec<(String, crate::machine::Lease)>
     index.reclaim_leases(unix_now(), &probe::process_alive)
 }
 
+/// The proxy's port, once the proxy was set up on this machine (`proxy run` or `start`
+/// records it in the state dir): templates then get proxy URLs.
+pub fn proxy_port() -> Option<u16> {
+    Machine::from_env().ok()?.proxy_port()
+}
+
+/// The template context of a worktree and what it holds (names and URLs included).
+pub fn template_context(ws: &Workspace, target: &Target, held: &Holding) -> TemplateContext {
+    let mut ctx = TemplateContext::new(
+        &target.wt,
+        ws.repo.common_dir(),
+        &target.config,
+        &held.ports,
+        &held.compose_project_name,
+    );
+    ctx.slot = held.slot;
+    ctx.with_hostname(held.hostname.as_deref(), proxy_port())
+}
+
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -287,6 +307,8 @@ pub struct Holding {
     pub slot: Option<u32>,
     /// The worktree had no ports before this command gave them (its `[on] allocate` runs).
     pub fresh: bool,
+    /// Its hostname (kept in its record); None only for a record from before hostnames.
+    pub hostname: Option<String>,
 }
 
 /// Where a worktree's identity token lives, inside its own git dir (which git deletes with
@@ -560,12 +582,35 @@ impl Workspace {
             Some(m) => self.other_registries(&m.index),
             None => Elsewhere::default(),
         };
-        // The repository's name as the machine knows it (unique among its repositories).
+        // The repository's name as the machine knows it (unique among its repositories),
+        // and its label in hostnames, decided once and kept in the registry and the index.
         let mut repo_name = self.repo_name();
+        let mut label_changed = false;
         if let Some(m) = &mut machine {
             let me = self.canonical_common_dir();
             m.changed |= m.index.register(&me, &repo_name);
             repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
+            let label = match reg.host_label() {
+                Some(l) => l,
+                None => {
+                    let taken: Vec<String> = (m.index.repositories.iter())
+                        .filter(|(p, _)| **p != me)
+                        .map(|(_, e)| e.host.clone().unwrap_or_else(|| names::dns_label(&e.name)))
+                        .collect();
+                    names::unique_label(&names::dns_label(&repo_name), &|l| {
+                        taken.iter().any(|t| t == l)
+                    })
+                }
+            };
+            label_changed |= reg.set_host_label(&label);
+            if let Some(e) = m.index.repositories.get_mut(&me)
+                && e.host.as_deref() != Some(label.as_str())
+            {
+                e.host = Some(label);
+                m.changed = true;
+            }
+        } else if reg.host_label().is_none() {
+            label_changed |= reg.set_host_label(&names::dns_label(&repo_name));
         }
         // Its own entry before: none (or a dead worktree's of the same name) makes it fresh.
         let fresh = reg.ports(&wt.key).is_none_or(|p| p.is_empty())
@@ -573,7 +618,7 @@ impl Workspace {
                 .record(&wt.key)
                 .and_then(|r| r.id)
                 .is_some_and(|id| Some(id) != target.id);
-        let mut changed = false;
+        let mut changed = label_changed;
         // The main worktree keeps the conventional base ports: an app started there without
         // reading `.env` uses its defaults, which are the base ports. So the first linked
         // worktree to allocate allocates the main worktree first, in this same locked
@@ -629,6 +674,7 @@ impl Workspace {
             compose_project_name,
             slot: record.slot,
             fresh,
+            hostname: record.hostname,
         })
     }
 
@@ -741,7 +787,7 @@ impl Workspace {
             Some(c) => warn_off_block(target, &alloc.ports, c),
             None => warn_outside_changed_ranges(reg, target, &alloc.ports),
         }
-        changed |= update_metadata(reg, target, &id, repo_name, alloc.slot);
+        changed |= update_metadata(reg, target, &id, repo_name, alloc.slot)?;
         Ok((alloc.ports, changed))
     }
 
@@ -975,6 +1021,7 @@ impl Workspace {
                 .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), key)),
             slot: record.as_ref().and_then(|r| r.slot),
             fresh: false,
+            hostname: record.as_ref().and_then(|r| r.hostname.clone()),
         };
         self.run_on(Event::Release, &cmd, &wt, &config, &held, &home);
     }
@@ -996,6 +1043,7 @@ impl Workspace {
             &held.compose_project_name,
         );
         ctx.slot = held.slot;
+        let ctx = ctx.with_hostname(held.hostname.as_deref(), proxy_port());
         let target = Target {
             wt: wt.clone(),
             config: config.clone(),
@@ -1103,6 +1151,7 @@ impl Workspace {
             &held.compose_project_name,
         );
         tctx.slot = held.slot;
+        let tctx = tctx.with_hostname(held.hostname.as_deref(), proxy_port());
         render::plan(
             wt,
             &tctx,
@@ -1175,6 +1224,7 @@ impl Workspace {
             };
             let record = reg.record(&wt.key);
             let slot = record.as_ref().and_then(|r| r.slot);
+            let hostname = record.as_ref().and_then(|r| r.hostname.clone());
             let compose_project_name = record
                 .and_then(|r| r.compose_project_name)
                 .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), &wt.key));
@@ -1219,6 +1269,7 @@ impl Workspace {
                 compose_project_name,
                 slot,
                 fresh: false,
+                hostname,
             };
             let rendered = match self
                 .plan_render(&target, &held, force)
@@ -1324,6 +1375,7 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
             compose_project_name: record.compose_project_name?,
             slot: record.slot,
             fresh: false,
+            hostname: record.hostname,
         })
     })
     .flatten()
@@ -1377,13 +1429,70 @@ fn warn_off_block(target: &Target, ports: &BTreeMap<String, u16>, claim: Claim) 
     }
 }
 
+/// The worktree's hostname: `<repo label>.localhost` for the main worktree, else
+/// `<label>.<repo label>.localhost` with the label from the config's `hostname` template (a
+/// collision refused, naming the holder) or the worktree's name (made unique with a suffix).
+fn worktree_hostname(
+    reg: &Registry,
+    target: &Target,
+    slot: u32,
+    repo: &str,
+) -> anyhow::Result<String> {
+    let host_label = reg.host_label().unwrap_or_else(|| names::dns_label(repo));
+    let wt = &target.wt;
+    if wt.is_main {
+        return Ok(names::hostname(&host_label, None));
+    }
+    let others = reg.hostnames_except(&wt.key);
+    let host_of = |label: &str| names::hostname(&host_label, Some(label));
+    let Some(template) = &target.config.hostname else {
+        let label = names::unique_label(&names::dns_label(&wt.key), &|l| {
+            others.iter().any(|(h, _)| *h == host_of(l))
+        });
+        return Ok(host_of(&label));
+    };
+    let mut tera = tera::Tera::default();
+    let mut context = tera::Context::new();
+    context.insert(
+        "worktree",
+        &json!({"name": wt.key, "branch": wt.branch.clone().unwrap_or_default()}),
+    );
+    context.insert("slot", &slot);
+    context.insert("repo", &json!({"name": repo}));
+    let label = tera
+        .add_raw_template("hostname", template)
+        .and_then(|_| tera.render("hostname", &context))
+        .map_err(|e| {
+            Error::new(
+                Code::ConfigInvalid,
+                format!(
+                    "{}: hostname could not be rendered: {e}",
+                    target.config.location()
+                ),
+            )
+        })?;
+    let host = host_of(&names::dns_label(&label));
+    if let Some((_, holder)) = others.iter().find(|(h, _)| *h == host) {
+        return Err(Error::new(
+            Code::HostnameTaken,
+            format!(
+                "hostname {host} (from the config's hostname template) is worktree {holder}'s already; hostnames are never shared: change the template in {} so that it gives each worktree its own (such as one using {{{{ slot }}}})",
+                target.config.location()
+            ),
+        )
+        .with_details(json!({"hostname": host, "holder": holder}))
+        .into());
+    }
+    Ok(host)
+}
+
 fn record_for(
     reg: &Registry,
     target: &Target,
     id: &str,
     repo: &str,
     slot: Option<u32>,
-) -> WorktreeRecord {
+) -> anyhow::Result<WorktreeRecord> {
     let wt = &target.wt;
     let path = wt.path.to_string_lossy().into_owned();
     let record = reg.record(&wt.key);
@@ -1394,14 +1503,19 @@ fn record_for(
     let slot = slot
         .or_else(|| record.as_ref().and_then(|r| r.slot))
         .unwrap_or_else(|| free_slot(reg, target));
+    let hostname = match record.as_ref().and_then(|r| r.hostname.clone()) {
+        Some(h) => h,
+        None => worktree_hostname(reg, target, slot, repo)?,
+    };
     // Keep allocated_at and any keys a newer version added.
-    match record {
+    Ok(match record {
         Some(r) => WorktreeRecord {
             path,
             branch: wt.branch.clone(),
             id: Some(id.to_string()),
             compose_project_name: Some(compose),
             slot: Some(slot),
+            hostname: Some(hostname),
             ..r
         },
         None => WorktreeRecord {
@@ -1411,9 +1525,10 @@ fn record_for(
             id: Some(id.to_string()),
             compose_project_name: Some(compose),
             slot: Some(slot),
+            hostname: Some(hostname),
             extra: Default::default(),
         },
-    }
+    })
 }
 
 /// The main worktree's slot is 0; any other takes the lowest free one from 1 (0 stays the
@@ -1452,6 +1567,7 @@ fn metadata_is_current(reg: &Registry, target: &Target, id: &str, slot: Option<u
             && r.id.as_deref() == Some(id)
             && r.compose_project_name.is_some()
             && r.slot.is_some()
+            && r.hostname.is_some()
             && (slot.is_none() || r.slot == slot)
     });
     let claim_ok = match target.config.strategy {
@@ -1474,16 +1590,16 @@ fn update_metadata(
     id: &str,
     repo: &str,
     slot: Option<u32>,
-) -> bool {
+) -> anyhow::Result<bool> {
     if metadata_is_current(reg, target, id, slot) {
-        return false;
+        return Ok(false);
     }
-    let record = record_for(reg, target, id, repo, slot);
+    let record = record_for(reg, target, id, repo, slot)?;
     reg.set_record(&target.wt.key, &record);
     for s in &target.config.services {
         reg.set_port_range(&s.name, [s.range.0, s.range.1]);
     }
-    true
+    Ok(true)
 }
 
 /// What to say about a worktree moved without git knowing.

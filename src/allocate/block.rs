@@ -281,6 +281,7 @@ mod tests {
                 env: crate::config::default_env_name(n),
                 protocol: Protocol::Tcp,
                 offset: *o,
+                http: false,
             })
             .collect()
     }

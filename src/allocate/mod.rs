@@ -607,6 +607,7 @@ mod tests {
             env: default_env_name(name),
             protocol: Protocol::Tcp,
             offset: 0,
+            http: false,
         }
     }
 
@@ -1075,6 +1076,7 @@ mod properties {
                         env: format!("S{i}_PORT"),
                         protocol: Protocol::Tcp,
                         offset: 0,
+                        http: false,
                     })
                     .collect();
                 let owners = ["me", "a", "b"];

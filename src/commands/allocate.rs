@@ -3,11 +3,11 @@
 //! nothing is written), then render its files. A kept port that a process outside the
 //! worktree holds is reported, one line per service, with the `--move` that fixes it.
 
+use crate::allocate::Probe;
 use crate::allocate::Want;
 use crate::attribution::{self, Known, Whose};
 use crate::cli::AllocateArgs;
 use crate::commands::{Report, render_and_report, wants};
-use crate::allocate::Probe;
 use crate::config::Protocol;
 use crate::probe::SystemProbe;
 use crate::procs;
@@ -36,7 +36,10 @@ fn warn_foreign_holders(ws: &Workspace, target: &Target, held: &Holding) {
         .ordered(&held.ports)
         .into_iter()
         .filter(|(s, port, _)| {
-            let protocol = target.config.service(s).map_or(Protocol::Tcp, |s| s.protocol);
+            let protocol = target
+                .config
+                .service(s)
+                .map_or(Protocol::Tcp, |s| s.protocol);
             !SystemProbe.is_free(*port, protocol)
         })
         .map(|(_, port, _)| port)

@@ -193,6 +193,7 @@ fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()
                 .unwrap_or_default(),
             slot: record.as_ref().and_then(|r| r.slot),
             fresh: false,
+            hostname: record.as_ref().and_then(|r| r.hostname.clone()),
         };
         match ws.plan_render(&target, &held, false) {
             Ok(plan) if !plan.is_up_to_date() => {
@@ -460,6 +461,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
                         .unwrap_or_default(),
                     slot: record.as_ref().and_then(|r| r.slot),
                     fresh: false,
+                    hostname: record.as_ref().and_then(|r| r.hostname.clone()),
                 };
                 ws.render(&target, &held, false)?;
                 Ok(format!("rendered {key}"))

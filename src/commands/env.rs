@@ -9,32 +9,46 @@ use crate::cli::{EnvArgs, EnvFormat};
 use crate::commands::{Report, slot_var};
 use crate::config::default_env_name;
 use crate::error::{Code, Error};
-use crate::workspace::{Workspace, peer_query};
+use crate::workspace::{Workspace, peer_query, template_context};
 
 /// Run `env`.
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
-    let vars = match &args.repo {
-        Some(repo) => peer_vars(repo, args)?,
+    let vars: Vec<(String, Value)> = match &args.repo {
+        Some(repo) => (peer_vars(repo, args)?.into_iter())
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect(),
         None => {
             let ws = Workspace::open()?;
             let target = ws.target(args.worktree.as_deref())?;
             let held = ws.ensure_ports(&target, &BTreeMap::new())?;
             ws.after_allocation(&target, &held);
-            let mut vars = target.vars(&held.ports);
-            vars.extend(slot_var(held.slot));
+            let mut vars: Vec<(String, Value)> = (target.vars(&held.ports).into_iter())
+                .chain(slot_var(held.slot))
+                .map(|(k, v)| (k, Value::from(v)))
+                .collect();
+            // URLs of the HTTP services, and the hostname.
+            let ctx = template_context(&ws, &target, &held);
+            vars.extend(ctx.url_vars().into_iter().map(|(k, v)| (k, Value::from(v))));
             vars
         }
     };
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     Ok(match args.format {
-        EnvFormat::Dotenv => Report::ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
+        EnvFormat::Dotenv => Report::ok(
+            vars.iter()
+                .map(|(k, v)| format!("{k}={}\n", text(v)))
+                .collect(),
+        ),
         EnvFormat::Shell => Report::ok(
             vars.iter()
-                .map(|(k, v)| format!("export {k}={v}\n"))
+                .map(|(k, v)| format!("export {k}={}\n", text(v)))
                 .collect(),
         ),
         EnvFormat::Json => {
-            let map: Map<String, Value> =
-                vars.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+            let map: Map<String, Value> = vars.into_iter().collect();
             Report::json(&Value::Object(map))
         }
     })

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::cli::ExecArgs;
 use crate::commands::{Report, slot_var};
 use crate::error::{Code, Error};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, template_context};
 
 /// Run `exec`; returns only if the command could not be started (or, off Unix, when it ends).
 pub fn run(args: &ExecArgs) -> anyhow::Result<Report> {
@@ -18,10 +18,12 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<Report> {
     ws.after_allocation(&target, &held);
     let mut vars = target.vars(&held.ports);
     vars.extend(slot_var(held.slot));
+    let urls = template_context(&ws, &target, &held).url_vars();
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut cmd = Command::new(program);
     cmd.args(rest)
-        .envs(vars.iter().map(|(k, v)| (k, v.to_string())));
+        .envs(vars.iter().map(|(k, v)| (k, v.to_string())))
+        .envs(urls);
     let not_started = |e: std::io::Error| {
         Error::new(
             Code::ExecFailed,

@@ -33,6 +33,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         path: String,
         branch: Option<String>,
         slot: Option<u32>,
+        hostname: Option<String>,
         ports: BTreeMap<String, u16>,
         exists: bool,
         moved: bool,
@@ -53,6 +54,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     None => record.as_ref().and_then(|r| r.branch.clone()),
                 },
                 slot: record.as_ref().and_then(|r| r.slot),
+                hostname: record.as_ref().and_then(|r| r.hostname.clone()),
                 ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
                 moved: live.is_some_and(|w| w.moved_from.is_some()),
@@ -78,6 +80,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                     "path": r.path,
                     "branch": r.branch,
                     "slot": r.slot,
+                    "hostname": r.hostname,
                     "ports": r.ports,
                     "exists": r.exists,
                     "moved": r.moved,
@@ -119,7 +122,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
             .map(|s| s.to_string())
             .chain(services.iter().cloned())
             .chain(live.as_ref().map(|_| "LIVE".to_string()))
-            .chain(["PATH".to_string()])
+            .chain(["HOST".to_string(), "PATH".to_string()])
             .collect::<Vec<_>>(),
     ];
     let mut gone = false;
@@ -138,6 +141,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         if let Some(live) = &live {
             line.push(live.summary(r.ports.values().copied()));
         }
+        line.push(r.hostname.clone().unwrap_or_else(|| "-".into()));
         line.push(if r.moved {
             format!("{} (moved)", r.path)
         } else if r.exists {

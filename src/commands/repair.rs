@@ -158,6 +158,10 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                     .iter()
                     .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
                     .find_map(|r| r.slot),
+                hostname: sources
+                    .iter()
+                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
+                    .find_map(|r| r.hostname),
                 extra: Default::default(),
             },
         );

@@ -18,7 +18,7 @@ use crate::probe::SystemProbe;
 use crate::procs::{self, Listener};
 use crate::registry::Ports;
 use crate::render::FileAction;
-use crate::workspace::{Holding, Workspace, canonical, display_path, warn};
+use crate::workspace::{Holding, Workspace, canonical, display_path, template_context, warn};
 
 /// One service: (name, port, protocol, its listeners with whose they are, busy without a
 /// listener that can be seen).
@@ -30,6 +30,9 @@ struct Status {
     name: String,
     path: PathBuf,
     slot: Option<u32>,
+    hostname: Option<String>,
+    /// HTTP service -> URL (direct, and through the proxy when it is set up).
+    urls: Vec<(String, String, Option<String>)>,
     services: Vec<ServiceStatus>,
     /// (relative path, state) or the reason rendering cannot be planned.
     files: Result<Vec<(PathBuf, &'static str)>, String>,
@@ -146,6 +149,7 @@ fn repository(
                         .unwrap_or_default(),
                     slot: record.as_ref().and_then(|r| r.slot),
                     fresh: false,
+                    hostname: record.as_ref().and_then(|r| r.hostname.clone()),
                 };
                 match ws.plan_render(t, &held, false) {
                     Ok(plan) => Ok(plan
@@ -165,10 +169,30 @@ fn repository(
                 }
             }
         };
+        let hostname = reg.record(&wt.key).and_then(|r| r.hostname);
+        let urls = match &target {
+            Some(t) => {
+                let record = reg.record(&wt.key);
+                let held = Holding {
+                    ports: ports.clone(),
+                    compose_project_name: String::new(),
+                    slot: record.as_ref().and_then(|r| r.slot),
+                    fresh: false,
+                    hostname: hostname.clone(),
+                };
+                let ctx = template_context(ws, t, &held);
+                (ctx.urls.iter())
+                    .map(|(s, u)| (s.clone(), u.clone(), ctx.proxy_urls.get(s).cloned()))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         out.push(Status {
             repository: machine_wide.then(|| display.clone()).flatten(),
             name: wt.key.clone(),
             path: wt.path.clone(),
+            hostname,
+            urls,
             slot: reg.record(&wt.key).and_then(|r| r.slot),
             services,
             files,
@@ -216,6 +240,8 @@ fn to_json(s: &Status) -> Value {
         "worktree": s.name,
         "path": s.path.display().to_string(),
         "slot": s.slot,
+        "hostname": s.hostname,
+        "urls": s.urls.iter().map(|(svc, url, proxy)| json!({"service": svc, "url": url, "proxy_url": proxy})).collect::<Vec<_>>(),
         "services": services,
         "files": files,
     })
@@ -229,11 +255,23 @@ fn to_text(s: &Status) -> String {
         .map(|r| format!(" of {}", r.display()))
         .unwrap_or_default();
     let slot = s.slot.map(|n| format!(", slot {n}")).unwrap_or_default();
+    let host = s
+        .hostname
+        .as_ref()
+        .map(|h| format!(", {h}"))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "worktree {}{of} ({}{slot})\n",
+        "worktree {}{of} ({}{slot}{host})\n",
         s.name,
         s.path.display()
     ));
+    for (svc, url, proxy) in &s.urls {
+        let through = proxy
+            .as_ref()
+            .map(|p| format!(", {p} through the proxy"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {svc}: {url}{through}\n"));
+    }
     if s.services.is_empty() {
         out.push_str("  no ports allocated: run `git worktree-ports allocate` there\n");
     } else {

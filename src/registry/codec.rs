@@ -299,6 +299,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                 let mut id = None;
                 let mut compose = None;
                 let mut slot = None;
+                let mut hostname = None;
                 let mut extra = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -308,6 +309,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                         "id" => id = map.next_value()?,
                         "compose_project_name" => compose = map.next_value()?,
                         "slot" => slot = map.next_value()?,
+                        "hostname" => hostname = map.next_value()?,
                         _ => {
                             let value = map.next_value()?;
                             extra.insert(key, value);
@@ -321,6 +323,7 @@ impl<'de> Deserialize<'de> for WorktreeRecord {
                     id,
                     compose_project_name: compose,
                     slot,
+                    hostname,
                     extra,
                 })
             }

@@ -32,6 +32,9 @@ pub const VERSION: u64 = 1;
 /// History entries kept; older ones are dropped on save.
 pub const HISTORY_LIMIT: usize = 1000;
 
+/// The top-level key of the repository's label in hostnames.
+const HOST_LABEL_KEY: &str = "hostname_label";
+
 /// The top-level key of the worktrees removed with their directory gone.
 const GONE_KEY: &str = "gone_worktrees";
 
@@ -136,6 +139,10 @@ pub struct WorktreeRecord {
     /// after it is released: for names registered in advance (OAuth redirect URLs, tunnels).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<u32>,
+    /// Its hostname (`feature.app.localhost`): decided when it first allocated, unique on the
+    /// machine, and kept. None in records written before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Keys this version does not know, byte for byte.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Raw>,
@@ -472,6 +479,28 @@ impl Registry {
                 Some(rest) => quoted(rest) == name,
                 None => legacy_is(k, name),
             })
+    }
+
+    /// The hostnames the records of every worktree but `except` hold, with their keys.
+    pub fn hostnames_except<'s>(&'s self, except: &'s str) -> Vec<(&'s str, &'s str)> {
+        self.raw_after(except, "\"hostname\":\"")
+            .filter_map(|(k, rest)| Some((quoted(rest?), k)))
+            .collect()
+    }
+
+    /// The repository's label in hostnames (`app` in `feature.app.localhost`), once decided.
+    pub fn host_label(&self) -> Option<String> {
+        serde_json::from_str(self.extra.get(HOST_LABEL_KEY)?.0.get()).ok()
+    }
+
+    /// Keep the repository's label; true when it changed.
+    pub fn set_host_label(&mut self, label: &str) -> bool {
+        if self.host_label().as_deref() == Some(label) {
+            return false;
+        }
+        let raw = serde_json::value::to_raw_value(label).expect("a string serializes");
+        self.extra.insert(HOST_LABEL_KEY.to_string(), Raw(raw));
+        true
     }
 
     /// The slots the records of every worktree but `except` hold.
@@ -857,6 +886,7 @@ mod tests {
                 id: None,
                 compose_project_name: None,
                 slot: None,
+                hostname: None,
                 extra: BTreeMap::new(),
             },
         );

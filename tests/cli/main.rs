@@ -18,6 +18,7 @@ mod lease;
 mod lifecycle;
 mod list;
 mod machine;
+mod names;
 mod pins;
 mod policies;
 mod probe;

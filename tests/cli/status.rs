@@ -46,23 +46,30 @@ fn status_tells_whose_each_listening_process_is() {
         .replace(&from_main.pid().to_string(), "PID2");
     let text = text.replace(repo.env.root().to_str().unwrap(), "[TMP]");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "worktree feature ([TMP]/feature, slot 1)");
+    assert_eq!(
+        lines[0],
+        "worktree feature ([TMP]/feature, slot 1, feature.repo.localhost)"
+    );
+    assert_eq!(
+        lines[1],
+        format!("  web: http://feature.repo.localhost:{}", b + 1)
+    );
     assert!(
-        lines[2].starts_with(&format!(
+        lines[3].starts_with(&format!(
             "  web      {}  listening  foreign        pid PID (cli-",
             b + 1
         )),
         "{text}"
     );
     assert!(
-        lines[3].starts_with(&format!(
+        lines[4].starts_with(&format!(
             "  db       {}  listening  worktree main  pid PID2 (cli-",
             b + 21
         )),
         "{text}"
     );
     assert_eq!(
-        lines[4],
+        lines[5],
         "  files: .env stale: run `git worktree-ports render`"
     );
     let mut snapshot = text.replace(&test_binary_name(), "[TEST-BIN]");

@@ -288,7 +288,11 @@ fn init_writes_commented_starting_files_and_never_overwrites() {
     // The files work as written: the config gives the built-in services.
     let env = repo.wp(["env", "--format", "json"]).succeeds().json();
     let vars: Vec<&String> = env.as_object().unwrap().keys().collect();
-    assert_eq!(vars.len(), 6, "five services and WORKTREE_SLOT: {vars:?}");
+    assert_eq!(
+        vars.len(),
+        9,
+        "five services, WORKTREE_SLOT, the URLs of web and api, the hostname: {vars:?}"
+    );
     repo.wp(["render"]).succeeds();
     let rendered = std::fs::read_to_string(repo.root.join(".env")).unwrap();
     assert!(
