@@ -57,6 +57,8 @@ impl Cli {
             Command::Lease(a) => a.json,
             Command::Status(a) => a.json,
             Command::Doctor(a) => a.json,
+            Command::Proxy(a) => matches!(a.action, ProxyAction::Status { json: true }),
+            Command::Hosts(_) => false,
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
@@ -100,6 +102,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Find what is wrong between the registry, git, the machine and the project's files.
     Doctor(DoctorArgs),
+    /// The proxy that routes <worktree>.<repo>.localhost to each worktree's server.
+    Proxy(ProxyArgs),
+    /// Print /etc/hosts lines for every worktree hostname (writes nothing).
+    Hosts(HostsArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
@@ -443,6 +449,43 @@ pub struct GetArgs {
     #[arg(long, value_name = "NAME|PATH")]
     pub repo: Option<String>,
 }
+
+/// `proxy` arguments.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ProxyAction,
+}
+
+/// `proxy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProxyAction {
+    /// Run the proxy in the foreground (Ctrl-C stops it).
+    Run {
+        /// The port to listen on, on 127.0.0.1 and ::1 (default: the last one used, else 7355).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Start the proxy in the background (nothing to do if it runs).
+    Start {
+        /// The port to listen on, on 127.0.0.1 and ::1 (default: the last one used, else 7355).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Stop the background proxy.
+    Stop,
+    /// Whether it runs, on which port, and its routes.
+    Status {
+        /// Print JSON: {"running", "pid", "port", "routes": [{"host", "repository", "worktree", "service", "port"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hosts` arguments.
+#[derive(Debug, Args)]
+pub struct HostsArgs {}
 
 /// `doctor` arguments.
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ pub mod machine;
 pub mod names;
 pub mod probe;
 pub mod procs;
+pub mod proxy;
 pub mod registry;
 pub mod render;
 pub mod salvage;
@@ -56,6 +57,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Lease(a) => commands::lease::run(a)?,
         Command::Status(a) => commands::status::run(a)?,
         Command::Doctor(a) => commands::doctor::run(a)?,
+        Command::Proxy(a) => commands::proxy::run(a)?,
+        Command::Hosts(a) => commands::hosts::run(a)?,
         Command::Hook(a) => commands::hook::run(a),
     };
     if let Err(e) = print_stdout(&report.stdout) {

@@ -22,6 +22,7 @@ mod names;
 mod pins;
 mod policies;
 mod probe;
+mod proxy;
 mod prune;
 mod regression;
 mod release;

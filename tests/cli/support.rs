@@ -549,3 +549,278 @@ fn listen_helper() {
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }
+
+/// A real HTTP/1.1 server for the proxy tests: this test binary run again (see
+/// [`http_helper`]), named `name`, on `port`, from `dir`.
+pub fn http_server(dir: &Path, port: u16, name: &str) -> Server {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "support::http_helper",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("WP_TEST_HTTP_PORT", port.to_string())
+        .env("WP_TEST_HTTP_NAME", name)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the test HTTP server on {port} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Server { child }
+}
+
+/// The HTTP server [`http_server`] starts: `GET /...` answers `hello from <name> <path>` and the
+/// forwarded headers; `/sse?gate=<file>` streams one event, waits for the file, streams
+/// another; a WebSocket upgrade echoes every text frame.
+#[test]
+#[ignore = "a helper process for the proxy tests, started by http_server"]
+fn http_helper() {
+    let (Ok(port), Ok(name)) = (
+        std::env::var("WP_TEST_HTTP_PORT"),
+        std::env::var("WP_TEST_HTTP_NAME"),
+    ) else {
+        return;
+    };
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    for stream in listener.incoming().flatten() {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let _ = serve_http(stream, &name);
+        });
+    }
+}
+
+fn serve_http(stream: std::net::TcpStream, name: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut headers = std::collections::BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        if headers
+            .get("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        {
+            let key = headers
+                .get("sec-websocket-key")
+                .cloned()
+                .unwrap_or_default();
+            let accept = base64(&sha1(
+                format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+            ));
+            write!(
+                out,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )?;
+            loop {
+                let Ok((opcode, payload)) = read_frame(&mut reader) else {
+                    return Ok(());
+                };
+                if opcode == 8 {
+                    return Ok(());
+                }
+                let mut reply = format!("{name}: ").into_bytes();
+                reply.extend(payload);
+                out.write_all(&frame(opcode, &reply, None))?;
+            }
+        }
+        if let Some(gate) = path.strip_prefix("/sse?gate=") {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )?;
+            let event = |n: u32| {
+                let e = format!("data: {name} {n}\n\n");
+                format!("{:x}\r\n{e}\r\n", e.len())
+            };
+            out.write_all(event(1).as_bytes())?;
+            out.flush()?;
+            while !Path::new(gate).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            out.write_all(event(2).as_bytes())?;
+            out.write_all(b"0\r\n\r\n")?;
+            out.flush()?;
+            continue;
+        }
+        let text = format!(
+            "hello from {name} {method} {path} host={} xff={} xfh={} xfp={} body={}\n",
+            headers.get("host").map_or("", String::as_str),
+            headers.get("x-forwarded-for").map_or("", String::as_str),
+            headers.get("x-forwarded-host").map_or("", String::as_str),
+            headers.get("x-forwarded-proto").map_or("", String::as_str),
+            String::from_utf8_lossy(&body)
+        );
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            text.len()
+        )?;
+    }
+}
+
+/// A WebSocket frame (FIN set), masked with `mask` when given (clients mask, servers do not).
+pub fn frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(m | n as u8),
+        n => {
+            f.push(m | 126);
+            f.extend((n as u16).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(k) => {
+            f.extend(k);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
+        }
+        None => f.extend(payload),
+    }
+    f
+}
+
+/// Read one WebSocket frame: (opcode, unmasked payload).
+pub fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    r.read_exact(&mut head)?;
+    let mut len = u64::from(head[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        r.read_exact(&mut b)?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        len = u64::from_be_bytes(b);
+    }
+    let mask = if head[1] & 0x80 != 0 {
+        let mut k = [0u8; 4];
+        r.read_exact(&mut k)?;
+        Some(k)
+    } else {
+        None
+    };
+    let mut payload = vec![0; len as usize];
+    r.read_exact(&mut payload)?;
+    if let Some(k) = mask {
+        payload
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b ^= k[i % 4]);
+    }
+    Ok((head[0] & 0x0f, payload))
+}
+
+/// SHA-1 (RFC 3174), for the WebSocket handshake only.
+pub fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bits = (data.len() as u64) * 8;
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend(bits.to_be_bytes());
+    for chunk in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes(chunk[i * 4..i * 4 + 4].try_into().unwrap());
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let (mut a, mut b, mut c, mut d, mut e) = (h[0], h[1], h[2], h[3], h[4]);
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, v) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(v);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, v) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+/// Standard base64 with padding.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sha1_and_base64_give_rfc_6455s_example() {
+    // RFC 6455 section 1.3.
+    let accept = base64(&sha1(
+        b"dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11",
+    ));
+    assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}

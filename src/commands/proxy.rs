@@ -1,0 +1,237 @@
+//! `proxy run | start | stop | status`: the Host-routing proxy (see `crate::proxy`). `run`
+//! serves in the foreground; `start` runs it in the background (its pid in
+//! `<state dir>/proxy.pid`, its output in `proxy.log`), and does nothing when it already
+//! runs; `stop` ends it and waits until it is gone. The port is recorded in `proxy.json` (so
+//! templates get proxy URLs); a busy port fails, naming its holder, never a fallback.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::cli::{ProxyAction, ProxyArgs};
+use crate::commands::Report;
+use crate::error::{Code, Error};
+use crate::fsio::{self, Durability, Mode, WriteOptions};
+use crate::machine::Machine;
+use crate::probe;
+use crate::proxy::{self, routes::Routes};
+
+struct Files {
+    pid: PathBuf,
+    log: PathBuf,
+}
+
+fn files(machine: &Machine) -> Files {
+    Files {
+        pid: machine.dir.join("proxy.pid"),
+        log: machine.dir.join("proxy.log"),
+    }
+}
+
+/// The running proxy's pid, if the pid file names a live process.
+fn running(files: &Files) -> Option<u32> {
+    let text = std::fs::read_to_string(&files.pid).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    probe::process_alive(pid, None).then_some(pid)
+}
+
+fn port_for(machine: &Machine, asked: Option<u16>) -> u16 {
+    asked
+        .or_else(|| machine.proxy_port())
+        .unwrap_or(proxy::DEFAULT_PORT)
+}
+
+fn write(path: &std::path::Path, text: &str, label: &'static str) -> anyhow::Result<()> {
+    fsio::write_atomic(
+        path,
+        text.as_bytes(),
+        WriteOptions {
+            durability: Durability::File,
+            mode: Mode::Fixed(0o644),
+            label,
+        },
+    )
+}
+
+/// Run `proxy`.
+pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
+    let machine = Machine::from_env()?;
+    std::fs::create_dir_all(&machine.dir)?;
+    let files = files(&machine);
+    match &args.action {
+        ProxyAction::Run { port } => {
+            let port = port_for(&machine, *port);
+            if let Some(pid) = running(&files).filter(|p| *p != std::process::id()) {
+                return Err(Error::new(
+                    Code::PortInUse,
+                    format!(
+                        "the proxy already runs (pid {pid}); `git worktree-ports proxy stop` first"
+                    ),
+                )
+                .into());
+            }
+            let bound = proxy::bind(port)?;
+            write(
+                &machine.proxy_file(),
+                &format!("{{\"port\": {port}}}\n"),
+                "proxy",
+            )?;
+            write(
+                &files.pid,
+                &format!("{}\n", std::process::id()),
+                "proxy-pid",
+            )?;
+            eprintln!("git-worktree-ports: proxy listening on 127.0.0.1:{port} and [::1]:{port}");
+            let served = proxy::serve(bound, machine.clone());
+            if running(&files) == Some(std::process::id()) {
+                let _ = std::fs::remove_file(&files.pid);
+            }
+            served?;
+            Ok(Report::ok(String::new()))
+        }
+        ProxyAction::Start { port } => {
+            let port = port_for(&machine, *port);
+            if let Some(pid) = running(&files) {
+                let at = machine.proxy_port().unwrap_or(port);
+                return Ok(Report::ok(format!(
+                    "the proxy already runs (pid {pid}, port {at})\n"
+                )));
+            }
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&files.log)?;
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            cmd.args(["proxy", "run", "--port", &port.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: setsid in the child before exec: it leaves our session, so a closed
+                // terminal does not take it down.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::setsid();
+                        Ok(())
+                    });
+                }
+            }
+            let mut child = cmd.spawn()?;
+            let start = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    let log = std::fs::read_to_string(&files.log).unwrap_or_default();
+                    let last = log
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    return Err(Error::new(
+                        Code::PortInUse,
+                        format!(
+                            "the proxy did not start ({status}): {}",
+                            last.trim_start_matches("git-worktree-ports: error: ")
+                        ),
+                    )
+                    .into());
+                }
+                if running(&files) == Some(child.id())
+                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    anyhow::bail!(
+                        "the proxy did not start within 10 s; see {}",
+                        files.log.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Report::ok(format!(
+                "proxy started (pid {}) on http://localhost:{port}: http://<worktree>.<repo>.localhost:{port}; log: {}\n",
+                child.id(),
+                files.log.display()
+            )))
+        }
+        ProxyAction::Stop => {
+            let Some(pid) = running(&files) else {
+                let _ = std::fs::remove_file(&files.pid);
+                return Ok(Report::ok("the proxy is not running\n".into()));
+            };
+            let id = libc::pid_t::try_from(pid)?;
+            // SAFETY: signalling the pid our pid file names, checked alive above.
+            unsafe { libc::kill(id, libc::SIGTERM) };
+            let start = Instant::now();
+            while probe::process_alive(pid, None) && !zombie(pid) {
+                if start.elapsed() > Duration::from_secs(5) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(id, libc::SIGKILL) };
+                }
+                if start.elapsed() > Duration::from_secs(7) {
+                    anyhow::bail!("the proxy (pid {pid}) did not stop");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_file(&files.pid);
+            Ok(Report::ok(format!("stopped the proxy (pid {pid})\n")))
+        }
+        ProxyAction::Status { json } => {
+            let pid = running(&files);
+            let port = machine.proxy_port();
+            let (routes, _) = Routes::read(&machine);
+            if *json {
+                let list: Vec<_> = routes
+                    .0
+                    .iter()
+                    .map(|(host, r)| {
+                        json!({
+                            "host": host,
+                            "repository": r.repository.display().to_string(),
+                            "worktree": r.worktree,
+                            "service": r.service,
+                            "port": r.port,
+                        })
+                    })
+                    .collect();
+                return Ok(Report::json(&json!({
+                    "running": pid.is_some(),
+                    "pid": pid,
+                    "port": port,
+                    "routes": list,
+                })));
+            }
+            let mut out = match (pid, port) {
+                (Some(pid), Some(port)) => format!("the proxy runs (pid {pid}) on port {port}\n"),
+                (Some(pid), None) => format!("the proxy runs (pid {pid})\n"),
+                (None, _) => {
+                    "the proxy is not running; `git worktree-ports proxy start` starts it\n"
+                        .to_string()
+                }
+            };
+            let p = port.unwrap_or(proxy::DEFAULT_PORT);
+            for (host, r) in &routes.0 {
+                out.push_str(&format!(
+                    "  http://{host}:{p} -> worktree {} of {} ({} on port {})\n",
+                    r.worktree,
+                    r.repository.display(),
+                    r.service,
+                    r.port
+                ));
+            }
+            Ok(Report::ok(out))
+        }
+    }
+}
+
+/// Exited but not yet reaped by its parent (which a stopped proxy we started is not ours to
+/// reap when `start` ran in another process).
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.get(s.rfind(')')? + 2..).map(|r| r.starts_with('Z')))
+        .unwrap_or(false)
+}

@@ -1,0 +1,355 @@
+//! The proxy: one HTTP/1.1 port on 127.0.0.1 and ::1 that routes by the Host header to the
+//! worktrees' servers (`feature.app.localhost:7355` -> the worktree's first HTTP service,
+//! `api.feature.app.localhost:7355` -> its `api`). Keep-alive, chunked and streamed bodies
+//! (server-sent events) and upgrades (WebSocket: dev servers' hot reload) pass through;
+//! `X-Forwarded-For`, `-Host` and `-Proto` are set. A known host whose server is down gets a
+//! 502 page saying how to start it; an unknown host a 404 page listing the known ones;
+//! requests with an unusable Host, or both Content-Length and Transfer-Encoding, get 400 and
+//! are never forwarded.
+//!
+//! The async runtime starts here and only here: every other command keeps its start-up cost.
+
+pub mod routes;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::machine::Machine;
+use crate::names;
+use routes::{Route, Routes};
+
+/// The default port: high, unprivileged, not Portless's 1355.
+pub const DEFAULT_PORT: u16 = 7355;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+struct State {
+    routes: RwLock<Routes>,
+    client: Client<HttpConnector, Incoming>,
+    port: u16,
+}
+
+/// Bound listeners, before serving (so `run` can fail loudly on a busy port first).
+pub struct Bound {
+    listeners: Vec<std::net::TcpListener>,
+    port: u16,
+}
+
+/// Bind `port` on 127.0.0.1 and, where the machine has IPv6, ::1. A busy port is an error
+/// naming who holds it; never a fallback to another port.
+pub fn bind(port: u16) -> anyhow::Result<Bound> {
+    let mut listeners = Vec::new();
+    for ip in [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        match std::net::TcpListener::bind(SocketAddr::new(ip, port)) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                listeners.push(l);
+            }
+            Err(e) if ip.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let who = crate::probe::holder(port, crate::config::Protocol::Tcp)
+                    .map_or_else(|| "another process".to_string(), |h| h.to_string());
+                return Err(crate::error::Error::new(
+                    crate::error::Code::PortInUse,
+                    format!(
+                        "the proxy's port {port} is in use by {who}; stop it, or choose another port: `git worktree-ports proxy start --port <port>`"
+                    ),
+                )
+                .with_details(serde_json::json!({"port": port}))
+                .into());
+            }
+            Err(e) => return Err(anyhow::anyhow!("could not listen on {ip}:{port}: {e}")),
+        }
+    }
+    Ok(Bound { listeners, port })
+}
+
+/// Serve until SIGTERM or SIGINT. Routes follow the index and the registries (checked twice a
+/// second).
+pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (routes, mut signature) = Routes::read(&machine);
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let state = Arc::new(State {
+            routes: RwLock::new(routes),
+            client,
+            port: bound.port,
+        });
+        // Routes follow the files.
+        {
+            let state = state.clone();
+            let machine = machine.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if Routes::changed(&signature) {
+                        let (routes, sig) = tokio::task::block_in_place(|| Routes::read(&machine));
+                        signature = sig;
+                        *state.routes.write().expect("routes lock") = routes;
+                    }
+                }
+            });
+        }
+        for listener in bound.listeners {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, peer)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |req| handle(req, state.clone(), peer));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .max_buf_size(64 * 1024)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                    });
+                }
+            });
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    Ok(())
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>{body}<p><small>git-worktree-ports proxy</small>\n"
+    );
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed())
+        .expect("a valid response")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The name a request is for: exactly one Host header (or the URI's authority) that is a DNS
+/// name. None: 400.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let value = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().ok()?.to_string(),
+        (None, _) => req.uri().authority()?.as_str().to_string(),
+        (Some(_), Some(_)) => return None,
+    };
+    names::host_of(&value)
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    state: Arc<State>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    // A request this wrong ends its connection.
+    let bad = |why: &str| {
+        let mut r = page(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request",
+            &format!("<p>{}</p>", escape(why)),
+        );
+        (r.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    let Some(host) = request_host(&req) else {
+        return Ok(bad(
+            "the Host header is missing, repeated, or not a host name",
+        ));
+    };
+    if req.headers().contains_key(header::CONTENT_LENGTH)
+        && req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return Ok(bad(
+            "both Content-Length and Transfer-Encoding: refused (request smuggling)",
+        ));
+    }
+    let route = state
+        .routes
+        .read()
+        .expect("routes lock")
+        .get(&host)
+        .cloned();
+    let Some(route) = route else {
+        return Ok(not_found(&state, &host));
+    };
+    let upgrade = is_upgrade(req.headers());
+    let original_host = req.headers().get(header::HOST).cloned();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let uri = match format!("http://127.0.0.1:{}{path}", route.port).parse() {
+        Ok(u) => u,
+        Err(_) => return Ok(bad("the request path cannot be forwarded")),
+    };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    let headers = &mut parts.headers;
+    let keep_upgrade = upgrade.then(|| {
+        (
+            headers.get(header::UPGRADE).cloned(),
+            headers.get(header::CONNECTION).cloned(),
+        )
+    });
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    headers.remove(header::UPGRADE);
+    if let Some((up, conn)) = keep_upgrade {
+        if let Some(up) = up {
+            headers.insert(header::UPGRADE, up);
+        }
+        headers.insert(
+            header::CONNECTION,
+            conn.unwrap_or(HeaderValue::from_static("upgrade")),
+        );
+    }
+    let peer_ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Some(h) = original_host {
+        headers.insert("x-forwarded-host", h);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let upstream = Request::from_parts(parts, body);
+    let mut response = match state.client.request(upstream).await {
+        Ok(r) => r,
+        Err(_) => return Ok(bad_gateway(&route, &host)),
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(server)) = (client_upgrade.await, upstream_upgrade.await) {
+                let mut client = TokioIo::new(client);
+                let mut server = TokioIo::new(server);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(
+            parts,
+            http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
+        ));
+    }
+    let (mut parts, body) = response.into_parts();
+    for h in HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+fn bad_gateway(route: &Route, host: &str) -> Response<Body> {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "502 Bad Gateway: nothing listens there",
+        &format!(
+            "<p><b>{}</b> is worktree <b>{}</b> of {} (service {}, port {}), and nothing answers on port {}.</p><p>Start its server, for example: <code>cd {} &amp;&amp; git worktree-ports exec -- npm run dev</code> (its port is in <code>$WEB_PORT</code>; <code>git worktree-ports status</code> there shows what runs).</p>",
+            escape(host),
+            escape(&route.worktree),
+            escape(&route.repository.display().to_string()),
+            escape(&route.service),
+            route.port,
+            route.port,
+            escape(&route.path.display().to_string()),
+        ),
+    )
+}
+
+fn not_found(state: &State, host: &str) -> Response<Body> {
+    let routes = state.routes.read().expect("routes lock");
+    let items: String = routes
+        .0
+        .iter()
+        .map(|(name, r)| {
+            format!(
+                "<li><a href=\"http://{name}:{port}/\">{name}</a>: worktree {} of {} ({} on port {})</li>",
+                escape(&r.worktree),
+                escape(&r.repository.display().to_string()),
+                escape(&r.service),
+                r.port,
+                name = escape(name),
+                port = state.port,
+            )
+        })
+        .collect();
+    page(
+        StatusCode::NOT_FOUND,
+        "404 Not Found: no worktree has this name",
+        &format!(
+            "<p>No worktree is called <b>{}</b>. The known ones:</p><ul>{items}</ul>",
+            escape(host)
+        ),
+    )
+}

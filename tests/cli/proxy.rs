@@ -1,0 +1,346 @@
+//! The proxy, with real servers and real clients: curl (skipped, with the reason, where it is
+//! missing; `.ci/run` installs it) and raw sockets for WebSocket and server-sent events.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Stops the proxy of a test environment when the test ends, whatever happened.
+struct Proxy<'a> {
+    repo: &'a TestRepo,
+}
+
+impl<'a> Proxy<'a> {
+    fn start(repo: &'a TestRepo, port: u16) -> Proxy<'a> {
+        repo.wp(["proxy", "start", "--port", &port.to_string()])
+            .succeeds();
+        Proxy { repo }
+    }
+}
+
+impl Drop for Proxy<'_> {
+    fn drop(&mut self) {
+        let _ = self.repo.wp(["proxy", "stop"]).output();
+    }
+}
+
+fn curl_available() -> bool {
+    let ok = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: curl is not installed (.ci/run installs it)");
+    }
+    ok
+}
+
+/// `curl -s` a URL (the name resolved by curl itself: *.localhost is loopback); the body
+/// and the status.
+fn curl(url: &str, extra: &[&str]) -> (String, u16) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (body.to_string(), code.parse().unwrap_or(0))
+}
+
+fn two_services(base: u16) -> String {
+    format!(
+        "[services.web]\nrange = [{base}, {}]\n[services.api]\nrange = [{}, {}]\n",
+        base + 4,
+        base + 5,
+        base + 9
+    )
+}
+
+#[test]
+fn the_proxy_routes_two_repositories_by_host_and_services_by_subdomain() {
+    if !curl_available() {
+        return;
+    }
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    let feature = repo.add_worktree("feature");
+    let out = repo
+        .wp_in(&feature, ["allocate", "--json"])
+        .succeeds()
+        .json();
+    let (web, api) = (
+        out["ports"]["web"].as_u64().unwrap() as u16,
+        out["ports"]["api"].as_u64().unwrap() as u16,
+    );
+    let other = repo.another("other", Some(&two_services(b + 20)));
+    let out = repo.wp_in(&other, ["allocate", "--json"]).succeeds().json();
+    let other_web = out["ports"]["web"].as_u64().unwrap() as u16;
+    let _s1 = http_server(&feature, web, "feature-web");
+    let _s2 = http_server(&feature, api, "feature-api");
+    let _s3 = http_server(&other, other_web, "other-web");
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+
+    let (body, code) = curl(&format!("http://feature.repo.localhost:{p}/x?y=1"), &[]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "hello from feature-web GET /x?y=1 host=feature.repo.localhost:{p} xff=127.0.0.1 xfh=feature.repo.localhost:{p} xfp=http body=\n"
+        )
+    );
+    let (body, _) = curl(&format!("http://api.feature.repo.localhost:{p}/"), &[]);
+    assert!(body.starts_with("hello from feature-api GET /"), "{body}");
+    let (body, _) = curl(&format!("http://other.localhost:{p}/"), &[]);
+    assert!(body.starts_with("hello from other-web GET /"), "{body}");
+    let (body, _) = curl(
+        &format!("http://feature.repo.localhost:{p}/post"),
+        &["-d", "abc"],
+    );
+    assert!(
+        body.starts_with("hello from feature-web POST /post") && body.ends_with("body=abc\n"),
+        "{body}"
+    );
+    // Keep-alive: two requests on one connection.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-v",
+            &format!("http://feature.repo.localhost:{p}/1"),
+            &format!("http://feature.repo.localhost:{p}/2"),
+        ])
+        .output()
+        .unwrap();
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        verbose.contains("Re-using existing connection"),
+        "{verbose}"
+    );
+}
+
+/// A raw HTTP/1.1 request to the proxy with `host`; the connection, ready to read.
+fn raw(port: u16, request: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s
+}
+
+fn read_head(r: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            return head;
+        }
+    }
+}
+
+#[test]
+fn websocket_and_server_sent_events_pass_through() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    let out = repo.wp(["allocate", "--json"]).succeeds().json();
+    let web = out["ports"]["web"].as_u64().unwrap() as u16;
+    let _server = http_server(&repo.root, web, "ws");
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+
+    // WebSocket: the handshake, then an echo, through the proxy.
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let s = raw(
+        p,
+        &format!(
+            "GET /chat HTTP/1.1\r\nHost: repo.localhost:{p}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    );
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let head = read_head(&mut r);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mut w = s;
+    w.write_all(&frame(1, b"ping", Some([1, 2, 3, 4]))).unwrap();
+    let (opcode, payload) = read_frame(&mut r).unwrap();
+    assert_eq!((opcode, payload.as_slice()), (1, b"ws: ping".as_slice()));
+    w.write_all(&frame(1, &vec![b'x'; 300], Some([9, 8, 7, 6])))
+        .unwrap();
+    let (_, payload) = read_frame(&mut r).unwrap();
+    assert_eq!(payload.len(), 304);
+
+    // Server-sent events: the first event arrives while the server still holds the second.
+    let gate = repo.path("gate");
+    let s = raw(
+        p,
+        &format!(
+            "GET /sse?gate={} HTTP/1.1\r\nHost: repo.localhost:{p}\r\n\r\n",
+            gate.display()
+        ),
+    );
+    let mut r = BufReader::new(s);
+    let head = read_head(&mut r);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    let mut seen = String::new();
+    while !seen.contains("data: ws 1") {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        seen.push_str(&line);
+    }
+    assert!(!seen.contains("data: ws 2"));
+    std::fs::write(&gate, "").unwrap();
+    while !seen.contains("data: ws 2") {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+}
+
+#[test]
+fn pages_for_down_and_unknown_hosts_bad_requests_and_new_worktrees_without_a_restart() {
+    if !curl_available() {
+        return;
+    }
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    repo.wp(["allocate"]).succeeds();
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+    // Known, nothing listening: 502 naming the worktree and its port.
+    let (body, code) = curl(&format!("http://repo.localhost:{p}/"), &[]);
+    assert_eq!(code, 502);
+    assert!(
+        body.contains("worktree <b>main</b>") && body.contains(&format!("port {b}")),
+        "{body}"
+    );
+    // Unknown: 404 listing the known ones.
+    let (body, code) = curl(&format!("http://nope.localhost:{p}/"), &[]);
+    assert_eq!(code, 404);
+    assert!(
+        body.contains("repo.localhost") && body.contains("api.repo.localhost"),
+        "{body}"
+    );
+    // Bad Host headers: 400, never forwarded. (Content-Length with Transfer-Encoding: the
+    // HTTP parser drops the Content-Length and the request is framed anew for the server, so
+    // nothing can be smuggled; see the README.)
+    for request in [
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_string(),
+        format!("GET / HTTP/1.1\r\nHost: repo.localhost:{p}\r\nHost: other.localhost\r\n\r\n"),
+        "GET / HTTP/1.1\r\nHost: evil@repo.localhost\r\n\r\n".to_string(),
+    ] {
+        let mut s = raw(p, &request);
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 400"), "{request:?}: {resp}");
+    }
+    // A worktree added while the proxy runs is routable within a second or so.
+    let feature = repo.add_worktree("feature");
+    let out = repo
+        .wp_in(&feature, ["allocate", "--json"])
+        .succeeds()
+        .json();
+    let _server = http_server(
+        &feature,
+        out["ports"]["web"].as_u64().unwrap() as u16,
+        "late",
+    );
+    let start = Instant::now();
+    loop {
+        let (body, code) = curl(&format!("http://feature.repo.localhost:{p}/"), &[]);
+        if code == 200 {
+            assert!(body.starts_with("hello from late"), "{body}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never routable: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pid_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+}
+
+#[test]
+fn a_busy_port_is_refused_with_its_holder_and_start_status_stop_leave_nothing_behind() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    repo.wp(["allocate"]).succeeds();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", b + 38)).unwrap();
+    let err = repo
+        .wp(["proxy", "start", "--port", &(b + 38).to_string()])
+        .fails();
+    let msg = err.stderr();
+    assert!(
+        msg.contains(&format!(
+            "port {} is in use by pid {}",
+            b + 38,
+            std::process::id()
+        )),
+        "{msg}"
+    );
+    drop(squatter);
+    let p = b + 39;
+    let proxy = Proxy::start(&repo, p);
+    let again = repo
+        .wp(["proxy", "start", "--port", &p.to_string()])
+        .succeeds()
+        .stdout();
+    assert!(again.starts_with("the proxy already runs"), "{again}");
+    let status = repo.wp(["proxy", "status", "--json"]).succeeds().json();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["port"], p);
+    let pid = status["pid"].as_u64().unwrap();
+    assert!(pid_alive(pid));
+    let hosts: Vec<&str> = status["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["api.repo.localhost", "repo.localhost", "web.repo.localhost"]
+    );
+    // `hosts` prints the lines, writes nothing.
+    let lines = repo.wp(["hosts"]).succeeds().stdout();
+    assert!(
+        lines.contains("127.0.0.1 repo.localhost\n::1 repo.localhost\n"),
+        "{lines}"
+    );
+    drop(proxy);
+    let start = Instant::now();
+    while pid_alive(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the proxy process is still there"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = repo.wp(["proxy", "status", "--json"]).succeeds().json();
+    assert_eq!(status["running"], false);
+    assert!(
+        TcpStream::connect(("127.0.0.1", p)).is_err(),
+        "nothing listens any more"
+    );
+}
