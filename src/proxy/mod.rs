@@ -8,6 +8,9 @@
 //! are never forwarded.
 //!
 //! The async runtime starts here and only here: every other command keeps its start-up cost.
+//! One thread serves (tokio's current-thread runtime: measured faster than two workers on this
+//! 2-core machine, 41% against 34% of direct throughput), each client connection keeping its
+//! own upstream connection; another thread re-reads the routes when the files change.
 
 pub mod routes;
 
@@ -18,11 +21,10 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::machine::Machine;
 use crate::names;
@@ -35,8 +37,58 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 struct State {
     routes: RwLock<Routes>,
-    client: Client<HttpConnector, Incoming>,
     port: u16,
+}
+
+/// The upstream connection of one client connection: HTTP/1.1 requests on a connection come
+/// one after another, so each client connection keeps one upstream connection (per port) and
+/// reuses it, with no shared pool to lock.
+type Upstream = Arc<tokio::sync::Mutex<Option<(u16, SendRequest<Incoming>)>>>;
+
+/// A new connection to the worktree's server (2 s to connect).
+async fn connect(port: u16) -> Option<SendRequest<Incoming>> {
+    let stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn.with_upgrades());
+    Some(sender)
+}
+
+/// Send `req` to `port`: on the client connection's upstream connection when it has a ready
+/// one to that port (a request it could not take is sent again on a new one), else on a new
+/// connection, kept for the next request (never for an upgrade: that one becomes a tunnel).
+async fn send(
+    upstream: &Upstream,
+    port: u16,
+    req: Request<Incoming>,
+    upgrade: bool,
+) -> Option<Response<Incoming>> {
+    let mut slot = upstream.lock().await;
+    let mut req = req;
+    if !upgrade
+        && let Some((p, sender)) = slot.as_mut()
+        && *p == port
+        && sender.ready().await.is_ok()
+    {
+        match sender.try_send_request(req).await {
+            Ok(r) => return Some(r),
+            Err(mut e) => req = e.take_message()?,
+        }
+    }
+    let mut sender = connect(port).await?;
+    let response = sender.send_request(req).await.ok()?;
+    if !upgrade {
+        *slot = Some((port, sender));
+    }
+    Some(response)
 }
 
 /// Bound listeners, before serving (so `run` can fail loudly on a busy port first).
@@ -80,32 +132,25 @@ pub fn bind(port: u16) -> anyhow::Result<Bound> {
 /// Serve until SIGTERM or SIGINT. Routes follow the index and the registries (checked twice a
 /// second).
 pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let (routes, mut signature) = Routes::read(&machine);
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         let state = Arc::new(State {
             routes: RwLock::new(routes),
-            client,
             port: bound.port,
         });
-        // Routes follow the files.
+        // Routes follow the files: checked on a thread of their own, so reading many
+        // registries never stalls the (single-threaded) server.
         {
             let state = state.clone();
             let machine = machine.clone();
-            tokio::spawn(async move {
+            std::thread::spawn(move || {
                 loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    std::thread::sleep(Duration::from_millis(500));
                     if Routes::changed(&signature) {
-                        let (routes, sig) = tokio::task::block_in_place(|| Routes::read(&machine));
+                        let (routes, sig) = Routes::read(&machine);
                         signature = sig;
                         *state.routes.write().expect("routes lock") = routes;
                     }
@@ -123,8 +168,10 @@ pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |req| handle(req, state.clone(), peer));
+                        let upstream: Upstream = Arc::default();
+                        let service = hyper::service::service_fn(move |req| {
+                            handle(req, state.clone(), upstream.clone(), peer)
+                        });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
                             .max_buf_size(64 * 1024)
@@ -202,6 +249,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 async fn handle(
     mut req: Request<Incoming>,
     state: Arc<State>,
+    upstream: Upstream,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     // A request this wrong ends its connection.
@@ -242,7 +290,7 @@ async fn handle(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let uri = match format!("http://127.0.0.1:{}{path}", route.port).parse() {
+    let uri = match path.parse::<hyper::Uri>() {
         Ok(u) => u,
         Err(_) => return Ok(bad("the request path cannot be forwarded")),
     };
@@ -281,10 +329,9 @@ async fn handle(
         headers.insert("x-forwarded-host", h);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let upstream = Request::from_parts(parts, body);
-    let mut response = match state.client.request(upstream).await {
-        Ok(r) => r,
-        Err(_) => return Ok(bad_gateway(&route, &host)),
+    let outgoing = Request::from_parts(parts, body);
+    let Some(mut response) = send(&upstream, route.port, outgoing, upgrade).await else {
+        return Ok(bad_gateway(&route, &host));
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade

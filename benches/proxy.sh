@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The proxy against direct requests to the same local server, side by side in one run, with wrk
+# (installed from Debian's packages if missing). One command from a fresh clone:
+#   bash benches/proxy.sh
+# Prints: latency (median, p99) and throughput at 64 keep-alive connections, direct and through
+# the proxy, in alternating rounds; the proxy's memory holding 1,000 keep-alive connections; a
+# hung upstream's effect on another route; memory before and after clients that disconnect
+# mid-stream; and a bounded soak (SOAK seconds, default 60, at most 600).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-4}
+DURATION=${DURATION:-5}
+SOAK=${SOAK:-60}
+[ "$SOAK" -gt 600 ] && SOAK=600
+if ! command -v wrk >/dev/null; then
+	echo "installing wrk (Debian package)..." >&2
+	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --release --locked -q
+BIN="$PWD/target/release/git-worktree-ports"
+BACKEND=$(cargo bench --locked --no-run --bench backend --message-format=json 2>/dev/null |
+	python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "backend" and m.get("executable"):
+        print(m["executable"])')
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; "$BIN" proxy stop >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+export HOME="$work/home" GIT_CONFIG_GLOBAL="$work/gitconfig" GIT_CONFIG_SYSTEM=/dev/null XDG_STATE_HOME="$work/state"
+mkdir -p "$HOME"
+git config --global user.name bench && git config --global user.email bench@example.com
+git init -q "$work/app" && cd "$work/app"
+mkdir .worktree-ports
+printf '[services.web]\nrange = [63100, 63109]\n[services.slow]\nrange = [63110, 63119]\nhttp = true\n' >.worktree-ports/config.toml
+git add -A && git commit -q -m init
+"$BIN" allocate --no-render >/dev/null
+web=$("$BIN" get web)
+slow=$("$BIN" get slow)
+BACKEND_PORT=$web "$BACKEND" & pids+=($!)
+# A hung upstream: accepts connections and never answers.
+python3 -c 'import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4096); c=[]; [c.append(s.accept()) for _ in iter(int, 1)]' "$slow" & pids+=($!)
+PROXY=63199
+"$BIN" proxy start --port $PROXY >/dev/null
+ppid=$(cat "$XDG_STATE_HOME/git-worktree-ports/proxy.pid")
+sleep 0.5
+direct="http://127.0.0.1:$web/"
+proxied="http://127.0.0.1:$PROXY/"
+host="app.localhost:$PROXY"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$ppid/status"; }
+run() { # label url [host]
+	local out
+	if [ -n "${3:-}" ]; then
+		out=$(wrk -t1 -c64 -d"${DURATION}s" --latency -H "Host: $3" "$2")
+	else
+		out=$(wrk -t1 -c64 -d"${DURATION}s" --latency "$2")
+	fi
+	python3 - "$1" <<PY
+import re, sys
+text = """$out"""
+def ms(v):
+    n, u = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+p50 = ms(re.search(r"50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"{sys.argv[1]} {p50:.3f} {p99:.3f} {rps:.0f} {non2xx.group(1) if non2xx else 0}")
+PY
+}
+echo "== 64 keep-alive connections, ${DURATION}s each, $ROUNDS alternating rounds (p50 ms, p99 ms, req/s, non-2xx)"
+results="$work/results"
+for r in $(seq 1 "$ROUNDS"); do
+	if [ $((r % 2)) = 1 ]; then
+		run direct "$direct" | tee -a "$results"
+		run proxy "$proxied" "$host" | tee -a "$results"
+	else
+		run proxy "$proxied" "$host" | tee -a "$results"
+		run direct "$direct" | tee -a "$results"
+	fi
+done
+rss_before=$(rss)
+echo "== 1,000 keep-alive connections through the proxy"
+wrk -t2 -c1000 -d"${DURATION}s" -H "Host: $host" "$proxied" >/dev/null &
+w=$!
+sleep $((DURATION - 1))
+rss_1000=$(rss)
+wait $w || true
+echo "== a hung upstream: 200 requests stuck on it while the other route is measured"
+(for _ in $(seq 1 200); do curl -s --max-time 30 -H "Host: slow.app.localhost:$PROXY" "$proxied" >/dev/null & done; wait) &
+hung=$!
+sleep 1
+run "proxy, with 200 requests hung on another route" "$proxied" "$host" | tee -a "$results"
+kill $hung 2>/dev/null || true
+pkill -f "slow.app.localhost" 2>/dev/null || true
+echo "== clients that disconnect mid-response, then a ${SOAK}s soak"
+rss_mid_before=$(rss)
+for _ in $(seq 1 500); do curl -s --max-time 0.01 -H "Host: $host" "$proxied" >/dev/null 2>&1 || true; done
+sleep 1
+rss_mid_after=$(rss)
+fds_after=$(ls /proc/$ppid/fd | wc -l)
+soak_start=$(rss)
+wrk -t2 -c64 -d"${SOAK}s" -H "Host: $host" "$proxied" >/dev/null
+soak_end=$(rss)
+python3 - "$results" "$rss_before" "$rss_1000" "$rss_mid_before" "$rss_mid_after" "$fds_after" "$soak_start" "$soak_end" "$SOAK" <<'PY'
+import statistics, sys
+res, before, at1000, mid_b, mid_a, fds, soak_s, soak_e, soak = sys.argv[1:]
+rows = [l.rsplit(" ", 4) for l in open(res).read().splitlines()]
+def med(label, i):
+    return statistics.median(float(r[i]) for r in rows if r[0] == label)
+d50, p50 = med("direct", 1), med("proxy", 1)
+d99, p99 = med("direct", 2), med("proxy", 2)
+drps, prps = med("direct", 3), med("proxy", 3)
+print()
+print("| what | direct | through the proxy | difference | target |")
+print("|---|---:|---:|---:|---|")
+print(f"| median latency, 64 connections, 1 KB | {d50:.3f} ms | {p50:.3f} ms | {p50 - d50:+.3f} ms | at most +0.2 ms |")
+print(f"| p99 latency | {d99:.3f} ms | {p99:.3f} ms | {p99 - d99:+.3f} ms | at most +1 ms |")
+print(f"| throughput | {drps:.0f} req/s | {prps:.0f} req/s | {100 * prps / drps:.0f}% | at least 70% |")
+hung = [r for r in rows if r[0].startswith("proxy, with 200")]
+if hung:
+    print(f"| median latency with 200 requests hung on another route | | {float(hung[0][1]):.3f} ms | | unaffected |")
+print(f"| proxy memory (RSS): idle after the rounds / holding 1,000 connections | | {int(before)/1024:.1f} MB / {int(at1000)/1024:.1f} MB | | < 50 MB |")
+print(f"| RSS before / after 500 clients that disconnect mid-response; open fds after | | {int(mid_b)/1024:.1f} MB / {int(mid_a)/1024:.1f} MB; {fds} fds | | back to baseline |")
+print(f"| RSS at the start / end of a {soak} s soak (64 connections) | | {int(soak_s)/1024:.1f} MB / {int(soak_e)/1024:.1f} MB | | flat |")
+PY
