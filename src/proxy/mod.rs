@@ -274,12 +274,7 @@ async fn handle(
             "both Content-Length and Transfer-Encoding: refused (request smuggling)",
         ));
     }
-    let route = state
-        .routes
-        .read()
-        .expect("routes lock")
-        .get(&host)
-        .cloned();
+    let route = state.routes.read().expect("routes lock").get(&host);
     let Some(route) = route else {
         return Ok(not_found(&state, &host));
     };

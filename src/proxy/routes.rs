@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
@@ -29,15 +30,15 @@ pub struct Route {
 
 /// Hostname -> route.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Routes(pub BTreeMap<String, Route>);
+pub struct Routes(pub BTreeMap<String, Arc<Route>>);
 
 /// What the files looked like when the routes were read: (path, size, modified).
 pub type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 impl Routes {
     /// The route of a Host header's name.
-    pub fn get(&self, host: &str) -> Option<&Route> {
-        self.0.get(host)
+    pub fn get(&self, host: &str) -> Option<Arc<Route>> {
+        self.0.get(host).cloned()
     }
 
     /// Read every listed repository's registry.
@@ -64,13 +65,13 @@ impl Routes {
                 for (name, service, port) in http_services(&path, ports, &hostname) {
                     routes.insert(
                         name,
-                        Route {
+                        Arc::new(Route {
                             repository: display.clone(),
                             worktree: key.to_string(),
                             path: path.clone(),
                             service,
                             port,
-                        },
+                        }),
                     );
                 }
             }
