@@ -309,6 +309,9 @@ pub struct Holding {
     pub fresh: bool,
     /// Its hostname (kept in its record); None only for a record from before hostnames.
     pub hostname: Option<String>,
+    /// The main worktree got its first ports along with this one's (main-first): its
+    /// `[on] allocate` runs too.
+    pub main_fresh: bool,
 }
 
 /// Where a worktree's identity token lives, inside its own git dir (which git deletes with
@@ -619,6 +622,7 @@ impl Workspace {
                 .and_then(|r| r.id)
                 .is_some_and(|id| Some(id) != target.id);
         let mut changed = label_changed;
+        let mut main_fresh = false;
         // The main worktree keeps the conventional base ports: an app started there without
         // reading `.env` uses its defaults, which are the base ports. So the first linked
         // worktree to allocate allocates the main worktree first, in this same locked
@@ -641,6 +645,7 @@ impl Workspace {
                 machine.as_mut(),
             )?;
             changed |= c;
+            main_fresh = true;
         }
         let (ports, c) = self.assign(
             &mut reg,
@@ -675,6 +680,7 @@ impl Workspace {
             slot: record.slot,
             fresh,
             hostname: record.hostname,
+            main_fresh,
         })
     }
 
@@ -947,6 +953,34 @@ impl Workspace {
     /// After a worktree first got its ports (and its files were rendered): its
     /// `[on] allocate` command, outside every lock. A failure is said, and changes nothing.
     pub fn after_allocation(&self, target: &Target, held: &Holding) {
+        if held.main_fresh
+            && let Some(main) = (self.repo.worktrees().unwrap_or_default().into_iter())
+                .find(|w| w.is_main && w.path.is_dir())
+            && let Ok(main) = self.target_of(main)
+            && let Some(cmd) = &main.config.on.allocate
+            && let Ok(reg) = self.load_unlocked()
+            && let Some(ports) = reg.ports(crate::git::MAIN_KEY).map(Ports::to_map)
+        {
+            let record = reg.record(crate::git::MAIN_KEY);
+            let main_held = Holding {
+                ports,
+                compose_project_name: (record.as_ref())
+                    .and_then(|r| r.compose_project_name.clone())
+                    .unwrap_or_default(),
+                slot: record.as_ref().and_then(|r| r.slot),
+                fresh: true,
+                hostname: record.as_ref().and_then(|r| r.hostname.clone()),
+                main_fresh: false,
+            };
+            self.run_on(
+                Event::Allocate,
+                cmd,
+                &main.wt,
+                &main.config,
+                &main_held,
+                &main.wt.path,
+            );
+        }
         if !held.fresh {
             return;
         }
@@ -1022,6 +1056,7 @@ impl Workspace {
             slot: record.as_ref().and_then(|r| r.slot),
             fresh: false,
             hostname: record.as_ref().and_then(|r| r.hostname.clone()),
+            main_fresh: false,
         };
         self.run_on(Event::Release, &cmd, &wt, &config, &held, &home);
     }
@@ -1270,6 +1305,7 @@ impl Workspace {
                 slot,
                 fresh: false,
                 hostname,
+                main_fresh: false,
             };
             let rendered = match self
                 .plan_render(&target, &held, force)
@@ -1376,6 +1412,7 @@ fn held(loaded: &Loaded, target: &Target, wants: &BTreeMap<String, Want>) -> Opt
             slot: record.slot,
             fresh: false,
             hostname: record.hostname,
+            main_fresh: false,
         })
     })
     .flatten()

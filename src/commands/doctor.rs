@@ -194,6 +194,7 @@ fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()
             slot: record.as_ref().and_then(|r| r.slot),
             fresh: false,
             hostname: record.as_ref().and_then(|r| r.hostname.clone()),
+            main_fresh: false,
         };
         match ws.plan_render(&target, &held, false) {
             Ok(plan) if !plan.is_up_to_date() => {
@@ -462,6 +463,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
                     slot: record.as_ref().and_then(|r| r.slot),
                     fresh: false,
                     hostname: record.as_ref().and_then(|r| r.hostname.clone()),
+                    main_fresh: false,
                 };
                 ws.render(&target, &held, false)?;
                 Ok(format!("rendered {key}"))

@@ -150,6 +150,7 @@ fn repository(
                     slot: record.as_ref().and_then(|r| r.slot),
                     fresh: false,
                     hostname: record.as_ref().and_then(|r| r.hostname.clone()),
+                    main_fresh: false,
                 };
                 match ws.plan_render(t, &held, false) {
                     Ok(plan) => Ok(plan
@@ -179,6 +180,7 @@ fn repository(
                     slot: record.as_ref().and_then(|r| r.slot),
                     fresh: false,
                     hostname: hostname.clone(),
+                    main_fresh: false,
                 };
                 let ctx = template_context(ws, t, &held);
                 (ctx.urls.iter())

@@ -44,23 +44,33 @@ fn allocate_runs_once_with_the_worktrees_variables_in_its_directory() {
     );
     assert!(out.stderr().contains("NOISE"), "{}", out.stderr());
     let web = out.json()["ports"]["web"].as_u64().unwrap();
+    // The main worktree got its ports first (main-first), in the same command: its command
+    // runs too, in its own directory.
     assert_eq!(
         log_lines(&log),
-        [format!(
-            "createdb app_feature {web} 1 repo-feature {}",
-            feature.canonicalize().unwrap().display()
-        )]
+        [
+            format!(
+                "createdb app_main {} 0 repo-main {}",
+                repo.base,
+                repo.root.canonicalize().unwrap().display()
+            ),
+            format!(
+                "createdb app_feature {web} 1 repo-feature {}",
+                feature.canonicalize().unwrap().display()
+            )
+        ]
     );
     // Only when the worktree first gets its ports.
     repo.wp_in(&feature, ["allocate"]).succeeds();
     repo.wp_in(&feature, ["env"]).succeeds();
-    assert_eq!(log_lines(&log).len(), 1);
+    repo.wp(["allocate"]).succeeds();
+    assert_eq!(log_lines(&log).len(), 2);
     // A worktree made by plain git gets it from `env` (allocating on demand), stdout clean.
     let other = repo.add_worktree("other");
     let out = repo.wp_in(&other, ["env"]).succeeds();
     assert!(!out.stdout().contains("NOISE"), "{}", out.stdout());
-    assert_eq!(log_lines(&log).len(), 2);
-    assert!(log_lines(&log)[1].starts_with("createdb app_other "));
+    assert_eq!(log_lines(&log).len(), 3);
+    assert!(log_lines(&log)[2].starts_with("createdb app_other "));
 }
 
 #[test]
