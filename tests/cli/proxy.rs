@@ -248,6 +248,23 @@ fn pages_for_down_and_unknown_hosts_bad_requests_and_new_worktrees_without_a_res
         let _ = s.read_to_string(&mut resp);
         assert!(resp.starts_with("HTTP/1.1 400"), "{request:?}: {resp}");
     }
+    // A request that is not HTTP: 400 from the parser; headers far past the 64 KiB read
+    // buffer: 431.
+    for (request, status) in [
+        ("GARBAGE\r\n\r\n".to_string(), "HTTP/1.1 400"),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: repo.localhost:{p}\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(200_000)
+            ),
+            "HTTP/1.1 431",
+        ),
+    ] {
+        let mut s = raw(p, &request);
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(resp.starts_with(status), "{}: {resp}", &request[..20]);
+    }
     // A worktree added while the proxy runs is routable within a second or so.
     let feature = repo.add_worktree("feature");
     let out = repo
