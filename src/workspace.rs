@@ -314,6 +314,24 @@ pub struct Holding {
     pub main_fresh: bool,
 }
 
+impl Holding {
+    /// What worktree `key` holds as the registry records it, without allocating (status,
+    /// doctor): its ports, and the names decided with them.
+    pub fn recorded(reg: &Registry, key: &str) -> Holding {
+        let record = reg.record(key);
+        Holding {
+            ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
+            compose_project_name: (record.as_ref())
+                .and_then(|r| r.compose_project_name.clone())
+                .unwrap_or_default(),
+            slot: record.as_ref().and_then(|r| r.slot),
+            fresh: false,
+            hostname: record.and_then(|r| r.hostname),
+            main_fresh: false,
+        }
+    }
+}
+
 /// Where a worktree's identity token lives, inside its own git dir (which git deletes with
 /// the worktree, and never shares with a later worktree of the same name).
 const ID_FILE: &str = "worktree-ports/id";

@@ -20,7 +20,7 @@ use crate::literals;
 use crate::machine::Machine;
 use crate::procs;
 use crate::registry::Ports;
-use crate::workspace::{Workspace, canonical, lock_machine, warn};
+use crate::workspace::{Holding, Workspace, canonical, lock_machine, warn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Severity {
@@ -184,18 +184,7 @@ fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()
                 ));
             }
         }
-        let record = reg.record(&key);
-        let held = crate::workspace::Holding {
-            ports: ports.clone(),
-            compose_project_name: record
-                .as_ref()
-                .and_then(|r| r.compose_project_name.clone())
-                .unwrap_or_default(),
-            slot: record.as_ref().and_then(|r| r.slot),
-            fresh: false,
-            hostname: record.as_ref().and_then(|r| r.hostname.clone()),
-            main_fresh: false,
-        };
+        let held = Holding::recorded(&reg, &key);
         match ws.plan_render(&target, &held, false) {
             Ok(plan) if !plan.is_up_to_date() => {
                 let stale: Vec<String> = (plan.files.iter())
@@ -452,19 +441,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
             }
             Action::Render(key) => {
                 let target = ws.target(Some(key))?;
-                let reg = ws.load_unlocked()?;
-                let record = reg.record(key);
-                let held = crate::workspace::Holding {
-                    ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
-                    compose_project_name: record
-                        .as_ref()
-                        .and_then(|r| r.compose_project_name.clone())
-                        .unwrap_or_default(),
-                    slot: record.as_ref().and_then(|r| r.slot),
-                    fresh: false,
-                    hostname: record.as_ref().and_then(|r| r.hostname.clone()),
-                    main_fresh: false,
-                };
+                let held = Holding::recorded(&ws.load_unlocked()?, key);
                 ws.render(&target, &held, false)?;
                 Ok(format!("rendered {key}"))
             }

@@ -140,18 +140,7 @@ fn repository(
         let files = match &target {
             None => Err("the worktree's directory is gone".to_string()),
             Some(t) => {
-                let record = reg.record(&wt.key);
-                let held = Holding {
-                    ports: ports.clone(),
-                    compose_project_name: record
-                        .as_ref()
-                        .and_then(|r| r.compose_project_name.clone())
-                        .unwrap_or_default(),
-                    slot: record.as_ref().and_then(|r| r.slot),
-                    fresh: false,
-                    hostname: record.as_ref().and_then(|r| r.hostname.clone()),
-                    main_fresh: false,
-                };
+                let held = Holding::recorded(&reg, &wt.key);
                 match ws.plan_render(t, &held, false) {
                     Ok(plan) => Ok(plan
                         .files
@@ -173,16 +162,7 @@ fn repository(
         let hostname = reg.record(&wt.key).and_then(|r| r.hostname);
         let urls = match &target {
             Some(t) => {
-                let record = reg.record(&wt.key);
-                let held = Holding {
-                    ports: ports.clone(),
-                    compose_project_name: String::new(),
-                    slot: record.as_ref().and_then(|r| r.slot),
-                    fresh: false,
-                    hostname: hostname.clone(),
-                    main_fresh: false,
-                };
-                let ctx = template_context(ws, t, &held);
+                let ctx = template_context(ws, t, &Holding::recorded(&reg, &wt.key));
                 (ctx.urls.iter())
                     .map(|(s, u)| (s.clone(), u.clone(), ctx.proxy_urls.get(s).cloned()))
                     .collect()
