@@ -1,7 +1,8 @@
 //! The proxy's routing table: hostname -> (worktree, port), from the machine index and every
 //! listed registry (read without locks, like every other reader). `<hostname>` goes to the
 //! worktree's first HTTP service, `<service>.<hostname>` to that service. Rebuilt when the
-//! index or a registry changes on disk (checked by their sizes and modification times).
+//! index, a registry or a worktree's config changes on disk (checked by their sizes and
+//! modification times).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,8 @@ impl Routes {
                     continue;
                 };
                 let path = PathBuf::from(&record.path);
+                // Its config says which services speak HTTP: a change there changes routes.
+                signature.push(stat(&path.join(crate::config::CONFIG_PATH)));
                 for (name, service, port) in http_services(&path, ports, &hostname) {
                     routes.insert(
                         name,

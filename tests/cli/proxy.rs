@@ -361,3 +361,49 @@ fn a_busy_port_is_refused_with_its_holder_and_start_status_stop_leave_nothing_be
         "nothing listens any more"
     );
 }
+
+#[test]
+fn a_config_change_of_which_services_speak_http_changes_the_routes_without_a_restart() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    repo.wp(["allocate"]).succeeds();
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+    let hosts = |repo: &TestRepo| -> Vec<String> {
+        let status = repo.wp(["proxy", "status", "--json"]).succeeds().json();
+        (status["routes"].as_array().unwrap().iter())
+            .map(|r| r["host"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(hosts(&repo).contains(&"api.repo.localhost".to_string()));
+    // api stops speaking HTTP: its route goes, without touching the registry.
+    write(
+        &repo.root.join(".worktree-ports/config.toml"),
+        &format!("{}http = false\n", two_services(b)),
+    );
+    let start = Instant::now();
+    loop {
+        let (body, code) = raw_get(p, "api.repo.localhost");
+        if code == 404 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still routed: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A GET through the proxy on a fresh connection: (body, status).
+fn raw_get(port: u16, host: &str) -> (String, u16) {
+    let mut s = raw(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (resp, code)
+}
