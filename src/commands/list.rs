@@ -262,6 +262,12 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
         })
         .collect();
     repos.sort_by(|a, b| a.name.cmp(&b.name));
+    let live: Option<Live> = (!args.no_probe).then(|| {
+        let ports: Vec<u16> = (repos.iter())
+            .flat_map(|r| r.worktrees.iter().flat_map(|w| w.ports.values().copied()))
+            .collect();
+        Live::read(&ports)
+    });
 
     if args.json {
         let list: Vec<_> = repos
@@ -271,9 +277,17 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
                     "name": r.name,
                     "path": r.path,
                     "gone": r.gone,
-                    "worktrees": r.worktrees.iter().map(|w| json!({
-                        "name": w.name, "path": w.path, "ports": w.ports, "exists": w.exists,
-                    })).collect::<Vec<_>>(),
+                    "worktrees": r.worktrees.iter().map(|w| {
+                        let mut v = json!({
+                            "name": w.name, "path": w.path, "ports": w.ports, "exists": w.exists,
+                        });
+                        if let Some(live) = &live {
+                            let states: BTreeMap<&String, &str> =
+                                w.ports.iter().map(|(s, p)| (s, live.state(*p))).collect();
+                            v["live"] = json!(states);
+                        }
+                        v
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -295,24 +309,26 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
     let mut lines: Vec<Vec<String>>;
     if args.sort == Some(ListSort::Port) {
         lines = vec![
-            ["PORT", "SERVICE", "REPOSITORY", "WORKTREE", "PATH"]
+            ["PORT", "SERVICE", "REPOSITORY", "WORKTREE"]
                 .map(String::from)
-                .to_vec(),
+                .into_iter()
+                .chain(live.as_ref().map(|_| "LIVE".to_string()))
+                .chain(["PATH".to_string()])
+                .collect(),
         ];
         let mut rows: Vec<(u16, Vec<String>)> = Vec::new();
         for r in &repos {
             for w in &r.worktrees {
                 for (svc, port) in &w.ports {
-                    rows.push((
-                        *port,
-                        vec![
-                            port.to_string(),
-                            svc.clone(),
-                            r.name.clone(),
-                            w.name.clone(),
-                            mark(w.exists && !r.gone, &w.path),
-                        ],
-                    ));
+                    let mut row = vec![
+                        port.to_string(),
+                        svc.clone(),
+                        r.name.clone(),
+                        w.name.clone(),
+                    ];
+                    row.extend(live.as_ref().map(|l| l.summary(std::iter::once(*port))));
+                    row.push(mark(w.exists && !r.gone, &w.path));
+                    rows.push((*port, row));
                 }
             }
         }
@@ -320,26 +336,25 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
         lines.extend(rows.into_iter().map(|(_, l)| l));
     } else {
         lines = vec![
-            ["REPOSITORY", "WORKTREE", "PORTS", "PATH"]
+            ["REPOSITORY", "WORKTREE", "PORTS"]
                 .map(String::from)
-                .to_vec(),
+                .into_iter()
+                .chain(live.as_ref().map(|_| "LIVE".to_string()))
+                .chain(["PATH".to_string()])
+                .collect(),
         ];
         for r in &repos {
             if r.gone || r.worktrees.is_empty() {
-                lines.push(vec![
-                    r.name.clone(),
-                    "-".into(),
-                    "-".into(),
-                    mark(!r.gone, &r.path),
-                ]);
+                let mut row = vec![r.name.clone(), "-".into(), "-".into()];
+                row.extend(live.as_ref().map(|_| "-".to_string()));
+                row.push(mark(!r.gone, &r.path));
+                lines.push(row);
             }
             for w in &r.worktrees {
-                lines.push(vec![
-                    r.name.clone(),
-                    w.name.clone(),
-                    ports_inline(&w.ports),
-                    mark(w.exists && !r.gone, &w.path),
-                ]);
+                let mut row = vec![r.name.clone(), w.name.clone(), ports_inline(&w.ports)];
+                row.extend(live.as_ref().map(|l| l.summary(w.ports.values().copied())));
+                row.push(mark(w.exists && !r.gone, &w.path));
+                lines.push(row);
             }
         }
     }

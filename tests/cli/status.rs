@@ -158,6 +158,25 @@ fn list_has_a_live_column_from_the_socket_tables_and_no_probe_drops_it() {
     assert!(!text.contains("LIVE"), "{text}");
     let json = repo.wp(["list", "--json", "--no-probe"]).succeeds().json();
     assert!(json["worktrees"][0].get("live").is_none());
+    // The machine-wide list too.
+    let all = repo.wp(["list", "--all", "--json"]).succeeds().json();
+    let wts = all["repositories"][0]["worktrees"].as_array().unwrap();
+    let feature_all = wts.iter().find(|w| w["name"] == "feature").unwrap();
+    assert_eq!(
+        feature_all["live"],
+        serde_json::json!({"web": "up", "db": "down"})
+    );
+    let text = repo.wp(["list", "--all"]).succeeds().stdout();
+    assert!(text.lines().next().unwrap().contains("  LIVE  "), "{text}");
+    let by_port = repo
+        .wp(["list", "--all", "--sort", "port"])
+        .succeeds()
+        .stdout();
+    let line = by_port
+        .lines()
+        .find(|l| l.starts_with(&(b + 1).to_string()))
+        .unwrap();
+    assert!(line.contains("  up  "), "{by_port}");
 }
 
 #[test]
