@@ -134,7 +134,8 @@ fn parse_port_list(text: &str) -> Vec<RangeInclusive<u16>> {
         .collect()
 }
 
-/// Who holds `port`: on Linux from `/proc/net/*` and `/proc/*/fd`; elsewhere from lsof.
+/// Who holds `port`: on Linux from the kernel's socket dump and `/proc/*/fd` (`procs`);
+/// elsewhere from lsof.
 pub fn holder(port: u16, protocol: Protocol) -> Option<Holder> {
     if cfg!(target_os = "linux") {
         linux_holder(port, protocol)
@@ -143,83 +144,25 @@ pub fn holder(port: u16, protocol: Protocol) -> Option<Holder> {
     }
 }
 
+/// The first listener of the protocol on `port` (`procs`: the kernel's socket dump, then the
+/// processes' fds), with the process's short name.
 fn linux_holder(port: u16, protocol: Protocol) -> Option<Holder> {
-    let tables: &[(&str, bool)] = match protocol {
-        Protocol::Tcp => &[("tcp", true), ("tcp6", true)],
-        Protocol::Udp => &[("udp", false), ("udp6", false)],
-        Protocol::Both => &[
-            ("tcp", true),
-            ("tcp6", true),
-            ("udp", false),
-            ("udp6", false),
-        ],
+    let wanted = |p: &str| match protocol {
+        Protocol::Tcp => p == "tcp",
+        Protocol::Udp => p == "udp",
+        Protocol::Both => true,
     };
-    let mut sockets = Vec::new();
-    for (table, listen_only) in tables {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) {
-            sockets.extend(parse_proc_net(&text, port, *listen_only));
-        }
-    }
-    let (_, first_uid) = *sockets.first()?;
-    let inodes: Vec<String> = sockets
-        .iter()
-        .map(|(inode, _)| format!("socket:[{inode}]"))
-        .collect();
-    let found = std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
-            fds.flatten()
-                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
-                .then_some(pid)
-        });
-    match found {
-        Some(pid) => {
-            let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .ok()
-                .map(|s| s.trim().to_string());
-            Some(Holder {
-                pid: Some(pid),
-                command,
-                uid: Some(first_uid),
-            })
-        }
-        None => Some(Holder {
-            pid: None,
-            command: None,
-            uid: Some(first_uid),
-        }),
-    }
-}
-
-/// (inode, uid) of sockets bound to local `port` in a `/proc/net/{tcp,udp}[6]` table; TCP
-/// counts only LISTEN (state 0A) so clients with that local port are not blamed.
-fn parse_proc_net(text: &str, port: u16, listen_only: bool) -> Vec<(u64, u32)> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 {
-            continue;
-        }
-        let Some((_, hex_port)) = f[1].rsplit_once(':') else {
-            continue;
-        };
-        if u16::from_str_radix(hex_port, 16).ok() != Some(port) {
-            continue;
-        }
-        if listen_only && f[3] != "0A" {
-            continue;
-        }
-        if let (Ok(uid), Ok(inode)) = (f[7].parse(), f[9].parse())
-            && inode != 0
-        {
-            out.push((inode, uid));
-        }
-    }
-    out
+    let l = (crate::procs::listeners(&[port]).into_iter()).find(|l| wanted(l.protocol))?;
+    let pid = l.process.as_ref().map(|p| p.pid);
+    let command = pid.and_then(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        Some(comm.trim().to_string())
+    });
+    Some(Holder {
+        pid,
+        command,
+        uid: l.uid,
+    })
 }
 
 fn lsof_holder(port: u16, protocol: Protocol) -> Option<Holder> {
@@ -246,6 +189,12 @@ fn lsof_holder(port: u16, protocol: Protocol) -> Option<Holder> {
     holder.pid.map(|_| holder)
 }
 
+/// Unit tests that bind ephemeral ports and then assert a port is free (or that only their
+/// own sockets are on it) hold this: the kernel may hand a port one test just closed to
+/// another test of the same process.
+#[cfg(test)]
+pub(crate) static EPHEMERAL_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,19 +215,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_proc_net_lines() {
-        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0000000000000000 100 0 0 10 0\n\
-   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0\n";
-        assert_eq!(parse_proc_net(text, 8080, true), [(12345, 1000)]);
-        assert_eq!(
-            parse_proc_net(text, 8080, false),
-            [(12345, 1000), (777, 1000)]
-        );
-        assert!(parse_proc_net(text, 8081, true).is_empty());
-    }
-
-    #[test]
     fn parses_reserved_port_lists() {
         assert_eq!(
             parse_port_list("8080,9000-9010"),
@@ -289,6 +225,7 @@ mod tests {
 
     #[test]
     fn sees_listeners_on_v4_v6_and_udp() {
+        let _ports = EPHEMERAL_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let l = TcpListener::bind("0.0.0.0:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert!(!SystemProbe.is_free(port, Protocol::Tcp));

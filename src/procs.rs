@@ -106,23 +106,8 @@ fn proc_net_sockets(wanted: &[bool]) -> BTreeMap<u64, Socket> {
         let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
             continue;
         };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || (listen_only && f[3] != "0A") {
-                continue;
-            }
-            let Some(port) = f[1]
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-            else {
-                continue;
-            };
-            if !wanted[usize::from(port)] {
-                continue;
-            }
-            if let (Ok(uid), Ok(inode)) = (f[7].parse(), f[9].parse::<u64>())
-                && inode != 0
-            {
+        for (port, inode, uid) in parse_proc_net(&text, listen_only) {
+            if wanted[usize::from(port)] {
                 out.insert(
                     inode,
                     Socket {
@@ -132,6 +117,30 @@ fn proc_net_sockets(wanted: &[bool]) -> BTreeMap<u64, Socket> {
                     },
                 );
             }
+        }
+    }
+    out
+}
+
+/// (port, inode, uid) of the sockets of a `/proc/net/{tcp,udp}[6]` table; with `listen_only`
+/// only LISTEN ones (state 0A), so clients with that local port are not blamed.
+fn parse_proc_net(text: &str, listen_only: bool) -> Vec<(u16, u64, u32)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || (listen_only && f[3] != "0A") {
+            continue;
+        }
+        let Some(port) = f[1]
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        else {
+            continue;
+        };
+        if let (Ok(uid), Ok(inode)) = (f[7].parse(), f[9].parse::<u64>())
+            && inode != 0
+        {
+            out.push((port, inode, uid));
         }
     }
     out
@@ -545,6 +554,9 @@ mod tests {
 
     #[test]
     fn finds_our_own_listener_with_its_cwd_and_command() {
+        let _ports = crate::probe::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         let found = listeners(&[port]);
@@ -563,7 +575,26 @@ mod tests {
     }
 
     #[test]
+    fn parses_proc_net_lines() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0\n";
+        let on = |port: u16, listen_only: bool| -> Vec<(u64, u32)> {
+            (parse_proc_net(text, listen_only).into_iter())
+                .filter(|(p, _, _)| *p == port)
+                .map(|(_, inode, uid)| (inode, uid))
+                .collect()
+        };
+        assert_eq!(on(8080, true), [(12345, 1000)]);
+        assert_eq!(on(8080, false), [(12345, 1000), (777, 1000)]);
+        assert!(on(8081, true).is_empty());
+    }
+
+    #[test]
     fn netlink_and_proc_net_see_the_same_listening_sockets() {
+        let _ports = crate::probe::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let udp = std::net::UdpSocket::bind(("::1", 0)).unwrap();
         let ports = [
