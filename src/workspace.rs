@@ -247,6 +247,11 @@ pub fn template_context(ws: &Workspace, target: &Target, held: &Holding) -> Temp
     ctx.with_hostname(held.hostname.as_deref(), proxy_port())
 }
 
+/// `WORKTREE_SLOT`, beside a worktree's port variables (`env`, `exec`, `[on]` commands).
+pub fn slot_var(slot: Option<u32>) -> Option<(String, u16)> {
+    Some(("WORKTREE_SLOT".to_string(), u16::try_from(slot?).ok()?))
+}
+
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -990,27 +995,13 @@ impl Workspace {
                 hostname: record.as_ref().and_then(|r| r.hostname.clone()),
                 main_fresh: false,
             };
-            self.run_on(
-                Event::Allocate,
-                cmd,
-                &main.wt,
-                &main.config,
-                &main_held,
-                &main.wt.path,
-            );
+            self.run_on(Event::Allocate, cmd, &main, &main_held, &main.wt.path);
         }
         if !held.fresh {
             return;
         }
         if let Some(cmd) = &target.config.on.allocate {
-            self.run_on(
-                Event::Allocate,
-                cmd,
-                &target.wt,
-                &target.config,
-                held,
-                &target.wt.path,
-            );
+            self.run_on(Event::Allocate, cmd, target, held, &target.wt.path);
         }
     }
 
@@ -1076,42 +1067,24 @@ impl Workspace {
             hostname: record.as_ref().and_then(|r| r.hostname.clone()),
             main_fresh: false,
         };
-        self.run_on(Event::Release, &cmd, &wt, &config, &held, &home);
-    }
-
-    fn run_on(
-        &self,
-        event: Event,
-        cmd: &str,
-        wt: &WorktreeInfo,
-        config: &Config,
-        held: &Holding,
-        dir: &Path,
-    ) {
-        let mut ctx = TemplateContext::new(
-            wt,
-            self.repo.common_dir(),
-            config,
-            &held.ports,
-            &held.compose_project_name,
-        );
-        ctx.slot = held.slot;
-        let ctx = ctx.with_hostname(held.hostname.as_deref(), proxy_port());
         let target = Target {
-            wt: wt.clone(),
-            config: config.clone(),
+            wt,
+            config,
             id: None,
         };
+        self.run_on(Event::Release, &cmd, &target, &held, &home);
+    }
+
+    fn run_on(&self, event: Event, cmd: &str, target: &Target, held: &Holding, dir: &Path) {
+        let ctx = template_context(self, target, held);
         let mut vars = target.vars(&held.ports);
-        if let Some(slot) = held.slot.and_then(|s| u16::try_from(s).ok()) {
-            vars.push(("WORKTREE_SLOT".to_string(), slot));
-        }
+        vars.extend(slot_var(held.slot));
         if let Err(why) = lifecycle::run(event, cmd, &ctx, &vars, dir) {
             let consequence = match event {
                 Event::Allocate => "the ports stay allocated",
                 Event::Release => "the ports are given back all the same",
             };
-            warn(&format!("worktree {}: {why}; {consequence}", wt.key));
+            warn(&format!("worktree {}: {why}; {consequence}", target.wt.key));
         }
     }
 
@@ -1196,15 +1169,7 @@ impl Workspace {
         force: bool,
     ) -> anyhow::Result<Plan> {
         let wt = &target.wt;
-        let mut tctx = TemplateContext::new(
-            wt,
-            self.repo.common_dir(),
-            &target.config,
-            &held.ports,
-            &held.compose_project_name,
-        );
-        tctx.slot = held.slot;
-        let tctx = tctx.with_hostname(held.hostname.as_deref(), proxy_port());
+        let tctx = template_context(self, target, held);
         render::plan(
             wt,
             &tctx,

@@ -250,11 +250,6 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `WORKTREE_SLOT`, beside a worktree's port variables (`env`, `exec`).
-pub fn slot_var(slot: Option<u32>) -> Option<(String, u16)> {
-    Some(("WORKTREE_SLOT".to_string(), u16::try_from(slot?).ok()?))
-}
-
 /// `--port` values as the allocator takes them.
 pub fn wants(ports: &[PortArg]) -> BTreeMap<String, Want> {
     ports
@@ -269,7 +264,7 @@ pub fn wants(ports: &[PortArg]) -> BTreeMap<String, Want> {
         .collect()
 }
 
-pub use crate::workspace::ports_inline;
+pub use crate::workspace::{ports_inline, slot_var};
 
 #[cfg(test)]
 mod tests {
