@@ -85,12 +85,17 @@ fn sockets(ports: &[u16]) -> BTreeMap<u64, Socket> {
     for p in ports {
         wanted[usize::from(*p)] = true;
     }
+    sockets_where(&wanted)
+}
+
+/// [`sockets`] on the ports `wanted` marks (indexed by port).
+fn sockets_where(wanted: &[bool]) -> BTreeMap<u64, Socket> {
     match diag::listening() {
         Some(all) => all
             .into_iter()
             .filter(|(_, s)| wanted[usize::from(s.port)])
             .collect(),
-        None => proc_net_sockets(&wanted),
+        None => proc_net_sockets(wanted),
     }
 }
 
@@ -419,8 +424,7 @@ pub fn processes() -> Vec<Process> {
 /// The ports each process listens on, for processes in `pids` (one socket-table read and one
 /// fd scan of those processes only).
 pub fn ports_of(pids: &[u32]) -> HashMap<u32, Vec<u16>> {
-    let all: Vec<u16> = (1..=u16::MAX).collect();
-    let sockets = sockets(&all);
+    let sockets = sockets_where(&[true; 1 << 16]);
     let mut out: HashMap<u32, Vec<u16>> = HashMap::new();
     for &pid in pids {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -462,19 +466,26 @@ pub fn uses_terminal(pid: u32) -> bool {
     })
 }
 
+/// True while process `pid` runs: a zombie (exited, not yet reaped by its parent) counts as
+/// gone; where `/proc` cannot tell, whether a signal could reach it.
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .get(s.rfind(')').map_or(0, |i| i + 2)..)
+            .is_some_and(|state| !state.starts_with('Z')),
+        Err(_) => libc::pid_t::try_from(pid)
+            // SAFETY: signal 0 sends nothing.
+            .is_ok_and(|id| unsafe { libc::kill(id, 0) } == 0),
+    }
+}
+
 /// Stop process `pid`: SIGTERM, then SIGKILL if it still runs after `grace`. True when it is
 /// gone. Only the reaper calls this, after its checks.
 pub fn stop(pid: u32, grace: Duration) -> bool {
     let Ok(id) = libc::pid_t::try_from(pid) else {
         return false;
     };
-    let alive = || {
-        // A zombie (exited, not yet reaped by its parent) counts as gone.
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.get(s.rfind(')')? + 2..).map(|r| !r.starts_with('Z')))
-            .unwrap_or_else(|| unsafe { libc::kill(id, 0) } == 0)
-    };
+    let alive = || running(pid);
     // SAFETY: sending a signal to a pid the caller chose.
     if unsafe { libc::kill(id, libc::SIGTERM) } != 0 {
         return !alive();

@@ -28,7 +28,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
     };
     // Whose a listener is, against every worktree known here (read once, when first needed).
     let known = std::cell::OnceCell::new();
-    let attribute = |port: u16| -> Option<(String, Value)> {
+    let attribute = |port: u16| -> Option<String> {
         let l = procs::listeners(&[port]).into_iter().next()?;
         let known: &Vec<Known> = known.get_or_init(|| match (&ws, &registry) {
             (Some(ws), Some(reg)) => {
@@ -48,10 +48,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
             exists: true,
         });
         let whose = attribution::classify(l.process.as_ref(), known, this.as_ref());
-        Some((
-            format!("{} ({whose})", attribution::describe(&l)),
-            attribution::listener_json(&l, &whose),
-        ))
+        Some(format!("{} ({whose})", attribution::describe(&l)))
     };
     let elsewhere = match Machine::from_env() {
         Ok(machine) => {
@@ -78,7 +75,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                             .into_iter()
                             .find(|proto| !SystemProbe.is_free(p, *proto))
                             .map(|proto| match attribute(p) {
-                                Some((text, _)) => text,
+                                Some(text) => text,
                                 None => SystemProbe.holder(p, proto).map_or_else(
                                     || "another process".to_string(),
                                     |h| h.to_string(),
@@ -109,7 +106,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                         Some(proto) => {
                             let holder = SystemProbe.holder(p, *proto);
                             let who = match attribute(p) {
-                                Some((text, _)) => text,
+                                Some(text) => text,
                                 None => holder.as_ref().map_or_else(
                                     || "another process".to_string(),
                                     |h| h.to_string(),

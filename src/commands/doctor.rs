@@ -19,7 +19,7 @@ use crate::config::Strategy;
 use crate::literals;
 use crate::machine::Machine;
 use crate::procs;
-use crate::registry::Ports;
+use crate::registry::{Ports, Registry};
 use crate::workspace::{Holding, Workspace, canonical, lock_machine, warn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,8 +86,9 @@ impl Finding {
 pub fn run(args: &DoctorArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let mut findings = Vec::new();
-    registry_and_git(&ws, &mut findings)?;
-    processes(&ws, &mut findings)?;
+    let reg = ws.load_unlocked()?;
+    registry_and_git(&ws, &reg, &mut findings)?;
+    processes(&ws, &reg, &mut findings)?;
     hook(&ws, &mut findings);
     index(&mut findings);
     files(&ws, &mut findings);
@@ -109,9 +110,8 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<Report> {
 
 /// Entries of gone worktrees, worktrees without ports, ports outside their range or of
 /// services the config dropped, stale rendered files.
-fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()> {
-    let reg = ws.load_unlocked()?;
-    for (key, why) in ws.gone_worktrees(&reg, "")? {
+fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::Result<()> {
+    for (key, why) in ws.gone_worktrees(reg, "")? {
         let ports = reg.ports(&key).map(Ports::to_map).unwrap_or_default();
         let path = reg.record(&key).map(|r| r.path).unwrap_or_default();
         out.push(
@@ -184,7 +184,7 @@ fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()
                 ));
             }
         }
-        let held = Holding::recorded(&reg, &key);
+        let held = Holding::recorded(reg, &key);
         match ws.plan_render(&target, &held, false) {
             Ok(plan) if !plan.is_up_to_date() => {
                 let stale: Vec<String> = (plan.files.iter())
@@ -219,8 +219,7 @@ fn registry_and_git(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()
 }
 
 /// Allocated ports that a process outside their worktree listens on.
-fn processes(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()> {
-    let reg = ws.load_unlocked()?;
+fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::Result<()> {
     let owners: BTreeMap<u16, (String, String)> = reg
         .allocations()
         .flat_map(|(k, p)| {
@@ -234,7 +233,7 @@ fn processes(ws: &Workspace, out: &mut Vec<Finding>) -> anyhow::Result<()> {
     if listeners.is_empty() {
         return Ok(());
     }
-    let mut known = ws.known_worktrees(&reg)?;
+    let mut known = ws.known_worktrees(reg)?;
     known.extend(ws.known_elsewhere());
     for l in &listeners {
         let Some((key, service)) = owners.get(&l.port) else {

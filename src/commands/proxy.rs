@@ -166,7 +166,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
             // SAFETY: signalling the pid our pid file names, checked alive above.
             unsafe { libc::kill(id, libc::SIGTERM) };
             let start = Instant::now();
-            while probe::process_alive(pid, None) && !zombie(pid) {
+            while crate::procs::running(pid) {
                 if start.elapsed() > Duration::from_secs(5) {
                     // SAFETY: as above.
                     unsafe { libc::kill(id, libc::SIGKILL) };
@@ -225,13 +225,4 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
             Ok(Report::ok(out))
         }
     }
-}
-
-/// Exited but not yet reaped by its parent (which a stopped proxy we started is not ours to
-/// reap when `start` ran in another process).
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.get(s.rfind(')')? + 2..).map(|r| r.starts_with('Z')))
-        .unwrap_or(false)
 }
