@@ -134,11 +134,14 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
         if ports.is_empty() {
             continue;
         }
-        let allocated_at = sources
+        // Each field from the first source whose record has it (decoded once per source).
+        let records: Vec<WorktreeRecord> = sources
             .iter()
             .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
-            .map(|r| r.allocated_at)
-            .next()
+            .collect();
+        let allocated_at = records
+            .first()
+            .map(|r| r.allocated_at.clone())
             .unwrap_or_else(now_rfc3339);
         reg.set_record(
             &wt.key,
@@ -146,22 +149,10 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
                 path: wt.path.to_string_lossy().into_owned(),
                 branch: wt.branch.clone(),
                 allocated_at,
-                id: sources
-                    .iter()
-                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
-                    .find_map(|r| r.id),
-                compose_project_name: sources
-                    .iter()
-                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
-                    .find_map(|r| r.compose_project_name),
-                slot: sources
-                    .iter()
-                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
-                    .find_map(|r| r.slot),
-                hostname: sources
-                    .iter()
-                    .filter_map(|s| s.whole.as_ref()?.record(&wt.key))
-                    .find_map(|r| r.hostname),
+                id: records.iter().find_map(|r| r.id.clone()),
+                compose_project_name: records.iter().find_map(|r| r.compose_project_name.clone()),
+                slot: records.iter().find_map(|r| r.slot),
+                hostname: records.iter().find_map(|r| r.hostname.clone()),
                 extra: Default::default(),
             },
         );
