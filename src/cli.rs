@@ -2,7 +2,7 @@
 //! at the edge. The help text of every flag is its doc comment. Imports nothing from the rest
 //! of the crate, so a build script or a completions/man generator can use it alone.
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Give every git worktree its own, non-conflicting set of service ports.
 ///
@@ -10,11 +10,19 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 /// of the repository. Run as `git worktree-ports <command>` (use -h: git turns --help into a
 /// man page lookup).
 #[derive(Debug, Parser)]
-#[command(name = "git-worktree-ports", version, bin_name = "git worktree-ports")]
+#[command(
+    name = "git-worktree-ports",
+    version,
+    bin_name = "git worktree-ports",
+    arg_required_else_help = true
+)]
 pub struct Cli {
+    /// When to colour the output: auto (a terminal, and NO_COLOR unset), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     /// The command to run.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 impl Cli {
@@ -23,7 +31,7 @@ impl Cli {
         Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
     }
 
-    /// Parse `args` (the program name first) into typed values, `add`'s mixed arguments
+    /// Parse `args` (the program name first) into typed values, `add`'s git arguments
     /// included: this is the only place they are parsed.
     pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
     where
@@ -31,17 +39,18 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let mut cli = Cli::try_parse_from(args)?;
-        if let Command::Add(a) = &mut cli.command {
-            a.options = AddOptions::from_raw(&a.args).map_err(|msg| {
-                Cli::command().error(clap::error::ErrorKind::ValueValidation, msg)
-            })?;
+        if let Some(Command::Add(a)) = &mut cli.command {
+            a.options = AddOptions::from_args(a);
         }
         Ok(cli)
     }
 
     /// True when the command asked for JSON output (errors then print JSON too).
     pub fn json(&self) -> bool {
-        match &self.command {
+        let Some(command) = &self.command else {
+            return false;
+        };
+        match command {
             Command::Allocate(a) => a.json,
             Command::List(a) => a.json,
             Command::Get(_) | Command::Exec(_) | Command::Init(_) | Command::Hook(_) => false,
@@ -49,7 +58,8 @@ impl Cli {
             Command::Release(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Check(a) => a.json,
-            Command::Add(a) => a.options.json,
+            Command::Add(a) => a.json,
+            Command::Completions(_) | Command::InstallMan(_) => false,
             Command::Remove(a) => a.json,
             Command::Render(a) => a.json,
             Command::Repair(a) => a.json,
@@ -62,6 +72,17 @@ impl Cli {
             Command::Env(a) => a.format == EnvFormat::Json,
         }
     }
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always colour (even into a pipe).
+    Always,
+    /// Never colour.
+    Never,
 }
 
 /// The subcommands.
@@ -81,7 +102,7 @@ pub enum Command {
     /// Tell, for each port, whether it is free, allocated to a worktree, or held by a process.
     Check(CheckArgs),
     /// Create a worktree (`git worktree add`), allocate its ports and render its files.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Remove a worktree (`git worktree remove`) and give its ports back.
     Remove(RemoveArgs),
     /// Render the worktree's templates (default: `.env`) with its ports.
@@ -108,9 +129,50 @@ pub enum Command {
     Hosts(HostsArgs),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
     Hooks(HooksArgs),
+    /// Print a shell's completion script (bash and zsh plug into git's own completion).
+    Completions(CompletionsArgs),
+    /// Write the man pages where `man` (and `git worktree-ports --help`) finds them.
+    InstallMan(InstallManArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
     #[command(hide = true)]
     Hook(HookArgs),
+}
+
+/// A shell `completions` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash (also completes `git worktree-ports` with git's bash completion loaded).
+    Bash,
+    /// zsh (also completes `git worktree-ports` through zsh's `_git`).
+    Zsh,
+    /// fish.
+    Fish,
+    /// PowerShell.
+    Powershell,
+    /// elvish.
+    Elvish,
+}
+
+/// `completions` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "bash: git worktree-ports completions bash > ~/.local/share/bash-completion/completions/git-worktree-ports
+zsh:  git worktree-ports completions zsh > ~/.zfunc/_git-worktree-ports  (with fpath+=~/.zfunc before compinit)
+fish: git worktree-ports completions fish > ~/.config/fish/completions/git-worktree-ports.fish"
+)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// `install-man` arguments.
+#[derive(Debug, Args)]
+pub struct InstallManArgs {
+    /// Write the pages into DIR (default: share/man/man1 beside the binary's bin directory
+    /// when writable, else $XDG_DATA_HOME/man/man1, i.e. ~/.local/share/man/man1).
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// `repair` arguments.
@@ -230,22 +292,88 @@ pub struct AllocateArgs {
     pub json: bool,
 }
 
-/// `add` arguments: everything is passed to `git worktree add` except this tool's own flags.
+/// `add` arguments: `git worktree add`'s own options, typed, plus this tool's.
 #[derive(Debug, Args)]
 #[command(
-    override_usage = "git worktree-ports add [<git worktree add options>] <path> [<commit-ish>] [--port SERVICE=PORT]... [--no-render] [--json]",
-    after_help = "Own flags: --port SERVICE=PORT|auto (repeatable), --no-render, --json.\nEverything else (-b, -B, --detach, --lock, --track, --orphan, --force, ...) goes to git worktree add."
+    after_help = "The git options are passed to `git worktree add` as given; see git-worktree(1)."
 )]
 pub struct AddArgs {
-    /// Arguments for `git worktree add`, mixed with --port/--no-render/--json.
+    /// Where the new worktree goes.
+    #[arg(value_name = "PATH", value_hint = clap::ValueHint::DirPath)]
+    pub path: String,
+    /// The commit, branch or tag to check out (default: a new branch named after PATH).
+    #[arg(value_name = "COMMIT-ISH")]
+    pub commit_ish: Option<String>,
+    /// git: create a new branch NAME starting at COMMIT-ISH.
+    #[arg(short = 'b', value_name = "NAME", conflicts_with_all = ["reset_branch", "detach", "orphan"], help_heading = "git worktree add options")]
+    pub new_branch: Option<String>,
+    /// git: create or reset branch NAME to COMMIT-ISH.
+    #[arg(short = 'B', value_name = "NAME", conflicts_with_all = ["detach", "orphan"], help_heading = "git worktree add options")]
+    pub reset_branch: Option<String>,
+    /// git: check out even if the branch is checked out elsewhere (twice: even if locked).
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "git worktree add options")]
+    pub force: u8,
+    /// git: detach HEAD in the new worktree.
+    #[arg(long, help_heading = "git worktree add options")]
+    pub detach: bool,
+    /// git: do not check out files (--checkout is the default).
     #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        required = true,
-        value_name = "ARGS"
+        long,
+        overrides_with = "checkout",
+        help_heading = "git worktree add options"
     )]
-    pub args: Vec<String>,
-    /// `args`, split into git's and ours by [`Cli::try_parse_args`].
+    pub no_checkout: bool,
+    /// git: check out files (the default).
+    #[arg(long, hide = true)]
+    pub checkout: bool,
+    /// git: keep the new worktree locked.
+    #[arg(long, help_heading = "git worktree add options")]
+    pub lock: bool,
+    /// git: with --lock, the reason.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "lock",
+        allow_hyphen_values = true,
+        help_heading = "git worktree add options"
+    )]
+    pub reason: Option<String>,
+    /// git: suppress git's feedback messages.
+    #[arg(short, long, help_heading = "git worktree add options")]
+    pub quiet: bool,
+    /// git: set up the new branch to track COMMIT-ISH.
+    #[arg(
+        long,
+        overrides_with = "no_track",
+        help_heading = "git worktree add options"
+    )]
+    pub track: bool,
+    /// git: do not set up tracking.
+    #[arg(long, help_heading = "git worktree add options")]
+    pub no_track: bool,
+    /// git: base a new branch on a same-named remote-tracking branch.
+    #[arg(
+        long,
+        overrides_with = "no_guess_remote",
+        help_heading = "git worktree add options"
+    )]
+    pub guess_remote: bool,
+    /// git: do not guess a remote branch.
+    #[arg(long, help_heading = "git worktree add options")]
+    pub no_guess_remote: bool,
+    /// git: create the worktree with an empty, unborn branch.
+    #[arg(long, help_heading = "git worktree add options")]
+    pub orphan: bool,
+    /// Ask for a specific port (SERVICE=PORT) or the automatic choice (SERVICE=auto); repeatable.
+    #[arg(long = "port", value_name = "SERVICE=PORT", value_parser = parse_port_arg)]
+    pub ports: Vec<PortArg>,
+    /// Do not render templates (`.env`) after allocating.
+    #[arg(long)]
+    pub no_render: bool,
+    /// Print JSON: the answer of `allocate --json`.
+    #[arg(long)]
+    pub json: bool,
+    /// The same, as `git worktree add` arguments plus ours (filled in by [`Cli::try_parse_args`]).
     #[arg(skip)]
     pub options: AddOptions,
 }
@@ -261,7 +389,7 @@ pub struct AddOptions {
     pub no_render: bool,
     /// --json.
     pub json: bool,
-    /// The new worktree's path (git's first positional argument), if found.
+    /// The new worktree's path (git's first positional argument).
     pub path: Option<String>,
     /// The branch `-b` creates, if any.
     pub new_branch: Option<String>,
@@ -270,72 +398,51 @@ pub struct AddOptions {
 }
 
 impl AddOptions {
-    /// Split raw `add` arguments. Our flags are recognised anywhere before `--`.
-    pub fn from_raw(raw: &[String]) -> Result<AddOptions, String> {
-        let mut o = AddOptions::default();
-        let mut it = raw.iter();
-        let mut positional_only = false;
-        let mut expect_value: Option<&str> = None;
-        while let Some(arg) = it.next() {
-            if let Some(opt) = expect_value.take() {
-                match opt {
-                    "-b" => o.new_branch = Some(arg.clone()),
-                    "-B" => o.reset_branch = Some(arg.clone()),
-                    _ => {}
-                }
-                o.git_args.push(arg.clone());
-                continue;
-            }
-            if positional_only {
-                o.path.get_or_insert_with(|| arg.clone());
-                o.git_args.push(arg.clone());
-                continue;
-            }
-            match arg.as_str() {
-                "--json" => o.json = true,
-                "--no-render" => o.no_render = true,
-                "--port" => {
-                    let v = it
-                        .next()
-                        .ok_or("--port needs a value: --port SERVICE=PORT")?;
-                    o.ports.push(parse_port_arg(v)?);
-                }
-                a if a.starts_with("--port=") => o.ports.push(parse_port_arg(&a[7..])?),
-                "--" => {
-                    positional_only = true;
-                    o.git_args.push(arg.clone());
-                }
-                // git worktree add's options that take a separate value.
-                "-b" | "-B" | "--reason" => {
-                    expect_value = Some(match arg.as_str() {
-                        "-b" => "-b",
-                        "-B" => "-B",
-                        _ => "other",
-                    });
-                    o.git_args.push(arg.clone());
-                }
-                // git's attached forms: -bNAME, -BNAME.
-                a if a.len() > 2 && a.starts_with("-b") => {
-                    o.new_branch = Some(a[2..].to_string());
-                    o.git_args.push(arg.clone());
-                }
-                a if a.len() > 2 && a.starts_with("-B") => {
-                    o.reset_branch = Some(a[2..].to_string());
-                    o.git_args.push(arg.clone());
-                }
-                a if a.starts_with('-') && a.len() > 1 => o.git_args.push(arg.clone()),
-                _ => {
-                    o.path.get_or_insert_with(|| arg.clone());
-                    o.git_args.push(arg.clone());
-                }
-            }
+    /// `git worktree add`'s argument list from the typed options: options first, then `--`
+    /// (so a path that starts with `-` stays a path), the path and the commit-ish.
+    pub fn from_args(a: &AddArgs) -> AddOptions {
+        let mut git: Vec<String> = Vec::new();
+        for _ in 0..a.force {
+            git.push("--force".into());
         }
-        if o.path.is_none() {
-            return Err(
-                "missing <path>: git worktree-ports add [<options>] <path> [<commit-ish>]".into(),
-            );
+        let flags = [
+            (a.detach, "--detach"),
+            (a.no_checkout, "--no-checkout"),
+            (a.lock, "--lock"),
+            (a.quiet, "--quiet"),
+            (a.track, "--track"),
+            (a.no_track, "--no-track"),
+            (a.guess_remote, "--guess-remote"),
+            (a.no_guess_remote, "--no-guess-remote"),
+            (a.orphan, "--orphan"),
+        ];
+        git.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| f.to_string()),
+        );
+        if let Some(r) = &a.reason {
+            git.push(format!("--reason={r}"));
         }
-        Ok(o)
+        if let Some(b) = &a.new_branch {
+            git.extend(["-b".to_string(), b.clone()]);
+        }
+        if let Some(b) = &a.reset_branch {
+            git.extend(["-B".to_string(), b.clone()]);
+        }
+        git.push("--".into());
+        git.push(a.path.clone());
+        git.extend(a.commit_ish.clone());
+        AddOptions {
+            git_args: git,
+            ports: a.ports.clone(),
+            no_render: a.no_render,
+            json: a.json,
+            path: Some(a.path.clone()),
+            new_branch: a.new_branch.clone(),
+            reset_branch: a.reset_branch.clone(),
+        }
     }
 }
 
@@ -650,9 +757,17 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn add(args: &[&str]) -> Result<AddOptions, clap::Error> {
+        let cli = Cli::try_parse_args(["git-worktree-ports", "add"].iter().chain(args))?;
+        let Some(Command::Add(a)) = cli.command else {
+            panic!("not add")
+        };
+        Ok(a.options)
+    }
+
     #[test]
-    fn add_options_split_ours_from_gits() {
-        let raw: Vec<String> = [
+    fn add_options_are_typed_and_become_git_arguments() {
+        let o = add(&[
             "-b",
             "feat",
             "--port",
@@ -665,21 +780,18 @@ mod tests {
             "--lock",
             "--reason",
             "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let o = AddOptions::from_raw(&raw).unwrap();
+        ])
+        .unwrap();
         assert_eq!(
             o.git_args,
             [
+                "--lock",
+                "--reason=--json",
                 "-b",
                 "feat",
+                "--",
                 "../x",
-                "origin/main",
-                "--lock",
-                "--reason",
-                "--json"
+                "origin/main"
             ]
         );
         assert_eq!(o.path.as_deref(), Some("../x"));
@@ -689,34 +801,42 @@ mod tests {
 
         // Regression (issue 15, item 10): git's attached forms were not recognised, so the
         // branch -bNAME created was left behind by a rollback.
-        let raw: Vec<String> = ["-bfeat", "../x"].iter().map(|s| s.to_string()).collect();
-        let o = AddOptions::from_raw(&raw).unwrap();
+        let o = add(&["-bfeat", "../x"]).unwrap();
         assert_eq!(
             (o.new_branch.as_deref(), o.path.as_deref()),
             (Some("feat"), Some("../x"))
         );
-        let raw: Vec<String> = ["-B", "feat", "../x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
         assert_eq!(
-            AddOptions::from_raw(&raw).unwrap().reset_branch.as_deref(),
+            add(&["-B", "feat", "../x"])
+                .unwrap()
+                .reset_branch
+                .as_deref(),
             Some("feat")
         );
-        let raw: Vec<String> = ["-Bfeat", "../x"].iter().map(|s| s.to_string()).collect();
         assert_eq!(
-            AddOptions::from_raw(&raw).unwrap().reset_branch.as_deref(),
+            add(&["-Bfeat", "../x"]).unwrap().reset_branch.as_deref(),
             Some("feat")
+        );
+        assert_eq!(
+            add(&["-ff", "-q", "../x"]).unwrap().git_args,
+            ["--force", "--force", "--quiet", "--", "../x"]
         );
 
-        let raw: Vec<String> = ["--", "--odd-path"].iter().map(|s| s.to_string()).collect();
         assert_eq!(
-            AddOptions::from_raw(&raw).unwrap().path.as_deref(),
+            add(&["--", "--odd-path"]).unwrap().path.as_deref(),
             Some("--odd-path")
         );
-        assert!(AddOptions::from_raw(&["-b".to_string(), "x".to_string()]).is_err());
-        assert!(AddOptions::from_raw(&["x".to_string(), "--port".to_string()]).is_err());
-        assert!(AddOptions::from_raw(&["x".to_string(), "--port=web".to_string()]).is_err());
+        for bad in [
+            &["-b", "x"][..],
+            &["x", "--port"],
+            &["x", "--port=web"],
+            &["x", "--no-such-git-flag"],
+            &["-b", "a", "-B", "b", "x"],
+            &["--reason", "r", "x"],
+        ] {
+            let err = add(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
     }
 
     /// Regression (issue 14): `add`'s own options were parsed three times, and a bad one
@@ -732,7 +852,7 @@ mod tests {
             "--json",
         ])
         .unwrap();
-        let Command::Add(a) = &cli.command else {
+        let Some(Command::Add(a)) = &cli.command else {
             panic!("not add")
         };
         assert_eq!(a.options.path.as_deref(), Some("../x"));

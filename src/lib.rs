@@ -10,6 +10,7 @@
 pub mod allocate;
 pub mod attribution;
 pub mod cli;
+pub mod colour;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -38,7 +39,13 @@ use cli::{Cli, Command};
 /// Run a parsed command line: print its output and return the exit code. Errors are left to
 /// the caller, which prints them with [`report_error`].
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let report = match &cli.command {
+    commands::set_colour(cli.color);
+    let Some(command) = &cli.command else {
+        unreachable!("clap prints help when no command is given")
+    };
+    let report = match command {
+        Command::Completions(a) => commands::completions::run(a)?,
+        Command::InstallMan(a) => commands::install_man::run(a)?,
         Command::Allocate(a) => commands::allocate::run(a)?,
         Command::List(a) => commands::list::run(a)?,
         Command::Get(a) => commands::get::run(a)?,
@@ -88,7 +95,8 @@ pub fn report_error(err: &anyhow::Error, json: bool) {
             eprintln!("git-worktree-ports: error: {e}");
         }
     } else {
-        eprintln!("git-worktree-ports: error: {e}");
+        let label = colour::paint_err("error:", colour::Colour::Red);
+        eprintln!("git-worktree-ports: {label} {e}");
     }
 }
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use git_worktree_ports::cli::Cli;
 
 fn main() -> ExitCode {
+    // A shell asking for completions (GIT_WORKTREE_PORTS_COMPLETE set) is answered here.
+    git_worktree_ports::commands::completions::answer_if_asked();
     let cli = Cli::parse_args();
     match git_worktree_ports::run(&cli) {
         Ok(code) => code,

@@ -270,7 +270,8 @@ pub fn others(index: &Index, except: Option<&Path>) -> Vec<Other> {
 
 /// Print a warning on stderr.
 pub fn warn(msg: &str) {
-    eprintln!("git-worktree-ports: warning: {msg}");
+    let label = crate::colour::paint_err("warning:", crate::colour::Colour::Yellow);
+    eprintln!("git-worktree-ports: {label} {msg}");
 }
 
 /// Let go of a registry the command is done with. A large one is freed on another thread: a

@@ -15,6 +15,7 @@ use crate::workspace::{Holding, Target, Workspace};
 pub mod add;
 pub mod allocate;
 pub mod check;
+pub mod completions;
 pub mod doctor;
 pub mod env;
 pub mod exec;
@@ -23,6 +24,7 @@ pub mod hook;
 pub mod hooks;
 pub mod hosts;
 pub mod init;
+pub mod install_man;
 pub mod lease;
 pub mod list;
 pub mod proxy;
@@ -189,37 +191,7 @@ fn visible_width(s: &str) -> usize {
     n
 }
 
-/// Colours for [`paint`].
-#[derive(Debug, Clone, Copy)]
-pub enum Colour {
-    /// All is well.
-    Green,
-    /// Worth a look.
-    Yellow,
-    /// Needs attention.
-    Red,
-    /// Less important.
-    Dim,
-}
-
-/// `text` in `colour` when stdout is a terminal and `NO_COLOR` is unset (no-color.org).
-pub fn paint(text: &str, colour: Colour) -> String {
-    use std::io::IsTerminal;
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| {
-        std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
-    });
-    if !on || text.is_empty() {
-        return text.to_string();
-    }
-    let code = match colour {
-        Colour::Green => "32",
-        Colour::Yellow => "33",
-        Colour::Red => "31",
-        Colour::Dim => "2",
-    };
-    format!("\x1b[{code}m{text}\x1b[0m")
-}
+pub use crate::colour::{Colour, paint, set as set_colour};
 
 /// Left-aligned columns separated by two spaces; trailing spaces trimmed. Colour escapes
 /// ([`paint`]) take no width.

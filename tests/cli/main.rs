@@ -10,6 +10,7 @@ mod concurrency;
 mod corrupt;
 mod doctor;
 mod env_exec;
+mod finish;
 mod formats;
 mod get;
 mod hooks;

@@ -383,6 +383,11 @@ impl Run {
         self
     }
 
+    pub fn env_remove(mut self, k: &str) -> Run {
+        self.cmd.env_remove(k);
+        self
+    }
+
     pub fn output(mut self) -> Out {
         Out(self.cmd.output().unwrap())
     }

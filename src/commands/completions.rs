@@ -1,0 +1,146 @@
+//! `completions <shell>`: the shell's completion script. The scripts call the binary back
+//! (clap_complete's dynamic engine, through `GIT_WORKTREE_PORTS_COMPLETE`), so worktree and
+//! service names come from the repository the shell is in. bash and zsh get a few lines more
+//! that plug into git's own completion: git's bash completion calls `_git_worktree_ports`,
+//! zsh's `_git` calls `_git-worktree-ports`.
+//!
+//! Reads the repository only when the shell asks for candidates; never writes.
+
+use clap::CommandFactory;
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
+use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+
+use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::commands::Report;
+use crate::workspace::Workspace;
+
+/// The environment variable the scripts set when they ask the binary for candidates.
+pub const VAR: &str = "GIT_WORKTREE_PORTS_COMPLETE";
+/// The program the scripts complete and call (found on PATH, so a reinstall keeps working).
+pub const BIN: &str = "git-worktree-ports";
+
+/// Run `completions`.
+pub fn run(args: &CompletionsArgs) -> anyhow::Result<Report> {
+    let mut buf = Vec::new();
+    let shell: &dyn EnvCompleter = match args.shell {
+        Shell::Bash => &Bash,
+        Shell::Zsh => &Zsh,
+        Shell::Fish => &Fish,
+        Shell::Powershell => &Powershell,
+        Shell::Elvish => &Elvish,
+    };
+    shell.write_registration(VAR, BIN, BIN, BIN, &mut buf)?;
+    let mut text = String::from_utf8(buf).expect("clap_complete writes UTF-8");
+    match args.shell {
+        Shell::Bash => text.push_str(BASH_GIT),
+        Shell::Zsh => text.push_str(ZSH_GIT),
+        _ => {}
+    }
+    Ok(Report::ok(text))
+}
+
+/// `git worktree-ports <TAB>` in bash: git's completion (`__git_main`) calls this with
+/// `words`, `cword` and `__git_cmd_idx` (where `worktree-ports` is) set. git registers
+/// itself with `-o nospace`, so a finished word gets its space here, as git's own do.
+const BASH_GIT: &str = r#"
+_git_worktree_ports() {
+    local IFS=$'\013'
+    local i=${__git_cmd_idx:-1}
+    local args=("git-worktree-ports" "${words[@]:i+1}")
+    local reply
+    reply=( $( \
+        _CLAP_IFS="$IFS" \
+        _CLAP_COMPLETE_INDEX="$((cword - i))" \
+        GIT_WORKTREE_PORTS_COMPLETE="bash" \
+        git-worktree-ports -- "${args[@]}" 2>/dev/null \
+    ) ) || return 0
+    local c
+    COMPREPLY=()
+    for c in "${reply[@]}"; do
+        if [[ $c =~ [=/:]$ ]]; then COMPREPLY+=("$c"); else COMPREPLY+=("$c "); fi
+    done
+}
+"#;
+
+/// `git worktree-ports <TAB>` in zsh: `_git` calls `_git-worktree-ports` with `words`
+/// starting at `worktree-ports`.
+const ZSH_GIT: &str = r#"
+function _git-worktree-ports() {
+    words=(git-worktree-ports "${(@)words[2,-1]}")
+    _clap_dynamic_completer_git_worktree_ports
+}
+"#;
+
+/// The command line with its dynamic values: worktree names wherever a worktree is asked
+/// for, service names for `get`, `--port SERVICE=` and `release --service`.
+pub fn command() -> clap::Command {
+    let worktrees = || ArgValueCandidates::new(worktree_names);
+    let mut cmd = Cli::command();
+    for sub in ["render", "env", "exec", "get", "status"] {
+        cmd = cmd.mut_subcommand(sub, |c| c.mut_arg("worktree", |a| a.add(worktrees())));
+    }
+    for sub in ["allocate", "release", "remove"] {
+        cmd = cmd.mut_subcommand(sub, |c| c.mut_arg("worktree", |a| a.add(worktrees())));
+    }
+    cmd = cmd.mut_subcommand("get", |c| {
+        c.mut_arg("service", |a| a.add(ArgValueCandidates::new(service_names)))
+    });
+    cmd = cmd.mut_subcommand("release", |c| {
+        c.mut_arg("services", |a| {
+            a.add(ArgValueCandidates::new(service_names))
+        })
+    });
+    for sub in ["allocate", "add"] {
+        cmd = cmd.mut_subcommand(sub, |c| {
+            c.mut_arg("ports", |a| {
+                a.add(ArgValueCandidates::new(service_assignments))
+            })
+        });
+    }
+    cmd.mut_subcommand("allocate", |c| {
+        c.mut_arg("moves", |a| a.add(ArgValueCandidates::new(service_names)))
+    })
+}
+
+/// Answer the shell's question when `VAR` is set (and return normally when it is not).
+pub fn answer_if_asked() {
+    clap_complete::CompleteEnv::with_factory(command)
+        .var(VAR)
+        .bin(BIN)
+        .completer(BIN)
+        .complete();
+}
+
+fn worktree_names() -> Vec<CompletionCandidate> {
+    let Ok(ws) = Workspace::open() else {
+        return Vec::new();
+    };
+    let Ok(worktrees) = ws.repo().worktrees() else {
+        return Vec::new();
+    };
+    worktrees
+        .into_iter()
+        .map(|w| CompletionCandidate::new(w.key).help(Some(w.path.display().to_string().into())))
+        .collect()
+}
+
+fn services() -> Vec<String> {
+    Workspace::open()
+        .and_then(|ws| ws.target(None))
+        .map(|t| t.config.services.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn service_names() -> Vec<CompletionCandidate> {
+    services()
+        .into_iter()
+        .map(CompletionCandidate::new)
+        .collect()
+}
+
+fn service_assignments() -> Vec<CompletionCandidate> {
+    services()
+        .into_iter()
+        .map(|s| CompletionCandidate::new(format!("{s}=")))
+        .collect()
+}

@@ -1,0 +1,119 @@
+//! `install-man [--dir DIR]`: the man pages, generated from the clap definitions
+//! (clap_mangen): `git-worktree-ports.1` and one `git-worktree-ports-<command>.1` per command.
+//! By default they go where man-db looks for the installed binary: `share/man/man1` beside
+//! its `bin` directory (man-db derives `<prefix>/share/man` from each `<prefix>/bin` in PATH),
+//! else `$XDG_DATA_HOME/man/man1` (`~/.local/share/man/man1`). Then `man git-worktree-ports`
+//! and `git worktree-ports --help` (git asks man) work.
+//!
+//! Writes only the pages, each atomically; prints where they went.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::cli::InstallManArgs;
+use crate::commands::Report;
+use crate::error::{Code, Error};
+use crate::fsio::{self, Durability, Mode, WriteOptions};
+
+/// Run `install-man`.
+pub fn run(args: &InstallManArgs) -> anyhow::Result<Report> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => default_dir()?,
+    };
+    let pages = pages();
+    for (name, roff) in &pages {
+        let path = dir.join(name);
+        fsio::write_atomic(
+            &path,
+            roff,
+            WriteOptions {
+                durability: Durability::File,
+                mode: Mode::Fixed(0o644),
+                label: "man",
+            },
+        )
+        .with_context(|| format!("could not write the man page {}", path.display()))?;
+    }
+    let mut out = format!("wrote {} man pages to {}\n", pages.len(), dir.display());
+    if args.dir.is_none() {
+        out.push_str("try: man git-worktree-ports, or git worktree-ports --help\n");
+    } else {
+        out.push_str(&format!(
+            "man finds them when {} is in MANPATH\n",
+            dir.parent().unwrap_or(&dir).display()
+        ));
+    }
+    Ok(Report::ok(out))
+}
+
+/// Every page: (file name, roff source). The hidden `hook` command has none.
+pub fn pages() -> Vec<(String, Vec<u8>)> {
+    let mut cmd = crate::commands::completions::command()
+        .name("git-worktree-ports")
+        .bin_name("git-worktree-ports")
+        .disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    collect(&cmd, "git-worktree-ports", "git worktree-ports", &mut pages);
+    pages
+}
+
+/// `name`: the page's (`git-worktree-ports-list`); `usage`: how it is typed (`git
+/// worktree-ports list`).
+fn collect(cmd: &clap::Command, name: &str, usage: &str, pages: &mut Vec<(String, Vec<u8>)>) {
+    let page = cmd
+        .clone()
+        .name(name.to_string())
+        .bin_name(usage.to_string())
+        .version(env!("CARGO_PKG_VERSION"));
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut roff)
+        .expect("rendering into memory");
+    pages.push((format!("{name}.1"), roff));
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let sub_name = sub.get_name();
+        collect(
+            sub,
+            &format!("{name}-{sub_name}"),
+            &format!("{usage} {sub_name}"),
+            pages,
+        );
+    }
+}
+
+/// `<bin>/../share/man/man1` when that can be written, else `$XDG_DATA_HOME/man/man1`.
+fn default_dir() -> anyhow::Result<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.canonicalize().ok())
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/man/man1")));
+    if let Some(dir) = beside.filter(|d| writable(d)) {
+        return Ok(dir);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .ok_or_else(|| {
+            Error::new(
+                Code::IoError,
+                "no place for the man pages: set HOME or XDG_DATA_HOME, or pass --dir DIR",
+            )
+        })?;
+    Ok(data.join("man/man1"))
+}
+
+/// True when `dir`, or the nearest existing directory above it, is writable by us.
+fn writable(dir: &Path) -> bool {
+    let existing = dir.ancestors().find(|d| d.exists());
+    existing.is_some_and(|d| {
+        let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: access(2) only reads the path.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    })
+}

@@ -1,0 +1,367 @@
+//! The finish of a git command: man pages (`install-man`, `git worktree-ports --help`),
+//! shell completions (bash through git's own completion, zsh, fish, PowerShell, elvish),
+//! `--color`, and `add`'s git options as real, typed options.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{TestRepo, bin};
+
+/// Whether `program` runs here; when not, the test says why it skips.
+fn have(program: &str, test: &str) -> bool {
+    let ok = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped {test}: {program} is not installed (.ci/run installs it)");
+    }
+    ok
+}
+
+/// `man -l` renders `page` as plain text.
+fn man_text(page: &Path) -> String {
+    let out = Command::new("man")
+        .args(["--nh", "--nj", "-l"])
+        .arg(page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "200")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "man -l {}: {out:?}", page.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
+    if !have("man", "install_man_writes_a_page_per_command") {
+        return;
+    }
+    let repo = TestRepo::new();
+    let dir = repo.env.root().join("man/man1");
+    let out = repo
+        .wp(["install-man", "--dir", dir.to_str().unwrap()])
+        .succeeds()
+        .stdout();
+    assert!(out.contains("wrote 30 man pages"), "{out}");
+    // Every visible command has a page naming each of its long options.
+    let cmd = git_worktree_ports::commands::completions::command();
+    let mut checked = 0;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let page = dir.join(format!("git-worktree-ports-{}.1", sub.get_name()));
+        let text = man_text(&page);
+        assert!(
+            text.contains(&format!("git worktree-ports {}", sub.get_name())),
+            "{}:\n{text}",
+            page.display()
+        );
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            if let Some(long) = arg.get_long() {
+                assert!(
+                    text.contains(&format!("--{long}")),
+                    "{} does not name --{long}:\n{text}",
+                    page.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} options checked");
+    let add = man_text(&dir.join("git-worktree-ports-add.1"));
+    for opt in ["--detach", "--orphan", "-b <NAME>", "--port <SERVICE=PORT>"] {
+        assert!(add.contains(opt), "add's page lacks {opt}:\n{add}");
+    }
+    let main = man_text(&dir.join("git-worktree-ports.1"));
+    assert!(
+        main.contains("git-worktree-ports-status(1)") || main.contains("status"),
+        "{main}"
+    );
+}
+
+/// `git worktree-ports --help` is git's `man git-worktree-ports`: after `install-man`
+/// without --dir, man finds the page beside the binary (man-db derives <prefix>/share/man
+/// from <prefix>/bin in PATH).
+#[test]
+fn help_through_git_shows_the_installed_man_page() {
+    if !have("man", "help_through_git_shows_the_installed_man_page") {
+        return;
+    }
+    let repo = TestRepo::new();
+    let prefix = repo.env.root().join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    let installed = prefix.join("bin/git-worktree-ports");
+    std::fs::copy(bin(), &installed).unwrap();
+    let path = std::env::join_paths(std::iter::once(prefix.join("bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(if args[0] == "git" {
+            "git"
+        } else {
+            installed.to_str().unwrap()
+        });
+        cmd.args(&args[1..]).current_dir(&repo.root);
+        repo.env.apply(&mut cmd);
+        cmd.env("PATH", &path)
+            .env("MANPAGER", "cat")
+            .env("GIT_PAGER", "cat")
+            .env("MANWIDTH", "200")
+            .env_remove("MANPATH");
+        cmd.output().unwrap()
+    };
+    let before = run(&["git", "worktree-ports", "--help"]);
+    assert!(
+        !before.status.success(),
+        "no page yet, git's help fails: {before:?}"
+    );
+    let out = run(&["self", "install-man"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&prefix.join("share/man/man1").display().to_string()),
+        "{said}"
+    );
+    let help = run(&["git", "worktree-ports", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    assert!(
+        text.contains("NAME") && text.contains("git-worktree-ports"),
+        "{text}"
+    );
+    assert!(text.contains("--color"), "{text}");
+}
+
+/// A bin directory nobody may write to: the pages go to $XDG_DATA_HOME/man/man1.
+#[test]
+fn install_man_falls_back_to_the_user_data_dir() {
+    let repo = TestRepo::new();
+    let prefix = repo.env.root().join("ro");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    let installed = prefix.join("bin/git-worktree-ports");
+    std::fs::copy(bin(), &installed).unwrap();
+    let mut perms = std::fs::metadata(&prefix).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+    std::fs::set_permissions(&prefix, perms).unwrap();
+    if nix_is_root() {
+        eprintln!("skipped install_man_falls_back_to_the_user_data_dir: root may write anywhere");
+        return;
+    }
+    let mut cmd = Command::new(&installed);
+    cmd.arg("install-man").current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let want = repo
+        .env
+        .root()
+        .join("home/.local/share/man/man1/git-worktree-ports.1");
+    assert!(want.is_file(), "{out:?}");
+    assert!(!prefix.join("share").exists());
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Run `script` in bash with git's completion and ours loaded; `complete WORDS...` prints
+/// the candidates as [a][b].
+fn bash_complete(repo: &TestRepo, lines: &str) -> String {
+    let ours = repo.wp(["completions", "bash"]).succeeds().stdout();
+    let file = repo.env.root().join("completion.bash");
+    std::fs::write(&file, ours).unwrap();
+    let script = format!(
+        r#"source /usr/share/bash-completion/completions/git
+source {}
+complete_words() {{
+    COMP_WORDS=("$@"); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+    COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}; COMPREPLY=()
+    if [[ $1 == git ]]; then __git_wrap__git_main; else _clap_complete_git_worktree_ports "$1" "${{COMP_WORDS[COMP_CWORD]}}"; fi
+    printf '[%s]' "${{COMPREPLY[@]}}"; echo
+}}
+{lines}
+"#,
+        file.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", &script])
+        .current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bash_completes_through_gits_own_completion_with_worktrees_and_services() {
+    if !Path::new("/usr/share/bash-completion/completions/git").is_file() {
+        eprintln!(
+            "skipped bash_completes_through_gits_own_completion: git's bash completion is not installed"
+        );
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.wp(["add", "../feature-x"]).succeeds();
+    let out = bash_complete(
+        &repo,
+        "complete_words git worktree-ports sta\n\
+         complete_words git worktree-ports status -w ''\n\
+         complete_words git worktree-ports get ''\n\
+         complete_words git worktree-ports allocate --port ''\n\
+         complete_words git worktree-ports release --service ''\n\
+         complete_words git -C . worktree-ports st\n\
+         complete_words git-worktree-ports li",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "[status ]", "{out}");
+    assert!(
+        lines[1].contains("[main ]") && lines[1].contains("[feature-x ]"),
+        "{out}"
+    );
+    for service in ["web", "db"] {
+        assert!(lines[2].contains(&format!("[{service} ]")), "{out}");
+        assert!(lines[3].contains(&format!("[{service}=]")), "{out}");
+        assert!(lines[4].contains(&format!("[{service} ]")), "{out}");
+    }
+    assert_eq!(lines[5], "[status ]", "{out}");
+    assert!(lines[6].contains("[list]"), "{out}");
+}
+
+#[test]
+fn zsh_loads_the_script_and_plugs_into_gits_completion() {
+    if !have("zsh", "zsh_loads_the_script_and_plugs_into_gits_completion") {
+        return;
+    }
+    let repo = TestRepo::new();
+    let file = repo.env.root().join("completion.zsh");
+    std::fs::write(&file, repo.wp(["completions", "zsh"]).succeeds().stdout()).unwrap();
+    let script = format!(
+        "autoload -U compinit && compinit -u -d {dump}\nsource {file} || exit 3\n\
+         (( $+functions[_git-worktree-ports] )) && print git-ok\nprint ${{_comps[git-worktree-ports]}}",
+        dump = repo.env.root().join("zcompdump").display(),
+        file = file.display()
+    );
+    let mut cmd = Command::new("zsh");
+    cmd.args(["-f", "-c", &script]).current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("git-ok"), "{text}");
+    assert!(
+        text.contains("_clap_dynamic_completer_git_worktree_ports"),
+        "{text}"
+    );
+}
+
+#[test]
+fn fish_completes_commands_and_worktree_names() {
+    if !have("fish", "fish_completes_commands_and_worktree_names") {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.wp(["add", "../feature-y"]).succeeds();
+    let file = repo.env.root().join("completion.fish");
+    std::fs::write(&file, repo.wp(["completions", "fish"]).succeeds().stdout()).unwrap();
+    let script = format!(
+        "source {}; complete -C 'git-worktree-ports sta'; complete -C 'git-worktree-ports env -w '",
+        file.display()
+    );
+    let mut cmd = Command::new("fish");
+    cmd.args(["--no-config", "-c", &script])
+        .current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.lines().any(|l| l.starts_with("status\t")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("feature-y\t")), "{text}");
+}
+
+#[test]
+fn powershell_and_elvish_scripts_register_the_command() {
+    let repo = TestRepo::new();
+    let ps = repo.wp(["completions", "powershell"]).succeeds().stdout();
+    assert!(
+        ps.contains("Register-ArgumentCompleter") && ps.contains("git-worktree-ports"),
+        "{ps}"
+    );
+    let elvish = repo.wp(["completions", "elvish"]).succeeds().stdout();
+    assert!(
+        elvish.contains("arg-completer[git-worktree-ports]"),
+        "{elvish}"
+    );
+    let unknown = repo.wp(["completions", "tcsh"]).output();
+    assert_eq!(unknown.code(), Some(2), "{}", unknown.describe());
+}
+
+#[test]
+fn color_always_never_and_no_color() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    // Through a pipe: auto is plain, always colours (even with NO_COLOR: the flag wins),
+    // never is plain.
+    let auto = repo.wp(["doctor"]).succeeds().stdout();
+    assert!(!auto.contains('\x1b'), "{auto}");
+    let always = repo.wp(["--color", "always", "doctor"]).succeeds().stdout();
+    assert!(always.contains("\x1b[2minfo\x1b[0m"), "{always}");
+    let always_after = repo.wp(["doctor", "--color=always"]).succeeds().stdout();
+    assert_eq!(always, always_after);
+    let never = repo
+        .wp(["doctor", "--color", "never"])
+        .env_remove("NO_COLOR")
+        .succeeds()
+        .stdout();
+    assert!(!never.contains('\x1b'), "{never}");
+    // Errors and warnings: the label only.
+    let err = repo.wp(["--color=always", "get", "nope"]).fails().stderr();
+    assert!(err.contains("\x1b[31merror:\x1b[0m"), "{err}");
+    let err = repo.wp(["get", "nope"]).fails().stderr();
+    assert!(err.starts_with("git-worktree-ports: error: "), "{err}");
+    let bad = repo.wp(["--color=sometimes", "list"]).output();
+    assert_eq!(bad.code(), Some(2), "{}", bad.describe());
+}
+
+#[test]
+fn add_takes_gits_options_as_typed_options() {
+    let repo = TestRepo::new();
+    let help = repo.wp(["add", "--help"]).succeeds().stdout();
+    for opt in [
+        "--detach",
+        "--lock",
+        "--reason <TEXT>",
+        "--orphan",
+        "-b <NAME>",
+        "--port <SERVICE=PORT>",
+    ] {
+        assert!(help.contains(opt), "{help}");
+    }
+    // git gets them: a locked worktree with its reason, on a new branch.
+    let out = repo
+        .wp([
+            "add",
+            "--lock",
+            "--reason",
+            "-in use-",
+            "-b",
+            "locked-br",
+            "../locked",
+            "--json",
+        ])
+        .succeeds()
+        .json();
+    assert_eq!(out["branch"], "locked-br");
+    let list = repo.git(["worktree", "list", "--porcelain"]);
+    assert!(list.contains("locked -in use-"), "{list}");
+    // An option git does not have is a usage error before anything runs.
+    let bad = repo.wp(["add", "--frobnicate", "../nope"]).output();
+    assert_eq!(bad.code(), Some(2), "{}", bad.describe());
+    assert!(bad.stderr().contains("--frobnicate"), "{}", bad.describe());
+    assert!(!repo.root.parent().unwrap().join("nope").exists());
+    // A path that starts with `-` after `--` stays a path.
+    repo.wp(["add", "--no-render", "-b", "dashed", "--", "-dash"])
+        .succeeds();
+    assert!(repo.root.join("-dash").is_dir());
+}
