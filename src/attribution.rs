@@ -10,8 +10,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use crate::procs::{Listener, Process};
 
 /// A worktree a process may run in.
@@ -124,32 +122,6 @@ pub fn innermost<'k>(cwd: &Path, known: &'k [Known]) -> Option<&'k Known> {
         .iter()
         .filter(|k| cwd.starts_with(&k.path))
         .max_by_key(|k| (k.path.components().count(), k.exists))
-}
-
-/// A listener for `--json`: port, protocol, pid, command, uid, cwd, and whose.
-pub fn listener_json(l: &Listener, whose: &Whose) -> Value {
-    let p = l.process.as_ref();
-    let mut v = json!({
-        "port": l.port,
-        "protocol": l.protocol,
-        "pid": p.map(|p| p.pid),
-        "command": p.map(|p| p.command.clone()),
-        "uid": p.and_then(|p| p.uid).or(l.uid),
-        "cwd": p.and_then(|p| p.cwd.as_ref()).map(|c| c.display().to_string()),
-        "cwd_deleted": p.map(|p| p.cwd_deleted),
-        "whose": whose.kind(),
-    });
-    match whose {
-        Whose::Worktree { repository, name }
-        | Whose::Orphan {
-            repository, name, ..
-        } => {
-            v["worktree"] = json!(name);
-            v["repository"] = json!(repository.as_ref().map(|r| r.display().to_string()));
-        }
-        _ => {}
-    }
-    v
 }
 
 /// `pid 1234 (python3 -m http.server 8081)`, or the uid when the process is not readable.

@@ -20,6 +20,10 @@ pub struct Cli {
     /// When to colour the output: auto (a terminal, and NO_COLOR unset), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
+    /// Print the JSON Schema of COMMAND's `--json` answer (`error`: of any command's error),
+    /// then exit.
+    #[arg(long, value_name = "COMMAND", value_enum, exclusive = true)]
+    pub print_schema: Option<SchemaName>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,6 +43,12 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let mut cli = Cli::try_parse_from(args)?;
+        if let (Some(_), Some(_)) = (&cli.print_schema, &cli.command) {
+            return Err(<Cli as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--print-schema takes no command: git worktree-ports --print-schema <COMMAND>",
+            ));
+        }
         if let Some(Command::Add(a)) = &mut cli.command {
             a.options = AddOptions::from_args(a);
         }
@@ -83,6 +93,49 @@ pub enum ColorChoice {
     Always,
     /// Never colour.
     Never,
+}
+
+/// The answers `--print-schema` documents: one per command with `--json`, and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaName {
+    /// `allocate --json` and `add --json`.
+    Allocate,
+    /// `add --json` (the same answer as allocate).
+    Add,
+    /// `list --json`.
+    List,
+    /// `list --all --json`.
+    ListAll,
+    /// `release --json`.
+    Release,
+    /// `release --lease ID --json`.
+    ReleaseLease,
+    /// `prune --json`.
+    Prune,
+    /// `check --json`.
+    Check,
+    /// `remove --json`.
+    Remove,
+    /// `render --json`.
+    Render,
+    /// `env --format json`.
+    Env,
+    /// `repair --json`.
+    Repair,
+    /// `suggest --json`.
+    Suggest,
+    /// `lease --json`.
+    Lease,
+    /// `status --json`.
+    Status,
+    /// `doctor --json`.
+    Doctor,
+    /// `proxy status --json`.
+    ProxyStatus,
+    /// `hooks status --json`.
+    HooksStatus,
+    /// Any command's error with `--json`.
+    Error,
 }
 
 /// The subcommands.

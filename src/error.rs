@@ -123,16 +123,31 @@ impl Error {
         self
     }
 
-    /// The seed's JSON error object.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "success": false,
-            "error": self.code.as_str(),
-            "message": self.message,
-            "details": self.details,
-            "suggestions": self.suggestions,
-        })
+    /// The JSON error object (`--print-schema error`).
+    pub fn to_json(&self) -> ErrorAnswer {
+        ErrorAnswer {
+            success: false,
+            error: self.code.as_str(),
+            message: self.message.clone(),
+            details: self.details.clone(),
+            suggestions: self.suggestions.clone(),
+        }
     }
+}
+
+/// A failure with `--json`, on stdout (the exit code is 1).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorAnswer {
+    /// Always false.
+    pub success: bool,
+    /// The stable code: PORT_IN_USE, RANGE_EXHAUSTED, ... (the README's error table).
+    pub error: &'static str,
+    /// What went wrong and what to do, as the text form says it.
+    pub message: String,
+    /// Facts for scripts; which keys depends on the code (port, service, worktree, holder...).
+    pub details: Value,
+    /// Free ports to try instead, when the error is about a port.
+    pub suggestions: Vec<u16>,
 }
 
 impl fmt::Display for Error {
@@ -170,7 +185,7 @@ mod tests {
         let e = Error::new(Code::PortAllocated, "port 8081 is allocated to feature")
             .with_details(json!({"port": 8081}))
             .with_suggestions(vec![8082, 8083, 8084]);
-        let v = e.to_json();
+        let v = serde_json::to_value(e.to_json()).unwrap();
         assert_eq!(v["success"], false);
         assert_eq!(v["error"], "PORT_ALLOCATED");
         assert_eq!(v["details"]["port"], 8081);

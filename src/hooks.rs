@@ -29,7 +29,7 @@ pub const INSIDE_ADD_ENV: &str = "GIT_WORKTREE_PORTS_INSIDE_ADD";
 const MARKER: &str = "# git-worktree-ports post-checkout hook";
 
 /// A hook manager that owns the hooks directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Manager {
     /// husky (core.hooksPath = .husky/_).
@@ -75,8 +75,8 @@ impl Manager {
     }
 }
 
-/// What is in a hooks directory.
-#[derive(Debug, Clone, Serialize)]
+/// What is in a hooks directory (`hooks status --json`).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct State {
     /// The hooks directory.
     pub dir: PathBuf,

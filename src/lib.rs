@@ -41,7 +41,11 @@ use cli::{Cli, Command};
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     commands::set_colour(cli.color);
     let Some(command) = &cli.command else {
-        unreachable!("clap prints help when no command is given")
+        let name = cli
+            .print_schema
+            .expect("clap prints help when nothing is given");
+        print_stdout(&commands::schema::print(name))?;
+        return Ok(ExitCode::SUCCESS);
     };
     let report = match command {
         Command::Completions(a) => commands::completions::run(a)?,
@@ -87,10 +91,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 pub fn report_error(err: &anyhow::Error, json: bool) {
     let e = error::classify(err);
     if json {
-        let text = format!(
-            "{}\n",
-            serde_json::to_string_pretty(&e.to_json()).expect("json")
-        );
+        let answer = commands::schema::Versioned {
+            schema: commands::schema::VERSION,
+            answer: e.to_json(),
+        };
+        let text = format!("{}\n", serde_json::to_string_pretty(&answer).expect("json"));
         if print_stdout(&text).is_err() {
             eprintln!("git-worktree-ports: error: {e}");
         }

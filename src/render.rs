@@ -364,7 +364,7 @@ struct Output {
 }
 
 /// What happens (in a [`Plan`]) or happened (in [`Rendered`]) to one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileAction {
     /// Written (created or updated); in a plan: stale, would be written.

@@ -11,13 +11,15 @@ use super::{Ctx, Probe, Request};
 use crate::config::Block;
 
 /// One suggestion: a complete set of ports for a new worktree (or installation).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Suggestion {
     /// Service -> port.
     pub ports: BTreeMap<String, u16>,
     /// Block strategy: the slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<u32>,
     /// Block strategy: the block (first and last port).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub block: Option<[u16; 2]>,
 }
 

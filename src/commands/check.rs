@@ -2,7 +2,8 @@
 //! and service (any repository of the machine index), or held by which process (TCP or UDP).
 //! Exit 1 if any port is not free. Works outside a repository too.
 
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::allocate::Probe;
 use crate::attribution::{self, Known};
@@ -14,6 +15,65 @@ use crate::machine::Machine;
 use crate::probe::SystemProbe;
 use crate::procs;
 use crate::workspace::{Elsewhere, Workspace, canonical, warn};
+
+/// `check --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CheckAnswer {
+    /// Each port asked about, in the order given.
+    pub ports: Vec<CheckedPort>,
+    /// Whether every one is free (the exit code says the same: 0, else 1).
+    pub all_free: bool,
+}
+
+/// One port of `check --json`; which fields are present depends on `status`.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct CheckedPort {
+    /// The port as given (it may be out of range: `invalid`).
+    pub port: u32,
+    /// What it is.
+    pub status: PortStatus,
+    /// `leased`: the lease's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// `allocated`: the worktree it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// `allocated`: the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `allocated` in another repository: that repository's git directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// `in_use`: `tcp` or `udp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// `in_use`: the holder's pid, when it can be seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `in_use`: the holder's command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `in_use`: the holder's user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+}
+
+/// What a checked port is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PortStatus {
+    /// Nobody has it and nothing listens.
+    #[default]
+    Free,
+    /// A worktree of this or another repository has it.
+    Allocated,
+    /// A lease has it.
+    Leased,
+    /// Not allocated, but a process holds it.
+    InUse,
+    /// Outside 1024-65535.
+    Invalid,
+}
 
 /// Run `check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
@@ -61,14 +121,22 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
     let mut all = registry.as_ref().map(|r| r.taken()).unwrap_or_default();
     elsewhere.add_to(&mut all);
     let taken = Some(all);
-    let mut results: Vec<Value> = Vec::new();
+    let mut results: Vec<CheckedPort> = Vec::new();
     let mut lines = String::new();
     for &port in &args.ports {
         let (status, text, extra) = match u16::try_from(port).ok().filter(|p| *p >= MIN_PORT) {
-            None => ("invalid", "outside 1024-65535".to_string(), json!({})),
+            None => (
+                PortStatus::Invalid,
+                "outside 1024-65535".to_string(),
+                CheckedPort::default(),
+            ),
             Some(p) => match taken.as_ref().and_then(|t| t.owner(p)) {
                 Some(o) => (
-                    if o.lease { "leased" } else { "allocated" },
+                    if o.lease {
+                        PortStatus::Leased
+                    } else {
+                        PortStatus::Allocated
+                    },
                     {
                         // Beside the owner, whoever listens on it now, and whose that is.
                         let holder = [Protocol::Tcp, Protocol::Udp]
@@ -88,12 +156,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                         }
                     },
                     match o.lease {
-                        true => json!({"lease": o.worktree}),
-                        false => json!({
-                            "worktree": o.worktree,
-                            "service": o.service,
-                            "repository": o.repository.map(|r| r.display().to_string()),
-                        }),
+                        true => CheckedPort {
+                            lease: Some(o.worktree.to_string()),
+                            ..CheckedPort::default()
+                        },
+                        false => CheckedPort {
+                            worktree: Some(o.worktree.to_string()),
+                            service: Some(o.service.to_string()),
+                            repository: o.repository.map(|r| r.display().to_string()),
+                            ..CheckedPort::default()
+                        },
                     },
                 ),
                 None => {
@@ -102,7 +174,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                         .filter(|proto| !SystemProbe.is_free(p, *proto))
                         .collect();
                     match busy.first() {
-                        None => ("free", "free".to_string(), json!({})),
+                        None => (PortStatus::Free, "free".to_string(), CheckedPort::default()),
                         Some(proto) => {
                             let holder = SystemProbe.holder(p, *proto);
                             let who = match attribute(p) {
@@ -113,33 +185,36 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                                 ),
                             };
                             (
-                                "in_use",
+                                PortStatus::InUse,
                                 format!("in use ({}) by {who}", proto.as_str()),
-                                json!({
-                                    "protocol": proto.as_str(),
-                                    "pid": holder.as_ref().and_then(|h| h.pid),
-                                    "command": holder.as_ref().and_then(|h| h.command.clone()),
-                                    "uid": holder.as_ref().and_then(|h| h.uid),
-                                }),
+                                CheckedPort {
+                                    protocol: Some(proto.as_str().to_string()),
+                                    pid: holder.as_ref().and_then(|h| h.pid),
+                                    command: holder.as_ref().and_then(|h| h.command.clone()),
+                                    uid: holder.as_ref().and_then(|h| h.uid),
+                                    ..CheckedPort::default()
+                                },
                             )
                         }
                     }
                 }
             },
         };
-        let mut entry = json!({"port": port, "status": status});
-        if let (Some(e), Some(x)) = (entry.as_object_mut(), extra.as_object()) {
-            e.extend(x.clone());
-        }
-        results.push(entry);
+        results.push(CheckedPort {
+            port,
+            status,
+            ..extra
+        });
         lines.push_str(&format!("{port}: {text}\n"));
     }
-    let all_free = results.iter().all(|r| r["status"] == "free");
-    let mut report = if args.json {
-        Report::json(&json!({"ports": results, "all_free": all_free}))
-    } else {
-        Report::ok(lines)
-    };
+    let all_free = results.iter().all(|r| r.status == PortStatus::Free);
+    let mut report = Report::ok(lines).or_answer(
+        args.json,
+        CheckAnswer {
+            ports: results,
+            all_free,
+        },
+    );
     report.success = all_free;
     Ok(report)
 }

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::allocate::Want;
 use crate::attribution::{self, Known, Whose};
@@ -98,10 +99,10 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<Report> {
     }
     let attention = findings.iter().any(Finding::open);
     let mut report = match args.json {
-        true => Report::json(&json!({
-            "findings": findings.iter().map(to_json).collect::<Vec<_>>(),
-            "needs_attention": attention,
-        })),
+        true => Report::answer(DoctorAnswer {
+            findings: findings.iter().map(to_json).collect(),
+            needs_attention: attention,
+        }),
         false => Report::ok(text(&findings, args.fix)),
     };
     report.success = !attention;
@@ -464,20 +465,46 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
     }
 }
 
-fn to_json(f: &Finding) -> Value {
-    let mut v = json!({
-        "severity": f.severity.as_str(),
-        "code": f.code,
-        "message": f.message,
-        "fix": f.fix,
-        "safe_fix": f.action.is_some(),
-    });
-    match &f.outcome {
-        Some(Ok(done)) => v["fixed"] = json!(done),
-        Some(Err(e)) => v["fix_failed"] = json!(e),
-        None => {}
+fn to_json(f: &Finding) -> FindingAnswer {
+    FindingAnswer {
+        severity: f.severity.as_str(),
+        code: f.code,
+        message: f.message.clone(),
+        fix: f.fix.clone(),
+        safe_fix: f.action.is_some(),
+        fixed: f.outcome.as_ref().and_then(|o| o.as_ref().ok().cloned()),
+        fix_failed: f.outcome.as_ref().and_then(|o| o.as_ref().err().cloned()),
     }
-    v
+}
+
+/// `doctor --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DoctorAnswer {
+    /// Everything found, most severe first.
+    pub findings: Vec<FindingAnswer>,
+    /// Whether any error or warning is left unfixed (the exit code says the same: 1).
+    pub needs_attention: bool,
+}
+
+/// One finding of `doctor --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FindingAnswer {
+    /// `error`, `warning` or `info`.
+    pub severity: &'static str,
+    /// A stable code (`gone-allocation`, `held-by-foreign`, `literal-port`, ...).
+    pub code: &'static str,
+    /// What is wrong, naming the file, port, worktree or process.
+    pub message: String,
+    /// What to do about it.
+    pub fix: String,
+    /// Whether `doctor --fix` does that safely.
+    pub safe_fix: bool,
+    /// After `--fix`: what was done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<String>,
+    /// After `--fix`: why the fix failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix_failed: Option<String>,
 }
 
 fn text(findings: &[Finding], fixing: bool) -> String {

@@ -3,13 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::cli::{EnvArgs, EnvFormat};
 use crate::commands::{Report, slot_var};
 use crate::config::default_env_name;
 use crate::error::{Code, Error};
 use crate::workspace::{Workspace, peer_query, template_context};
+
+/// `env --format json`: variable -> value, the same variables as the dotenv form (a flat
+/// map a script can load as it is, so it carries no `"schema"` field).
+pub type EnvAnswer = BTreeMap<String, EnvValue>;
+
+/// A variable's value: a port or slot number, or a URL or hostname.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// `WEB_PORT`, `WORKTREE_SLOT`.
+    Number(u64),
+    /// `WEB_URL`, `WORKTREE_HOSTNAME`.
+    Text(String),
+}
 
 /// Run `env`.
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
@@ -48,8 +64,19 @@ pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
                 .collect(),
         ),
         EnvFormat::Json => {
-            let map: Map<String, Value> = vars.into_iter().collect();
-            Report::json(&Value::Object(map))
+            let map: EnvAnswer = (vars.into_iter())
+                .map(|(k, v)| {
+                    let value = match v {
+                        Value::Number(n) => EnvValue::Number(n.as_u64().unwrap_or_default()),
+                        other => EnvValue::Text(text(&other)),
+                    };
+                    (k, value)
+                })
+                .collect();
+            Report::ok(format!(
+                "{}\n",
+                serde_json::to_string_pretty(&map).expect("json")
+            ))
         }
     })
 }

@@ -1,11 +1,12 @@
 //! `hooks install | uninstall | status [--json]`.
 
-use serde_json::json;
-
 use crate::cli::{HooksAction, HooksArgs};
 use crate::commands::Report;
 use crate::hooks::{self, Installed, Uninstalled};
 use crate::workspace::Workspace;
+
+/// `hooks status --json`: the hooks directory's state.
+pub type HooksStatusAnswer = crate::hooks::State;
 
 /// Run `hooks`.
 pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
@@ -44,7 +45,7 @@ pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
         }),
         HooksAction::Status { json } => {
             if *json {
-                Report::json(&json!(state))
+                Report::answer(&state)
             } else {
                 let what = match (&state, state.manager) {
                     (s, _) if s.current => "installed (current)".to_string(),

@@ -7,6 +7,8 @@
 //! `release --lease ID`. A lease whose holder died or whose TTL passed is reclaimed by the
 //! next command that holds the machine lock.
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -29,6 +31,17 @@ pub const RANGE_ENV: &str = "GIT_WORKTREE_PORTS_LEASE_RANGE";
 
 /// Without a command, a lease lasts this long unless `--ttl` says otherwise.
 const DEFAULT_TTL: u64 = 3600;
+
+/// `lease --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LeaseAnswer {
+    /// The lease's id (`release --lease ID`).
+    pub id: String,
+    /// The leased ports.
+    pub ports: Vec<u16>,
+    /// When it ends (RFC 3339, UTC).
+    pub expires_at: String,
+}
 
 /// Run `lease`.
 pub fn run(args: &LeaseArgs) -> anyhow::Result<Report> {
@@ -84,9 +97,13 @@ pub fn run(args: &LeaseArgs) -> anyhow::Result<Report> {
             "git-worktree-ports: lease {id}: held until {until}; give the ports back sooner with `git worktree-ports release --lease {id}`"
         );
         let report = Report::ok(format!("{}\n", ports_text(&lease.ports)));
-        return Ok(report.with_json_if(
+        return Ok(report.or_answer(
             args.json,
-            json!({"id": id, "ports": lease.ports, "expires_at": until}),
+            LeaseAnswer {
+                id,
+                ports: lease.ports,
+                expires_at: until,
+            },
         ));
     }
 

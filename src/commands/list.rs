@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::allocate::Probe;
 use crate::cli::{ListArgs, ListSort};
@@ -15,6 +16,85 @@ use crate::probe::SystemProbe;
 use crate::procs;
 use crate::registry::Ports;
 use crate::workspace::{Other, Workspace, display_path, warn, worktrees_seen_from_here};
+
+/// `list --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListAnswer {
+    /// Every worktree with ports or a record, in name order.
+    pub worktrees: Vec<Row>,
+}
+
+/// One worktree of `list --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Row {
+    /// The worktree's name (`main` for the main worktree).
+    pub name: String,
+    /// Its directory (the recorded one when git no longer has it).
+    pub path: String,
+    /// Its branch, if any.
+    pub branch: Option<String>,
+    /// Its slot (`strategy = "slots"` / `"block"`).
+    pub slot: Option<u32>,
+    /// Its hostname (`feature.app.localhost`).
+    pub hostname: Option<String>,
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Whether git has it and its directory exists.
+    pub exists: bool,
+    /// Whether its directory moved since the ports were given.
+    pub moved: bool,
+    /// Service -> whether anything listens on its port (absent with --no-probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<BTreeMap<String, LiveState>>,
+}
+
+/// Whether something listens on a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveState {
+    /// A process of this user listens.
+    Up,
+    /// Nothing listens.
+    Down,
+    /// Another user's process listens.
+    Foreign,
+}
+
+/// `list --all --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MachineAnswer {
+    /// Every repository of the machine index, by name.
+    pub repositories: Vec<Repo>,
+}
+
+/// One repository of `list --all --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Repo {
+    /// Its name in the index.
+    pub name: String,
+    /// Its git common directory (shown as the repository's path).
+    pub path: String,
+    /// Whether it is gone from disk.
+    pub gone: bool,
+    /// Its worktrees with ports.
+    pub worktrees: Vec<Wt>,
+}
+
+/// One worktree of `list --all --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Wt {
+    /// The worktree's name.
+    pub name: String,
+    /// Its recorded directory.
+    pub path: String,
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Whether the directory exists.
+    pub exists: bool,
+    /// Service -> whether anything listens (absent with --no-probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<BTreeMap<String, LiveState>>,
+}
 
 /// Run `list`.
 pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
@@ -28,17 +108,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     // Every key that has ports or a record.
     let keys = reg.keys();
 
-    struct Row {
-        name: String,
-        path: String,
-        branch: Option<String>,
-        slot: Option<u32>,
-        hostname: Option<String>,
-        ports: BTreeMap<String, u16>,
-        exists: bool,
-        moved: bool,
-    }
-    let rows: Vec<Row> = keys
+    let mut rows: Vec<Row> = keys
         .into_iter()
         .map(|key| {
             let live = worktrees.iter().find(|w| w.key == key);
@@ -58,6 +128,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
                 moved: live.is_some_and(|w| w.moved_from.is_some()),
+                live: None,
             }
         })
         .collect();
@@ -72,28 +143,11 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         )
     });
     if args.json {
-        let list: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let mut v = json!({
-                    "name": r.name,
-                    "path": r.path,
-                    "branch": r.branch,
-                    "slot": r.slot,
-                    "hostname": r.hostname,
-                    "ports": r.ports,
-                    "exists": r.exists,
-                    "moved": r.moved,
-                });
-                if let Some(live) = &live {
-                    let states: BTreeMap<&String, &str> =
-                        r.ports.iter().map(|(s, p)| (s, live.state(*p))).collect();
-                    v["live"] = json!(states);
-                }
-                v
-            })
-            .collect();
-        return Ok(Report::json(&json!({ "worktrees": list })));
+        if let Some(live) = &live {
+            rows.iter_mut()
+                .for_each(|r| r.live = Some(live.states(&r.ports)));
+        }
+        return Ok(Report::answer(ListAnswer { worktrees: rows }));
     }
     if rows.is_empty() {
         return Ok(Report::ok(
@@ -177,25 +231,32 @@ impl Live {
     }
 
     /// `up` (listening, a socket of ours), `foreign` (another user's), `down` (nothing).
-    fn state(&self, port: u16) -> &'static str {
+    /// Each service's state.
+    fn states(&self, ports: &BTreeMap<String, u16>) -> BTreeMap<String, LiveState> {
+        (ports.iter())
+            .map(|(s, p)| (s.clone(), self.state(*p)))
+            .collect()
+    }
+
+    fn state(&self, port: u16) -> LiveState {
         match &self.uids {
             Some(uids) => match uids.get(&port) {
-                Some(uid) if *uid == self.me => "up",
-                Some(_) => "foreign",
-                None => "down",
+                Some(uid) if *uid == self.me => LiveState::Up,
+                Some(_) => LiveState::Foreign,
+                None => LiveState::Down,
             },
             None => match SystemProbe.is_free(port, Protocol::Tcp) {
-                true => "down",
-                false => "up",
+                true => LiveState::Down,
+                false => LiveState::Up,
             },
         }
     }
 
     /// A row's cell: `foreign` if any port is, else `up` if any is, else `down`.
     fn summary(&self, ports: impl Iterator<Item = u16>) -> String {
-        let states: Vec<&str> = ports.map(|p| self.state(p)).collect();
-        let up = states.iter().filter(|s| **s == "up").count();
-        if states.contains(&"foreign") {
+        let states: Vec<LiveState> = ports.map(|p| self.state(p)).collect();
+        let up = states.iter().filter(|s| **s == LiveState::Up).count();
+        if states.contains(&LiveState::Foreign) {
             paint("foreign", Colour::Red)
         } else if up == 0 {
             paint("down", Colour::Dim)
@@ -213,18 +274,6 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
     let machine = Machine::from_env()?;
     let (index, warnings) = machine.read();
     warnings.iter().for_each(|w| warn(w));
-    struct Wt {
-        name: String,
-        path: String,
-        ports: BTreeMap<String, u16>,
-        exists: bool,
-    }
-    struct Repo {
-        name: String,
-        path: String,
-        gone: bool,
-        worktrees: Vec<Wt>,
-    }
     let mut repos: Vec<Repo> = index
         .repositories
         .iter()
@@ -248,6 +297,7 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
                                 exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
                                 path,
                                 ports: o.registry.ports(key).map(Ports::to_map).unwrap_or_default(),
+                                live: None,
                             }
                         })
                         .collect()
@@ -270,28 +320,13 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
     });
 
     if args.json {
-        let list: Vec<_> = repos
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": r.name,
-                    "path": r.path,
-                    "gone": r.gone,
-                    "worktrees": r.worktrees.iter().map(|w| {
-                        let mut v = json!({
-                            "name": w.name, "path": w.path, "ports": w.ports, "exists": w.exists,
-                        });
-                        if let Some(live) = &live {
-                            let states: BTreeMap<&String, &str> =
-                                w.ports.iter().map(|(s, p)| (s, live.state(*p))).collect();
-                            v["live"] = json!(states);
-                        }
-                        v
-                    }).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        return Ok(Report::json(&json!({ "repositories": list })));
+        if let Some(live) = &live {
+            (repos.iter_mut().flat_map(|r| r.worktrees.iter_mut()))
+                .for_each(|w| w.live = Some(live.states(&w.ports)));
+        }
+        return Ok(Report::answer(MachineAnswer {
+            repositories: repos,
+        }));
     }
     if repos.is_empty() {
         return Ok(Report::ok(format!(

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::allocate::Want;
 use crate::cli::{PortArg, PortValue};
@@ -33,6 +34,7 @@ pub mod release;
 pub mod remove;
 pub mod render;
 pub mod repair;
+pub mod schema;
 pub mod status;
 pub mod suggest;
 
@@ -54,18 +56,54 @@ impl Report {
         }
     }
 
-    /// This report, or `value` as JSON when `json` is set.
-    pub fn with_json_if(self, json: bool, value: serde_json::Value) -> Report {
-        if json { Report::json(&value) } else { self }
-    }
-
-    /// Pretty JSON followed by a newline.
-    pub fn json(value: &serde_json::Value) -> Report {
+    /// A typed answer, with its `"schema"` version, as pretty JSON.
+    pub fn answer<T: serde::Serialize>(answer: T) -> Report {
+        let versioned = schema::Versioned {
+            schema: schema::VERSION,
+            answer,
+        };
         Report::ok(format!(
             "{}\n",
-            serde_json::to_string_pretty(value).expect("json")
+            serde_json::to_string_pretty(&versioned).expect("json")
         ))
     }
+
+    /// This report, or `answer` as JSON when `json` is set.
+    pub fn or_answer<T: serde::Serialize>(self, json: bool, answer: T) -> Report {
+        if json { Report::answer(answer) } else { self }
+    }
+}
+
+/// `allocate --json` and `add --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AllocateAnswer {
+    /// The worktree's name (`main` for the main worktree).
+    pub worktree: String,
+    /// Its directory.
+    pub path: String,
+    /// Its branch, if any.
+    pub branch: Option<String>,
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Its slot (`strategy = "slots"` / `"block"`).
+    pub slot: Option<u32>,
+    /// Its hostname (`feature.app.localhost`).
+    pub hostname: Option<String>,
+    /// HTTP service -> its direct URL (`http://feature.app.localhost:8081`).
+    pub urls: BTreeMap<String, String>,
+    /// What `range = "auto"` chose, and why.
+    pub range_choices: Vec<String>,
+    /// The files rendered (empty with --no-render).
+    pub rendered: Vec<FileAnswer>,
+}
+
+/// One rendered file.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileAnswer {
+    /// Relative to the worktree.
+    pub path: String,
+    /// What happened to it.
+    pub action: FileAction,
 }
 
 /// The end of `allocate` and `add`: render (unless told not to), then the worktree's ports
@@ -86,15 +124,18 @@ pub fn render_and_report(
     let ports = &held.ports;
     let wt = &target.wt;
     if json {
-        return Ok(Report::json(&json!({
-            "worktree": wt.key,
-            "path": wt.path.to_string_lossy(),
-            "branch": wt.branch,
-            "ports": ports,
-            "slot": held.slot,
-            "range_choices": target.config.range_choices,
-            "rendered": rendered.as_ref().map(files_json).unwrap_or(json!([])),
-        })));
+        let ctx = crate::workspace::template_context(ws, target, held);
+        return Ok(Report::answer(AllocateAnswer {
+            worktree: wt.key.clone(),
+            path: wt.path.to_string_lossy().into_owned(),
+            branch: wt.branch.clone(),
+            ports: ports.clone(),
+            slot: held.slot,
+            hostname: (!ctx.hostname.is_empty()).then(|| ctx.hostname.clone()),
+            urls: ctx.urls.clone(),
+            range_choices: target.config.range_choices.clone(),
+            rendered: rendered.as_ref().map(files).unwrap_or_default(),
+        }));
     }
     let mut out = describe(target, ports);
     if let Some(r) = &rendered {
@@ -120,13 +161,13 @@ pub fn describe(target: &Target, ports: &BTreeMap<String, u16>) -> String {
 }
 
 /// `[{"path": ".env", "action": "written"}]`.
-pub fn files_json(r: &Rendered) -> Value {
-    json!(
-        r.files
-            .iter()
-            .map(|(p, a)| json!({"path": p.to_string_lossy(), "action": a}))
-            .collect::<Vec<_>>()
-    )
+pub fn files(r: &Rendered) -> Vec<FileAnswer> {
+    (r.files.iter())
+        .map(|(p, a)| FileAnswer {
+            path: p.to_string_lossy().into_owned(),
+            action: a.clone(),
+        })
+        .collect()
 }
 
 /// `rendered .env, config/app.toml in /path` (or `... up to date in`; nothing when there
@@ -177,13 +218,16 @@ pub fn written_files(r: &Rendered) -> Vec<PathBuf> {
 }
 
 /// Characters a terminal shows: colour escapes (`ESC [ ... m`) take no room.
+/// Terminal columns `s` takes: East Asian wide characters count two, combining marks none,
+/// colour escapes none.
 fn visible_width(s: &str) -> usize {
+    use unicode_width::UnicodeWidthChar;
     let mut n = 0;
     let mut in_escape = false;
     for c in s.chars() {
         match (in_escape, c) {
             (false, '\x1b') => in_escape = true,
-            (false, _) => n += 1,
+            (false, _) => n += c.width().unwrap_or(0),
             (true, 'm') => in_escape = false,
             (true, _) => {}
         }
@@ -254,5 +298,17 @@ mod tests {
             vec!["down".to_string(), "y".to_string()],
         ];
         assert_eq!(table(&coloured), "\x1b[32mup\x1b[0m    x\ndown  y\n");
+    }
+
+    /// Wide (CJK) characters take two columns, a combining accent none: the next column
+    /// still starts at the same place on screen.
+    #[test]
+    fn table_aligns_wide_and_non_ascii_names() {
+        let rows = vec![
+            vec!["機能".to_string(), "1".to_string()],
+            vec!["cafe\u{301}".to_string(), "2".to_string()],
+            vec!["ab".to_string(), "3".to_string()],
+        ];
+        assert_eq!(table(&rows), "機能  1\ncafe\u{301}  2\nab    3\n");
     }
 }

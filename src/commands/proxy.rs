@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::cli::{ProxyAction, ProxyArgs};
 use crate::commands::Report;
@@ -52,6 +53,34 @@ fn write(path: &std::path::Path, text: &str, label: &'static str) -> anyhow::Res
             label,
         },
     )
+}
+
+/// `proxy status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProxyStatusAnswer {
+    /// Whether the background proxy runs.
+    pub running: bool,
+    /// Its pid, when it runs.
+    pub pid: Option<u32>,
+    /// The port it listens (or last listened) on.
+    pub port: Option<u16>,
+    /// Every hostname it routes, and where to.
+    pub routes: Vec<RouteAnswer>,
+}
+
+/// One route of `proxy status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RouteAnswer {
+    /// The Host it answers (`feature.app.localhost`, `api.feature.app.localhost`).
+    pub host: String,
+    /// The repository's git directory.
+    pub repository: String,
+    /// The worktree.
+    pub worktree: String,
+    /// The service.
+    pub service: String,
+    /// The port it forwards to.
+    pub port: u16,
 }
 
 /// Run `proxy`.
@@ -184,25 +213,21 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
             let port = machine.proxy_port();
             let (routes, _) = Routes::read(&machine);
             if *json {
-                let list: Vec<_> = routes
-                    .0
-                    .iter()
-                    .map(|(host, r)| {
-                        json!({
-                            "host": host,
-                            "repository": r.repository.display().to_string(),
-                            "worktree": r.worktree,
-                            "service": r.service,
-                            "port": r.port,
-                        })
+                let routes = (routes.0.iter())
+                    .map(|(host, r)| RouteAnswer {
+                        host: host.clone(),
+                        repository: r.repository.display().to_string(),
+                        worktree: r.worktree.clone(),
+                        service: r.service.clone(),
+                        port: r.port,
                     })
                     .collect();
-                return Ok(Report::json(&json!({
-                    "running": pid.is_some(),
-                    "pid": pid,
-                    "port": port,
-                    "routes": list,
-                })));
+                return Ok(Report::answer(ProxyStatusAnswer {
+                    running: pid.is_some(),
+                    pid,
+                    port,
+                    routes,
+                }));
             }
             let mut out = match (pid, port) {
                 (Some(pid), Some(port)) => format!("the proxy runs (pid {pid}) on port {port}\n"),

@@ -8,10 +8,10 @@
 //! with a controlling terminal, never another user's, never anything outside a deleted
 //! worktree.
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-use serde_json::json;
 
 use crate::attribution::{self, Whose};
 use crate::cli::PruneArgs;
@@ -22,12 +22,45 @@ use crate::procs;
 use crate::registry::{Ports, Registry};
 use crate::workspace::{Workspace, display_path, lock_machine, warn, worktrees_seen_from_here};
 
-struct Pruned {
-    repo: Option<String>,
-    key: String,
-    path: String,
-    reason: &'static str,
-    ports: BTreeMap<String, u16>,
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Pruned {
+    /// `prune --all`: the repository's name.
+    #[serde(rename = "repository")]
+    pub repo: Option<String>,
+    /// The worktree's name.
+    #[serde(rename = "name")]
+    pub key: String,
+    /// Its recorded directory.
+    pub path: String,
+    /// Why it was pruned.
+    pub reason: &'static str,
+    /// Service -> the port given back.
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// `prune --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PruneAnswer {
+    /// --dry-run: nothing was changed.
+    pub dry_run: bool,
+    /// The worktrees pruned (or that would be).
+    pub pruned: Vec<Pruned>,
+    /// `--all`: repositories gone from disk, dropped from the machine index.
+    pub repositories_gone: Vec<GoneRepository>,
+    /// `--reap`: processes still running in deleted worktrees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<Vec<Orphan>>,
+}
+
+/// A repository of the machine index that is gone from disk.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GoneRepository {
+    /// Its name in the index.
+    pub name: String,
+    /// Its git directory.
+    pub path: String,
+    /// The block it had claimed (`strategy = "block"`): first and last port.
+    pub block: Option<[u16; 2]>,
 }
 
 /// Prune one repository.
@@ -115,19 +148,15 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
     };
 
     if args.json {
-        let list: Vec<_> = pruned
-            .iter()
-            .map(|p| json!({"repository": p.repo, "name": p.key, "path": p.path, "reason": p.reason, "ports": p.ports}))
+        let repositories_gone = (gone_repos.into_iter())
+            .map(|(name, path, block)| GoneRepository { name, path, block })
             .collect();
-        let gone: Vec<_> = gone_repos
-            .iter()
-            .map(|(n, p, block)| json!({"name": n, "path": p, "block": block}))
-            .collect();
-        let mut value = json!({"dry_run": args.dry_run, "pruned": list, "repositories_gone": gone});
-        if args.reap {
-            value["orphans"] = json!(reaped.iter().map(Orphan::to_json).collect::<Vec<_>>());
-        }
-        return Ok(Report::json(&value));
+        return Ok(Report::answer(PruneAnswer {
+            dry_run: args.dry_run,
+            pruned,
+            repositories_gone,
+            orphans: args.reap.then_some(reaped),
+        }));
     }
     let reap_text: String = reaped.iter().map(|o| o.to_text(args.yes)).collect();
     if pruned.is_empty() && gone_repos.is_empty() {
@@ -183,32 +212,28 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
 }
 
 /// A process whose working directory is inside a worktree that no longer exists.
-struct Orphan {
-    pid: u32,
-    command: String,
-    cwd: String,
-    worktree: String,
-    path: String,
-    repo: Option<String>,
-    ports: Vec<u16>,
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Orphan {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line.
+    pub command: String,
+    /// Its working directory.
+    pub cwd: String,
+    /// The deleted worktree's name.
+    pub worktree: String,
+    /// The deleted worktree's directory.
+    pub path: String,
+    /// `--all`: the repository's name.
+    #[serde(rename = "repository")]
+    pub repo: Option<String>,
+    /// The ports it listens on.
+    pub ports: Vec<u16>,
     /// With `--yes`: whether it is gone now.
-    stopped: Option<bool>,
+    pub stopped: Option<bool>,
 }
 
 impl Orphan {
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "pid": self.pid,
-            "command": self.command,
-            "cwd": self.cwd,
-            "worktree": self.worktree,
-            "path": self.path,
-            "repository": self.repo,
-            "ports": self.ports,
-            "stopped": self.stopped,
-        })
-    }
-
     fn to_text(&self, acting: bool) -> String {
         let of = self
             .repo

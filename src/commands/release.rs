@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::ReleaseArgs;
@@ -44,9 +46,32 @@ fn release_lease(id: &str, json: bool) -> anyhow::Result<Report> {
     };
     let text: Vec<String> = ports.iter().map(u16::to_string).collect();
     Ok(
-        Report::ok(format!("released lease {id}: {}\n", text.join(" ")))
-            .with_json_if(json, json!({"lease": id, "released": ports})),
+        Report::ok(format!("released lease {id}: {}\n", text.join(" "))).or_answer(
+            json,
+            LeaseReleaseAnswer {
+                lease: id.to_string(),
+                released: ports,
+            },
+        ),
     )
+}
+
+/// `release --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReleaseAnswer {
+    /// The worktree's name.
+    pub worktree: String,
+    /// Service -> the port given back (empty: it had none).
+    pub released: BTreeMap<String, u16>,
+}
+
+/// `release --lease ID --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LeaseReleaseAnswer {
+    /// The lease's id.
+    pub lease: String,
+    /// The ports given back.
+    pub released: Vec<u16>,
 }
 
 /// Run `release`.
@@ -98,9 +123,10 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
     drop(lock);
 
     if args.json {
-        return Ok(Report::json(
-            &json!({"worktree": key, "released": released}),
-        ));
+        return Ok(Report::answer(ReleaseAnswer {
+            worktree: key,
+            released,
+        }));
     }
     Ok(Report::ok(if released.is_empty() {
         format!("worktree {key} had no ports allocated; nothing to release\n")

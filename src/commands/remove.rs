@@ -6,13 +6,29 @@
 //! ours to release. The entry is ours when its identity token is the removed worktree's, or,
 //! for an entry written before identities, when it is unchanged since before git ran.
 
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::cli::RemoveArgs;
 use crate::commands::{Report, ports_inline};
 use crate::error::{Code, Error};
 use crate::git;
 use crate::workspace::{Workspace, find_worktree, not_found};
+
+/// `remove --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RemoveAnswer {
+    /// The removed worktree's name.
+    pub worktree: String,
+    /// Its directory (gone now).
+    pub path: String,
+    /// Service -> the port given back.
+    pub released: BTreeMap<String, u16>,
+    /// True when a new worktree took the name while this one was removed: its ports stay.
+    pub kept_for_new_worktree: bool,
+}
 
 /// Run `remove`.
 pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
@@ -65,22 +81,23 @@ pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
             wt.path.display(),
             wt.key
         ))
-        .with_json_if(
+        .or_answer(
             args.json,
-            json!({
-                "worktree": wt.key,
-                "path": wt.path.to_string_lossy(),
-                "released": {},
-                "kept_for_new_worktree": true,
-            }),
+            RemoveAnswer {
+                worktree: wt.key.clone(),
+                path: wt.path.to_string_lossy().into_owned(),
+                released: BTreeMap::new(),
+                kept_for_new_worktree: true,
+            },
         ));
     };
     if args.json {
-        return Ok(Report::json(&json!({
-            "worktree": wt.key,
-            "path": wt.path.to_string_lossy(),
-            "released": released,
-        })));
+        return Ok(Report::answer(RemoveAnswer {
+            worktree: wt.key.clone(),
+            path: wt.path.to_string_lossy().into_owned(),
+            released,
+            kept_for_new_worktree: false,
+        }));
     }
     Ok(Report::ok(if released.is_empty() {
         format!("removed {} (it had no ports)\n", wt.path.display())

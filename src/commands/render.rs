@@ -4,11 +4,30 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::cli::RenderArgs;
-use crate::commands::{Report, files_json, render_summary};
+use crate::commands::{FileAnswer, Report, files, render_summary};
 use crate::workspace::Workspace;
+
+/// `render --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RenderAnswer {
+    /// Each worktree rendered.
+    pub worktrees: Vec<RenderedWorktree>,
+}
+
+/// One worktree of `render --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RenderedWorktree {
+    /// The worktree's name.
+    pub worktree: String,
+    /// Its directory.
+    pub path: String,
+    /// Its files and what happened to each.
+    pub files: Vec<FileAnswer>,
+}
 
 /// Run `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
@@ -25,11 +44,14 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
         results.push((target, rendered));
     }
     if args.json {
-        let list: Vec<Value> = results
-            .iter()
-            .map(|(t, r)| json!({"worktree": t.wt.key, "path": t.wt.path.to_string_lossy(), "files": files_json(r)}))
+        let worktrees = (results.iter())
+            .map(|(t, r)| RenderedWorktree {
+                worktree: t.wt.key.clone(),
+                path: t.wt.path.to_string_lossy().into_owned(),
+                files: files(r),
+            })
             .collect();
-        return Ok(Report::json(&json!({"worktrees": list})));
+        return Ok(Report::answer(RenderAnswer { worktrees }));
     }
     if results.is_empty() {
         return Ok(Report::ok(

@@ -11,10 +11,10 @@
 //! worktrees goes to the first and is reported. Records of worktrees git no longer has are
 //! dropped (as `prune` would). Nothing is deleted: a damaged `ports.json` is kept aside.
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-
-use serde_json::json;
 
 use crate::cli::RepairArgs;
 use crate::commands::{Report, ports_inline};
@@ -30,6 +30,45 @@ struct Source {
     /// Parsed whole, when it could be.
     whole: Option<Registry>,
     entries: Vec<(String, String, u64)>,
+}
+
+/// `repair --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RepairAnswer {
+    /// --dry-run: nothing was changed.
+    pub dry_run: bool,
+    /// The worktrees whose ports were kept, and where they were read from.
+    pub kept: Vec<Kept>,
+    /// What was dropped, and why.
+    pub dropped: Vec<String>,
+    /// Worktrees of the sources git no longer has.
+    pub gone: Vec<String>,
+    /// The files read.
+    pub sources: Vec<SourceAnswer>,
+    /// Older copies found (kept aside, not read).
+    pub older: Vec<String>,
+}
+
+/// One kept worktree of `repair --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Kept {
+    /// The worktree's name.
+    pub worktree: String,
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// The sources its ports came from.
+    pub from: Vec<String>,
+}
+
+/// One file `repair` read.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SourceAnswer {
+    /// Its path.
+    pub path: String,
+    /// Whether it parsed as a whole registry.
+    pub whole: bool,
+    /// How many worktree entries were salvaged from it.
+    pub entries: usize,
 }
 
 /// Run `repair`.
@@ -186,14 +225,28 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
     drop(lock);
 
     if args.json {
-        return Ok(Report::json(&json!({
-            "dry_run": args.dry_run,
-            "kept": kept.iter().map(|(w, p, from)| json!({"worktree": w, "ports": p, "from": from})).collect::<Vec<_>>(),
-            "dropped": dropped,
-            "gone": gone,
-            "sources": sources.iter().map(|s| json!({"path": s.path.to_string_lossy(), "whole": s.whole.is_some(), "entries": s.entries.len()})).collect::<Vec<_>>(),
-            "older": older.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-        })));
+        return Ok(Report::answer(RepairAnswer {
+            dry_run: args.dry_run,
+            kept: (kept.into_iter())
+                .map(|(worktree, ports, from)| Kept {
+                    worktree,
+                    ports,
+                    from,
+                })
+                .collect(),
+            dropped,
+            gone,
+            sources: (sources.iter())
+                .map(|s| SourceAnswer {
+                    path: s.path.to_string_lossy().into_owned(),
+                    whole: s.whole.is_some(),
+                    entries: s.entries.len(),
+                })
+                .collect(),
+            older: (older.iter())
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        }));
     }
     let mut out = String::new();
     for p in &older {

@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::allocate::Probe;
 use crate::attribution::{self, Known, Whose};
@@ -60,9 +61,9 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Report> {
         all.extend(repository(&ws, only.as_deref(), false, None)?);
     }
     if args.json {
-        return Ok(Report::json(
-            &json!({"worktrees": all.iter().map(to_json).collect::<Vec<_>>()}),
-        ));
+        return Ok(Report::answer(StatusAnswer {
+            worktrees: all.iter().map(to_json).collect(),
+        }));
     }
     let text: Vec<String> = all.iter().map(to_text).collect();
     Ok(Report::ok(text.join("\n")))
@@ -189,44 +190,181 @@ fn repository(
     Ok(out)
 }
 
-fn to_json(s: &Status) -> Value {
-    let services: Vec<Value> = s
-        .services
-        .iter()
-        .map(|(name, port, proto, listeners, busy)| {
-            let state = match (listeners.is_empty(), busy) {
+fn to_json(s: &Status) -> WorktreeStatus {
+    let services = (s.services.iter())
+        .map(|(name, port, proto, listeners, busy)| ServiceAnswer {
+            service: name.clone(),
+            port: *port,
+            protocol: proto.as_str(),
+            state: match (listeners.is_empty(), busy) {
                 (false, _) => "listening",
                 (true, true) => "busy",
                 (true, false) => "free",
-            };
-            json!({
-                "service": name,
-                "port": port,
-                "protocol": proto.as_str(),
-                "state": state,
-                "listeners": listeners.iter().map(|(l, w)| attribution::listener_json(l, w)).collect::<Vec<_>>(),
-            })
+            },
+            listeners: listeners.iter().map(|(l, w)| listener(l, w)).collect(),
         })
         .collect();
     let files = match &s.files {
-        Ok(files) => json!(
-            files
-                .iter()
-                .map(|(p, state)| json!({"path": p.display().to_string(), "state": state}))
-                .collect::<Vec<_>>()
+        Ok(files) => FilesAnswer::Files(
+            (files.iter())
+                .map(|(p, state)| FileState {
+                    path: p.display().to_string(),
+                    state,
+                })
+                .collect(),
         ),
-        Err(e) => json!({"error": e}),
+        Err(e) => FilesAnswer::Error { error: e.clone() },
     };
-    json!({
-        "repository": s.repository.as_ref().map(|r| r.display().to_string()),
-        "worktree": s.name,
-        "path": s.path.display().to_string(),
-        "slot": s.slot,
-        "hostname": s.hostname,
-        "urls": s.urls.iter().map(|(svc, url, proxy)| json!({"service": svc, "url": url, "proxy_url": proxy})).collect::<Vec<_>>(),
-        "services": services,
-        "files": files,
-    })
+    WorktreeStatus {
+        repository: s.repository.as_ref().map(|r| r.display().to_string()),
+        worktree: s.name.clone(),
+        path: s.path.display().to_string(),
+        slot: s.slot,
+        hostname: s.hostname.clone(),
+        urls: (s.urls.iter())
+            .map(|(service, url, proxy_url)| UrlAnswer {
+                service: service.clone(),
+                url: url.clone(),
+                proxy_url: proxy_url.clone(),
+            })
+            .collect(),
+        services,
+        files,
+    }
+}
+
+/// A listener for `--json`: port, protocol, pid, command, uid, cwd, and whose.
+fn listener(l: &Listener, whose: &Whose) -> ListenerAnswer {
+    let p = l.process.as_ref();
+    let (worktree, repository) = match whose {
+        Whose::Worktree { repository, name }
+        | Whose::Orphan {
+            repository, name, ..
+        } => (
+            Some(name.clone()),
+            repository.as_ref().map(|r| r.display().to_string()),
+        ),
+        _ => (None, None),
+    };
+    ListenerAnswer {
+        port: l.port,
+        protocol: l.protocol,
+        pid: p.map(|p| p.pid),
+        command: p.map(|p| p.command.clone()),
+        uid: p.and_then(|p| p.uid).or(l.uid),
+        cwd: p
+            .and_then(|p| p.cwd.as_ref())
+            .map(|c| c.display().to_string()),
+        cwd_deleted: p.map(|p| p.cwd_deleted),
+        whose: whose.kind(),
+        worktree,
+        repository,
+    }
+}
+
+/// `status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StatusAnswer {
+    /// Each worktree asked about.
+    pub worktrees: Vec<WorktreeStatus>,
+}
+
+/// One worktree of `status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WorktreeStatus {
+    /// `--machine`: the repository's git directory.
+    pub repository: Option<String>,
+    /// The worktree's name.
+    pub worktree: String,
+    /// Its directory.
+    pub path: String,
+    /// Its slot, if the strategy has slots.
+    pub slot: Option<u32>,
+    /// Its hostname.
+    pub hostname: Option<String>,
+    /// Each HTTP service's URLs.
+    pub urls: Vec<UrlAnswer>,
+    /// Each service's port and who listens on it.
+    pub services: Vec<ServiceAnswer>,
+    /// Each rendered file's state, or why rendering cannot be planned.
+    pub files: FilesAnswer,
+}
+
+/// An HTTP service's URLs.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UrlAnswer {
+    /// The service.
+    pub service: String,
+    /// Direct: `http://<hostname>:<port>`.
+    pub url: String,
+    /// Through the proxy, when it is set up.
+    pub proxy_url: Option<String>,
+}
+
+/// One service of `status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ServiceAnswer {
+    /// The service.
+    pub service: String,
+    /// Its port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// `listening` (a listener is known), `busy` (taken, holder unseen) or `free`.
+    pub state: &'static str,
+    /// Who listens on it.
+    pub listeners: Vec<ListenerAnswer>,
+}
+
+/// A process listening on a port.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListenerAnswer {
+    /// The port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// Its pid, when readable.
+    pub pid: Option<u32>,
+    /// Its command line, when readable.
+    pub command: Option<String>,
+    /// Its user id.
+    pub uid: Option<u32>,
+    /// Its working directory, when readable.
+    pub cwd: Option<String>,
+    /// Whether that directory was deleted.
+    pub cwd_deleted: Option<bool>,
+    /// `this` (this worktree), `worktree` (another), `orphan` (of a deleted worktree),
+    /// `foreign` or `unknown`.
+    pub whose: &'static str,
+    /// `worktree` / `orphan`: which.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// `worktree` / `orphan`: its repository's git directory (none: this repository).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+}
+
+/// The files of `status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FilesAnswer {
+    /// Each file's state.
+    Files(Vec<FileState>),
+    /// Why rendering cannot be planned (a template error...).
+    Error {
+        /// The reason.
+        error: String,
+    },
+}
+
+/// One file of `status --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileState {
+    /// Relative to the worktree.
+    pub path: String,
+    /// `up_to_date`, `stale` (a render would change it) or `tracked` (git tracks it; never
+    /// written).
+    pub state: &'static str,
 }
 
 fn to_text(s: &Status) -> String {

@@ -3,11 +3,11 @@
 //! repository's convention, checked against this registry, every registry and claim of the
 //! machine index, the reserved ports and the probe. Reads only; nothing is locked or written.
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-
-use serde_json::json;
 
 use crate::allocate::suggest::{self, Suggestion};
 use crate::allocate::{BlockSite, Request, choose_block};
@@ -18,6 +18,17 @@ use crate::error::{Code, Error};
 use crate::machine::Machine;
 use crate::probe::{self, SystemProbe};
 use crate::workspace::{Elsewhere, Workspace, display_path, warn};
+
+/// `suggest --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SuggestAnswer {
+    /// `ranges` or `block`.
+    pub strategy: String,
+    /// The convention followed, in words.
+    pub convention: String,
+    /// The next suggestion first, then alternatives.
+    pub suggestions: Vec<Suggestion>,
+}
 
 /// Run `suggest`.
 pub fn run(args: &SuggestArgs) -> anyhow::Result<Report> {
@@ -136,24 +147,11 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Report> {
         Strategy::Block(_) => "block",
     };
     if args.json {
-        let items: Vec<_> = list
-            .iter()
-            .map(|s| {
-                let mut item = json!({"ports": s.ports});
-                if let Some(slot) = s.slot {
-                    item["slot"] = json!(slot);
-                }
-                if let Some(block) = s.block {
-                    item["block"] = json!(block);
-                }
-                item
-            })
-            .collect();
-        return Ok(Report::json(&json!({
-            "strategy": strategy,
-            "convention": convention,
-            "suggestions": items,
-        })));
+        return Ok(Report::answer(SuggestAnswer {
+            strategy: strategy.to_string(),
+            convention,
+            suggestions: list,
+        }));
     }
     Ok(Report::ok(text(config, &services, &convention, &list)))
 }

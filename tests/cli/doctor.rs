@@ -58,7 +58,7 @@ fn a_clean_project_reports_nothing_even_with_variables_in_its_files() {
     let json = repo.wp(["doctor", "--json"]).succeeds().json();
     assert_eq!(
         json,
-        serde_json::json!({"findings": [], "needs_attention": false})
+        serde_json::json!({"schema": 1, "findings": [], "needs_attention": false})
     );
 }
 

@@ -15,6 +15,7 @@ mod formats;
 mod get;
 mod hooks;
 mod hostile;
+mod json;
 mod lease;
 mod lifecycle;
 mod list;

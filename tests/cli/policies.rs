@@ -314,6 +314,7 @@ fn suggest_in_the_ranges_strategy_skips_registered_and_busy_ports_and_writes_not
     assert_eq!(
         json,
         serde_json::json!({
+            "schema": 1,
             "strategy": "ranges",
             "convention": "the lowest free port of each service's range",
             "suggestions": [{"ports": {"web": b + 1, "db": b + 21}}],
@@ -366,6 +367,7 @@ fn poem_installations_at_9500_9510_9520_and_a_deleted_ones_gap_refilled() {
     assert_eq!(
         json,
         serde_json::json!({
+            "schema": 1,
             "strategy": "block",
             "convention": "increment of 10 from 9500",
             "suggestions": [
