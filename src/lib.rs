@@ -25,6 +25,7 @@ pub mod machine;
 pub mod names;
 pub mod probe;
 pub mod procs;
+pub mod progress;
 pub mod proxy;
 pub mod registry;
 pub mod render;

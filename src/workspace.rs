@@ -1234,7 +1234,10 @@ impl Workspace {
         let lock = self.lock()?;
         let reg = self.load_locked(&lock, None)?;
         let mut out = Vec::new();
-        for wt in self.repo.worktrees()? {
+        let worktrees = self.repo.worktrees()?;
+        let mut progress = crate::progress::Progress::new("render", worktrees.len());
+        for (i, wt) in worktrees.into_iter().enumerate() {
+            progress.step(i, &wt.key);
             if wt.prunable || !wt.path.is_dir() {
                 continue;
             }

@@ -20,6 +20,7 @@ use crate::config::Strategy;
 use crate::literals;
 use crate::machine::Machine;
 use crate::procs;
+use crate::progress::Progress;
 use crate::registry::{Ports, Registry};
 use crate::workspace::{Holding, Workspace, canonical, lock_machine, warn};
 
@@ -132,7 +133,10 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             .with(Action::Prune(key)),
         );
     }
-    for wt in ws.repo().worktrees()? {
+    let worktrees = ws.repo().worktrees()?;
+    let mut progress = Progress::new("doctor", worktrees.len());
+    for (i, wt) in worktrees.into_iter().enumerate() {
+        progress.step(i, &wt.key);
         if wt.prunable || !wt.path.is_dir() {
             continue;
         }

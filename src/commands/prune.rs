@@ -19,6 +19,7 @@ use crate::commands::{Report, ports_inline};
 use crate::git::WorktreeInfo;
 use crate::machine::Machine;
 use crate::procs;
+use crate::progress::Progress;
 use crate::registry::{Ports, Registry};
 use crate::workspace::{Workspace, display_path, lock_machine, warn, worktrees_seen_from_here};
 
@@ -113,7 +114,9 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
             None => machine.read(),
         };
         warnings.iter().for_each(|w| warn(w));
-        for (common, entry) in &index.repositories {
+        let mut progress = Progress::new("prune", index.repositories.len());
+        for (i, (common, entry)) in index.repositories.iter().enumerate() {
+            progress.step(i, &entry.name);
             if !common.is_dir() {
                 gone_repos.push((
                     entry.name.clone(),

@@ -21,6 +21,7 @@ use crate::commands::{Report, ports_inline};
 use crate::config::MIN_PORT;
 use crate::error::{Code, Error};
 use crate::fsio;
+use crate::progress::Progress;
 use crate::registry::{self, Event, Problem, Registry, WorktreeRecord, now_rfc3339};
 use crate::salvage;
 use crate::workspace::Workspace;
@@ -133,7 +134,9 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
     let mut taken: HashMap<u16, (String, String)> = HashMap::new();
     let mut dropped: Vec<String> = Vec::new();
     let mut kept: Vec<(String, BTreeMap<String, u16>, Vec<String>)> = Vec::new();
-    for wt in &worktrees {
+    let mut progress = Progress::new("repair", worktrees.len());
+    for (i, wt) in worktrees.iter().enumerate() {
+        progress.step(i, &wt.key);
         let mut ports: BTreeMap<String, u16> = BTreeMap::new();
         let mut from: Vec<String> = Vec::new();
         for src in &sources {

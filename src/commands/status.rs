@@ -17,6 +17,7 @@ use crate::config::Protocol;
 use crate::machine::Machine;
 use crate::probe::SystemProbe;
 use crate::procs::{self, Listener};
+use crate::progress::Progress;
 use crate::registry::Ports;
 use crate::render::FileAction;
 use crate::workspace::{Holding, Workspace, canonical, display_path, template_context, warn};
@@ -46,7 +47,12 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Report> {
         let machine = Machine::from_env()?;
         let (index, warnings) = machine.read();
         warnings.iter().for_each(|w| warn(w));
-        for common in index.repositories.keys().filter(|c| c.is_dir()) {
+        let live: Vec<_> = (index.repositories.iter())
+            .filter(|(c, _)| c.is_dir())
+            .collect();
+        let mut progress = Progress::new("status", live.len());
+        for (i, (common, entry)) in live.into_iter().enumerate() {
+            progress.step(i, &entry.name);
             match Workspace::open_at(common) {
                 Ok(ws) => all.extend(repository(&ws, None, true, Some(display_path(common)))?),
                 Err(e) => warn(&format!("skipped {}: {e:#}", common.display())),

@@ -365,3 +365,52 @@ fn add_takes_gits_options_as_typed_options() {
         .succeeds();
     assert!(repo.root.join("-dash").is_dir());
 }
+
+/// A progress line on a terminal's stderr (a pty from script(1)) for `render --all` and
+/// `prune --all`, erased at the end; never through a pipe.
+#[test]
+fn progress_lines_only_on_a_terminal() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).succeeds();
+    for name in ["p1", "p2"] {
+        repo.wp(["add", repo.path(name).to_str().unwrap()])
+            .succeeds();
+    }
+    // A second repository, so that `prune --all` has more than one to go through.
+    let other = repo.another("other", None);
+    repo.wp_in(&other, ["allocate"]).succeeds();
+    let on_pty = |args: &str| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &format!("{} {args}", bin().display()), "/dev/null"])
+            .current_dir(&repo.root);
+        repo.env.apply(&mut cmd);
+        cmd.env("GIT_WORKTREE_PORTS_PROGRESS_AFTER_MS", "0");
+        cmd.output()
+    };
+    let Ok(out) = on_pty("render --all") else {
+        eprintln!("skipped progress_lines_only_on_a_terminal: script(1) is not installed");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    for step in ["render 1/3 ", "render 2/3 ", "render 3/3 "] {
+        assert!(
+            text.contains(&format!("\r\x1b[2Kgit-worktree-ports: {step}")),
+            "{text:?}"
+        );
+    }
+    assert!(text.contains("up to date"), "{text:?}");
+    let out = on_pty("prune --all --dry-run").unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("git-worktree-ports: prune 1/"), "{text:?}");
+    // Through a pipe: nothing but the answer.
+    let piped = repo
+        .wp(["render", "--all"])
+        .env("GIT_WORKTREE_PORTS_PROGRESS_AFTER_MS", "0")
+        .succeeds();
+    assert!(
+        !piped.stderr().contains("render 1/"),
+        "{}",
+        piped.describe()
+    );
+    assert!(!piped.stdout().contains('\r'), "{}", piped.describe());
+}
