@@ -323,3 +323,38 @@ fn the_schema_check_refuses_unknown_fields_wrong_types_and_missing_ones() {
         assert!(validate(&s, &s, &bad, "$").is_err(), "accepted {bad}");
     }
 }
+
+/// The commands that answer only in text: their output pinned too.
+#[test]
+fn commands_without_json_are_pinned_too() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let feat = repo.path("feat");
+    repo.wp(["add", "--no-render", feat.to_str().unwrap()])
+        .succeeds();
+    let mut pin = |name: &str, args: &[&str]| {
+        let out = repo.wp(args).output();
+        assert!(out.0.status.success(), "{name}: {}", out.describe());
+        let text = out.stdout() + &out.stderr();
+        insta::assert_snapshot!(format!("text__{name}"), stable(&text, &repo, None));
+    };
+    pin("get", &["get", "web"]);
+    pin("get-worktree", &["get", "db", "-w", "feat"]);
+    pin("env-shell", &["env", "--format", "shell", "-w", "feat"]);
+    pin(
+        "exec",
+        &[
+            "exec",
+            "-w",
+            "feat",
+            "--",
+            "sh",
+            "-c",
+            "echo web=$WEB_PORT db=$DB_PORT",
+        ],
+    );
+    pin("hosts", &["hosts"]);
+    pin("hooks-install", &["hooks", "install"]);
+    pin("hooks-uninstall", &["hooks", "uninstall"]);
+    pin("proxy-stop", &["proxy", "stop"]);
+}
