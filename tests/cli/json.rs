@@ -332,7 +332,7 @@ fn commands_without_json_are_pinned_too() {
     let feat = repo.path("feat");
     repo.wp(["add", "--no-render", feat.to_str().unwrap()])
         .succeeds();
-    let mut pin = |name: &str, args: &[&str]| {
+    let pin = |name: &str, args: &[&str]| {
         let out = repo.wp(args).output();
         assert!(out.0.status.success(), "{name}: {}", out.describe());
         let text = out.stdout() + &out.stderr();
