@@ -1,6 +1,7 @@
 //! A small, fast HTTP/1.1 server for `benches/proxy.sh`: keep-alive, a 1 KB body, one thread
 //! per connection. Not a benchmark of its own: run by `cargo bench` it has nothing to do and
-//! exits; `BACKEND_PORT=<port>` makes it serve until killed.
+//! exits; `BACKEND_PORT=<port>` makes it serve until killed. `BACKEND_WORK_US=<n>` makes it
+//! spend n microseconds of CPU on each request first, like a light dev-server handler.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -12,6 +13,11 @@ fn main() {
     else {
         return;
     };
+    let work = std::time::Duration::from_micros(
+        (std::env::var("BACKEND_WORK_US").ok())
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0),
+    );
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let body = "x".repeat(1024);
     for stream in listener.incoming().flatten() {
@@ -42,6 +48,10 @@ fn main() {
                     }
                 }
                 let mut skip = vec![0; len];
+                let start = std::time::Instant::now();
+                while start.elapsed() < work {
+                    std::hint::spin_loop();
+                }
                 if reader.read_exact(&mut skip).is_err()
                     || out.write_all(response.as_bytes()).is_err()
                 {
