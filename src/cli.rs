@@ -358,10 +358,15 @@ pub struct AddArgs {
     #[arg(value_name = "COMMIT-ISH")]
     pub commit_ish: Option<String>,
     /// git: create a new branch NAME starting at COMMIT-ISH.
-    #[arg(short = 'b', value_name = "NAME", conflicts_with_all = ["reset_branch", "detach", "orphan"], help_heading = "git worktree add options")]
+    #[arg(short = 'b', value_name = "NAME", conflicts_with_all = ["reset_branch", "detach"], help_heading = "git worktree add options")]
     pub new_branch: Option<String>,
     /// git: create or reset branch NAME to COMMIT-ISH.
-    #[arg(short = 'B', value_name = "NAME", conflicts_with_all = ["detach", "orphan"], help_heading = "git worktree add options")]
+    #[arg(
+        short = 'B',
+        value_name = "NAME",
+        conflicts_with = "detach",
+        help_heading = "git worktree add options"
+    )]
     pub reset_branch: Option<String>,
     /// git: check out even if the branch is checked out elsewhere (twice: even if locked).
     #[arg(short, long, action = clap::ArgAction::Count, help_heading = "git worktree add options")]
@@ -414,8 +419,8 @@ pub struct AddArgs {
     /// git: do not guess a remote branch.
     #[arg(long, help_heading = "git worktree add options")]
     pub no_guess_remote: bool,
-    /// git: create the worktree with an empty, unborn branch.
-    #[arg(long, help_heading = "git worktree add options")]
+    /// git: create the worktree with an empty, unborn branch (named by -b, else after PATH).
+    #[arg(long, conflicts_with_all = ["detach", "commit_ish"], help_heading = "git worktree add options")]
     pub orphan: bool,
     /// Ask for a specific port (SERVICE=PORT) or the automatic choice (SERVICE=auto); repeatable.
     #[arg(long = "port", value_name = "SERVICE=PORT", value_parser = parse_port_arg)]

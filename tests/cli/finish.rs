@@ -48,11 +48,22 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
     // Every visible command has a page naming each of its long options.
     let cmd = git_worktree_ports::commands::completions::command();
     let mut checked = 0;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let page = dir.join(format!("git-worktree-ports-{}.1", sub.get_name()));
+    // Every visible command, nested ones (`proxy run`, `hooks status`) included.
+    let mut todo: Vec<(String, String, &clap::Command)> = (cmd.get_subcommands())
+        .filter(|s| !s.is_hide_set())
+        .map(|s| (s.get_name().to_string(), s.get_name().to_string(), s))
+        .collect();
+    let mut pages = 1;
+    while let Some((file, typed, sub)) = todo.pop() {
+        pages += 1;
+        for nested in sub.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let n = nested.get_name();
+            todo.push((format!("{file}-{n}"), format!("{typed} {n}"), nested));
+        }
+        let page = dir.join(format!("git-worktree-ports-{file}.1"));
         let text = man_text(&page);
         assert!(
-            text.contains(&format!("git worktree-ports {}", sub.get_name())),
+            text.contains(&format!("git worktree-ports {typed}")),
             "{}:\n{text}",
             page.display()
         );
@@ -67,6 +78,7 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
             }
         }
     }
+    assert_eq!(pages, 30, "one page per command");
     assert!(checked > 50, "only {checked} options checked");
     let add = man_text(&dir.join("git-worktree-ports-add.1"));
     for opt in ["--detach", "--orphan", "-b <NAME>", "--port <SERVICE=PORT>"] {
@@ -360,6 +372,22 @@ fn add_takes_gits_options_as_typed_options() {
     assert_eq!(bad.code(), Some(2), "{}", bad.describe());
     assert!(bad.stderr().contains("--frobnicate"), "{}", bad.describe());
     assert!(!repo.root.parent().unwrap().join("nope").exists());
+    // --orphan with -b: an unborn branch of that name (git's own combination).
+    let out = repo
+        .wp([
+            "add",
+            "--no-render",
+            "--orphan",
+            "-b",
+            "fresh",
+            "../orphaned",
+            "--json",
+        ])
+        .succeeds()
+        .json();
+    assert_eq!(out["branch"], "fresh", "{out}");
+    let bad = repo.wp(["add", "--orphan", "--detach", "../nope"]).output();
+    assert_eq!(bad.code(), Some(2), "{}", bad.describe());
     // A path that starts with `-` after `--` stays a path.
     repo.wp(["add", "--no-render", "-b", "dashed", "--", "-dash"])
         .succeeds();
