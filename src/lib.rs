@@ -92,11 +92,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 pub fn report_error(err: &anyhow::Error, json: bool) {
     let e = error::classify(err);
     if json {
-        let answer = commands::schema::Versioned {
-            schema: commands::schema::VERSION,
-            answer: e.to_json(),
-        };
-        let text = format!("{}\n", serde_json::to_string_pretty(&answer).expect("json"));
+        let text = commands::schema::pretty(e.to_json());
         if print_stdout(&text).is_err() {
             eprintln!("git-worktree-ports: error: {e}");
         }

@@ -58,14 +58,7 @@ impl Report {
 
     /// A typed answer, with its `"schema"` version, as pretty JSON.
     pub fn answer<T: serde::Serialize>(answer: T) -> Report {
-        let versioned = schema::Versioned {
-            schema: schema::VERSION,
-            answer,
-        };
-        Report::ok(format!(
-            "{}\n",
-            serde_json::to_string_pretty(&versioned).expect("json")
-        ))
+        Report::ok(schema::pretty(answer))
     }
 
     /// This report, or `answer` as JSON when `json` is set.

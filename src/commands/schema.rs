@@ -24,6 +24,18 @@ pub struct Versioned<T> {
     pub answer: T,
 }
 
+/// `answer` with its version, as pretty JSON and a newline: how every answer is printed.
+pub fn pretty<T: Serialize>(answer: T) -> String {
+    let versioned = Versioned {
+        schema: VERSION,
+        answer,
+    };
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&versioned).expect("answers serialise")
+    )
+}
+
 /// The JSON Schema of one answer, as pretty JSON.
 pub fn print(name: SchemaName) -> String {
     use crate::commands::*;
