@@ -141,47 +141,47 @@ pub enum SchemaName {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Allocate ports for the current (or named) worktree and print them.
-    Allocate(AllocateArgs),
+    /// Create a worktree (`git worktree add`), allocate its ports and render its files.
+    Add(Box<AddArgs>),
     /// List every allocation.
     #[command(visible_alias = "ls")]
     List(ListArgs),
+    /// Each service's port, whether something listens on it and whose it is; files up to date.
+    Status(StatusArgs),
     /// Print the port of one service, alone, for scripts: PORT=$(git worktree-ports get web).
     Get(GetArgs),
-    /// Give a worktree's ports back (all, or only some services).
-    Release(ReleaseArgs),
-    /// Drop allocations of worktrees git no longer has, or whose directory is gone.
-    Prune(PruneArgs),
-    /// Tell, for each port, whether it is free, allocated to a worktree, or held by a process.
-    Check(CheckArgs),
-    /// Create a worktree (`git worktree add`), allocate its ports and render its files.
-    Add(Box<AddArgs>),
-    /// Remove a worktree (`git worktree remove`) and give its ports back.
-    Remove(RemoveArgs),
-    /// Render the worktree's templates (default: `.env`) with its ports.
-    Render(RenderArgs),
     /// Print the worktree's port variables (WEB_PORT=8081 ...), allocating if needed.
     Env(EnvArgs),
     /// Run a command with the worktree's port variables set, allocating if needed.
     Exec(ExecArgs),
-    /// Write a commented .worktree-ports/config.toml and templates/.env.tera to start from.
-    Init(InitArgs),
-    /// Rebuild a damaged registry from git's worktree list and every readable record.
-    Repair(RepairArgs),
+    /// Allocate ports for the current (or named) worktree and print them.
+    Allocate(AllocateArgs),
+    /// Give a worktree's ports back (all, or only some services).
+    Release(ReleaseArgs),
+    /// Remove a worktree (`git worktree remove`) and give its ports back.
+    Remove(RemoveArgs),
+    /// Drop allocations of worktrees git no longer has, or whose directory is gone.
+    Prune(PruneArgs),
+    /// Render the worktree's templates (default: `.env`) with its ports.
+    Render(RenderArgs),
+    /// Tell, for each port, whether it is free, allocated to a worktree, or held by a process.
+    Check(CheckArgs),
     /// Suggest the next free ports (or slots, or blocks) under the repository's strategy.
     Suggest(SuggestArgs),
     /// Lease free ports for a while, machine-wide (temporary services, parallel test runs).
     Lease(LeaseArgs),
-    /// Each service's port, whether something listens on it and whose it is; files up to date.
-    Status(StatusArgs),
     /// Find what is wrong between the registry, git, the machine and the project's files.
     Doctor(DoctorArgs),
+    /// Rebuild a damaged registry from git's worktree list and every readable record.
+    Repair(RepairArgs),
+    /// Write a commented .worktree-ports/config.toml and templates/.env.tera to start from.
+    Init(InitArgs),
+    /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
+    Hooks(HooksArgs),
     /// The proxy that routes <worktree>.<repo>.localhost to each worktree's server.
     Proxy(ProxyArgs),
     /// Print /etc/hosts lines for every worktree hostname (writes nothing).
     Hosts(HostsArgs),
-    /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
-    Hooks(HooksArgs),
     /// Print a shell's completion script (bash and zsh plug into git's own completion).
     Completions(CompletionsArgs),
     /// Write the man pages where `man` (and `git worktree-ports --help`) finds them.
