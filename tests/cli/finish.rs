@@ -268,6 +268,69 @@ fn zsh_loads_the_script_and_plugs_into_gits_completion() {
     );
 }
 
+/// An interactive zsh on a pty (zsh's own zpty module) with compinit, git's completion
+/// (`_git`) and ours: `line<TAB>` is typed, and every candidate the completion system adds
+/// is printed (compadd wrapped), then the shell exits.
+fn zsh_complete(repo: &TestRepo, file: &Path, line: &str) -> Vec<String> {
+    let driver = repo.env.root().join("zsh-complete.zsh");
+    std::fs::write(
+        &driver,
+        r#"zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z 'PROMPT=""; RPROMPT=""'
+zpty -w z "autoload -U compinit && compinit -u -d $HOME/zcompdump-pty"
+zpty -w z "source $1"
+zpty -w z 'compadd () { local -a h; builtin compadd -O h "$@"; (( $#h )) && print -r -l -- "HI""T:"${^h}; builtin compadd "$@"; }'
+zpty -w z 'comppostfuncs=( exit )'
+zpty -n -w z "$2"$'	'
+while zpty -r z line; do
+  [[ $line == *HIT:* ]] && print -r -- ${${line##*HIT:}%$'
+'}
+done
+"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
+        .arg("zsh")
+        .arg("-f")
+        .arg(&driver)
+        .arg(file)
+        .arg(line)
+        .current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    let mut hits: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    hits.sort();
+    hits.dedup();
+    hits
+}
+
+#[test]
+fn zsh_completes_through_gits_completion() {
+    if !have("zsh", "zsh_completes_through_gits_completion") {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.wp(["add", "../feature-z"]).succeeds();
+    let file = repo.env.root().join("completion.zsh");
+    std::fs::write(&file, repo.wp(["completions", "zsh"]).succeeds().stdout()).unwrap();
+    assert_eq!(
+        zsh_complete(&repo, &file, "git worktree-ports sta"),
+        ["status"]
+    );
+    let names = zsh_complete(&repo, &file, "git worktree-ports status -w ");
+    assert_eq!(names, ["feature-z", "main"]);
+    let services = zsh_complete(&repo, &file, "git-worktree-ports get ");
+    assert!(
+        services.contains(&"web".to_string()) && services.contains(&"db".to_string()),
+        "{services:?}"
+    );
+}
+
 #[test]
 fn fish_completes_commands_and_worktree_names() {
     if !have("fish", "fish_completes_commands_and_worktree_names") {
