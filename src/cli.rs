@@ -587,8 +587,9 @@ pub struct ListArgs {
     /// Leave out the LIVE column (whether anything listens on the worktree's ports).
     #[arg(long)]
     pub no_probe: bool,
-    /// Print JSON: {"worktrees": [{"name", "path", "branch", "ports", "exists"}]}; with --all,
-    /// {"repositories": [{"name", "path", "gone", "worktrees": [...]}]}.
+    /// Print JSON: {"schema", "worktrees": [{"name", "path", "branch", "slot", "hostname",
+    /// "ports", "urls", "exists", "moved", "live"}]}; with --all, {"schema", "repositories":
+    /// [{"name", "path", "gone", "worktrees": [...]}]} (`--print-schema list`).
     #[arg(long)]
     pub json: bool,
 }

@@ -593,7 +593,7 @@ pub fn reserved_env_name(name: &str) -> Option<&'static str> {
 }
 
 /// `web` and `api` speak HTTP unless the config says otherwise.
-fn default_http(service: &str) -> bool {
+pub fn default_http(service: &str) -> bool {
     service == "web" || service == "api"
 }
 

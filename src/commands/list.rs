@@ -39,6 +39,8 @@ pub struct Row {
     pub hostname: Option<String>,
     /// Service -> port.
     pub ports: BTreeMap<String, u16>,
+    /// HTTP service -> its direct URL (`http://feature.app.localhost:8081`).
+    pub urls: BTreeMap<String, String>,
     /// Whether git has it and its directory exists.
     pub exists: bool,
     /// Whether its directory moved since the ports were given.
@@ -126,6 +128,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 slot: record.as_ref().and_then(|r| r.slot),
                 hostname: record.as_ref().and_then(|r| r.hostname.clone()),
                 ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
+                urls: BTreeMap::new(),
                 exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
                 moved: live.is_some_and(|w| w.moved_from.is_some()),
                 live: None,
@@ -146,6 +149,23 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         if let Some(live) = &live {
             rows.iter_mut()
                 .for_each(|r| r.live = Some(live.states(&r.ports)));
+        }
+        // Which services speak HTTP: the current worktree's config says (a repository's
+        // worktrees share it; reading every worktree's config would cost a parse each).
+        let http: Option<Vec<String>> = (ws.repo().current().ok().flatten())
+            .and_then(|w| Config::load(&w.path).ok())
+            .map(|c| (c.services.into_iter().filter(|s| s.http).map(|s| s.name)).collect());
+        let is_http = |s: &str| match &http {
+            Some(list) => list.iter().any(|h| h == s),
+            None => crate::config::default_http(s),
+        };
+        for r in rows.iter_mut() {
+            if let Some(host) = &r.hostname {
+                r.urls = (r.ports.iter())
+                    .filter(|(s, _)| is_http(s))
+                    .map(|(s, p)| (s.clone(), format!("http://{host}:{p}")))
+                    .collect();
+            }
         }
         return Ok(Report::answer(ListAnswer { worktrees: rows }));
     }
