@@ -288,6 +288,19 @@ pub fn dispose(registry: Registry) {
 pub struct Workspace {
     repo: Repo,
     paths: Paths,
+    /// `[on] release` commands of worktrees a full range took ports back from (lazy
+    /// reclaim, under the lock): run once the allocation is saved and the lock is let go.
+    reclaimed: std::cell::RefCell<Vec<ReleaseJob>>,
+}
+
+/// An `[on] release` command to run: what it runs, for which worktree, with which ports,
+/// where.
+#[derive(Debug)]
+struct ReleaseJob {
+    cmd: String,
+    target: Target,
+    held: Holding,
+    home: PathBuf,
 }
 
 /// A worktree a command acts on: it exists (its directory is there), and its config is read.
@@ -399,14 +412,22 @@ impl Workspace {
     pub fn open() -> anyhow::Result<Workspace> {
         let repo = Repo::discover()?;
         let paths = Paths::new(repo.common_dir());
-        Ok(Workspace { repo, paths })
+        Ok(Workspace {
+            repo,
+            paths,
+            reclaimed: Default::default(),
+        })
     }
 
     /// Open the repository whose common dir is `common` (another repository of the machine).
     pub fn open_at(common: &Path) -> anyhow::Result<Workspace> {
         let repo = Repo::open_at(common)?;
         let paths = Paths::new(repo.common_dir());
-        Ok(Workspace { repo, paths })
+        Ok(Workspace {
+            repo,
+            paths,
+            reclaimed: Default::default(),
+        })
     }
 
     /// The repository.
@@ -598,6 +619,7 @@ impl Workspace {
 
         let wt = &target.wt;
         let config = &target.config;
+        self.reclaimed.borrow_mut().clear();
         // Lock order, always: the machine's lock, then the repository's.
         let mut machine = match config.coordinate {
             true => Some(self.machine_view()?),
@@ -691,6 +713,11 @@ impl Workspace {
             self.save(&lock, &mut reg)?;
         }
         drop(lock);
+        // Worktrees whose ports a full range took back: their `[on] release`, now that the
+        // registry says so and no lock is held.
+        for job in self.reclaimed.take() {
+            self.run_on(Event::Release, &job.cmd, &job.target, &job.held, &job.home);
+        }
         let record = reg
             .record(&wt.key)
             .expect("update_metadata recorded the worktree");
@@ -777,6 +804,10 @@ impl Workspace {
                 let mut reclaimed = Vec::new();
                 let mut result = Err(e);
                 for (key, why) in self.gone_worktrees(reg, &wt.key)? {
+                    // Its `[on] release` runs once this allocation is saved (ensure_ports).
+                    if let Some(job) = self.release_job(reg, &key) {
+                        self.reclaimed.borrow_mut().push(job);
+                    }
                     let ports = reg.remove_gone_worktree(&key);
                     let held = if ports.is_empty() {
                         "no ports".to_string()
@@ -1014,9 +1045,18 @@ impl Workspace {
         let Ok(reg) = self.load_unlocked() else {
             return;
         };
-        let Some(ports) = reg.ports(key).map(Ports::to_map).filter(|p| !p.is_empty()) else {
-            return;
-        };
+        if let Some(job) = self.release_job(&reg, key) {
+            self.run_on(Event::Release, &job.cmd, &job.target, &job.held, &job.home);
+        }
+    }
+
+    /// The `[on] release` command of worktree `key` as `reg` records it (its ports must
+    /// still be there), or None when it has no ports or its config has no such command.
+    fn release_job(&self, reg: &Registry, key: &str) -> Option<ReleaseJob> {
+        let ports = reg
+            .ports(key)
+            .map(Ports::to_map)
+            .filter(|p| !p.is_empty())?;
         let record = reg.record(key);
         let listed = self.repo.worktrees().unwrap_or_default();
         let wt = listed.iter().find(|w| w.key == key).cloned().or_else(|| {
@@ -1033,9 +1073,7 @@ impl Workspace {
                 moved_from: None,
             })
         });
-        let Some(wt) = wt else {
-            return;
-        };
+        let wt = wt?;
         // Where the command runs, and whose config names it.
         let home = match wt.path.is_dir() {
             true => Some(wt.path.clone()),
@@ -1048,15 +1086,9 @@ impl Workspace {
                         .map(|w| w.path.clone())
                 }),
         };
-        let Some(home) = home else {
-            return;
-        };
-        let Ok(config) = Config::load(&home) else {
-            return;
-        };
-        let Some(cmd) = config.on.release.clone() else {
-            return;
-        };
+        let home = home?;
+        let config = Config::load(&home).ok()?;
+        let cmd = config.on.release.clone()?;
         let held = Holding {
             ports,
             compose_project_name: record
@@ -1073,7 +1105,12 @@ impl Workspace {
             config,
             id: None,
         };
-        self.run_on(Event::Release, &cmd, &target, &held, &home);
+        Some(ReleaseJob {
+            cmd,
+            target,
+            held,
+            home,
+        })
     }
 
     fn run_on(&self, event: Event, cmd: &str, target: &Target, held: &Holding, dir: &Path) {

@@ -219,3 +219,61 @@ fn block_repositories_allocating_at_once_claim_distinct_blocks_and_slots() {
     let b = u64::from(b);
     assert_eq!(starts, [b, b + 12, b + 24]);
 }
+
+/// Six processes allocating at once in full ranges, with six gone worktrees to take ports
+/// back from: every one gets ports, none twice, and each gone worktree's `[on] release` runs
+/// exactly once (by the process that took its ports back, after saving).
+#[test]
+fn racing_allocations_in_a_full_range_reclaim_each_gone_worktree_once() {
+    let block = port_block();
+    let b = block.base;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("on.log");
+    let config = format!(
+        "[services.web]\nrange = [{b}, {}]\n[services.db]\nrange = [{}, {}]\n[on]\n\
+         release = \"echo {{{{ worktree.name }}}} >> {}\"\n",
+        b + 6,
+        b + 20,
+        b + 26,
+        log.display()
+    );
+    let repo = TestRepo::with_config(&config, block);
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let gone: Vec<_> = (0..6)
+        .map(|i| repo.add_worktree(&format!("gone{i}")))
+        .collect();
+    for g in &gone {
+        repo.wp_in(g, ["allocate", "--no-render"]).succeeds();
+    }
+    for g in &gone {
+        std::fs::remove_dir_all(g).unwrap();
+    }
+    let fresh: Vec<_> = (0..6)
+        .map(|i| repo.add_worktree(&format!("new{i}")))
+        .collect();
+    let children: Vec<_> = fresh
+        .iter()
+        .map(|d| {
+            let mut run = repo.wp_in(d, ["allocate", "--no-render", "--json"]);
+            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            run.cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = Out(child.wait_with_output().unwrap());
+        assert!(out.0.status.success(), "{}", out.describe());
+    }
+    let reg = repo.registry();
+    let keys: Vec<&String> = reg["allocated_ports"].as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.starts_with("gone")), "{keys:?}");
+    assert_unique(&all_registry_ports(&reg));
+    let mut released: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    released.sort();
+    let want: Vec<String> = (0..6).map(|i| format!("gone{i}")).collect();
+    assert_eq!(released, want);
+}

@@ -142,3 +142,55 @@ fn a_broken_command_template_is_a_config_error_with_its_line() {
     let msg = err["message"].as_str().unwrap();
     assert!(msg.contains("config.toml:6: [on] allocate:"), "{msg}");
 }
+
+/// Regression (the fourth session's closing note): a full range that took back the ports of a
+/// worktree deleted with `rm -rf` did not run its `[on] release`, so its containers were
+/// never told to stop. Now it runs for the worktree reclaimed (only that one), after the
+/// allocation is saved, in the worktree that allocates.
+#[test]
+fn a_full_range_taking_a_gone_worktrees_ports_back_runs_its_release() {
+    let block = port_block();
+    let b = block.base;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("on.log");
+    let config = format!(
+        "[services.web]\nrange = [{b}, {}]\n[services.db]\nrange = [{}, {}]\n[on]\n\
+         release = \"echo down {{{{ worktree.name }}}} $WEB_PORT $(basename $(pwd)) >> {}\"\n",
+        b + 2,
+        b + 20,
+        b + 22,
+        log.display()
+    );
+    let repo = TestRepo::with_config(&config, block);
+    let gone1 = repo.add_worktree("gone1");
+    let gone2 = repo.add_worktree("gone2");
+    repo.wp_in(&gone1, ["allocate", "--no-render"]).succeeds(); // main first, then gone1
+    repo.wp_in(&gone2, ["allocate", "--no-render"]).succeeds();
+    std::fs::remove_dir_all(&gone1).unwrap();
+    std::fs::remove_dir_all(&gone2).unwrap();
+    // Not scarce yet: nothing is reclaimed, nothing released.
+    assert!(log_lines(&log).is_empty());
+    let next = repo.add_worktree("next");
+    let out = repo
+        .wp_in(&next, ["allocate", "--json", "--no-render"])
+        .succeeds();
+    assert_eq!(out.json()["ports"]["web"], b + 1, "{}", out.describe());
+    assert_eq!(log_lines(&log), [format!("down gone1 {} next", b + 1)]);
+    // A range still full after every gone worktree is taken back (their db ports held by
+    // processes): the allocation fails, nothing is saved, and no release runs.
+    std::fs::remove_dir_all(&next).unwrap();
+    let _held: Vec<_> = [b + 21, b + 22]
+        .iter()
+        .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap())
+        .collect();
+    let before = repo.registry()["allocated_ports"].clone();
+    let last = repo.add_worktree("last");
+    let full = repo.wp_in(&last, ["allocate", "--no-render"]).fails();
+    assert!(
+        full.stderr().contains("no free port"),
+        "{}",
+        full.describe()
+    );
+    assert_eq!(log_lines(&log).len(), 1, "{:?}", log_lines(&log));
+    assert_eq!(repo.registry()["allocated_ports"], before);
+}
