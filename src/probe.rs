@@ -153,16 +153,30 @@ fn linux_holder(port: u16, protocol: Protocol) -> Option<Holder> {
         Protocol::Both => true,
     };
     let l = (crate::procs::listeners(&[port]).into_iter()).find(|l| wanted(l.protocol))?;
-    let pid = l.process.as_ref().map(|p| p.pid);
-    let command = pid.and_then(|pid| {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        Some(comm.trim().to_string())
-    });
-    Some(Holder {
-        pid,
-        command,
-        uid: l.uid,
-    })
+    Some(Holder::of(&l))
+}
+
+impl Holder {
+    /// A listener `procs` found, as a holder: its pid, the process's short name
+    /// (`/proc/<pid>/comm`, else the program's file name), the socket's uid.
+    pub fn of(l: &crate::procs::Listener) -> Holder {
+        let pid = l.process.as_ref().map(|p| p.pid);
+        let command = pid
+            .and_then(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+                Some(comm.trim().to_string())
+            })
+            // Without /proc: the program's file name from the command line.
+            .or_else(|| {
+                let first = l.process.as_ref()?.command.split(' ').next()?;
+                Some(first.rsplit('/').next().unwrap_or(first).to_string())
+            });
+        Holder {
+            pid,
+            command,
+            uid: l.uid,
+        }
+    }
 }
 
 fn lsof_holder(port: u16, protocol: Protocol) -> Option<Holder> {

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::Probe;
+use crate::allocate::{Holder, Probe};
 use crate::attribution::{self, Known};
 use crate::cli::CheckArgs;
 use crate::commands::Report;
@@ -88,8 +88,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
     };
     // Whose a listener is, against every worktree known here (read once, when first needed).
     let known = std::cell::OnceCell::new();
-    let attribute = |port: u16| -> Option<String> {
-        let l = procs::listeners(&[port]).into_iter().next()?;
+    // The listener of `proto` on a port: one look per busy port, for the text and the JSON.
+    let listener = |port: u16, proto: Protocol| {
+        (procs::listeners(&[port]).into_iter()).find(|l| l.protocol == proto.as_str())
+    };
+    let attribute = |l: &procs::Listener| -> String {
         let known: &Vec<Known> = known.get_or_init(|| match (&ws, &registry) {
             (Some(ws), Some(reg)) => {
                 let mut k = ws.known_worktrees(reg).unwrap_or_default();
@@ -108,7 +111,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
             exists: true,
         });
         let whose = attribution::classify(l.process.as_ref(), known, this.as_ref());
-        Some(format!("{} ({whose})", attribution::describe(&l)))
+        format!("{} ({whose})", attribution::describe(l))
     };
     let elsewhere = match Machine::from_env() {
         Ok(machine) => {
@@ -142,8 +145,8 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                         let holder = [Protocol::Tcp, Protocol::Udp]
                             .into_iter()
                             .find(|proto| !SystemProbe.is_free(p, *proto))
-                            .map(|proto| match attribute(p) {
-                                Some(text) => text,
+                            .map(|proto| match listener(p, proto) {
+                                Some(l) => attribute(&l),
                                 None => SystemProbe.holder(p, proto).map_or_else(
                                     || "another process".to_string(),
                                     |h| h.to_string(),
@@ -176,13 +179,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
                     match busy.first() {
                         None => (PortStatus::Free, "free".to_string(), CheckedPort::default()),
                         Some(proto) => {
-                            let holder = SystemProbe.holder(p, *proto);
-                            let who = match attribute(p) {
-                                Some(text) => text,
-                                None => holder.as_ref().map_or_else(
-                                    || "another process".to_string(),
-                                    |h| h.to_string(),
-                                ),
+                            let (holder, who) = match listener(p, *proto) {
+                                Some(l) => (Some(Holder::of(&l)), attribute(&l)),
+                                None => {
+                                    let h = SystemProbe.holder(p, *proto);
+                                    let who = h.as_ref().map_or_else(
+                                        || "another process".to_string(),
+                                        |h| h.to_string(),
+                                    );
+                                    (h, who)
+                                }
                             };
                             (
                                 PortStatus::InUse,
