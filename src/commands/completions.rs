@@ -47,8 +47,17 @@ _git_worktree_ports() {
     local IFS=$'\013'
     local i=${__git_cmd_idx:-1}
     local args=("git-worktree-ports" "${words[@]:i+1}")
+    # `git -C <dir> worktree-ports ...`: complete from <dir>, as git will run there.
+    local dir="" k
+    for ((k = 1; k < ${#__git_C_args[@]}; k += 2)); do
+        case ${__git_C_args[k]} in
+            /*) dir=${__git_C_args[k]} ;;
+            *) dir=${dir:+$dir/}${__git_C_args[k]} ;;
+        esac
+    done
     local reply
     reply=( $( \
+        if [[ -n $dir ]]; then cd -- "$dir" 2>/dev/null || exit 0; fi
         _CLAP_IFS="$IFS" \
         _CLAP_COMPLETE_INDEX="$((cword - i))" \
         GIT_WORKTREE_PORTS_COMPLETE="bash" \

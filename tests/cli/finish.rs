@@ -216,6 +216,10 @@ fn bash_completes_through_gits_own_completion_with_worktrees_and_services() {
     }
     let repo = TestRepo::new();
     repo.wp(["add", "../feature-x"]).succeeds();
+    // Another repository, completed through `git -C <it>` from this one.
+    let other = repo.another("other", None);
+    repo.env
+        .git(&other, ["worktree", "add", "-q", "../other-wt"]);
     let out = bash_complete(
         &repo,
         "complete_words git worktree-ports sta\n\
@@ -224,7 +228,8 @@ fn bash_completes_through_gits_own_completion_with_worktrees_and_services() {
          complete_words git worktree-ports allocate --port ''\n\
          complete_words git worktree-ports release --service ''\n\
          complete_words git -C . worktree-ports st\n\
-         complete_words git-worktree-ports li",
+         complete_words git-worktree-ports li\n\
+         complete_words git -C ../other worktree-ports status -w ''",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "[status ]", "{out}");
@@ -239,6 +244,10 @@ fn bash_completes_through_gits_own_completion_with_worktrees_and_services() {
     }
     assert_eq!(lines[5], "[status ]", "{out}");
     assert!(lines[6].contains("[list]"), "{out}");
+    assert!(
+        lines[7].contains("[other-wt ]") && !lines[7].contains("feature-x"),
+        "{out}"
+    );
 }
 
 #[test]
