@@ -81,15 +81,18 @@ function _git-worktree-ports() {
 "#;
 
 /// The command line with its dynamic values: worktree names wherever a worktree is asked
-/// for, service names for `get`, `--port SERVICE=` and `release --service`.
+/// for (`-w` or the positional one), service names for `get`, `--port SERVICE=`,
+/// `release --service` and `allocate --move`.
 pub fn command() -> clap::Command {
-    let worktrees = || ArgValueCandidates::new(worktree_names);
     let mut cmd = Cli::command();
-    for sub in ["render", "env", "exec", "get", "status"] {
-        cmd = cmd.mut_subcommand(sub, |c| c.mut_arg("worktree", |a| a.add(worktrees())));
-    }
-    for sub in ["allocate", "release", "remove"] {
-        cmd = cmd.mut_subcommand(sub, |c| c.mut_arg("worktree", |a| a.add(worktrees())));
+    for sub in [
+        "render", "env", "exec", "get", "status", "allocate", "release", "remove",
+    ] {
+        cmd = cmd.mut_subcommand(sub, |c| {
+            c.mut_arg("worktree", |a| {
+                a.add(ArgValueCandidates::new(worktree_names))
+            })
+        });
     }
     cmd = cmd.mut_subcommand("get", |c| {
         c.mut_arg("service", |a| a.add(ArgValueCandidates::new(service_names)))
