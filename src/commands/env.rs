@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cli::{EnvArgs, EnvFormat};
-use crate::commands::{Report, slot_var};
+use crate::commands::{Report, schema, slot_var};
 use crate::config::default_env_name;
 use crate::error::{Code, Error};
 use crate::workspace::{Workspace, peer_query, template_context};
@@ -27,56 +26,45 @@ pub enum EnvValue {
     Text(String),
 }
 
+impl std::fmt::Display for EnvValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvValue::Number(n) => write!(f, "{n}"),
+            EnvValue::Text(t) => f.write_str(t),
+        }
+    }
+}
+
 /// Run `env`.
 pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
-    let vars: Vec<(String, Value)> = match &args.repo {
-        Some(repo) => (peer_vars(repo, args)?.into_iter())
-            .map(|(k, v)| (k, Value::from(v)))
-            .collect(),
+    let number = |(k, v): (String, u16)| (k, EnvValue::Number(v.into()));
+    let vars: Vec<(String, EnvValue)> = match &args.repo {
+        Some(repo) => peer_vars(repo, args)?.into_iter().map(number).collect(),
         None => {
             let ws = Workspace::open()?;
             let target = ws.target(args.worktree.as_deref())?;
             let held = ws.ensure_ports(&target, &BTreeMap::new())?;
             ws.after_allocation(&target, &held);
-            let mut vars: Vec<(String, Value)> = (target.vars(&held.ports).into_iter())
+            let mut vars: Vec<(String, EnvValue)> = (target.vars(&held.ports).into_iter())
                 .chain(slot_var(held.slot))
-                .map(|(k, v)| (k, Value::from(v)))
+                .map(number)
                 .collect();
             // URLs of the HTTP services, and the hostname.
             let ctx = template_context(&ws, &target, &held);
-            vars.extend(ctx.url_vars().into_iter().map(|(k, v)| (k, Value::from(v))));
+            vars.extend((ctx.url_vars().into_iter()).map(|(k, v)| (k, EnvValue::Text(v))));
             vars
         }
     };
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     Ok(match args.format {
-        EnvFormat::Dotenv => Report::ok(
-            vars.iter()
-                .map(|(k, v)| format!("{k}={}\n", text(v)))
-                .collect(),
-        ),
+        EnvFormat::Dotenv => Report::ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()),
         EnvFormat::Shell => Report::ok(
             vars.iter()
-                .map(|(k, v)| format!("export {k}={}\n", text(v)))
+                .map(|(k, v)| format!("export {k}={v}\n"))
                 .collect(),
         ),
         EnvFormat::Json => {
-            let map: EnvAnswer = (vars.into_iter())
-                .map(|(k, v)| {
-                    let value = match v {
-                        Value::Number(n) => EnvValue::Number(n.as_u64().unwrap_or_default()),
-                        other => EnvValue::Text(text(&other)),
-                    };
-                    (k, value)
-                })
-                .collect();
-            Report::ok(format!(
-                "{}\n",
-                serde_json::to_string_pretty(&map).expect("json")
-            ))
+            let map: EnvAnswer = vars.into_iter().collect();
+            Report::ok(schema::json_text(&map))
         }
     })
 }

@@ -30,9 +30,15 @@ pub fn pretty<T: Serialize>(answer: T) -> String {
         schema: VERSION,
         answer,
     };
+    json_text(&versioned)
+}
+
+/// Pretty JSON and a newline: answers, schemas, and `env --format json` (which carries no
+/// version).
+pub fn json_text<T: Serialize>(value: &T) -> String {
     format!(
         "{}\n",
-        serde_json::to_string_pretty(&versioned).expect("answers serialise")
+        serde_json::to_string_pretty(value).expect("answers serialise")
     )
 }
 
@@ -100,8 +106,5 @@ pub fn print(name: SchemaName) -> String {
         ),
     };
     schema.insert("title".into(), format!("git worktree-ports {title}").into());
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(&schema).expect("a schema is JSON")
-    )
+    json_text(&schema)
 }
