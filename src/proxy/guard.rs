@@ -80,13 +80,12 @@ impl Guard {
     /// Take `input` and append what may be passed on to `out`. Returns the refusal, once,
     /// when a head is refused.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Option<Refusal> {
-        let mut refused = None;
         while !input.is_empty() {
             match self.at {
-                At::Refused => return refused,
+                At::Refused => return None,
                 At::Opaque => {
                     out.extend_from_slice(input);
-                    return refused;
+                    return None;
                 }
                 At::Head => {
                     // Empty lines before a request line are allowed and passed on.
@@ -110,30 +109,22 @@ impl Guard {
                         memchr::memmem::find(&self.head[from..], b"\r\n\r\n").map(|i| from + i + 4)
                     else {
                         if self.head.len() > MAX_HEAD {
-                            refused = Some(self.refuse(out, Refusal::TooLarge));
+                            return Some(self.refuse(out, Refusal::TooLarge));
                         }
-                        return refused;
+                        return None;
                     };
                     self.head.truncate(end);
                     input = &input[end - before..];
                     if end > MAX_HEAD {
-                        refused = Some(self.refuse(out, Refusal::TooLarge));
-                        return refused;
+                        return Some(self.refuse(out, Refusal::TooLarge));
                     }
                     match self.framing() {
                         Ok(next) => {
                             out.extend_from_slice(&self.head);
-                            if self.head.capacity() > 4096 {
-                                self.head = Vec::new();
-                            } else {
-                                self.head.clear();
-                            }
+                            empty(&mut self.head);
                             self.at = next;
                         }
-                        Err(why) => {
-                            refused = Some(self.refuse(out, why));
-                            return refused;
-                        }
+                        Err(why) => return Some(self.refuse(out, why)),
                     }
                 }
                 At::Body(left) => {
@@ -152,7 +143,7 @@ impl Guard {
                 }
             }
         }
-        refused
+        None
     }
 
     fn refuse(&mut self, out: &mut Vec<u8>, why: Refusal) -> Refusal {
@@ -309,6 +300,16 @@ impl Guard {
     }
 }
 
+/// Empty `buf`, letting a large one go: an idle connection keeps no buffer worth counting
+/// (1,000 of them are held in under 50 MB).
+fn empty(buf: &mut Vec<u8>) {
+    if buf.capacity() > 4096 {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
+}
+
 /// A client socket read through a [`Guard`]; writes go straight through.
 pub struct Guarded<S> {
     inner: S,
@@ -344,13 +345,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 buf.put_slice(&this.out[this.taken..this.taken + n]);
                 this.taken += n;
                 if this.taken == this.out.len() {
-                    // An idle connection keeps no buffer worth counting (1,000 of them are
-                    // held in under 50 MB).
-                    if this.out.capacity() > 4096 {
-                        this.out = Vec::new();
-                    } else {
-                        this.out.clear();
-                    }
+                    empty(&mut this.out);
                     this.taken = 0;
                 }
                 return Poll::Ready(Ok(()));
