@@ -145,18 +145,17 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 .collect::<Vec<_>>(),
         )
     });
+    // The current worktree's config: its services' order for the columns, and which speak
+    // HTTP for the URLs (a repository's worktrees share it; reading each one's would cost a
+    // parse per worktree).
+    let config = (ws.repo().current().ok().flatten()).and_then(|w| Config::load(&w.path).ok());
     if args.json {
         if let Some(live) = &live {
             rows.iter_mut()
                 .for_each(|r| r.live = Some(live.states(&r.ports)));
         }
-        // Which services speak HTTP: the current worktree's config says (a repository's
-        // worktrees share it; reading every worktree's config would cost a parse each).
-        let http: Option<Vec<String>> = (ws.repo().current().ok().flatten())
-            .and_then(|w| Config::load(&w.path).ok())
-            .map(|c| (c.services.into_iter().filter(|s| s.http).map(|s| s.name)).collect());
-        let is_http = |s: &str| match &http {
-            Some(list) => list.iter().any(|h| h == s),
+        let is_http = |s: &str| match &config {
+            Some(c) => c.services.iter().any(|h| h.http && h.name == s),
             None => crate::config::default_http(s),
         };
         for r in rows.iter_mut() {
@@ -176,11 +175,9 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     }
 
     // Columns: the current worktree's services in config order, then any others.
-    let mut services: Vec<String> = match ws.repo().current().ok().flatten() {
-        Some(w) => Config::load(&w.path).map(|c| c.services.into_iter().map(|s| s.name).collect()),
-        None => Ok(Vec::new()),
-    }
-    .unwrap_or_default();
+    let mut services: Vec<String> = (config.into_iter())
+        .flat_map(|c| c.services.into_iter().map(|s| s.name))
+        .collect();
     for r in &rows {
         for s in r.ports.keys() {
             if !services.contains(s) {
