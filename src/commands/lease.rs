@@ -7,13 +7,13 @@
 //! `release --lease ID`. A lease whose holder died or whose TTL passed is reclaimed by the
 //! next command that holds the machine lock.
 
-use schemars::JsonSchema;
-use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::allocate::{Probe, Taken};

@@ -210,9 +210,8 @@ pub fn written_files(r: &Rendered) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Characters a terminal shows: colour escapes (`ESC [ ... m`) take no room.
 /// Terminal columns `s` takes: East Asian wide characters count two, combining marks none,
-/// colour escapes none.
+/// colour escapes (`ESC [ ... m`) none.
 fn visible_width(s: &str) -> usize {
     use unicode_width::UnicodeWidthChar;
     let mut n = 0;

@@ -8,10 +8,11 @@
 //! with a controlling terminal, never another user's, never anything outside a deleted
 //! worktree.
 
-use schemars::JsonSchema;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::attribution::{self, Whose};
 use crate::cli::PruneArgs;
@@ -23,6 +24,7 @@ use crate::progress::Progress;
 use crate::registry::{Ports, Registry};
 use crate::workspace::{Workspace, display_path, lock_machine, warn, worktrees_seen_from_here};
 
+/// A worktree entry pruned (or that a dry run would prune).
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Pruned {
     /// `prune --all`: the repository's name.

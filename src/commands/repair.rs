@@ -11,10 +11,11 @@
 //! worktrees goes to the first and is reported. Records of worktrees git no longer has are
 //! dropped (as `prune` would). Nothing is deleted: a damaged `ports.json` is kept aside.
 
-use schemars::JsonSchema;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::cli::RepairArgs;
 use crate::commands::{Report, ports_inline};

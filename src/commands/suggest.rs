@@ -3,11 +3,12 @@
 //! repository's convention, checked against this registry, every registry and claim of the
 //! machine index, the reserved ports and the probe. Reads only; nothing is locked or written.
 
-use schemars::JsonSchema;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::allocate::suggest::{self, Suggestion};
 use crate::allocate::{BlockSite, Request, choose_block};
