@@ -1355,6 +1355,16 @@ impl Workspace {
 
 /// A path as the kernel reports a process's cwd: canonical where it exists (a missing one
 /// through its parent).
+/// `wt` as the worktree a command runs for, for [`crate::attribution::classify`]'s `this`.
+pub fn known_this(wt: &WorktreeInfo) -> Known {
+    Known {
+        path: canonical(&wt.path),
+        repository: None,
+        name: wt.key.clone(),
+        exists: true,
+    }
+}
+
 pub fn canonical(path: &Path) -> PathBuf {
     if let Ok(p) = path.canonicalize() {
         return p;

@@ -14,7 +14,7 @@ use crate::error::{Code, classify};
 use crate::machine::Machine;
 use crate::probe::SystemProbe;
 use crate::procs;
-use crate::workspace::{Elsewhere, Workspace, canonical, warn};
+use crate::workspace::{Elsewhere, Workspace, known_this, warn};
 
 /// `check --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -86,30 +86,24 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
         Err(e) if classify(&e).code == Code::NotARepository => (None, None, None),
         Err(e) => return Err(e),
     };
-    // Whose a listener is, against every worktree known here (read once, when first needed).
+    // Whose a listener is, against every worktree known here and the current one (read
+    // once, when first needed).
     let known = std::cell::OnceCell::new();
     // The listener of `proto` on a port: one look per busy port, for the text and the JSON.
     let listener = |port: u16, proto: Protocol| {
         (procs::listeners(&[port]).into_iter()).find(|l| l.protocol == proto.as_str())
     };
     let attribute = |l: &procs::Listener| -> String {
-        let known: &Vec<Known> = known.get_or_init(|| match (&ws, &registry) {
-            (Some(ws), Some(reg)) => {
-                let mut k = ws.known_worktrees(reg).unwrap_or_default();
-                k.extend(ws.known_elsewhere());
-                k
-            }
-            _ => Vec::new(),
-        });
-        let here = ws
-            .as_ref()
-            .and_then(|ws| ws.repo().current().ok().flatten());
-        let this = here.map(|w| Known {
-            path: canonical(&w.path),
-            repository: None,
-            name: w.key,
-            exists: true,
-        });
+        let (known, this): &(Vec<Known>, Option<Known>) =
+            known.get_or_init(|| match (&ws, &registry) {
+                (Some(ws), Some(reg)) => {
+                    let mut k = ws.known_worktrees(reg).unwrap_or_default();
+                    k.extend(ws.known_elsewhere());
+                    let here = ws.repo().current().ok().flatten();
+                    (k, here.as_ref().map(known_this))
+                }
+                _ => (Vec::new(), None),
+            });
         let whose = attribution::classify(l.process.as_ref(), known, this.as_ref());
         format!("{} ({whose})", attribution::describe(l))
     };

@@ -20,7 +20,7 @@ use crate::procs::{self, Listener};
 use crate::progress::Progress;
 use crate::registry::Ports;
 use crate::render::FileAction;
-use crate::workspace::{Holding, Workspace, canonical, display_path, template_context, warn};
+use crate::workspace::{Holding, Workspace, display_path, known_this, template_context, warn};
 
 /// One service: (name, port, protocol, its listeners with whose they are, busy without a
 /// listener that can be seen).
@@ -118,12 +118,7 @@ fn repository(
             known.extend(ws.known_elsewhere());
             elsewhere_read = true;
         }
-        let this = Known {
-            path: canonical(&wt.path),
-            repository: None,
-            name: wt.key.clone(),
-            exists: true,
-        };
+        let this = known_this(&wt);
         let mut services = Vec::new();
         let order: Vec<String> = match &target {
             Some(t) => t.ordered(&ports).into_iter().map(|(s, _, _)| s).collect(),
