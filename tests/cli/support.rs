@@ -503,14 +503,20 @@ impl Server {
     /// Start one listening on `port` with `dir` as its working directory; returns once the
     /// port is listening.
     pub fn start(dir: &Path, port: u16) -> Server {
+        Server::spawn(
+            "support::listen_helper",
+            &[("WP_TEST_LISTEN_PORT", port.to_string())],
+            dir,
+            port,
+        )
+    }
+
+    /// This test binary run again as the ignored test `helper` with `env`, from `dir`;
+    /// returns once `port` accepts connections.
+    fn spawn(helper: &str, env: &[(&str, String)], dir: &Path, port: u16) -> Server {
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "support::listen_helper",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("WP_TEST_LISTEN_PORT", port.to_string())
+            .args(["--exact", helper, "--ignored", "--nocapture"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -521,7 +527,7 @@ impl Server {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(10),
-                "the test server on {port} did not start"
+                "the test server ({helper}) on {port} did not start"
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -558,30 +564,15 @@ fn listen_helper() {
 /// A real HTTP/1.1 server for the proxy tests: this test binary run again (see
 /// [`http_helper`]), named `name`, on `port`, from `dir`.
 pub fn http_server(dir: &Path, port: u16, name: &str) -> Server {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "support::http_helper",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("WP_TEST_HTTP_PORT", port.to_string())
-        .env("WP_TEST_HTTP_NAME", name)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "the test HTTP server on {port} did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    Server { child }
+    Server::spawn(
+        "support::http_helper",
+        &[
+            ("WP_TEST_HTTP_PORT", port.to_string()),
+            ("WP_TEST_HTTP_NAME", name.to_string()),
+        ],
+        dir,
+        port,
+    )
 }
 
 /// The HTTP server [`http_server`] starts: `GET /...` answers `hello from <name> <path>` and the
