@@ -317,6 +317,15 @@ pub fn new_file(path: &Path) -> io::Result<File> {
     new_file_with_mode(path, 0o644)
 }
 
+/// A log file opened for appending (created 0644 when missing, whatever the umask).
+pub fn open_log(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+    opts.open(path)
+}
+
 fn new_file_with_mode(path: &Path, mode: u32) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);

@@ -403,6 +403,16 @@ impl Plan {
     }
 }
 
+/// Where a worktree's render manifest lives (in its own git dir).
+fn manifest_path(wt: &WorktreeInfo) -> PathBuf {
+    wt.git_dir.join("worktree-ports/rendered.json")
+}
+
+/// True once the worktree's files have been rendered (its manifest exists).
+pub fn was_rendered(wt: &WorktreeInfo) -> bool {
+    manifest_path(wt).exists()
+}
+
 /// The result of a render.
 #[derive(Debug, Default)]
 pub struct Rendered {
@@ -428,7 +438,7 @@ pub fn plan(
 ) -> anyhow::Result<Plan> {
     let mut warnings = Vec::new();
     let outputs = render_all(&wt.path, ctx, &mut warnings, peers)?;
-    let manifest_path = wt.git_dir.join("worktree-ports/rendered.json");
+    let manifest_path = manifest_path(wt);
     let mut manifest = read_manifest(&manifest_path);
 
     let mut changed: Vec<(PathBuf, Vec<u8>)> = Vec::new();

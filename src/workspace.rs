@@ -25,7 +25,7 @@ use crate::probe::{self, SystemProbe};
 use crate::registry::{
     self, Claim, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339,
 };
-use crate::render::{self, Peers, Plan, Rendered, TemplateContext};
+use crate::render::{self, FileAction, Peers, Plan, Rendered, TemplateContext};
 
 /// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
 fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
@@ -284,6 +284,21 @@ pub fn dispose(registry: Registry) {
     }
 }
 
+/// A rendered file compared with what a render would write ([`Workspace::file_states`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// It has the content a render would give it.
+    UpToDate,
+    /// A render would change (or remove) it.
+    Stale,
+    /// git tracks it: never written.
+    Tracked,
+    /// The main worktree was given ports by a linked worktree's allocation (main-first) and
+    /// has not been rendered yet: `render` writes it.
+    NotRendered,
+}
+
 /// One repository and its registry files.
 pub struct Workspace {
     repo: Repo,
@@ -291,6 +306,8 @@ pub struct Workspace {
     /// `[on] release` commands of worktrees a full range took ports back from (lazy
     /// reclaim, under the lock): run once the allocation is saved and the lock is let go.
     reclaimed: std::cell::RefCell<Vec<ReleaseJob>>,
+    /// git's worktrees as seen from here, read once per command ([`Workspace::worktrees`]).
+    worktrees: std::cell::OnceCell<Vec<WorktreeInfo>>,
 }
 
 /// An `[on] release` command to run: what it runs, for which worktree, with which ports,
@@ -335,14 +352,16 @@ pub struct Holding {
 
 impl Holding {
     /// What worktree `key` holds as the registry records it, without allocating (status,
-    /// doctor): its ports, and the names decided with them.
-    pub fn recorded(reg: &Registry, key: &str) -> Holding {
+    /// doctor, renders, `[on]` commands): its ports, and the names decided with them. A record
+    /// written before compose names were kept has the name it was rendered with, which is the
+    /// formula: this is the one place that falls back to it.
+    pub fn recorded(reg: &Registry, key: &str, repo_name: &str) -> Holding {
         let record = reg.record(key);
         Holding {
             ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
             compose_project_name: (record.as_ref())
                 .and_then(|r| r.compose_project_name.clone())
-                .unwrap_or_default(),
+                .unwrap_or_else(|| render::compose_project_name(repo_name, key)),
             slot: record.as_ref().and_then(|r| r.slot),
             fresh: false,
             hostname: record.and_then(|r| r.hostname),
@@ -416,6 +435,7 @@ impl Workspace {
             repo,
             paths,
             reclaimed: Default::default(),
+            worktrees: Default::default(),
         })
     }
 
@@ -427,6 +447,7 @@ impl Workspace {
             repo,
             paths,
             reclaimed: Default::default(),
+            worktrees: Default::default(),
         })
     }
 
@@ -438,6 +459,24 @@ impl Workspace {
     /// Its registry files.
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    /// git's worktrees as seen from here, read once per command: the main one first, and a
+    /// worktree moved with `mv` where it is when we stand in it (git lists it at its old path,
+    /// as prunable). Every rule that asks which worktrees exist asks this list, so no command
+    /// calls the worktree it stands in gone.
+    pub fn worktrees(&self) -> anyhow::Result<&[WorktreeInfo]> {
+        if let Some(list) = self.worktrees.get() {
+            return Ok(list);
+        }
+        let list = worktrees_seen_from_here(&self.repo)?;
+        Ok(self.worktrees.get_or_init(|| list))
+    }
+
+    /// [`Workspace::worktrees`] read again, after a git command changed them (`add`).
+    pub fn worktrees_after_git(&mut self) -> anyhow::Result<&[WorktreeInfo]> {
+        self.worktrees = Default::default();
+        self.worktrees()
     }
 
     /// Note what `wt` holds before git removes it.
@@ -545,10 +584,10 @@ impl Workspace {
         match spec {
             None => self.repo.current()?.ok_or_else(|| self.bare_error()),
             Some(spec) => {
-                let worktrees = self.repo.worktrees()?;
-                find_worktree(spec, &worktrees)
+                let worktrees = self.worktrees()?;
+                find_worktree(spec, worktrees)
                     .cloned()
-                    .ok_or_else(|| not_found(spec, &worktrees))
+                    .ok_or_else(|| not_found(spec, worktrees))
             }
         }
     }
@@ -591,13 +630,13 @@ impl Workspace {
         if reg.ports(spec).is_some() {
             return Ok(spec.to_string());
         }
-        let worktrees = self.repo.worktrees()?;
-        if let Some(w) = find_worktree(spec, &worktrees) {
+        let worktrees = self.worktrees()?;
+        if let Some(w) = find_worktree(spec, worktrees) {
             return Ok(w.key.clone());
         }
         reg.key_recorded_at(&absolute(spec))
             .map(str::to_string)
-            .ok_or_else(|| not_found(spec, &worktrees))
+            .ok_or_else(|| not_found(spec, worktrees))
     }
 
     /// The target's ports, allocating what is missing (or pinned differently).
@@ -675,13 +714,9 @@ impl Workspace {
         // operation (no `.env` is written into main: only its registry entry).
         if !wt.is_main
             && reg.ports(crate::git::MAIN_KEY).is_none()
-            && let Some(main) = self
-                .repo
-                .worktrees()?
-                .into_iter()
-                .find(|w| w.is_main && w.path.is_dir())
+            && let Some(main) = (self.worktrees()?.iter()).find(|w| w.is_main && w.path.is_dir())
         {
-            let main = self.target_of(main)?;
+            let main = self.target_of(main.clone())?;
             let (_, c) = self.assign(
                 &mut reg,
                 &main,
@@ -925,7 +960,7 @@ impl Workspace {
         reg: &Registry,
         except: &str,
     ) -> anyhow::Result<Vec<(String, &'static str)>> {
-        let listed = self.repo.worktrees()?;
+        let listed = self.worktrees()?;
         let mut gone: Vec<(String, String, &'static str)> = reg
             .keys()
             .into_iter()
@@ -942,6 +977,11 @@ impl Workspace {
             .collect();
         gone.sort();
         Ok(gone.into_iter().map(|(_, k, why)| (k, why)).collect())
+    }
+
+    /// What worktree `key` holds as `reg` records it ([`Holding::recorded`]).
+    pub fn holding(&self, reg: &Registry, key: &str) -> Holding {
+        Holding::recorded(reg, key, &self.repo_name())
     }
 
     /// The repository's name, as templates see it.
@@ -996,7 +1036,7 @@ impl Workspace {
         if dir.starts_with(&common) {
             return false;
         }
-        self.repo.worktrees().is_ok_and(|list| {
+        self.worktrees().is_ok_and(|list| {
             list.iter().any(|w| {
                 w.path
                     .canonicalize()
@@ -1009,23 +1049,17 @@ impl Workspace {
     /// `[on] allocate` command, outside every lock. A failure is said, and changes nothing.
     pub fn after_allocation(&self, target: &Target, held: &Holding) {
         if held.main_fresh
-            && let Some(main) = (self.repo.worktrees().unwrap_or_default().into_iter())
-                .find(|w| w.is_main && w.path.is_dir())
-            && let Ok(main) = self.target_of(main)
+            && let Some(main) =
+                (self.worktrees().unwrap_or_default().iter()).find(|w| w.is_main && w.path.is_dir())
+            && let Ok(main) = self.target_of(main.clone())
             && let Some(cmd) = &main.config.on.allocate
             && let Ok(reg) = self.load_unlocked()
             && let Some(ports) = reg.ports(crate::git::MAIN_KEY).map(Ports::to_map)
         {
-            let record = reg.record(crate::git::MAIN_KEY);
             let main_held = Holding {
                 ports,
-                compose_project_name: (record.as_ref())
-                    .and_then(|r| r.compose_project_name.clone())
-                    .unwrap_or_default(),
-                slot: record.as_ref().and_then(|r| r.slot),
                 fresh: true,
-                hostname: record.as_ref().and_then(|r| r.hostname.clone()),
-                main_fresh: false,
+                ..self.holding(&reg, crate::git::MAIN_KEY)
             };
             self.run_on(Event::Allocate, cmd, &main, &main_held, &main.wt.path);
         }
@@ -1058,7 +1092,7 @@ impl Workspace {
             .map(Ports::to_map)
             .filter(|p| !p.is_empty())?;
         let record = reg.record(key);
-        let listed = self.repo.worktrees().unwrap_or_default();
+        let listed = self.worktrees().unwrap_or_default();
         let wt = listed.iter().find(|w| w.key == key).cloned().or_else(|| {
             let r = record.as_ref()?;
             Some(WorktreeInfo {
@@ -1091,14 +1125,7 @@ impl Workspace {
         let cmd = config.on.release.clone()?;
         let held = Holding {
             ports,
-            compose_project_name: record
-                .as_ref()
-                .and_then(|r| r.compose_project_name.clone())
-                .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), key)),
-            slot: record.as_ref().and_then(|r| r.slot),
-            fresh: false,
-            hostname: record.as_ref().and_then(|r| r.hostname.clone()),
-            main_fresh: false,
+            ..self.holding(reg, key)
         };
         let target = Target {
             wt,
@@ -1130,7 +1157,7 @@ impl Workspace {
     /// registry's entries git no longer has, and the worktrees removed with their directory
     /// gone (`gone_worktrees`), for [`crate::attribution`].
     pub fn known_worktrees(&self, reg: &Registry) -> anyhow::Result<Vec<Known>> {
-        let listed = self.repo.worktrees()?;
+        let listed = self.worktrees()?;
         let mut out: Vec<Known> = listed
             .iter()
             .map(|w| Known {
@@ -1232,6 +1259,35 @@ impl Workspace {
         })
     }
 
+    /// Each file a render of the target would write, and how the file on disk compares; the
+    /// one place that decides which files a worktree should have (`status`, `doctor`). The
+    /// main worktree gets its ports with the first linked worktree's (main-first) but no files
+    /// until it is itself allocated or rendered: until then its files are not expected, so
+    /// never stale.
+    pub fn file_states(
+        &self,
+        target: &Target,
+        held: &Holding,
+    ) -> anyhow::Result<Vec<(PathBuf, FileState)>> {
+        let plan = self.plan_render(target, held, false)?;
+        let expected = !target.wt.is_main || render::was_rendered(&target.wt);
+        Ok(plan
+            .files
+            .into_iter()
+            .map(|(path, action)| {
+                let state = match action {
+                    FileAction::Unchanged => FileState::UpToDate,
+                    FileAction::SkippedTracked => FileState::Tracked,
+                    FileAction::Written | FileAction::Removed if !expected => {
+                        FileState::NotRendered
+                    }
+                    FileAction::Written | FileAction::Removed => FileState::Stale,
+                };
+                (path, state)
+            })
+            .collect())
+    }
+
     /// Carry out a plan, keep its files out of `git status`, and print its warnings.
     ///
     /// A plan that writes takes the lock for its writes, so that they never interleave with a
@@ -1271,9 +1327,9 @@ impl Workspace {
         let lock = self.lock()?;
         let reg = self.load_locked(&lock, None)?;
         let mut out = Vec::new();
-        let worktrees = self.repo.worktrees()?;
+        let worktrees = self.worktrees()?;
         let mut progress = crate::progress::Progress::new("render", worktrees.len());
-        for (i, wt) in worktrees.into_iter().enumerate() {
+        for (i, wt) in worktrees.iter().enumerate() {
             progress.step(i, &wt.key);
             if wt.prunable || !wt.path.is_dir() {
                 continue;
@@ -1281,12 +1337,6 @@ impl Workspace {
             let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
                 continue;
             };
-            let record = reg.record(&wt.key);
-            let slot = record.as_ref().and_then(|r| r.slot);
-            let hostname = record.as_ref().and_then(|r| r.hostname.clone());
-            let compose_project_name = record
-                .and_then(|r| r.compose_project_name)
-                .unwrap_or_else(|| render::compose_project_name(&self.repo_name(), &wt.key));
             // `git worktree remove` takes no lock of ours: a worktree may vanish while we render.
             // That one is skipped, the others are rendered.
             let vanished = |e: anyhow::Error, path: &Path| -> anyhow::Result<()> {
@@ -1300,7 +1350,7 @@ impl Workspace {
                 Ok(())
             };
             let path = wt.path.clone();
-            let target = match self.target_of(wt) {
+            let target = match self.target_of(wt.clone()) {
                 Ok(t) => t,
                 Err(e) => {
                     vanished(e, &path)?;
@@ -1325,11 +1375,7 @@ impl Workspace {
             }
             let held = Holding {
                 ports,
-                compose_project_name,
-                slot,
-                fresh: false,
-                hostname,
-                main_fresh: false,
+                ..self.holding(&reg, &target.wt.key)
             };
             let rendered = match self
                 .plan_render(&target, &held, force)

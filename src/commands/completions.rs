@@ -127,12 +127,12 @@ fn worktree_names() -> Vec<CompletionCandidate> {
     let Ok(ws) = Workspace::open() else {
         return Vec::new();
     };
-    let Ok(worktrees) = ws.repo().worktrees() else {
+    let Ok(worktrees) = ws.worktrees() else {
         return Vec::new();
     };
     worktrees
-        .into_iter()
-        .map(|w| CompletionCandidate::new(w.key).help(Some(w.path.display().to_string().into())))
+        .iter()
+        .map(|w| CompletionCandidate::new(&w.key).help(Some(w.path.display().to_string().into())))
         .collect()
 }
 

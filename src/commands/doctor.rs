@@ -22,7 +22,7 @@ use crate::machine::Machine;
 use crate::procs;
 use crate::progress::Progress;
 use crate::registry::{Ports, Registry};
-use crate::workspace::{Holding, Workspace, canonical, lock_machine, warn};
+use crate::workspace::{FileState, Workspace, canonical, lock_machine, warn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Severity {
@@ -133,9 +133,9 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             .with(Action::Prune(key)),
         );
     }
-    let worktrees = ws.repo().worktrees()?;
+    let worktrees = ws.worktrees()?;
     let mut progress = Progress::new("doctor", worktrees.len());
-    for (i, wt) in worktrees.into_iter().enumerate() {
+    for (i, wt) in worktrees.iter().cloned().enumerate() {
         progress.step(i, &wt.key);
         if wt.prunable || !wt.path.is_dir() {
             continue;
@@ -189,16 +189,11 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
                 ));
             }
         }
-        let held = Holding::recorded(reg, &key);
-        match ws.plan_render(&target, &held, false) {
-            Ok(plan) if !plan.is_up_to_date() => {
-                let stale: Vec<String> = (plan.files.iter())
-                    .filter(|(_, a)| {
-                        matches!(
-                            a,
-                            crate::render::FileAction::Written | crate::render::FileAction::Removed
-                        )
-                    })
+        let held = ws.holding(reg, &key);
+        match ws.file_states(&target, &held) {
+            Ok(files) if files.iter().any(|(_, s)| *s == FileState::Stale) => {
+                let stale: Vec<String> = (files.iter())
+                    .filter(|(_, s)| *s == FileState::Stale)
                     .map(|(p, _)| p.display().to_string())
                     .collect();
                 out.push(
@@ -445,7 +440,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
             }
             Action::Render(key) => {
                 let target = ws.target(Some(key))?;
-                let held = Holding::recorded(&ws.load_unlocked()?, key);
+                let held = ws.holding(&ws.load_unlocked()?, key);
                 ws.render(&target, &held, false)?;
                 Ok(format!("rendered {key}"))
             }

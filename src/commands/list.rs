@@ -15,7 +15,7 @@ use crate::machine::Machine;
 use crate::probe::SystemProbe;
 use crate::procs;
 use crate::registry::Ports;
-use crate::workspace::{Other, Workspace, display_path, warn, worktrees_seen_from_here};
+use crate::workspace::{Other, Workspace, display_path, warn};
 
 /// `list --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -105,7 +105,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     }
     let ws = Workspace::open()?;
     let reg = ws.load_unlocked()?;
-    let worktrees = worktrees_seen_from_here(ws.repo())?;
+    let worktrees = ws.worktrees()?;
 
     // Every key that has ports or a record.
     let keys = reg.keys();

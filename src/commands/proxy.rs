@@ -4,6 +4,7 @@
 //! runs; `stop` ends it and waits until it is gone. The port is recorded in `proxy.json` (so
 //! templates get proxy URLs); a busy port fails, naming its holder, never a fallback.
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,8 @@ pub struct RouteAnswer {
 /// Run `proxy`.
 pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
     let machine = Machine::from_env()?;
-    std::fs::create_dir_all(&machine.dir)?;
+    fsio::create_dirs(&machine.dir)
+        .with_context(|| format!("could not create {}", machine.dir.display()))?;
     let files = files(&machine);
     match &args.action {
         ProxyAction::Run { port } => {
@@ -127,10 +129,8 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
                     "the proxy already runs (pid {pid}, port {at})\n"
                 )));
             }
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&files.log)?;
+            let log = fsio::open_log(&files.log)
+                .with_context(|| format!("could not open {}", files.log.display()))?;
             let mut cmd = std::process::Command::new(std::env::current_exe()?);
             cmd.args(["proxy", "run", "--port", &port.to_string()])
                 .stdin(std::process::Stdio::null())

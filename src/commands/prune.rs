@@ -17,12 +17,11 @@ use serde::Serialize;
 use crate::attribution::{self, Whose};
 use crate::cli::PruneArgs;
 use crate::commands::{Report, ports_inline};
-use crate::git::WorktreeInfo;
 use crate::machine::Machine;
 use crate::procs;
 use crate::progress::Progress;
 use crate::registry::{Ports, Registry};
-use crate::workspace::{Workspace, display_path, lock_machine, warn, worktrees_seen_from_here};
+use crate::workspace::{Workspace, display_path, lock_machine, warn};
 
 /// A worktree entry pruned (or that a dry run would prune).
 #[derive(Debug, Serialize, JsonSchema)]
@@ -71,17 +70,17 @@ fn prune(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Ve
     if !dry_run {
         // `[on] release` of each, outside the lock; the locked pass below decides again.
         let reg = ws.load_unlocked()?;
-        for p in dead(&reg, &worktrees_seen_from_here(ws.repo())?) {
+        for p in dead(ws, &reg)? {
             ws.before_release(&p.key);
         }
     }
     let mut pruned = if dry_run {
         let reg = ws.load_unlocked()?;
-        dead(&reg, &worktrees_seen_from_here(ws.repo())?)
+        dead(ws, &reg)?
     } else {
         let lock = ws.lock()?;
         let mut reg = ws.load_locked(&lock, None)?;
-        let pruned = dead(&reg, &worktrees_seen_from_here(ws.repo())?);
+        let pruned = dead(ws, &reg)?;
         if !pruned.is_empty() {
             for p in &pruned {
                 reg.remove_gone_worktree(&p.key);
@@ -334,22 +333,17 @@ fn reap(repos: &[(Workspace, Option<String>)], stop: bool) -> anyhow::Result<Vec
 }
 
 /// Registry entries whose worktree is gone.
-fn dead(reg: &Registry, worktrees: &[WorktreeInfo]) -> Vec<Pruned> {
-    let keys = reg.keys();
-    keys.into_iter()
-        .filter_map(|key| {
-            let reason = match worktrees.iter().find(|w| w.key == key) {
-                None => "no longer a git worktree",
-                Some(w) if w.prunable => "directory deleted",
-                Some(_) => return None,
-            };
-            Some(Pruned {
-                repo: None,
-                key: key.to_string(),
-                path: reg.record(key).map(|r| r.path).unwrap_or_default(),
-                reason,
-                ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
-            })
+fn dead(ws: &Workspace, reg: &Registry) -> anyhow::Result<Vec<Pruned>> {
+    let mut gone = ws.gone_worktrees(reg, "")?;
+    gone.sort();
+    Ok(gone
+        .into_iter()
+        .map(|(key, reason)| Pruned {
+            repo: None,
+            path: reg.record(&key).map(|r| r.path).unwrap_or_default(),
+            reason,
+            ports: reg.ports(&key).map(Ports::to_map).unwrap_or_default(),
+            key,
         })
-        .collect()
+        .collect())
 }

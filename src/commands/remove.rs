@@ -33,10 +33,10 @@ pub struct RemoveAnswer {
 /// Run `remove`.
 pub fn run(args: &RemoveArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
-    let worktrees = ws.repo().worktrees()?;
-    let wt = find_worktree(&args.worktree, &worktrees)
+    let worktrees = ws.worktrees()?;
+    let wt = find_worktree(&args.worktree, worktrees)
         .cloned()
-        .ok_or_else(|| not_found(&args.worktree, &worktrees))?;
+        .ok_or_else(|| not_found(&args.worktree, worktrees))?;
     if wt.is_main {
         return Err(Error::new(
             Code::MainWorktree,

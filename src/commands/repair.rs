@@ -77,11 +77,9 @@ pub struct SourceAnswer {
 pub fn run(args: &RepairArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
     let lock = ws.lock()?;
-    let worktrees: Vec<_> = ws
-        .repo()
-        .worktrees()?
-        .into_iter()
+    let worktrees: Vec<_> = (ws.worktrees()?.iter())
         .filter(|w| !w.prunable)
+        .cloned()
         .collect();
 
     let mut sources: Vec<Source> = Vec::new();

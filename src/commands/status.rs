@@ -19,8 +19,7 @@ use crate::probe::SystemProbe;
 use crate::procs::{self, Listener};
 use crate::progress::Progress;
 use crate::registry::Ports;
-use crate::render::FileAction;
-use crate::workspace::{Holding, Workspace, display_path, known_this, template_context, warn};
+use crate::workspace::{FileState, Workspace, display_path, known_this, template_context, warn};
 
 /// One service: (name, port, protocol, its listeners with whose they are, busy without a
 /// listener that can be seen).
@@ -37,7 +36,7 @@ struct Status {
     urls: Vec<(String, String, Option<String>)>,
     services: Vec<ServiceStatus>,
     /// (relative path, state) or the reason rendering cannot be planned.
-    files: Result<Vec<(PathBuf, &'static str)>, String>,
+    files: Result<Vec<(PathBuf, FileState)>, String>,
 }
 
 /// Run `status`.
@@ -86,7 +85,7 @@ fn repository(
     let mut known = ws.known_worktrees(&reg)?;
     let mut elsewhere_read = false;
     let mut out = Vec::new();
-    for wt in ws.repo().worktrees()? {
+    for wt in ws.worktrees()?.iter().cloned() {
         if only.is_some_and(|k| k != wt.key) {
             continue;
         }
@@ -142,29 +141,14 @@ fn repository(
         let files = match &target {
             None => Err("the worktree's directory is gone".to_string()),
             Some(t) => {
-                let held = Holding::recorded(&reg, &wt.key);
-                match ws.plan_render(t, &held, false) {
-                    Ok(plan) => Ok(plan
-                        .files
-                        .iter()
-                        .map(|(p, a)| {
-                            let state = match a {
-                                FileAction::Unchanged => "up_to_date",
-                                FileAction::Written => "stale",
-                                FileAction::SkippedTracked => "tracked",
-                                FileAction::Removed => "stale",
-                            };
-                            (p.clone(), state)
-                        })
-                        .collect()),
-                    Err(e) => Err(format!("{e:#}")),
-                }
+                let held = ws.holding(&reg, &wt.key);
+                ws.file_states(t, &held).map_err(|e| format!("{e:#}"))
             }
         };
         let hostname = reg.record(&wt.key).and_then(|r| r.hostname);
         let urls = match &target {
             Some(t) => {
-                let ctx = template_context(ws, t, &Holding::recorded(&reg, &wt.key));
+                let ctx = template_context(ws, t, &ws.holding(&reg, &wt.key));
                 (ctx.urls.iter())
                     .map(|(s, u)| (s.clone(), u.clone(), ctx.proxy_urls.get(s).cloned()))
                     .collect()
@@ -208,9 +192,9 @@ fn to_json(s: &Status) -> WorktreeStatus {
     let files = match &s.files {
         Ok(files) => FilesAnswer::Files(
             (files.iter())
-                .map(|(p, state)| FileState {
+                .map(|(p, state)| FileAnswer {
                     path: p.display().to_string(),
-                    state,
+                    state: *state,
                 })
                 .collect(),
         ),
@@ -350,7 +334,7 @@ pub struct ListenerAnswer {
 #[serde(untagged)]
 pub enum FilesAnswer {
     /// Each file's state.
-    Files(Vec<FileState>),
+    Files(Vec<FileAnswer>),
     /// Why rendering cannot be planned (a template error...).
     Error {
         /// The reason.
@@ -360,12 +344,11 @@ pub enum FilesAnswer {
 
 /// One file of `status --json`.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct FileState {
+pub struct FileAnswer {
     /// Relative to the worktree.
     pub path: String,
-    /// `up_to_date`, `stale` (a render would change it) or `tracked` (git tracks it; never
-    /// written).
-    pub state: &'static str,
+    /// How it compares with what a render would write.
+    pub state: FileState,
 }
 
 fn to_text(s: &Status) -> String {
@@ -444,10 +427,16 @@ fn to_text(s: &Status) -> String {
             let parts: Vec<String> = files
                 .iter()
                 .map(|(p, state)| {
-                    let state = match *state {
-                        "up_to_date" => paint("up to date", Colour::Green),
-                        "tracked" => paint("tracked by git (not written)", Colour::Dim),
-                        _ => paint("stale: run `git worktree-ports render`", Colour::Yellow),
+                    let state = match state {
+                        FileState::UpToDate => paint("up to date", Colour::Green),
+                        FileState::Tracked => paint("tracked by git (not written)", Colour::Dim),
+                        FileState::NotRendered => paint(
+                            "not written yet (`git worktree-ports render` writes it)",
+                            Colour::Dim,
+                        ),
+                        FileState::Stale => {
+                            paint("stale: run `git worktree-ports render`", Colour::Yellow)
+                        }
                     };
                     format!("{} {state}", p.display())
                 })

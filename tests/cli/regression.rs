@@ -1139,3 +1139,117 @@ fn issue15_low_add_finds_its_worktree_by_path_not_by_a_name_that_matches_it() {
     );
     assert_ne!(out["worktree"], "feat", "{out}");
 }
+
+/// Issue 25, N1: `doctor --fix` inside a worktree moved with `mv` called it gone (doctor read
+/// git's raw worktree list, which lists it at its old path as prunable) and pruned it: its
+/// ports were given away while it stood there.
+#[test]
+fn issue25_n1_doctor_fix_in_a_moved_worktree_keeps_its_ports() {
+    let repo = TestRepo::new();
+    let old = repo.add_worktree("mv-me");
+    repo.wp_in(&old, ["allocate", "--no-render"]).succeeds();
+    let before = repo.registry()["allocated_ports"]["mv-me"].clone();
+    let new = repo.env.root().join("moved-here");
+    std::fs::rename(&old, &new).unwrap();
+    let out = repo.wp_in(&new, ["doctor", "--fix", "--json"]).output();
+    let json = out.json();
+    let codes: Vec<&str> = (json["findings"].as_array().unwrap().iter())
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(!codes.contains(&"gone-allocation"), "{json:#}");
+    assert_eq!(repo.registry()["allocated_ports"]["mv-me"], before);
+    assert!(before.is_object(), "{before}");
+}
+
+/// Issue 25, N2: `status` inside a worktree moved with `mv` failed with WORKTREE_NOT_FOUND
+/// (same cause as N1), though `env` and `render` work there.
+#[test]
+fn issue25_n2_status_in_a_moved_worktree_shows_it() {
+    let repo = TestRepo::new();
+    let old = repo.add_worktree("mv-me");
+    let held = repo
+        .wp_in(&old, ["allocate", "--no-render", "--json"])
+        .succeeds()
+        .json();
+    let new = repo.env.root().join("moved-here");
+    std::fs::rename(&old, &new).unwrap();
+    let json = repo.wp_in(&new, ["status", "--json"]).succeeds().json();
+    let me = &json["worktrees"][0];
+    assert_eq!(me["worktree"], "mv-me", "{json:#}");
+    let web = (me["services"].as_array().unwrap().iter())
+        .find(|s| s["service"] == "web")
+        .unwrap();
+    assert_eq!(web["port"], held["ports"]["web"], "{json:#}");
+}
+
+/// Issue 25, N3: `doctor --fix` rendered `COMPOSE_PROJECT_NAME=` (empty) for a record written
+/// before compose names were kept: one fallback gave `""`, two others the formula.
+#[test]
+fn issue25_n3_a_record_without_a_compose_name_renders_the_formula() {
+    let repo = TestRepo::new();
+    let wt = repo.add_worktree("old-rec");
+    repo.wp_in(&wt, ["allocate"]).succeeds();
+    let mut reg = repo.registry();
+    reg["worktrees"]["old-rec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("compose_project_name");
+    std::fs::write(repo.registry_path(), reg.to_string()).unwrap();
+    let _ = std::fs::remove_file(repo.registry_path().with_extension("json.bak"));
+    std::fs::write(wt.join(".env"), "").unwrap();
+    repo.wp(["doctor", "--fix"]).output();
+    let env = std::fs::read_to_string(wt.join(".env")).unwrap();
+    assert!(env.contains("COMPOSE_PROJECT_NAME=repo-old-rec\n"), "{env}");
+    // And doctor now finds the file as a render would write it.
+    let json = repo.wp(["doctor", "--json"]).output().json();
+    assert!(!json.to_string().contains("stale-files"), "{json:#}");
+}
+
+/// Issue 25, N4: under umask 000 `proxy start` made a world-writable state dir (0777) and
+/// log (0666): two writes bypassed `fsio`.
+#[test]
+fn issue25_n4_proxy_start_under_umask_000_makes_nothing_world_writable() {
+    let repo = TestRepo::new();
+    let mut run = repo.wp(["proxy", "start", "--port", &(repo.base + 39).to_string()]);
+    // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        run.cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = run.output();
+    let _ = repo.wp(["proxy", "stop"]).output();
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state) & 0o022, 0, "state dir {:o}", mode(&state));
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let p = entry.unwrap().path();
+        assert_eq!(mode(&p) & 0o022, 0, "{} is {:o}", p.display(), mode(&p));
+    }
+}
+
+/// Issue 25, N5: `doctor` exited 1 right after the README's first `add`: main-first gives the
+/// main worktree ports but, by design, no `.env`, and doctor (and status) called main's `.env`
+/// stale.
+#[test]
+fn issue25_n5_doctor_is_clean_right_after_the_first_add() {
+    let repo = TestRepo::new();
+    let feature = repo.path("feature");
+    repo.wp(["add", feature.to_str().unwrap()]).succeeds();
+    assert!(!repo.root.join(".env").exists());
+    let json = repo.wp(["doctor", "--json"]).succeeds().json();
+    assert_eq!(json["needs_attention"], false, "{json:#}");
+    let status = repo.wp(["status", "--json"]).succeeds().json();
+    let files = &status["worktrees"][0]["files"];
+    assert!(
+        !files.to_string().contains("stale"),
+        "main's files are not stale before it is rendered: {status:#}"
+    );
+    // Once main is rendered, its file is up to date, and a change makes it stale again.
+    repo.wp(["render"]).succeeds();
+    std::fs::write(repo.root.join(".env"), "").unwrap();
+    let json = repo.wp(["doctor", "--json"]).fails().json();
+    assert_eq!(json["findings"][0]["code"], "stale-files", "{json:#}");
+}
