@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use git_worktree_ports::allocate::{Holder, Probe, Request, allocate};
-use git_worktree_ports::config::{Protocol, Service, Strategy};
+use git_worktree_ports::model::allocate::{Holder, Probe, Request, allocate};
+use git_worktree_ports::model::config::{Protocol, Service, Strategy};
 use git_worktree_ports::registry::{self, Lock, Paths, Registry};
 use serde_json::json;
 

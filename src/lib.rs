@@ -1,41 +1,29 @@
 //! git-worktree-ports: every git worktree gets its own, non-conflicting set of service ports,
 //! kept in `<git-common-dir>/worktree-registry/ports.json`.
 //!
-//! Data flows one way: `cli -> commands -> workspace -> {git, config, registry (lock) ->
-//! allocate (probe) -> save} -> render (plan -> apply)`. `allocate` is pure; `registry`,
-//! `probe`, `git`, `fsio` and `lock` do the I/O; `workspace` combines them; `commands` turn
-//! arguments into a workspace call and an output value. Only [`run`] and [`report_error`]
-//! print to stdout. ARCHITECTURE.md has the layers and the rules.
+//! `src/` is grouped by layer, in the direction data flows: `cli -> commands` (presenters)
+//! `-> workspace` (use cases) `-> {registry, machine, render} -> sys` (the OS edge), with
+//! `model` (pure rules and data) beneath them all and `proxy` the async island. Only [`run`]
+//! and [`report_error`] print to stdout. ARCHITECTURE.md has the layers and who may import
+//! whom; `tests/cli/layers.rs` enforces it.
 
-pub mod allocate;
-pub mod attribution;
 pub mod cli;
-pub mod colour;
 pub mod commands;
-pub mod config;
-pub mod error;
-pub mod fault;
-pub mod fsio;
-pub mod git;
-pub mod hooks;
-pub mod lifecycle;
-pub mod literals;
-pub mod lock;
 pub mod machine;
-pub mod names;
-pub mod probe;
-pub mod procs;
-pub mod progress;
+pub mod model;
+pub mod output;
 pub mod proxy;
 pub mod registry;
 pub mod render;
-pub mod salvage;
+pub mod sys;
 pub mod workspace;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
+use model::error;
+use output::colour;
 
 /// Run a parsed command line: print its output and return the exit code. Errors are left to
 /// the caller, which prints them with [`report_error`].

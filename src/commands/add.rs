@@ -8,9 +8,9 @@
 
 use crate::cli::AddArgs;
 use crate::commands::{Report, ports_inline, render_and_report, wants};
-use crate::error::{Code, Error};
-use crate::git::{self, WorktreeInfo};
-use crate::hooks::INSIDE_ADD_ENV;
+use crate::model::error::{Code, Error};
+use crate::sys::git::{self, WorktreeInfo};
+use crate::sys::hooks::INSIDE_ADD_ENV;
 use crate::workspace::{Workspace, absolute, warn};
 
 /// Run `add`.

@@ -3,14 +3,14 @@
 //! nothing is written), then render its files. A kept port that a process outside the
 //! worktree holds is reported, one line per service, with the `--move` that fixes it.
 
-use crate::allocate::Probe;
-use crate::allocate::Want;
-use crate::attribution::{self, Known, Whose};
 use crate::cli::AllocateArgs;
 use crate::commands::{Report, render_and_report, wants};
-use crate::config::Protocol;
-use crate::probe::SystemProbe;
-use crate::procs;
+use crate::model::allocate::Probe;
+use crate::model::allocate::Want;
+use crate::model::attribution::{self, Known, Whose};
+use crate::model::config::Protocol;
+use crate::sys::probe::SystemProbe;
+use crate::sys::procs;
 use crate::workspace::{Holding, Target, Workspace, canonical, warn};
 
 /// Run `allocate`.

@@ -5,15 +5,15 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::{Holder, Probe};
-use crate::attribution::{self, Known};
 use crate::cli::CheckArgs;
 use crate::commands::Report;
-use crate::config::{MIN_PORT, Protocol};
-use crate::error::{Code, classify};
 use crate::machine::Machine;
-use crate::probe::SystemProbe;
-use crate::procs;
+use crate::model::allocate::{Holder, Probe};
+use crate::model::attribution::{self, Known};
+use crate::model::config::{MIN_PORT, Protocol};
+use crate::model::error::{Code, classify};
+use crate::sys::probe::SystemProbe;
+use crate::sys::procs;
 use crate::workspace::{Elsewhere, Workspace, known_this, warn};
 
 /// `check --json`.
@@ -93,7 +93,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
     let listener = |port: u16, proto: Protocol| {
         (procs::listeners(&[port]).into_iter()).find(|l| l.protocol == proto.as_str())
     };
-    let attribute = |l: &procs::Listener| -> String {
+    let attribute = |l: &crate::model::attribution::Listener| -> String {
         let (known, this): &(Vec<Known>, Option<Known>) =
             known.get_or_init(|| match (&ws, &registry) {
                 (Some(ws), Some(reg)) => {

@@ -12,16 +12,16 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::Want;
-use crate::attribution::{self, Known, Whose};
 use crate::cli::DoctorArgs;
 use crate::commands::{Colour, Report, paint, ports_inline, table};
-use crate::config::Strategy;
-use crate::literals;
 use crate::machine::Machine;
-use crate::procs;
-use crate::progress::Progress;
+use crate::model::allocate::Want;
+use crate::model::attribution::{self, Known, Whose};
+use crate::model::config::Strategy;
+use crate::model::literals;
+use crate::output::progress::Progress;
 use crate::registry::{Ports, Registry};
+use crate::sys::procs;
 use crate::workspace::{FileState, Workspace, canonical, lock_machine, warn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -361,11 +361,15 @@ fn files(ws: &Workspace, out: &mut Vec<Finding>) {
     let Ok(Some(wt)) = ws.repo().current() else {
         return;
     };
-    let Ok(config) = crate::config::Config::load(&wt.path) else {
+    let Ok(config) = crate::sys::config_file::load(&wt.path) else {
         return;
     };
     let vars: Vec<String> = config.services.iter().map(|s| s.env.clone()).collect();
-    let read = |rel: &str| crate::fsio::read_regular(&wt.path.join(rel)).ok().flatten();
+    let read = |rel: &str| {
+        crate::sys::fsio::read_regular(&wt.path.join(rel))
+            .ok()
+            .flatten()
+    };
     let mut found = Vec::new();
     let mut compose_files: Vec<String> = std::fs::read_dir(&wt.path)
         .map(|d| {
@@ -445,7 +449,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
                 Ok(format!("rendered {key}"))
             }
             Action::Hook => {
-                crate::hooks::install(&ws.hook_state()?)?;
+                crate::sys::hooks::install(&ws.hook_state()?)?;
                 Ok("updated the hook".to_string())
             }
             Action::Index => {

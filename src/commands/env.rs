@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::cli::{EnvArgs, EnvFormat};
 use crate::commands::{Report, schema, slot_var};
-use crate::config::default_env_name;
-use crate::error::{Code, Error};
+use crate::model::config::default_env_name;
+use crate::model::error::{Code, Error};
 use crate::workspace::{Workspace, peer_query, template_context};
 
 /// `env --format json`: variable -> value, the same variables as the dotenv form (a flat

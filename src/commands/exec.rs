@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::cli::ExecArgs;
 use crate::commands::{Report, slot_var};
-use crate::error::{Code, Error};
+use crate::model::error::{Code, Error};
 use crate::workspace::{Workspace, template_context};
 
 /// Run `exec`; returns only if the command could not be started (or, off Unix, when it ends).

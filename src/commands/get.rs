@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::cli::GetArgs;
 use crate::commands::Report;
-use crate::error::{Code, Error};
+use crate::model::error::{Code, Error};
 use crate::workspace::{Workspace, dispose, peer_query};
 
 /// Run `get`.

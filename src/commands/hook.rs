@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::cli::{HookArgs, HookKind};
 use crate::commands::{Report, ports_inline, written_files};
-use crate::error::classify;
-use crate::hooks::INSIDE_ADD_ENV;
+use crate::model::error::classify;
+use crate::sys::hooks::INSIDE_ADD_ENV;
 use crate::workspace::{Workspace, warn};
 
 /// Run `hook`; always succeeds.

@@ -2,11 +2,11 @@
 
 use crate::cli::{HooksAction, HooksArgs};
 use crate::commands::Report;
-use crate::hooks::{self, Installed, Uninstalled};
+use crate::sys::hooks::{self, Installed, Uninstalled};
 use crate::workspace::Workspace;
 
 /// `hooks status --json`: the hooks directory's state.
-pub type HooksStatusAnswer = crate::hooks::State;
+pub type HooksStatusAnswer = crate::sys::hooks::State;
 
 /// Run `hooks`.
 pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {

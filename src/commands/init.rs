@@ -9,9 +9,9 @@ use anyhow::Context as _;
 
 use crate::cli::InitArgs;
 use crate::commands::Report;
-use crate::config::{CONFIG_PATH, Config};
-use crate::fsio;
+use crate::model::config::{CONFIG_PATH, Config};
 use crate::render::{BUILTIN_ENV, TEMPLATES_DIR};
+use crate::sys::fsio;
 use crate::workspace::Workspace;
 
 /// Run `init`.

@@ -13,8 +13,8 @@ use anyhow::Context;
 
 use crate::cli::InstallManArgs;
 use crate::commands::Report;
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, WriteOptions};
+use crate::model::error::{Code, Error};
+use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 
 /// Run `install-man`.
 pub fn run(args: &InstallManArgs) -> anyhow::Result<Report> {

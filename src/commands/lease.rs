@@ -16,14 +16,14 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::allocate::{Probe, Taken};
 use crate::cli::LeaseArgs;
 use crate::commands::Report;
-use crate::config::{MIN_PORT, Protocol, named_range};
-use crate::error::{Code, Error};
 use crate::machine::{Index, Lease, Machine};
-use crate::probe::{self, SystemProbe};
+use crate::model::allocate::{Probe, Taken};
+use crate::model::config::{MIN_PORT, Protocol, named_range};
+use crate::model::error::{Code, Error};
 use crate::registry::{now_rfc3339, rfc3339};
+use crate::sys::probe::{self, SystemProbe};
 use crate::workspace::{Elsewhere, lock_machine, reclaim_leases, unix_now, warn};
 
 /// Overrides the default pool (`40000-49999`, the `dynamic` range).

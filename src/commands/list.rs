@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::Probe;
 use crate::cli::{ListArgs, ListSort};
 use crate::commands::{Colour, Report, paint, ports_inline, table};
-use crate::config::Config;
-use crate::config::Protocol;
 use crate::machine::Machine;
-use crate::probe::SystemProbe;
-use crate::procs;
+use crate::model::allocate::Probe;
+use crate::model::config::Protocol;
+use crate::model::names::display_path;
 use crate::registry::Ports;
-use crate::workspace::{Other, Workspace, display_path, warn};
+use crate::sys::probe::SystemProbe;
+use crate::sys::procs;
+use crate::workspace::{Other, Workspace, warn};
 
 /// `list --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -148,7 +148,8 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     // The current worktree's config: its services' order for the columns, and which speak
     // HTTP for the URLs (a repository's worktrees share it; reading each one's would cost a
     // parse per worktree).
-    let config = (ws.repo().current().ok().flatten()).and_then(|w| Config::load(&w.path).ok());
+    let config = (ws.repo().current().ok().flatten())
+        .and_then(|w| crate::sys::config_file::load(&w.path).ok());
     if args.json {
         if let Some(live) = &live {
             rows.iter_mut()
@@ -156,7 +157,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         }
         let is_http = |s: &str| match &config {
             Some(c) => c.services.iter().any(|h| h.http && h.name == s),
-            None => crate::config::default_http(s),
+            None => crate::model::config::default_http(s),
         };
         for r in rows.iter_mut() {
             if let Some(host) = &r.hostname {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::Want;
 use crate::cli::{PortArg, PortValue};
+use crate::model::allocate::Want;
 use crate::render::{FileAction, Rendered};
 use crate::workspace::{Holding, Target, Workspace};
 
@@ -227,7 +227,7 @@ fn visible_width(s: &str) -> usize {
     n
 }
 
-pub use crate::colour::{Colour, paint, set as set_colour};
+pub use crate::output::colour::{Colour, paint, set as set_colour};
 
 /// Left-aligned columns separated by two spaces; trailing spaces trimmed. Colour escapes
 /// ([`paint`]) take no width.

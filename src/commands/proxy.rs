@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use crate::cli::{ProxyAction, ProxyArgs};
 use crate::commands::Report;
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, WriteOptions};
 use crate::machine::Machine;
-use crate::probe;
+use crate::model::error::{Code, Error};
 use crate::proxy::{self, routes::Routes};
+use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::sys::probe;
 
 struct Files {
     pid: PathBuf,
@@ -195,7 +195,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
             // SAFETY: signalling the pid our pid file names, checked alive above.
             unsafe { libc::kill(id, libc::SIGTERM) };
             let start = Instant::now();
-            while crate::procs::running(pid) {
+            while crate::sys::procs::running(pid) {
                 if start.elapsed() > Duration::from_secs(5) {
                     // SAFETY: as above.
                     unsafe { libc::kill(id, libc::SIGKILL) };

@@ -14,14 +14,15 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::attribution::{self, Whose};
 use crate::cli::PruneArgs;
 use crate::commands::{Report, ports_inline};
 use crate::machine::Machine;
-use crate::procs;
-use crate::progress::Progress;
+use crate::model::attribution::{self, Whose};
+use crate::model::names::display_path;
+use crate::output::progress::Progress;
 use crate::registry::{Ports, Registry};
-use crate::workspace::{Workspace, display_path, lock_machine, warn};
+use crate::sys::procs;
+use crate::workspace::{Workspace, lock_machine, warn};
 
 /// A worktree entry pruned (or that a dry run would prune).
 #[derive(Debug, Serialize, JsonSchema)]
@@ -285,7 +286,7 @@ fn grace() -> Duration {
 fn reap(repos: &[(Workspace, Option<String>)], stop: bool) -> anyhow::Result<Vec<Orphan>> {
     let me = procs::my_uid();
     let own = std::process::id();
-    let candidates: Vec<procs::Process> = procs::processes()
+    let candidates: Vec<crate::model::attribution::Process> = procs::processes()
         .into_iter()
         .filter(|p| p.uid == Some(me) && !p.tty && p.pid != own && p.cwd.is_some())
         .collect();

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::cli::ReleaseArgs;
 use crate::commands::{Report, ports_inline};
-use crate::error::{Code, Error};
 use crate::machine::Machine;
+use crate::model::error::{Code, Error};
 use crate::workspace::{Workspace, lock_machine, reclaim_leases, warn};
 
 /// `release --lease ID`: give a lease's ports back (from anywhere: leases are the machine's).

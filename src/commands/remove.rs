@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::cli::RemoveArgs;
 use crate::commands::{Report, ports_inline};
-use crate::error::{Code, Error};
-use crate::git;
+use crate::model::error::{Code, Error};
+use crate::sys::git;
 use crate::workspace::{Workspace, find_worktree, not_found};
 
 /// `remove --json`.

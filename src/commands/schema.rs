@@ -101,7 +101,7 @@ pub fn print(name: SchemaName) -> String {
             "hooks status --json",
         ),
         SchemaName::Error => (
-            schema_for!(Versioned<crate::error::ErrorAnswer>),
+            schema_for!(Versioned<crate::model::error::ErrorAnswer>),
             "any command's error with --json",
         ),
     };

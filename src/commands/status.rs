@@ -9,17 +9,19 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::Probe;
-use crate::attribution::{self, Known, Whose};
 use crate::cli::StatusArgs;
 use crate::commands::{Colour, Report, paint, table};
-use crate::config::Protocol;
 use crate::machine::Machine;
-use crate::probe::SystemProbe;
-use crate::procs::{self, Listener};
-use crate::progress::Progress;
+use crate::model::allocate::Probe;
+use crate::model::attribution::Listener;
+use crate::model::attribution::{self, Known, Whose};
+use crate::model::config::Protocol;
+use crate::model::names::display_path;
+use crate::output::progress::Progress;
 use crate::registry::Ports;
-use crate::workspace::{FileState, Workspace, display_path, known_this, template_context, warn};
+use crate::sys::probe::SystemProbe;
+use crate::sys::procs;
+use crate::workspace::{FileState, Workspace, known_this, template_context, warn};
 
 /// One service: (name, port, protocol, its listeners with whose they are, busy without a
 /// listener that can be seen).

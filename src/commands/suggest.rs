@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::allocate::suggest::{self, Suggestion};
-use crate::allocate::{BlockSite, Request, choose_block};
 use crate::cli::SuggestArgs;
 use crate::commands::Report;
-use crate::config::{Config, Strategy};
-use crate::error::{Code, Error};
 use crate::machine::Machine;
-use crate::probe::{self, SystemProbe};
-use crate::workspace::{Elsewhere, Workspace, display_path, warn};
+use crate::model::allocate::suggest::{self, Suggestion};
+use crate::model::allocate::{BlockSite, Request, choose_block};
+use crate::model::config::{Config, Strategy};
+use crate::model::error::{Code, Error};
+use crate::model::names::display_path;
+use crate::sys::probe::{self, SystemProbe};
+use crate::workspace::{Elsewhere, Workspace, warn};
 
 /// `suggest --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -159,11 +160,11 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Report> {
 
 fn base_request<'a>(
     config: &'a Config,
-    taken: &'a crate::allocate::Taken<'a>,
+    taken: &'a crate::model::allocate::Taken<'a>,
     avoid: &'a [RangeInclusive<u16>],
     empty: &'a BTreeMap<String, u16>,
 ) -> Request<'a> {
-    static NO_WANTS: std::sync::OnceLock<BTreeMap<String, crate::allocate::Want>> =
+    static NO_WANTS: std::sync::OnceLock<BTreeMap<String, crate::model::allocate::Want>> =
         std::sync::OnceLock::new();
     Request {
         strategy: config.strategy,
@@ -183,7 +184,7 @@ fn base_request<'a>(
 /// or per slot.
 fn text(
     config: &Config,
-    services: &[crate::config::Service],
+    services: &[crate::model::config::Service],
     convention: &str,
     list: &[Suggestion],
 ) -> String {

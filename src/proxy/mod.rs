@@ -29,7 +29,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::machine::Machine;
-use crate::names;
+use crate::model::names;
 use routes::{Route, Routes};
 
 /// The default port: high, unprivileged, not Portless's 1355.
@@ -114,10 +114,10 @@ pub fn bind(port: u16) -> anyhow::Result<Bound> {
             }
             Err(e) if ip.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {}
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                let who = crate::probe::holder(port, crate::config::Protocol::Tcp)
+                let who = crate::sys::probe::holder(port, crate::model::config::Protocol::Tcp)
                     .map_or_else(|| "another process".to_string(), |h| h.to_string());
-                return Err(crate::error::Error::new(
-                    crate::error::Code::PortInUse,
+                return Err(crate::model::error::Error::new(
+                    crate::model::error::Code::PortInUse,
                     format!(
                         "the proxy's port {port} is in use by {who}; stop it, or choose another port: `git worktree-ports proxy start --port <port>`"
                     ),

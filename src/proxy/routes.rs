@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::Config;
 use crate::machine::Machine;
+use crate::model::names::display_path;
 use crate::registry::{self, Paths, Ports};
-use crate::workspace::display_path;
 
 /// Where a hostname goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +63,7 @@ impl Routes {
                 };
                 let path = PathBuf::from(&record.path);
                 // Its config says which services speak HTTP: a change there changes routes.
-                signature.push(stat(&path.join(crate::config::CONFIG_PATH)));
+                signature.push(stat(&path.join(crate::model::config::CONFIG_PATH)));
                 for (name, service, port) in http_services(&path, ports, &hostname) {
                     routes.insert(
                         name,
@@ -101,7 +100,7 @@ fn stat(path: &Path) -> (PathBuf, u64, Option<SystemTime>) {
 /// its config's order), `<service>.<hostname>` to each. The config says which services speak
 /// HTTP; without a readable one, `web` and `api` do.
 fn http_services(path: &Path, ports: &Ports, hostname: &str) -> Vec<(String, String, u16)> {
-    let order: Vec<(String, bool)> = match Config::load(path) {
+    let order: Vec<(String, bool)> = match crate::sys::config_file::load(path) {
         Ok(c) if path.is_dir() => c
             .services
             .iter()

@@ -669,7 +669,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::config::MIN_PORT;
+    use crate::model::config::MIN_PORT;
     use proptest::prelude::*;
 
     proptest! {
@@ -679,7 +679,7 @@ mod fuzz {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in any::<Vec<u8>>()) {
             let _ = parse(&bytes);
-            let _ = crate::salvage::allocated_ports(&bytes);
+            let _ = crate::model::salvage::allocated_ports(&bytes);
         }
 
         /// Registry-shaped JSON: what parses upholds the invariants the allocator relies on.
@@ -687,7 +687,7 @@ mod fuzz {
         fn registry_shaped_json(
             text in r#"\{("version": -?[0-9]{1,3}, )?"allocated_ports": \{("[a-z/]{0,3}": \{("[a-z]{0,3}": -?[0-9]{1,6},? ?){0,3}\},? ?){0,4}\}(, "port_ranges": \{("[a-z]{1,3}": \[[0-9]{1,6}, [0-9]{1,6}\],? ?){0,2}\})?\}"#
         ) {
-            let _ = crate::salvage::allocated_ports(text.as_bytes());
+            let _ = crate::model::salvage::allocated_ports(text.as_bytes());
             if let Ok(reg) = parse(text.as_bytes()) {
                 let mut seen = std::collections::HashSet::new();
                 for (_, ports) in reg.allocations() {

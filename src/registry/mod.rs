@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::allocate::{Owner, Taken};
-use crate::config::MIN_PORT;
+use crate::model::allocate::{Owner, Taken};
+use crate::model::config::MIN_PORT;
 
 pub use codec::{Problem, parse};
 pub use store::{Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, record_files};
@@ -71,8 +71,8 @@ pub struct Claim {
 
 impl Claim {
     /// The config it was claimed under.
-    pub fn config(&self) -> crate::config::Block {
-        crate::config::Block {
+    pub fn config(&self) -> crate::model::config::Block {
+        crate::model::config::Block {
             base: self.base,
             size: self.size,
             span: self.span,

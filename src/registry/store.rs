@@ -3,7 +3,7 @@
 //! inside `worktree-registry/`; never prints (warnings are returned to the caller).
 //!
 //! Protocol (design.md "Locking and writing the registry"):
-//! - writers lock `ports.lock` ([`crate::lock`]), a file that is never renamed or deleted;
+//! - writers lock `ports.lock` ([`crate::sys::lock`]), a file that is never renamed or deleted;
 //! - under the lock: sweep temp files (only lock holders write them, so any found are a dead
 //!   writer's), read + validate, recover a damaged file from `ports.json.bak` (keeping the
 //!   damaged one as `ports.json.corrupt-<ts>`), refuse when both are bad: starting empty over a
@@ -22,9 +22,9 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::{Problem, Registry, VERSION, parse, timestamp_for_file};
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, Sweep, WriteOptions};
-use crate::lock::{self, FileLock};
+use crate::model::error::{Code, Error};
+use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
+use crate::sys::lock::{self, FileLock};
 
 const FILE: &str = "ports.json";
 const BACKUP: &str = "ports.json.bak";
@@ -507,7 +507,10 @@ mod tests {
         fs::write(&paths.file, b"garbage").unwrap();
         fs::write(&paths.backup, b"more garbage").unwrap();
         let err = l.load().unwrap_err();
-        assert_eq!(crate::error::classify(&err).code, Code::RegistryCorrupt);
+        assert_eq!(
+            crate::model::error::classify(&err).code,
+            Code::RegistryCorrupt
+        );
         assert_eq!(fs::read(&paths.file).unwrap(), b"garbage");
         assert_eq!(fs::read(&paths.backup).unwrap(), b"more garbage");
         // Damaged file without any backup: refused too, never "empty".

@@ -16,6 +16,7 @@ mod get;
 mod hooks;
 mod hostile;
 mod json;
+mod layers;
 mod lease;
 mod lifecycle;
 mod list;

@@ -21,13 +21,13 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, Sweep, WriteOptions};
-use crate::git::WorktreeInfo;
+use crate::model::config::Config;
+use crate::model::error::{Code, Error};
+use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
+use crate::sys::git::WorktreeInfo;
 
 /// The built-in `.env` template.
-pub const BUILTIN_ENV: &str = include_str!("../templates/env.tera");
+pub const BUILTIN_ENV: &str = include_str!("../../templates/env.tera");
 
 /// Where a repository's templates live inside a worktree.
 pub const TEMPLATES_DIR: &str = ".worktree-ports/templates";

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::error::{Code, Error};
-use crate::fsio;
+use crate::model::error::{Code, Error};
+use crate::sys::fsio;
 
 /// Default time to wait for a lock.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,7 +133,7 @@ mod tests {
         let path = dir.path().join("sub/x.lock");
         let held = acquire(&path, Duration::from_secs(5), &|_| {}).unwrap();
         let err = acquire(&path, Duration::from_millis(50), &|_| {}).unwrap_err();
-        assert_eq!(crate::error::classify(&err).code, Code::LockTimeout);
+        assert_eq!(crate::model::error::classify(&err).code, Code::LockTimeout);
         drop(held);
         assert!(acquire(&path, Duration::from_millis(50), &|_| {}).is_ok());
         assert!(path.exists(), "the lock file stays");

@@ -19,7 +19,7 @@ use std::process::Command;
 use git2::{ErrorClass, ErrorCode, Repository};
 use serde_json::json;
 
-use crate::error::{Code, Error};
+use crate::model::error::{Code, Error};
 
 /// Registry key of the main worktree.
 pub const MAIN_KEY: &str = "main";

@@ -2,6 +2,8 @@
 //! Labels are made DNS-safe here (lower case, `a-z0-9-`, at most 63 bytes, no leading or
 //! trailing `-`). PURE.
 
+use std::path::{Path, PathBuf};
+
 /// The top-level domain every name ends in: `*.localhost` resolves to loopback in Chrome,
 /// Firefox, curl >= 7.85 and systemd-resolved (not in Safari, or Node's `fetch` on macOS).
 pub const TLD: &str = "localhost";
@@ -71,6 +73,14 @@ pub fn host_of(header: &str) -> Option<String> {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     ok.then_some(name)
+}
+
+/// `/src/app/.git` -> `/src/app`; a bare repository's git dir stays as it is.
+pub fn display_path(common: &Path) -> PathBuf {
+    match common.file_name() {
+        Some(n) if n == ".git" => common.parent().unwrap_or(common).to_path_buf(),
+        _ => common.to_path_buf(),
+    }
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, WriteOptions};
+use crate::model::error::{Code, Error};
+use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 
 /// The hook script, embedded from `hooks/post-checkout`.
-pub const SCRIPT: &str = include_str!("../hooks/post-checkout");
+pub const SCRIPT: &str = include_str!("../../hooks/post-checkout");
 /// Hook file name.
 pub const HOOK: &str = "post-checkout";
 /// Where a user's previous hook is kept while ours is installed.
@@ -287,7 +287,7 @@ mod tests {
         fs::write(dir.path().join(HOOK), "#!/bin/sh\necho theirs\n").unwrap();
         fs::write(dir.path().join(PREVIOUS), "#!/bin/sh\necho older\n").unwrap();
         let err = install(&inspect(dir.path(), None)).unwrap_err();
-        assert_eq!(crate::error::classify(&err).code, Code::HookConflict);
+        assert_eq!(crate::model::error::classify(&err).code, Code::HookConflict);
         assert_eq!(
             fs::read_to_string(dir.path().join(HOOK)).unwrap(),
             "#!/bin/sh\necho theirs\n"

@@ -12,8 +12,8 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{Change, Ctx, Owner, Refusal, Taken};
-use crate::config::{Block, Protocol, Service};
-use crate::error::{Code, Error};
+use crate::model::config::{Block, Protocol, Service};
+use crate::model::error::{Code, Error};
 
 /// Where the worktree's repository has its block, and who holds which slot of it.
 #[derive(Debug, Clone, Copy)]
@@ -254,8 +254,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::allocate::{Allocation, Holder, Probe, Request, Want, allocate};
-    use crate::config::Strategy;
+    use crate::model::allocate::{Allocation, Holder, Probe, Request, Want, allocate};
+    use crate::model::config::Strategy;
 
     struct Busy(HashSet<u16>);
 
@@ -278,7 +278,7 @@ mod tests {
             .map(|(n, o)| Service {
                 name: n.to_string(),
                 range: (b.base, b.base + (b.span - 1)),
-                env: crate::config::default_env_name(n),
+                env: crate::model::config::default_env_name(n),
                 protocol: Protocol::Tcp,
                 offset: *o,
                 http: false,

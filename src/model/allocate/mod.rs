@@ -22,8 +22,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::config::{MIN_PORT, Protocol, Service, Strategy};
-use crate::error::{Code, Error};
+use crate::model::config::{MIN_PORT, Protocol, Service, Strategy};
+use crate::model::error::{Code, Error};
 
 /// Who holds a busy port on this machine, as far as the OS tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -569,7 +569,7 @@ impl<'r> Ctx<'_, 'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, default_env_name};
+    use crate::model::config::{Config, default_env_name};
     use std::cell::RefCell;
 
     /// A probe that reports a fixed set of busy ports and counts its calls.
@@ -1110,7 +1110,7 @@ mod properties {
     ) -> Result<Allocation, Error> {
         allocate(
             &Request {
-                strategy: crate::config::Strategy::Ranges,
+                strategy: crate::model::config::Strategy::Ranges,
                 worktree: "me",
                 services: &w.services,
                 current,

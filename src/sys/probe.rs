@@ -13,8 +13,8 @@ use std::ops::RangeInclusive;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::allocate::{Holder, Probe};
-use crate::config::Protocol;
+use crate::model::allocate::{Holder, Probe};
+use crate::model::config::Protocol;
 
 /// The probe that asks the operating system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -152,14 +152,14 @@ fn linux_holder(port: u16, protocol: Protocol) -> Option<Holder> {
         Protocol::Udp => p == "udp",
         Protocol::Both => true,
     };
-    let l = (crate::procs::listeners(&[port]).into_iter()).find(|l| wanted(l.protocol))?;
+    let l = (crate::sys::procs::listeners(&[port]).into_iter()).find(|l| wanted(l.protocol))?;
     Some(Holder::of(&l))
 }
 
 impl Holder {
     /// A listener `procs` found, as a holder: its pid, the process's short name
     /// (`/proc/<pid>/comm`, else the program's file name), the socket's uid.
-    pub fn of(l: &crate::procs::Listener) -> Holder {
+    pub fn of(l: &crate::model::attribution::Listener) -> Holder {
         let pid = l.process.as_ref().map(|p| p.pid);
         let command = pid
             .and_then(|pid| {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::block::{BlockSite, slot_problem};
 use super::{Ctx, Probe, Request};
-use crate::config::Block;
+use crate::model::config::Block;
 
 /// One suggestion: a complete set of ports for a new worktree (or installation).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]

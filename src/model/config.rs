@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{Code, Error};
+use crate::model::error::{Code, Error};
 
 /// Where the config lives inside a worktree.
 pub const CONFIG_PATH: &str = ".worktree-ports/config.toml";
@@ -171,45 +171,6 @@ impl Config {
             on: OnCommands::default(),
             hostname: None,
         }
-    }
-
-    /// Load `<worktree>/.worktree-ports/config.toml`, or the built-in config if it is absent.
-    pub fn load(worktree: &Path) -> anyhow::Result<Config> {
-        Config::load_or(worktree, || Ok(None))
-    }
-
-    /// [`Config::load`], asking `committed` for the config's bytes when the worktree has no
-    /// file (a worktree without a checkout: `git worktree add --no-checkout`), with the name
-    /// to give it in messages.
-    pub fn load_or(
-        worktree: &Path,
-        committed: impl FnOnce() -> anyhow::Result<Option<(Vec<u8>, PathBuf)>>,
-    ) -> anyhow::Result<Config> {
-        let mut path = worktree.join(CONFIG_PATH);
-        let text = match crate::fsio::read_regular(&path) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => match committed()? {
-                Some((bytes, name)) => {
-                    path = name;
-                    bytes
-                }
-                None => return Ok(Config::builtin()),
-            },
-            Err(e) => {
-                return Err(Error::new(
-                    Code::ConfigInvalid,
-                    format!("could not read {}: {e}", path.display()),
-                )
-                .into());
-            }
-        };
-        let text = String::from_utf8(text).map_err(|_| {
-            Error::new(
-                Code::ConfigInvalid,
-                format!("{} is not valid UTF-8", path.display()),
-            )
-        })?;
-        Ok(Config::parse(&text, &path)?)
     }
 
     /// Parse and validate config text; `path` is only used in messages.
@@ -1036,7 +997,7 @@ mod tests {
 
     #[test]
     fn every_config_in_the_readme_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let mut found = 0;
         for block in readme.split("```toml\n").skip(1) {
             let text = &block[..block.find("```").expect("a closed block")];

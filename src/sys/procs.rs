@@ -10,35 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// A process, as far as it could be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Process {
-    /// Process id.
-    pub pid: u32,
-    /// Its command line, arguments joined by spaces (the command name when the line is empty).
-    pub command: String,
-    /// Its real uid.
-    pub uid: Option<u32>,
-    /// Its working directory (without the kernel's ` (deleted)` suffix).
-    pub cwd: Option<PathBuf>,
-    /// The working directory was deleted (the kernel says ` (deleted)`).
-    pub cwd_deleted: bool,
-    /// It has a controlling terminal (someone's shell or editor: never reaped).
-    pub tty: bool,
-}
-
-/// A listening socket and, when it can be read, its process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    /// Local port.
-    pub port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: &'static str,
-    /// The socket's owner.
-    pub uid: Option<u32>,
-    /// Its process (None: another user's, not readable).
-    pub process: Option<Process>,
-}
+use crate::model::attribution::{Listener, Process};
 
 /// Listening sockets on any of `ports` (TCP in LISTEN, UDP bound), each with its process:
 /// one pass over `/proc`, stopped as soon as every socket has its process. No socket on
@@ -565,7 +537,7 @@ mod tests {
 
     #[test]
     fn finds_our_own_listener_with_its_cwd_and_command() {
-        let _ports = crate::probe::EPHEMERAL_PORTS
+        let _ports = crate::sys::probe::EPHEMERAL_PORTS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -603,7 +575,7 @@ mod tests {
 
     #[test]
     fn netlink_and_proc_net_see_the_same_listening_sockets() {
-        let _ports = crate::probe::EPHEMERAL_PORTS
+        let _ports = crate::sys::probe::EPHEMERAL_PORTS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();

@@ -6,26 +6,28 @@
 //! Prints warnings on stderr as they happen (recovery, ephemeral ports, render warnings);
 //! never prints to stdout.
 
+pub mod lifecycle;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::allocate::{self, BlockSite, Owner, Request, Taken, Want};
-use crate::attribution::Known;
-use crate::config::{self, Config, Strategy};
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, WriteOptions};
-use crate::git::{Repo, WorktreeInfo};
-use crate::lifecycle::{self, Event};
-use crate::lock::{self, FileLock};
 use crate::machine::{Index, Machine};
-use crate::names;
-use crate::probe::{self, SystemProbe};
+use crate::model::allocate::{self, BlockSite, Owner, Request, Taken, Want};
+use crate::model::attribution::Known;
+use crate::model::config::{self, Config, Strategy};
+use crate::model::error::{Code, Error};
+use crate::model::names;
 use crate::registry::{
     self, Claim, Loaded, Lock, Paths, Ports, Registry, WorktreeRecord, now_rfc3339,
 };
 use crate::render::{self, FileAction, Peers, Plan, Rendered, TemplateContext};
+use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::sys::git::{Repo, WorktreeInfo};
+use crate::sys::lock::{self, FileLock};
+use crate::sys::probe::{self, SystemProbe};
+use lifecycle::Event;
 
 /// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
 fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
@@ -88,7 +90,7 @@ impl Other {
     }
 
     fn read_with(common: &Path, load: fn(&Paths) -> anyhow::Result<Loaded>) -> Other {
-        let display = display_path(common);
+        let display = names::display_path(common);
         let paths = Paths::new(common);
         match load(&paths) {
             Ok(loaded) => {
@@ -107,7 +109,7 @@ impl Other {
                 for file in [&paths.file, &paths.backup] {
                     if let Ok(Some(bytes)) = fsio::read_regular(file) {
                         salvaged.extend(
-                            crate::salvage::allocated_ports(&bytes)
+                            crate::model::salvage::allocated_ports(&bytes)
                                 .into_iter()
                                 .filter_map(|(w, s, p)| Some((w, s, u16::try_from(p).ok()?))),
                         );
@@ -116,7 +118,7 @@ impl Other {
                 warn(&format!(
                     "the registry of repository {} cannot be read ({}); its {} readable ports are treated as taken, any others it holds are unknown to this allocation: run `git worktree-ports repair` there",
                     display.display(),
-                    crate::error::classify(&e).message,
+                    crate::model::error::classify(&e).message,
                     salvaged.len()
                 ));
                 Other {
@@ -182,21 +184,13 @@ pub fn peer_query(repo: &str, worktree: Option<&str>) -> (Peers, String, String)
         Some(w) => w.to_string(),
         None => Workspace::open()
             .and_then(|ws| ws.current_key())
-            .unwrap_or_else(|_| crate::git::MAIN_KEY.to_string()),
+            .unwrap_or_else(|_| crate::sys::git::MAIN_KEY.to_string()),
     };
     let spec = Path::new(repo)
         .canonicalize()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| repo.to_string());
     (Workspace::peers(), spec, worktree)
-}
-
-/// `/src/app/.git` -> `/src/app`; a bare repository's git dir stays as it is.
-pub fn display_path(common: &Path) -> PathBuf {
-    match common.file_name() {
-        Some(n) if n == ".git" => common.parent().unwrap_or(common).to_path_buf(),
-        _ => common.to_path_buf(),
-    }
 }
 
 /// What a worktree about to be removed leaves in the registry, read before git deletes it
@@ -270,7 +264,7 @@ pub fn others(index: &Index, except: Option<&Path>) -> Vec<Other> {
 
 /// Print a warning on stderr.
 pub fn warn(msg: &str) {
-    let label = crate::colour::paint_err("warning:", crate::colour::Colour::Yellow);
+    let label = crate::output::colour::paint_err("warning:", crate::output::colour::Colour::Yellow);
     eprintln!("git-worktree-ports: {label} {msg}");
 }
 
@@ -609,7 +603,7 @@ impl Workspace {
         }
         // Without a checkout the config is not on disk yet: take the one being checked out
         // (HEAD's), never the built-in services it would otherwise get and keep.
-        let config = Config::load_or(&wt.path, || {
+        let config = crate::sys::config_file::load_or(&wt.path, || {
             if self.repo.has_checkout(&wt) {
                 return Ok(None);
             }
@@ -713,7 +707,7 @@ impl Workspace {
         // worktree to allocate allocates the main worktree first, in this same locked
         // operation (no `.env` is written into main: only its registry entry).
         if !wt.is_main
-            && reg.ports(crate::git::MAIN_KEY).is_none()
+            && reg.ports(crate::sys::git::MAIN_KEY).is_none()
             && let Some(main) = (self.worktrees()?.iter()).find(|w| w.is_main && w.path.is_dir())
         {
             let main = self.target_of(main.clone())?;
@@ -914,7 +908,7 @@ impl Workspace {
         others.add_to(&mut taken);
         let displays: Vec<(std::ops::RangeInclusive<u16>, PathBuf)> = match &machine {
             Some(m) => (m.index.claims_except(&me).into_iter())
-                .map(|(r, p)| (r, display_path(p)))
+                .map(|(r, p)| (r, names::display_path(p)))
                 .collect(),
             None => Vec::new(),
         };
@@ -1018,11 +1012,11 @@ impl Workspace {
     /// The post-checkout hook as it is: where, whether ours and current, who manages the
     /// directory. A hooks directory inside a work tree is the team's, tracked with the code:
     /// treated like a manager's, whichever worktree this runs in.
-    pub fn hook_state(&self) -> anyhow::Result<crate::hooks::State> {
+    pub fn hook_state(&self) -> anyhow::Result<crate::sys::hooks::State> {
         let dir = self.repo.hooks_dir()?;
-        let mut state = crate::hooks::inspect(&dir, self.repo.workdir());
+        let mut state = crate::sys::hooks::inspect(&dir, self.repo.workdir());
         if state.manager.is_none() && !state.ours && self.inside_a_worktree(&dir) {
-            state.manager = Some(crate::hooks::Manager::WorkTree);
+            state.manager = Some(crate::sys::hooks::Manager::WorkTree);
         }
         Ok(state)
     }
@@ -1054,12 +1048,12 @@ impl Workspace {
             && let Ok(main) = self.target_of(main.clone())
             && let Some(cmd) = &main.config.on.allocate
             && let Ok(reg) = self.load_unlocked()
-            && let Some(ports) = reg.ports(crate::git::MAIN_KEY).map(Ports::to_map)
+            && let Some(ports) = reg.ports(crate::sys::git::MAIN_KEY).map(Ports::to_map)
         {
             let main_held = Holding {
                 ports,
                 fresh: true,
-                ..self.holding(&reg, crate::git::MAIN_KEY)
+                ..self.holding(&reg, crate::sys::git::MAIN_KEY)
             };
             self.run_on(Event::Allocate, cmd, &main, &main_held, &main.wt.path);
         }
@@ -1101,7 +1095,7 @@ impl Workspace {
                 path: PathBuf::from(&r.path),
                 git_dir: self.repo.common_dir().join("worktrees").join(key),
                 branch: r.branch.clone(),
-                is_main: key == crate::git::MAIN_KEY,
+                is_main: key == crate::sys::git::MAIN_KEY,
                 locked: false,
                 prunable: true,
                 moved_from: None,
@@ -1121,7 +1115,7 @@ impl Workspace {
                 }),
         };
         let home = home?;
-        let config = Config::load(&home).ok()?;
+        let config = crate::sys::config_file::load(&home).ok()?;
         let cmd = config.on.release.clone()?;
         let held = Holding {
             ports,
@@ -1155,7 +1149,7 @@ impl Workspace {
 
     /// Every worktree of this repository a process may run in: git's (living or not), the
     /// registry's entries git no longer has, and the worktrees removed with their directory
-    /// gone (`gone_worktrees`), for [`crate::attribution`].
+    /// gone (`gone_worktrees`), for [`crate::model::attribution`].
     pub fn known_worktrees(&self, reg: &Registry) -> anyhow::Result<Vec<Known>> {
         let listed = self.worktrees()?;
         let mut out: Vec<Known> = listed
@@ -1174,7 +1168,7 @@ impl Workspace {
     }
 
     /// The worktrees of every other repository of the machine index (from their registries'
-    /// records: no git runs), for [`crate::attribution`].
+    /// records: no git runs), for [`crate::model::attribution`].
     pub fn known_elsewhere(&self) -> Vec<Known> {
         let Ok(machine) = Machine::from_env() else {
             return Vec::new();
@@ -1328,7 +1322,7 @@ impl Workspace {
         let reg = self.load_locked(&lock, None)?;
         let mut out = Vec::new();
         let worktrees = self.worktrees()?;
-        let mut progress = crate::progress::Progress::new("render", worktrees.len());
+        let mut progress = crate::output::progress::Progress::new("render", worktrees.len());
         for (i, wt) in worktrees.iter().enumerate() {
             progress.step(i, &wt.key);
             if wt.prunable || !wt.path.is_dir() {
@@ -1401,7 +1395,7 @@ impl Workspace {
 
 /// A path as the kernel reports a process's cwd: canonical where it exists (a missing one
 /// through its parent).
-/// `wt` as the worktree a command runs for, for [`crate::attribution::classify`]'s `this`.
+/// `wt` as the worktree a command runs for, for [`crate::model::attribution::classify`]'s `this`.
 pub fn known_this(wt: &WorktreeInfo) -> Known {
     Known {
         path: canonical(&wt.path),

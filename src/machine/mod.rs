@@ -21,10 +21,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Code, Error};
-use crate::fsio::{self, Durability, Mode, WriteOptions};
-use crate::lock::{self, FileLock};
+use crate::model::error::{Code, Error};
 use crate::registry::now_rfc3339;
+use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::sys::lock::{self, FileLock};
 
 /// Overrides where the index lives (a dev container or a second login can share one).
 pub const STATE_DIR_ENV: &str = "GIT_WORKTREE_PORTS_STATE_DIR";

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::fault;
+use crate::sys::fault;
 
 /// How hard a write tries to survive a power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,35 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::procs::{Listener, Process};
+/// A process, as far as it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Its command line, arguments joined by spaces (the command name when the line is empty).
+    pub command: String,
+    /// Its real uid.
+    pub uid: Option<u32>,
+    /// Its working directory (without the kernel's ` (deleted)` suffix).
+    pub cwd: Option<PathBuf>,
+    /// The working directory was deleted (the kernel says ` (deleted)`).
+    pub cwd_deleted: bool,
+    /// It has a controlling terminal (someone's shell or editor: never reaped).
+    pub tty: bool,
+}
+
+/// A listening socket and, when it can be read, its process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Local port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// The socket's owner.
+    pub uid: Option<u32>,
+    /// Its process (None: another user's, not readable).
+    pub process: Option<Process>,
+}
 
 /// A worktree a process may run in.
 #[derive(Debug, Clone, PartialEq, Eq)]
