@@ -90,40 +90,12 @@ pub fn report_error(err: &anyhow::Error, json: bool) {
     }
 }
 
-/// True when the process started with its stdout closed. Rust's runtime reopens a closed
-/// standard descriptor on `/dev/null` before `main` (read-write), where every write would
-/// vanish with success; a shell's `>/dev/null` opens it write-only, and that one is meant.
-#[cfg(unix)]
-fn stdout_was_closed() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(1, libc::F_GETFL) };
-    if flags == -1 {
-        return true;
-    }
-    if flags & libc::O_ACCMODE != libc::O_RDWR {
-        return false;
-    }
-    let (Ok(out), Ok(null)) = (
-        std::fs::metadata("/dev/stdout"),
-        std::fs::metadata("/dev/null"),
-    ) else {
-        return false;
-    };
-    out.rdev() == null.rdev() && out.dev() == null.dev() && out.ino() == null.ino()
-}
-
-#[cfg(not(unix))]
-fn stdout_was_closed() -> bool {
-    false
-}
-
 /// Write to stdout, reporting every failure (a full disk, a closed stdout) to the caller.
 fn print_stdout(text: &str) -> io::Result<()> {
     if text.is_empty() {
         return Ok(());
     }
-    if stdout_was_closed() {
+    if sys::stdio::stdout_was_closed() {
         return Err(io::Error::other("standard output is closed"));
     }
     let mut out = io::stdout().lock();

@@ -90,7 +90,7 @@ fn default_dir() -> anyhow::Result<PathBuf> {
         .ok()
         .and_then(|exe| exe.canonicalize().ok())
         .and_then(|exe| Some(exe.parent()?.parent()?.join("share/man/man1")));
-    if let Some(dir) = beside.filter(|d| writable(d)) {
+    if let Some(dir) = beside.filter(|d| crate::sys::fsio::writable(d)) {
         return Ok(dir);
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -104,16 +104,4 @@ fn default_dir() -> anyhow::Result<PathBuf> {
             )
         })?;
     Ok(data.join("man/man1"))
-}
-
-/// True when `dir`, or the nearest existing directory above it, is writable by us.
-fn writable(dir: &Path) -> bool {
-    let existing = dir.ancestors().find(|d| d.exists());
-    existing.is_some_and(|d| {
-        let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
-            return false;
-        };
-        // SAFETY: access(2) only reads the path.
-        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-    })
 }

@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use schemars::JsonSchema;
@@ -24,6 +23,7 @@ use crate::model::config::{MIN_PORT, Protocol, named_range};
 use crate::model::error::{Code, Error};
 use crate::registry::{now_rfc3339, rfc3339};
 use crate::sys::probe::{self, SystemProbe};
+use crate::sys::shell;
 use crate::workspace::{Elsewhere, lock_machine, reclaim_leases, unix_now, warn};
 
 /// Overrides the default pool (`40000-49999`, the `dynamic` range).
@@ -220,17 +220,6 @@ fn new_id(index: &Index) -> String {
     }
 }
 
-/// The child process, for the signal handler to pass signals on to.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(signal: libc::c_int) {
-    let child = CHILD.load(Ordering::SeqCst);
-    if child > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(child, signal) };
-    }
-}
-
 /// Run the command with the lease's variables, passing on SIGTERM and SIGHUP (Ctrl-C reaches
 /// it from the terminal directly, and does not stop us before we give the ports back).
 /// Returns the exit code to leave with.
@@ -241,24 +230,11 @@ fn run_holding(command: &[String], id: &str, ports: &[u16]) -> anyhow::Result<i3
         .env("LEASE_PORT", ports[0].to_string())
         .env("LEASE_PORTS", ports_text(ports))
         .env("LEASE_ID", id);
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         Error::new(
             Code::ExecFailed,
             format!("could not run {program}: {e} (is it installed and on PATH?); the lease is given back"),
         )
     })?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
-    // SAFETY: installing handlers that only call kill(); SIG_IGN for the terminal's signals.
-    unsafe {
-        libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, forward as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
-    let status = child.wait()?;
-    CHILD.store(0, Ordering::SeqCst);
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(1)))
+    Ok(shell::wait_forwarding_signals(child)?)
 }

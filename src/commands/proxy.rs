@@ -136,17 +136,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
                 .stdin(std::process::Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            {
-                use std::os::unix::process::CommandExt;
-                // SAFETY: setsid in the child before exec: it leaves our session, so a closed
-                // terminal does not take it down.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        libc::setsid();
-                        Ok(())
-                    });
-                }
-            }
+            crate::sys::shell::detach(&mut cmd);
             let mut child = cmd.spawn()?;
             let start = Instant::now();
             loop {
@@ -191,19 +181,8 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
                 let _ = std::fs::remove_file(&files.pid);
                 return Ok(Report::ok("the proxy is not running\n".into()));
             };
-            let id = libc::pid_t::try_from(pid)?;
-            // SAFETY: signalling the pid our pid file names, checked alive above.
-            unsafe { libc::kill(id, libc::SIGTERM) };
-            let start = Instant::now();
-            while crate::sys::procs::running(pid) {
-                if start.elapsed() > Duration::from_secs(5) {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(id, libc::SIGKILL) };
-                }
-                if start.elapsed() > Duration::from_secs(7) {
-                    anyhow::bail!("the proxy (pid {pid}) did not stop");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if !crate::sys::procs::stop(pid, Duration::from_secs(5)) {
+                anyhow::bail!("the proxy (pid {pid}) did not stop");
             }
             let _ = std::fs::remove_file(&files.pid);
             Ok(Report::ok(format!("stopped the proxy (pid {pid})\n")))

@@ -183,15 +183,6 @@ impl Index {
             .filter_map(|p| self.repositories.remove(&p).map(|e| (p, e)))
             .collect()
     }
-
-    /// The repository a user names: a display name, or a path inside it (its common dir,
-    /// or a worktree's path, resolved by the caller to a common dir).
-    pub fn find_by_name(&self, name: &str) -> Option<(&Path, &Entry)> {
-        self.repositories
-            .iter()
-            .find(|(_, e)| e.name == name)
-            .map(|(p, e)| (p.as_path(), e))
-    }
 }
 
 /// The state dir's files.
@@ -369,7 +360,7 @@ mod tests {
         assert!(i.register(Path::new("/c/app/.git"), "app"));
         let names: Vec<&str> = i.repositories.values().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["app", "app-2", "app-3"]);
-        assert_eq!(i.find_by_name("app-2").unwrap().0, Path::new("/b/app/.git"));
+        assert_eq!(i.repositories[Path::new("/b/app/.git")].name, "app-2");
     }
 
     #[test]

@@ -163,11 +163,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Shorthand: an `anyhow::Error` carrying a domain error.
-pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
-    Error::new(code, message).into()
-}
-
 /// The domain error inside an `anyhow::Error`, or an `IO_ERROR` built from its chain.
 pub fn classify(err: &anyhow::Error) -> Error {
     match err.downcast_ref::<Error>() {

@@ -317,6 +317,18 @@ pub fn new_file(path: &Path) -> io::Result<File> {
     new_file_with_mode(path, 0o644)
 }
 
+/// True when `dir`, or the nearest existing directory above it, is writable by us.
+pub fn writable(dir: &Path) -> bool {
+    let existing = dir.ancestors().find(|d| d.exists());
+    existing.is_some_and(|d| {
+        let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: access(2) only reads the path.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    })
+}
+
 /// A log file opened for appending (created 0644 when missing, whatever the umask).
 pub fn open_log(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
@@ -403,6 +415,7 @@ mod tests {
     #[test]
     fn modes_are_fixed_whatever_the_umask_or_kept_from_the_replaced_file() {
         let dir = tempfile::tempdir().unwrap();
+        // SAFETY: umask only sets the process's file creation mask (restored below).
         let old = unsafe { libc::umask(0) };
         let script = dir.path().join("hook");
         write_atomic(
@@ -413,6 +426,7 @@ mod tests {
         .unwrap();
         let env = dir.path().join(".env");
         write_atomic(&env, b"A=1\n", opts(Durability::File, Mode::KeepExisting)).unwrap();
+        // SAFETY: as above, putting the mask back.
         unsafe { libc::umask(old) };
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&script), 0o755);

@@ -5,7 +5,7 @@
 //! never inherit it.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -27,15 +27,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct FileLock {
-    path: PathBuf,
     _file: File,
-}
-
-impl FileLock {
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Take the lock on `path`, waiting up to `timeout`; `on_wait` is called once, after about a
@@ -86,10 +78,7 @@ pub fn acquire(
         std::thread::sleep(delay.min(timeout.saturating_sub(waited)));
         delay = (delay * 2).min(Duration::from_millis(20));
     }
-    Ok(FileLock {
-        path: path.to_path_buf(),
-        _file: file,
-    })
+    Ok(FileLock { _file: file })
 }
 
 /// The timeout from [`TIMEOUT_ENV`], else [`DEFAULT_TIMEOUT`]. Values above a year wait a

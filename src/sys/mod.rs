@@ -10,3 +10,5 @@ pub mod hooks;
 pub mod lock;
 pub mod probe;
 pub mod procs;
+pub mod shell;
+pub mod stdio;

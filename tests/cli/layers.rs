@@ -165,3 +165,43 @@ fn the_import_scanner_sees_use_lines_and_paths_but_not_comments() {
     let found: Vec<String> = imports(text).into_iter().collect();
     assert_eq!(found, ["model", "sys"]);
 }
+
+/// `unsafe` and `libc` live only in `sys/`, and every `unsafe` block says why it is sound.
+#[test]
+fn unsafe_and_libc_only_in_sys_each_with_a_safety_comment() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            let uses_unsafe = code.contains("unsafe {") || code.contains("unsafe fn");
+            if layer_of(rel) != "sys" {
+                assert!(
+                    !uses_unsafe && !code.contains("libc::"),
+                    "{}:{}: unsafe or libc outside sys/: {code}",
+                    rel.display(),
+                    i + 1
+                );
+            } else if uses_unsafe {
+                let said = lines[..i]
+                    .iter()
+                    .rev()
+                    .take(4)
+                    .any(|l| l.contains("SAFETY:"));
+                assert!(
+                    said,
+                    "{}:{}: an unsafe block without a SAFETY comment",
+                    rel.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}
