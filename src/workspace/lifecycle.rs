@@ -5,10 +5,14 @@
 //! command's answer: `env`, `--json`). Callers run it outside every lock; a failure is
 //! returned as a message, and undoes or blocks nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::registry::{Ports, Registry};
 use crate::render::TemplateContext;
+use crate::sys::git::WorktreeInfo;
+
+use super::{Holding, Target, Workspace, slot_var, template_context, warn};
 
 /// Which moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,5 +76,132 @@ pub fn run(
             "[on] {} command `{command}` was killed by a signal",
             event.as_str()
         )),
+    }
+}
+
+/// An `[on] release` command to run: what it runs, for which worktree, with which ports,
+/// where.
+#[derive(Debug)]
+pub(super) struct ReleaseJob {
+    pub(super) cmd: String,
+    pub(super) target: Target,
+    pub(super) held: Holding,
+    pub(super) home: PathBuf,
+}
+
+impl Workspace {
+    /// After a worktree first got its ports (and its files were rendered): its
+    /// `[on] allocate` command, outside every lock. A failure is said, and changes nothing.
+    pub fn after_allocation(&self, target: &Target, held: &Holding) {
+        if held.main_fresh
+            && let Some(main) =
+                (self.worktrees().unwrap_or_default().iter()).find(|w| w.is_main && w.path.is_dir())
+            && let Ok(main) = self.target_of(main.clone())
+            && let Some(cmd) = &main.config.on.allocate
+            && let Ok(reg) = self.load_unlocked()
+            && let Some(ports) = reg.ports(crate::sys::git::MAIN_KEY).map(Ports::to_map)
+        {
+            let main_held = Holding {
+                ports,
+                fresh: true,
+                ..self.holding(&reg, crate::sys::git::MAIN_KEY)
+            };
+            self.run_on(Event::Allocate, cmd, &main, &main_held, &main.wt.path);
+        }
+        if !held.fresh {
+            return;
+        }
+        if let Some(cmd) = &target.config.on.allocate {
+            self.run_on(Event::Allocate, cmd, target, held, &target.wt.path);
+        }
+    }
+
+    /// Before the ports of worktree `key` are given back (`remove`, `release`, `prune`): its
+    /// `[on] release` command, outside every lock, in its directory, with the config there;
+    /// for a worktree whose directory is gone, in and with the config of the current worktree
+    /// (else the main one). A failure is said, and blocks nothing.
+    pub fn before_release(&self, key: &str) {
+        let Ok(reg) = self.load_unlocked() else {
+            return;
+        };
+        if let Some(job) = self.release_job(&reg, key) {
+            self.run_on(Event::Release, &job.cmd, &job.target, &job.held, &job.home);
+        }
+    }
+
+    /// The `[on] release` command of worktree `key` as `reg` records it (its ports must
+    /// still be there), or None when it has no ports or its config has no such command.
+    pub(super) fn release_job(&self, reg: &Registry, key: &str) -> Option<ReleaseJob> {
+        let ports = reg
+            .ports(key)
+            .map(Ports::to_map)
+            .filter(|p| !p.is_empty())?;
+        let record = reg.record(key);
+        let listed = self.worktrees().unwrap_or_default();
+        let wt = listed.iter().find(|w| w.key == key).cloned().or_else(|| {
+            let r = record.as_ref()?;
+            Some(WorktreeInfo {
+                key: key.to_string(),
+                name: key.to_string(),
+                path: PathBuf::from(&r.path),
+                git_dir: self.repo.common_dir().join("worktrees").join(key),
+                branch: r.branch.clone(),
+                is_main: key == crate::sys::git::MAIN_KEY,
+                locked: false,
+                prunable: true,
+                moved_from: None,
+            })
+        });
+        let wt = wt?;
+        // Where the command runs, and whose config names it.
+        let home = match wt.path.is_dir() {
+            true => Some(wt.path.clone()),
+            false => (self.repo.current().ok().flatten().map(|w| w.path))
+                .filter(|p| p.is_dir())
+                .or_else(|| {
+                    listed
+                        .iter()
+                        .find(|w| w.is_main && w.path.is_dir())
+                        .map(|w| w.path.clone())
+                }),
+        };
+        let home = home?;
+        let config = crate::sys::config_file::load(&home).ok()?;
+        let cmd = config.on.release.clone()?;
+        let held = Holding {
+            ports,
+            ..self.holding(reg, key)
+        };
+        let target = Target {
+            wt,
+            config,
+            id: None,
+        };
+        Some(ReleaseJob {
+            cmd,
+            target,
+            held,
+            home,
+        })
+    }
+
+    pub(super) fn run_on(
+        &self,
+        event: Event,
+        cmd: &str,
+        target: &Target,
+        held: &Holding,
+        dir: &Path,
+    ) {
+        let ctx = template_context(self, target, held);
+        let mut vars = target.vars(&held.ports);
+        vars.extend(slot_var(held.slot));
+        if let Err(why) = run(event, cmd, &ctx, &vars, dir) {
+            let consequence = match event {
+                Event::Allocate => "the ports stay allocated",
+                Event::Release => "the ports are given back all the same",
+            };
+            warn(&format!("worktree {}: {why}; {consequence}", target.wt.key));
+        }
     }
 }

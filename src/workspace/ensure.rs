@@ -1,0 +1,656 @@
+//! Ensure a worktree's ports: the lock-free fast path, else lock, allocate (probing under the
+//! locks), claim a block, decide the names (hostname, compose name, slot), save.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::model::allocate::{self, BlockSite, Request, Taken, Want};
+use crate::model::config::{self, Config, Strategy};
+use crate::model::error::{Code, Error};
+use crate::model::names;
+use crate::registry::{Claim, Loaded, Ports, Registry, WorktreeRecord, now_rfc3339};
+use crate::render;
+use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::sys::git::WorktreeInfo;
+use crate::sys::probe::{self, SystemProbe};
+
+use super::lifecycle::Event;
+use super::{
+    Elsewhere, Holding, ID_FILE, MachineView, Target, Workspace, dispose, ports_inline, warn,
+};
+
+/// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
+pub(super) fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
+    if e.code != Code::SystemReserved {
+        return e;
+    }
+    let port = e.details["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok());
+    if let Some((range, name)) =
+        port.and_then(|p| config.reserved_names.iter().find(|(r, _)| r.contains(&p)))
+    {
+        e.message = format!(
+            "{} (the `{name}` range, {}-{})",
+            e.message,
+            range.start(),
+            range.end()
+        );
+        if let Some(d) = e.details.as_object_mut() {
+            d.insert("reserved_range".into(), json!(name));
+        }
+    }
+    e
+}
+
+/// Give a worktree a new identity token (time and pid: unique on this machine).
+pub(super) fn new_worktree_id(wt: &WorktreeInfo) -> anyhow::Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!("{nanos:x}-{:x}", std::process::id());
+    fsio::write_atomic(
+        &wt.git_dir.join(ID_FILE),
+        format!("{id}\n").as_bytes(),
+        WriteOptions {
+            durability: Durability::File,
+            mode: Mode::Fixed(0o644),
+            label: "id",
+        },
+    )?;
+    Ok(id)
+}
+
+/// What a lock-free read already holds for the target when allocating would change nothing:
+/// no lock, no write. None when the read needed recovery, a save is unfinished, or anything
+/// (a service, a pin, the worktree's record, the ranges) is missing or different.
+pub(super) fn held(
+    loaded: &Loaded,
+    target: &Target,
+    wants: &BTreeMap<String, Want>,
+) -> Option<Holding> {
+    let reg = &loaded.registry;
+    let ports = reg.ports(&target.wt.key)?;
+    let config = &target.config;
+    let services_ok =
+        config
+            .services
+            .iter()
+            .all(|s| match (ports.get(&s.name), wants.get(&s.name)) {
+                (None, _) => false,
+                (Some(p), Some(Want::Pin(pin))) => u32::from(p) == *pin,
+                (Some(_), Some(Want::Move)) => false,
+                (Some(_), _) => true,
+            });
+    // Unknown services in --port must reach the allocator to be reported; services the
+    // config dropped must be released.
+    let wants_ok = wants.keys().all(|k| config.service(k).is_some())
+        && ports.iter().all(|(s, _)| config.service(s).is_some());
+    let id_ok = target.id.is_some();
+    (loaded.is_clean()
+        && services_ok
+        && wants_ok
+        && id_ok
+        && metadata_is_current(reg, target, target.id.as_deref().unwrap_or_default(), None))
+    .then(|| {
+        let record = reg.record(&target.wt.key)?;
+        Some(Holding {
+            ports: ports.to_map(),
+            compose_project_name: record.compose_project_name?,
+            slot: record.slot,
+            fresh: false,
+            hostname: record.hostname,
+            main_fresh: false,
+        })
+    })
+    .flatten()
+}
+
+/// A port kept outside its service's range after the config changed the range: kept, as a
+/// running server may use it, and reported (once: by the allocation that notices the change,
+/// before `port_ranges` records the new range) with the way to move it. A pin outside the
+/// range, with the range unchanged, is the user's choice and not reported.
+pub(super) fn warn_outside_changed_ranges(
+    reg: &Registry,
+    target: &Target,
+    ports: &BTreeMap<String, u16>,
+) {
+    for s in &target.config.services {
+        let Some(&port) = ports.get(&s.name) else {
+            continue;
+        };
+        let changed = reg
+            .port_range(&s.name)
+            .is_some_and(|old| old != [s.range.0, s.range.1]);
+        if changed && !(s.range.0..=s.range.1).contains(&port) {
+            warn(&format!(
+                "{}: port {port} of worktree {} is outside its configured range {}-{} ({}); to move it: `git worktree-ports release --service {} && git worktree-ports allocate`",
+                s.name,
+                target.wt.key,
+                s.range.0,
+                s.range.1,
+                target.config.location(),
+                s.name
+            ));
+        }
+    }
+}
+
+/// Ports outside the repository's block (kept from an earlier block config, or pinned):
+/// kept, and said with the way to move them.
+pub(super) fn warn_off_block(target: &Target, ports: &BTreeMap<String, u16>, claim: Claim) {
+    let outside: Vec<String> = (target.config.services.iter())
+        .filter_map(|s| Some((s, *ports.get(&s.name)?)))
+        .filter(|(_, p)| !claim.ports().contains(p))
+        .map(|(s, p)| format!("{} {p}", s.name))
+        .collect();
+    if !outside.is_empty() {
+        warn(&format!(
+            "worktree {} keeps {}, outside the repository's block {}-{} ({}): they no longer follow the config; to move them: `git worktree-ports release -w {} && git worktree-ports allocate -w {}`",
+            target.wt.key,
+            outside.join(", "),
+            claim.ports().start(),
+            claim.ports().end(),
+            claim.config().describe(),
+            target.wt.key,
+            target.wt.key
+        ));
+    }
+}
+
+/// The worktree's hostname: `<repo label>.localhost` for the main worktree, else
+/// `<label>.<repo label>.localhost` with the label from the config's `hostname` template (a
+/// collision refused, naming the holder) or the worktree's name (made unique with a suffix).
+pub(super) fn worktree_hostname(
+    reg: &Registry,
+    target: &Target,
+    slot: u32,
+    repo: &str,
+) -> anyhow::Result<String> {
+    let host_label = reg.host_label().unwrap_or_else(|| names::dns_label(repo));
+    let wt = &target.wt;
+    if wt.is_main {
+        return Ok(names::hostname(&host_label, None));
+    }
+    let others = reg.hostnames_except(&wt.key);
+    let host_of = |label: &str| names::hostname(&host_label, Some(label));
+    let Some(template) = &target.config.hostname else {
+        let label = names::unique_label(&names::dns_label(&wt.key), &|l| {
+            others.iter().any(|(h, _)| *h == host_of(l))
+        });
+        return Ok(host_of(&label));
+    };
+    let mut tera = tera::Tera::default();
+    let mut context = tera::Context::new();
+    context.insert(
+        "worktree",
+        &json!({"name": wt.key, "branch": wt.branch.clone().unwrap_or_default()}),
+    );
+    context.insert("slot", &slot);
+    context.insert("repo", &json!({"name": repo}));
+    let label = tera
+        .add_raw_template("hostname", template)
+        .and_then(|_| tera.render("hostname", &context))
+        .map_err(|e| {
+            Error::new(
+                Code::ConfigInvalid,
+                format!(
+                    "{}: hostname could not be rendered: {e}",
+                    target.config.location()
+                ),
+            )
+        })?;
+    let host = host_of(&names::dns_label(&label));
+    if let Some((_, holder)) = others.iter().find(|(h, _)| *h == host) {
+        return Err(Error::new(
+            Code::HostnameTaken,
+            format!(
+                "hostname {host} (from the config's hostname template) is worktree {holder}'s already; hostnames are never shared: change the template in {} so that it gives each worktree its own (such as one using {{{{ slot }}}})",
+                target.config.location()
+            ),
+        )
+        .with_details(json!({"hostname": host, "holder": holder}))
+        .into());
+    }
+    Ok(host)
+}
+
+pub(super) fn record_for(
+    reg: &Registry,
+    target: &Target,
+    id: &str,
+    repo: &str,
+    slot: Option<u32>,
+) -> anyhow::Result<WorktreeRecord> {
+    let wt = &target.wt;
+    let path = wt.path.to_string_lossy().into_owned();
+    let record = reg.record(&wt.key);
+    let compose = record
+        .as_ref()
+        .and_then(|r| r.compose_project_name.clone())
+        .unwrap_or_else(|| unique_compose_name(reg, &wt.key, repo));
+    let slot = slot
+        .or_else(|| record.as_ref().and_then(|r| r.slot))
+        .unwrap_or_else(|| free_slot(reg, target));
+    let hostname = match record.as_ref().and_then(|r| r.hostname.clone()) {
+        Some(h) => h,
+        None => worktree_hostname(reg, target, slot, repo)?,
+    };
+    // Keep allocated_at and any keys a newer version added.
+    Ok(match record {
+        Some(r) => WorktreeRecord {
+            path,
+            branch: wt.branch.clone(),
+            id: Some(id.to_string()),
+            compose_project_name: Some(compose),
+            slot: Some(slot),
+            hostname: Some(hostname),
+            ..r
+        },
+        None => WorktreeRecord {
+            path,
+            branch: wt.branch.clone(),
+            allocated_at: now_rfc3339(),
+            id: Some(id.to_string()),
+            compose_project_name: Some(compose),
+            slot: Some(slot),
+            hostname: Some(hostname),
+            extra: Default::default(),
+        },
+    })
+}
+
+/// The main worktree's slot is 0; any other takes the lowest free one from 1 (0 stays the
+/// main worktree's, also in a bare repository).
+pub(super) fn free_slot(reg: &Registry, target: &Target) -> u32 {
+    if target.wt.is_main {
+        return 0;
+    }
+    let used = reg.slots_except(&target.wt.key);
+    (1..).find(|s| !used.contains(s)).expect("a free slot")
+}
+
+/// `<repo>-<worktree>` as compose accepts it, unless another worktree of the repository has
+/// that name already (`feat.x`, `Feat-X` and `feat--x` all give `repo-feat-x`): then the
+/// first free `-2`, `-3`... A record written before names were kept counts with the name it
+/// was rendered with, which is this formula, so existing stacks keep their names.
+pub(super) fn unique_compose_name(reg: &Registry, key: &str, repo: &str) -> String {
+    let base = render::compose_project_name(repo, key);
+    let legacy_is = |k: &str, name: &str| render::compose_project_name_is(repo, k, name);
+    if !reg.compose_name_used(key, &base, &legacy_is) {
+        return base;
+    }
+    // Rare: collect every name once, then find a free suffix.
+    let used = reg.compose_names_except(key, &|k| render::compose_project_name(repo, k));
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|name| !used.contains(name))
+        .expect("a free suffix")
+}
+
+pub(super) fn metadata_is_current(
+    reg: &Registry,
+    target: &Target,
+    id: &str,
+    slot: Option<u32>,
+) -> bool {
+    let wt = &target.wt;
+    let record_ok = reg.record(&wt.key).is_some_and(|r| {
+        r.path == wt.path.to_string_lossy()
+            && r.branch == wt.branch
+            && r.id.as_deref() == Some(id)
+            && r.compose_project_name.is_some()
+            && r.slot.is_some()
+            && r.hostname.is_some()
+            && (slot.is_none() || r.slot == slot)
+    });
+    let claim_ok = match target.config.strategy {
+        Strategy::Block(b) => reg.claim().is_some_and(|c| c.config() == b),
+        Strategy::Ranges => true,
+    };
+    record_ok
+        && claim_ok
+        && target
+            .config
+            .services
+            .iter()
+            .all(|s| reg.port_range(&s.name) == Some([s.range.0, s.range.1]))
+}
+
+/// Refresh the worktree record and `port_ranges`; true when something changed.
+pub(super) fn update_metadata(
+    reg: &mut Registry,
+    target: &Target,
+    id: &str,
+    repo: &str,
+    slot: Option<u32>,
+) -> anyhow::Result<bool> {
+    if metadata_is_current(reg, target, id, slot) {
+        return Ok(false);
+    }
+    let record = record_for(reg, target, id, repo, slot)?;
+    reg.set_record(&target.wt.key, &record);
+    for s in &target.config.services {
+        reg.set_port_range(&s.name, [s.range.0, s.range.1]);
+    }
+    Ok(true)
+}
+
+impl Workspace {
+    /// The target's ports, allocating what is missing (or pinned differently).
+    ///
+    /// Idempotent: a worktree that has all its ports keeps them, and then nothing is locked or
+    /// written (the lock-free read answers). Otherwise: lock, reload, allocate (probing under
+    /// the lock, so parallel runs cannot pick the same port), save, unlock.
+    pub fn ensure_ports(
+        &self,
+        target: &Target,
+        wants: &BTreeMap<String, Want>,
+    ) -> anyhow::Result<Holding> {
+        // A registry that does not load cleanly goes the locked way, which recovers it.
+        let unlocked = self.read().ok();
+        if let Some(held) = unlocked.as_ref().and_then(|l| held(l, target, wants)) {
+            dispose(unlocked.expect("held had a registry").registry);
+            return Ok(held);
+        }
+
+        let wt = &target.wt;
+        let config = &target.config;
+        self.reclaimed.borrow_mut().clear();
+        // Lock order, always: the machine's lock, then the repository's.
+        let mut machine = match config.coordinate {
+            true => Some(self.machine_view()?),
+            false => None,
+        };
+        let lock = self.lock()?;
+        let mut reg = self.load_locked(&lock, unlocked)?;
+        let others = match &machine {
+            Some(m) => self.other_registries(&m.index),
+            None => Elsewhere::default(),
+        };
+        // The repository's name as the machine knows it (unique among its repositories),
+        // and its label in hostnames, decided once and kept in the registry and the index.
+        let mut repo_name = self.repo_name();
+        let mut label_changed = false;
+        if let Some(m) = &mut machine {
+            let me = self.canonical_common_dir();
+            m.changed |= m.index.register(&me, &repo_name);
+            repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
+            let label = match reg.host_label() {
+                Some(l) => l,
+                None => {
+                    let taken: Vec<String> = (m.index.repositories.iter())
+                        .filter(|(p, _)| **p != me)
+                        .map(|(_, e)| e.host.clone().unwrap_or_else(|| names::dns_label(&e.name)))
+                        .collect();
+                    names::unique_label(&names::dns_label(&repo_name), &|l| {
+                        taken.iter().any(|t| t == l)
+                    })
+                }
+            };
+            label_changed |= reg.set_host_label(&label);
+            if let Some(e) = m.index.repositories.get_mut(&me)
+                && e.host.as_deref() != Some(label.as_str())
+            {
+                e.host = Some(label);
+                m.changed = true;
+            }
+        } else if reg.host_label().is_none() {
+            label_changed |= reg.set_host_label(&names::dns_label(&repo_name));
+        }
+        // Its own entry before: none (or a dead worktree's of the same name) makes it fresh.
+        let fresh = reg.ports(&wt.key).is_none_or(|p| p.is_empty())
+            || reg
+                .record(&wt.key)
+                .and_then(|r| r.id)
+                .is_some_and(|id| Some(id) != target.id);
+        let mut changed = label_changed;
+        let mut main_fresh = false;
+        // The main worktree keeps the conventional base ports: an app started there without
+        // reading `.env` uses its defaults, which are the base ports. So the first linked
+        // worktree to allocate allocates the main worktree first, in this same locked
+        // operation (no `.env` is written into main: only its registry entry).
+        if !wt.is_main
+            && reg.ports(crate::sys::git::MAIN_KEY).is_none()
+            && let Some(main) = (self.worktrees()?.iter()).find(|w| w.is_main && w.path.is_dir())
+        {
+            let main = self.target_of(main.clone())?;
+            let (_, c) = self.assign(
+                &mut reg,
+                &main,
+                &BTreeMap::new(),
+                &others,
+                &repo_name,
+                machine.as_mut(),
+            )?;
+            changed |= c;
+            main_fresh = true;
+        }
+        let (ports, c) = self.assign(
+            &mut reg,
+            target,
+            wants,
+            &others,
+            &repo_name,
+            machine.as_mut(),
+        )?;
+        changed |= c;
+        // Listed before the registry is written: a crash between the two leaves a listed
+        // repository with nothing allocated (harmless), never an allocation unlisted.
+        if let Some(m) = &machine
+            && m.changed
+        {
+            m.machine.save(&m.index)?;
+        }
+        if changed {
+            self.save(&lock, &mut reg)?;
+        }
+        drop(lock);
+        // Worktrees whose ports a full range took back: their `[on] release`, now that the
+        // registry says so and no lock is held.
+        for job in self.reclaimed.take() {
+            self.run_on(Event::Release, &job.cmd, &job.target, &job.held, &job.home);
+        }
+        let record = reg
+            .record(&wt.key)
+            .expect("update_metadata recorded the worktree");
+        let compose_project_name = record
+            .compose_project_name
+            .expect("update_metadata recorded a compose project name");
+        dispose(reg);
+        Ok(Holding {
+            ports,
+            compose_project_name,
+            slot: record.slot,
+            fresh,
+            hostname: record.hostname,
+            main_fresh,
+        })
+    }
+
+    /// Give `target` its ports in `reg` (under the locks): the identity check, the config's
+    /// services, the allocation against this registry and `others`, the record. When a
+    /// service's range is full, the ports of worktrees git reports as gone are reclaimed,
+    /// oldest first, before giving up. Returns the ports and whether anything changed.
+    pub(super) fn assign(
+        &self,
+        reg: &mut Registry,
+        target: &Target,
+        wants: &BTreeMap<String, Want>,
+        others: &Elsewhere,
+        repo_name: &str,
+        machine: Option<&mut MachineView>,
+    ) -> anyhow::Result<(BTreeMap<String, u16>, bool)> {
+        let wt = &target.wt;
+        let config = &target.config;
+        // Block strategy: the repository's block, claimed once, machine-wide.
+        let claim_before = reg.claim();
+        let claim = match config.strategy {
+            Strategy::Block(b) => Some(self.claim_block(reg, b, machine, others)?),
+            Strategy::Ranges => None,
+        };
+        // An entry made by a worktree with another identity belongs to a dead worktree whose
+        // name git gave this one: its ports go back (never taken over unprobed), and this
+        // worktree allocates as the new worktree it is.
+        let mut changed = reg.claim() != claim_before;
+        let owner = reg.record(&wt.key).and_then(|r| r.id);
+        if owner.is_some() && owner != target.id {
+            reg.remove_worktree(&wt.key);
+            changed = true;
+        }
+        // Services the config no longer has go back (a worktree gets exactly its config's
+        // services); set_ports logs their release.
+        let mut current = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        current.retain(|s, _| config.service(s).is_some());
+        let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
+        let avoid = probe::avoid_ranges();
+        let attempt = |reg: &Registry| {
+            let slots = reg.slot_holders_except(&wt.key);
+            let block = claim.map(|c| BlockSite {
+                start: c.start,
+                slots: &slots,
+                slot: reg.record(&wt.key).and_then(|r| r.slot),
+            });
+            let mut taken = reg.taken();
+            others.add_to(&mut taken);
+            allocate::allocate(
+                &Request {
+                    strategy: config.strategy,
+                    worktree: &wt.key,
+                    services: &config.services,
+                    current: &current,
+                    wants,
+                    taken: &taken,
+                    reserved: &config.reserved,
+                    avoid: &avoid,
+                    block,
+                },
+                &SystemProbe,
+            )
+        };
+        let alloc = match attempt(reg) {
+            Ok(a) => a,
+            Err(e) if e.code == Code::RangeExhausted => {
+                // Lazy reclaim, only now that ports are scarce: a worktree moved with `mv`
+                // also reads as gone until `git worktree repair`, and must not lose its ports
+                // while there are others.
+                let mut reclaimed = Vec::new();
+                let mut result = Err(e);
+                for (key, why) in self.gone_worktrees(reg, &wt.key)? {
+                    // Its `[on] release` runs once this allocation is saved (ensure_ports).
+                    if let Some(job) = self.release_job(reg, &key) {
+                        self.reclaimed.borrow_mut().push(job);
+                    }
+                    let ports = reg.remove_gone_worktree(&key);
+                    let held = if ports.is_empty() {
+                        "no ports".to_string()
+                    } else {
+                        ports_inline(&ports)
+                    };
+                    reclaimed.push(format!("{key} ({why}: {held})"));
+                    result = attempt(reg);
+                    if result.is_ok() {
+                        break;
+                    }
+                }
+                let alloc = result?;
+                warn(&format!(
+                    "the range was full: gave back the ports of worktrees that are gone, oldest first: {}",
+                    reclaimed.join("; ")
+                ));
+                changed = true;
+                alloc
+            }
+            Err(e) => return Err(name_the_reserved_range(e, config).into()),
+        };
+        alloc.warnings.iter().for_each(|w| warn(w));
+        if alloc.ports != held_before {
+            changed = true;
+            reg.set_ports(&wt.key, &alloc.ports).map_err(|c| {
+                Error::new(
+                    Code::PortAllocated,
+                    format!("{c}; nothing was changed (this is a bug: the allocator checked it)"),
+                )
+            })?;
+        }
+        let id = match &target.id {
+            Some(id) => id.clone(),
+            None => new_worktree_id(wt)?,
+        };
+        match claim {
+            Some(c) => warn_off_block(target, &alloc.ports, c),
+            None => warn_outside_changed_ranges(reg, target, &alloc.ports),
+        }
+        changed |= update_metadata(reg, target, &id, repo_name, alloc.slot)?;
+        Ok((alloc.ports, changed))
+    }
+
+    /// The repository's block (under the locks): the one it claimed, while the config is the
+    /// one it was claimed under; else the lowest free one, recorded in the registry and the
+    /// machine index. Worktrees keep the ports of an earlier claim: said, with how to move.
+    pub(super) fn claim_block(
+        &self,
+        reg: &mut Registry,
+        b: config::Block,
+        machine: Option<&mut MachineView>,
+        others: &Elsewhere,
+    ) -> anyhow::Result<Claim> {
+        let me = self.canonical_common_dir();
+        let record = |m: Option<&mut MachineView>, c: &Claim| {
+            if let Some(m) = m {
+                m.changed |= m
+                    .index
+                    .set_block(&me, [*c.ports().start(), *c.ports().end()]);
+            }
+        };
+        if let Some(c) = reg.claim().filter(|c| c.config() == b) {
+            // An index rebuilt after damage learns the claim again here.
+            record(machine, &c);
+            return Ok(c);
+        }
+        let mut taken = Taken::new();
+        others.add_to(&mut taken);
+        let displays: Vec<(std::ops::RangeInclusive<u16>, PathBuf)> = match &machine {
+            Some(m) => (m.index.claims_except(&me).into_iter())
+                .map(|(r, p)| (r, names::display_path(p)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let claims: Vec<(std::ops::RangeInclusive<u16>, &Path)> = (displays.iter())
+            .map(|(r, p)| (r.clone(), p.as_path()))
+            .collect();
+        let start = allocate::choose_block(b, &claims, &taken)?;
+        let claim = Claim {
+            start,
+            base: b.base,
+            size: b.size,
+            span: b.span,
+        };
+        if let Some(old) = reg.claim() {
+            let kept: Vec<String> = reg
+                .allocations()
+                .map(|(k, p)| format!("{k} ({})", ports_inline(&p.to_map())))
+                .collect();
+            warn(&format!(
+                "the block config changed ({} -> {}): new worktrees take slots of block {}-{}; {}",
+                old.config().describe(),
+                b.describe(),
+                claim.ports().start(),
+                claim.ports().end(),
+                match kept.is_empty() {
+                    true => "no worktree holds ports of the old block".to_string(),
+                    false => format!(
+                        "these keep their ports, which no longer follow the config, until you move them with `git worktree-ports release -w NAME && git worktree-ports allocate -w NAME`: {}",
+                        kept.join("; ")
+                    ),
+                }
+            ));
+        }
+        reg.set_claim(claim);
+        record(machine, &claim);
+        Ok(claim)
+    }
+}
