@@ -354,9 +354,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         cmd.output()
     };
     let Ok(coloured) = run(false) else {
-        eprintln!(
-            "skipped colour_only_on_a_terminal_and_never_with_no_color: script(1) is not installed"
-        );
+        skip("colour_only_on_a_terminal_and_never_with_no_color: script(1) is not installed");
         return;
     };
     assert!(String::from_utf8_lossy(&coloured.stdout).contains("\x1b[2minfo\x1b[0m"));

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{TestRepo, bin};
+use crate::support::{TestRepo, bin, skip};
 
 /// Whether `program` runs here; when not, the test says why it skips.
 fn have(program: &str, test: &str) -> bool {
@@ -14,7 +14,9 @@ fn have(program: &str, test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("skipped {test}: {program} is not installed (.ci/run installs it)");
+        skip(&format!(
+            "{test}: {program} is not installed (.ci/run installs it)"
+        ));
     }
     ok
 }
@@ -209,9 +211,7 @@ complete_words() {{
 #[test]
 fn bash_completes_through_gits_own_completion_with_worktrees_and_services() {
     if !Path::new("/usr/share/bash-completion/completions/git").is_file() {
-        eprintln!(
-            "skipped bash_completes_through_gits_own_completion: git's bash completion is not installed"
-        );
+        skip("bash_completes_through_gits_own_completion: git's bash completion is not installed");
         return;
     }
     let repo = TestRepo::new();
@@ -488,7 +488,7 @@ fn progress_lines_only_on_a_terminal() {
         cmd.output()
     };
     let Ok(out) = on_pty("render --all") else {
-        eprintln!("skipped progress_lines_only_on_a_terminal: script(1) is not installed");
+        skip("progress_lines_only_on_a_terminal: script(1) is not installed");
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);

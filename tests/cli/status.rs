@@ -247,7 +247,7 @@ fn with_tty(dir: &std::path::Path) -> Option<std::process::Child> {
     match child {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("skipped the tty part: could not run script(1): {e}");
+            skip(&format!("the tty part: could not run script(1): {e}"));
             None
         }
     }

@@ -43,6 +43,15 @@ pub fn port_block() -> Block {
     }
 }
 
+/// A test that cannot run for lack of a tool says so; in CI (`.ci/run` sets
+/// `GIT_WORKTREE_PORTS_TESTS_STRICT=1` after installing every tool) that is a failure.
+pub fn skip(why: &str) {
+    if std::env::var_os("GIT_WORKTREE_PORTS_TESTS_STRICT").is_some_and(|v| v == "1") {
+        panic!("cannot run in CI, where every tool should be installed: {why}");
+    }
+    eprintln!("skipped {why}");
+}
+
 /// The binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_git-worktree-ports"))
