@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{PortArg, PortValue};
 use crate::model::allocate::Want;
-use crate::render::{FileAction, Rendered};
-use crate::workspace::{Holding, Target, Workspace};
+use crate::workspace::{FileAction, Holding, Rendered, Target, Workspace};
 
 pub mod add;
 pub mod allocate;

@@ -9,41 +9,12 @@ use serde_json::json;
 
 use crate::cli::ReleaseArgs;
 use crate::commands::{Report, ports_inline};
-use crate::machine::Machine;
 use crate::model::error::{Code, Error};
-use crate::workspace::{Workspace, lock_machine, reclaim_leases, warn};
+use crate::workspace::{self, Workspace};
 
 /// `release --lease ID`: give a lease's ports back (from anywhere: leases are the machine's).
 fn release_lease(id: &str, json: bool) -> anyhow::Result<Report> {
-    let machine = Machine::from_env()?;
-    let lock = lock_machine(&machine)?;
-    let (mut index, warnings) = machine.load(&lock)?;
-    warnings.iter().for_each(|w| warn(w));
-    let reclaimed = reclaim_leases(&mut index);
-    let lease = index.leases.remove(id);
-    if lease.is_some() || !reclaimed.is_empty() {
-        machine.save(&index)?;
-    }
-    drop(lock);
-    let ports = match (lease, reclaimed.into_iter().find(|(r, _)| r == id)) {
-        (Some(l), _) | (None, Some((_, l))) => l.ports,
-        (None, None) => {
-            let ids: Vec<&str> = index.leases.keys().map(String::as_str).collect();
-            return Err(Error::new(
-                Code::NotAllocated,
-                format!(
-                    "there is no lease {id:?} (leases now: {})",
-                    if ids.is_empty() {
-                        "none".to_string()
-                    } else {
-                        ids.join(", ")
-                    }
-                ),
-            )
-            .with_details(json!({"lease": id}))
-            .into());
-        }
-    };
+    let ports = workspace::release_lease(id)?;
     let text: Vec<String> = ports.iter().map(u16::to_string).collect();
     Ok(
         Report::ok(format!("released lease {id}: {}\n", text.join(" "))).or_answer(

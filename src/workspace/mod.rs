@@ -14,6 +14,8 @@
 //! never prints to stdout.
 
 mod ensure;
+mod init;
+mod lease;
 pub mod lifecycle;
 mod peers;
 mod remove;
@@ -21,6 +23,8 @@ mod render;
 mod taken;
 mod view;
 
+pub use init::*;
+pub use lease::*;
 pub use peers::*;
 pub use remove::*;
 pub use render::*;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::machine::Machine;
 use crate::model::error::{Code, Error};
 use crate::registry::{Lock, Ports};
-use crate::render::{self, FileAction, Plan, Rendered, TemplateContext};
+use crate::render::{self, Plan, TemplateContext};
+pub use crate::render::{FileAction, Rendered};
 
 use super::{Holding, Target, Workspace, warn};
 
