@@ -24,10 +24,15 @@ use crate::registry::{Ports, Registry};
 use crate::sys::procs;
 use crate::workspace::{FileState, Workspace, canonical, lock_machine, warn};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Severity {
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Something is broken (a template that does not render, a config that does not parse).
     Error,
+    /// Something needs attention (exit 1 while one is left).
     Warning,
+    /// Worth knowing; never fails `doctor`.
     Info,
 }
 
@@ -470,7 +475,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
 
 fn to_json(f: &Finding) -> FindingAnswer {
     FindingAnswer {
-        severity: f.severity.as_str(),
+        severity: f.severity,
         code: f.code,
         message: f.message.clone(),
         fix: f.fix.clone(),
@@ -492,8 +497,8 @@ pub struct DoctorAnswer {
 /// One finding of `doctor --json`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct FindingAnswer {
-    /// `error`, `warning` or `info`.
-    pub severity: &'static str,
+    /// How much it matters.
+    pub severity: Severity,
     /// A stable code (`gone-allocation`, `held-by-foreign`, `literal-port`, ...).
     pub code: &'static str,
     /// What is wrong, naming the file, port, worktree or process.

@@ -13,8 +13,8 @@ use crate::cli::StatusArgs;
 use crate::commands::{Colour, Report, paint, table};
 use crate::machine::Machine;
 use crate::model::allocate::Probe;
-use crate::model::attribution::Listener;
 use crate::model::attribution::{self, Known, Whose};
+use crate::model::attribution::{Listener, PortState};
 use crate::model::config::Protocol;
 use crate::model::names::display_path;
 use crate::output::progress::Progress;
@@ -184,9 +184,9 @@ fn to_json(s: &Status) -> WorktreeStatus {
             port: *port,
             protocol: proto.as_str(),
             state: match (listeners.is_empty(), busy) {
-                (false, _) => "listening",
-                (true, true) => "busy",
-                (true, false) => "free",
+                (false, _) => PortState::Listening,
+                (true, true) => PortState::Busy,
+                (true, false) => PortState::Free,
             },
             listeners: listeners.iter().map(|(l, w)| listener(l, w)).collect(),
         })
@@ -297,8 +297,8 @@ pub struct ServiceAnswer {
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
-    /// `listening` (a listener is known), `busy` (taken, holder unseen) or `free`.
-    pub state: &'static str,
+    /// Whether something is on it.
+    pub state: PortState,
     /// Who listens on it.
     pub listeners: Vec<ListenerAnswer>,
 }

@@ -10,6 +10,18 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// A port's state as `status` reports it: the one vocabulary for "is something on it".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// A listener is known (its process, when readable).
+    Listening,
+    /// Taken (a bind fails), its holder unseen.
+    Busy,
+    /// A server could bind it.
+    Free,
+}
+
 /// A process, as far as it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
