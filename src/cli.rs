@@ -234,7 +234,7 @@ pub struct RepairArgs {
     /// Show what would be kept and dropped; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print JSON: {"kept", "dropped", "gone", "sources"}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema repair`.
     #[arg(long)]
     pub json: bool,
 }
@@ -256,7 +256,7 @@ pub enum HooksAction {
     Uninstall,
     /// Where the hook is, whether it is ours, current, and chained.
     Status {
-        /// Print JSON.
+        /// Print JSON; its shape: `git worktree-ports --print-schema hooks-status`.
         #[arg(long)]
         json: bool,
     },
@@ -340,7 +340,7 @@ pub struct AllocateArgs {
     /// Do not render templates (`.env`) after allocating.
     #[arg(long)]
     pub no_render: bool,
-    /// Print JSON: {"worktree", "path", "ports"}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema allocate`.
     #[arg(long)]
     pub json: bool,
 }
@@ -428,7 +428,7 @@ pub struct AddArgs {
     /// Do not render templates (`.env`) after allocating.
     #[arg(long)]
     pub no_render: bool,
-    /// Print JSON: the answer of `allocate --json`.
+    /// Print JSON; its shape: `git worktree-ports --print-schema add`.
     #[arg(long)]
     pub json: bool,
     /// The same, as `git worktree add` arguments plus ours (filled in by [`Cli::try_parse_args`]).
@@ -512,7 +512,7 @@ pub struct RemoveArgs {
     /// Remove it even with changes or untracked files (git worktree remove --force).
     #[arg(short, long)]
     pub force: bool,
-    /// Print JSON: {"worktree", "path", "released"}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema remove`.
     #[arg(long)]
     pub json: bool,
 }
@@ -529,7 +529,7 @@ pub struct RenderArgs {
     /// Overwrite files the tool did not write, or that were edited, or that git tracks.
     #[arg(long)]
     pub force: bool,
-    /// Print JSON: {"worktrees": [{"worktree", "files": [{"path", "action"}]}]}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema render`.
     #[arg(long)]
     pub json: bool,
 }
@@ -587,9 +587,7 @@ pub struct ListArgs {
     /// Leave out the LIVE column (whether anything listens on the worktree's ports).
     #[arg(long)]
     pub no_probe: bool,
-    /// Print JSON: {"schema", "worktrees": [{"name", "path", "branch", "slot", "hostname",
-    /// "ports", "urls", "exists", "moved", "live"}]}; with --all, {"schema", "repositories":
-    /// [{"name", "path", "gone", "worktrees": [...]}]} (`--print-schema list`).
+    /// Print JSON; its shape: `git worktree-ports --print-schema list` / `--print-schema list-all`.
     #[arg(long)]
     pub json: bool,
 }
@@ -643,7 +641,7 @@ pub enum ProxyAction {
     Stop,
     /// Whether it runs, on which port, and its routes.
     Status {
-        /// Print JSON: {"running", "pid", "port", "routes": [{"host", "repository", "worktree", "service", "port"}]}.
+        /// Print JSON; its shape: `git worktree-ports --print-schema proxy-status`.
         #[arg(long)]
         json: bool,
     },
@@ -660,8 +658,7 @@ pub struct DoctorArgs {
     /// gone repositories from the index); never edits your compose or package files.
     #[arg(long)]
     pub fix: bool,
-    /// Print JSON: {"findings": [{"severity", "code", "message", "fix", "safe_fix", "fixed"?,
-    /// "fix_failed"?}], "needs_attention"}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema doctor`.
     #[arg(long)]
     pub json: bool,
 }
@@ -678,8 +675,7 @@ pub struct StatusArgs {
     /// Every worktree of every repository of the machine index.
     #[arg(long)]
     pub machine: bool,
-    /// Print JSON: {"worktrees": [{"repository", "worktree", "path", "slot", "services":
-    /// [{"service", "port", "state", "listeners"}], "files": [{"path", "state"}]}]}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema status`.
     #[arg(long)]
     pub json: bool,
 }
@@ -698,7 +694,7 @@ pub struct LeaseArgs {
     /// command: until it exits).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<u64>,
-    /// Print JSON: {"id", "ports", "expires_at"} (without a command).
+    /// Print JSON (without a command); its shape: `git worktree-ports --print-schema lease`.
     #[arg(long)]
     pub json: bool,
     /// Run this command with LEASE_PORT, LEASE_PORTS and LEASE_ID set, and give the ports
@@ -756,7 +752,7 @@ pub struct ReleaseArgs {
     /// Release only this service; repeatable. Default: every service of the worktree.
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
-    /// Print JSON: {"worktree", "released": {service: port}}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema release` / `--print-schema release-lease`.
     #[arg(long)]
     pub json: bool,
 }
@@ -777,7 +773,7 @@ pub struct PruneArgs {
     /// Show what would be pruned; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print JSON: {"dry_run", "pruned": [{"name", "path", "reason", "ports"}]}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema prune`.
     #[arg(long)]
     pub json: bool,
 }
@@ -790,7 +786,7 @@ pub struct SuggestArgs {
     /// How many suggestions: the next one, then alternatives.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub count: u16,
-    /// Print JSON: {"strategy", "convention", "suggestions": [{"ports", "slot", "block"}]}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema suggest`.
     #[arg(long)]
     pub json: bool,
 }
@@ -801,7 +797,7 @@ pub struct CheckArgs {
     /// Ports to check.
     #[arg(required = true, value_name = "PORT")]
     pub ports: Vec<u32>,
-    /// Print JSON: {"ports": [{"port", "status", ...}], "all_free"}.
+    /// Print JSON; its shape: `git worktree-ports --print-schema check`.
     #[arg(long)]
     pub json: bool,
 }

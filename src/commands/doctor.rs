@@ -18,33 +18,12 @@ use crate::machine::Machine;
 use crate::model::allocate::Want;
 use crate::model::attribution::{self, Known, Whose};
 use crate::model::config::Strategy;
+use crate::model::finding::{FindingCode, Severity};
 use crate::model::literals;
 use crate::output::progress::Progress;
 use crate::registry::{Ports, Registry};
 use crate::sys::procs;
 use crate::workspace::{FileState, Workspace, canonical, lock_machine, warn};
-
-/// How much a finding matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Something is broken (a template that does not render, a config that does not parse).
-    Error,
-    /// Something needs attention (exit 1 while one is left).
-    Warning,
-    /// Worth knowing; never fails `doctor`.
-    Info,
-}
-
-impl Severity {
-    fn as_str(self) -> &'static str {
-        match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
 
 /// A safe fix `--fix` may apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +37,7 @@ enum Action {
 
 struct Finding {
     severity: Severity,
-    code: &'static str,
+    code: FindingCode,
     message: String,
     fix: String,
     action: Option<Action>,
@@ -67,7 +46,7 @@ struct Finding {
 }
 
 impl Finding {
-    fn new(severity: Severity, code: &'static str, message: String, fix: String) -> Finding {
+    fn new(severity: Severity, code: FindingCode, message: String, fix: String) -> Finding {
         Finding {
             severity,
             code,
@@ -124,7 +103,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
         out.push(
             Finding::new(
                 Severity::Warning,
-                "gone-allocation",
+                FindingCode::GoneAllocation,
                 format!(
                     "worktree {key} ({path}): {why}; its entry still holds {}",
                     if ports.is_empty() {
@@ -148,7 +127,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
         let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
             out.push(Finding::new(
                 Severity::Info,
-                "no-allocation",
+                FindingCode::NoAllocation,
                 format!("worktree {} ({}) has no ports", wt.key, wt.path.display()),
                 format!("git worktree-ports allocate {}", wt.key),
             ));
@@ -160,7 +139,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             Err(e) => {
                 out.push(Finding::new(
                     Severity::Error,
-                    "config-invalid",
+                    FindingCode::ConfigInvalid,
                     format!("worktree {key}: {e:#}"),
                     "fix the file it names".into(),
                 ));
@@ -172,7 +151,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             let Some(svc) = target.config.service(service) else {
                 out.push(Finding::new(
                     Severity::Warning,
-                    "service-not-in-config",
+                    FindingCode::ServiceNotInConfig,
                     format!("worktree {key} holds port {port} for service {service}, which its config no longer has"),
                     format!("git worktree-ports allocate {key} (gives it back)"),
                 ));
@@ -185,7 +164,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             if !(range.0..=range.1).contains(port) {
                 out.push(Finding::new(
                     Severity::Warning,
-                    "port-outside-range",
+                    FindingCode::PortOutsideRange,
                     format!(
                         "worktree {key}: {service} {port} is outside {}-{} (the config changed since it was allocated)",
                         range.0, range.1
@@ -204,7 +183,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
                 out.push(
                     Finding::new(
                         Severity::Warning,
-                        "stale-files",
+                        FindingCode::StaleFiles,
                         format!("worktree {key}: {} out of date", stale.join(", ")),
                         format!("git worktree-ports render -w {key}"),
                     )
@@ -214,7 +193,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             Ok(_) => {}
             Err(e) => out.push(Finding::new(
                 Severity::Error,
-                "render-fails",
+                FindingCode::RenderFails,
                 format!("worktree {key}: {e:#}"),
                 "fix the template it names, then `git worktree-ports render`".into(),
             )),
@@ -262,7 +241,7 @@ fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::
             Whose::This => {}
             Whose::Orphan { .. } => out.push(Finding::new(
                 Severity::Warning,
-                "port-held-by-orphan",
+                FindingCode::PortHeldByOrphan,
                 format!(
                     "{service} {} of worktree {key} is held by {holder}, {whose}",
                     l.port
@@ -271,7 +250,7 @@ fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::
             )),
             _ if this.as_ref().is_some_and(|t| !t.exists) => out.push(Finding::new(
                 Severity::Warning,
-                "port-held-elsewhere",
+                FindingCode::PortHeldElsewhere,
                 format!(
                     "{service} {} of gone worktree {key} is held by {holder} ({whose})",
                     l.port
@@ -281,7 +260,7 @@ fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::
             _ => out.push(
                 Finding::new(
                     Severity::Warning,
-                    "port-held-elsewhere",
+                    FindingCode::PortHeldElsewhere,
                     format!(
                         "{service} {} of worktree {key} is held by {holder} ({whose})",
                         l.port
@@ -308,7 +287,7 @@ fn hook(ws: &Workspace, out: &mut Vec<Finding>) {
         out.push(
             Finding::new(
                 Severity::Warning,
-                "hook-outdated",
+                FindingCode::HookOutdated,
                 format!("{hook} is an older version of our hook"),
                 "git worktree-ports hooks install".into(),
             )
@@ -318,7 +297,7 @@ fn hook(ws: &Workspace, out: &mut Vec<Finding>) {
         match state.manager {
             Some(m) => out.push(Finding::new(
                 Severity::Info,
-                "hook-manager",
+                FindingCode::HookManager,
                 format!(
                     "{} manages {}: a plain `git worktree add` allocates only if its config runs `git worktree-ports hook post-checkout`",
                     m.name(),
@@ -328,7 +307,7 @@ fn hook(ws: &Workspace, out: &mut Vec<Finding>) {
             )),
             None => out.push(Finding::new(
                 Severity::Info,
-                "hook-missing",
+                FindingCode::HookMissing,
                 format!("no post-checkout hook of ours in {}: a plain `git worktree add` does not allocate", state.dir.display()),
                 "git worktree-ports hooks install".into(),
             )),
@@ -347,7 +326,7 @@ fn index(out: &mut Vec<Finding>) {
             out.push(
                 Finding::new(
                     Severity::Info,
-                    "index-gone-repository",
+                    FindingCode::IndexGoneRepository,
                     format!(
                         "the machine index lists repository {} ({}), which is gone",
                         entry.name,
@@ -499,8 +478,8 @@ pub struct DoctorAnswer {
 pub struct FindingAnswer {
     /// How much it matters.
     pub severity: Severity,
-    /// A stable code (`gone-allocation`, `held-by-foreign`, `literal-port`, ...).
-    pub code: &'static str,
+    /// A stable code (the README's finding table).
+    pub code: FindingCode,
     /// What is wrong, naming the file, port, worktree or process.
     pub message: String,
     /// What to do about it.
@@ -528,7 +507,7 @@ fn text(findings: &[Finding], fixing: bool) -> String {
         };
         rows.push(vec![
             paint(f.severity.as_str(), colour),
-            f.code.to_string(),
+            f.code.as_str().to_string(),
             f.message.clone(),
         ]);
         let fix = match &f.outcome {

@@ -8,8 +8,12 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-/// Stable error codes, printed by `--json` failures as `"error": "<CODE>"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Stable error codes, printed by `--json` failures as `"error": "<CODE>"` (the README's error
+/// table is checked against this list).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
     /// The port is held by a process on this machine.
     PortInUse,
@@ -127,7 +131,7 @@ impl Error {
     pub fn to_json(&self) -> ErrorAnswer {
         ErrorAnswer {
             success: false,
-            error: self.code.as_str(),
+            error: self.code,
             message: self.message.clone(),
             details: self.details.clone(),
             suggestions: self.suggestions.clone(),
@@ -140,8 +144,8 @@ impl Error {
 pub struct ErrorAnswer {
     /// Always false.
     pub success: bool,
-    /// The stable code: PORT_IN_USE, RANGE_EXHAUSTED, ... (the README's error table).
-    pub error: &'static str,
+    /// The stable code (the README's error table).
+    pub error: Code,
     /// What went wrong and what to do, as the text form says it.
     pub message: String,
     /// Facts for scripts; which keys depends on the code (port, service, worktree, holder...).
@@ -189,6 +193,20 @@ mod tests {
             e.to_string(),
             "port 8081 is allocated to feature (free instead: 8082, 8083, 8084)"
         );
+    }
+
+    /// Every code the schema lists prints as its serialized name (one spelling per code).
+    #[test]
+    fn every_code_prints_as_its_schema_names_it() {
+        let schema = serde_json::to_value(schemars::schema_for!(Code)).unwrap();
+        let names: Vec<&str> = (schema["oneOf"].as_array().unwrap().iter())
+            .map(|v| v["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 20, "{schema:#}");
+        for name in names {
+            let code: Code = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(code.as_str(), name);
+        }
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! The compose reader is line-based (no YAML parser): it knows block lists under `ports:`,
 //! short (`"8080:80"`, `"127.0.0.1:8080:80"`) and long (`published: 8080`) syntax.
 
+use crate::model::finding::FindingCode;
+
 /// One thing found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Literal {
     /// Finding code: `literal-port`, `compose-override-appends`, `no-fallback`.
-    pub code: &'static str,
+    pub code: FindingCode,
     /// The file, relative to the worktree.
     pub file: String,
     /// 1-based line (0 when the file is JSON and the line is not known).
@@ -58,7 +60,7 @@ pub fn compose(file: &str, text: &str, vars: &[String]) -> Vec<Literal> {
             in_ports = Some(indent);
             if is_override(file) && !rest.starts_with("!override") {
                 out.push(Literal {
-                    code: "compose-override-appends",
+                    code: FindingCode::ComposeOverrideAppends,
                     file: file.to_string(),
                     line: line_no,
                     message: "`ports:` in an override file is appended to the base file's list (compose merges lists), so the base file's host ports are published too".into(),
@@ -136,7 +138,7 @@ fn literal_host(file: &str, line: usize, host: &str, entry: &str) -> Option<Lite
     numeric.then(|| {
         let first = host.split('-').next().unwrap_or(host);
         Literal {
-            code: "literal-port",
+            code: FindingCode::LiteralPort,
             file: file.to_string(),
             line,
             message: format!(
@@ -161,7 +163,7 @@ fn no_fallback(file: &str, line: usize, text: &str, vars: &[String]) -> Vec<Lite
         });
         if hit {
             out.push(Literal {
-                code: "no-fallback",
+                code: FindingCode::NoFallback,
                 file: file.to_string(),
                 line,
                 message: format!(
@@ -198,7 +200,7 @@ pub fn package_json(file: &str, text: &str) -> Vec<Literal> {
             if let Some(p) = port.filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
             {
                 out.push(Literal {
-                    code: "literal-port",
+                    code: FindingCode::LiteralPort,
                     file: file.to_string(),
                     line: line_of(text, &format!("\"{name}\"")),
                     message: format!(
@@ -229,7 +231,7 @@ pub fn devcontainer(file: &str, text: &str) -> Vec<Literal> {
         .filter_map(|p| {
             let n = p.as_u64().or_else(|| p.as_str().and_then(|s| s.parse().ok()))?;
             Some(Literal {
-                code: "literal-port",
+                code: FindingCode::LiteralPort,
                 file: file.to_string(),
                 line,
                 message: format!("forwardPorts forwards port {n}: every worktree's container forwards the same one"),
@@ -310,7 +312,7 @@ mod tests {
     use super::*;
 
     fn codes(found: &[Literal]) -> Vec<(&str, usize)> {
-        found.iter().map(|l| (l.code, l.line)).collect()
+        found.iter().map(|l| (l.code.as_str(), l.line)).collect()
     }
 
     #[test]

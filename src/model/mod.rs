@@ -5,6 +5,7 @@ pub mod allocate;
 pub mod attribution;
 pub mod config;
 pub mod error;
+pub mod finding;
 pub mod literals;
 pub mod names;
 pub mod salvage;
