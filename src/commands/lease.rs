@@ -22,7 +22,7 @@ use crate::model::allocate::{Probe, Taken};
 use crate::model::config::{MIN_PORT, Protocol, named_range};
 use crate::model::error::{Code, Error};
 use crate::registry::{now_rfc3339, rfc3339};
-use crate::sys::probe::{self, SystemProbe};
+use crate::sys::probe::SystemProbe;
 use crate::sys::shell;
 use crate::workspace::{Elsewhere, lock_machine, reclaim_leases, unix_now, warn};
 
@@ -78,7 +78,9 @@ pub fn run(args: &LeaseArgs) -> anyhow::Result<Report> {
         let lease = Lease {
             ports,
             pid: with_command.then_some(me),
-            pid_start: with_command.then(|| probe::process_start(me)).flatten(),
+            pid_start: with_command
+                .then(|| crate::sys::procs::start_time(me))
+                .flatten(),
             expires_at,
             created_at: now_rfc3339(),
             command: with_command.then(|| args.command.join(" ")),

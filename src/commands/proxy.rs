@@ -17,7 +17,6 @@ use crate::machine::Machine;
 use crate::model::error::{Code, Error};
 use crate::proxy::{self, routes::Routes};
 use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
-use crate::sys::probe;
 
 struct Files {
     pid: PathBuf,
@@ -35,7 +34,7 @@ fn files(machine: &Machine) -> Files {
 fn running(files: &Files) -> Option<u32> {
     let text = std::fs::read_to_string(&files.pid).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
-    probe::process_alive(pid, None).then_some(pid)
+    crate::sys::procs::alive(pid, None).then_some(pid)
 }
 
 fn port_for(machine: &Machine, asked: Option<u16>) -> u16 {

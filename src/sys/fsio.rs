@@ -177,7 +177,9 @@ pub fn sweep(dir: &Path, target_name: Option<&OsStr>, sweep: Sweep) -> usize {
         let Some(pid) = temp_owner(&entry.file_name(), target_name) else {
             continue;
         };
-        if (sweep == Sweep::All || !process_alive(pid)) && fs::remove_file(entry.path()).is_ok() {
+        if (sweep == Sweep::All || !super::procs::alive(pid, None))
+            && fs::remove_file(entry.path()).is_ok()
+        {
             removed += 1;
         }
     }
@@ -280,26 +282,6 @@ pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
             return Ok(false);
         }
         at += n;
-    }
-}
-
-/// Whether process `pid` exists (signal 0 checks without sending; EPERM: it exists but is
-/// another user's). Off Unix, always true: a temp file is then left rather than a live
-/// writer's file removed.
-pub fn process_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: kill with signal 0 sends nothing; it only reports whether pid exists.
-        let r = unsafe { libc::kill(pid, 0) };
-        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
     }
 }
 

@@ -70,32 +70,6 @@ fn no_ipv6(e: &io::Error) -> bool {
     )
 }
 
-/// When process `pid` started (clock ticks since boot, `/proc/<pid>/stat` field 22); None
-/// where /proc is not there.
-pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// True while process `pid` runs and, when `start` is known, is the process that started then
-/// (not a later one that got the same pid).
-pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
-    let Ok(id) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // Signal 0 checks existence only; EPERM means it exists and is someone else's.
-    // SAFETY: kill with signal 0 sends nothing.
-    let exists = unsafe { libc::kill(id, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists
-        && match (start, process_start(pid)) {
-            (Some(want), Some(now)) => want == now,
-            _ => true,
-        }
-}
-
 /// Port ranges automatic choices take last: the kernel's ephemeral range (outgoing
 /// connections grab those) and, on Linux, `ip_local_reserved_ports`.
 pub fn avoid_ranges() -> Vec<RangeInclusive<u16>> {
@@ -137,16 +111,6 @@ fn parse_port_list(text: &str) -> Vec<RangeInclusive<u16>> {
 /// Who holds `port`: on Linux from the kernel's socket dump and `/proc/*/fd` (`procs`);
 /// elsewhere from lsof.
 pub fn holder(port: u16, protocol: Protocol) -> Option<Holder> {
-    if cfg!(target_os = "linux") {
-        linux_holder(port, protocol)
-    } else {
-        lsof_holder(port, protocol)
-    }
-}
-
-/// The first listener of the protocol on `port` (`procs`: the kernel's socket dump, then the
-/// processes' fds), with the process's short name.
-fn linux_holder(port: u16, protocol: Protocol) -> Option<Holder> {
     let wanted = |p: &str| match protocol {
         Protocol::Tcp => p == "tcp",
         Protocol::Udp => p == "udp",
@@ -179,30 +143,6 @@ impl Holder {
     }
 }
 
-fn lsof_holder(port: u16, protocol: Protocol) -> Option<Holder> {
-    // Without -sTCP:LISTEN lsof also lists clients of the port.
-    let spec = match protocol {
-        Protocol::Udp => vec![format!("-iUDP:{port}")],
-        _ => vec![format!("-iTCP:{port}"), "-sTCP:LISTEN".to_string()],
-    };
-    let out = std::process::Command::new("lsof")
-        .args(["-nP", "-Fpc"])
-        .args(&spec)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut holder = Holder::default();
-    for line in text.lines() {
-        if let Some(p) = line.strip_prefix('p') {
-            holder.pid = p.parse().ok();
-        } else if let Some(c) = line.strip_prefix('c') {
-            holder.command = Some(c.to_string());
-            break;
-        }
-    }
-    holder.pid.map(|_| holder)
-}
-
 /// Unit tests that bind ephemeral ports and then assert a port is free (or that only their
 /// own sockets are on it) hold this: the kernel may hand a port one test just closed to
 /// another test of the same process.
@@ -213,20 +153,6 @@ pub(crate) static EPHEMERAL_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(
 mod tests {
     use super::*;
     use std::net::{TcpListener, UdpSocket};
-
-    #[test]
-    fn knows_this_process_is_alive_and_a_reused_pid_is_not_its_holder() {
-        let me = std::process::id();
-        let start = process_start(me);
-        assert!(process_alive(me, start));
-        if let Some(s) = start {
-            assert!(!process_alive(me, Some(s + 1)));
-        }
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        assert!(!process_alive(pid, None));
-    }
 
     #[test]
     fn parses_reserved_port_lists() {

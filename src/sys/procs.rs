@@ -1,7 +1,10 @@
-//! Which process listens on a port, and where it runs: on Linux from `/proc` (the socket
-//! tables, every process's fds, its `cwd`, `cmdline`, `stat` and `status`); on macOS from
-//! `lsof -nP -iTCP:P -sTCP:LISTEN` (never without `-sTCP:LISTEN`: that lists clients too).
-//! Reads only; never signals (see [`stop`], which the reaper alone calls).
+//! The one process module: which process listens on a port and where it runs, whether a
+//! process is still the one we knew ([`alive`]: pid and start time), and stopping one
+//! ([`stop`]). On Linux from `/proc` (the socket tables, every process's fds, its `cwd`,
+//! `cmdline`, `stat` and `status`); elsewhere, or with `GIT_WORKTREE_PORTS_PROCS=lsof` (how the
+//! tests exercise it on Linux), from `lsof -nP -iTCP:P -sTCP:LISTEN` (never without
+//! `-sTCP:LISTEN`: that lists clients too). Each text format has one pure parser here:
+//! [`parse_stat`], [`parse_lsof`], [`socket_inode`].
 //!
 //! A process of another user cannot be read without root: then only the socket's uid is
 //! known, and the caller says so instead of guessing.
@@ -16,11 +19,87 @@ use crate::model::attribution::{Listener, Process};
 /// one pass over `/proc`, stopped as soon as every socket has its process. No socket on
 /// those ports: no process scan at all.
 pub fn listeners(ports: &[u16]) -> Vec<Listener> {
-    if cfg!(target_os = "linux") {
-        linux_listeners(ports)
-    } else {
+    if use_lsof() {
         lsof_listeners(ports)
+    } else {
+        linux_listeners(ports)
     }
+}
+
+/// Environment variable that selects the lsof backend on Linux too (`lsof`).
+pub const BACKEND_ENV: &str = "GIT_WORKTREE_PORTS_PROCS";
+
+/// True where `/proc` is not the way (not Linux), or when the lsof backend is asked for.
+fn use_lsof() -> bool {
+    !cfg!(target_os = "linux") || std::env::var_os(BACKEND_ENV).is_some_and(|v| v == "lsof")
+}
+
+/// The fields of `/proc/<pid>/stat` we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The command name (field 2, without its parentheses).
+    pub name: String,
+    /// The state (field 3): `R`, `S`, `Z` (a zombie: exited, not yet reaped)...
+    pub state: char,
+    /// The controlling terminal (field 7); 0 when there is none.
+    pub tty_nr: i64,
+    /// When it started, in clock ticks since boot (field 22).
+    pub start: u64,
+}
+
+/// Parse `/proc/<pid>/stat`. The name may hold spaces and parentheses: fields are counted
+/// from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let name = text.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    Some(Stat {
+        name,
+        state: fields.first()?.chars().next()?,
+        tty_nr: fields.get(4)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The inode of a `socket:[<inode>]` fd link; None for any other link.
+pub fn socket_inode(link: &std::path::Path) -> Option<u64> {
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// One process of lsof's `-F pcu` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsofEntry {
+    /// `p` field.
+    pub pid: u32,
+    /// `c` field (the command name).
+    pub command: String,
+    /// `u` field.
+    pub uid: Option<u32>,
+}
+
+/// Parse lsof's field output (`-F pcu`: a `p<pid>` line starts a process, `c<name>` and
+/// `u<uid>` lines describe it, other lines are ignored).
+pub fn parse_lsof(text: &str) -> Vec<LsofEntry> {
+    let mut out: Vec<LsofEntry> = Vec::new();
+    for line in text.lines() {
+        if let Some(pid) = line.strip_prefix('p').and_then(|p| p.parse().ok()) {
+            out.push(LsofEntry {
+                pid,
+                command: String::new(),
+                uid: None,
+            });
+        } else if let (Some(c), Some(e)) = (line.strip_prefix('c'), out.last_mut()) {
+            e.command = c.to_string();
+        } else if let (Some(u), Some(e)) = (line.strip_prefix('u'), out.last_mut()) {
+            e.uid = u.parse().ok();
+        }
+    }
+    out
 }
 
 /// The uid of our own processes.
@@ -277,12 +356,7 @@ fn linux_listeners(ports: &[u16]) -> Vec<Listener> {
                 let Ok(target) = std::fs::read_link(fd.path()) else {
                     continue;
                 };
-                let Some(inode) = target
-                    .to_str()
-                    .and_then(|t| t.strip_prefix("socket:["))
-                    .and_then(|t| t.strip_suffix(']'))
-                    .and_then(|t| t.parse::<u64>().ok())
-                else {
+                let Some(inode) = socket_inode(&target) else {
                     continue;
                 };
                 if let Some(s) = wanted.remove(&inode) {
@@ -325,18 +399,9 @@ fn linux_listeners(ports: &[u16]) -> Vec<Listener> {
 /// Read process `pid` (None when it is gone).
 pub fn process(pid: u32) -> Option<Process> {
     let base = PathBuf::from(format!("/proc/{pid}"));
-    let stat = std::fs::read_to_string(base.join("stat")).ok()?;
-    let close = stat.rfind(')')?;
-    let name = stat
-        .get(stat.find('(')? + 1..close)
-        .unwrap_or_default()
-        .to_string();
-    // Fields after the name: state(3) ppid(4) pgrp(5) session(6) tty_nr(7).
-    let tty = stat[close + 1..]
-        .split_whitespace()
-        .nth(4)
-        .and_then(|t| t.parse::<i64>().ok())
-        .is_some_and(|t| t != 0);
+    let stat = parse_stat(&std::fs::read_to_string(base.join("stat")).ok()?)?;
+    let tty = stat.tty_nr != 0;
+    let name = stat.name;
     let command = std::fs::read(base.join("cmdline"))
         .ok()
         .map(|bytes| {
@@ -406,11 +471,7 @@ pub fn ports_of(pids: &[u32]) -> HashMap<u32, Vec<u16>> {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue;
             };
-            let inode = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<u64>().ok());
+            let inode = socket_inode(&target);
             if let Some(s) = inode.and_then(|i| sockets.get(&i)) {
                 let ports = out.entry(pid).or_default();
                 if !ports.contains(&s.port) {
@@ -438,16 +499,24 @@ pub fn uses_terminal(pid: u32) -> bool {
     })
 }
 
-/// True while process `pid` runs: a zombie (exited, not yet reaped by its parent) counts as
-/// gone; where `/proc` cannot tell, whether a signal could reach it.
-pub fn running(pid: u32) -> bool {
+/// When process `pid` started (clock ticks since boot); None where `/proc` cannot tell.
+pub fn start_time(pid: u32) -> Option<u64> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|s| s.start)
+}
+
+/// True while process `pid` runs and, when `start` is known, is the very process that started
+/// then (a pid alone is reused: pid and start time are the process). A zombie (exited, not yet
+/// reaped by its parent) counts as gone. Where `/proc` cannot tell: whether a signal could
+/// reach it (EPERM: it exists, another user's).
+pub fn alive(pid: u32, start: Option<u64>) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .get(s.rfind(')').map_or(0, |i| i + 2)..)
-            .is_some_and(|state| !state.starts_with('Z')),
-        Err(_) => libc::pid_t::try_from(pid)
-            // SAFETY: signal 0 sends nothing.
-            .is_ok_and(|id| unsafe { libc::kill(id, 0) } == 0),
+        Ok(text) => parse_stat(&text)
+            .is_some_and(|s| s.state != 'Z' && start.is_none_or(|want| want == s.start)),
+        Err(_) => libc::pid_t::try_from(pid).is_ok_and(|id| {
+            // SAFETY: signal 0 sends nothing; it only reports whether the pid exists.
+            let sent = unsafe { libc::kill(id, 0) };
+            sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }),
     }
 }
 
@@ -457,7 +526,7 @@ pub fn stop(pid: u32, grace: Duration) -> bool {
     let Ok(id) = libc::pid_t::try_from(pid) else {
         return false;
     };
-    let alive = || running(pid);
+    let alive = || alive(pid, None);
     // SAFETY: sending a signal to a pid the caller chose.
     if unsafe { libc::kill(id, libc::SIGTERM) } != 0 {
         return !alive();
@@ -481,42 +550,38 @@ pub fn stop(pid: u32, grace: Duration) -> bool {
 fn lsof_listeners(ports: &[u16]) -> Vec<Listener> {
     let mut out = Vec::new();
     for &port in ports {
-        let Ok(output) = std::process::Command::new("lsof")
-            .args(["-nP", "-Fpcu", &format!("-iTCP:{port}"), "-sTCP:LISTEN"])
-            .output()
-        else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut current: Option<Process> = None;
-        let mut flush = |p: Option<Process>| {
-            if let Some(p) = p {
+        // TCP in LISTEN only (without -sTCP:LISTEN lsof lists clients too), and bound UDP.
+        let specs: [(&str, &[String]); 2] = [
+            (
+                "tcp",
+                &[format!("-iTCP:{port}"), "-sTCP:LISTEN".to_string()],
+            ),
+            ("udp", &[format!("-iUDP:{port}")]),
+        ];
+        for (protocol, spec) in specs {
+            let Ok(output) = std::process::Command::new("lsof")
+                .args(["-nP", "-Fpcu"])
+                .args(spec)
+                .output()
+            else {
+                continue;
+            };
+            for e in parse_lsof(&String::from_utf8_lossy(&output.stdout)) {
                 out.push(Listener {
                     port,
-                    protocol: "tcp",
-                    uid: p.uid,
-                    process: Some(p),
+                    protocol,
+                    uid: e.uid,
+                    process: Some(Process {
+                        pid: e.pid,
+                        command: e.command,
+                        uid: e.uid,
+                        cwd: lsof_cwd(e.pid),
+                        cwd_deleted: false,
+                        tty: false,
+                    }),
                 });
-            }
-        };
-        for line in text.lines() {
-            if let Some(pid) = line.strip_prefix('p').and_then(|p| p.parse().ok()) {
-                flush(current.take());
-                current = Some(Process {
-                    pid,
-                    command: String::new(),
-                    uid: None,
-                    cwd: lsof_cwd(pid),
-                    cwd_deleted: false,
-                    tty: false,
-                });
-            } else if let (Some(c), Some(p)) = (line.strip_prefix('c'), current.as_mut()) {
-                p.command = c.to_string();
-            } else if let (Some(u), Some(p)) = (line.strip_prefix('u'), current.as_mut()) {
-                p.uid = u.parse().ok();
             }
         }
-        flush(current.take());
     }
     out
 }
@@ -534,6 +599,104 @@ fn lsof_cwd(pid: u32) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_this_process_is_alive_and_a_reused_pid_or_a_zombie_is_not() {
+        // A child holds copies of our sockets between fork and exec: not while a socket test
+        // checks that a closed listener is gone.
+        let _ports = crate::sys::probe::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let me = std::process::id();
+        let start = start_time(me);
+        assert!(start.is_some());
+        assert!(alive(me, start));
+        assert!(!alive(me, start.map(|s| s + 1)));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not yet waited for: a zombie is gone.
+        let until = Instant::now() + Duration::from_secs(5);
+        while alive(pid, None) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!alive(pid, None));
+        child.wait().unwrap();
+        assert!(!alive(pid, None));
+    }
+
+    #[test]
+    fn parses_stat_with_spaces_and_parentheses_in_the_name() {
+        let text = "4242 (my (odd) srv) S 1 4242 4242 34816 4242 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000000 200 18446744073709551615";
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                name: "my (odd) srv".into(),
+                state: 'S',
+                tty_nr: 34816,
+                start: 987654,
+            })
+        );
+        assert_eq!(parse_stat("4242 (x) Z 1"), None);
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_stat(&me).is_some_and(|s| s.start > 0 && s.state != 'Z'));
+    }
+
+    #[test]
+    fn parses_socket_links_only() {
+        use std::path::Path;
+        assert_eq!(socket_inode(Path::new("socket:[12345]")), Some(12345));
+        assert_eq!(socket_inode(Path::new("pipe:[12345]")), None);
+        assert_eq!(socket_inode(Path::new("/dev/null")), None);
+        assert_eq!(socket_inode(Path::new("socket:[x]")), None);
+    }
+
+    #[test]
+    fn parses_lsof_field_output() {
+        let text = "p101\ncnode\nu1000\nf23\np202\ncpython3\nu0\n";
+        assert_eq!(
+            parse_lsof(text),
+            [
+                LsofEntry {
+                    pid: 101,
+                    command: "node".into(),
+                    uid: Some(1000)
+                },
+                LsofEntry {
+                    pid: 202,
+                    command: "python3".into(),
+                    uid: Some(0)
+                },
+            ]
+        );
+        assert!(parse_lsof("cstray\n").is_empty());
+    }
+
+    /// The lsof backend, run for real (lsof is in Debian; `.ci/run` installs it).
+    #[test]
+    fn the_lsof_backend_finds_our_listener() {
+        if std::process::Command::new("lsof")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped the_lsof_backend_finds_our_listener: lsof is not installed");
+            return;
+        }
+        let _ports = crate::sys::probe::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let found = lsof_listeners(&[port]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let p = found[0].process.as_ref().unwrap();
+        assert_eq!(p.pid, std::process::id());
+        assert_eq!(found[0].protocol, "tcp");
+        assert_eq!(p.cwd.as_deref(), std::env::current_dir().ok().as_deref());
+        assert_eq!(found[0].uid, Some(my_uid()));
+        drop(l);
+        assert!(lsof_listeners(&[port]).is_empty());
+    }
 
     #[test]
     fn finds_our_own_listener_with_its_cwd_and_command() {

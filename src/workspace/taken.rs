@@ -9,7 +9,7 @@ use crate::model::names;
 use crate::registry::{self, Loaded, Paths, Registry};
 use crate::sys::fsio;
 use crate::sys::lock::{self, FileLock};
-use crate::sys::probe;
+use crate::sys::procs;
 
 use super::{Workspace, say_waiting, unix_now, warn};
 
@@ -138,7 +138,7 @@ pub fn lock_machine(machine: &Machine) -> anyhow::Result<FileLock> {
 /// Drop the leases of `index` whose TTL passed or whose holder process died (the caller holds
 /// the machine lock and saves); returns them.
 pub fn reclaim_leases(index: &mut Index) -> Vec<(String, crate::machine::Lease)> {
-    index.reclaim_leases(unix_now(), &probe::process_alive)
+    index.reclaim_leases(unix_now(), &procs::alive)
 }
 
 /// The ports of every repository of `index` but `except` whose directory is still there.

@@ -375,3 +375,41 @@ fn prune_reap_never_touches_another_users_process() {
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+/// The lsof backend (macOS's, and every system's without /proc), selected on Linux: the same
+/// attribution from lsof's output as from /proc.
+#[test]
+fn status_through_the_lsof_backend_attributes_the_same_way() {
+    if std::process::Command::new("lsof")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        skip("status_through_the_lsof_backend: lsof is not installed (.ci/run installs it)");
+        return;
+    }
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feature = repo.add_worktree("feature");
+    repo.wp_in(&feature, ["allocate"]).succeeds();
+    let own = Server::start(&feature, b + 1);
+    let from_main = Server::start(&repo.root, b + 21);
+    let json = repo
+        .wp_in(&feature, ["status", "--json"])
+        .env("GIT_WORKTREE_PORTS_PROCS", "lsof")
+        .succeeds()
+        .json();
+    let s = services(&json);
+    let web = &s[0]["listeners"][0];
+    assert_eq!(
+        (web["whose"].as_str(), web["pid"].as_u64()),
+        (Some("this"), Some(u64::from(own.pid()))),
+        "{json:#}"
+    );
+    let db = &s[1]["listeners"][0];
+    assert_eq!(
+        (db["whose"].as_str(), db["worktree"].as_str(), db["pid"].as_u64()),
+        (Some("worktree"), Some("main"), Some(u64::from(from_main.pid()))),
+        "{json:#}"
+    );
+}
