@@ -8,7 +8,6 @@
 //! next command that holds the machine lock.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use schemars::JsonSchema;
@@ -226,17 +225,19 @@ fn new_id(index: &Index) -> String {
 /// it from the terminal directly, and does not stop us before we give the ports back).
 /// Returns the exit code to leave with.
 fn run_holding(command: &[String], id: &str, ports: &[u16]) -> anyhow::Result<i32> {
-    let (program, rest) = command.split_first().expect("a command");
-    let mut cmd = Command::new(program);
-    cmd.args(rest)
-        .env("LEASE_PORT", ports[0].to_string())
-        .env("LEASE_PORTS", ports_text(ports))
-        .env("LEASE_ID", id);
-    let child = cmd.spawn().map_err(|e| {
+    let env = [
+        ("LEASE_PORT".to_string(), ports[0].to_string()),
+        ("LEASE_PORTS".to_string(), ports_text(ports)),
+        ("LEASE_ID".to_string(), id.to_string()),
+    ];
+    shell::run_forwarding_signals(command, &env).map_err(|e| {
         Error::new(
             Code::ExecFailed,
-            format!("could not run {program}: {e} (is it installed and on PATH?); the lease is given back"),
+            format!(
+                "could not run {}: {e} (is it installed and on PATH?); the lease is given back",
+                command[0]
+            ),
         )
-    })?;
-    Ok(shell::wait_forwarding_signals(child)?)
+        .into()
+    })
 }

@@ -130,13 +130,15 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
             }
             let log = fsio::open_log(&files.log)
                 .with_context(|| format!("could not open {}", files.log.display()))?;
-            let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.args(["proxy", "run", "--port", &port.to_string()])
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            crate::sys::shell::detach(&mut cmd);
-            let mut child = cmd.spawn()?;
+            let mut child = crate::sys::shell::spawn_daemon(
+                &[
+                    "proxy".into(),
+                    "run".into(),
+                    "--port".into(),
+                    port.to_string(),
+                ],
+                log,
+            )?;
             let start = Instant::now();
             loop {
                 if let Some(status) = child.try_wait()? {

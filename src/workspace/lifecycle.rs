@@ -3,14 +3,16 @@
 //! The command is a tera template rendered with the template context, run by `sh -c` in the
 //! worktree's directory with its port variables set. Its output goes to stderr (stdout is the
 //! command's answer: `env`, `--json`). Callers run it outside every lock; a failure is
-//! returned as a message, and undoes or blocks nothing.
+//! returned as a message, and undoes or blocks nothing. Also `exec`: a program run with the
+//! worktree's variables.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
+use crate::model::error::{Code, Error};
 use crate::registry::{Ports, Registry};
 use crate::render::TemplateContext;
 use crate::sys::git::WorktreeInfo;
+use crate::sys::shell;
 
 use super::{Holding, Target, Workspace, slot_var, template_context, warn};
 
@@ -49,22 +51,22 @@ pub fn run(
         .add_raw_template("command", template)
         .and_then(|_| tera.render("command", &context))
         .map_err(|e| format!("[on] {} could not be rendered: {e}", event.as_str()))?;
-    let stdout = {
-        use std::os::fd::AsFd;
-        (std::io::stderr().as_fd().try_clone_to_owned()).map_or_else(|_| Stdio::null(), Stdio::from)
-    };
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(&command)
-        .current_dir(dir)
-        .envs(vars.iter().map(|(k, v)| (k, v.to_string())))
-        .env("WORKTREE_NAME", &ctx.worktree.name)
-        .env("WORKTREE_PATH", &ctx.worktree.path)
-        .env("COMPOSE_PROJECT_NAME", &ctx.compose_project_name)
-        .env("WORKTREE_PORTS_EVENT", event.as_str())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .status()
+    let mut env: Vec<(String, String)> = (vars.iter())
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    env.extend([
+        ("WORKTREE_NAME".to_string(), ctx.worktree.name.clone()),
+        ("WORKTREE_PATH".to_string(), ctx.worktree.path.clone()),
+        (
+            "COMPOSE_PROJECT_NAME".to_string(),
+            ctx.compose_project_name.clone(),
+        ),
+        (
+            "WORKTREE_PORTS_EVENT".to_string(),
+            event.as_str().to_string(),
+        ),
+    ]);
+    let status = shell::run_sh(&command, dir, &env)
         .map_err(|e| format!("[on] {} could not run `{command}`: {e}", event.as_str()))?;
     match status.code() {
         Some(0) => Ok(()),
@@ -203,5 +205,26 @@ impl Workspace {
             };
             warn(&format!("worktree {}: {why}; {consequence}", target.wt.key));
         }
+    }
+
+    /// Replace this process with `argv`, with the target's port variables, `WORKTREE_SLOT`
+    /// and URL variables set (`exec`); returns only the error that kept it from starting.
+    pub fn exec(&self, target: &Target, held: &Holding, argv: &[String]) -> anyhow::Error {
+        let mut vars = target.vars(&held.ports);
+        vars.extend(slot_var(held.slot));
+        let urls = template_context(self, target, held).url_vars();
+        let env: Vec<(String, String)> = (vars.into_iter())
+            .map(|(k, v)| (k, v.to_string()))
+            .chain(urls)
+            .collect();
+        let e = shell::exec(argv, &env);
+        Error::new(
+            Code::ExecFailed,
+            format!(
+                "could not run {}: {e} (is it installed and on PATH?)",
+                argv[0]
+            ),
+        )
+        .into()
     }
 }

@@ -408,8 +408,16 @@ fn status_through_the_lsof_backend_attributes_the_same_way() {
     );
     let db = &s[1]["listeners"][0];
     assert_eq!(
-        (db["whose"].as_str(), db["worktree"].as_str(), db["pid"].as_u64()),
-        (Some("worktree"), Some("main"), Some(u64::from(from_main.pid()))),
+        (
+            db["whose"].as_str(),
+            db["worktree"].as_str(),
+            db["pid"].as_u64()
+        ),
+        (
+            Some("worktree"),
+            Some("main"),
+            Some(u64::from(from_main.pid()))
+        ),
         "{json:#}"
     );
 }
