@@ -14,7 +14,7 @@ use crate::model::config::{MIN_PORT, Protocol};
 use crate::model::error::{Code, classify};
 use crate::sys::probe::SystemProbe;
 use crate::sys::procs;
-use crate::workspace::{Elsewhere, Workspace, known_this, warn};
+use crate::workspace::{Elsewhere, Workspace, known_this, machine_taken, warn};
 
 /// `check --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -115,8 +115,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Report> {
         }
         Err(_) => Elsewhere::default(),
     };
-    let mut all = registry.as_ref().map(|r| r.taken()).unwrap_or_default();
-    elsewhere.add_to(&mut all);
+    let (all, _) = machine_taken(registry.as_ref(), &elsewhere);
     let taken = Some(all);
     let mut results: Vec<CheckedPort> = Vec::new();
     let mut lines = String::new();

@@ -77,6 +77,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<Report> {
     processes(&ws, &reg, &mut findings)?;
     hook(&ws, &mut findings);
     index(&mut findings);
+    shared(&ws, &reg, &mut findings);
     files(&ws, &mut findings);
     findings.sort_by_key(|f| f.severity);
     if args.fix {
@@ -337,6 +338,18 @@ fn index(out: &mut Vec<Finding>) {
                 .with(Action::Index),
             );
         }
+    }
+}
+
+/// Ports held twice on the machine.
+fn shared(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) {
+    for s in ws.shared_ports(reg) {
+        out.push(Finding::new(
+            Severity::Warning,
+            FindingCode::PortShared,
+            format!("port {} is held by {} and by {}", s.port, s.first, s.second),
+            "`git worktree-ports allocate --move SERVICE` in the worktree that should move (a lease: `release --lease ID`)".into(),
+        ));
     }
 }
 

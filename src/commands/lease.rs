@@ -7,7 +7,6 @@
 //! `release --lease ID`. A lease whose holder died or whose TTL passed is reclaimed by the
 //! next command that holds the machine lock.
 
-use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use schemars::JsonSchema;
@@ -17,13 +16,13 @@ use serde_json::json;
 use crate::cli::LeaseArgs;
 use crate::commands::Report;
 use crate::machine::{Index, Lease, Machine};
-use crate::model::allocate::{Probe, Taken};
+use crate::model::allocate::Probe;
 use crate::model::config::{MIN_PORT, Protocol, named_range};
 use crate::model::error::{Code, Error};
 use crate::registry::{now_rfc3339, rfc3339};
 use crate::sys::probe::SystemProbe;
 use crate::sys::shell;
-use crate::workspace::{Elsewhere, lock_machine, reclaim_leases, unix_now, warn};
+use crate::workspace::{Elsewhere, lock_machine, machine_taken, reclaim_leases, unix_now, warn};
 
 /// Overrides the default pool (`40000-49999`, the `dynamic` range).
 pub const RANGE_ENV: &str = "GIT_WORKTREE_PORTS_LEASE_RANGE";
@@ -167,9 +166,7 @@ fn choose(
     probe: &dyn Probe,
 ) -> anyhow::Result<Vec<u16>> {
     let elsewhere = Elsewhere::read(index, None);
-    let mut taken = Taken::new();
-    elsewhere.add_to(&mut taken);
-    let claims = index.claims_except(Path::new(""));
+    let (taken, _) = machine_taken(None, &elsewhere);
     let (lo, hi) = pool;
     let (mut owned, mut claimed, mut busy) = (0, 0, 0);
     let mut ports = Vec::with_capacity(count);
@@ -177,10 +174,11 @@ fn choose(
         if ports.len() == count {
             break;
         }
-        if taken.owner(p).is_some() {
-            owned += 1;
-        } else if claims.iter().any(|(r, _)| r.contains(&p)) {
-            claimed += 1;
+        if let Some(owner) = taken.owner(p) {
+            match owner.block {
+                true => claimed += 1,
+                false => owned += 1,
+            }
         } else if !probe.is_free(p, Protocol::Tcp) {
             busy += 1;
         } else {

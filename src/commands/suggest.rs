@@ -19,7 +19,7 @@ use crate::model::config::{Config, Strategy};
 use crate::model::error::{Code, Error};
 use crate::model::names::display_path;
 use crate::sys::probe::{self, SystemProbe};
-use crate::workspace::{Elsewhere, Workspace, warn};
+use crate::workspace::{Elsewhere, Workspace, machine_taken, warn};
 
 /// `suggest --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -62,8 +62,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Report> {
     let elsewhere = (index.as_ref())
         .map(|i| Elsewhere::read(i, Some(&me)))
         .unwrap_or_default();
-    let mut taken = reg.taken();
-    elsewhere.add_to(&mut taken);
+    let (taken, _) = machine_taken(Some(&reg), &elsewhere);
     // Every repository's claim, this one's too, with the path a user knows.
     let claimed: Vec<(RangeInclusive<u16>, PathBuf, bool)> = (index.iter())
         .flat_map(|i| i.claims_except(Path::new("")))

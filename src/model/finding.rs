@@ -57,6 +57,8 @@ pub enum FindingCode {
     HookManager,
     /// A machine-index entry whose repository is gone.
     IndexGoneRepository,
+    /// A port two owners hold on this machine (two registries, a lease, a claimed block).
+    PortShared,
     /// A host port written as a number (compose, package.json, devcontainer).
     LiteralPort,
     /// `ports:` in a compose override file without `!override`.
@@ -82,6 +84,7 @@ impl FindingCode {
             FindingCode::HookMissing => "hook-missing",
             FindingCode::HookManager => "hook-manager",
             FindingCode::IndexGoneRepository => "index-gone-repository",
+            FindingCode::PortShared => "port-shared",
             FindingCode::LiteralPort => "literal-port",
             FindingCode::ComposeOverrideAppends => "compose-override-appends",
             FindingCode::NoFallback => "no-fallback",
@@ -100,7 +103,7 @@ mod tests {
         let names: Vec<&str> = (schema["oneOf"].as_array().unwrap().iter())
             .map(|v| v["const"].as_str().unwrap())
             .collect();
-        assert_eq!(names.len(), 16, "{schema:#}");
+        assert_eq!(names.len(), 17, "{schema:#}");
         for name in names {
             let code: FindingCode = serde_json::from_value(serde_json::json!(name)).unwrap();
             assert_eq!(code.as_str(), name);

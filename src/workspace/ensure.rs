@@ -2,11 +2,11 @@
 //! locks), claim a block, decide the names (hostname, compose name, slot), save.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
-use crate::model::allocate::{self, BlockSite, Request, Taken, Want};
+use crate::model::allocate::{self, BlockSite, Request, Want};
 use crate::model::config::{self, Config, Strategy};
 use crate::model::error::{Code, Error};
 use crate::model::names;
@@ -18,7 +18,8 @@ use crate::sys::probe::{self, SystemProbe};
 
 use super::lifecycle::Event;
 use super::{
-    Elsewhere, Holding, ID_FILE, MachineView, Target, Workspace, dispose, ports_inline, warn,
+    Elsewhere, Holding, ID_FILE, MachineView, Shared, Target, Workspace, dispose, machine_taken,
+    ports_inline, warn,
 };
 
 /// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
@@ -507,6 +508,7 @@ impl Workspace {
         current.retain(|s, _| config.service(s).is_some());
         let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
         let avoid = probe::avoid_ranges();
+        let warned_shared = std::cell::Cell::new(false);
         let attempt = |reg: &Registry| {
             let slots = reg.slot_holders_except(&wt.key);
             let block = claim.map(|c| BlockSite {
@@ -514,8 +516,10 @@ impl Workspace {
                 slots: &slots,
                 slot: reg.record(&wt.key).and_then(|r| r.slot),
             });
-            let mut taken = reg.taken();
-            others.add_to(&mut taken);
+            let (taken, shared) = machine_taken(Some(reg), others);
+            if !warned_shared.replace(true) {
+                warn_shared(&shared);
+            }
             allocate::allocate(
                 &Request {
                     strategy: config.strategy,
@@ -611,15 +615,10 @@ impl Workspace {
             record(machine, &c);
             return Ok(c);
         }
-        let mut taken = Taken::new();
-        others.add_to(&mut taken);
-        let displays: Vec<(std::ops::RangeInclusive<u16>, PathBuf)> = match &machine {
-            Some(m) => (m.index.claims_except(&me).into_iter())
-                .map(|(r, p)| (r, names::display_path(p)))
-                .collect(),
-            None => Vec::new(),
-        };
-        let claims: Vec<(std::ops::RangeInclusive<u16>, &Path)> = (displays.iter())
+        // Ports with two owners are said by the allocation that builds this set with the
+        // registry too (ensure_ports), not twice.
+        let (taken, _) = machine_taken(None, others);
+        let claims: Vec<(std::ops::RangeInclusive<u16>, &Path)> = (others.claims.iter())
             .map(|(r, p)| (r.clone(), p.as_path()))
             .collect();
         let start = allocate::choose_block(b, &claims, &taken)?;
@@ -652,5 +651,17 @@ impl Workspace {
         reg.set_claim(claim);
         record(machine, &claim);
         Ok(claim)
+    }
+}
+
+/// Ports this repository's worktrees share with another owner on the machine (registries
+/// written before they were coordinated, a port inside another repository's block): said by
+/// the allocation that sees them, with the way to see them all.
+fn warn_shared(shared: &[Shared]) {
+    for s in shared.iter().filter(|s| s.here) {
+        warn(&format!(
+            "port {} is held twice on this machine: by {} and by {}; run `git worktree-ports doctor` (it lists every such port), then `git worktree-ports allocate --move SERVICE` in the worktree that should move",
+            s.port, s.first, s.second
+        ));
     }
 }

@@ -1,6 +1,9 @@
 //! The machine outside this repository: the index, the other repositories' registries (read
-//! without their locks) and the leases, as one allocation sees them.
+//! without their locks), the leases and the block claims; and [`machine_taken`], the one
+//! taken set every way of choosing a port sees (allocation, blocks, `--move`, lazy reclaim,
+//! leases, `suggest`, `check`).
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::machine::{Index, Machine};
@@ -84,28 +87,92 @@ impl Other {
         }
     }
 
-    /// Add its ports to `taken`, owned by this repository. A port two repositories both
-    /// registered (before they were coordinated) keeps its first owner.
-    pub fn add_to<'a>(&'a self, taken: &mut Taken<'a>) {
-        for (wt, ports) in self.registry.allocations() {
-            for (service, port) in ports.iter() {
-                let _ = taken.insert(port, Owner::elsewhere(&self.display, wt, service));
-            }
-        }
-        for (wt, service, port) in &self.salvaged {
-            let _ = taken.insert(*port, Owner::elsewhere(&self.display, wt, service));
+    /// Add its ports to `taken`, owned by this repository. A port that already has an owner
+    /// (two repositories registered it before they were coordinated, or a moved repository)
+    /// keeps its first owner, and the pair goes to `shared`.
+    fn add_to<'a>(&'a self, taken: &mut Taken<'a>, shared: &mut Vec<Shared>) {
+        let owned = (self.registry.allocations())
+            .flat_map(|(wt, ports)| ports.iter().map(move |(service, port)| (wt, service, port)));
+        let salvaged = (self.salvaged.iter()).map(|(wt, s, p)| (wt.as_str(), s.as_str(), *p));
+        for (wt, service, port) in owned.chain(salvaged) {
+            insert(
+                taken,
+                port,
+                Owner::elsewhere(&self.display, wt, service),
+                shared,
+            );
         }
     }
 }
 
+/// A port with two owners. Never dropped: `doctor` reports it (`port-shared`) and an
+/// allocation that sees one warns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// The port.
+    pub port: u16,
+    /// The owner that keeps it in the taken set, as a user reads it.
+    pub first: String,
+    /// The other owner.
+    pub second: String,
+    /// One of the two is a worktree of the repository choosing (the set's `own`).
+    pub here: bool,
+}
+
+fn insert<'a>(taken: &mut Taken<'a>, port: u16, owner: Owner<'a>, shared: &mut Vec<Shared>) {
+    let is_here = |o: &Owner| o.repository.is_none() && !o.lease && !o.block;
+    if let Err(first) = taken.insert(port, owner) {
+        shared.push(Shared {
+            port,
+            first: first.to_string(),
+            second: owner.to_string(),
+            here: is_here(&first) || is_here(&owner),
+        });
+    }
+}
+
+/// The taken set every way of choosing a port sees, built here only: `own` (the registry of
+/// the repository choosing, when it has one), then everything [`Elsewhere`] holds: the other
+/// repositories' registries, the leases, and the other repositories' claimed blocks (a
+/// ranges repository never takes a port inside another's block). Ports with two owners are
+/// returned, never discarded.
+pub fn machine_taken<'a>(
+    own: Option<&'a Registry>,
+    elsewhere: &'a Elsewhere,
+) -> (Taken<'a>, Vec<Shared>) {
+    let mut taken = own.map(Registry::taken).unwrap_or_default();
+    let mut shared = Vec::new();
+    for other in &elsewhere.others {
+        other.add_to(&mut taken, &mut shared);
+    }
+    for (port, id) in &elsewhere.leases {
+        insert(&mut taken, *port, Owner::lease(id), &mut shared);
+    }
+    for (range, display) in &elsewhere.claims {
+        for port in range.clone() {
+            // The claimer's own worktrees sit inside its block.
+            if taken
+                .owner(port)
+                .is_some_and(|o| o.repository == Some(display.as_path()))
+            {
+                continue;
+            }
+            insert(&mut taken, port, Owner::block(display), &mut shared);
+        }
+    }
+    (taken, shared)
+}
+
 /// Everything outside this repository that holds ports: the other repositories of the
-/// machine index, and the leases.
+/// machine index, their claimed blocks, and the leases.
 #[derive(Default)]
 pub struct Elsewhere {
     /// The other repositories' registries.
     pub others: Vec<Other>,
     /// Leased ports, with their lease ids.
     pub leases: Vec<(u16, String)>,
+    /// The other repositories' claimed blocks, with the path a user knows each by.
+    pub claims: Vec<(RangeInclusive<u16>, PathBuf)>,
 }
 
 impl Elsewhere {
@@ -116,16 +183,11 @@ impl Elsewhere {
             leases: (index.leased_ports().into_iter())
                 .map(|(p, id)| (p, id.to_string()))
                 .collect(),
-        }
-    }
-
-    /// Add all of it to `taken`.
-    pub fn add_to<'a>(&'a self, taken: &mut Taken<'a>) {
-        for other in &self.others {
-            other.add_to(taken);
-        }
-        for (port, id) in &self.leases {
-            let _ = taken.insert(*port, Owner::lease(id));
+            claims: (index
+                .claims_except(except.unwrap_or(Path::new("")))
+                .into_iter())
+            .map(|(r, p)| (r, names::display_path(p)))
+            .collect(),
         }
     }
 }
@@ -169,6 +231,17 @@ impl Workspace {
     /// The registries of every other listed repository, read without their locks (a rename
     /// gives a whole file). A damaged one is read from its backup; when both are damaged,
     /// what can be salvaged from them is taken, and the rest of its ports is unknown: said.
+    /// Every port held twice on the machine, as the taken set of an allocation here sees
+    /// them: this registry, the other repositories', the leases, the claimed blocks.
+    pub fn shared_ports(&self, reg: &Registry) -> Vec<Shared> {
+        let Ok(machine) = Machine::from_env() else {
+            return Vec::new();
+        };
+        let (index, _) = machine.read();
+        let elsewhere = self.other_registries(&index);
+        machine_taken(Some(reg), &elsewhere).1
+    }
+
     pub(super) fn other_registries(&self, index: &Index) -> Elsewhere {
         Elsewhere::read(index, Some(&self.canonical_common_dir()))
     }

@@ -277,3 +277,78 @@ fn racing_allocations_in_a_full_range_reclaim_each_gone_worktree_once() {
     let want: Vec<String> = (0..6).map(|i| format!("gone{i}")).collect();
     assert_eq!(released, want);
 }
+
+/// A block repository and two ranges repositories racing for one span (issue 26, item 5):
+/// whoever wins, no port is handed out twice and no ranges repository holds a port inside
+/// the block the block repository ends up claiming.
+#[test]
+fn a_block_repository_and_ranges_repositories_racing_for_one_span_never_overlap() {
+    let block = port_block();
+    let b = block.base;
+    let blocks = format!(
+        "strategy = \"block\"\n[block]\nbase = {b}\nsize = 2\nspan = 10\n\
+         [services.web]\noffset = 0\n[services.db]\noffset = 1\n"
+    );
+    let ranges = format!("[services.web]\nrange = [{b}, {}]\n", b + 39);
+    let repo = TestRepo::with_config(&blocks, block);
+    let roots = [
+        repo.root.clone(),
+        repo.another("ranges-one", Some(&ranges)),
+        repo.another("ranges-two", Some(&ranges)),
+    ];
+    let mut dirs = Vec::new();
+    for (r, root) in roots.iter().enumerate() {
+        dirs.push(root.clone());
+        for i in 0..3 {
+            let path = repo.path(&format!("s{r}-wt{i}"));
+            repo.env.git(
+                root,
+                [
+                    "worktree",
+                    "add",
+                    "-q",
+                    "-b",
+                    &format!("s{r}-wt{i}"),
+                    path.to_str().unwrap(),
+                ],
+            );
+            dirs.push(path);
+        }
+    }
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            let mut run = repo.wp_in(dir, ["allocate", "--json", "--no-render"]);
+            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            run.cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = Out(child.wait_with_output().unwrap());
+        assert!(out.0.status.success(), "{}", out.describe());
+    }
+    let registry = |root: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let block_reg = registry(&roots[0]);
+    let start = block_reg["block"]["start"].as_u64().unwrap() as u16;
+    let claim = start..=start + 9;
+    let mut all = all_registry_ports(&block_reg);
+    assert_eq!(all.len(), 8, "{block_reg}");
+    assert!(all.iter().all(|p| claim.contains(p)), "{block_reg}");
+    for root in &roots[1..] {
+        let ports = all_registry_ports(&registry(root));
+        assert_eq!(ports.len(), 4);
+        for p in &ports {
+            assert!(
+                !claim.contains(p),
+                "{p} is inside the claimed block {claim:?}"
+            );
+        }
+        all.extend(ports);
+    }
+    assert_unique(&all);
+}

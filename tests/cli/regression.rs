@@ -1253,3 +1253,103 @@ fn issue25_n5_doctor_is_clean_right_after_the_first_add() {
     let json = repo.wp(["doctor", "--json"]).fails().json();
     assert_eq!(json["findings"][0]["code"], "stale-files", "{json:#}");
 }
+
+/// Issue 26, item 5 (issue 25, step 3): a ranges repository was given ports inside another
+/// repository's claimed block (only block allocation looked at claims); the block's owner
+/// then could not take its own slot. Every way of choosing a port sees one taken set.
+#[test]
+fn issue26_5_a_ranges_repository_never_takes_a_port_inside_another_repositorys_block() {
+    let block = port_block();
+    let b = block.base;
+    let blocks = format!(
+        "strategy = \"block\"\n[block]\nbase = {b}\nsize = 10\nspan = 20\n[services.web]\noffset = 0\n"
+    );
+    let repo = TestRepo::with_config(&blocks, block);
+    let main = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(main["ports"]["web"], b);
+    let ranges = format!("[services.web]\nrange = [{}, {}]\n", b + 1, b + 39);
+    let other = repo.another("other", Some(&ranges));
+    let got = repo
+        .env
+        .wp_in(&other, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(got["ports"]["web"], b + 20, "outside {b}-{}: {got}", b + 19);
+    // suggest and lease see the block too.
+    let s = repo
+        .env
+        .wp_in(&other, ["suggest", "--json"])
+        .succeeds()
+        .json();
+    assert!(!s.to_string().contains(&format!("{}", b + 1)), "{s}");
+    let lease = repo
+        .env
+        .wp_in(
+            &other,
+            [
+                "lease",
+                "--range",
+                &format!("{}-{}", b + 1, b + 39),
+                "--json",
+            ],
+        )
+        .succeeds()
+        .json();
+    assert_eq!(lease["ports"], serde_json::json!([b + 21]), "{lease}");
+    // The block's owner still gets its next slot.
+    let wt = repo.add_worktree("feat");
+    let feat = repo
+        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(feat["ports"]["web"], b + 10);
+}
+
+/// Issue 25, step 3: a port two repositories hold (registries written before they were
+/// coordinated, a hand edit) was dropped silently by the taken set. doctor reports it as
+/// `port-shared`; an allocation in either repository warns.
+#[test]
+fn issue25_3_a_port_held_twice_on_the_machine_is_reported_never_dropped() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let other = repo.another("other", None);
+    let got = repo
+        .env
+        .wp_in(&other, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(got["ports"]["web"], b + 1);
+    // A hand edit gives the other repository's main web the first repository's port.
+    let path = other.join(".git/worktree-registry/ports.json");
+    let mut reg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    reg["allocated_ports"]["main"]["web"] = serde_json::json!(b);
+    std::fs::write(&path, reg.to_string()).unwrap();
+    let _ = std::fs::remove_file(path.with_extension("json.bak"));
+
+    let json = repo.wp(["doctor", "--json"]).fails().json();
+    let shared: Vec<&serde_json::Value> = (json["findings"].as_array().unwrap().iter())
+        .filter(|f| f["code"] == "port-shared")
+        .collect();
+    assert_eq!(shared.len(), 1, "{json:#}");
+    let msg = shared[0]["message"].as_str().unwrap();
+    assert!(msg.starts_with(&format!("port {b} is held by ")), "{msg}");
+    assert!(msg.contains("worktree main (service web)"), "{msg}");
+    assert!(
+        msg.contains(&format!("worktree main of repository {}", other.display())),
+        "{msg}"
+    );
+    // An allocation that sees it says so.
+    let wt = repo.add_worktree("feat");
+    let out = repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+    assert!(
+        out.stderr()
+            .contains(&format!("port {b} is held twice on this machine")),
+        "{}",
+        out.describe()
+    );
+}

@@ -68,6 +68,9 @@ pub struct Owner<'a> {
     pub service: &'a str,
     /// True for a lease's port (`lease`): `worktree` is then the lease id.
     pub lease: bool,
+    /// True for a port inside another repository's claimed block (`strategy = "block"`):
+    /// `repository` is then the claimer, `worktree` and `service` are empty.
+    pub block: bool,
 }
 
 impl<'a> Owner<'a> {
@@ -78,6 +81,7 @@ impl<'a> Owner<'a> {
             worktree,
             service,
             lease: false,
+            block: false,
         }
     }
 
@@ -86,6 +90,15 @@ impl<'a> Owner<'a> {
         Owner {
             repository: Some(repository),
             ..Owner::here(worktree, service)
+        }
+    }
+
+    /// The block `repository` claimed.
+    pub fn block(repository: &'a Path) -> Owner<'a> {
+        Owner {
+            repository: Some(repository),
+            block: true,
+            ..Owner::here("", "")
         }
     }
 
@@ -102,6 +115,11 @@ impl fmt::Display for Owner<'_> {
     /// `worktree feature (service web)`, or `worktree main of repository ~/src/other
     /// (service web)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.block
+            && let Some(repo) = self.repository
+        {
+            return write!(f, "the block repository {} claimed", repo.display());
+        }
         if self.lease {
             return write!(
                 f,
