@@ -4,69 +4,22 @@
 //! date (a render planned, nothing written). Reads only; exit 0 unless the worktree cannot be
 //! found.
 
-use std::path::PathBuf;
-
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::commands::{Colour, Report, paint, table};
-use crate::machine::Machine;
-use crate::model::allocate::Probe;
-use crate::model::attribution::{self, Known, Whose};
-use crate::model::attribution::{Listener, PortState};
-use crate::model::config::Protocol;
-use crate::model::names::display_path;
-use crate::output::progress::Progress;
-use crate::registry::Ports;
-use crate::sys::probe::SystemProbe;
-use crate::sys::procs;
-use crate::workspace::{FileState, Workspace, known_this, template_context, warn};
-
-/// One service: (name, port, protocol, its listeners with whose they are, busy without a
-/// listener that can be seen).
-type ServiceStatus = (String, u16, Protocol, Vec<(Listener, Whose)>, bool);
-
-/// One worktree's status.
-struct Status {
-    repository: Option<PathBuf>,
-    name: String,
-    path: PathBuf,
-    slot: Option<u32>,
-    hostname: Option<String>,
-    /// HTTP service -> URL (direct, and through the proxy when it is set up).
-    urls: Vec<(String, String, Option<String>)>,
-    services: Vec<ServiceStatus>,
-    /// (relative path, state) or the reason rendering cannot be planned.
-    files: Result<Vec<(PathBuf, FileState)>, String>,
-}
+use crate::model::attribution::{self, Listener, PortState, Whose};
+use crate::workspace::{self, FileState, StatusScope, WorktreeNow};
 
 /// Run `status`.
 pub fn run(args: &StatusArgs) -> anyhow::Result<Report> {
-    let mut all = Vec::new();
-    if args.machine {
-        let machine = Machine::from_env()?;
-        let (index, warnings) = machine.read();
-        warnings.iter().for_each(|w| warn(w));
-        let live: Vec<_> = (index.repositories.iter())
-            .filter(|(c, _)| c.is_dir())
-            .collect();
-        let mut progress = Progress::new("status", live.len());
-        for (i, (common, entry)) in live.into_iter().enumerate() {
-            progress.step(i, &entry.name);
-            match Workspace::open_at(common) {
-                Ok(ws) => all.extend(repository(&ws, None, true, Some(display_path(common)))?),
-                Err(e) => warn(&format!("skipped {}: {e:#}", common.display())),
-            }
-        }
-    } else {
-        let ws = Workspace::open()?;
-        let only = match args.all {
-            true => None,
-            false => Some(ws.target(args.worktree.as_deref())?.wt.key),
-        };
-        all.extend(repository(&ws, only.as_deref(), false, None)?);
-    }
+    let scope = match (args.machine, args.all) {
+        (true, _) => StatusScope::Machine,
+        (false, true) => StatusScope::All,
+        (false, false) => StatusScope::One(args.worktree.as_deref()),
+    };
+    let all = workspace::status(scope)?;
     if args.json {
         return Ok(Report::answer(StatusAnswer {
             worktrees: all.iter().map(to_json).collect(),
@@ -76,119 +29,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Report> {
     Ok(Report::ok(text.join("\n")))
 }
 
-/// The status of one worktree (`only`) or of every worktree with ports of `ws`.
-fn repository(
-    ws: &Workspace,
-    only: Option<&str>,
-    machine_wide: bool,
-    display: Option<PathBuf>,
-) -> anyhow::Result<Vec<Status>> {
-    let reg = ws.load_unlocked()?;
-    let mut known = ws.known_worktrees(&reg)?;
-    let mut elsewhere_read = false;
-    let mut out = Vec::new();
-    for wt in ws.worktrees()?.iter().cloned() {
-        if only.is_some_and(|k| k != wt.key) {
-            continue;
-        }
-        let ports = reg.ports(&wt.key).map(Ports::to_map);
-        if only.is_none() && ports.is_none() {
-            continue;
-        }
-        let ports = ports.unwrap_or_default();
-        let target = match ws.target_of(wt.clone()) {
-            Ok(t) => Some(t),
-            Err(_) if only.is_none() => None,
-            Err(e) => return Err(e),
-        };
-        let protocol = |s: &str| {
-            (target.as_ref())
-                .and_then(|t| t.config.service(s))
-                .map_or(Protocol::Tcp, |s| s.protocol)
-        };
-        let list: Vec<u16> = ports.values().copied().collect();
-        let mut listeners = procs::listeners(&list);
-        // A server outside this repository's worktrees may be another repository's.
-        let outside = |known: &[Known], l: &Listener| {
-            l.process
-                .as_ref()
-                .and_then(|p| p.cwd.as_deref())
-                .is_some_and(|c| attribution::innermost(c, known).is_none())
-        };
-        if !elsewhere_read && listeners.iter().any(|l| outside(&known, l)) {
-            known.extend(ws.known_elsewhere());
-            elsewhere_read = true;
-        }
-        let this = known_this(&wt);
-        let mut services = Vec::new();
-        let order: Vec<String> = match &target {
-            Some(t) => t.ordered(&ports).into_iter().map(|(s, _, _)| s).collect(),
-            None => ports.keys().cloned().collect(),
-        };
-        for service in order {
-            let port = ports[&service];
-            let proto = protocol(&service);
-            let mine: Vec<(Listener, Whose)> = listeners
-                .iter()
-                .filter(|l| l.port == port)
-                .map(|l| {
-                    let whose = attribution::classify(l.process.as_ref(), &known, Some(&this));
-                    (l.clone(), whose)
-                })
-                .collect();
-            let busy = mine.is_empty() && !SystemProbe.is_free(port, proto);
-            services.push((service, port, proto, mine, busy));
-        }
-        listeners.clear();
-        let files = match &target {
-            None => Err("the worktree's directory is gone".to_string()),
-            Some(t) => {
-                let held = ws.holding(&reg, &wt.key);
-                ws.file_states(t, &held).map_err(|e| format!("{e:#}"))
-            }
-        };
-        let hostname = reg.record(&wt.key).and_then(|r| r.hostname);
-        let urls = match &target {
-            Some(t) => {
-                let ctx = template_context(ws, t, &ws.holding(&reg, &wt.key));
-                (ctx.urls.iter())
-                    .map(|(s, u)| (s.clone(), u.clone(), ctx.proxy_urls.get(s).cloned()))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        out.push(Status {
-            repository: machine_wide.then(|| display.clone()).flatten(),
-            name: wt.key.clone(),
-            path: wt.path.clone(),
-            hostname,
-            urls,
-            slot: reg.record(&wt.key).and_then(|r| r.slot),
-            services,
-            files,
-        });
-    }
-    if let Some(key) = only
-        && out.is_empty()
-    {
-        // A worktree git has but the loop skipped cannot happen; keep the answer explicit.
-        anyhow::bail!("worktree {key} not found");
-    }
-    Ok(out)
-}
-
-fn to_json(s: &Status) -> WorktreeStatus {
+fn to_json(s: &WorktreeNow) -> WorktreeStatus {
     let services = (s.services.iter())
-        .map(|(name, port, proto, listeners, busy)| ServiceAnswer {
-            service: name.clone(),
-            port: *port,
-            protocol: proto.as_str(),
-            state: match (listeners.is_empty(), busy) {
-                (false, _) => PortState::Listening,
-                (true, true) => PortState::Busy,
-                (true, false) => PortState::Free,
-            },
-            listeners: listeners.iter().map(|(l, w)| listener(l, w)).collect(),
+        .map(|s| ServiceAnswer {
+            service: s.service.clone(),
+            port: s.port,
+            protocol: s.protocol.as_str(),
+            state: s.state,
+            listeners: s.listeners.iter().map(|(l, w)| listener(l, w)).collect(),
         })
         .collect();
     let files = match &s.files {
@@ -353,7 +201,7 @@ pub struct FileAnswer {
     pub state: FileState,
 }
 
-fn to_text(s: &Status) -> String {
+fn to_text(s: &WorktreeNow) -> String {
     let mut out = String::new();
     let of = s
         .repository
@@ -388,8 +236,10 @@ fn to_text(s: &Status) -> String {
             "WHOSE".into(),
             "PROCESS".into(),
         ]];
-        for (name, port, _, listeners, busy) in &s.services {
+        for svc in &s.services {
+            let (name, port, listeners) = (&svc.service, svc.port, &svc.listeners);
             if listeners.is_empty() {
+                let busy = svc.state == PortState::Busy;
                 let state = match busy {
                     true => paint("busy", Colour::Yellow),
                     false => paint("free", Colour::Dim),

@@ -22,6 +22,16 @@ pub enum PortState {
     Free,
 }
 
+/// A port's state from what is known of it: a known listener makes it listening; else a bind
+/// that fails (`bind_fails`, asked only then) makes it busy, whoever holds it.
+pub fn port_state(listened: bool, bind_fails: impl FnOnce() -> bool) -> PortState {
+    match listened {
+        true => PortState::Listening,
+        false if bind_fails() => PortState::Busy,
+        false => PortState::Free,
+    }
+}
+
 /// A process, as far as it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
@@ -192,6 +202,14 @@ fn base_name(program: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_listener_decides_without_a_bind_else_the_bind_does() {
+        let never = || -> bool { panic!("no bind when a listener is known") };
+        assert_eq!(port_state(true, never), PortState::Listening);
+        assert_eq!(port_state(false, || true), PortState::Busy);
+        assert_eq!(port_state(false, || false), PortState::Free);
+    }
 
     fn known(path: &str, repo: Option<&str>, name: &str, exists: bool) -> Known {
         Known {

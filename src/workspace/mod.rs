@@ -20,6 +20,7 @@ pub mod lifecycle;
 mod peers;
 mod remove;
 mod render;
+mod status;
 mod taken;
 mod view;
 
@@ -28,6 +29,7 @@ pub use lease::*;
 pub use peers::*;
 pub use remove::*;
 pub use render::*;
+pub use status::*;
 pub use taken::*;
 pub use view::*;
 

@@ -30,7 +30,6 @@ const RULES: &[(&str, &[&str])] = &[
 /// still do their own I/O here; issue 25 step 4 moves each into a workspace use case.
 const KNOWN: &[&str] = &[
     "commands/add.rs -> sys",
-    "commands/allocate.rs -> sys",
     "commands/check.rs -> machine",
     "commands/check.rs -> sys",
     "commands/doctor.rs -> machine",
@@ -54,9 +53,6 @@ const KNOWN: &[&str] = &[
     "commands/remove.rs -> sys",
     "commands/repair.rs -> registry",
     "commands/repair.rs -> sys",
-    "commands/status.rs -> machine",
-    "commands/status.rs -> registry",
-    "commands/status.rs -> sys",
     "commands/suggest.rs -> machine",
     "commands/suggest.rs -> sys",
 ];
