@@ -13,6 +13,7 @@
 //! Prints warnings on stderr as they happen (recovery, ephemeral ports, render warnings);
 //! never prints to stdout.
 
+mod add;
 mod ensure;
 mod init;
 mod lease;

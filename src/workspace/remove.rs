@@ -1,11 +1,14 @@
-//! What a worktree about to be removed leaves, and giving it back once git removed it.
+//! `remove`: `git worktree remove`, then giving the worktree's ports back; what a worktree
+//! about to be removed leaves, and releasing it once git removed it.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
+use crate::model::error::{Code, Error};
 use crate::registry::{Lock, Ports, Registry, WorktreeRecord};
-use crate::sys::git::WorktreeInfo;
+use crate::sys::git::{self, WorktreeInfo};
 
-use super::{Workspace, worktree_id};
+use super::{Workspace, find_worktree, not_found, worktree_id};
 
 /// What a worktree about to be removed leaves in the registry, read before git deletes it
 /// (and its identity token with it).
@@ -64,5 +67,72 @@ impl Workspace {
         let released = reg.remove_gone_worktree(&leaving.key);
         self.save(lock, &mut reg)?;
         Ok(Some(released))
+    }
+}
+
+/// What `remove` did.
+#[derive(Debug)]
+pub struct Removed {
+    /// The removed worktree's registry key.
+    pub key: String,
+    /// Its directory (gone now).
+    pub path: PathBuf,
+    /// Service -> the port given back; None when a new worktree took the name meanwhile (its
+    /// ports stay).
+    pub released: Option<BTreeMap<String, u16>>,
+}
+
+impl Workspace {
+    /// `git worktree remove` the worktree `spec` names, then give its ports back. If git
+    /// refuses, the worktree and its ports stay. The main worktree cannot be removed.
+    pub fn remove(&self, spec: &str, force: bool) -> anyhow::Result<Removed> {
+        let worktrees = self.worktrees()?;
+        let wt = find_worktree(spec, worktrees)
+            .cloned()
+            .ok_or_else(|| not_found(spec, worktrees))?;
+        if wt.is_main {
+            return Err(Error::new(
+                Code::MainWorktree,
+                "the main worktree cannot be removed; name a linked worktree (git worktree list shows them)",
+            )
+            .into());
+        }
+        let mut git_args: Vec<std::ffi::OsString> = vec!["remove".into()];
+        if force {
+            git_args.push("--force".into());
+        }
+        // `git worktree remove` runs no hook, so the lock may be held while it runs: no render
+        // of ours writes into the directory git is deleting (git would fail with "Directory
+        // not empty" and leave the worktree half removed), and no command of ours gives its
+        // name to a new worktree before its entry is released.
+        // `[on] release` first, outside the lock (it may take its time: `docker compose
+        // down`), while the worktree is still there to run in.
+        self.before_release(&wt.key);
+        let lock = self.lock()?;
+        // Who the entry belongs to, read before git deletes the worktree's git dir.
+        let leaving = self.leaving(&wt);
+        // The path as it is: a non-UTF-8 path must reach git byte for byte.
+        git_args.push(wt.path.clone().into_os_string());
+        let status = git::run_worktree_command(&git_args, &[])?;
+        if !status.success() {
+            return Err(Error::new(
+                Code::GitFailed,
+                format!(
+                    "git worktree remove failed ({status}); the worktree and its ports are kept{}",
+                    if force {
+                        ""
+                    } else {
+                        " (use --force to remove it with changes)"
+                    }
+                ),
+            )
+            .into());
+        }
+        let released = self.release_left(&leaving, Some(&lock))?;
+        Ok(Removed {
+            key: wt.key,
+            path: wt.path,
+            released,
+        })
     }
 }
