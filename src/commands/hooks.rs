@@ -2,27 +2,35 @@
 
 use crate::cli::{HooksAction, HooksArgs};
 use crate::commands::Report;
-use crate::sys::hooks::{self, Installed, Uninstalled};
-use crate::workspace::Workspace;
+use crate::workspace::{HookState, Installed, PREVIOUS_HOOK, Uninstalled, Workspace};
 
 /// `hooks status --json`: the hooks directory's state.
-pub type HooksStatusAnswer = crate::sys::hooks::State;
+pub type HooksStatusAnswer = HookState;
 
 /// Run `hooks`.
 pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
-    let state = ws.hook_state()?;
+    enum Done {
+        Install(Installed),
+        Uninstall(Uninstalled),
+        Status(bool),
+    }
+    let (state, done) = match &args.action {
+        HooksAction::Install => ws.install_hook().map(|(s, d)| (s, Done::Install(d)))?,
+        HooksAction::Uninstall => ws.uninstall_hook().map(|(s, d)| (s, Done::Uninstall(d)))?,
+        HooksAction::Status { json } => (ws.hook_state()?, Done::Status(*json)),
+    };
     let dir = state.dir.clone();
     let hook = state.hook.display();
-    Ok(match &args.action {
-        HooksAction::Install => Report::ok(match hooks::install(&state)? {
+    Ok(match done {
+        Done::Install(installed) => Report::ok(match installed {
             Installed::Fresh { chained: false } => format!(
                 "installed {hook}: every `git worktree add` now allocates ports and renders files\n"
             ),
             Installed::Fresh { chained: true } => format!(
                 "installed {hook}: every `git worktree add` now allocates ports and renders files\n\
                  your previous hook is kept as {} and still runs first; `git worktree-ports hooks uninstall` puts it back\n",
-                dir.join(hooks::PREVIOUS).display()
+                dir.join(PREVIOUS_HOOK).display()
             ),
             Installed::Updated => format!("updated {hook} to this version\n"),
             Installed::AlreadyCurrent => format!("already installed: {hook}\n"),
@@ -33,7 +41,7 @@ pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
                 m.snippet()
             ),
         }),
-        HooksAction::Uninstall => Report::ok(match hooks::uninstall(&state)? {
+        Done::Uninstall(uninstalled) => Report::ok(match uninstalled {
             Uninstalled::Removed { restored: true } => {
                 format!("removed the hook; your previous hook is back at {hook}\n")
             }
@@ -43,8 +51,8 @@ pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
             }
             Uninstalled::NotInstalled => "no hook of ours is installed; nothing to do\n".into(),
         }),
-        HooksAction::Status { json } => {
-            if *json {
+        Done::Status(json) => {
+            if json {
                 Report::answer(&state)
             } else {
                 let what = match (&state, state.manager) {

@@ -15,6 +15,7 @@
 
 mod add;
 mod ensure;
+mod hook;
 mod init;
 mod lease;
 pub mod lifecycle;
@@ -25,6 +26,7 @@ mod status;
 mod taken;
 mod view;
 
+pub use hook::*;
 pub use init::*;
 pub use lease::*;
 pub use peers::*;

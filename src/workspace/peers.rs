@@ -8,6 +8,10 @@ use crate::model::attribution::Known;
 use crate::registry::Registry;
 use crate::render::Peers;
 use crate::sys::git::WorktreeInfo;
+use crate::sys::hooks;
+pub use crate::sys::hooks::{
+    Installed, PREVIOUS as PREVIOUS_HOOK, State as HookState, Uninstalled,
+};
 
 use super::{Other, Workspace, warn};
 
@@ -113,10 +117,25 @@ impl Workspace {
         peers
     }
 
+    /// Install our post-checkout hook (keeping and chaining a hook that was there; a hook
+    /// manager's directory gets nothing); the hooks directory as it was, and what happened.
+    pub fn install_hook(&self) -> anyhow::Result<(HookState, Installed)> {
+        let state = self.hook_state()?;
+        let done = hooks::install(&state)?;
+        Ok((state, done))
+    }
+
+    /// Remove our hook, putting back the one that was there before.
+    pub fn uninstall_hook(&self) -> anyhow::Result<(HookState, Uninstalled)> {
+        let state = self.hook_state()?;
+        let done = hooks::uninstall(&state)?;
+        Ok((state, done))
+    }
+
     /// The post-checkout hook as it is: where, whether ours and current, who manages the
     /// directory. A hooks directory inside a work tree is the team's, tracked with the code:
     /// treated like a manager's, whichever worktree this runs in.
-    pub fn hook_state(&self) -> anyhow::Result<crate::sys::hooks::State> {
+    pub fn hook_state(&self) -> anyhow::Result<HookState> {
         let dir = self.repo.hooks_dir()?;
         let mut state = crate::sys::hooks::inspect(&dir, self.repo.workdir());
         if state.manager.is_none() && !state.ours && self.inside_a_worktree(&dir) {

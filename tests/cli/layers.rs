@@ -34,8 +34,6 @@ const KNOWN: &[&str] = &[
     "commands/doctor.rs -> machine",
     "commands/doctor.rs -> registry",
     "commands/doctor.rs -> sys",
-    "commands/hook.rs -> sys",
-    "commands/hooks.rs -> sys",
     "commands/hosts.rs -> machine",
     "commands/install_man.rs -> sys",
     "commands/lease.rs -> machine",
