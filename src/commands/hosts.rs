@@ -4,13 +4,11 @@
 
 use crate::cli::HostsArgs;
 use crate::commands::Report;
-use crate::machine::Machine;
 use crate::proxy::routes::Routes;
 
 /// Run `hosts`.
 pub fn run(_: &HostsArgs) -> anyhow::Result<Report> {
-    let machine = Machine::from_env()?;
-    let (routes, _) = Routes::read(&machine);
+    let routes = Routes::read_machine()?;
     let mut out = String::from(
         "# git-worktree-ports: worktree hostnames (add to /etc/hosts where *.localhost does not resolve)\n",
     );

@@ -7,35 +7,14 @@
 //!
 //! Writes only the pages, each atomically; prints where they went.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
-
 use crate::cli::InstallManArgs;
 use crate::commands::Report;
-use crate::model::error::{Code, Error};
-use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::workspace;
 
 /// Run `install-man`.
 pub fn run(args: &InstallManArgs) -> anyhow::Result<Report> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => default_dir()?,
-    };
     let pages = pages();
-    for (name, roff) in &pages {
-        let path = dir.join(name);
-        fsio::write_atomic(
-            &path,
-            roff,
-            WriteOptions {
-                durability: Durability::File,
-                mode: Mode::Fixed(0o644),
-                label: "man",
-            },
-        )
-        .with_context(|| format!("could not write the man page {}", path.display()))?;
-    }
+    let dir = workspace::install_man_pages(args.dir.as_deref(), &pages)?;
     let mut out = format!("wrote {} man pages to {}\n", pages.len(), dir.display());
     if args.dir.is_none() {
         out.push_str("try: man git-worktree-ports, or git worktree-ports --help\n");
@@ -82,26 +61,4 @@ fn collect(cmd: &clap::Command, name: &str, usage: &str, pages: &mut Vec<(String
             pages,
         );
     }
-}
-
-/// `<bin>/../share/man/man1` when that can be written, else `$XDG_DATA_HOME/man/man1`.
-fn default_dir() -> anyhow::Result<PathBuf> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.canonicalize().ok())
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/man/man1")));
-    if let Some(dir) = beside.filter(|d| crate::sys::fsio::writable(d)) {
-        return Ok(dir);
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| Path::new(v).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
-        .ok_or_else(|| {
-            Error::new(
-                Code::IoError,
-                "no place for the man pages: set HOME or XDG_DATA_HOME, or pass --dir DIR",
-            )
-        })?;
-    Ok(data.join("man/man1"))
 }

@@ -36,6 +36,12 @@ pub struct Routes(pub BTreeMap<String, Arc<Route>>);
 pub type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 impl Routes {
+    /// The routes of the machine of the environment (its state dir), without what
+    /// [`Routes::read`] keeps to notice changes.
+    pub fn read_machine() -> anyhow::Result<Routes> {
+        Ok(Routes::read(&Machine::from_env()?).0)
+    }
+
     /// The route of a Host header's name.
     pub fn get(&self, host: &str) -> Option<Arc<Route>> {
         self.0.get(host).cloned()

@@ -17,6 +17,7 @@ mod add;
 mod ensure;
 mod hook;
 mod init;
+mod install;
 mod lease;
 pub mod lifecycle;
 mod peers;
@@ -28,6 +29,7 @@ mod view;
 
 pub use hook::*;
 pub use init::*;
+pub use install::*;
 pub use lease::*;
 pub use peers::*;
 pub use remove::*;

@@ -34,8 +34,6 @@ const KNOWN: &[&str] = &[
     "commands/doctor.rs -> machine",
     "commands/doctor.rs -> registry",
     "commands/doctor.rs -> sys",
-    "commands/hosts.rs -> machine",
-    "commands/install_man.rs -> sys",
     "commands/lease.rs -> machine",
     "commands/lease.rs -> registry",
     "commands/lease.rs -> sys",
