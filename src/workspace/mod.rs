@@ -14,6 +14,7 @@
 //! never prints to stdout.
 
 mod add;
+mod check;
 mod ensure;
 mod hook;
 mod init;
@@ -27,6 +28,7 @@ mod status;
 mod taken;
 mod view;
 
+pub use check::*;
 pub use hook::*;
 pub use init::*;
 pub use install::*;

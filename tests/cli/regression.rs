@@ -1299,6 +1299,19 @@ fn issue26_5_a_ranges_repository_never_takes_a_port_inside_another_repositorys_b
         .succeeds()
         .json();
     assert_eq!(lease["ports"], serde_json::json!([b + 21]), "{lease}");
+    // check names the block's owner.
+    let checked = repo
+        .env
+        .wp_in(&other, ["check", &(b + 5).to_string(), "--json"])
+        .fails()
+        .json();
+    assert_eq!(checked["ports"][0]["status"], "allocated", "{checked}");
+    assert_eq!(
+        checked["ports"][0]["repository"],
+        repo.root.display().to_string(),
+        "{checked}"
+    );
+    assert!(checked["ports"][0].get("worktree").is_none(), "{checked}");
     // The block's owner still gets its next slot.
     let wt = repo.add_worktree("feat");
     let feat = repo
