@@ -11,24 +11,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::cli::LeaseArgs;
 use crate::commands::Report;
-use crate::machine::{Index, Lease, Machine};
-use crate::model::allocate::Probe;
-use crate::model::config::{MIN_PORT, Protocol, named_range};
-use crate::model::error::{Code, Error};
-use crate::registry::{now_rfc3339, rfc3339};
-use crate::sys::probe::SystemProbe;
-use crate::sys::shell;
-use crate::workspace::{Elsewhere, lock_machine, machine_taken, reclaim_leases, unix_now, warn};
-
-/// Overrides the default pool (`40000-49999`, the `dynamic` range).
-pub const RANGE_ENV: &str = "GIT_WORKTREE_PORTS_LEASE_RANGE";
-
-/// Without a command, a lease lasts this long unless `--ttl` says otherwise.
-const DEFAULT_TTL: u64 = 3600;
+use crate::model::clock::rfc3339;
+use crate::workspace::{self, ports_text};
 
 /// `lease --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -43,52 +30,9 @@ pub struct LeaseAnswer {
 
 /// Run `lease`.
 pub fn run(args: &LeaseArgs) -> anyhow::Result<Report> {
-    let pool = match args.range {
-        Some(r) => r,
-        None => pool_from_env()?,
-    };
-    let machine = Machine::from_env()?;
-    let with_command = !args.command.is_empty();
-    let expires_at = match (args.ttl, with_command) {
-        (Some(ttl), _) => Some(unix_now() + ttl),
-        (None, true) => None,
-        (None, false) => Some(unix_now() + DEFAULT_TTL),
-    };
-    let (id, lease) = {
-        let lock = lock_machine(&machine)?;
-        let (mut index, warnings) = machine.load(&lock)?;
-        warnings.iter().for_each(|w| warn(w));
-        index.drop_gone();
-        for (id, old) in reclaim_leases(&mut index) {
-            warn(&format!(
-                "reclaimed lease {id} ({}): {}",
-                ports_text(&old.ports),
-                match old.pid {
-                    Some(pid) if old.expires_at.is_none_or(|t| t > unix_now()) =>
-                        format!("its holder, pid {pid}, is gone"),
-                    _ => "its time was up".to_string(),
-                }
-            ));
-        }
-        let ports = choose(&index, pool, usize::from(args.count), &SystemProbe)?;
-        let id = new_id(&index);
-        let me = std::process::id();
-        let lease = Lease {
-            ports,
-            pid: with_command.then_some(me),
-            pid_start: with_command
-                .then(|| crate::sys::procs::start_time(me))
-                .flatten(),
-            expires_at,
-            created_at: now_rfc3339(),
-            command: with_command.then(|| args.command.join(" ")),
-        };
-        index.leases.insert(id.clone(), lease.clone());
-        machine.save(&index)?;
-        (id, lease)
-    };
-
-    if !with_command {
+    let (id, lease) =
+        workspace::take_lease(args.range, usize::from(args.count), args.ttl, &args.command)?;
+    if args.command.is_empty() {
         let until = lease
             .expires_at
             .map(|t| rfc3339(UNIX_EPOCH + Duration::from_secs(t)))
@@ -106,136 +50,7 @@ pub fn run(args: &LeaseArgs) -> anyhow::Result<Report> {
             },
         ));
     }
-
-    let code = run_holding(&args.command, &id, &lease.ports);
-    // Give the ports back whatever happened to the command.
-    let released = (|| -> anyhow::Result<()> {
-        let lock = lock_machine(&machine)?;
-        let (mut index, _) = machine.load(&lock)?;
-        if index.leases.remove(&id).is_some() {
-            machine.save(&index)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = released {
-        warn(&format!(
-            "could not give lease {id} back ({e:#}); it is reclaimed by the next allocation, as its holder is gone"
-        ));
-    }
-    match code {
-        Ok(code) => std::process::exit(code),
-        Err(e) => Err(e),
-    }
-}
-
-/// `40000 40001`.
-fn ports_text(ports: &[u16]) -> String {
-    let parts: Vec<String> = ports.iter().map(u16::to_string).collect();
-    parts.join(" ")
-}
-
-fn pool_from_env() -> anyhow::Result<(u16, u16)> {
-    let Some(text) = std::env::var_os(RANGE_ENV).filter(|v| !v.is_empty()) else {
-        return Ok(named_range("dynamic").expect("dynamic is a named range"));
-    };
-    let text = text.to_string_lossy();
-    if let Some(r) = named_range(&text) {
-        return Ok(r);
-    }
-    let bad = || {
-        Error::new(
-            Code::InvalidPort,
-            format!(
-                "{RANGE_ENV}={text:?} is not a port range such as 40000-49999 (or a named range such as \"dynamic\")"
-            ),
-        )
-    };
-    let (a, b) = text.split_once('-').ok_or_else(bad)?;
-    match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
-        (Ok(a), Ok(b)) if a >= MIN_PORT && a <= b => Ok((a, b)),
-        _ => Err(bad().into()),
-    }
-}
-
-/// The `count` lowest ports of `pool` that no registry, lease or block claim of the machine
-/// holds and that a server could bind now.
-fn choose(
-    index: &Index,
-    pool: (u16, u16),
-    count: usize,
-    probe: &dyn Probe,
-) -> anyhow::Result<Vec<u16>> {
-    let elsewhere = Elsewhere::read(index, None);
-    let (taken, _) = machine_taken(None, &elsewhere);
-    let (lo, hi) = pool;
-    let (mut owned, mut claimed, mut busy) = (0, 0, 0);
-    let mut ports = Vec::with_capacity(count);
-    for p in lo.max(MIN_PORT)..=hi {
-        if ports.len() == count {
-            break;
-        }
-        if let Some(owner) = taken.owner(p) {
-            match owner.block {
-                true => claimed += 1,
-                false => owned += 1,
-            }
-        } else if !probe.is_free(p, Protocol::Tcp) {
-            busy += 1;
-        } else {
-            ports.push(p);
-        }
-    }
-    if ports.len() < count {
-        return Err(Error::new(
-            Code::RangeExhausted,
-            format!(
-                "only {} of {count} ports free in {lo}-{hi} ({owned} allocated or leased, {claimed} in repositories' blocks, {busy} in use by processes); lease fewer, pass --range A-B, or set {RANGE_ENV}",
-                ports.len()
-            ),
-        )
-        .with_details(json!({"range": [lo, hi], "count": count, "free": ports.len()}))
-        .into());
-    }
-    Ok(ports)
-}
-
-/// A short id no lease of `index` has.
-fn new_id(index: &Index) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut seed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
-    loop {
-        // splitmix64: spreads the bits, so ids look unrelated.
-        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let id = format!("{:08x}", (z ^ (z >> 31)) as u32);
-        if !index.leases.contains_key(&id) {
-            return id;
-        }
-    }
-}
-
-/// Run the command with the lease's variables, passing on SIGTERM and SIGHUP (Ctrl-C reaches
-/// it from the terminal directly, and does not stop us before we give the ports back).
-/// Returns the exit code to leave with.
-fn run_holding(command: &[String], id: &str, ports: &[u16]) -> anyhow::Result<i32> {
-    let env = [
-        ("LEASE_PORT".to_string(), ports[0].to_string()),
-        ("LEASE_PORTS".to_string(), ports_text(ports)),
-        ("LEASE_ID".to_string(), id.to_string()),
-    ];
-    shell::run_forwarding_signals(command, &env).map_err(|e| {
-        Error::new(
-            Code::ExecFailed,
-            format!(
-                "could not run {}: {e} (is it installed and on PATH?); the lease is given back",
-                command[0]
-            ),
-        )
-        .into()
-    })
+    // The command's exit code passes through; the ports are given back either way.
+    let code = workspace::run_leased(&id, &lease, &args.command)?;
+    std::process::exit(code)
 }

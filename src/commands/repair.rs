@@ -19,11 +19,12 @@ use serde::Serialize;
 
 use crate::cli::RepairArgs;
 use crate::commands::{Report, ports_inline};
+use crate::model::clock::now_rfc3339;
 use crate::model::config::MIN_PORT;
 use crate::model::error::{Code, Error};
 use crate::model::salvage;
 use crate::output::progress::Progress;
-use crate::registry::{self, Event, Problem, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{self, Event, Problem, Registry, WorktreeRecord};
 use crate::sys::fsio;
 use crate::workspace::Workspace;
 

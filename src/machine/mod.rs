@@ -21,8 +21,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use crate::model::clock::now_rfc3339;
 use crate::model::error::{Code, Error};
-use crate::registry::now_rfc3339;
 use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 

@@ -3,6 +3,7 @@
 
 pub mod allocate;
 pub mod attribution;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod finding;

@@ -21,7 +21,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{Problem, Registry, VERSION, parse, timestamp_for_file};
+use super::{Problem, Registry, VERSION, parse};
+use crate::model::clock::timestamp_for_file;
 use crate::model::error::{Code, Error};
 use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
 use crate::sys::lock::{self, FileLock};

@@ -7,10 +7,11 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::model::allocate::{self, BlockSite, Request, Want};
+use crate::model::clock::now_rfc3339;
 use crate::model::config::{self, Config, Strategy};
 use crate::model::error::{Code, Error};
 use crate::model::names;
-use crate::registry::{Claim, Loaded, Ports, Registry, WorktreeRecord, now_rfc3339};
+use crate::registry::{Claim, Loaded, Ports, Registry, WorktreeRecord};
 use crate::render;
 use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 use crate::sys::git::WorktreeInfo;

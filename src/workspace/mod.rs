@@ -25,6 +25,7 @@ mod peers;
 mod remove;
 mod render;
 mod status;
+mod suggest;
 mod taken;
 mod view;
 
@@ -37,6 +38,7 @@ pub use peers::*;
 pub use remove::*;
 pub use render::*;
 pub use status::*;
+pub use suggest::*;
 pub use taken::*;
 pub use view::*;
 

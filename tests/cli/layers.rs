@@ -32,9 +32,6 @@ const KNOWN: &[&str] = &[
     "commands/doctor.rs -> machine",
     "commands/doctor.rs -> registry",
     "commands/doctor.rs -> sys",
-    "commands/lease.rs -> machine",
-    "commands/lease.rs -> registry",
-    "commands/lease.rs -> sys",
     "commands/list.rs -> machine",
     "commands/list.rs -> registry",
     "commands/list.rs -> sys",
@@ -45,8 +42,6 @@ const KNOWN: &[&str] = &[
     "commands/prune.rs -> sys",
     "commands/repair.rs -> registry",
     "commands/repair.rs -> sys",
-    "commands/suggest.rs -> machine",
-    "commands/suggest.rs -> sys",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
