@@ -37,9 +37,6 @@ const KNOWN: &[&str] = &[
     "commands/list.rs -> sys",
     "commands/proxy.rs -> machine",
     "commands/proxy.rs -> sys",
-    "commands/prune.rs -> machine",
-    "commands/prune.rs -> registry",
-    "commands/prune.rs -> sys",
     "commands/repair.rs -> registry",
     "commands/repair.rs -> sys",
 ];
