@@ -37,8 +37,6 @@ const KNOWN: &[&str] = &[
     "commands/list.rs -> sys",
     "commands/proxy.rs -> machine",
     "commands/proxy.rs -> sys",
-    "commands/repair.rs -> registry",
-    "commands/repair.rs -> sys",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
