@@ -8,14 +8,7 @@ use serde::Serialize;
 
 use crate::cli::{ListArgs, ListSort};
 use crate::commands::{Colour, Report, paint, ports_inline, table};
-use crate::machine::Machine;
-use crate::model::allocate::Probe;
-use crate::model::config::Protocol;
-use crate::model::names::display_path;
-use crate::registry::Ports;
-use crate::sys::probe::SystemProbe;
-use crate::sys::procs;
-use crate::workspace::{Other, Workspace, warn};
+use crate::workspace::{self, Live, LiveState, RepoListing, Workspace};
 
 /// `list --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -50,52 +43,11 @@ pub struct Row {
     pub live: Option<BTreeMap<String, LiveState>>,
 }
 
-/// Whether something listens on a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LiveState {
-    /// A process of this user listens.
-    Up,
-    /// Nothing listens.
-    Down,
-    /// Another user's process listens.
-    Foreign,
-}
-
 /// `list --all --json`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct MachineAnswer {
     /// Every repository of the machine index, by name.
-    pub repositories: Vec<Repo>,
-}
-
-/// One repository of `list --all --json`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Repo {
-    /// Its name in the index.
-    pub name: String,
-    /// Its git common directory (shown as the repository's path).
-    pub path: String,
-    /// Whether it is gone from disk.
-    pub gone: bool,
-    /// Its worktrees with ports.
-    pub worktrees: Vec<Wt>,
-}
-
-/// One worktree of `list --all --json`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Wt {
-    /// The worktree's name.
-    pub name: String,
-    /// Its recorded directory.
-    pub path: String,
-    /// Service -> port.
-    pub ports: BTreeMap<String, u16>,
-    /// Whether the directory exists.
-    pub exists: bool,
-    /// Service -> whether anything listens (absent with --no-probe).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live: Option<BTreeMap<String, LiveState>>,
+    pub repositories: Vec<RepoListing>,
 }
 
 /// Run `list`.
@@ -104,35 +56,18 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         return machine(args);
     }
     let ws = Workspace::open()?;
-    let reg = ws.load_unlocked()?;
-    let worktrees = ws.worktrees()?;
-
-    // Every key that has ports or a record.
-    let keys = reg.keys();
-
-    let mut rows: Vec<Row> = keys
-        .into_iter()
-        .map(|key| {
-            let live = worktrees.iter().find(|w| w.key == key);
-            let record = reg.record(key);
-            Row {
-                name: key.to_string(),
-                path: live
-                    .map(|w| w.path.to_string_lossy().into_owned())
-                    .or_else(|| record.as_ref().map(|r| r.path.clone()))
-                    .unwrap_or_default(),
-                branch: match live {
-                    Some(w) => w.branch.clone(),
-                    None => record.as_ref().and_then(|r| r.branch.clone()),
-                },
-                slot: record.as_ref().and_then(|r| r.slot),
-                hostname: record.as_ref().and_then(|r| r.hostname.clone()),
-                ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
-                urls: BTreeMap::new(),
-                exists: live.is_some_and(|w| !w.prunable && w.path.exists()),
-                moved: live.is_some_and(|w| w.moved_from.is_some()),
-                live: None,
-            }
+    let mut rows: Vec<Row> = (ws.entries(&ws.load_unlocked()?)?.into_iter())
+        .map(|e| Row {
+            name: e.key,
+            path: e.path,
+            branch: e.branch,
+            slot: e.slot,
+            hostname: e.hostname,
+            ports: e.ports,
+            urls: BTreeMap::new(),
+            exists: e.exists,
+            moved: e.moved,
+            live: None,
         })
         .collect();
 
@@ -148,8 +83,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     // The current worktree's config: its services' order for the columns, and which speak
     // HTTP for the URLs (a repository's worktrees share it; reading each one's would cost a
     // parse per worktree).
-    let config = (ws.repo().current().ok().flatten())
-        .and_then(|w| crate::sys::config_file::load(&w.path).ok());
+    let config = ws.current_config();
     if args.json {
         if let Some(live) = &live {
             rows.iter_mut()
@@ -211,7 +145,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
                 .map_or_else(|| "-".to_string(), u16::to_string)
         }));
         if let Some(live) = &live {
-            line.push(live.summary(r.ports.values().copied()));
+            line.push(live_summary(live, r.ports.values().copied()));
         }
         line.push(r.hostname.clone().unwrap_or_else(|| "-".into()));
         line.push(if r.moved {
@@ -233,103 +167,11 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
     Ok(Report::ok(out))
 }
 
-/// Which ports have a listening socket, and whether it is the user's own.
-struct Live {
-    /// Port -> socket owner uid; None where the tables cannot be read (then the probe).
-    uids: Option<std::collections::HashMap<u16, u32>>,
-    me: u32,
-}
-
-impl Live {
-    fn read(ports: &[u16]) -> Live {
-        Live {
-            uids: procs::listening_uids(ports),
-            me: procs::my_uid(),
-        }
-    }
-
-    /// `up` (listening, a socket of ours), `foreign` (another user's), `down` (nothing).
-    /// Each service's state.
-    fn states(&self, ports: &BTreeMap<String, u16>) -> BTreeMap<String, LiveState> {
-        (ports.iter())
-            .map(|(s, p)| (s.clone(), self.state(*p)))
-            .collect()
-    }
-
-    fn state(&self, port: u16) -> LiveState {
-        match &self.uids {
-            Some(uids) => match uids.get(&port) {
-                Some(uid) if *uid == self.me => LiveState::Up,
-                Some(_) => LiveState::Foreign,
-                None => LiveState::Down,
-            },
-            None => match SystemProbe.is_free(port, Protocol::Tcp) {
-                true => LiveState::Down,
-                false => LiveState::Up,
-            },
-        }
-    }
-
-    /// A row's cell: `foreign` if any port is, else `up` if any is, else `down`.
-    fn summary(&self, ports: impl Iterator<Item = u16>) -> String {
-        let states: Vec<LiveState> = ports.map(|p| self.state(p)).collect();
-        let up = states.iter().filter(|s| **s == LiveState::Up).count();
-        if states.contains(&LiveState::Foreign) {
-            paint("foreign", Colour::Red)
-        } else if up == 0 {
-            paint("down", Colour::Dim)
-        } else if up == states.len() {
-            paint("up", Colour::Green)
-        } else {
-            paint(&format!("up {up}/{}", states.len()), Colour::Green)
-        }
-    }
-}
-
 /// `list --all`: every repository of the machine index, its worktrees and ports (from each
 /// registry, read without its lock), gone repositories and worktrees marked.
 fn machine(args: &ListArgs) -> anyhow::Result<Report> {
-    let machine = Machine::from_env()?;
-    let (index, warnings) = machine.read();
-    warnings.iter().for_each(|w| warn(w));
-    let mut repos: Vec<Repo> = index
-        .repositories
-        .iter()
-        .map(|(common, entry)| {
-            let gone = !common.is_dir();
-            let other = if gone {
-                None
-            } else {
-                Some(Other::read_whole(common))
-            };
-            let worktrees = other
-                .as_ref()
-                .map(|o| {
-                    o.registry
-                        .keys()
-                        .into_iter()
-                        .map(|key| {
-                            let path = o.registry.record(key).map(|r| r.path).unwrap_or_default();
-                            Wt {
-                                name: key.to_string(),
-                                exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
-                                path,
-                                ports: o.registry.ports(key).map(Ports::to_map).unwrap_or_default(),
-                                live: None,
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Repo {
-                name: entry.name.clone(),
-                path: display_path(common).to_string_lossy().into_owned(),
-                gone,
-                worktrees,
-            }
-        })
-        .collect();
-    repos.sort_by(|a, b| a.name.cmp(&b.name));
+    let (repos, index_file) = workspace::machine_listing()?;
+    let mut repos = repos;
     let live: Option<Live> = (!args.no_probe).then(|| {
         let ports: Vec<u16> = (repos.iter())
             .flat_map(|r| r.worktrees.iter().flat_map(|w| w.ports.values().copied()))
@@ -349,7 +191,7 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
     if repos.is_empty() {
         return Ok(Report::ok(format!(
             "no repository has allocated on this machine yet (index: {})\n",
-            machine.file.display()
+            index_file.display()
         )));
     }
     let mark = |exists: bool, path: &str| {
@@ -379,7 +221,10 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
                         r.name.clone(),
                         w.name.clone(),
                     ];
-                    row.extend(live.as_ref().map(|l| l.summary(std::iter::once(*port))));
+                    row.extend(
+                        live.as_ref()
+                            .map(|l| live_summary(l, std::iter::once(*port))),
+                    );
                     row.push(mark(w.exists && !r.gone, &w.path));
                     rows.push((*port, row));
                 }
@@ -405,7 +250,10 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
             }
             for w in &r.worktrees {
                 let mut row = vec![r.name.clone(), w.name.clone(), ports_inline(&w.ports)];
-                row.extend(live.as_ref().map(|l| l.summary(w.ports.values().copied())));
+                row.extend(
+                    live.as_ref()
+                        .map(|l| live_summary(l, w.ports.values().copied())),
+                );
                 row.push(mark(w.exists && !r.gone, &w.path));
                 lines.push(row);
             }
@@ -421,4 +269,19 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
         );
     }
     Ok(Report::ok(out))
+}
+
+/// A row's cell: `foreign` if any port is, else `up` if any is, else `down`.
+fn live_summary(live: &Live, ports: impl Iterator<Item = u16>) -> String {
+    let states: Vec<LiveState> = ports.map(|p| live.state(p)).collect();
+    let up = states.iter().filter(|s| **s == LiveState::Up).count();
+    if states.contains(&LiveState::Foreign) {
+        paint("foreign", Colour::Red)
+    } else if up == 0 {
+        paint("down", Colour::Dim)
+    } else if up == states.len() {
+        paint("up", Colour::Green)
+    } else {
+        paint(&format!("up {up}/{}", states.len()), Colour::Green)
+    }
 }

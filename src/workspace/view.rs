@@ -289,23 +289,16 @@ impl Workspace {
         reg: &Registry,
         except: &str,
     ) -> anyhow::Result<Vec<(String, &'static str)>> {
-        let listed = self.worktrees()?;
-        let mut gone: Vec<(String, String, &'static str)> = reg
-            .keys()
-            .into_iter()
-            .filter(|k| *k != except)
-            .filter_map(|k| {
-                let why = match listed.iter().find(|w| w.key == k) {
-                    None => "no longer a git worktree",
-                    Some(w) if w.prunable => "directory deleted",
-                    Some(_) => return None,
-                };
-                let at = reg.record(k).map(|r| r.allocated_at).unwrap_or_default();
-                Some((at, k.to_string(), why))
-            })
+        Ok(gone_entries(reg, self.worktrees()?, except))
+    }
+
+    /// Every entry of `reg` (a port or a record) as seen from here, in name order: where it
+    /// is, whether its directory is there, moved, or gone and why ([`entries`]).
+    pub fn entries(&self, reg: &Registry) -> anyhow::Result<Vec<Entry>> {
+        let listed: Vec<(WorktreeInfo, bool)> = (self.worktrees()?.iter())
+            .map(|w| (w.clone(), w.path.exists()))
             .collect();
-        gone.sort();
-        Ok(gone.into_iter().map(|(_, k, why)| (k, why)).collect())
+        Ok(entries(reg, &listed))
     }
 
     /// What worktree `key` holds as `reg` records it ([`Holding::recorded`]).
@@ -317,6 +310,87 @@ impl Workspace {
     pub(super) fn repo_name(&self) -> String {
         render::repo_name(self.repo.common_dir())
     }
+}
+
+/// Why a registry entry's worktree is gone.
+pub fn gone_reason(listed: Option<&WorktreeInfo>) -> Option<&'static str> {
+    match listed {
+        None => Some("no longer a git worktree"),
+        Some(w) if w.prunable => Some("directory deleted"),
+        Some(_) => None,
+    }
+}
+
+/// The entries of `reg` whose worktree is gone (git no longer has it, or reports it prunable:
+/// directory deleted, not locked), oldest allocation first, with why; never `except`. PURE:
+/// `listed` is git's list as seen from here (a worktree moved with `mv` that we stand in is
+/// not prunable there).
+pub fn gone_entries(
+    reg: &Registry,
+    listed: &[WorktreeInfo],
+    except: &str,
+) -> Vec<(String, &'static str)> {
+    let mut gone: Vec<(String, String, &'static str)> = (reg.keys().into_iter())
+        .filter(|k| *k != except)
+        .filter_map(|k| {
+            let why = gone_reason(listed.iter().find(|w| w.key == k))?;
+            let at = reg.record(k).map(|r| r.allocated_at).unwrap_or_default();
+            Some((at, k.to_string(), why))
+        })
+        .collect();
+    gone.sort();
+    gone.into_iter().map(|(_, k, why)| (k, why)).collect()
+}
+
+/// One registry entry as seen from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its registry key.
+    pub key: String,
+    /// Where the worktree is (git's path, else the recorded one).
+    pub path: String,
+    /// Its branch (git's, else the recorded one).
+    pub branch: Option<String>,
+    /// Its slot.
+    pub slot: Option<u32>,
+    /// Its hostname.
+    pub hostname: Option<String>,
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Its directory is there (git has it, not prunable, and the path exists).
+    pub exists: bool,
+    /// Moved with `mv` without git knowing (we stand in it).
+    pub moved: bool,
+    /// Gone, and why (what `prune` drops).
+    pub gone: Option<&'static str>,
+}
+
+/// Every entry of `reg` (a port or a record), in name order, against `listed`: git's
+/// worktrees as seen from here, each with whether its directory exists. PURE.
+pub fn entries(reg: &Registry, listed: &[(WorktreeInfo, bool)]) -> Vec<Entry> {
+    (reg.keys().into_iter())
+        .map(|key| {
+            let live = listed.iter().find(|(w, _)| w.key == key);
+            let record = reg.record(key);
+            Entry {
+                key: key.to_string(),
+                path: live
+                    .map(|(w, _)| w.path.to_string_lossy().into_owned())
+                    .or_else(|| record.as_ref().map(|r| r.path.clone()))
+                    .unwrap_or_default(),
+                branch: match live {
+                    Some((w, _)) => w.branch.clone(),
+                    None => record.as_ref().and_then(|r| r.branch.clone()),
+                },
+                slot: record.as_ref().and_then(|r| r.slot),
+                hostname: record.as_ref().and_then(|r| r.hostname.clone()),
+                ports: reg.ports(key).map(Ports::to_map).unwrap_or_default(),
+                exists: live.is_some_and(|(w, there)| !w.prunable && *there),
+                moved: live.is_some_and(|(w, _)| w.moved_from.is_some()),
+                gone: gone_reason(live.map(|(w, _)| w)),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -364,5 +438,78 @@ mod tests {
             dir.path().join("other")
         );
         assert!(find_worktree("nope", &list).is_none());
+    }
+
+    fn registry(entries: &[(&str, u16, &str)]) -> Registry {
+        let mut reg = Registry::default();
+        for (key, port, at) in entries {
+            reg.set_record(
+                key,
+                &crate::registry::WorktreeRecord {
+                    path: format!("/recorded/{key}"),
+                    branch: Some(format!("{key}-branch")),
+                    allocated_at: at.to_string(),
+                    id: None,
+                    compose_project_name: None,
+                    slot: None,
+                    hostname: None,
+                    extra: Default::default(),
+                },
+            );
+            reg.set_ports(key, &[("web".to_string(), *port)].into())
+                .unwrap();
+        }
+        reg
+    }
+
+    /// The read model decided on data built in memory: live, moved, locked with its
+    /// directory missing (kept), prunable and unlisted entries (gone, oldest first).
+    #[test]
+    fn entries_are_live_moved_or_gone_and_gone_ones_come_oldest_first() {
+        let reg = registry(&[
+            ("main", 8080, "2026-01-01T00:00:00Z"),
+            ("moved", 8081, "2026-01-02T00:00:00Z"),
+            ("locked", 8082, "2026-01-03T00:00:00Z"),
+            ("deleted", 8083, "2026-01-05T00:00:00Z"),
+            ("unlisted", 8084, "2026-01-04T00:00:00Z"),
+        ]);
+        let mut moved = wt("moved", "moved", Path::new("/here/moved"));
+        moved.moved_from = Some(PathBuf::from("/old/moved"));
+        let mut locked = wt("locked", "locked", Path::new("/usb/locked"));
+        locked.locked = true;
+        let mut deleted = wt("deleted", "deleted", Path::new("/x/deleted"));
+        deleted.prunable = true;
+        let listed = [
+            (wt("main", "main", Path::new("/repo")), true),
+            (moved, true),
+            (locked, false),
+            (deleted, false),
+        ];
+        let list: Vec<WorktreeInfo> = listed.iter().map(|(w, _)| w.clone()).collect();
+        assert_eq!(
+            gone_entries(&reg, &list, ""),
+            [
+                ("unlisted".to_string(), "no longer a git worktree"),
+                ("deleted".to_string(), "directory deleted"),
+            ]
+        );
+        assert_eq!(gone_entries(&reg, &list, "unlisted").len(), 1);
+        let e = entries(&reg, &listed);
+        let by = |k: &str| e.iter().find(|e| e.key == k).unwrap().clone();
+        assert_eq!(
+            e.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["deleted", "locked", "main", "moved", "unlisted"]
+        );
+        assert!(by("main").exists && !by("main").moved && by("main").gone.is_none());
+        assert_eq!(by("main").path, "/repo");
+        assert!(by("moved").exists && by("moved").moved && by("moved").gone.is_none());
+        assert!(!by("locked").exists && by("locked").gone.is_none());
+        assert_eq!(by("deleted").gone, Some("directory deleted"));
+        let unlisted = by("unlisted");
+        assert_eq!(
+            (unlisted.path.as_str(), unlisted.branch.as_deref()),
+            ("/recorded/unlisted", Some("unlisted-branch"))
+        );
+        assert_eq!(unlisted.ports["web"], 8084);
     }
 }

@@ -32,9 +32,6 @@ const KNOWN: &[&str] = &[
     "commands/doctor.rs -> machine",
     "commands/doctor.rs -> registry",
     "commands/doctor.rs -> sys",
-    "commands/list.rs -> machine",
-    "commands/list.rs -> registry",
-    "commands/list.rs -> sys",
     "commands/proxy.rs -> machine",
     "commands/proxy.rs -> sys",
 ];

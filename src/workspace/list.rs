@@ -1,0 +1,155 @@
+//! `list`: the entries of this repository as seen from here (see [`super::entries`]), and
+//! of every repository of the machine (`--all`), with whether anything listens on each port.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::model::allocate::Probe;
+use crate::model::config::{Config, Protocol};
+use crate::model::names::display_path;
+use crate::registry::Ports;
+use crate::sys::probe::SystemProbe;
+use crate::sys::procs;
+
+use super::{Other, Workspace, warn};
+
+/// Whether something listens on a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveState {
+    /// A process of this user listens.
+    Up,
+    /// Nothing listens.
+    Down,
+    /// Another user's process listens.
+    Foreign,
+}
+
+/// One repository of `list --all --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RepoListing {
+    /// Its name in the index.
+    pub name: String,
+    /// Its git common directory (shown as the repository's path).
+    pub path: String,
+    /// Whether it is gone from disk.
+    pub gone: bool,
+    /// Its worktrees with ports.
+    pub worktrees: Vec<WorktreeListing>,
+}
+
+/// One worktree of `list --all --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WorktreeListing {
+    /// The worktree's name.
+    pub name: String,
+    /// Its recorded directory.
+    pub path: String,
+    /// Service -> port.
+    pub ports: BTreeMap<String, u16>,
+    /// Whether the directory exists.
+    pub exists: bool,
+    /// Service -> whether anything listens (absent with --no-probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<BTreeMap<String, LiveState>>,
+}
+
+/// Which ports have a listening socket, and whether it is the user's own.
+pub struct Live {
+    /// Port -> socket owner uid; None where the tables cannot be read (then the probe).
+    uids: Option<std::collections::HashMap<u16, u32>>,
+    me: u32,
+}
+
+impl Live {
+    /// Read the socket tables for `ports` (no process scan).
+    pub fn read(ports: &[u16]) -> Live {
+        Live {
+            uids: procs::listening_uids(ports),
+            me: procs::my_uid(),
+        }
+    }
+
+    /// `up` (listening, a socket of ours), `foreign` (another user's), `down` (nothing).
+    /// Each service's state.
+    pub fn states(&self, ports: &BTreeMap<String, u16>) -> BTreeMap<String, LiveState> {
+        (ports.iter())
+            .map(|(s, p)| (s.clone(), self.state(*p)))
+            .collect()
+    }
+
+    /// One port's state.
+    pub fn state(&self, port: u16) -> LiveState {
+        match &self.uids {
+            Some(uids) => match uids.get(&port) {
+                Some(uid) if *uid == self.me => LiveState::Up,
+                Some(_) => LiveState::Foreign,
+                None => LiveState::Down,
+            },
+            None => match SystemProbe.is_free(port, Protocol::Tcp) {
+                true => LiveState::Down,
+                false => LiveState::Up,
+            },
+        }
+    }
+}
+
+/// `list --all`: every repository of the machine index, its worktrees and ports (from each
+/// registry, read without its lock), gone repositories and worktrees marked, by name; and
+/// the index file.
+pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
+    let machine = Machine::from_env()?;
+    let (index, warnings) = machine.read();
+    warnings.iter().for_each(|w| warn(w));
+    let mut repos: Vec<RepoListing> = index
+        .repositories
+        .iter()
+        .map(|(common, entry)| {
+            let gone = !common.is_dir();
+            let other = if gone {
+                None
+            } else {
+                Some(Other::read_whole(common))
+            };
+            let worktrees = other
+                .as_ref()
+                .map(|o| {
+                    o.registry
+                        .keys()
+                        .into_iter()
+                        .map(|key| {
+                            let path = o.registry.record(key).map(|r| r.path).unwrap_or_default();
+                            WorktreeListing {
+                                name: key.to_string(),
+                                exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
+                                path,
+                                ports: o.registry.ports(key).map(Ports::to_map).unwrap_or_default(),
+                                live: None,
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            RepoListing {
+                name: entry.name.clone(),
+                path: display_path(common).to_string_lossy().into_owned(),
+                gone,
+                worktrees,
+            }
+        })
+        .collect();
+    repos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((repos, machine.file.clone()))
+}
+
+impl Workspace {
+    /// The current worktree's config, when there is one and it reads (`list`'s columns).
+    pub fn current_config(&self) -> Option<Config> {
+        let wt = self.repo.current().ok().flatten()?;
+        crate::sys::config_file::load(&wt.path).ok()
+    }
+}
