@@ -15,6 +15,7 @@
 
 mod add;
 mod check;
+mod diagnose;
 mod ensure;
 mod hook;
 mod init;
@@ -33,6 +34,7 @@ mod taken;
 mod view;
 
 pub use check::*;
+pub use diagnose::*;
 pub use hook::*;
 pub use init::*;
 pub use install::*;
