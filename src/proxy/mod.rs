@@ -13,6 +13,7 @@
 //! 2-core machine, 41% against 34% of direct throughput), each client connection keeping its
 //! own upstream connection; another thread re-reads the routes when the files change.
 
+pub mod daemon;
 pub mod guard;
 pub mod routes;
 

@@ -499,6 +499,18 @@ pub fn uses_terminal(pid: u32) -> bool {
     })
 }
 
+/// The executable of process `pid` (`/proc/PID/exe`, without the ` (deleted)` a replaced
+/// binary reads with); None where it cannot be read.
+pub fn exe(pid: u32) -> Option<PathBuf> {
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = link.as_os_str().as_bytes();
+    Some(match bytes.strip_suffix(b" (deleted)") {
+        Some(rest) => PathBuf::from(std::ffi::OsStr::from_bytes(rest)),
+        None => link,
+    })
+}
+
 /// When process `pid` started (clock ticks since boot); None where `/proc` cannot tell.
 pub fn start_time(pid: u32) -> Option<u64> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|s| s.start)

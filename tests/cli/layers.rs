@@ -25,14 +25,6 @@ const RULES: &[(&str, &[&str])] = &[
     ("model", &[]),
 ];
 
-/// Imports that break the rules today, each `file -> layer`; the list may only shrink (the
-/// test fails on an entry that is no longer needed, so it cannot go stale). The commands
-/// still do their own I/O here; issue 25 step 4 moves each into a workspace use case.
-const KNOWN: &[&str] = &[
-    "commands/proxy.rs -> machine",
-    "commands/proxy.rs -> sys",
-];
-
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -110,20 +102,14 @@ fn every_import_follows_the_layers() {
             }
         }
     }
-    let known: BTreeSet<String> = KNOWN.iter().map(|s| s.to_string()).collect();
-    let new: Vec<&String> = broken.difference(&known).collect();
-    let mended: Vec<&String> = known.difference(&broken).collect();
     assert!(
-        new.is_empty(),
+        broken.is_empty(),
         "imports against the layers (ARCHITECTURE.md):\n{}",
-        new.iter()
-            .map(|s| format!("    \"{s}\","))
+        broken
+            .iter()
+            .map(|s| format!("    {s}"))
             .collect::<Vec<_>>()
             .join("\n")
-    );
-    assert!(
-        mended.is_empty(),
-        "no longer needed: remove from KNOWN: {mended:?}"
     );
 }
 

@@ -1366,3 +1366,62 @@ fn issue25_3_a_port_held_twice_on_the_machine_is_reported_never_dropped() {
         out.describe()
     );
 }
+
+/// Issue 26, item 3: `proxy stop` signalled whatever live process a stale `proxy.pid` named
+/// (SIGTERM, then SIGKILL), and `proxy start` refused to start ("already runs"). A pid file
+/// names the proxy only with the process's start time and executable.
+#[test]
+fn issue26_3_a_stale_proxy_pid_file_never_gets_a_process_signalled() {
+    let repo = TestRepo::new();
+    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", victim.id())).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sleep = std::fs::read_link(format!("/proc/{}/exe", victim.id())).unwrap();
+    for stale in [
+        // An older version's file: a pid alone.
+        format!("{}\n", victim.id()),
+        // The right pid and start time, another program than ours.
+        format!("{} {start} {}\n", victim.id(), sleep.display()),
+        // Our program's path, another start time.
+        format!("{} {} {}\n", victim.id(), start + 1, bin().display()),
+    ] {
+        std::fs::write(state.join("proxy.pid"), &stale).unwrap();
+        let out = repo.wp(["proxy", "stop"]).succeeds();
+        assert_eq!(out.stdout(), "the proxy is not running\n", "{stale:?}");
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "{stale:?}: the process was signalled"
+        );
+        assert!(
+            !state.join("proxy.pid").exists(),
+            "{stale:?}: the stale file stays"
+        );
+        std::fs::write(state.join("proxy.pid"), &stale).unwrap();
+        let status = repo.wp(["proxy", "status", "--json"]).succeeds().json();
+        assert_eq!(status["running"], false, "{stale:?}: {status}");
+    }
+    // start is not refused, and its own pid file names it.
+    std::fs::write(state.join("proxy.pid"), format!("{}\n", victim.id())).unwrap();
+    let port = (repo.base + 38).to_string();
+    let out = repo.wp(["proxy", "start", "--port", &port]).output();
+    let _ = repo.wp(["proxy", "stop"]).output();
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert!(
+        out.stdout().starts_with("proxy started"),
+        "{}",
+        out.describe()
+    );
+    assert!(victim.try_wait().unwrap().is_none());
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}
