@@ -302,13 +302,7 @@ pub fn new_file(path: &Path) -> io::Result<File> {
 /// True when `dir`, or the nearest existing directory above it, is writable by us.
 pub fn writable(dir: &Path) -> bool {
     let existing = dir.ancestors().find(|d| d.exists());
-    existing.is_some_and(|d| {
-        let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
-            return false;
-        };
-        // SAFETY: access(2) only reads the path.
-        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-    })
+    existing.is_some_and(|d| rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_ok())
 }
 
 /// A log file opened for appending (created 0644 when missing, whatever the umask).
@@ -334,25 +328,8 @@ fn new_file_with_mode(path: &Path, mode: u32) -> io::Result<File> {
 /// not exist yet.
 #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
 fn exchange(a: &Path, b: &Path) -> bool {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(a), Ok(b)) = (
-        CString::new(a.as_os_str().as_bytes()),
-        CString::new(b.as_os_str().as_bytes()),
-    ) else {
-        return false;
-    };
-    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    rc == 0
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).is_ok()
 }
 
 #[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
@@ -397,8 +374,7 @@ mod tests {
     #[test]
     fn modes_are_fixed_whatever_the_umask_or_kept_from_the_replaced_file() {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY: umask only sets the process's file creation mask (restored below).
-        let old = unsafe { libc::umask(0) };
+        let old = rustix::process::umask(rustix::fs::Mode::empty());
         let script = dir.path().join("hook");
         write_atomic(
             &script,
@@ -408,8 +384,7 @@ mod tests {
         .unwrap();
         let env = dir.path().join(".env");
         write_atomic(&env, b"A=1\n", opts(Durability::File, Mode::KeepExisting)).unwrap();
-        // SAFETY: as above, putting the mask back.
-        unsafe { libc::umask(old) };
+        rustix::process::umask(old);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&script), 0o755);
         assert_eq!(mode(&env), 0o644);

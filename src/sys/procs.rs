@@ -102,10 +102,14 @@ pub fn parse_lsof(text: &str) -> Vec<LsofEntry> {
     out
 }
 
+/// `pid` as the kernel's type; None for 0 (no process) or one out of range.
+fn pid_of(pid: u32) -> Option<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
+}
+
 /// The uid of our own processes.
 pub fn my_uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// Ports of `ports` with a listening socket, and the socket owner's uid: from the socket
@@ -524,10 +528,12 @@ pub fn alive(pid: u32, start: Option<u64>) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(text) => parse_stat(&text)
             .is_some_and(|s| s.state != 'Z' && start.is_none_or(|want| want == s.start)),
-        Err(_) => libc::pid_t::try_from(pid).is_ok_and(|id| {
-            // SAFETY: signal 0 sends nothing; it only reports whether the pid exists.
-            let sent = unsafe { libc::kill(id, 0) };
-            sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        Err(_) => pid_of(pid).is_some_and(|p| {
+            // Signal 0 sends nothing; EPERM: it exists, another user's.
+            matches!(
+                rustix::process::test_kill_process(p),
+                Ok(()) | Err(rustix::io::Errno::PERM)
+            )
         }),
     }
 }
@@ -535,12 +541,11 @@ pub fn alive(pid: u32, start: Option<u64>) -> bool {
 /// Stop process `pid`: SIGTERM, then SIGKILL if it still runs after `grace`. True when it is
 /// gone. Only the reaper calls this, after its checks.
 pub fn stop(pid: u32, grace: Duration) -> bool {
-    let Ok(id) = libc::pid_t::try_from(pid) else {
+    let Some(id) = pid_of(pid) else {
         return false;
     };
     let alive = || alive(pid, None);
-    // SAFETY: sending a signal to a pid the caller chose.
-    if unsafe { libc::kill(id, libc::SIGTERM) } != 0 {
+    if rustix::process::kill_process(id, rustix::process::Signal::TERM).is_err() {
         return !alive();
     }
     let start = Instant::now();
@@ -550,8 +555,7 @@ pub fn stop(pid: u32, grace: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(id, libc::SIGKILL) };
+    let _ = rustix::process::kill_process(id, rustix::process::Signal::KILL);
     let start = Instant::now();
     while alive() && start.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(10));

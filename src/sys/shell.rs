@@ -70,7 +70,7 @@ pub fn spawn_daemon(args: &[String], log: std::fs::File) -> io::Result<Child> {
     // SAFETY: setsid is async-signal-safe and touches only the child, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }

@@ -5,13 +5,13 @@
 /// vanish with success; a shell's `>/dev/null` opens it write-only, and that one is meant.
 #[cfg(unix)]
 pub fn stdout_was_closed() -> bool {
+    use rustix::fs::OFlags;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(1, libc::F_GETFL) };
-    if flags == -1 {
+    let Ok(flags) = rustix::fs::fcntl_getfl(std::io::stdout().as_fd()) else {
         return true;
-    }
-    if flags & libc::O_ACCMODE != libc::O_RDWR {
+    };
+    if flags & OFlags::RWMODE != OFlags::RDWR {
         return false;
     }
     let (Ok(out), Ok(null)) = (
