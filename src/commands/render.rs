@@ -35,7 +35,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Report> {
     let none = BTreeMap::new();
     let mut results = Vec::new();
     if args.all {
-        results = ws.render_all(args.force)?;
+        results = ws.render_every_worktree(args.force)?;
     } else {
         let target = ws.target(args.worktree.as_deref())?;
         let held = ws.ensure_ports(&target, &none)?;

@@ -64,7 +64,7 @@ pub struct Listener {
 
 /// A worktree a process may run in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Known {
+pub struct KnownWorktree {
     /// Its path (canonical where it exists).
     pub path: PathBuf,
     /// Its repository as a user knows it; None for the repository being looked at.
@@ -143,7 +143,11 @@ impl fmt::Display for Whose {
 }
 
 /// Whose `process` is; `this` names the worktree being looked at (repository, name).
-pub fn classify(process: Option<&Process>, known: &[Known], this: Option<&Known>) -> Whose {
+pub fn classify(
+    process: Option<&Process>,
+    known: &[KnownWorktree],
+    this: Option<&KnownWorktree>,
+) -> Whose {
     let Some(cwd) = process.and_then(|p| p.cwd.as_deref()) else {
         return Whose::Unknown;
     };
@@ -167,7 +171,7 @@ pub fn classify(process: Option<&Process>, known: &[Known], this: Option<&Known>
 }
 
 /// The known worktree `cwd` is in, the innermost one; on equal paths a living one.
-pub fn innermost<'k>(cwd: &Path, known: &'k [Known]) -> Option<&'k Known> {
+pub fn innermost<'k>(cwd: &Path, known: &'k [KnownWorktree]) -> Option<&'k KnownWorktree> {
     known
         .iter()
         .filter(|k| cwd.starts_with(&k.path))
@@ -211,8 +215,8 @@ mod tests {
         assert_eq!(port_state(false, || false), PortState::Free);
     }
 
-    fn known(path: &str, repo: Option<&str>, name: &str, exists: bool) -> Known {
-        Known {
+    fn known(path: &str, repo: Option<&str>, name: &str, exists: bool) -> KnownWorktree {
+        KnownWorktree {
             path: PathBuf::from(path),
             repository: repo.map(PathBuf::from),
             name: name.into(),

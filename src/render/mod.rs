@@ -437,7 +437,7 @@ pub fn plan(
     peers: &dyn Fn() -> Peers,
 ) -> anyhow::Result<Plan> {
     let mut warnings = Vec::new();
-    let outputs = render_all(&wt.path, ctx, &mut warnings, peers)?;
+    let outputs = render_templates(&wt.path, ctx, &mut warnings, peers)?;
     let manifest_path = manifest_path(wt);
     let mut manifest = read_manifest(&manifest_path);
 
@@ -626,7 +626,7 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
 }
 
 /// Render every template to memory; any error is a TEMPLATE_ERROR and nothing is written.
-fn render_all(
+fn render_templates(
     worktree: &Path,
     ctx: &TemplateContext,
     warnings: &mut Vec<String>,

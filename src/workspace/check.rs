@@ -7,13 +7,13 @@ use serde::Serialize;
 
 use crate::machine::Machine;
 use crate::model::allocate::{Holder, Probe};
-use crate::model::attribution::{self, Known};
+use crate::model::attribution::{self, KnownWorktree};
 use crate::model::config::{MIN_PORT, Protocol};
 use crate::model::error::{Code, classify};
 use crate::sys::probe::SystemProbe;
 use crate::sys::procs;
 
-use super::{Elsewhere, Workspace, known_this, machine_taken, warn};
+use super::{OutsideHoldings, Workspace, known_this, machine_taken, warn};
 
 /// One port of `check --json`; which fields are present depends on `status`.
 #[derive(Debug, Default, Serialize, JsonSchema)]
@@ -84,7 +84,7 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
         (procs::listeners(&[port]).into_iter()).find(|l| l.protocol == proto.as_str())
     };
     let attribute = |l: &crate::model::attribution::Listener| -> String {
-        let (known, this): &(Vec<Known>, Option<Known>) =
+        let (known, this): &(Vec<KnownWorktree>, Option<KnownWorktree>) =
             known.get_or_init(|| match (&ws, &registry) {
                 (Some(ws), Some(reg)) => {
                     let mut k = ws.known_worktrees(reg).unwrap_or_default();
@@ -101,9 +101,9 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
         Ok(machine) => {
             let (index, warnings) = machine.read();
             warnings.iter().for_each(|w| warn(w));
-            Elsewhere::read(&index, me.as_deref())
+            OutsideHoldings::read(&index, me.as_deref())
         }
-        Err(_) => Elsewhere::default(),
+        Err(_) => OutsideHoldings::default(),
     };
     let (all, _) = machine_taken(registry.as_ref(), &elsewhere);
     let taken = Some(all);

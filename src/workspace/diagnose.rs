@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::machine::Machine;
 use crate::model::allocate::Want;
-use crate::model::attribution::{self, Known, Whose};
+use crate::model::attribution::{self, KnownWorktree, Whose};
 use crate::model::config::Strategy;
 use crate::model::finding::{FindingCode, Severity};
 use crate::model::literals;
@@ -224,7 +224,7 @@ fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::
             .find(|k| k.repository.is_none() && k.name == *key && k.exists)
             .cloned()
             .or_else(|| {
-                reg.record(key).map(|r| Known {
+                reg.record(key).map(|r| KnownWorktree {
                     path: canonical(Path::new(&r.path)),
                     repository: None,
                     name: key.clone(),

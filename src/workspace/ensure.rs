@@ -19,8 +19,8 @@ use crate::sys::probe::{self, SystemProbe};
 
 use super::lifecycle::Event;
 use super::{
-    Elsewhere, Holding, ID_FILE, MachineView, Shared, Target, Workspace, dispose, machine_taken,
-    ports_inline, warn,
+    Holding, ID_FILE, MachineView, OutsideHoldings, Shared, Target, Workspace, dispose,
+    machine_taken, ports_inline, warn,
 };
 
 /// SYSTEM_RESERVED saying which named range (`reserved = ["system"]`) holds the port.
@@ -69,7 +69,7 @@ pub(super) fn new_worktree_id(wt: &WorktreeInfo) -> anyhow::Result<String> {
 /// What a lock-free read already holds for the target when allocating would change nothing:
 /// no lock, no write. None when the read needed recovery, a save is unfinished, or anything
 /// (a service, a pin, the worktree's record, the ranges) is missing or different.
-pub(super) fn held(
+pub(super) fn unchanged_holding(
     loaded: &Loaded,
     target: &Target,
     wants: &BTreeMap<String, Want>,
@@ -354,8 +354,11 @@ impl Workspace {
     ) -> anyhow::Result<Holding> {
         // A registry that does not load cleanly goes the locked way, which recovers it.
         let unlocked = self.read().ok();
-        if let Some(held) = unlocked.as_ref().and_then(|l| held(l, target, wants)) {
-            dispose(unlocked.expect("held had a registry").registry);
+        if let Some(held) = unlocked
+            .as_ref()
+            .and_then(|l| unchanged_holding(l, target, wants))
+        {
+            dispose(unlocked.expect("the fast path had a registry").registry);
             return Ok(held);
         }
 
@@ -371,7 +374,7 @@ impl Workspace {
         let mut reg = self.load_locked(&lock, unlocked)?;
         let others = match &machine {
             Some(m) => self.other_registries(&m.index),
-            None => Elsewhere::default(),
+            None => OutsideHoldings::default(),
         };
         // The repository's name as the machine knows it (unique among its repositories),
         // and its label in hostnames, decided once and kept in the registry and the index.
@@ -482,7 +485,7 @@ impl Workspace {
         reg: &mut Registry,
         target: &Target,
         wants: &BTreeMap<String, Want>,
-        others: &Elsewhere,
+        others: &OutsideHoldings,
         repo_name: &str,
         machine: Option<&mut MachineView>,
     ) -> anyhow::Result<(BTreeMap<String, u16>, bool)> {
@@ -550,12 +553,12 @@ impl Workspace {
                         self.reclaimed.borrow_mut().push(job);
                     }
                     let ports = reg.remove_gone_worktree(&key);
-                    let held = if ports.is_empty() {
+                    let given_back = if ports.is_empty() {
                         "no ports".to_string()
                     } else {
                         ports_inline(&ports)
                     };
-                    reclaimed.push(format!("{key} ({why}: {held})"));
+                    reclaimed.push(format!("{key} ({why}: {given_back})"));
                     result = attempt(reg);
                     if result.is_ok() {
                         break;
@@ -601,7 +604,7 @@ impl Workspace {
         reg: &mut Registry,
         b: config::Block,
         machine: Option<&mut MachineView>,
-        others: &Elsewhere,
+        others: &OutsideHoldings,
     ) -> anyhow::Result<Claim> {
         let me = self.canonical_common_dir();
         let record = |m: Option<&mut MachineView>, c: &Claim| {

@@ -13,7 +13,7 @@ use crate::model::error::{Code, Error};
 use crate::sys::probe::SystemProbe;
 use crate::sys::shell;
 
-use super::{Elsewhere, lock_machine, machine_taken, reclaim_leases, unix_now, warn};
+use super::{OutsideHoldings, lock_machine, machine_taken, reclaim_leases, unix_now, warn};
 
 /// Give lease `id`'s ports back (from anywhere: leases are the machine's), reclaiming the
 /// leases whose holder died or whose TTL passed on the way; returns the ports it held. A lease
@@ -174,7 +174,7 @@ fn choose(
     count: usize,
     probe: &dyn Probe,
 ) -> anyhow::Result<Vec<u16>> {
-    let elsewhere = Elsewhere::read(index, None);
+    let elsewhere = OutsideHoldings::read(index, None);
     let (taken, _) = machine_taken(None, &elsewhere);
     let (lo, hi) = pool;
     let (mut owned, mut claimed, mut busy) = (0, 0, 0);

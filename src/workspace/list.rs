@@ -15,7 +15,7 @@ use crate::registry::Ports;
 use crate::sys::probe::SystemProbe;
 use crate::sys::procs;
 
-use super::{Other, Workspace, warn};
+use super::{OtherRepository, Workspace, warn};
 
 /// Whether something listens on a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -113,7 +113,7 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
             let other = if gone {
                 None
             } else {
-                Some(Other::read_whole(common))
+                Some(OtherRepository::read_whole(common))
             };
             let worktrees = other
                 .as_ref()

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::machine::Machine;
-use crate::model::attribution::Known;
+use crate::model::attribution::KnownWorktree;
 use crate::registry::Registry;
 use crate::render::Peers;
 use crate::sys::git::WorktreeInfo;
@@ -13,7 +13,7 @@ pub use crate::sys::hooks::{
     Installed, PREVIOUS as PREVIOUS_HOOK, State as HookState, Uninstalled,
 };
 
-use super::{Other, Workspace, warn};
+use super::{OtherRepository, Workspace, warn};
 
 /// What `get --repo` and `env --repo` ask [`Peers`] with: the repository as the index knows
 /// it (a path is made canonical, a name kept) and the worktree whose name to look for (`-w`,
@@ -35,8 +35,8 @@ pub fn peer_query(repo: &str, worktree: Option<&str>) -> (Peers, String, String)
 /// A path as the kernel reports a process's cwd: canonical where it exists (a missing one
 /// through its parent).
 /// `wt` as the worktree a command runs for, for [`crate::model::attribution::classify`]'s `this`.
-pub fn known_this(wt: &WorktreeInfo) -> Known {
-    Known {
+pub fn known_this(wt: &WorktreeInfo) -> KnownWorktree {
+    KnownWorktree {
         path: canonical(&wt.path),
         repository: None,
         name: wt.key.clone(),
@@ -62,7 +62,7 @@ pub(super) fn recorded_worktrees(
     reg: &Registry,
     repository: Option<&Path>,
     skip: &dyn Fn(&str) -> bool,
-) -> Vec<Known> {
+) -> Vec<KnownWorktree> {
     let mut out = Vec::new();
     for key in reg.keys() {
         if skip(key) {
@@ -70,7 +70,7 @@ pub(super) fn recorded_worktrees(
         }
         if let Some(r) = reg.record(key) {
             let path = PathBuf::from(&r.path);
-            out.push(Known {
+            out.push(KnownWorktree {
                 exists: path.is_dir(),
                 path: canonical(&path),
                 repository: repository.map(Path::to_path_buf),
@@ -80,7 +80,7 @@ pub(super) fn recorded_worktrees(
     }
     for g in reg.gone_worktrees() {
         let path = PathBuf::from(&g.path);
-        out.push(Known {
+        out.push(KnownWorktree {
             exists: false,
             path: canonical(&path),
             repository: repository.map(Path::to_path_buf),
@@ -104,7 +104,7 @@ impl Workspace {
             if !common.is_dir() {
                 continue;
             }
-            let other = Other::read(common);
+            let other = OtherRepository::read(common);
             let worktrees = other
                 .registry
                 .allocations()
@@ -165,11 +165,11 @@ impl Workspace {
     /// Every worktree of this repository a process may run in: git's (living or not), the
     /// registry's entries git no longer has, and the worktrees removed with their directory
     /// gone (`gone_worktrees`), for [`crate::model::attribution`].
-    pub fn known_worktrees(&self, reg: &Registry) -> anyhow::Result<Vec<Known>> {
+    pub fn known_worktrees(&self, reg: &Registry) -> anyhow::Result<Vec<KnownWorktree>> {
         let listed = self.worktrees()?;
-        let mut out: Vec<Known> = listed
+        let mut out: Vec<KnownWorktree> = listed
             .iter()
-            .map(|w| Known {
+            .map(|w| KnownWorktree {
                 path: canonical(&w.path),
                 repository: None,
                 name: w.key.clone(),
@@ -184,7 +184,7 @@ impl Workspace {
 
     /// The worktrees of every other repository of the machine index (from their registries'
     /// records: no git runs), for [`crate::model::attribution`].
-    pub fn known_elsewhere(&self) -> Vec<Known> {
+    pub fn known_elsewhere(&self) -> Vec<KnownWorktree> {
         let Ok(machine) = Machine::from_env() else {
             return Vec::new();
         };
@@ -196,7 +196,7 @@ impl Workspace {
             .keys()
             .filter(|c| **c != me && c.is_dir())
         {
-            let other = Other::read_whole(common);
+            let other = OtherRepository::read_whole(common);
             out.extend(recorded_worktrees(
                 &other.registry,
                 Some(&other.display),

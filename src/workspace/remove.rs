@@ -38,14 +38,15 @@ impl Workspace {
     /// waited for the lock: the entry is ours when it carries the removed worktree's identity
     /// token or, for an entry written before tokens, when it is unchanged since
     /// [`Workspace::leaving`]. None when the name now belongs to a new worktree.
-    /// `held` is the lock when the caller holds it already (it held it around git's removal).
+    /// `lock_taken` is the lock when the caller holds it already (it held it around git's
+    /// removal).
     pub fn release_left(
         &self,
         leaving: &Leaving,
-        held: Option<&Lock>,
+        lock_taken: Option<&Lock>,
     ) -> anyhow::Result<Option<BTreeMap<String, u16>>> {
         let taken;
-        let lock = match held {
+        let lock = match lock_taken {
             Some(l) => l,
             None => {
                 taken = self.lock()?;

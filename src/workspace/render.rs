@@ -132,14 +132,14 @@ impl Workspace {
     pub(super) fn apply_render_with(
         &self,
         plan: Plan,
-        held: Option<&Lock>,
+        lock_taken: Option<&Lock>,
     ) -> anyhow::Result<Rendered> {
         let rendered = render::apply(plan)?;
         rendered.warnings.iter().for_each(|w| warn(w));
         let wanted = render::exclude_patterns(&rendered.exclude);
         if !render::missing_excludes(self.repo.common_dir(), &wanted).is_empty() {
             // info/exclude is shared by every worktree: parallel renders must not lose lines.
-            let _lock = match held {
+            let _lock = match lock_taken {
                 Some(_) => None,
                 None => Some(self.lock()?),
             };
@@ -152,7 +152,7 @@ impl Workspace {
     /// under the lock, so a `release` or `remove` running meanwhile is seen, and never an
     /// allocation (a worktree released a moment ago gets nothing back; one whose directory is
     /// gone is skipped). Services the config has and the worktree does not are reported.
-    pub fn render_all(&self, force: bool) -> anyhow::Result<Vec<(Target, Rendered)>> {
+    pub fn render_every_worktree(&self, force: bool) -> anyhow::Result<Vec<(Target, Rendered)>> {
         let lock = self.lock()?;
         let reg = self.load_locked(&lock, None)?;
         let mut out = Vec::new();

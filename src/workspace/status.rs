@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::machine::Machine;
 use crate::model::allocate::Probe;
-use crate::model::attribution::{self, Known, Listener, PortState, Whose, port_state};
+use crate::model::attribution::{self, KnownWorktree, Listener, PortState, Whose, port_state};
 use crate::model::config::Protocol;
 use crate::model::names::display_path;
 use crate::output::progress::Progress;
@@ -129,7 +129,7 @@ fn repository(
         let list: Vec<u16> = ports.values().copied().collect();
         let mut listeners = procs::listeners(&list);
         // A server outside this repository's worktrees may be another repository's.
-        let outside = |known: &[Known], l: &Listener| {
+        let outside = |known: &[KnownWorktree], l: &Listener| {
             l.process
                 .as_ref()
                 .and_then(|p| p.cwd.as_deref())
@@ -234,7 +234,7 @@ impl Workspace {
         };
         let mut known = self.known_worktrees(&reg).unwrap_or_default();
         known.extend(self.known_elsewhere());
-        let this = Known {
+        let this = KnownWorktree {
             path: canonical(&target.wt.path),
             repository: None,
             name: target.wt.key.clone(),

@@ -25,7 +25,7 @@ pub(super) struct MachineView {
 }
 
 /// Another repository's allocations, as one allocation sees them.
-pub struct Other {
+pub struct OtherRepository {
     /// How to name the repository to a user: its main worktree (or its bare git dir).
     pub display: PathBuf,
     /// Its registry (empty when it could not be read).
@@ -34,19 +34,19 @@ pub struct Other {
     pub salvaged: Vec<(String, String, u16)>,
 }
 
-impl Other {
+impl OtherRepository {
     /// Read the ports of the repository whose common dir is `common` (its records and
     /// history skipped), warning about damage.
-    pub fn read(common: &Path) -> Other {
-        Other::read_with(common, registry::load_ports_unlocked)
+    pub fn read(common: &Path) -> OtherRepository {
+        OtherRepository::read_with(common, registry::load_ports_unlocked)
     }
 
-    /// [`Other::read`], the whole registry (records too: `list --all`).
-    pub fn read_whole(common: &Path) -> Other {
-        Other::read_with(common, registry::load_unlocked)
+    /// [`OtherRepository::read`], the whole registry (records too: `list --all`).
+    pub fn read_whole(common: &Path) -> OtherRepository {
+        OtherRepository::read_with(common, registry::load_unlocked)
     }
 
-    fn read_with(common: &Path, load: fn(&Paths) -> anyhow::Result<Loaded>) -> Other {
+    fn read_with(common: &Path, load: fn(&Paths) -> anyhow::Result<Loaded>) -> OtherRepository {
         let display = names::display_path(common);
         let paths = Paths::new(common);
         match load(&paths) {
@@ -55,7 +55,7 @@ impl Other {
                     .warnings
                     .iter()
                     .for_each(|w| warn(&format!("repository {}: {w}", display.display())));
-                Other {
+                OtherRepository {
                     display,
                     registry: loaded.registry,
                     salvaged: Vec::new(),
@@ -78,7 +78,7 @@ impl Other {
                     crate::model::error::classify(&e).message,
                     salvaged.len()
                 ));
-                Other {
+                OtherRepository {
                     display,
                     registry: Registry::default(),
                     salvaged,
@@ -132,13 +132,13 @@ fn insert<'a>(taken: &mut Taken<'a>, port: u16, owner: Owner<'a>, shared: &mut V
 }
 
 /// The taken set every way of choosing a port sees, built here only: `own` (the registry of
-/// the repository choosing, when it has one), then everything [`Elsewhere`] holds: the other
+/// the repository choosing, when it has one), then everything [`OutsideHoldings`] holds: the other
 /// repositories' registries, the leases, and the other repositories' claimed blocks (a
 /// ranges repository never takes a port inside another's block). Ports with two owners are
 /// returned, never discarded.
 pub fn machine_taken<'a>(
     own: Option<&'a Registry>,
-    elsewhere: &'a Elsewhere,
+    elsewhere: &'a OutsideHoldings,
 ) -> (Taken<'a>, Vec<Shared>) {
     let mut taken = own.map(Registry::taken).unwrap_or_default();
     let mut shared = Vec::new();
@@ -166,19 +166,19 @@ pub fn machine_taken<'a>(
 /// Everything outside this repository that holds ports: the other repositories of the
 /// machine index, their claimed blocks, and the leases.
 #[derive(Default)]
-pub struct Elsewhere {
+pub struct OutsideHoldings {
     /// The other repositories' registries.
-    pub others: Vec<Other>,
+    pub others: Vec<OtherRepository>,
     /// Leased ports, with their lease ids.
     pub leases: Vec<(u16, String)>,
     /// The other repositories' claimed blocks, with the path a user knows each by.
     pub claims: Vec<(RangeInclusive<u16>, PathBuf)>,
 }
 
-impl Elsewhere {
+impl OutsideHoldings {
     /// What `index` lists, but the repository `except`.
-    pub fn read(index: &Index, except: Option<&Path>) -> Elsewhere {
-        Elsewhere {
+    pub fn read(index: &Index, except: Option<&Path>) -> OutsideHoldings {
+        OutsideHoldings {
             others: others(index, except),
             leases: (index.leased_ports().into_iter())
                 .map(|(p, id)| (p, id.to_string()))
@@ -204,10 +204,10 @@ pub fn reclaim_leases(index: &mut Index) -> Vec<(String, crate::machine::Lease)>
 }
 
 /// The ports of every repository of `index` but `except` whose directory is still there.
-pub fn others(index: &Index, except: Option<&Path>) -> Vec<Other> {
+pub fn others(index: &Index, except: Option<&Path>) -> Vec<OtherRepository> {
     (index.repositories.keys())
         .filter(|p| Some(p.as_path()) != except && p.is_dir())
-        .map(|common| Other::read(common))
+        .map(|common| OtherRepository::read(common))
         .collect()
 }
 
@@ -242,7 +242,7 @@ impl Workspace {
         machine_taken(Some(reg), &elsewhere).1
     }
 
-    pub(super) fn other_registries(&self, index: &Index) -> Elsewhere {
-        Elsewhere::read(index, Some(&self.canonical_common_dir()))
+    pub(super) fn other_registries(&self, index: &Index) -> OutsideHoldings {
+        OutsideHoldings::read(index, Some(&self.canonical_common_dir()))
     }
 }
