@@ -42,11 +42,14 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
     }
     let repo = TestRepo::new();
     let dir = repo.env.root().join("man/man1");
-    let out = repo
-        .wp(["install-man", "--dir", dir.to_str().unwrap()])
-        .succeeds()
-        .stdout();
-    assert!(out.contains("wrote 30 man pages"), "{out}");
+    repo.wp(["install-man", "--dir", dir.to_str().unwrap()])
+        .stdout_is(format!(
+            "wrote 30 man pages to {}\nman finds them when {} is in MANPATH\n",
+            dir.display(),
+            dir.parent().unwrap().display()
+        ))
+        .stderr_is("")
+        .succeeds();
     // Every visible command has a page naming each of its long options.
     let cmd = git_worktree_ports::commands::completions::command();
     let mut checked = 0;
@@ -400,10 +403,15 @@ fn color_always_never_and_no_color() {
         .stdout();
     assert!(!never.contains('\x1b'), "{never}");
     // Errors and warnings: the label only.
-    let err = repo.wp(["--color=always", "get", "nope"]).fails().stderr();
-    assert!(err.contains("\x1b[31merror:\x1b[0m"), "{err}");
-    let err = repo.wp(["get", "nope"]).fails().stderr();
-    assert!(err.starts_with("git-worktree-ports: error: "), "{err}");
+    let message = "worktree main has no port for service \"nope\"; it has: db, web\n";
+    repo.wp(["--color=always", "get", "nope"])
+        .stderr_is(format!(
+            "git-worktree-ports: \x1b[31merror:\x1b[0m {message}"
+        ))
+        .fails();
+    repo.wp(["get", "nope"])
+        .stderr_is(format!("git-worktree-ports: error: {message}"))
+        .fails();
     let bad = repo.wp(["--color=sometimes", "list"]).output();
     assert_eq!(bad.code(), Some(2), "{}", bad.describe());
 }

@@ -147,7 +147,10 @@ impl TestEnv {
         let mut cmd = Command::new(bin());
         cmd.current_dir(dir).args(args);
         self.apply(&mut cmd);
-        Run { cmd }
+        Run {
+            cmd,
+            expect: Expect::default(),
+        }
     }
 }
 
@@ -380,13 +383,41 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// A command about to run; finish with `succeeds()`, `fails()` or `output()`.
+/// A command about to run: state what it must print first (`stdout_is`, `stderr_is`,
+/// `json_is`), then finish with `succeeds()`, `fails()` or `output()`, which compare exactly.
 #[must_use]
 pub struct Run {
     pub cmd: Command,
+    expect: Expect,
+}
+
+/// What a run must print, stated before it runs.
+#[derive(Default)]
+struct Expect {
+    stdout: Option<String>,
+    stderr: Option<String>,
+    json: Option<Value>,
 }
 
 impl Run {
+    /// Its stdout must be exactly `text`.
+    pub fn stdout_is(mut self, text: impl Into<String>) -> Run {
+        self.expect.stdout = Some(text.into());
+        self
+    }
+
+    /// Its stderr must be exactly `text`.
+    pub fn stderr_is(mut self, text: impl Into<String>) -> Run {
+        self.expect.stderr = Some(text.into());
+        self
+    }
+
+    /// Its stdout must be exactly this JSON value.
+    pub fn json_is(mut self, value: Value) -> Run {
+        self.expect.json = Some(value);
+        self
+    }
+
     pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Run {
         self.cmd.env(k, v);
         self
@@ -398,7 +429,17 @@ impl Run {
     }
 
     pub fn output(mut self) -> Out {
-        Out(self.cmd.output().unwrap())
+        let out = Out(self.cmd.output().unwrap());
+        if let Some(want) = &self.expect.stdout {
+            assert_eq!(&out.stdout(), want, "stdout:\n{}", out.describe());
+        }
+        if let Some(want) = &self.expect.stderr {
+            assert_eq!(&out.stderr(), want, "stderr:\n{}", out.describe());
+        }
+        if let Some(want) = &self.expect.json {
+            assert_eq!(&out.json(), want, "JSON:\n{}", out.describe());
+        }
+        out
     }
 
     /// Exit 0, or panic with the output.
