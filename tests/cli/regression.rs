@@ -713,8 +713,14 @@ fn issue15_15_a_worktree_moved_with_mv_is_told_to_repair_and_not_called_gone() {
         "{text}"
     );
     // prune run from inside it leaves it alone.
-    let pruned = repo.wp_in(&new, ["prune", "--json"]).succeeds().json();
-    assert_eq!(pruned["pruned"], serde_json::json!([]));
+    repo.wp_in(&new, ["prune", "--json"])
+        .json_is(serde_json::json!({
+            "schema": 1,
+            "dry_run": false,
+            "pruned": [],
+            "repositories_gone": []
+        }))
+        .succeeds();
     // Seen from elsewhere, the advice names both ways out.
     let text = repo.wp(["list"]).succeeds().stdout();
     assert!(
