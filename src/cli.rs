@@ -734,9 +734,12 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86400,
         _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
     };
+    // A hundred years is "hold it": longer ones are refused rather than left to wrap into
+    // a past expiry (18446744073709551615s once did, and the port was leased again at once).
+    const MAX: u64 = 100 * 365 * 86400;
     match n.checked_mul(unit) {
-        Some(0) | None => Err(format!("{text:?}: a duration of 1s to many years")),
-        Some(secs) => Ok(secs),
+        Some(secs @ 1..=MAX) => Ok(secs),
+        _ => Err(format!("{text:?}: a duration of 1s to 100 years (36500d)")),
     }
 }
 
@@ -805,6 +808,25 @@ pub struct CheckArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 26, item 6: `--ttl 18446744073709551615s` was accepted and wrapped to a past
+    /// expiry. Durations past a hundred years are refused.
+    #[test]
+    fn issue26_6_durations_that_overflow_are_refused() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("36500d"), Ok(36500 * 86400));
+        for bad in [
+            "0s",
+            "36501d",
+            "18446744073709551615s",
+            "300000000000000000d",
+            "1y",
+            "",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -202,6 +202,18 @@ impl Machine {
     /// The state dir from the environment; an error when none can be found (no HOME).
     pub fn from_env() -> anyhow::Result<Machine> {
         let dir = match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
+            // Resolved from each command's directory, a relative value (a `~/...` that systemd
+            // or compose did not expand) would give every repository a "machine" of its own.
+            Some(d) if !Path::new(&d).is_absolute() => {
+                return Err(Error::new(
+                    Code::ConfigInvalid,
+                    format!(
+                        "{STATE_DIR_ENV}={} is a relative path; set it to an absolute one (a `~` is expanded by a shell, not by systemd or compose); nothing was changed",
+                        Path::new(&d).display()
+                    ),
+                )
+                .into());
+            }
             Some(d) => PathBuf::from(d),
             None => match std::env::var_os("XDG_STATE_HOME")
                 .filter(|v| !v.is_empty())

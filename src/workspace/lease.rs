@@ -74,7 +74,7 @@ pub fn take_lease(
     let machine = Machine::from_env()?;
     let with_command = !command.is_empty();
     let expires_at = match (ttl, with_command) {
-        (Some(ttl), _) => Some(unix_now() + ttl),
+        (Some(ttl), _) => Some(unix_now().saturating_add(ttl)),
         (None, true) => None,
         (None, false) => Some(unix_now() + DEFAULT_TTL),
     };

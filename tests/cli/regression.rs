@@ -1422,3 +1422,40 @@ fn issue26_3_a_stale_proxy_pid_file_never_gets_a_process_signalled() {
     victim.kill().unwrap();
     victim.wait().unwrap();
 }
+
+/// Issue 26, item 15: a relative `GIT_WORKTREE_PORTS_STATE_DIR` (a `~/...` nobody expanded)
+/// was resolved from each command's directory: every repository got its own "machine", two
+/// got the same port, and each worktree grew a `~/` folder. It is refused, changing nothing.
+#[test]
+fn issue26_15_a_relative_state_dir_is_refused_and_nothing_is_written() {
+    let repo = TestRepo::new();
+    let before = repo.registry_snapshot();
+    let out = repo
+        .wp(["allocate", "--no-render", "--json"])
+        .env("GIT_WORKTREE_PORTS_STATE_DIR", "~/.local/state/wp")
+        .fails();
+    assert_eq!(out.json()["error"], "CONFIG_INVALID", "{}", out.describe());
+    repo.wp(["allocate", "--no-render"])
+        .env("GIT_WORKTREE_PORTS_STATE_DIR", "~/.local/state/wp")
+        .stderr_is("git-worktree-ports: error: GIT_WORKTREE_PORTS_STATE_DIR=~/.local/state/wp is a relative path; set it to an absolute one (a `~` is expanded by a shell, not by systemd or compose); nothing was changed\n")
+        .fails();
+    assert!(!repo.root.join("~").exists());
+    assert_eq!(repo.registry_snapshot(), before);
+}
+
+/// Issue 26, item 6: `lease --ttl 18446744073709551615s` was accepted and wrapped to a past
+/// expiry (the port was reclaimed at once and leased again). Refused as a usage error.
+#[test]
+fn issue26_6_a_ttl_that_overflows_is_a_usage_error() {
+    let repo = TestRepo::new();
+    let out = repo
+        .wp(["lease", "--ttl", "18446744073709551615s"])
+        .output();
+    assert_eq!(out.code(), Some(2), "{}", out.describe());
+    assert!(
+        out.stderr()
+            .contains("a duration of 1s to 100 years (36500d)"),
+        "{}",
+        out.describe()
+    );
+}
