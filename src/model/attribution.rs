@@ -154,6 +154,11 @@ pub fn classify(
     let Some(k) = innermost(cwd, known) else {
         return Whose::Foreign;
     };
+    // A remembered path is no proof: a new clone or any directory may stand there now.
+    // Only the kernel's word that the working directory was deleted makes an orphan.
+    if !k.exists && !process.is_some_and(|p| p.cwd_deleted) {
+        return Whose::Foreign;
+    }
     if !k.exists {
         return Whose::Orphan {
             repository: k.repository.clone(),
@@ -170,11 +175,13 @@ pub fn classify(
     }
 }
 
-/// The known worktree `cwd` is in, the innermost one; on equal paths a living one.
+/// The known worktree `cwd` is in, the innermost one; on equal paths a living one. A path
+/// that is empty or relative (a hand edit, a bad merge) matches nothing: `Path::starts_with`
+/// of an empty path is true for every path.
 pub fn innermost<'k>(cwd: &Path, known: &'k [KnownWorktree]) -> Option<&'k KnownWorktree> {
     known
         .iter()
-        .filter(|k| cwd.starts_with(&k.path))
+        .filter(|k| k.path.is_absolute() && cwd.starts_with(&k.path))
         .max_by_key(|k| (k.path.components().count(), k.exists))
 }
 
@@ -253,7 +260,14 @@ mod tests {
                 name: "main".into()
             }
         );
-        assert_eq!(whose("/src/old").kind(), "orphan");
+        // An orphan only when the kernel says the working directory was deleted: a process
+        // in a directory that stands at a removed worktree's path now is someone else's.
+        let deleted = Process {
+            cwd_deleted: true,
+            ..proc_in("/src/old")
+        };
+        assert_eq!(classify(Some(&deleted), &all, Some(this)).kind(), "orphan");
+        assert_eq!(whose("/src/old"), Whose::Foreign);
         assert_eq!(
             whose("/src/api/server").to_string(),
             "worktree main of repository /src/api"
@@ -265,5 +279,23 @@ mod tests {
         );
         assert_eq!(whose("/tmp"), Whose::Foreign);
         assert_eq!(classify(None, &all, Some(this)), Whose::Unknown);
+    }
+
+    /// Issue 26, item 2: a record with an empty or relative path made every process an
+    /// orphan (`Path::starts_with("")` is true for every path). Such a path matches nothing.
+    #[test]
+    fn issue26_2_an_empty_or_relative_recorded_path_matches_nothing() {
+        let all = [
+            known("", None, "empty", false),
+            known("rel/x", None, "rel", false),
+        ];
+        for cwd in ["/", "/home/me", "/proc", "rel/x"] {
+            let p = Process {
+                cwd_deleted: true,
+                ..proc_in(cwd)
+            };
+            assert_eq!(classify(Some(&p), &all, None), Whose::Foreign, "{cwd}");
+            assert!(innermost(Path::new(cwd), &all).is_none(), "{cwd}");
+        }
     }
 }

@@ -70,6 +70,13 @@ pub(super) fn recorded_worktrees(
         }
         if let Some(r) = reg.record(key) {
             let path = PathBuf::from(&r.path);
+            if !path.is_absolute() {
+                warn(&format!(
+                    "the record of worktree {key} has path {:?}, which is not absolute: it matches no process; `git worktree-ports repair` rebuilds the records from git",
+                    r.path
+                ));
+                continue;
+            }
             out.push(KnownWorktree {
                 exists: path.is_dir(),
                 path: canonical(&path),
@@ -80,6 +87,9 @@ pub(super) fn recorded_worktrees(
     }
     for g in reg.gone_worktrees() {
         let path = PathBuf::from(&g.path);
+        if !path.is_absolute() {
+            continue;
+        }
         out.push(KnownWorktree {
             exists: false,
             path: canonical(&path),

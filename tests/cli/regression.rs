@@ -1459,3 +1459,93 @@ fn issue26_6_a_ttl_that_overflows_is_a_usage_error() {
         out.describe()
     );
 }
+
+/// Issue 26, item 1: `prune --reap --yes` stopped a process whose working directory exists:
+/// after a worktree was removed, a new directory made at its path (a new clone) and a server
+/// started there was reaped as "in deleted worktree". Only the kernel's deleted flag makes an
+/// orphan; the test's server keeps running.
+#[test]
+fn issue26_1_the_reaper_spares_a_process_in_a_new_directory_at_a_removed_worktrees_path() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feat = repo.add_worktree("feat");
+    repo.wp_in(&feat, ["allocate", "--no-render"]).succeeds();
+    repo.wp(["remove", "feat", "--force"]).succeeds();
+    // A new clone where the worktree was, and a server started in it.
+    repo.env.git(
+        repo.env.root(),
+        [
+            "clone",
+            "-q",
+            repo.root.to_str().unwrap(),
+            feat.to_str().unwrap(),
+        ],
+    );
+    let bystander = Server::start(&feat, b + 5);
+    let json = repo
+        .wp(["prune", "--reap", "--yes", "--json"])
+        .env("GIT_WORKTREE_PORTS_REAP_GRACE", "1")
+        .succeeds()
+        .json();
+    assert_eq!(json["orphans"], serde_json::json!([]), "{json}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", bystander.pid())).exists(),
+        "the bystander was signalled"
+    );
+    let status = repo
+        .wp(["check", &(b + 5).to_string(), "--json"])
+        .fails()
+        .json();
+    assert_eq!(status["ports"][0]["status"], "in_use", "{status}");
+}
+
+/// Issue 26, item 2: a record whose `path` is empty (a hand edit, a bad merge) made every
+/// process of the user an orphan: `prune --reap` listed them all and `--yes` would stop them.
+/// Such a record matches nothing, and says so.
+#[test]
+fn issue26_2_a_record_with_an_empty_path_makes_no_process_an_orphan() {
+    let repo = TestRepo::new();
+    let wt = repo.add_worktree("edited");
+    repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bystander = Server::start(elsewhere.path(), repo.base + 6);
+    let mut reg = repo.registry();
+    reg["worktrees"]["edited"]["path"] = serde_json::json!("");
+    std::fs::write(repo.registry_path(), reg.to_string()).unwrap();
+    let _ = std::fs::remove_file(repo.registry_path().with_extension("json.bak"));
+    // git forgets the worktree; its record (with the empty path) stays.
+    repo.git(["worktree", "remove", "--force", wt.to_str().unwrap()]);
+    let out = repo
+        .wp(["prune", "--reap", "--dry-run", "--json"])
+        .succeeds();
+    assert_eq!(
+        out.json()["orphans"],
+        serde_json::json!([]),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr()
+            .contains("the record of worktree edited has path \"\", which is not absolute"),
+        "{}",
+        out.describe()
+    );
+    // Pruned (and remembered as removed, with that path), then reaping for real.
+    let out = repo
+        .wp(["prune", "--reap", "--yes", "--json"])
+        .env("GIT_WORKTREE_PORTS_REAP_GRACE", "1")
+        .succeeds();
+    assert_eq!(
+        out.json()["orphans"],
+        serde_json::json!([]),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        out.json()["pruned"][0]["name"],
+        "edited",
+        "{}",
+        out.describe()
+    );
+    assert!(std::path::Path::new(&format!("/proc/{}", bystander.pid())).exists());
+}
