@@ -8,6 +8,22 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+/// `text` as one shell word: as it is when it is made only of characters no shell treats
+/// specially (`feature-x`, `8080`, `/src/app`), else in single quotes (a `'` inside as
+/// `'\''`). The escape function of `[on]` commands' templates.
+pub fn quote(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.into();
+    }
+    format!("'{}'", text.replace('\'', "'\\''")).into()
+}
+
+/// [`quote`] into a writer (tera's escape function).
+pub fn quote_into(text: &str, out: &mut dyn io::Write) -> io::Result<()> {
+    out.write_all(quote(text).as_bytes())
+}
+
 /// `argv` with `env` added to ours.
 fn command(argv: &[String], env: &[(String, String)]) -> Command {
     let (program, rest) = argv.split_first().expect("a command line has a program");
@@ -106,4 +122,38 @@ pub fn wait_forwarding_signals(mut child: Child) -> io::Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `sh` makes of a quoted word is the word itself, whatever its bytes.
+    #[test]
+    fn quoted_words_reach_the_shell_as_they_are() {
+        assert_eq!(quote("feature-x"), "feature-x");
+        assert_eq!(quote("8080"), "8080");
+        assert_eq!(quote(""), "''");
+        // A child holds copies of our sockets between fork and exec: not while a socket test
+        // checks that a closed listener is gone.
+        let _ports = crate::sys::probe::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for word in [
+            "x$(touch${IFS}PWNED)",
+            "a b",
+            "it's",
+            "`id`",
+            "; rm -rf /",
+            "\\n",
+            "é",
+        ] {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(word)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), word, "{word}");
+        }
+    }
 }

@@ -47,6 +47,10 @@ pub fn run(
 ) -> Result<(), String> {
     let context = tera::Context::from_serialize(ctx).map_err(|e| e.to_string())?;
     let mut tera = tera::Tera::default();
+    // Every value reaches the shell quoted (`{{ worktree.name }}` of `x$(touch y)` is
+    // `'x$(touch y)'`): git allows `$`, `(` and `)` in names. `| safe` pastes one raw.
+    tera.set_escape_fn(shell::quote_into);
+    tera.autoescape_on(["command"]);
     let command = tera
         .add_raw_template("command", template)
         .and_then(|_| tera.render("command", &context))

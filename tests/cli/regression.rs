@@ -1549,3 +1549,41 @@ fn issue26_2_a_record_with_an_empty_path_makes_no_process_an_orphan() {
     );
     assert!(std::path::Path::new(&format!("/proc/{}", bystander.pid())).exists());
 }
+
+/// Issue 26, item 9: `[on]` commands pasted rendered values into `sh -c`: a worktree named
+/// `x$(touch${IFS}PWNED)` (git allows `$`, `(` and `)` in names) ran `touch`. Values reach
+/// the shell quoted; the name arrives as it is.
+#[test]
+fn issue26_9_a_hostile_worktree_name_never_runs_as_shell_code() {
+    let block = port_block();
+    let repo = TestRepo::with_config(
+        &format!(
+            "{}[on]\nallocate = \"printf '%s|%s' {{{{ worktree.name }}}} {{{{ ports.web }}}} > named\"\n",
+            default_config(block.base)
+        ),
+        block,
+    );
+    let name = "x$(touch${IFS}PWNED)";
+    let wt = repo.path(name);
+    repo.env.git(
+        &repo.root,
+        [
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "hostile",
+            wt.to_str().unwrap(),
+        ],
+    );
+    let got = repo
+        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert!(!wt.join("PWNED").exists(), "the name ran as shell code");
+    assert!(!repo.root.join("PWNED").exists());
+    assert_eq!(
+        std::fs::read_to_string(wt.join("named")).unwrap(),
+        format!("{name}|{}", got["ports"]["web"])
+    );
+}
