@@ -1587,3 +1587,46 @@ fn issue26_9_a_hostile_worktree_name_never_runs_as_shell_code() {
         format!("{name}|{}", got["ports"]["web"])
     );
 }
+
+/// Issue 26, item 8: `get`, `allocate`, `list --json`, `env`... exited 1 ("standard output is
+/// closed") when stdout was `/dev/null` opened read-write, which is what Python's
+/// `subprocess.DEVNULL`, Node's `stdio: 'ignore'` and a shell's `1<>/dev/null` give a child:
+/// every call of an agent that discards the output failed. A really closed stdout still
+/// fails.
+#[test]
+fn issue26_8_callers_that_discard_output_get_exit_0_and_a_closed_stdout_exit_1() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let bin = bin();
+    let run = |program: &str, args: &[String]| -> Option<Out> {
+        let mut cmd = std::process::Command::new(program);
+        cmd.current_dir(&repo.root).args(args);
+        repo.env.apply(&mut cmd);
+        cmd.output().ok().map(Out)
+    };
+    let shell = |script: String| run("sh", &["-c".into(), script]).unwrap();
+    for how in ["1<>/dev/null", ">/dev/null"] {
+        let out = shell(format!("exec '{}' get web {how}", bin.display()));
+        assert_eq!(out.code(), Some(0), "{how}: {}", out.describe());
+    }
+    let out = shell(format!("exec '{}' get web >&-", bin.display()));
+    assert_eq!(out.code(), Some(1), "closed: {}", out.describe());
+    assert_eq!(
+        out.stderr(),
+        "git-worktree-ports: error: could not write output: standard output is closed\n"
+    );
+    let python = format!(
+        "import subprocess, sys\nfor args in (['get', 'web'], ['list', '--json'], ['env']):\n    r = subprocess.run([{:?}] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n    print(r.returncode, r.stderr.decode())\n",
+        bin.display().to_string()
+    );
+    let out = run("python3", &["-c".into(), python]).expect("python3 runs the tests' helpers");
+    assert_eq!(out.stdout(), "0 \n0 \n0 \n", "{}", out.describe());
+    let node = format!(
+        "const {{ spawnSync }} = require('child_process');\nfor (const args of [['get', 'web'], ['list', '--json'], ['env']]) {{\n  const r = spawnSync({:?}, args, {{ stdio: ['ignore', 'ignore', 'pipe'] }});\n  console.log(r.status, r.stderr.toString());\n}}\n",
+        bin.display().to_string()
+    );
+    match run("node", &["-e".into(), node]) {
+        Some(out) => assert_eq!(out.stdout(), "0 \n0 \n0 \n", "{}", out.describe()),
+        None => skip("issue26_8's Node caller: node is not installed (.ci/run installs it)"),
+    }
+}
