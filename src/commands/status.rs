@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::commands::{Colour, Report, paint, table};
-use crate::model::attribution::{self, Listener, PortState, Whose};
+use crate::model::attribution::{self, Listener, PortState, Whose, WhoseKind};
 use crate::workspace::{self, FileState, StatusScope, WorktreeNow};
 
 /// Run `status`.
@@ -168,9 +168,8 @@ pub struct ListenerAnswer {
     pub cwd: Option<String>,
     /// Whether that directory was deleted.
     pub cwd_deleted: Option<bool>,
-    /// `this` (this worktree), `worktree` (another), `orphan` (of a deleted worktree),
-    /// `foreign` or `unknown`.
-    pub whose: &'static str,
+    /// Whose it is.
+    pub whose: WhoseKind,
     /// `worktree` / `orphan`: which.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,

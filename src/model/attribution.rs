@@ -102,15 +102,31 @@ pub enum Whose {
     Unknown,
 }
 
+/// Whose a process is, as `status --json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhoseKind {
+    /// The worktree being looked at.
+    This,
+    /// Another living worktree (of this or another repository).
+    Worktree,
+    /// A worktree whose directory is gone (the kernel says the process's cwd was deleted).
+    Orphan,
+    /// Outside every known worktree.
+    Foreign,
+    /// The process could not be read (another user's).
+    Unknown,
+}
+
 impl Whose {
-    /// `this`, `worktree`, `orphan`, `foreign`, `unknown`.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind, without the names.
+    pub fn kind(&self) -> WhoseKind {
         match self {
-            Whose::This => "this",
-            Whose::Worktree { .. } => "worktree",
-            Whose::Orphan { .. } => "orphan",
-            Whose::Foreign => "foreign",
-            Whose::Unknown => "unknown",
+            Whose::This => WhoseKind::This,
+            Whose::Worktree { .. } => WhoseKind::Worktree,
+            Whose::Orphan { .. } => WhoseKind::Orphan,
+            Whose::Foreign => WhoseKind::Foreign,
+            Whose::Unknown => WhoseKind::Unknown,
         }
     }
 }
@@ -266,7 +282,10 @@ mod tests {
             cwd_deleted: true,
             ..proc_in("/src/old")
         };
-        assert_eq!(classify(Some(&deleted), &all, Some(this)).kind(), "orphan");
+        assert_eq!(
+            classify(Some(&deleted), &all, Some(this)).kind(),
+            WhoseKind::Orphan
+        );
         assert_eq!(whose("/src/old"), Whose::Foreign);
         assert_eq!(
             whose("/src/api/server").to_string(),
