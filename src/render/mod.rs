@@ -625,6 +625,30 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
     })
 }
 
+/// Refuse a templates directory that is a symlink, or that resolves outside the worktree (a
+/// committed `.worktree-ports/templates -> /` would render every `*.tera` of the machine into
+/// the worktree): nothing outside the repository is ever read as a template.
+fn templates_dir_inside(worktree: &Path, dir: &Path) -> anyhow::Result<()> {
+    let linked = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    let outside = match (dir.canonicalize(), worktree.canonicalize()) {
+        (Ok(d), Ok(w)) => !d.starts_with(&w),
+        _ => true,
+    };
+    if linked || outside {
+        return Err(Error::new(
+            Code::TemplateError,
+            format!(
+                "{} is {}; templates are read only from a real directory inside the worktree, so nothing was rendered (make it a directory, or remove it to get the built-in .env)",
+                dir.display(),
+                if linked { "a symlink" } else { "outside the worktree" }
+            ),
+        )
+        .with_details(json!({"template": dir.display().to_string()}))
+        .into());
+    }
+    Ok(())
+}
+
 /// Render every template to memory; any error is a TEMPLATE_ERROR and nothing is written.
 fn render_templates(
     worktree: &Path,
@@ -636,7 +660,11 @@ fn render_templates(
     // (rel output, or None for a partial; template name; text)
     let mut sources: Vec<(Option<PathBuf>, String, String)> = Vec::new();
     if dir.is_dir() {
-        for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+        templates_dir_inside(worktree, &dir)?;
+        for entry in walkdir::WalkDir::new(&dir)
+            .follow_root_links(false)
+            .sort_by_file_name()
+        {
             let entry = entry.with_context(|| format!("could not read {}", dir.display()))?;
             let name = entry.file_name().to_string_lossy();
             if !name.ends_with(".tera") || entry.file_type().is_dir() {

@@ -1630,3 +1630,29 @@ fn issue26_8_callers_that_discard_output_get_exit_0_and_a_closed_stdout_exit_1()
         None => skip("issue26_8's Node caller: node is not installed (.ci/run installs it)"),
     }
 }
+
+/// Issue 26, item 17: a committed symlink `.worktree-ports/templates -> <any directory>` was
+/// followed: every `*.tera` there rendered into the worktree (a link to `/` walks the whole
+/// file system). Refused with TEMPLATE_ERROR; nothing is written.
+#[test]
+fn issue26_17_a_templates_symlink_out_of_the_repository_is_refused() {
+    let repo = TestRepo::new();
+    let outside = tempfile::tempdir().unwrap();
+    write(
+        &outside.path().join("stolen.tera"),
+        "secret {{ ports.web }}\n",
+    );
+    std::os::unix::fs::symlink(outside.path(), repo.root.join(".worktree-ports/templates"))
+        .unwrap();
+    let out = repo.wp(["render", "--json"]).fails();
+    assert_eq!(out.json()["error"], "TEMPLATE_ERROR", "{}", out.describe());
+    assert!(!repo.root.join("stolen").exists());
+    assert!(!repo.root.join(".env").exists());
+    repo.wp(["render"])
+        .stderr_is(format!(
+            "git-worktree-ports: error: {} is a symlink; templates are read only from a real directory inside the worktree, so nothing was rendered (make it a directory, or remove it to get the built-in .env)\n",
+            repo.root.join(".worktree-ports/templates").display()
+        ))
+        .fails();
+    assert!(!repo.root.join("stolen").exists());
+}
