@@ -108,26 +108,21 @@ pub struct Workspace {
 impl Workspace {
     /// Open the repository of the current directory (or of `GIT_DIR`).
     pub fn open() -> anyhow::Result<Workspace> {
-        let repo = Repo::discover()?;
-        let paths = Paths::new(repo.common_dir());
-        Ok(Workspace {
-            repo,
-            paths,
-            reclaimed: Default::default(),
-            worktrees: Default::default(),
-        })
+        Ok(Workspace::of(Repo::discover()?))
     }
 
     /// Open the repository whose common dir is `common` (another repository of the machine).
     pub fn open_at(common: &Path) -> anyhow::Result<Workspace> {
-        let repo = Repo::open_at(common)?;
-        let paths = Paths::new(repo.common_dir());
-        Ok(Workspace {
+        Ok(Workspace::of(Repo::open_at(common)?))
+    }
+
+    fn of(repo: Repo) -> Workspace {
+        Workspace {
+            paths: Paths::new(repo.common_dir()),
             repo,
-            paths,
             reclaimed: Default::default(),
             worktrees: Default::default(),
-        })
+        }
     }
 
     /// The repository.

@@ -166,37 +166,9 @@ fn block_repositories_allocating_at_once_claim_distinct_blocks_and_slots() {
         repo.another("two", Some(&config)),
         repo.another("three", Some(&config)),
     ];
-    let mut dirs = Vec::new();
-    for (r, root) in roots.iter().enumerate() {
-        dirs.push(root.clone());
-        for i in 0..3 {
-            let path = repo.path(&format!("r{r}-wt{i}"));
-            repo.env.git(
-                root,
-                [
-                    "worktree",
-                    "add",
-                    "-q",
-                    "-b",
-                    &format!("r{r}-wt{i}"),
-                    path.to_str().unwrap(),
-                ],
-            );
-            dirs.push(path);
-        }
-    }
-    let children: Vec<_> = dirs
-        .iter()
-        .map(|dir| {
-            let mut run = repo.wp_in(dir, ["allocate", "--json", "--no-render"]);
-            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-            run.cmd.spawn().unwrap()
-        })
-        .collect();
+    let dirs = with_worktrees(&repo, &roots, "r", 3);
     let mut all = Vec::new();
-    for child in children {
-        let out = Out(child.wait_with_output().unwrap());
-        assert!(out.0.status.success(), "{}", out.describe());
+    for out in allocate_all_at_once(&repo, &dirs) {
         let json = out.json();
         let web = json["ports"]["web"].as_u64().unwrap() as u16;
         assert_eq!(json["ports"]["db"], web + 2, "db at offset 2 of the slot");
@@ -296,37 +268,8 @@ fn a_block_repository_and_ranges_repositories_racing_for_one_span_never_overlap(
         repo.another("ranges-one", Some(&ranges)),
         repo.another("ranges-two", Some(&ranges)),
     ];
-    let mut dirs = Vec::new();
-    for (r, root) in roots.iter().enumerate() {
-        dirs.push(root.clone());
-        for i in 0..3 {
-            let path = repo.path(&format!("s{r}-wt{i}"));
-            repo.env.git(
-                root,
-                [
-                    "worktree",
-                    "add",
-                    "-q",
-                    "-b",
-                    &format!("s{r}-wt{i}"),
-                    path.to_str().unwrap(),
-                ],
-            );
-            dirs.push(path);
-        }
-    }
-    let children: Vec<_> = dirs
-        .iter()
-        .map(|dir| {
-            let mut run = repo.wp_in(dir, ["allocate", "--json", "--no-render"]);
-            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-            run.cmd.spawn().unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = Out(child.wait_with_output().unwrap());
-        assert!(out.0.status.success(), "{}", out.describe());
-    }
+    let dirs = with_worktrees(&repo, &roots, "s", 3);
+    allocate_all_at_once(&repo, &dirs);
     let registry = |root: &std::path::Path| -> serde_json::Value {
         serde_json::from_slice(
             &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
@@ -351,4 +294,46 @@ fn a_block_repository_and_ranges_repositories_racing_for_one_span_never_overlap(
         all.extend(ports);
     }
     assert_unique(&all);
+}
+
+/// Each of `roots` and `n` new worktrees of each (`<prefix><r>-wt<i>`), as directories.
+fn with_worktrees(
+    repo: &TestRepo,
+    roots: &[std::path::PathBuf],
+    prefix: &str,
+    n: usize,
+) -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    for (r, root) in roots.iter().enumerate() {
+        dirs.push(root.clone());
+        for i in 0..n {
+            let name = format!("{prefix}{r}-wt{i}");
+            let path = repo.path(&name);
+            repo.env.git(
+                root,
+                ["worktree", "add", "-q", "-b", &name, path.to_str().unwrap()],
+            );
+            dirs.push(path);
+        }
+    }
+    dirs
+}
+
+/// `allocate --json --no-render` in every one of `dirs` at once; each must succeed.
+fn allocate_all_at_once(repo: &TestRepo, dirs: &[std::path::PathBuf]) -> Vec<Out> {
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            let mut run = repo.wp_in(dir, ["allocate", "--json", "--no-render"]);
+            run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            run.cmd.spawn().unwrap()
+        })
+        .collect();
+    (children.into_iter())
+        .map(|child| {
+            let out = Out(child.wait_with_output().unwrap());
+            assert!(out.0.status.success(), "{}", out.describe());
+            out
+        })
+        .collect()
 }
