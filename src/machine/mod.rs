@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::clock::now_rfc3339;
 use crate::model::error::{Code, Error};
+use crate::sys::fault;
 use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 
@@ -270,12 +271,24 @@ impl Machine {
         })
     }
 
-    /// Read the index without the lock (a rename gives a whole file). A damaged file is read
-    /// from its backup; both damaged (or none) give what could be read, with warnings.
+    /// Read the index without the lock (a rename gives a whole file). A damaged or missing
+    /// file is read from its backup (a recovery that stopped between keeping a damaged index
+    /// aside and writing its replacement leaves it missing: its backup still lists every
+    /// repository); both damaged give what could be read, with warnings.
     pub fn read(&self) -> (Index, Vec<String>) {
         match parse_file(&self.file) {
             Ok(Some(index)) => (index, Vec::new()),
-            Ok(None) => (Index::default(), Vec::new()),
+            Ok(None) => match parse_file(&self.backup) {
+                Ok(Some(index)) => (
+                    index,
+                    vec![format!(
+                        "{} is missing; using its backup {}",
+                        self.file.display(),
+                        self.backup.display()
+                    )],
+                ),
+                _ => (Index::default(), Vec::new()),
+            },
             Err(problem) => match parse_file(&self.backup) {
                 Ok(Some(index)) => (
                     index,
@@ -296,19 +309,27 @@ impl Machine {
         }
     }
 
-    /// Read the index under the machine lock, recovering a damaged one: kept aside as
-    /// `index.json.corrupt-<time>` and replaced by its backup (or, with no usable backup, by
-    /// an empty index that the repositories refill as they allocate: said loudly).
+    /// Read the index under the machine lock, recovering a damaged or missing one: a damaged
+    /// file is copied aside as `index.json.corrupt-<time>`, then replaced (atomically) by its
+    /// backup (or, with no usable backup, by an empty index that the repositories refill as
+    /// they allocate: said loudly). The damaged file stays where it is until its replacement
+    /// is in place: a failure or a crash at any step leaves the damaged file and the backup,
+    /// from which the next command recovers again; never a missing index beside an unread
+    /// backup.
     pub fn load(&self, _lock: &FileLock) -> anyhow::Result<(Index, Vec<String>)> {
         let (index, warnings) = self.read();
-        if !warnings.is_empty() && std::fs::symlink_metadata(&self.file).is_ok() {
-            let aside = format!(
-                "{}.corrupt-{}",
-                self.file.display(),
-                now_rfc3339().replace(':', "")
-            );
-            std::fs::rename(&self.file, &aside)
-                .with_context(|| format!("could not move {} aside", self.file.display()))?;
+        if !warnings.is_empty() {
+            if std::fs::symlink_metadata(&self.file).is_ok() {
+                let aside = format!(
+                    "{}.corrupt-{}",
+                    self.file.display(),
+                    now_rfc3339().replace(':', "")
+                );
+                fault::io_point("index-aside")
+                    .and_then(|()| std::fs::copy(&self.file, &aside).map(drop))
+                    .with_context(|| format!("could not keep {} aside", self.file.display()))?;
+                fault::point("index.kept-aside");
+            }
             self.save(&index)?;
         }
         Ok((index, warnings))

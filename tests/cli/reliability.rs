@@ -387,3 +387,61 @@ fn a_waiting_process_proceeds_when_the_lock_is_released() {
     );
     assert_eq!(out.json()["ports"]["web"], repo.base + 1);
 }
+
+/// Issue 26, item 16: recovering a damaged `index.json` moved it aside before its replacement
+/// was written; a failure (a full disk) or a crash in between left no index, and the next
+/// command read that as "no repositories" although the backup was intact: another repository
+/// got the same port. A fault at every step of the recovery: the next allocation still sees
+/// the other repository, and never takes its ports.
+#[test]
+fn a_fault_at_every_step_of_the_index_recovery_never_hides_a_repository() {
+    for fault in [
+        "enospc:index-aside",
+        "index.kept-aside",
+        "enospc:index.write",
+        "index.temp-written",
+        "index.synced",
+        "index.renamed",
+    ] {
+        let repo = TestRepo::new();
+        let other = repo.another("other", None);
+        repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+        repo.wp(["allocate", "--no-render"]).succeeds();
+        let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+        std::fs::write(state.join("index.json"), b"{not json").unwrap();
+        let feat = repo.add_worktree("feat");
+        let out = repo
+            .wp_in(&feat, ["allocate", "--no-render"])
+            .env(FAULT, fault)
+            .output();
+        assert_ne!(
+            out.code(),
+            Some(0),
+            "{fault}: the fault did not fire: {}",
+            out.describe()
+        );
+        // Whatever the recovery left, the next allocation sees both repositories.
+        let wt = repo.add_worktree("after");
+        let got = repo
+            .wp_in(&wt, ["allocate", "--json", "--no-render"])
+            .succeeds()
+            .json();
+        let theirs: Value = serde_json::from_slice(
+            &std::fs::read(other.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap();
+        for p in all_registry_ports(&theirs) {
+            assert!(
+                ports_of(&got["ports"]).iter().all(|(_, q)| *q != p),
+                "{fault}: port {p} of the other repository handed out again: {got}"
+            );
+        }
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(state.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["repositories"].as_object().unwrap().len(),
+            2,
+            "{fault}: {index}"
+        );
+    }
+}
