@@ -48,21 +48,61 @@ struct State {
 /// reuses it, with no shared pool to lock.
 type Upstream = Arc<tokio::sync::Mutex<Option<(u16, SendRequest<Incoming>)>>>;
 
-/// A new connection to the worktree's server (2 s to connect).
-async fn connect(port: u16) -> Option<SendRequest<Incoming>> {
-    let stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .ok()?
-    .ok()?;
+/// Why a request could not be passed on to the worktree's server (the 502 page says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing listens on the port, on 127.0.0.1 or ::1.
+    Refused,
+    /// The connection was not made within 2 s.
+    TimedOut,
+    /// The server closed or reset the connection, or answered with something not HTTP.
+    Reset,
+}
+
+impl Failure {
+    fn of(e: &std::io::Error) -> Failure {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Failure::Refused,
+            std::io::ErrorKind::TimedOut => Failure::TimedOut,
+            _ => Failure::Reset,
+        }
+    }
+}
+
+/// A new connection to the worktree's server: where it listens, 127.0.0.1 or ::1 (a dev
+/// server on `localhost` is often on ::1 only: Vite where localhost resolves to ::1 first),
+/// 2 s to connect.
+async fn connect(port: u16) -> Result<SendRequest<Incoming>, Failure> {
+    let mut failure = Failure::Refused;
+    let mut stream = None;
+    for ip in [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(SocketAddr::new(ip, port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            // Nothing there: the other loopback may have it. Any other failure is said.
+            Ok(Err(e)) if Failure::of(&e) == Failure::Refused => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+            Ok(Err(e)) => failure = Failure::of(&e),
+            Err(_) => failure = Failure::TimedOut,
+        }
+    }
+    let stream = stream.ok_or(failure)?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .ok()?;
+        .map_err(|_| Failure::Reset)?;
     tokio::spawn(conn.with_upgrades());
-    Some(sender)
+    Ok(sender)
 }
 
 /// Send `req` to `port`: on the client connection's upstream connection when it has a ready
@@ -73,7 +113,7 @@ async fn send(
     port: u16,
     req: Request<Incoming>,
     upgrade: bool,
-) -> Option<Response<Incoming>> {
+) -> Result<Response<Incoming>, Failure> {
     let mut slot = upstream.lock().await;
     let mut req = req;
     if !upgrade
@@ -82,16 +122,16 @@ async fn send(
         && sender.ready().await.is_ok()
     {
         match sender.try_send_request(req).await {
-            Ok(r) => return Some(r),
-            Err(mut e) => req = e.take_message()?,
+            Ok(r) => return Ok(r),
+            Err(mut e) => req = e.take_message().ok_or(Failure::Reset)?,
         }
     }
     let mut sender = connect(port).await?;
-    let response = sender.send_request(req).await.ok()?;
+    let response = sender.send_request(req).await.map_err(|_| Failure::Reset)?;
     if !upgrade {
         *slot = Some((port, sender));
     }
-    Some(response)
+    Ok(response)
 }
 
 /// Bound listeners, before serving (so `run` can fail loudly on a busy port first).
@@ -323,8 +363,9 @@ async fn handle(
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     let outgoing = Request::from_parts(parts, body);
-    let Some(mut response) = send(&upstream, route.port, outgoing, upgrade).await else {
-        return Ok(bad_gateway(&route, &host));
+    let mut response = match send(&upstream, route.port, outgoing, upgrade).await {
+        Ok(r) => r,
+        Err(failure) => return Ok(bad_gateway(&route, &host, failure)),
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
@@ -350,17 +391,31 @@ async fn handle(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
-fn bad_gateway(route: &Route, host: &str) -> Response<Body> {
+fn bad_gateway(route: &Route, host: &str, failure: Failure) -> Response<Body> {
+    let (title, what) = match failure {
+        Failure::Refused => (
+            "502 Bad Gateway: nothing listens there",
+            "nothing listens on port {} (127.0.0.1 or ::1)",
+        ),
+        Failure::TimedOut => (
+            "502 Bad Gateway: the server did not answer",
+            "the server on port {} did not accept a connection within 2 s",
+        ),
+        Failure::Reset => (
+            "502 Bad Gateway: the server closed the connection",
+            "the server on port {} closed or reset the connection without an HTTP answer",
+        ),
+    };
+    let what = what.replace("{}", &route.port.to_string());
     page(
         StatusCode::BAD_GATEWAY,
-        "502 Bad Gateway: nothing listens there",
+        title,
         &format!(
-            "<p><b>{}</b> is worktree <b>{}</b> of {} (service {}, port {}), and nothing answers on port {}.</p><p>Start its server, for example: <code>cd {} &amp;&amp; git worktree-ports exec -- npm run dev</code> (its port is in <code>$WEB_PORT</code>; <code>git worktree-ports status</code> there shows what runs).</p>",
+            "<p><b>{}</b> is worktree <b>{}</b> of {} (service {}, port {}), and {what}.</p><p>Start its server, for example: <code>cd {} &amp;&amp; git worktree-ports exec -- npm run dev</code> (its port is in <code>$WEB_PORT</code>; <code>git worktree-ports status</code> there shows what runs).</p>",
             escape(host),
             escape(&route.worktree),
             escape(&route.repository.display().to_string()),
             escape(&route.service),
-            route.port,
             route.port,
             escape(&route.path.display().to_string()),
         ),

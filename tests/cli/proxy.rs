@@ -439,3 +439,70 @@ fn raw_get(port: u16, host: &str) -> (String, u16) {
     let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (resp, code)
 }
+
+/// Issue 26, item 13: the proxy connected to 127.0.0.1 only, so a server on `[::1]` only
+/// (Vite where `localhost` resolves to ::1 first; `http.server --bind ::1`) got a 502 saying
+/// nothing listens, while `status` said it listens. It connects where the server listens, and
+/// a 502 says what really failed.
+#[test]
+fn issue26_13_a_server_on_ipv6_loopback_only_is_reached_and_a_reset_is_named() {
+    if !curl_available() {
+        return;
+    }
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    repo.wp(["allocate"]).succeeds();
+    // web (b) on ::1 only, answering one HTTP request per connection; api (b + 5) on
+    // 127.0.0.1, closing every connection without a word. Both stop (and free their ports)
+    // before the test's block of ports goes back to the pool.
+    let Ok(v6) = std::net::TcpListener::bind(("::1", b)) else {
+        eprintln!("skipped the ::1 part: no IPv6 loopback here");
+        return;
+    };
+    let rude = std::net::TcpListener::bind(("127.0.0.1", b + 5)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serve = |l: std::net::TcpListener, answer: &'static [u8]| {
+        let stop = stop.clone();
+        l.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) if !answer.is_empty() => {
+                        s.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(answer);
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    let servers = [
+        serve(
+            v6,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfrom ::1",
+        ),
+        serve(rude, b""),
+    ];
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+    let (body, code) = curl(&format!("http://repo.localhost:{p}/"), &[]);
+    assert_eq!((code, body.as_str()), (200, "from ::1"));
+    let (body, code) = curl(&format!("http://api.repo.localhost:{p}/"), &[]);
+    assert_eq!(code, 502);
+    assert!(
+        body.contains("502 Bad Gateway: the server closed the connection")
+            && body.contains(&format!(
+                "the server on port {} closed or reset the connection without an HTTP answer",
+                b + 5
+            )),
+        "{body}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for server in servers {
+        server.join().unwrap();
+    }
+}
