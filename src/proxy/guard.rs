@@ -12,6 +12,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -56,14 +58,16 @@ enum Chunk {
 pub struct Guard {
     at: At,
     head: Vec<u8>,
+    /// A request of this connection asked for an upgrade (`Upgrade:`, or CONNECT).
+    asked_upgrade: bool,
+    /// Set by the proxy once it relayed a 101 on this connection: only then is the stream
+    /// something else than HTTP. A request that merely asks keeps being checked after it.
+    upgraded: Arc<AtomicBool>,
 }
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard {
-            at: At::Head,
-            head: Vec::new(),
-        }
+        Guard::new(Arc::default())
     }
 }
 
@@ -77,10 +81,29 @@ pub enum Refusal {
 }
 
 impl Guard {
+    /// A guard for one connection; `upgraded` is set by whoever relays a 101 on it.
+    pub fn new(upgraded: Arc<AtomicBool>) -> Guard {
+        Guard {
+            at: At::Head,
+            head: Vec::new(),
+            asked_upgrade: false,
+            upgraded,
+        }
+    }
+
     /// Take `input` and append what may be passed on to `out`. Returns the refusal, once,
     /// when a head is refused.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Option<Refusal> {
         while !input.is_empty() {
+            // Between requests after an upgrade that really happened (101 relayed): from here
+            // on the bytes are the upgraded protocol's.
+            if self.at == At::Head
+                && self.asked_upgrade
+                && self.head.is_empty()
+                && self.upgraded.load(Ordering::Acquire)
+            {
+                self.at = At::Opaque;
+            }
             match self.at {
                 At::Refused => return None,
                 At::Opaque => {
@@ -119,7 +142,8 @@ impl Guard {
                         return Some(self.refuse(out, Refusal::TooLarge));
                     }
                     match self.framing() {
-                        Ok(next) => {
+                        Ok((next, upgrade)) => {
+                            self.asked_upgrade |= upgrade;
                             out.extend_from_slice(&self.head);
                             empty(&mut self.head);
                             self.at = next;
@@ -153,16 +177,16 @@ impl Guard {
         why
     }
 
-    /// What follows the whole head in `self.head`, or why it is refused. A head that does
-    /// not parse is passed on for hyper to refuse.
-    fn framing(&self) -> Result<At, Refusal> {
+    /// What follows the whole head in `self.head` (and whether it asks for an upgrade), or
+    /// why it is refused. A head that does not parse is passed on for hyper to refuse.
+    fn framing(&self) -> Result<(At, bool), Refusal> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&self.head) {
             Ok(httparse::Status::Complete(_)) => {}
             Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
             // Not ours to judge: hyper answers it (400), and closes.
-            _ => return Ok(At::Opaque),
+            _ => return Ok((At::Opaque, false)),
         }
         let mut length: Option<u64> = None;
         let mut te = false;
@@ -175,7 +199,7 @@ impl Guard {
                     .and_then(|v| v.trim().parse().ok())
                 {
                     Some(n) => length = Some(n),
-                    None => return Ok(At::Opaque),
+                    None => return Ok((At::Opaque, false)),
                 }
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te = true;
@@ -191,11 +215,9 @@ impl Guard {
         if te && length.is_some() {
             return Err(Refusal::Conflict);
         }
-        Ok(if upgrade {
-            // A WebSocket (or any upgrade) turns the stream into something else if the
-            // server agrees; from here on it is not HTTP the guard can follow.
-            At::Opaque
-        } else if te && chunked {
+        // An upgrade request is framed like any other: the stream becomes something else only
+        // if the server agrees (a 101, which the proxy reports through `upgraded`).
+        let next = if te && chunked {
             At::Chunk(Chunk::Size {
                 size: 0,
                 digits: false,
@@ -209,7 +231,8 @@ impl Guard {
                 Some(0) | None => At::Head,
                 Some(n) => At::Body(n),
             }
-        })
+        };
+        Ok((next, upgrade))
     }
 
     /// Follow a chunked body through `input`; returns how many bytes were consumed (all
@@ -321,11 +344,11 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    /// Wrap `inner`.
-    pub fn new(inner: S) -> Self {
+    /// Wrap `inner`; `upgraded` is set by the proxy when it relays a 101 on this connection.
+    pub fn new(inner: S, upgraded: Arc<AtomicBool>) -> Self {
         Guarded {
             inner,
-            guard: Guard::default(),
+            guard: Guard::new(upgraded),
             out: Vec::new(),
             taken: 0,
         }
@@ -431,6 +454,24 @@ mod tests {
         whole
     }
 
+    /// Issue 26, item 11: a request that merely carries `Upgrade:` (nothing upgraded: no
+    /// 101) turned the guard off for the rest of the connection, and the next pipelined
+    /// request with both Content-Length and Transfer-Encoding was forwarded.
+    #[test]
+    fn issue26_11_an_upgrade_that_did_not_happen_keeps_the_connection_checked() {
+        for head in [
+            &b"GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"[..],
+            b"GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        ] {
+            let smuggle =
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let input = [head, &smuggle[..]].concat();
+            let (out, refused) = all_splits(&input);
+            assert_eq!(refused, Some(Refusal::Conflict));
+            assert!(out.starts_with(head) && !out.windows(4).any(|w| w == b"POST"));
+        }
+    }
+
     #[test]
     fn ordinary_requests_pass_unchanged_across_keep_alive_and_any_read_boundary() {
         let input = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n\
@@ -525,9 +566,16 @@ POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
 
     #[test]
     fn after_an_upgrade_or_an_unreadable_head_bytes_pass_unexamined() {
-        let input = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
-        let (out, refused) = all_splits(input);
-        assert_eq!((out.as_slice(), refused), (&input[..], None));
+        // The 101 was relayed (the proxy set the flag) before the client's frames came.
+        let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let frames = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
+        let upgraded = Arc::new(AtomicBool::new(false));
+        let mut g = Guard::new(upgraded.clone());
+        let mut out = Vec::new();
+        assert_eq!(g.feed(head, &mut out), None);
+        upgraded.store(true, Ordering::Release);
+        assert_eq!(g.feed(frames, &mut out), None);
+        assert_eq!(out, [&head[..], &frames[..]].concat());
         let input = b"GARBAGE\r\n\r\nanything";
         let (out, refused) = all_splits(input);
         assert_eq!((out.as_slice(), refused), (&input[..], None));

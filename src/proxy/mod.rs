@@ -19,6 +19,7 @@ pub mod routes;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -212,13 +213,15 @@ pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
                     let state = state.clone();
                     tokio::spawn(async move {
                         let upstream: Upstream = Arc::default();
+                        let upgraded: Arc<AtomicBool> = Arc::default();
+                        let guarded = guard::Guarded::new(stream, upgraded.clone());
                         let service = hyper::service::service_fn(move |req| {
-                            handle(req, state.clone(), upstream.clone(), peer)
+                            handle(req, state.clone(), upstream.clone(), peer, upgraded.clone())
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
                             .max_buf_size(64 * 1024)
-                            .serve_connection(TokioIo::new(guard::Guarded::new(stream)), service)
+                            .serve_connection(TokioIo::new(guarded), service)
                             .with_upgrades()
                             .await;
                     });
@@ -294,6 +297,7 @@ async fn handle(
     state: Arc<State>,
     upstream: Upstream,
     peer: SocketAddr,
+    upgraded: Arc<AtomicBool>,
 ) -> Result<Response<Body>, Infallible> {
     // A request this wrong ends its connection.
     let bad = |why: &str| {
@@ -370,6 +374,9 @@ async fn handle(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
+        // Before the 101 goes out: what the client sends next is the new protocol's, and the
+        // guard lets it through unexamined only from now.
+        upgraded.store(true, std::sync::atomic::Ordering::Release);
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
             if let (Ok(client), Ok(server)) = (client_upgrade.await, upstream_upgrade.await) {
