@@ -259,7 +259,13 @@ fn escape(text: &str) -> String {
 
 /// The name a request is for: exactly one Host header (or the URI's authority) that is a DNS
 /// name. None: 400.
+/// The host a request is for: the request target's authority in absolute form
+/// (`GET http://other/x`: RFC 9112 section 3.2.2 makes it win over any Host header), else
+/// its one Host header.
 fn request_host(req: &Request<Incoming>) -> Option<String> {
+    if let Some(authority) = req.uri().authority() {
+        return names::host_of(authority.as_str());
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let value = match (hosts.next(), hosts.next()) {
         (Some(h), None) => h.to_str().ok()?.to_string(),
@@ -321,7 +327,14 @@ async fn handle(
         return Ok(not_found(&state, &host));
     };
     let upgrade = is_upgrade(req.headers());
-    let original_host = req.headers().get(header::HOST).cloned();
+    // The server sees the host the request was routed by.
+    let original_host = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    if let Some(h) = &original_host {
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
     let path = req
         .uri()
         .path_and_query()

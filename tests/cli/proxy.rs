@@ -506,3 +506,37 @@ fn issue26_13_a_server_on_ipv6_loopback_only_is_reached_and_a_reset_is_named() {
         server.join().unwrap();
     }
 }
+
+/// Issue 26, item 14: an absolute-form request target (`GET http://other/x` with the Host of
+/// a worktree) was routed by Host and the target's authority dropped. RFC 9112 makes the
+/// target's authority win: routed by it, and the server sees it as Host.
+#[test]
+fn issue26_14_an_absolute_form_target_is_routed_by_its_authority() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    let out = repo.wp(["allocate", "--json"]).succeeds().json();
+    let (web, api) = (
+        out["ports"]["web"].as_u64().unwrap() as u16,
+        out["ports"]["api"].as_u64().unwrap() as u16,
+    );
+    let _web = http_server(&repo.root, web, "web");
+    let _api = http_server(&repo.root, api, "api");
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+    let mut s = raw(
+        p,
+        &format!(
+            "GET http://api.repo.localhost:{p}/x HTTP/1.1\r\nHost: repo.localhost:{p}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "hello from api GET /x host=api.repo.localhost:{p} "
+        )),
+        "{reply}"
+    );
+}
