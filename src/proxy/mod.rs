@@ -135,6 +135,15 @@ async fn send(
     Ok(response)
 }
 
+/// How long a connection may wait without sending a whole request head: 30 s, or
+/// `GIT_WORKTREE_PORTS_PROXY_IDLE_MS` (the tests' short one).
+fn idle_timeout() -> Duration {
+    std::env::var("GIT_WORKTREE_PORTS_PROXY_IDLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis)
+}
+
 /// Bound listeners, before serving (so `run` can fail loudly on a busy port first).
 pub struct Bound {
     listeners: Vec<std::net::TcpListener>,
@@ -176,6 +185,9 @@ pub fn bind(port: u16) -> anyhow::Result<Bound> {
 /// Serve until SIGTERM or SIGINT. Routes follow the index and the registries (checked twice a
 /// second).
 pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
+    // systemd's default soft limit is 1,024 descriptors: take what the hard limit allows.
+    crate::sys::procs::raise_open_files_limit();
+    let idle = idle_timeout();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -206,8 +218,14 @@ pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
             let state = state.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, peer)) = listener.accept().await else {
-                        continue;
+                    let (stream, peer) = match listener.accept().await {
+                        Ok(accepted) => accepted,
+                        // Out of descriptors (EMFILE): retrying at once spins a core and
+                        // answers nobody; a pause lets idle connections time out and close.
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
                     };
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
@@ -221,6 +239,11 @@ pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
                             .max_buf_size(64 * 1024)
+                            // A connection that sends no (whole) request head within this
+                            // time, first or between keep-alive requests, is closed: idle
+                            // clients cannot hold every descriptor.
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(idle)
                             .serve_connection(TokioIo::new(guarded), service)
                             .with_upgrades()
                             .await;

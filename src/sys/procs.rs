@@ -107,6 +107,17 @@ fn pid_of(pid: u32) -> Option<rustix::process::Pid> {
     rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
 }
 
+/// Raise this process's soft limit of open files to its hard limit (a server holding many
+/// connections); nothing when it cannot.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 /// The uid of our own processes.
 pub fn my_uid() -> u32 {
     rustix::process::getuid().as_raw()

@@ -540,3 +540,59 @@ fn issue26_14_an_absolute_form_target_is_routed_by_its_authority() {
         "{reply}"
     );
 }
+
+/// Issue 26, item 19: with a low open-file limit, one client holding idle connections stopped
+/// the proxy: connections that never sent a request had no timeout, and on EMFILE the accept
+/// loop retried at once at 100% of a core, answering nobody. Under a hard limit of 64
+/// descriptors, with 100 idle connections held: the proxy stays cool, and a real request is
+/// answered once the idle ones time out.
+#[test]
+fn issue26_19_idle_connections_at_the_descriptor_limit_neither_stop_nor_spin_the_proxy() {
+    if !curl_available() {
+        return;
+    }
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    repo.wp(["allocate"]).succeeds();
+    let p = b + 39;
+    let mut run = repo
+        .wp(["proxy", "start", "--port", &p.to_string()])
+        .env("GIT_WORKTREE_PORTS_PROXY_IDLE_MS", "500");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut run.cmd, || {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    run.succeeds();
+    let _proxy = Proxy { repo: &repo };
+    let pid = repo.wp(["proxy", "status", "--json"]).succeeds().json()["pid"]
+        .as_u64()
+        .unwrap();
+    let idle: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", p)).ok())
+        .collect();
+    assert!(idle.len() > 64, "only {} connections", idle.len());
+    let cpu = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu() - before;
+    // Clock ticks (100 a second): a spinning accept loop burns about 100.
+    assert!(
+        spent < 40,
+        "the proxy spent {spent} ticks in 1 s with idle clients"
+    );
+    let (body, code) = curl(&format!("http://nope.localhost:{p}/"), &[]);
+    assert_eq!(code, 404, "{body}");
+    drop(idle);
+}
