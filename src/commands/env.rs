@@ -51,7 +51,7 @@ pub fn run(args: &EnvArgs) -> anyhow::Result<Report> {
                 .collect();
             // URLs of the HTTP services, and the hostname.
             let ctx = template_context(&ws, &target, &held);
-            vars.extend((ctx.url_vars().into_iter()).map(|(k, v)| (k, EnvValue::Text(v))));
+            vars.extend((ctx.text_vars().into_iter()).map(|(k, v)| (k, EnvValue::Text(v))));
             vars
         }
     };

@@ -253,14 +253,21 @@ impl TemplateContext {
         self
     }
 
-    /// `WEB_URL=http://feature.app.localhost:8081` for each HTTP service, and
-    /// `WORKTREE_HOSTNAME`: what `env` and `exec` add to the port variables.
-    pub fn url_vars(&self) -> Vec<(String, String)> {
+    /// `WEB_URL=http://feature.app.localhost:8081` for each HTTP service, `WORKTREE_HOSTNAME`
+    /// and `COMPOSE_PROJECT_NAME`: the text variables `env` and `exec` add to the port
+    /// variables (`.env` and `[on]` commands have the same).
+    pub fn text_vars(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = (self.services.iter())
             .filter_map(|s| Some((s.url_env.clone(), s.url.clone()?)))
             .collect();
         if !self.hostname.is_empty() {
             out.push(("WORKTREE_HOSTNAME".to_string(), self.hostname.clone()));
+        }
+        if !self.compose_project_name.is_empty() {
+            out.push((
+                "COMPOSE_PROJECT_NAME".to_string(),
+                self.compose_project_name.clone(),
+            ));
         }
         out
     }

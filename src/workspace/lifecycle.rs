@@ -216,7 +216,7 @@ impl Workspace {
     pub fn exec(&self, target: &Target, held: &Holding, argv: &[String]) -> anyhow::Error {
         let mut vars = target.vars(&held.ports);
         vars.extend(slot_var(held.slot));
-        let urls = template_context(self, target, held).url_vars();
+        let urls = template_context(self, target, held).text_vars();
         let env: Vec<(String, String)> = (vars.into_iter())
             .map(|(k, v)| (k, v.to_string()))
             .chain(urls)

@@ -14,21 +14,21 @@ fn env_formats() {
     assert_eq!(
         repo.wp(["env"]).succeeds().stdout(),
         format!(
-            "WEB_PORT={b}\nDB_PORT={}\nWORKTREE_SLOT=0\nWEB_URL=http://repo.localhost:{b}\nWORKTREE_HOSTNAME=repo.localhost\n",
+            "WEB_PORT={b}\nDB_PORT={}\nWORKTREE_SLOT=0\nWEB_URL=http://repo.localhost:{b}\nWORKTREE_HOSTNAME=repo.localhost\nCOMPOSE_PROJECT_NAME=repo-main\n",
             b + 20
         )
     );
     assert_eq!(
         repo.wp(["env", "--format", "shell"]).succeeds().stdout(),
         format!(
-            "export WEB_PORT={b}\nexport DB_PORT={}\nexport WORKTREE_SLOT=0\nexport WEB_URL=http://repo.localhost:{b}\nexport WORKTREE_HOSTNAME=repo.localhost\n",
+            "export WEB_PORT={b}\nexport DB_PORT={}\nexport WORKTREE_SLOT=0\nexport WEB_URL=http://repo.localhost:{b}\nexport WORKTREE_HOSTNAME=repo.localhost\nexport COMPOSE_PROJECT_NAME=repo-main\n",
             b + 20
         )
     );
     let json = repo.wp(["env", "--format", "json"]).succeeds().json();
     assert_eq!(
         json,
-        serde_json::json!({"WEB_PORT": b, "DB_PORT": b + 20, "WORKTREE_SLOT": 0, "WEB_URL": format!("http://repo.localhost:{b}"), "WORKTREE_HOSTNAME": "repo.localhost"})
+        serde_json::json!({"WEB_PORT": b, "DB_PORT": b + 20, "WORKTREE_SLOT": 0, "WEB_URL": format!("http://repo.localhost:{b}"), "WORKTREE_HOSTNAME": "repo.localhost", "COMPOSE_PROJECT_NAME": "repo-main"})
     );
     assert_eq!(
         repo.wp(["env", "--format", "yaml"]).output().code(),

@@ -871,7 +871,8 @@ fn issue15_5_no_checkout_takes_the_committed_config_and_config_changes_are_reche
         env,
         serde_json::json!({"WEB_PORT": repo.base + 1, "DB_PORT": repo.base + 21, "WORKTREE_SLOT": 1,
             "WEB_URL": format!("http://nocheckout.repo.localhost:{}", repo.base + 1),
-            "WORKTREE_HOSTNAME": "nocheckout.repo.localhost"}),
+            "WORKTREE_HOSTNAME": "nocheckout.repo.localhost",
+            "COMPOSE_PROJECT_NAME": "repo-nocheckout"}),
         "the committed services, in their ranges"
     );
     // Checked out later: nothing changes.

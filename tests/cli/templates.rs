@@ -290,8 +290,8 @@ fn init_writes_commented_starting_files_and_never_overwrites() {
     let vars: Vec<&String> = env.as_object().unwrap().keys().collect();
     assert_eq!(
         vars.len(),
-        9,
-        "five services, WORKTREE_SLOT, the URLs of web and api, the hostname: {vars:?}"
+        10,
+        "five services, WORKTREE_SLOT, the URLs of web and api, the hostname, the compose project name: {vars:?}"
     );
     repo.wp(["render"]).succeeds();
     let rendered = std::fs::read_to_string(repo.root.join(".env")).unwrap();
