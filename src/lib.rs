@@ -76,6 +76,22 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A command line clap refused, for a caller that asked for `--json`: the error object on
+/// stdout (code `USAGE_ERROR`; the exit code stays 2).
+pub fn report_usage_error(err: &clap::Error) {
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let e = error::Error::new(
+        error::Code::UsageError,
+        format!("{message}; `git worktree-ports -h` lists the commands and options"),
+    );
+    let text = commands::schema::pretty(e.to_json());
+    if print_stdout(&text).is_err() {
+        eprintln!("git-worktree-ports: error: {e}");
+    }
+}
+
 /// Print a failure: the seed's JSON object on stdout with `--json`, else one line on stderr.
 pub fn report_error(err: &anyhow::Error, json: bool) {
     let e = error::classify(err);

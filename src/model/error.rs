@@ -55,6 +55,8 @@ pub enum Code {
     GitFailed,
     /// Anything else (an I/O error reading or writing a file).
     IoError,
+    /// The command line is wrong (exit code 2): an unknown option, a bad value.
+    UsageError,
 }
 
 impl Code {
@@ -81,6 +83,7 @@ impl Code {
             Code::TemplateError => "TEMPLATE_ERROR",
             Code::GitFailed => "GIT_FAILED",
             Code::IoError => "IO_ERROR",
+            Code::UsageError => "USAGE_ERROR",
         }
     }
 }
@@ -202,7 +205,7 @@ mod tests {
         let names: Vec<&str> = (schema["oneOf"].as_array().unwrap().iter())
             .map(|v| v["const"].as_str().unwrap())
             .collect();
-        assert_eq!(names.len(), 20, "{schema:#}");
+        assert_eq!(names.len(), 21, "{schema:#}");
         for name in names {
             let code: Code = serde_json::from_value(json!(name)).unwrap();
             assert_eq!(code.as_str(), name);

@@ -1657,3 +1657,25 @@ fn issue26_17_a_templates_symlink_out_of_the_repository_is_refused() {
         .fails();
     assert!(!repo.root.join("stolen").exists());
 }
+
+/// Issue 26 (smaller): a usage error on a command line with `--json` printed clap's text: a
+/// script parsing the answer got no JSON. It gets the error object (USAGE_ERROR), exit 2.
+#[test]
+fn issue26_a_usage_error_with_json_is_the_json_error_object() {
+    let repo = TestRepo::new();
+    for args in [
+        &["allocate", "--frobnicate", "--json"][..],
+        &["env", "--format", "json", "--nope"],
+        &["lease", "--ttl", "0s", "--json"],
+    ] {
+        let out = repo.wp(args).output();
+        assert_eq!(out.code(), Some(2), "{args:?}: {}", out.describe());
+        let json = out.json();
+        assert_eq!(json["error"], "USAGE_ERROR", "{args:?}: {json}");
+        assert_eq!(json["success"], false);
+    }
+    // Without --json: clap's own text on stderr, as before.
+    let out = repo.wp(["allocate", "--frobnicate"]).output();
+    assert_eq!(out.code(), Some(2));
+    assert!(out.stdout().is_empty() && out.stderr().starts_with("error: unexpected argument"));
+}
