@@ -263,7 +263,11 @@ impl Machine {
 
     /// Take the machine lock (always before a repository's lock).
     pub fn lock(&self, timeout: Duration, on_wait: &dyn Fn(&Path)) -> anyhow::Result<FileLock> {
-        lock::acquire(&self.lock, timeout, on_wait).with_context(|| {
+        // Made private: the index lists the user's repositories and lease command lines.
+        fsio::create_private_dir(&self.dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| lock::acquire(&self.lock, timeout, on_wait))
+            .with_context(|| {
             format!(
                 "could not use the machine index in {} (set {STATE_DIR_ENV} to a writable directory)",
                 self.dir.display()
@@ -345,7 +349,7 @@ impl Machine {
             &bytes,
             WriteOptions {
                 durability: Durability::Full,
-                mode: Mode::Fixed(0o644),
+                mode: Mode::Fixed(0o600),
                 label: "index",
             },
         )?;
@@ -356,7 +360,7 @@ impl Machine {
             &bytes,
             WriteOptions {
                 durability: Durability::Lazy,
-                mode: Mode::Fixed(0o644),
+                mode: Mode::Fixed(0o600),
                 label: "index-backup",
             },
         );

@@ -88,7 +88,7 @@ impl Daemon {
     /// The proxy of the machine of the environment (its state dir is made when missing).
     pub fn from_env() -> anyhow::Result<Daemon> {
         let machine = Machine::from_env()?;
-        fsio::create_dirs(&machine.dir)
+        fsio::create_private_dir(&machine.dir)
             .with_context(|| format!("could not create {}", machine.dir.display()))?;
         Ok(Daemon {
             pid_file: machine.dir.join("proxy.pid"),
@@ -229,7 +229,7 @@ fn write(path: &Path, text: &str, label: &'static str) -> anyhow::Result<()> {
         text.as_bytes(),
         WriteOptions {
             durability: Durability::File,
-            mode: Mode::Fixed(0o644),
+            mode: Mode::Fixed(0o600),
             label,
         },
     )

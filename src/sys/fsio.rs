@@ -285,6 +285,25 @@ pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     }
 }
 
+/// A directory only its owner may enter (0700: the state dir, whose index lists the user's
+/// repositories and lease command lines), its parents made 0755 as needed. One that exists
+/// is left as it is (a shared state dir may be group-accessible on purpose).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_dirs(parent)?;
+    }
+    let mut b = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    match b.create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
 /// `create_dir_all` with 0755 for what it creates.
 pub fn create_dirs(path: &Path) -> io::Result<()> {
     let mut b = fs::DirBuilder::new();

@@ -1679,3 +1679,16 @@ fn issue26_a_usage_error_with_json_is_the_json_error_object() {
     assert_eq!(out.code(), Some(2));
     assert!(out.stdout().is_empty() && out.stderr().starts_with("error: unexpected argument"));
 }
+
+/// Issue 26 (undocumented, decided): the state folder and index were readable by every user
+/// (repository paths, lease command lines). A new state dir is 0700 and the index 0600.
+#[test]
+fn issue26_the_state_dir_and_index_are_private() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("index.json")), 0o600);
+    assert_eq!(mode(&state.join("index.json.bak")), 0o600);
+}
