@@ -6,7 +6,8 @@
 use crate::cli::AllocateArgs;
 use crate::commands::{Report, render_and_report, wants};
 use crate::model::allocate::Want;
-use crate::workspace::Workspace;
+use crate::model::config::{MIN_PORT, Strategy};
+use crate::workspace::{Workspace, warn};
 
 /// Run `allocate`.
 pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
@@ -15,7 +16,29 @@ pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
     let mut wants = wants(&args.ports);
     for service in &args.moves {
         // A pin says where to; a move alone takes the automatic choice.
-        wants.entry(service.clone()).or_insert(Want::Move);
+        match wants.get(service) {
+            Some(Want::Pin(port)) => warn(&format!(
+                "--move {service} is not needed: --port {service}={port} already says where it goes"
+            )),
+            _ => {
+                wants.insert(service.clone(), Want::Move);
+            }
+        }
+    }
+    // A pin outside its service's range is the user's choice: kept, and said once here.
+    for (service, want) in &wants {
+        if let (Want::Pin(port), Some(svc)) = (want, target.config.service(service))
+            && target.config.strategy == Strategy::Ranges
+            && u16::try_from(*port).is_ok_and(|p| p >= MIN_PORT)
+            && !(u32::from(svc.range.0)..=u32::from(svc.range.1)).contains(port)
+        {
+            warn(&format!(
+                "{service} {port} is outside its range {}-{} in {}; kept, as you asked",
+                svc.range.0,
+                svc.range.1,
+                target.config.location()
+            ));
+        }
     }
     let held = ws.ensure_ports(&target, &wants)?;
     ws.warn_foreign_holders(&target, &held);

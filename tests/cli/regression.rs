@@ -1692,3 +1692,22 @@ fn issue26_the_state_dir_and_index_are_private() {
     assert_eq!(mode(&state.join("index.json")), 0o600);
     assert_eq!(mode(&state.join("index.json.bak")), 0o600);
 }
+
+/// Issue 26 (undocumented, decided): `--port` with `--move` for the same service ignored
+/// `--move` silently, and a `--port` outside the service's range was taken without a word.
+/// Both are said; the pin is kept, as asked.
+#[test]
+fn issue26_a_pin_outside_its_range_and_a_needless_move_are_said() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let pin = b + 30;
+    repo.wp(["allocate", "--no-render", "--port", &format!("web={pin}"), "--move", "web"])
+        .stderr_is(format!(
+            "git-worktree-ports: warning: --move web is not needed: --port web={pin} already says where it goes\n\
+             git-worktree-ports: warning: web {pin} is outside its range {b}-{} in {}; kept, as you asked\n",
+            b + 19,
+            repo.root.join(".worktree-ports/config.toml").display()
+        ))
+        .succeeds();
+    assert_eq!(repo.registry()["allocated_ports"]["main"]["web"], pin);
+}
