@@ -669,11 +669,9 @@ fn issue15_14_a_port_that_could_not_be_written_is_a_failure() {
     assert_eq!(out.code(), Some(0), "{}", out.describe());
 }
 
-/// Issue 15, item 15: in a worktree moved with `mv`, the advice was `git worktree prune`,
-/// which unregisters the very worktree the user stands in, and `list` called it gone.
-#[test]
-fn issue15_15_a_worktree_moved_with_mv_is_told_to_repair_and_not_called_gone() {
-    let repo = TestRepo::new();
+/// A worktree `mv-me` given ports, then moved with `mv` to `<tmp>/moved-here` (git not told):
+/// its new path and `allocate --json`'s answer from before the move.
+fn moved_worktree(repo: &TestRepo) -> (std::path::PathBuf, serde_json::Value) {
     let old = repo.add_worktree("mv-me");
     let held = repo
         .wp_in(&old, ["allocate", "--json", "--no-render"])
@@ -681,6 +679,15 @@ fn issue15_15_a_worktree_moved_with_mv_is_told_to_repair_and_not_called_gone() {
         .json();
     let new = repo.env.root().join("moved-here");
     std::fs::rename(&old, &new).unwrap();
+    (new, held)
+}
+
+/// Issue 15, item 15: in a worktree moved with `mv`, the advice was `git worktree prune`,
+/// which unregisters the very worktree the user stands in, and `list` called it gone.
+#[test]
+fn issue15_15_a_worktree_moved_with_mv_is_told_to_repair_and_not_called_gone() {
+    let repo = TestRepo::new();
+    let (new, held) = moved_worktree(&repo);
 
     let out = repo
         .wp_in(&new, ["allocate", "--json", "--no-render"])
@@ -1145,11 +1152,8 @@ fn issue15_low_add_finds_its_worktree_by_path_not_by_a_name_that_matches_it() {
 #[test]
 fn issue25_n1_doctor_fix_in_a_moved_worktree_keeps_its_ports() {
     let repo = TestRepo::new();
-    let old = repo.add_worktree("mv-me");
-    repo.wp_in(&old, ["allocate", "--no-render"]).succeeds();
-    let before = repo.registry()["allocated_ports"]["mv-me"].clone();
-    let new = repo.env.root().join("moved-here");
-    std::fs::rename(&old, &new).unwrap();
+    let (new, held) = moved_worktree(&repo);
+    let before = held["ports"].clone();
     let out = repo.wp_in(&new, ["doctor", "--fix", "--json"]).output();
     let json = out.json();
     let codes: Vec<&str> = (json["findings"].as_array().unwrap().iter())
@@ -1165,13 +1169,7 @@ fn issue25_n1_doctor_fix_in_a_moved_worktree_keeps_its_ports() {
 #[test]
 fn issue25_n2_status_in_a_moved_worktree_shows_it() {
     let repo = TestRepo::new();
-    let old = repo.add_worktree("mv-me");
-    let held = repo
-        .wp_in(&old, ["allocate", "--no-render", "--json"])
-        .succeeds()
-        .json();
-    let new = repo.env.root().join("moved-here");
-    std::fs::rename(&old, &new).unwrap();
+    let (new, held) = moved_worktree(&repo);
     let json = repo.wp_in(&new, ["status", "--json"]).succeeds().json();
     let me = &json["worktrees"][0];
     assert_eq!(me["worktree"], "mv-me", "{json:#}");
