@@ -597,10 +597,11 @@ pub fn named_range(name: &str) -> Option<(u16, u16)> {
         .map(|(_, lo, hi)| (*lo, *hi))
 }
 
-/// The project type of a worktree, from its files, and the file that decided it:
-/// package.json -> node; pyproject.toml, requirements.txt, setup.py -> python;
-/// composer.json -> php; otherwise static.
-pub fn detect_project_type(worktree: Option<&Path>) -> (&'static str, &'static str) {
+/// The project type of a worktree, from its files, and why: package.json -> node;
+/// pyproject.toml, requirements.txt, setup.py -> python; composer.json -> php; otherwise
+/// static. Only regular files count; a sign that is something else (a directory, a FIFO) is
+/// named in the reason, never called missing.
+pub fn detect_project_type(worktree: Option<&Path>) -> (&'static str, String) {
     const SIGNS: [(&str, &str); 5] = [
         ("package.json", "node"),
         ("pyproject.toml", "python"),
@@ -608,17 +609,22 @@ pub fn detect_project_type(worktree: Option<&Path>) -> (&'static str, &'static s
         ("setup.py", "python"),
         ("composer.json", "php"),
     ];
+    let mut odd = Vec::new();
     if let Some(dir) = worktree {
         for (file, kind) in SIGNS {
-            if dir.join(file).is_file() {
-                return (kind, file);
+            match std::fs::metadata(dir.join(file)) {
+                Ok(m) if m.is_file() => return (kind, file.to_string()),
+                Ok(_) => odd.push(format!("{file} is not a regular file")),
+                Err(_) => {}
             }
         }
     }
-    (
-        "static",
-        "no package.json, pyproject.toml, requirements.txt, setup.py or composer.json",
-    )
+    let mut why =
+        "no package.json, pyproject.toml, requirements.txt, setup.py or composer.json".to_string();
+    if !odd.is_empty() {
+        why = format!("{why} that is a regular file: {}", odd.join(", "));
+    }
+    ("static", why)
 }
 
 fn parse_reserved(item: &ReservedItem) -> Result<RangeInclusive<u16>, String> {

@@ -1709,3 +1709,26 @@ fn issue26_a_pin_outside_its_range_and_a_needless_move_are_said() {
         .succeeds();
     assert_eq!(repo.registry()["allocated_ports"]["main"]["web"], pin);
 }
+
+/// Issue 26 (smaller): `range = "auto"` with a `package.json` that is not a regular file (a
+/// directory) said "no package.json". It says what the file is.
+#[test]
+fn issue26_range_auto_names_a_sign_that_is_not_a_regular_file() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config("[services.app]\nrange = \"auto\"\n", block);
+    std::fs::create_dir(repo.root.join("package.json")).unwrap();
+    let out = repo
+        .wp([
+            "allocate",
+            "--json",
+            "--no-render",
+            &format!("--port=app={b}"),
+        ])
+        .succeeds()
+        .json();
+    assert_eq!(
+        out["range_choices"][0],
+        "app: range \"auto\" is static 4000-4999 (no package.json, pyproject.toml, requirements.txt, setup.py or composer.json that is a regular file: package.json is not a regular file)"
+    );
+}
