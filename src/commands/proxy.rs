@@ -24,6 +24,8 @@ pub struct ProxyStatusAnswer {
     pub port: Option<u16>,
     /// Every hostname it routes, and where to.
     pub routes: Vec<RouteAnswer>,
+    /// Names two routes claimed, each said with where it goes.
+    pub collisions: Vec<String>,
 }
 
 /// One route of `proxy status --json`.
@@ -67,6 +69,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
             let pid = daemon.running();
             let port = daemon.port();
             let routes = daemon.routes();
+            let daemon_collisions = &routes.1;
             if *json {
                 let routes = (routes.0.iter())
                     .map(|(host, r)| RouteAnswer {
@@ -82,6 +85,7 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
                     pid,
                     port,
                     routes,
+                    collisions: daemon_collisions.clone(),
                 }));
             }
             let mut out = match (pid, port) {
@@ -101,6 +105,9 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
                     r.service,
                     r.port
                 ));
+            }
+            for c in &routes.1 {
+                out.push_str(&format!("  collision: {c}\n"));
             }
             Ok(Report::ok(out))
         }

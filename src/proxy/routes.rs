@@ -28,9 +28,11 @@ pub struct Route {
     pub port: u16,
 }
 
-/// Hostname -> route.
+/// Hostname -> route; and the names two routes claimed (a worktree named like a service,
+/// from before names were checked against service routes): the worktree's own hostname wins
+/// over another's service route, else the first read; each collision is said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Routes(pub BTreeMap<String, Arc<Route>>);
+pub struct Routes(pub BTreeMap<String, Arc<Route>>, pub Vec<String>);
 
 /// What the files looked like when the routes were read: (path, size, modified).
 pub type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -50,7 +52,8 @@ impl Routes {
     /// Read every listed repository's registry.
     pub fn read(machine: &Machine) -> (Routes, Signature) {
         let (index, _) = machine.read();
-        let mut routes = BTreeMap::new();
+        let mut routes: BTreeMap<String, Arc<Route>> = BTreeMap::new();
+        let mut collisions = Vec::new();
         let mut signature = vec![stat(&machine.file)];
         for common in index.repositories.keys().filter(|c| c.is_dir()) {
             let paths = Paths::new(common);
@@ -71,20 +74,46 @@ impl Routes {
                 // Its config says which services speak HTTP: a change there changes routes.
                 signature.push(stat(&path.join(crate::model::config::CONFIG_PATH)));
                 for (name, service, port) in http_services(&path, ports, &hostname) {
-                    routes.insert(
-                        name,
-                        Arc::new(Route {
-                            repository: display.clone(),
-                            worktree: key.to_string(),
-                            path: path.clone(),
-                            service,
-                            port,
-                        }),
-                    );
+                    let route = Arc::new(Route {
+                        repository: display.clone(),
+                        worktree: key.to_string(),
+                        path: path.clone(),
+                        service,
+                        port,
+                    });
+                    let own = name == hostname;
+                    match routes.get(&name) {
+                        None => {
+                            routes.insert(name, route);
+                        }
+                        Some(first) => {
+                            let said = format!(
+                                "{name} is both worktree {} of {} ({}) and worktree {} of {} ({}); ",
+                                first.worktree,
+                                first.repository.display(),
+                                first.service,
+                                route.worktree,
+                                route.repository.display(),
+                                route.service
+                            );
+                            // A worktree's own hostname wins over another's service route.
+                            let replace = own && first.worktree != route.worktree;
+                            let (kept, reason) = match replace {
+                                false => (first.worktree.clone(), "the first"),
+                                true => (route.worktree.clone(), "its own hostname"),
+                            };
+                            if replace {
+                                routes.insert(name.clone(), route);
+                            }
+                            collisions.push(format!(
+                                "{said}it goes to worktree {kept} ({reason}); rename the other worktree's hostname"
+                            ));
+                        }
+                    }
                 }
             }
         }
-        (Routes(routes), signature)
+        (Routes(routes, collisions), signature)
     }
 
     /// Whether the files changed since `signature` (a stat of each: cheap every second).

@@ -179,9 +179,14 @@ pub(super) fn worktree_hostname(
     }
     let others = reg.hostnames_except(&wt.key);
     let host_of = |label: &str| names::hostname(&host_label, Some(label));
+    // Hostnames and service routes share one namespace: `api.app.localhost` is also the main
+    // worktree's `api` route, so no worktree label is a service's name.
+    let services: Vec<String> = (target.config.services.iter())
+        .map(|s| names::dns_label(&s.name))
+        .collect();
     let Some(template) = &target.config.hostname else {
         let label = names::unique_label(&names::dns_label(&wt.key), &|l| {
-            others.iter().any(|(h, _)| *h == host_of(l))
+            services.iter().any(|s| s == l) || others.iter().any(|(h, _)| *h == host_of(l))
         });
         return Ok(host_of(&label));
     };
@@ -205,7 +210,19 @@ pub(super) fn worktree_hostname(
                 ),
             )
         })?;
-    let host = host_of(&names::dns_label(&label));
+    let label = names::dns_label(&label);
+    let host = host_of(&label);
+    if services.contains(&label) {
+        return Err(Error::new(
+            Code::HostnameTaken,
+            format!(
+                "hostname {host} (from the config's hostname template) is the main worktree's {label} service route; change the template in {} so that no worktree is named like a service",
+                target.config.location()
+            ),
+        )
+        .with_details(json!({"hostname": host, "holder": "main"}))
+        .into());
+    }
     if let Some((_, holder)) = others.iter().find(|(h, _)| *h == host) {
         return Err(Error::new(
             Code::HostnameTaken,

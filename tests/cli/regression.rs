@@ -1732,3 +1732,39 @@ fn issue26_range_auto_names_a_sign_that_is_not_a_regular_file() {
         "app: range \"auto\" is static 4000-4999 (no package.json, pyproject.toml, requirements.txt, setup.py or composer.json that is a regular file: package.json is not a regular file)"
     );
 }
+
+/// Issue 26, item 12: a worktree named like a service got hostname `web.repo.localhost`,
+/// which is also the main worktree's `web` service route: the proxy sent it to main's
+/// server. Hostnames and service routes share one namespace; a collision already on disk is
+/// reported, and the worktree's own hostname wins.
+#[test]
+fn issue26_12_a_worktree_named_like_a_service_never_takes_its_route() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let wt = repo.add_worktree("web");
+    let got = repo
+        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(got["hostname"], "web-2.repo.localhost", "{got}");
+    // A record from before the check (a hand edit here): said, and the worktree's own
+    // hostname wins over main's service route.
+    let mut reg = repo.registry();
+    reg["worktrees"]["web"]["hostname"] = serde_json::json!("web.repo.localhost");
+    std::fs::write(repo.registry_path(), reg.to_string()).unwrap();
+    let _ = std::fs::remove_file(repo.registry_path().with_extension("json.bak"));
+    let status = repo.wp(["proxy", "status", "--json"]).succeeds().json();
+    let route = (status["routes"].as_array().unwrap().iter())
+        .find(|r| r["host"] == "web.repo.localhost")
+        .unwrap();
+    assert_eq!(route["worktree"], "web", "{status:#}");
+    let collisions = status["collisions"].as_array().unwrap();
+    assert_eq!(collisions.len(), 1, "{status:#}");
+    assert!(
+        collisions[0]
+            .as_str()
+            .unwrap()
+            .starts_with("web.repo.localhost is both worktree main of "),
+        "{status:#}"
+    );
+}
