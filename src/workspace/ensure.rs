@@ -399,7 +399,17 @@ impl Workspace {
         let mut label_changed = false;
         if let Some(m) = &mut machine {
             let me = self.canonical_common_dir();
-            m.changed |= m.index.register(&me, &repo_name);
+            let listed_now = m.index.register(&me, &repo_name);
+            m.changed |= listed_now;
+            // A repository that holds ports but was not listed: the index was wiped or
+            // replaced, the state dir changed, or the repository moved. Said once (it is
+            // listed from now on): other repositories it does not list are not seen.
+            if listed_now && reg.allocations().next().is_some() {
+                warn(&format!(
+                    "the machine index {} did not list this repository, which holds ports: it was deleted or replaced, the state dir changed, or the repository moved; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)",
+                    m.machine.file.display()
+                ));
+            }
             repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
             let label = match reg.host_label() {
                 Some(l) => l,

@@ -1768,3 +1768,25 @@ fn issue26_12_a_worktree_named_like_a_service_never_takes_its_route() {
         "{status:#}"
     );
 }
+
+/// Issue 26 (smaller): a wiped machine index (file and backup gone) restarted silently. The
+/// first allocation of a repository that holds ports but is not listed says so, once.
+#[test]
+fn issue26_a_wiped_index_is_said_once() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    std::fs::remove_file(state.join("index.json")).unwrap();
+    std::fs::remove_file(state.join("index.json.bak")).unwrap();
+    let wt = repo.add_worktree("feat");
+    repo.wp_in(&wt, ["allocate", "--no-render"])
+        .stderr_is(format!(
+            "git-worktree-ports: warning: the machine index {} did not list this repository, which holds ports: it was deleted or replaced, the state dir changed, or the repository moved; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)\n",
+            state.join("index.json").display()
+        ))
+        .succeeds();
+    let again = repo.add_worktree("feat2");
+    repo.wp_in(&again, ["allocate", "--no-render"])
+        .stderr_is("")
+        .succeeds();
+}
