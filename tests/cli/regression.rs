@@ -1186,13 +1186,12 @@ fn issue25_n3_a_record_without_a_compose_name_renders_the_formula() {
     let repo = TestRepo::new();
     let wt = repo.add_worktree("old-rec");
     repo.wp_in(&wt, ["allocate"]).succeeds();
-    let mut reg = repo.registry();
-    reg["worktrees"]["old-rec"]
-        .as_object_mut()
-        .unwrap()
-        .remove("compose_project_name");
-    std::fs::write(repo.registry_path(), reg.to_string()).unwrap();
-    let _ = std::fs::remove_file(repo.registry_path().with_extension("json.bak"));
+    repo.edit_registry(|reg| {
+        reg["worktrees"]["old-rec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("compose_project_name");
+    });
     std::fs::write(wt.join(".env"), "").unwrap();
     repo.wp(["doctor", "--fix"]).output();
     let env = std::fs::read_to_string(wt.join(".env")).unwrap();
@@ -1508,10 +1507,7 @@ fn issue26_2_a_record_with_an_empty_path_makes_no_process_an_orphan() {
     repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
     let elsewhere = tempfile::tempdir().unwrap();
     let bystander = Server::start(elsewhere.path(), repo.base + 6);
-    let mut reg = repo.registry();
-    reg["worktrees"]["edited"]["path"] = serde_json::json!("");
-    std::fs::write(repo.registry_path(), reg.to_string()).unwrap();
-    let _ = std::fs::remove_file(repo.registry_path().with_extension("json.bak"));
+    repo.edit_registry(|reg| reg["worktrees"]["edited"]["path"] = serde_json::json!(""));
     // git forgets the worktree; its record (with the empty path) stays.
     repo.git(["worktree", "remove", "--force", wt.to_str().unwrap()]);
     let out = repo
@@ -1749,10 +1745,9 @@ fn issue26_12_a_worktree_named_like_a_service_never_takes_its_route() {
     assert_eq!(got["hostname"], "web-2.repo.localhost", "{got}");
     // A record from before the check (a hand edit here): said, and the worktree's own
     // hostname wins over main's service route.
-    let mut reg = repo.registry();
-    reg["worktrees"]["web"]["hostname"] = serde_json::json!("web.repo.localhost");
-    std::fs::write(repo.registry_path(), reg.to_string()).unwrap();
-    let _ = std::fs::remove_file(repo.registry_path().with_extension("json.bak"));
+    repo.edit_registry(|reg| {
+        reg["worktrees"]["web"]["hostname"] = serde_json::json!("web.repo.localhost")
+    });
     let status = repo.wp(["proxy", "status", "--json"]).succeeds().json();
     let route = (status["routes"].as_array().unwrap().iter())
         .find(|r| r["host"] == "web.repo.localhost")

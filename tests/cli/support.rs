@@ -306,6 +306,15 @@ impl TestRepo {
         self.common_dir().join("worktree-registry/ports.json")
     }
 
+    /// Edit `ports.json` by hand (`edit` changes its JSON), dropping the backup so that the
+    /// edit is what the next command reads.
+    pub fn edit_registry(&self, edit: impl FnOnce(&mut Value)) {
+        let mut reg = self.registry();
+        edit(&mut reg);
+        std::fs::write(self.registry_path(), reg.to_string()).unwrap();
+        let _ = std::fs::remove_file(self.registry_path().with_extension("json.bak"));
+    }
+
     pub fn registry(&self) -> Value {
         serde_json::from_slice(&std::fs::read(self.registry_path()).unwrap()).unwrap()
     }
