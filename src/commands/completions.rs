@@ -114,8 +114,14 @@ pub fn command() -> clap::Command {
     })
 }
 
+/// bash asked for the candidates (it inserts them as shell text, unquoted).
+static ASKED_BY_BASH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Answer the shell's question when `VAR` is set (and return normally when it is not).
 pub fn answer_if_asked() {
+    // The engine clears the variable before it asks for candidates: note the shell first.
+    let bash = std::env::var_os(VAR).is_some_and(|v| v == "bash");
+    ASKED_BY_BASH.store(bash, std::sync::atomic::Ordering::Relaxed);
     clap_complete::CompleteEnv::with_factory(command)
         .var(VAR)
         .bin(BIN)
@@ -130,9 +136,18 @@ fn worktree_names() -> Vec<CompletionCandidate> {
     let Ok(worktrees) = ws.worktrees() else {
         return Vec::new();
     };
+    // bash puts a candidate on the command line as it is: a name is shell text there (git
+    // allows `$`, `(`, `)` and spaces), so it goes quoted. zsh and fish quote what they insert.
+    let bash = ASKED_BY_BASH.load(std::sync::atomic::Ordering::Relaxed);
     worktrees
         .iter()
-        .map(|w| CompletionCandidate::new(&w.key).help(Some(w.path.display().to_string().into())))
+        .map(|w| {
+            let value = match bash {
+                true => crate::model::names::shell_word(&w.key).into_owned(),
+                false => w.key.clone(),
+            };
+            CompletionCandidate::new(value).help(Some(w.path.display().to_string().into()))
+        })
         .collect()
 }
 

@@ -1,6 +1,6 @@
 //! Hostnames: `<worktree>.<repo>.localhost`, and `<repo>.localhost` for the main worktree.
 //! Labels are made DNS-safe here (lower case, `a-z0-9-`, at most 63 bytes, no leading or
-//! trailing `-`). PURE.
+//! trailing `-`). And names made safe for a shell ([`shell_word`]). PURE.
 
 use std::path::{Path, PathBuf};
 
@@ -81,6 +81,18 @@ pub fn display_path(common: &Path) -> PathBuf {
         Some(n) if n == ".git" => common.parent().unwrap_or(common).to_path_buf(),
         _ => common.to_path_buf(),
     }
+}
+
+/// `text` as one shell word: as it is when it is made only of characters no shell treats
+/// specially (`feature-x`, `8080`, `/src/app`), else in single quotes (a `'` inside as
+/// `'\''`). The escape function of `[on]` commands' templates, and of the worktree names bash
+/// completion puts on the command line.
+pub fn shell_word(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.into();
+    }
+    format!("'{}'", text.replace('\'', "'\\''")).into()
 }
 
 #[cfg(test)]

@@ -8,16 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// `text` as one shell word: as it is when it is made only of characters no shell treats
-/// specially (`feature-x`, `8080`, `/src/app`), else in single quotes (a `'` inside as
-/// `'\''`). The escape function of `[on]` commands' templates.
-pub fn quote(text: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
-        return text.into();
-    }
-    format!("'{}'", text.replace('\'', "'\\''")).into()
-}
+pub use crate::model::names::shell_word as quote;
 
 /// [`quote`] into a writer (tera's escape function).
 pub fn quote_into(text: &str, out: &mut dyn io::Write) -> io::Result<()> {

@@ -522,3 +522,45 @@ fn progress_lines_only_on_a_terminal() {
     );
     assert!(!piped.stdout().contains('\r'), "{}", piped.describe());
 }
+
+/// Issue 26, item 10: bash completion put worktree names on the command line unquoted: a
+/// name with `$(...)` became shell code that Enter runs, and a name with a space two words.
+/// bash now gets them quoted.
+#[test]
+fn bash_completion_quotes_hostile_worktree_names() {
+    if !Path::new("/usr/share/bash-completion/completions/git").is_file() {
+        skip(
+            "bash_completion_quotes_hostile_worktree_names: git's bash completion is not installed",
+        );
+        return;
+    }
+    let repo = TestRepo::new();
+    for (name, branch) in [("x$(touch PWNED)", "hostile"), ("a b", "spaced")] {
+        let path = repo.path(name);
+        repo.git([
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            branch,
+            path.to_str().unwrap(),
+        ]);
+    }
+    let out = bash_complete(
+        &repo,
+        "complete_words git worktree-ports release ''\n\
+         complete_words git-worktree-ports release ''",
+    );
+    // git makes the names `x$(touch-PWNED)` and `a-b` (its worktree names have no spaces).
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("[main ][a-b ]['x$(touch-PWNED)' ]"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("[main][a-b]['x$(touch-PWNED)']"),
+        "{out}"
+    );
+    assert!(!repo.root.join("PWNED").exists());
+}
