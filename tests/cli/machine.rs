@@ -571,7 +571,7 @@ fn a_damaged_index_is_recovered_from_its_backup_and_kept_aside() {
     let other = repo.another("other", None);
     repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
     repo.wp(["allocate", "--no-render"]).succeeds();
-    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let state = repo.env.state_dir();
     std::fs::write(state.join("index.json"), b"{not json").unwrap();
     let feat = repo.add_worktree("feat");
     let out = repo

@@ -136,7 +136,7 @@ fn templates_see_the_hostname_and_urls_and_proxy_urls_once_the_proxy_is_set_up()
         )),
         "{env}"
     );
-    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let state = repo.env.state_dir();
     write(&state.join("proxy.json"), "{\"port\": 7355}\n");
     repo.wp_in(&feature, ["render"]).succeeds();
     let env = std::fs::read_to_string(feature.join(".env")).unwrap();

@@ -1217,7 +1217,7 @@ fn issue25_n4_proxy_start_under_umask_000_makes_nothing_world_writable() {
     let out = run.output();
     let _ = repo.wp(["proxy", "stop"]).output();
     assert_eq!(out.code(), Some(0), "{}", out.describe());
-    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let state = repo.env.state_dir();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state) & 0o022, 0, "state dir {:o}", mode(&state));
     for entry in std::fs::read_dir(&state).unwrap() {
@@ -1368,7 +1368,7 @@ fn issue25_3_a_port_held_twice_on_the_machine_is_reported_never_dropped() {
 #[test]
 fn issue26_3_a_stale_proxy_pid_file_never_gets_a_process_signalled() {
     let repo = TestRepo::new();
-    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let state = repo.env.state_dir();
     std::fs::create_dir_all(&state).unwrap();
     let mut victim = std::process::Command::new("sleep")
         .arg("60")
@@ -1680,7 +1680,7 @@ fn issue26_a_usage_error_with_json_is_the_json_error_object() {
 fn issue26_the_state_dir_and_index_are_private() {
     let repo = TestRepo::new();
     repo.wp(["allocate", "--no-render"]).succeeds();
-    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let state = repo.env.state_dir();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("index.json")), 0o600);
@@ -1770,7 +1770,7 @@ fn issue26_12_a_worktree_named_like_a_service_never_takes_its_route() {
 fn issue26_a_wiped_index_is_said_once() {
     let repo = TestRepo::new();
     repo.wp(["allocate", "--no-render"]).succeeds();
-    let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+    let state = repo.env.state_dir();
     std::fs::remove_file(state.join("index.json")).unwrap();
     std::fs::remove_file(state.join("index.json.bak")).unwrap();
     let wt = repo.add_worktree("feat");

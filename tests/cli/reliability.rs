@@ -407,7 +407,7 @@ fn a_fault_at_every_step_of_the_index_recovery_never_hides_a_repository() {
         let other = repo.another("other", None);
         repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
         repo.wp(["allocate", "--no-render"]).succeeds();
-        let state = repo.env.root().join("home/.local/state/git-worktree-ports");
+        let state = repo.env.state_dir();
         std::fs::write(state.join("index.json"), b"{not json").unwrap();
         let feat = repo.add_worktree("feat");
         let out = repo

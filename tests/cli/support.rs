@@ -82,6 +82,12 @@ impl TestEnv {
         self.dir.path()
     }
 
+    /// The machine's state dir as the tool finds it in this environment
+    /// (`$XDG_STATE_HOME/git-worktree-ports`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root().join("home/.local/state/git-worktree-ports")
+    }
+
     /// Apply the hermetic environment to a command.
     pub fn apply(&self, cmd: &mut Command) {
         let home = self.root().join("home");
