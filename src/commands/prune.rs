@@ -59,9 +59,24 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<Report> {
         "pruned"
     };
     let mut out = String::new();
-    for GoneRepository { name, path, block } in &gone_repos {
+    for GoneRepository {
+        name,
+        path,
+        block,
+        ports,
+    } in &gone_repos
+    {
+        let held = match ports.is_empty() {
+            true => String::new(),
+            false => format!(
+                " {}",
+                (ports.iter().map(u16::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         out.push_str(&format!(
-            "{} repository {name} ({path}, gone): its ports{} are free again\n",
+            "{} repository {name} ({path}, gone): its ports{held}{} are free again\n",
             if args.dry_run {
                 "would drop"
             } else {

@@ -5,10 +5,13 @@
 //! Files, in the state dir (`GIT_WORKTREE_PORTS_STATE_DIR`, else
 //! `$XDG_STATE_HOME/git-worktree-ports`, else `~/.local/state/git-worktree-ports`):
 //! - `index.json` (+ `index.json.bak`): `{"version": 1, "repositories": {"<common dir>":
-//!   {"name": "<display name>", "added_at": "<RFC 3339>", "block": [30000, 30099]}}}` (the
-//!   block only for a block-strategy repository) and `"leases": {"<id>": {"ports", "pid",
-//!   "pid_start", "expires_at", "created_at", "command"}}`, written like the registry
-//!   (temp file, fsync, rename; then the backup);
+//!   {"name": "<display name>", "added_at": "<RFC 3339>", "id": "<repository_id>", "ports":
+//!   [[8080, 8083]], "block": [30000, 30099], "host": "<label>"}}}` (the block only for a
+//!   block-strategy repository), `"displaced": [{"path", ...entry}]` (repositories whose path
+//!   another took) and `"leases": {"<id>": {"ports", "pid", "pid_start", "expires_at",
+//!   "created_at", "command"}}`, written like the registry (temp file, fsync, rename; then
+//!   the backup). An older version reads it (unknown keys are ignored) and drops the new
+//!   keys when it writes; they are learned again at the next allocation;
 //! - `machine.lock`: locked by every operation that may take a new port, before the
 //!   repository's lock; never renamed or deleted.
 //!
@@ -46,6 +49,83 @@ pub struct Entry {
     /// Its label in hostnames (`app` in `feature.app.localhost`), unique on the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Its identity token (the registry's `repository_id`): the same repository after a
+    /// `mv`, and not the same one when another is made at its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The ports its registry held when an allocation under the machine lock last read it, as
+    /// runs `[first, last]`: what stays taken while the repository is gone (moved, deleted),
+    /// until `prune --all` or a full range takes them back. A release (which does not take
+    /// the machine lock) may leave ports here: only ever more than it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<[u16; 2]>,
+}
+
+impl Entry {
+    /// Every port of [`Entry::ports`].
+    pub fn held(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().flat_map(|[lo, hi]| *lo..=*hi)
+    }
+
+    /// Keep `ports` (any order) as runs; true when that changed.
+    pub fn set_held(&mut self, ports: impl IntoIterator<Item = u16>) -> bool {
+        let runs = runs(ports);
+        if runs == self.ports {
+            return false;
+        }
+        self.ports = runs;
+        true
+    }
+}
+
+/// `ports` as sorted runs of consecutive ports: `[[8080, 8083], [5432, 5432]]` sorted.
+pub fn runs(ports: impl IntoIterator<Item = u16>) -> Vec<[u16; 2]> {
+    let mut all: Vec<u16> = ports.into_iter().collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut out: Vec<[u16; 2]> = Vec::new();
+    for p in all {
+        match out.last_mut() {
+            Some(run) if u32::from(run[1]) + 1 == u32::from(p) => run[1] = p,
+            _ => out.push([p, p]),
+        }
+    }
+    out
+}
+
+/// A repository whose path another repository took (a new clone where a moved or deleted one
+/// was): kept, with its ports, until it lists itself again from where it is now or
+/// `prune --all` drops it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Displaced {
+    /// The common dir it had.
+    pub path: PathBuf,
+    /// Its entry as it was.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// What [`Index::register`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// Listed already, here.
+    Already,
+    /// Listed here before identities were kept: its identity is now known.
+    Learned,
+    /// Not listed before (a new repository, or one an index that was wiped did not know).
+    New,
+    /// Listed at another path, where it is no longer: it moved; its entry (name, ports,
+    /// block) follows it.
+    Moved {
+        /// Its common dir before.
+        from: PathBuf,
+    },
+    /// Listed at another path, where a repository with the same identity still is: a copy
+    /// (`cp -r`). Nothing was changed: the copy needs an identity of its own first.
+    Copy {
+        /// The original's common dir.
+        of: PathBuf,
+    },
 }
 
 /// Ports lent for a while to a process (`lease`), outside any worktree: parallel test runs,
@@ -78,6 +158,9 @@ pub struct Index {
     pub version: u64,
     /// Canonical common dir -> entry.
     pub repositories: BTreeMap<PathBuf, Entry>,
+    /// Repositories whose path another one took, with their ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub displaced: Vec<Displaced>,
     /// Lease id -> lease.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leases: BTreeMap<String, Lease>,
@@ -88,6 +171,7 @@ impl Default for Index {
         Index {
             version: VERSION,
             repositories: BTreeMap::new(),
+            displaced: Vec::new(),
             leases: BTreeMap::new(),
         }
     }
@@ -99,13 +183,59 @@ impl Index {
         self.repositories.get(common_dir)
     }
 
-    /// List a repository (no change when it is listed); true when the index changed. Its
-    /// display name is `name`, or `name-2`, `name-3`... when another repository has it.
-    pub fn register(&mut self, common_dir: &Path, name: &str) -> bool {
-        if self.repositories.contains_key(common_dir) {
-            return false;
+    /// List the repository whose common dir is `common_dir` and whose identity is `id`, by
+    /// identity: a repository listed at another path where it no longer is (`id_at` reads the
+    /// identity of the repository at a path: None when there is none) moved, and its entry
+    /// follows it; one listed where a repository with the same identity still is, is a copy
+    /// (nothing changes: it needs an identity of its own). An entry at `common_dir` with
+    /// another identity belongs to a repository that was there before: kept as displaced. A
+    /// new entry's display name is `name`, or `name-2`, `name-3`... when another entry
+    /// (listed, gone or displaced: a name is not reused before `prune --all`) has it.
+    pub fn register(
+        &mut self,
+        common_dir: &Path,
+        name: &str,
+        id: &str,
+        id_at: &dyn Fn(&Path) -> Option<String>,
+    ) -> Listed {
+        if let Some(e) = self.repositories.get_mut(common_dir) {
+            match e.id.as_deref() {
+                Some(known) if known == id => return Listed::Already,
+                // Listed before identities were kept: this is the repository it knew.
+                None => {
+                    e.id = Some(id.to_string());
+                    return Listed::Learned;
+                }
+                Some(_) => {
+                    let entry = self.repositories.remove(common_dir).expect("just seen");
+                    self.displaced.push(Displaced {
+                        path: common_dir.to_path_buf(),
+                        entry,
+                    });
+                }
+            }
         }
-        let taken = |n: &str| self.repositories.values().any(|e| e.name == n);
+        let elsewhere = (self.repositories.iter())
+            .find(|(_, e)| e.id.as_deref() == Some(id))
+            .map(|(p, _)| p.clone());
+        if let Some(from) = elsewhere {
+            if id_at(&from).as_deref() == Some(id) {
+                return Listed::Copy { of: from };
+            }
+            let entry = self.repositories.remove(&from).expect("just found");
+            self.repositories.insert(common_dir.to_path_buf(), entry);
+            return Listed::Moved { from };
+        }
+        if let Some(i) = (self.displaced.iter()).position(|d| d.entry.id.as_deref() == Some(id)) {
+            let d = self.displaced.remove(i);
+            self.repositories.insert(common_dir.to_path_buf(), d.entry);
+            return Listed::Moved { from: d.path };
+        }
+        let taken = |n: &str| {
+            (self.repositories.values())
+                .chain(self.displaced.iter().map(|d| &d.entry))
+                .any(|e| e.name == n)
+        };
         let unique = if taken(name) {
             (2..)
                 .map(|i| format!("{name}-{i}"))
@@ -121,9 +251,11 @@ impl Index {
                 added_at: now_rfc3339(),
                 block: None,
                 host: None,
+                id: Some(id.to_string()),
+                ports: Vec::new(),
             },
         );
-        true
+        Listed::New
     }
 
     /// Record the block `common_dir` claimed; true when the index changed.
@@ -137,15 +269,23 @@ impl Index {
         }
     }
 
-    /// The blocks claimed by every repository but `except`.
+    /// The blocks claimed by every repository but `except` (gone and displaced ones too: a
+    /// block stays claimed until `prune --all`).
     pub fn claims_except(&self, except: &Path) -> Vec<(std::ops::RangeInclusive<u16>, &Path)> {
-        (self.repositories.iter())
-            .filter(|(p, _)| p.as_path() != except)
+        self.entries()
+            .filter(|(p, _)| *p != except)
             .filter_map(|(p, e)| {
                 let [lo, hi] = e.block?;
-                Some((lo..=hi, p.as_path()))
+                Some((lo..=hi, p))
             })
             .collect()
+    }
+
+    /// Every entry, listed then displaced, with the common dir it names.
+    pub fn entries(&self) -> impl Iterator<Item = (&Path, &Entry)> {
+        (self.repositories.iter())
+            .map(|(p, e)| (p.as_path(), e))
+            .chain(self.displaced.iter().map(|d| (d.path.as_path(), &d.entry)))
     }
 
     /// Drop leases whose TTL passed (`now`: seconds since the epoch) or whose holder process is
@@ -174,15 +314,32 @@ impl Index {
             .collect()
     }
 
-    /// Drop repositories whose common dir no longer exists; returns them.
+    /// Drop the repositories whose common dir no longer exists and the displaced ones, and
+    /// with them the ports they kept (`prune --all`; a full range, through `drop`); returns
+    /// them.
     pub fn drop_gone(&mut self) -> Vec<(PathBuf, Entry)> {
         let gone: Vec<PathBuf> = (self.repositories.keys())
             .filter(|p| !p.is_dir())
             .cloned()
             .collect();
-        gone.into_iter()
+        let mut out: Vec<(PathBuf, Entry)> = gone
+            .into_iter()
             .filter_map(|p| self.repositories.remove(&p).map(|e| (p, e)))
-            .collect()
+            .collect();
+        out.extend(self.displaced.drain(..).map(|d| (d.path, d.entry)));
+        out
+    }
+
+    /// Drop one gone or displaced entry (`path` as [`Index::entries`] names it, `id` its
+    /// identity); true when it was there.
+    pub fn drop_entry(&mut self, path: &Path, id: Option<&str>) -> bool {
+        if let Some(i) =
+            (self.displaced.iter()).position(|d| d.path == path && d.entry.id.as_deref() == id)
+        {
+            self.displaced.remove(i);
+            return true;
+        }
+        self.repositories.remove(path).is_some()
     }
 }
 
@@ -388,32 +545,137 @@ fn parse_file(path: &Path) -> Result<Option<Index>, String> {
 mod tests {
     use super::*;
 
+    fn nobody(_: &Path) -> Option<String> {
+        None
+    }
+
     #[test]
     fn display_names_are_unique_and_registering_twice_changes_nothing() {
         let mut i = Index::default();
-        assert!(i.register(Path::new("/a/app/.git"), "app"));
-        assert!(!i.register(Path::new("/a/app/.git"), "app"));
-        assert!(i.register(Path::new("/b/app/.git"), "app"));
-        assert!(i.register(Path::new("/c/app/.git"), "app"));
+        assert_eq!(
+            i.register(Path::new("/a/app/.git"), "app", "A", &nobody),
+            Listed::New
+        );
+        assert_eq!(
+            i.register(Path::new("/a/app/.git"), "app", "A", &nobody),
+            Listed::Already
+        );
+        assert_eq!(
+            i.register(Path::new("/b/app/.git"), "app", "B", &nobody),
+            Listed::New
+        );
+        assert_eq!(
+            i.register(Path::new("/c/app/.git"), "app", "C", &nobody),
+            Listed::New
+        );
         let names: Vec<&str> = i.repositories.values().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["app", "app-2", "app-3"]);
         assert_eq!(i.repositories[Path::new("/b/app/.git")].name, "app-2");
     }
 
     #[test]
-    fn an_index_of_a_thousand_repositories_stays_under_100_kb() {
+    fn a_repository_that_moved_keeps_its_entry_and_a_copy_is_not_taken_for_it() {
+        let mut i = Index::default();
+        i.register(Path::new("/a/app/.git"), "app", "A", &nobody);
+        i.repositories
+            .get_mut(Path::new("/a/app/.git"))
+            .unwrap()
+            .set_held([8080, 8081, 5432]);
+        let before = i.repositories[Path::new("/a/app/.git")].clone();
+        // Still at /a/app: the same identity at /b/app is a copy, and nothing changes.
+        let still_there = |p: &Path| (p == Path::new("/a/app/.git")).then(|| "A".to_string());
+        assert_eq!(
+            i.register(Path::new("/b/app/.git"), "app", "A", &still_there),
+            Listed::Copy {
+                of: PathBuf::from("/a/app/.git")
+            }
+        );
+        assert_eq!(i.repositories.len(), 1);
+        // Gone from /a/app: it moved, and its entry (name, ports) follows it.
+        assert_eq!(
+            i.register(Path::new("/b/app/.git"), "app", "A", &nobody),
+            Listed::Moved {
+                from: PathBuf::from("/a/app/.git")
+            }
+        );
+        assert_eq!(
+            i.repositories.keys().collect::<Vec<_>>(),
+            [Path::new("/b/app/.git")]
+        );
+        assert_eq!(i.repositories[Path::new("/b/app/.git")], before);
+        assert_eq!(before.ports, [[5432, 5432], [8080, 8081]]);
+    }
+
+    #[test]
+    fn a_repository_made_where_another_was_displaces_it_and_its_name_is_not_reused() {
+        let mut i = Index::default();
+        i.register(Path::new("/a/app/.git"), "app", "OLD", &nobody);
+        i.repositories
+            .get_mut(Path::new("/a/app/.git"))
+            .unwrap()
+            .set_held([8080]);
+        assert_eq!(
+            i.register(Path::new("/a/app/.git"), "app", "NEW", &nobody),
+            Listed::New
+        );
+        assert_eq!(i.displaced.len(), 1);
+        assert_eq!(i.displaced[0].entry.name, "app");
+        assert_eq!(i.repositories[Path::new("/a/app/.git")].name, "app-2");
+        // The displaced one lists itself from where it is now: its entry comes back.
+        assert_eq!(
+            i.register(Path::new("/z/app/.git"), "app", "OLD", &nobody),
+            Listed::Moved {
+                from: PathBuf::from("/a/app/.git")
+            }
+        );
+        assert!(i.displaced.is_empty());
+        assert_eq!(
+            i.repositories[Path::new("/z/app/.git")]
+                .held()
+                .collect::<Vec<_>>(),
+            [8080]
+        );
+        // An entry written before identities were kept learns its identity.
+        i.repositories.get_mut(Path::new("/z/app/.git")).unwrap().id = None;
+        assert_eq!(
+            i.register(Path::new("/z/app/.git"), "app", "OLD", &nobody),
+            Listed::Learned
+        );
+        assert_eq!(
+            i.register(Path::new("/z/app/.git"), "app", "OLD", &nobody),
+            Listed::Already
+        );
+    }
+
+    #[test]
+    fn held_ports_are_kept_as_runs() {
+        assert_eq!(
+            runs([8082, 8080, 8081, 5432, 65535, 8080]),
+            [[5432, 5432], [8080, 8082], [65535, 65535]]
+        );
+        assert!(runs([]).is_empty());
+    }
+
+    #[test]
+    fn an_index_of_a_thousand_repositories_stays_under_200_kb() {
         let dir = tempfile::tempdir().unwrap();
         let m = Machine::at(dir.path());
         let mut i = Index::default();
-        for r in 0..1000 {
+        for r in 0..1000u16 {
             i.register(
                 &PathBuf::from(format!("/home/dev/src/project-{r:04}/.git")),
                 &format!("project-{r:04}"),
+                &format!("{:x}-{r:x}", 0x18a6_0000_0000_0000_u64 + u64::from(r)),
+                &nobody,
             );
+            // Ten worktrees of five services each, taken in order: five runs.
+            let held = (0..10u16).flat_map(|w| [8080, 3000, 5432, 9000, 5555].map(|b| b + w));
+            let key = PathBuf::from(format!("/home/dev/src/project-{r:04}/.git"));
+            i.repositories.get_mut(&key).unwrap().set_held(held);
         }
         m.save(&i).unwrap();
         let size = std::fs::metadata(&m.file).unwrap().len();
-        assert!(size < 100 * 1024, "{size} bytes");
+        assert!(size < 200 * 1024, "{size} bytes");
     }
 
     #[test]
@@ -454,7 +716,7 @@ mod tests {
         let m = Machine::at(dir.path());
         let lock = m.lock(Duration::from_secs(5), &|_| {}).unwrap();
         let mut i = Index::default();
-        i.register(Path::new("/x/.git"), "x");
+        i.register(Path::new("/x/.git"), "x", "X", &nobody);
         m.save(&i).unwrap();
         std::fs::write(&m.file, b"{broken").unwrap();
         let (got, warnings) = m.load(&lock).unwrap();

@@ -423,6 +423,11 @@ impl<'de> Deserialize<'de> for PortsOnly {
                         "allocated_ports" => {
                             reg.allocated_ports = map.next_value::<AllocatedPorts>()?.0;
                         }
+                        // Who the repository is: the machine index checks it.
+                        super::REPOSITORY_ID_KEY => {
+                            let raw = map.next_value::<Box<serde_json::value::RawValue>>()?;
+                            reg.extra.insert(key, super::Raw(raw));
+                        }
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }

@@ -35,6 +35,10 @@ pub const HISTORY_LIMIT: usize = 1000;
 /// The top-level key of the repository's label in hostnames.
 const HOST_LABEL_KEY: &str = "hostname_label";
 
+/// The top-level key of the repository's identity: it moves with the repository (`mv`), so
+/// the machine index knows a moved repository for the one it was (design.md, Identity).
+pub(crate) const REPOSITORY_ID_KEY: &str = "repository_id";
+
 /// The top-level key of the worktrees removed with their directory gone.
 const GONE_KEY: &str = "gone_worktrees";
 
@@ -500,6 +504,21 @@ impl Registry {
         }
         let raw = serde_json::value::to_raw_value(label).expect("a string serializes");
         self.extra.insert(HOST_LABEL_KEY.to_string(), Raw(raw));
+        true
+    }
+
+    /// The repository's identity token, once one was given.
+    pub fn repository_id(&self) -> Option<String> {
+        serde_json::from_str(self.extra.get(REPOSITORY_ID_KEY)?.0.get()).ok()
+    }
+
+    /// Keep the repository's identity token; true when it changed.
+    pub fn set_repository_id(&mut self, id: &str) -> bool {
+        if self.repository_id().as_deref() == Some(id) {
+            return false;
+        }
+        let raw = serde_json::value::to_raw_value(id).expect("a string serializes");
+        self.extra.insert(REPOSITORY_ID_KEY.to_string(), Raw(raw));
         true
     }
 

@@ -67,13 +67,12 @@ pub enum PortStatus {
 
 /// Check `ports`: each one's answer, with a line saying it for a person.
 pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
-    let (ws, registry, me) = match Workspace::open() {
+    let (ws, registry) = match Workspace::open() {
         Ok(ws) => {
             let reg = ws.load_unlocked()?;
-            let me = ws.canonical_common_dir();
-            (Some(ws), Some(reg), Some(me))
+            (Some(ws), Some(reg))
         }
-        Err(e) if classify(&e).code == Code::NotARepository => (None, None, None),
+        Err(e) if classify(&e).code == Code::NotARepository => (None, None),
         Err(e) => return Err(e),
     };
     // Whose a listener is, against every worktree known here and the current one (read
@@ -101,7 +100,10 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
         Ok(machine) => {
             let (index, warnings) = machine.read();
             warnings.iter().for_each(|w| warn(w));
-            OutsideHoldings::read(&index, me.as_deref())
+            match (&ws, &registry) {
+                (Some(ws), Some(reg)) => ws.other_registries(&index, reg),
+                _ => OutsideHoldings::read(&index, super::Me::default()),
+            }
         }
         Err(_) => OutsideHoldings::default(),
     };
@@ -140,12 +142,13 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
                             None => format!("{verb} {o}"),
                         }
                     },
-                    match (o.lease, o.block) {
+                    match (o.lease, o.block || o.gone) {
                         (true, _) => CheckedPort {
                             lease: Some(o.worktree.to_string()),
                             ..CheckedPort::default()
                         },
-                        // Inside another repository's block: that repository, no worktree.
+                        // Inside another repository's block, or kept by a gone one: that repository, no
+                        // worktree.
                         (false, true) => CheckedPort {
                             repository: o.repository.map(|r| r.display().to_string()),
                             ..CheckedPort::default()

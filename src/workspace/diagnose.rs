@@ -15,7 +15,7 @@ use crate::output::progress::Progress;
 use crate::registry::{Ports, Registry};
 use crate::sys::procs;
 
-use super::{FileState, Workspace, canonical, lock_machine, ports_inline, warn};
+use super::{FileState, Workspace, canonical, ports_inline};
 
 /// A safe fix `--fix` may apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +28,6 @@ pub enum Action {
     Render(String),
     /// Update our hook.
     Hook,
-    /// Drop gone repositories from the machine index.
-    Index,
 }
 
 /// One finding.
@@ -311,28 +309,40 @@ fn hook(ws: &Workspace, out: &mut Vec<Finding>) {
     }
 }
 
-/// Index entries of repositories that are gone.
+/// Index entries of repositories that are gone (moved, deleted, or another repository at
+/// their path): they keep their ports, so no safe fix drops them (`prune --all` does).
 fn index(out: &mut Vec<Finding>) {
     let Ok(machine) = Machine::from_env() else {
         return;
     };
     let (index, _) = machine.read();
-    for (common, entry) in &index.repositories {
-        if !common.is_dir() {
-            out.push(
-                Finding::new(
-                    Severity::Info,
-                    FindingCode::IndexGoneRepository,
-                    format!(
-                        "the machine index lists repository {} ({}), which is gone",
-                        entry.name,
-                        common.display()
-                    ),
-                    "git worktree-ports prune --all".into(),
-                )
-                .with(Action::Index),
-            );
+    for (common, entry) in index.entries() {
+        let displaced = index.repositories.get(common) != Some(entry);
+        if !displaced && common.is_dir() {
+            continue;
         }
+        let held: Vec<String> = entry.held().map(|p| p.to_string()).collect();
+        out.push(Finding::new(
+            Severity::Info,
+            FindingCode::IndexGoneRepository,
+            format!(
+                "the machine index lists repository {} ({}), which is gone{}: {}",
+                entry.name,
+                common.display(),
+                match displaced {
+                    true => " (another repository is at its path)",
+                    false => " (moved or deleted)",
+                },
+                match held.is_empty() {
+                    true => "it keeps no ports".to_string(),
+                    false => format!(
+                        "it keeps ports {} until it allocates again where it is now",
+                        held.join(", ")
+                    ),
+                }
+            ),
+            "git worktree-ports prune --all (when it was deleted)".into(),
+        ));
     }
 }
 
@@ -443,17 +453,6 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
             Action::Hook => {
                 ws.install_hook()?;
                 Ok("updated the hook".to_string())
-            }
-            Action::Index => {
-                let machine = Machine::from_env()?;
-                let lock = lock_machine(&machine)?;
-                let (mut index, warnings) = machine.load(&lock)?;
-                warnings.iter().for_each(|w| warn(w));
-                let gone = index.drop_gone();
-                if !gone.is_empty() {
-                    machine.save(&index)?;
-                }
-                Ok("dropped the index entries of gone repositories".to_string())
             }
         })();
         f.outcome = Some(result.map_err(|e| format!("{e:#}")));

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::machine::Listed;
 use crate::model::allocate::{self, BlockSite, Request, Want};
 use crate::model::clock::now_rfc3339;
 use crate::model::config::{self, Config, Strategy};
 use crate::model::error::{Code, Error};
 use crate::model::names;
-use crate::registry::{Claim, Loaded, Ports, Registry, WorktreeRecord};
+use crate::registry::{self, Claim, Loaded, Ports, Registry, WorktreeRecord};
 use crate::render;
 use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 use crate::sys::git::WorktreeInfo;
@@ -49,11 +50,7 @@ pub(super) fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
 
 /// Give a worktree a new identity token (time and pid: unique on this machine).
 pub(super) fn new_worktree_id(wt: &WorktreeInfo) -> anyhow::Result<String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let id = format!("{nanos:x}-{:x}", std::process::id());
+    let id = new_token();
     fsio::write_atomic(
         &wt.git_dir.join(ID_FILE),
         format!("{id}\n").as_bytes(),
@@ -389,33 +386,25 @@ impl Workspace {
         };
         let lock = self.lock()?;
         let mut reg = self.load_locked(&lock, unlocked)?;
-        let others = match &machine {
-            Some(m) => self.other_registries(&m.index),
-            None => OutsideHoldings::default(),
-        };
         // The repository's name as the machine knows it (unique among its repositories),
         // and its label in hostnames, decided once and kept in the registry and the index.
         let mut repo_name = self.repo_name();
         let mut label_changed = false;
+        // Listed again (a wiped index, another state dir, a copy): its ports are checked
+        // against the machine's, and those another holder has move.
+        let mut relisted = false;
         if let Some(m) = &mut machine {
             let me = self.canonical_common_dir();
-            let listed_now = m.index.register(&me, &repo_name);
-            m.changed |= listed_now;
-            // A repository that holds ports but was not listed: the index was wiped or
-            // replaced, the state dir changed, or the repository moved. Said once (it is
-            // listed from now on): other repositories it does not list are not seen.
-            if listed_now && reg.allocations().next().is_some() {
-                warn(&format!(
-                    "the machine index {} did not list this repository, which holds ports: it was deleted or replaced, the state dir changed, or the repository moved; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)",
-                    m.machine.file.display()
-                ));
-            }
+            let (listed, id_changed) = self.list_in_index(m, &mut reg, &me, &repo_name);
+            label_changed |= id_changed;
+            relisted = matches!(listed, Listed::New | Listed::Copy { .. })
+                && reg.allocations().next().is_some();
             repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
             let label = match reg.host_label() {
                 Some(l) => l,
                 None => {
-                    let taken: Vec<String> = (m.index.repositories.iter())
-                        .filter(|(p, _)| **p != me)
+                    let taken: Vec<String> = (m.index.entries())
+                        .filter(|(p, _)| *p != me)
                         .map(|(_, e)| e.host.clone().unwrap_or_else(|| names::dns_label(&e.name)))
                         .collect();
                     names::unique_label(&names::dns_label(&repo_name), &|l| {
@@ -432,6 +421,15 @@ impl Workspace {
             }
         } else if reg.host_label().is_none() {
             label_changed |= reg.set_host_label(&names::dns_label(&repo_name));
+        }
+        let others = match &machine {
+            Some(m) => self.other_registries(&m.index, &reg),
+            None => OutsideHoldings::default(),
+        };
+        let mut moved_here = Vec::new();
+        if relisted {
+            moved_here =
+                self.move_conflicts(&mut reg, target, &others, &repo_name, machine.as_mut())?;
         }
         // Its own entry before: none (or a dead worktree's of the same name) makes it fresh.
         let fresh = reg.ports(&wt.key).is_none_or(|p| p.is_empty())
@@ -470,6 +468,10 @@ impl Workspace {
             machine.as_mut(),
         )?;
         changed |= c;
+        // The ports every repository read here holds, kept in the index for when it is gone.
+        if let Some(m) = &mut machine {
+            keep_held_ports(m, &self.canonical_common_dir(), &reg, &others);
+        }
         // Listed before the registry is written: a crash between the two leaves a listed
         // repository with nothing allocated (harmless), never an allocation unlisted.
         if let Some(m) = &machine
@@ -481,6 +483,28 @@ impl Workspace {
             self.save(&lock, &mut reg)?;
         }
         drop(lock);
+        for MovedPort {
+            worktree: key,
+            service,
+            from,
+            to,
+            holder,
+        } in &moved_here
+        {
+            let done = match to {
+                Some(to) => format!("moved {service} to {to}"),
+                None => "gave it back (the worktree is gone)".to_string(),
+            };
+            let rewrite = match key == &wt.key || to.is_none() {
+                true => String::new(),
+                false => format!(
+                    "; rewrite that worktree's files with `git worktree-ports render -w {key}`"
+                ),
+            };
+            warn(&format!(
+                "this repository was not listed in the machine index, and port {from} of worktree {key} (service {service}) is held by {holder} there: {done}{rewrite}"
+            ));
+        }
         // Worktrees whose ports a full range took back: their `[on] release`, now that the
         // registry says so and no lock is held.
         for job in self.reclaimed.take() {
@@ -503,6 +527,137 @@ impl Workspace {
         })
     }
 
+    /// List this repository in the machine index by its identity (given one now when it has
+    /// none; a copy of another repository gets one of its own), saying what the index did
+    /// not know; returns how it was listed and whether the registry changed.
+    fn list_in_index(
+        &self,
+        m: &mut MachineView,
+        reg: &mut Registry,
+        me: &Path,
+        name: &str,
+    ) -> (Listed, bool) {
+        let mut changed = false;
+        let id = match reg.repository_id() {
+            Some(id) => id,
+            None => {
+                let id = new_token();
+                changed |= reg.set_repository_id(&id);
+                id
+            }
+        };
+        let id_at = |p: &Path| {
+            (p.is_dir())
+                .then(|| registry::load_ports_unlocked(&registry::Paths::new(p)).ok())
+                .flatten()
+                .and_then(|l| l.registry.repository_id())
+        };
+        let mut listed = m.index.register(me, name, &id, &id_at);
+        if let Listed::Copy { of } = &listed {
+            warn(&format!(
+                "this repository is a copy of {} (it has the same identity): it gets an identity of its own",
+                names::display_path(of).display()
+            ));
+            let id = new_token();
+            changed |= reg.set_repository_id(&id);
+            let again = m.index.register(me, name, &id, &id_at);
+            debug_assert_eq!(again, Listed::New);
+            listed = Listed::Copy { of: of.clone() };
+        }
+        match &listed {
+            Listed::Already => {}
+            Listed::Learned => m.changed = true,
+            Listed::Moved { from } => {
+                m.changed = true;
+                warn(&format!(
+                    "this repository was at {}: the machine index follows it (its name, its ports, its block)",
+                    names::display_path(from).display()
+                ));
+            }
+            Listed::New | Listed::Copy { .. } => {
+                m.changed = true;
+                // A repository that holds ports but was not listed: the index was wiped or
+                // replaced, or the state dir changed. Said once (it is listed from now on):
+                // other repositories it does not list are not seen.
+                if matches!(listed, Listed::New) && reg.allocations().next().is_some() {
+                    warn(&format!(
+                        "the machine index {} did not list this repository, which holds ports: it was deleted or replaced, or the state dir changed; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)",
+                        m.machine.file.display()
+                    ));
+                }
+            }
+        }
+        (listed, changed)
+    }
+
+    /// A repository listed again: every port of its worktrees that another holder of the
+    /// machine has (a repository listed meanwhile was given it) moves, under the locks; the
+    /// repository listing itself again is the later holder as the machine saw it. Returns
+    /// (worktree, service, old port, new port (None: the worktree is gone, the port given
+    /// back), holder) for each move, by worktree and service.
+    fn move_conflicts(
+        &self,
+        reg: &mut Registry,
+        target: &Target,
+        others: &OutsideHoldings,
+        repo_name: &str,
+        mut machine: Option<&mut MachineView>,
+    ) -> anyhow::Result<Vec<MovedPort>> {
+        let mut conflicts: BTreeMap<String, Vec<(String, u16, String)>> = BTreeMap::new();
+        {
+            let (outside, _) = machine_taken(None, others);
+            for (key, ports) in reg.allocations() {
+                for (service, port) in ports.iter() {
+                    if let Some(owner) = outside.owner(port) {
+                        conflicts.entry(key.to_string()).or_default().push((
+                            service.to_string(),
+                            port,
+                            owner.to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut moved = Vec::new();
+        for (key, mut services) in conflicts {
+            // By service name: the order the moves are said in.
+            services.sort();
+            // Given back first, so that the allocation below sees no port held twice (and
+            // cannot choose it again: the other holder has it).
+            let names: Vec<String> = services.iter().map(|(s, _, _)| s.clone()).collect();
+            reg.release_services(&key, &names);
+            let info = match key == target.wt.key {
+                true => Some(target.wt.clone()),
+                false => (self.worktrees()?.iter())
+                    .find(|w| w.key == key && !w.prunable && w.path.is_dir())
+                    .cloned(),
+            };
+            // A worktree that is gone keeps them given back.
+            let now = match info {
+                Some(info) => {
+                    let t = match key == target.wt.key {
+                        true => None,
+                        false => Some(self.target_of(info)?),
+                    };
+                    let t = t.as_ref().unwrap_or(target);
+                    let no_wants = BTreeMap::new();
+                    (self.assign(reg, t, &no_wants, others, repo_name, machine.as_deref_mut())?).0
+                }
+                None => BTreeMap::new(),
+            };
+            for (service, from, holder) in services {
+                moved.push(MovedPort {
+                    to: now.get(&service).copied(),
+                    worktree: key.clone(),
+                    service,
+                    from,
+                    holder,
+                });
+            }
+        }
+        Ok(moved)
+    }
+
     /// Give `target` its ports in `reg` (under the locks): the identity check, the config's
     /// services, the allocation against this registry and `others`, the record. When a
     /// service's range is full, the ports of worktrees git reports as gone are reclaimed,
@@ -514,14 +669,14 @@ impl Workspace {
         wants: &BTreeMap<String, Want>,
         others: &OutsideHoldings,
         repo_name: &str,
-        machine: Option<&mut MachineView>,
+        mut machine: Option<&mut MachineView>,
     ) -> anyhow::Result<(BTreeMap<String, u16>, bool)> {
         let wt = &target.wt;
         let config = &target.config;
         // Block strategy: the repository's block, claimed once, machine-wide.
         let claim_before = reg.claim();
         let claim = match config.strategy {
-            Strategy::Block(b) => Some(self.claim_block(reg, b, machine, others)?),
+            Strategy::Block(b) => Some(self.claim_block(reg, b, machine.as_deref_mut(), others)?),
             Strategy::Ranges => None,
         };
         // An entry made by a worktree with another identity belongs to a dead worktree whose
@@ -540,7 +695,7 @@ impl Workspace {
         let held_before = reg.ports(&wt.key).map(Ports::to_map).unwrap_or_default();
         let avoid = probe::avoid_ranges();
         let warned_shared = std::cell::Cell::new(false);
-        let attempt = |reg: &Registry| {
+        let attempt = |reg: &Registry, others: &OutsideHoldings| {
             let slots = reg.slot_holders_except(&wt.key);
             let block = claim.map(|c| BlockSite {
                 start: c.start,
@@ -566,7 +721,7 @@ impl Workspace {
                 &SystemProbe,
             )
         };
-        let alloc = match attempt(reg) {
+        let alloc = match attempt(reg, others) {
             Ok(a) => a,
             Err(e) if e.code == Code::RangeExhausted => {
                 // Lazy reclaim, only now that ports are scarce: a worktree moved with `mv`
@@ -586,14 +741,35 @@ impl Workspace {
                         ports_inline(&ports)
                     };
                     reclaimed.push(format!("{key} ({why}: {given_back})"));
-                    result = attempt(reg);
+                    result = attempt(reg, others);
                     if result.is_ok() {
                         break;
                     }
                 }
+                // Then gone repositories (moved or deleted, listed longest ago first): a moved
+                // one that comes back later finds its ports taken, and moves what conflicts.
+                if result.is_err()
+                    && let Some(m) = machine
+                    && !others.gone.is_empty()
+                {
+                    let mut fewer = others.clone();
+                    while result.is_err() && !fewer.gone.is_empty() {
+                        let g = fewer.gone.remove(0);
+                        fewer.claims.retain(|(_, d)| *d != g.display);
+                        m.changed |= m.index.drop_entry(&g.common, g.id.as_deref());
+                        reclaimed.push(format!(
+                            "repository {} (gone: {})",
+                            g.display.display(),
+                            (g.ports.iter().map(u16::to_string))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                        result = attempt(reg, &fewer);
+                    }
+                }
                 let alloc = result?;
                 warn(&format!(
-                    "the range was full: gave back the ports of worktrees that are gone, oldest first: {}",
+                    "the range was full: gave back the ports of worktrees and repositories that are gone, oldest first: {}",
                     reclaimed.join("; ")
                 ));
                 changed = true;
@@ -682,6 +858,49 @@ impl Workspace {
         reg.set_claim(claim);
         record(machine, &claim);
         Ok(claim)
+    }
+}
+
+/// A port a repository listed again moved off (another holder had it meanwhile).
+struct MovedPort {
+    worktree: String,
+    service: String,
+    from: u16,
+    /// Its new port; None when the worktree is gone and the port was given back.
+    to: Option<u16>,
+    /// Who holds `from`, as a user reads it.
+    holder: String,
+}
+
+/// A new identity token: time and pid, unique on this machine.
+fn new_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// Keep in the index the ports this repository (`reg`, at `me`) and every other one read for
+/// this allocation hold, for when they are gone: only a registry read whole and of the
+/// repository the entry names (a salvaged one, or another repository made at its path, leaves
+/// the entry as it was).
+fn keep_held_ports(m: &mut MachineView, me: &Path, reg: &Registry, others: &OutsideHoldings) {
+    let all = |r: &Registry| -> Vec<u16> {
+        (r.allocations())
+            .flat_map(|(_, p)| p.iter().map(|(_, port)| port).collect::<Vec<_>>())
+            .collect()
+    };
+    if let Some(e) = m.index.repositories.get_mut(me) {
+        m.changed |= e.set_held(all(reg));
+    }
+    for other in others.others.iter().filter(|o| o.salvaged.is_empty()) {
+        if let Some(e) = m.index.repositories.get_mut(&other.common)
+            && e.id.is_some()
+            && e.id == other.registry.repository_id()
+        {
+            m.changed |= e.set_held(all(&other.registry));
+        }
     }
 }
 

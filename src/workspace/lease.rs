@@ -82,7 +82,6 @@ pub fn take_lease(
         let lock = lock_machine(&machine)?;
         let (mut index, warnings) = machine.load(&lock)?;
         warnings.iter().for_each(|w| warn(w));
-        index.drop_gone();
         for (id, old) in reclaim_leases(&mut index) {
             warn(&format!(
                 "reclaimed lease {id} ({}): {}",
@@ -174,7 +173,7 @@ fn choose(
     count: usize,
     probe: &dyn Probe,
 ) -> anyhow::Result<Vec<u16>> {
-    let elsewhere = OutsideHoldings::read(index, None);
+    let elsewhere = OutsideHoldings::read(index, super::Me::default());
     let (taken, _) = machine_taken(None, &elsewhere);
     let (lo, hi) = pool;
     let (mut owned, mut claimed, mut busy) = (0, 0, 0);

@@ -105,16 +105,32 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
     let machine = Machine::from_env()?;
     let (index, warnings) = machine.read();
     warnings.iter().for_each(|w| warn(w));
+    // The repository this runs in, by identity: listed at a path where it no longer is, it
+    // moved here (its entry follows it at its next allocation), and is shown where it is.
+    let here = Workspace::open().ok().and_then(|ws| {
+        let id = ws.load_unlocked().ok()?.repository_id()?;
+        Some((ws.canonical_common_dir(), id))
+    });
     let mut repos: Vec<RepoListing> = index
-        .repositories
-        .iter()
-        .map(|(common, entry)| {
-            let gone = !common.is_dir();
+        .entries()
+        .map(|(listed_at, entry)| {
+            let displaced = index.repositories.get(listed_at) != Some(entry);
+            let common = match &here {
+                Some((path, id))
+                    if entry.id.as_deref() == Some(id.as_str())
+                        && (displaced || !listed_at.is_dir()) =>
+                {
+                    path.as_path()
+                }
+                _ => listed_at,
+            };
+            let gone = !common.is_dir() || (displaced && common == listed_at);
             let other = if gone {
                 None
             } else {
                 Some(OtherRepository::read_whole(common))
             };
+            let shown = display_path(common);
             let worktrees = other
                 .as_ref()
                 .map(|o| {
@@ -122,7 +138,12 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
                         .keys()
                         .into_iter()
                         .map(|key| {
-                            let path = o.registry.record(key).map(|r| r.path).unwrap_or_default();
+                            let mut path =
+                                o.registry.record(key).map(|r| r.path).unwrap_or_default();
+                            // The main worktree is where the repository is (it moves with it).
+                            if key == crate::sys::git::MAIN_KEY && shown != common {
+                                path = shown.to_string_lossy().into_owned();
+                            }
                             WorktreeListing {
                                 name: key.to_string(),
                                 exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
@@ -136,7 +157,7 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
                 .unwrap_or_default();
             RepoListing {
                 name: entry.name.clone(),
-                path: display_path(common).to_string_lossy().into_owned(),
+                path: shown.to_string_lossy().into_owned(),
                 gone,
                 worktrees,
             }

@@ -36,7 +36,8 @@ pub struct Pruned {
     pub ports: BTreeMap<String, u16>,
 }
 
-/// A repository of the machine index that is gone from disk.
+/// A repository of the machine index that is gone from where it was listed (moved or
+/// deleted), or whose path another repository took.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct GoneRepository {
     /// Its name in the index.
@@ -45,6 +46,8 @@ pub struct GoneRepository {
     pub path: String,
     /// The block it had claimed (`strategy = "block"`): first and last port.
     pub block: Option<[u16; 2]>,
+    /// The ports it kept while gone, lowest first.
+    pub ports: Vec<u16>,
 }
 
 /// A process whose working directory is inside a worktree that no longer exists.
@@ -105,11 +108,6 @@ pub fn prune(all: bool, dry_run: bool, reap_too: bool, stop: bool) -> anyhow::Re
         for (i, (common, entry)) in index.repositories.iter().enumerate() {
             progress.step(i, &entry.name);
             if !common.is_dir() {
-                gone_repos.push(GoneRepository {
-                    name: entry.name.clone(),
-                    path: display_path(common).display().to_string(),
-                    block: entry.block,
-                });
                 continue;
             }
             match Workspace::open_at(common) {
@@ -122,6 +120,18 @@ pub fn prune(all: bool, dry_run: bool, reap_too: bool, stop: bool) -> anyhow::Re
                     entry.name,
                     common.display()
                 )),
+            }
+        }
+        // Gone (moved or deleted) and displaced repositories, and the ports they kept.
+        for (common, entry) in index.entries() {
+            let displaced = index.repositories.get(common) != Some(entry);
+            if displaced || !common.is_dir() {
+                gone_repos.push(GoneRepository {
+                    name: entry.name.clone(),
+                    path: display_path(common).display().to_string(),
+                    block: entry.block,
+                    ports: entry.held().collect(),
+                });
             }
         }
         if lock.is_some() && !index.drop_gone().is_empty() {

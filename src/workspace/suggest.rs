@@ -15,7 +15,7 @@ use crate::model::error::{Code, Error};
 use crate::model::names::display_path;
 use crate::sys::probe::{self, SystemProbe};
 
-use super::{OutsideHoldings, Workspace, machine_taken, warn};
+use super::{Workspace, machine_taken, warn};
 
 /// What `suggest` found.
 pub struct Suggested {
@@ -57,7 +57,7 @@ pub fn suggest(service: Option<&str>, count: usize) -> anyhow::Result<Suggested>
         _ => None,
     };
     let elsewhere = (index.as_ref())
-        .map(|i| OutsideHoldings::read(i, Some(&me)))
+        .map(|i| ws.other_registries(i, &reg))
         .unwrap_or_default();
     let (taken, _) = machine_taken(Some(&reg), &elsewhere);
     // Every repository's claim, this one's too, with the path a user knows.

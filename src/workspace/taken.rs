@@ -25,7 +25,10 @@ pub(super) struct MachineView {
 }
 
 /// Another repository's allocations, as one allocation sees them.
+#[derive(Clone)]
 pub struct OtherRepository {
+    /// Its common dir, as the index names it.
+    pub common: PathBuf,
     /// How to name the repository to a user: its main worktree (or its bare git dir).
     pub display: PathBuf,
     /// Its registry (empty when it could not be read).
@@ -56,6 +59,7 @@ impl OtherRepository {
                     .iter()
                     .for_each(|w| warn(&format!("repository {}: {w}", display.display())));
                 OtherRepository {
+                    common: common.to_path_buf(),
                     display,
                     registry: loaded.registry,
                     salvaged: Vec::new(),
@@ -79,6 +83,7 @@ impl OtherRepository {
                     salvaged.len()
                 ));
                 OtherRepository {
+                    common: common.to_path_buf(),
                     display,
                     registry: Registry::default(),
                     salvaged,
@@ -120,7 +125,7 @@ pub struct Shared {
 }
 
 fn insert<'a>(taken: &mut Taken<'a>, port: u16, owner: Owner<'a>, shared: &mut Vec<Shared>) {
-    let is_here = |o: &Owner| o.repository.is_none() && !o.lease && !o.block;
+    let is_here = |o: &Owner| o.repository.is_none() && !o.lease && !o.block && !o.gone;
     if let Err(first) = taken.insert(port, owner) {
         shared.push(Shared {
             port,
@@ -148,6 +153,11 @@ pub fn machine_taken<'a>(
     for (port, id) in &elsewhere.leases {
         insert(&mut taken, *port, Owner::lease(id), &mut shared);
     }
+    for gone in &elsewhere.gone {
+        for port in &gone.ports {
+            insert(&mut taken, *port, Owner::gone(&gone.display), &mut shared);
+        }
+    }
     for (range, display) in &elsewhere.claims {
         for port in range.clone() {
             // The claimer's own worktrees sit inside its block.
@@ -165,7 +175,7 @@ pub fn machine_taken<'a>(
 
 /// Everything outside this repository that holds ports: the other repositories of the
 /// machine index, their claimed blocks, and the leases.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct OutsideHoldings {
     /// The other repositories' registries.
     pub others: Vec<OtherRepository>,
@@ -173,21 +183,107 @@ pub struct OutsideHoldings {
     pub leases: Vec<(u16, String)>,
     /// The other repositories' claimed blocks, with the path a user knows each by.
     pub claims: Vec<(RangeInclusive<u16>, PathBuf)>,
+    /// The ports gone repositories keep, oldest listed first.
+    pub gone: Vec<GoneHolding>,
+}
+
+/// A repository of the index that is gone (its common dir is missing, another repository
+/// took its path, or the repository there has another identity) and the ports it kept.
+#[derive(Debug, Clone)]
+pub struct GoneHolding {
+    /// Its common dir, as the index names it.
+    pub common: PathBuf,
+    /// Its identity, when the index knew it.
+    pub id: Option<String>,
+    /// How to name it to a user.
+    pub display: PathBuf,
+    /// The ports it kept.
+    pub ports: Vec<u16>,
+}
+
+/// The repository choosing ports, as the index may know it: its common dir here, and its
+/// identity (an entry with that identity at another path is this repository, moved).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Me<'a> {
+    /// Its canonical common dir.
+    pub common: Option<&'a Path>,
+    /// Its identity token.
+    pub id: Option<&'a str>,
+}
+
+impl Me<'_> {
+    /// Whether the entry at `common` with identity `id` is this repository: by identity when
+    /// both are known, else by path.
+    fn is(&self, common: &Path, id: Option<&str>) -> bool {
+        match (id, self.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.common == Some(common),
+        }
+    }
 }
 
 impl OutsideHoldings {
-    /// What `index` lists, but the repository `except`.
-    pub fn read(index: &Index, except: Option<&Path>) -> OutsideHoldings {
+    /// What `index` holds, but the repository `me`: the listed repositories' registries
+    /// (read without their locks), the ports gone ones kept, the leases, the claims.
+    pub fn read(index: &Index, me: Me) -> OutsideHoldings {
+        let mut others = Vec::new();
+        let mut gone = Vec::new();
+        let mut keep = |common: &Path, entry: &crate::machine::Entry| {
+            if !entry.ports.is_empty() {
+                gone.push(GoneHolding {
+                    common: common.to_path_buf(),
+                    id: entry.id.clone(),
+                    display: names::display_path(common),
+                    ports: entry.held().collect(),
+                });
+            }
+        };
+        for (common, entry) in &index.repositories {
+            if me.is(common, entry.id.as_deref()) {
+                continue;
+            }
+            if !common.is_dir() {
+                keep(common, entry);
+                continue;
+            }
+            let other = OtherRepository::read(common);
+            // Another repository made at its path (the one listed moved or was deleted): the
+            // ports the listed one kept stay taken too.
+            if let (Some(known), Some(found)) =
+                (entry.id.as_deref(), other.registry.repository_id())
+                && known != found
+            {
+                keep(common, entry);
+            }
+            others.push(other);
+        }
+        for d in &index.displaced {
+            if !me.is(&d.path, d.entry.id.as_deref()) {
+                keep(&d.path, &d.entry);
+            }
+        }
+        gone.sort_by(|a, b| {
+            let added = |g: &GoneHolding| {
+                (index.entries())
+                    .find(|(p, e)| *p == g.common && e.id == g.id)
+                    .map(|(_, e)| e.added_at.clone())
+            };
+            added(a).cmp(&added(b))
+        });
+        let claims = (index.entries())
+            .filter(|(p, e)| !me.is(p, e.id.as_deref()))
+            .filter_map(|(p, e)| {
+                let [lo, hi] = e.block?;
+                Some((lo..=hi, names::display_path(p)))
+            })
+            .collect();
         OutsideHoldings {
-            others: others(index, except),
+            others,
             leases: (index.leased_ports().into_iter())
                 .map(|(p, id)| (p, id.to_string()))
                 .collect(),
-            claims: (index
-                .claims_except(except.unwrap_or(Path::new("")))
-                .into_iter())
-            .map(|(r, p)| (r, names::display_path(p)))
-            .collect(),
+            claims,
+            gone,
         }
     }
 }
@@ -203,14 +299,6 @@ pub fn reclaim_leases(index: &mut Index) -> Vec<(String, crate::machine::Lease)>
     index.reclaim_leases(unix_now(), &procs::alive)
 }
 
-/// The ports of every repository of `index` but `except` whose directory is still there.
-pub fn others(index: &Index, except: Option<&Path>) -> Vec<OtherRepository> {
-    (index.repositories.keys())
-        .filter(|p| Some(p.as_path()) != except && p.is_dir())
-        .map(|common| OtherRepository::read(common))
-        .collect()
-}
-
 impl Workspace {
     /// The machine index under its lock, with repositories whose common dir is gone dropped.
     pub(super) fn machine_view(&self) -> anyhow::Result<MachineView> {
@@ -218,8 +306,9 @@ impl Workspace {
         let lock = lock_machine(&machine)?;
         let (mut index, warnings) = machine.load(&lock)?;
         warnings.iter().for_each(|w| warn(w));
-        let mut changed = !index.drop_gone().is_empty();
-        changed |= !reclaim_leases(&mut index).is_empty();
+        // Gone repositories stay listed, keeping their ports (a moved repository is still
+        // the repository it was): `prune --all` drops them, or a full range.
+        let changed = !reclaim_leases(&mut index).is_empty();
         Ok(MachineView {
             machine,
             _lock: lock,
@@ -238,11 +327,18 @@ impl Workspace {
             return Vec::new();
         };
         let (index, _) = machine.read();
-        let elsewhere = self.other_registries(&index);
+        let elsewhere = self.other_registries(&index, reg);
         machine_taken(Some(reg), &elsewhere).1
     }
 
-    pub(super) fn other_registries(&self, index: &Index) -> OutsideHoldings {
-        OutsideHoldings::read(index, Some(&self.canonical_common_dir()))
+    pub(super) fn other_registries(&self, index: &Index, reg: &Registry) -> OutsideHoldings {
+        let id = reg.repository_id();
+        OutsideHoldings::read(
+            index,
+            Me {
+                common: Some(&self.canonical_common_dir()),
+                id: id.as_deref(),
+            },
+        )
     }
 }

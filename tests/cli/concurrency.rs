@@ -337,3 +337,81 @@ fn allocate_all_at_once(repo: &TestRepo, dirs: &[std::path::PathBuf]) -> Vec<Out
         })
         .collect()
 }
+
+/// Repositories moved with `mv` while their allocations run, and the state dir wiped between
+/// rounds (issue 26, item 4): once every repository has allocated again, no port is held by
+/// two of them, read from every registry (the truth), not from the index.
+#[test]
+fn a_storm_with_repositories_moved_and_the_state_dir_wiped_never_hands_a_port_out_twice() {
+    let block = port_block();
+    let b = block.base;
+    let config = format!(
+        "[services.web]\nrange = [{b}, {}]\n[services.db]\nrange = [{}, {}]\n",
+        b + 19,
+        b + 20,
+        b + 39
+    );
+    let repo = TestRepo::with_config(&config, block);
+    let mut roots: Vec<std::path::PathBuf> = vec![repo.root.clone()];
+    roots.extend((1..5).map(|i| repo.another(&format!("r{i}"), Some(&config))));
+    for root in &roots {
+        repo.wp_in(root, ["allocate", "--no-render"]).succeeds();
+    }
+    let mut generation = 0;
+    for round in 0..6 {
+        // Every repository takes a new web port under the machine lock, all at once...
+        let children: Vec<_> = (roots.iter())
+            .map(|dir| {
+                let mut run = repo.wp_in(dir, ["allocate", "--move", "web", "--no-render"]);
+                run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                run.cmd.spawn().unwrap()
+            })
+            .collect();
+        // ...while one of them is moved away under their feet.
+        let victim = round % roots.len();
+        generation += 1;
+        let to = repo.env.root().join(format!("moved-{victim}-{generation}"));
+        std::fs::rename(&roots[victim], &to).unwrap();
+        roots[victim] = to;
+        for (i, child) in children.into_iter().enumerate() {
+            let out = Out(child.wait_with_output().unwrap());
+            // A process whose repository moved mid-flight may fail (git finds it gone);
+            // the others may not.
+            assert!(out.0.status.success() || i == victim, "{}", out.describe());
+        }
+        if round % 2 == 1 {
+            std::fs::remove_dir_all(repo.env.state_dir()).unwrap();
+        }
+    }
+    // Each repository allocates under the machine lock again, where it is now.
+    for root in &roots {
+        repo.wp_in(root, ["allocate", "--move", "db", "--no-render"])
+            .succeeds();
+    }
+    let mut all = Vec::new();
+    for root in &roots {
+        let reg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap();
+        let ports = all_registry_ports(&reg);
+        assert_eq!(ports.len(), 2, "{}: {reg}", root.display());
+        all.extend(ports);
+    }
+    assert_unique(&all);
+    // And the index knows each of them where it is now.
+    let listed = repo
+        .wp_in(&roots[1], ["list", "--all", "--json"])
+        .succeeds()
+        .json();
+    let mut paths: Vec<String> = (listed["repositories"].as_array().unwrap().iter())
+        .filter(|r| r["gone"] == false)
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let mut want: Vec<String> = (roots.iter())
+        .map(|r| r.to_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(paths, want, "{listed:#}");
+}

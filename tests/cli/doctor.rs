@@ -211,13 +211,19 @@ fn registry_findings_and_their_safe_fixes() {
         "stale-files",
         "port-held-elsewhere",
         "hook-outdated",
-        "index-gone-repository",
     ] {
         assert!(
             finding(&json, code)["fixed"].is_string(),
             "{code}: {json:#}"
         );
     }
+    // A gone repository keeps its ports (it may have moved): no safe fix drops it.
+    assert!(
+        finding(&json, "index-gone-repository")
+            .get("fixed")
+            .is_none(),
+        "{json:#}"
+    );
     let reg = repo.registry();
     assert!(reg["allocated_ports"].get("gone").is_none());
     assert_ne!(
@@ -236,6 +242,9 @@ fn registry_findings_and_their_safe_fixes() {
         std::fs::read_to_string(&hook).unwrap().contains("case"),
         "the current hook"
     );
+    let json = repo.wp(["doctor", "--json"]).succeeds().json();
+    assert_eq!(codes(&json), ["no-allocation", "index-gone-repository"]);
+    repo.wp(["prune", "--all"]).succeeds();
     let json = repo.wp(["doctor", "--json"]).succeeds().json();
     assert_eq!(codes(&json), ["no-allocation"]);
 }

@@ -184,7 +184,8 @@ fn opting_out_neither_lists_nor_coordinates() {
 }
 
 #[test]
-fn a_deleted_repository_reserves_nothing_and_leaves_the_index() {
+fn a_deleted_repository_keeps_its_ports_until_prune_all() {
+    // Deleted and moved look the same from here: its ports stay taken until `prune --all`.
     let repo = TestRepo::new();
     let other = repo.another("other", None);
     repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
@@ -193,24 +194,36 @@ fn a_deleted_repository_reserves_nothing_and_leaves_the_index() {
         .wp(["allocate", "--json", "--no-render"])
         .succeeds()
         .json();
-    assert_eq!(
-        out["ports"]["web"], repo.base,
-        "the gone repository's port is reused"
-    );
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            repo.env
-                .root()
-                .join("home/.local/state/git-worktree-ports/index.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    assert_eq!(out["ports"]["web"], repo.base + 1, "{out}");
+    repo.wp(["check", &repo.base.to_string()])
+        .stdout_is(format!(
+            "{}: allocated to repository {}, which is gone (moved or deleted: it keeps its ports until it allocates again where it is now, or `git worktree-ports prune --all`)\n",
+            repo.base,
+            other.display()
+        ))
+        .fails();
+    repo.wp(["prune", "--all"])
+        .stdout_is(format!(
+            "dropped repository other ({}, gone): its ports {}, {} are free again\n",
+            other.display(),
+            repo.base,
+            repo.base + 20
+        ))
+        .succeeds();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.env.state_dir().join("index.json")).unwrap())
+            .unwrap();
     assert_eq!(
         index["repositories"].as_object().unwrap().len(),
         1,
         "{index}"
     );
+    let wt = repo.add_worktree("feat");
+    let out = repo
+        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(out["ports"]["web"], repo.base, "{out}");
 }
 
 #[test]

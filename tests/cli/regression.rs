@@ -1776,7 +1776,7 @@ fn issue26_a_wiped_index_is_said_once() {
     let wt = repo.add_worktree("feat");
     repo.wp_in(&wt, ["allocate", "--no-render"])
         .stderr_is(format!(
-            "git-worktree-ports: warning: the machine index {} did not list this repository, which holds ports: it was deleted or replaced, the state dir changed, or the repository moved; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)\n",
+            "git-worktree-ports: warning: the machine index {} did not list this repository, which holds ports: it was deleted or replaced, or the state dir changed; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)\n",
             state.join("index.json").display()
         ))
         .succeeds();
@@ -1784,4 +1784,231 @@ fn issue26_a_wiped_index_is_said_once() {
     repo.wp_in(&again, ["allocate", "--no-render"])
         .stderr_is("")
         .succeeds();
+}
+
+/// The web and db ports of every repository of the machine index, from each registry (the
+/// truth), with who holds each: a port listed twice is a port handed out twice.
+fn ports_across(repo: &TestRepo, from: &std::path::Path) -> Vec<(u64, String)> {
+    let all = repo
+        .wp_in(from, ["list", "--all", "--json"])
+        .succeeds()
+        .json();
+    let mut out = Vec::new();
+    for r in all["repositories"].as_array().unwrap() {
+        for w in r["worktrees"].as_array().unwrap() {
+            for (service, port) in w["ports"].as_object().unwrap() {
+                out.push((
+                    port.as_u64().unwrap(),
+                    format!("{}/{}/{service}", r["name"], w["name"]),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_no_port_twice(ports: &[(u64, String)]) {
+    for pair in ports.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "a port handed out twice: {ports:?}");
+    }
+}
+
+#[test]
+fn issue26_4_a_moved_repository_keeps_its_ports_and_its_name() {
+    let repo = TestRepo::new();
+    let app = repo.another("app", None);
+    repo.wp_in(&app, ["allocate", "--no-render"]).succeeds();
+    let moved = repo.env.root().join("moved-app");
+    std::fs::rename(&app, &moved).unwrap();
+
+    // Another repository allocates while it is away: the moved one's ports stay taken.
+    let out = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(out["ports"]["web"], repo.base + 1, "{out}");
+    assert_eq!(out["ports"]["db"], repo.base + 21, "{out}");
+    repo.wp(["doctor"]).succeeds();
+
+    // Listed from where it is now, before it allocates again: shown there, not gone.
+    let listed_from = |dir: &std::path::Path| {
+        let all = repo
+            .wp_in(dir, ["list", "--all", "--json"])
+            .succeeds()
+            .json();
+        let app = (all["repositories"].as_array().unwrap().iter())
+            .find(|r| r["name"] == "app")
+            .cloned()
+            .expect("still named app");
+        (
+            app["path"].clone(),
+            app["gone"].clone(),
+            app["worktrees"][0]["path"].clone(),
+        )
+    };
+    assert_eq!(
+        listed_from(&moved),
+        (
+            moved.to_str().unwrap().into(),
+            false.into(),
+            moved.to_str().unwrap().into()
+        )
+    );
+    // (From elsewhere, the index knows only where it was.)
+    assert_eq!(
+        listed_from(&repo.root),
+        (
+            app.to_str().unwrap().into(),
+            true.into(),
+            serde_json::Value::Null
+        )
+    );
+
+    // Back at work where it is now: the index follows it, with its name and its ports.
+    let common = moved.join(".git").canonicalize().unwrap();
+    let out = repo
+        .wp_in(&moved, ["allocate", "--json", "--no-render"])
+        .stderr_is(format!(
+            "git-worktree-ports: warning: this repository was at {}: the machine index follows it (its name, its ports, its block)\n",
+            app.display()
+        ))
+        .succeeds()
+        .json();
+    assert_eq!(
+        out["ports"],
+        serde_json::json!({"web": repo.base, "db": repo.base + 20})
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.env.state_dir().join("index.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        index["repositories"][common.to_str().unwrap()]["name"],
+        "app",
+        "{index}"
+    );
+    let all = repo.wp(["list", "--all", "--json"]).succeeds().json();
+    let repos = all["repositories"].as_array().unwrap();
+    let app_listing = repos
+        .iter()
+        .find(|r| r["name"] == "app")
+        .expect("still named app");
+    assert_eq!(app_listing["gone"], false, "{all}");
+    assert_eq!(app_listing["path"], moved.to_str().unwrap(), "{all}");
+    assert_eq!(
+        app_listing["worktrees"][0]["path"],
+        moved.to_str().unwrap(),
+        "{all}"
+    );
+    assert_eq!(app_listing["worktrees"][0]["exists"], true, "{all}");
+    assert_no_port_twice(&ports_across(&repo, &repo.root));
+    // Nothing is held twice, and nothing is gone.
+    let doctor = repo.wp_in(&moved, ["doctor", "--json"]).succeeds().json();
+    let codes: Vec<&str> = (doctor["findings"].as_array().unwrap().iter())
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["hook-missing"], "{doctor}");
+}
+
+#[test]
+fn issue26_4_a_wiped_state_dir_and_a_copied_repository_never_leave_a_port_twice() {
+    let repo = TestRepo::new();
+    let app = repo.another("app", None);
+    repo.wp_in(&app, ["allocate", "--no-render"]).succeeds();
+    // The state dir is wiped: the next repository cannot know app's ports.
+    std::fs::remove_dir_all(repo.env.state_dir()).unwrap();
+    let out = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(out["ports"]["web"], repo.base, "{out}");
+    // Reading its own ports takes no lock and reads no index: app keeps them meanwhile.
+    repo.wp_in(&app, ["allocate", "--no-render"])
+        .stderr_is("")
+        .succeeds();
+    // Its next allocation under the machine lock lists it again: the later holder (app, as
+    // the machine saw it) moves, saying so.
+    let feat = repo.env.root().join("app-feat");
+    repo.env
+        .git(&app, ["worktree", "add", "-q", feat.to_str().unwrap()]);
+    repo.wp_in(&feat, ["allocate", "--json", "--no-render"])
+        .stderr_is(format!(
+            "git-worktree-ports: warning: the machine index {index} did not list this repository, which holds ports: it was deleted or replaced, or the state dir changed; repositories it does not list are not seen until they allocate again (`git worktree-ports list --all` shows what it lists)\n\
+             git-worktree-ports: warning: this repository was not listed in the machine index, and port {b20} of worktree main (service db) is held by worktree main of repository {repo} (service db) there: moved db to {b21}; rewrite that worktree's files with `git worktree-ports render -w main`\n\
+             git-worktree-ports: warning: this repository was not listed in the machine index, and port {b} of worktree main (service web) is held by worktree main of repository {repo} (service web) there: moved web to {b1}; rewrite that worktree's files with `git worktree-ports render -w main`\n",
+
+            index = repo.env.state_dir().join("index.json").display(),
+            b = repo.base,
+            b1 = repo.base + 1,
+            b20 = repo.base + 20,
+            b21 = repo.base + 21,
+            repo = repo.root.display(),
+        ))
+        .succeeds();
+    assert_no_port_twice(&ports_across(&repo, &repo.root));
+
+    // A copy (`cp -r`) holds the very ports of its original: it gets an identity of its own,
+    // and its ports move.
+    let copy = repo.env.root().join("app-copy");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&app)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = repo
+        .wp_in(&copy, ["allocate", "--json", "--no-render"])
+        .output();
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr().starts_with(&format!(
+            "git-worktree-ports: warning: this repository is a copy of {} (it has the same identity): it gets an identity of its own\n",
+            app.display()
+        )),
+        "{}",
+        out.describe()
+    );
+    let ports = ports_across(&repo, &repo.root);
+    // The copy carries the registry entry of the original's linked worktree too (its git dir
+    // points there): each moved.
+    assert_eq!(ports.len(), 10, "{ports:?}");
+    assert_no_port_twice(&ports);
+    for dir in [&repo.root, &app, &copy] {
+        // (--no-render left files unrendered: doctor may say so; never a port held twice.)
+        let doctor = repo.wp_in(dir, ["doctor", "--json"]).output().json();
+        assert!(
+            !doctor.to_string().contains("port-shared"),
+            "{}: {doctor:#}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn issue26_4_a_full_range_takes_back_the_ports_of_a_gone_repository() {
+    let repo = TestRepo::new();
+    let one = format!("[services.web]\nrange = [{p}, {p}]\n", p = repo.base + 50);
+    let x = repo.another("x", Some(&one));
+    let y = repo.another("y", Some(&one));
+    repo.wp_in(&x, ["allocate", "--no-render"]).succeeds();
+    std::fs::remove_dir_all(&x).unwrap();
+    repo.wp_in(&y, ["allocate", "--json", "--no-render"])
+        .stderr_is(format!(
+            "git-worktree-ports: warning: the range was full: gave back the ports of worktrees and repositories that are gone, oldest first: repository {} (gone: {})\n",
+            x.display(),
+            repo.base + 50
+        ))
+        .succeeds();
+    assert_eq!(
+        repo.wp_in(&y, ["get", "web"]).succeeds().stdout(),
+        format!("{}\n", repo.base + 50)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.env.state_dir().join("index.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = (index["repositories"].as_object().unwrap().values())
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["y"], "{index}");
 }

@@ -71,6 +71,9 @@ pub struct Owner<'a> {
     /// True for a port inside another repository's claimed block (`strategy = "block"`):
     /// `repository` is then the claimer, `worktree` and `service` are empty.
     pub block: bool,
+    /// True for a port a gone repository (moved, deleted, or replaced at its path) kept:
+    /// `repository` is then where it was, `worktree` and `service` are empty.
+    pub gone: bool,
 }
 
 impl<'a> Owner<'a> {
@@ -82,6 +85,7 @@ impl<'a> Owner<'a> {
             service,
             lease: false,
             block: false,
+            gone: false,
         }
     }
 
@@ -98,6 +102,15 @@ impl<'a> Owner<'a> {
         Owner {
             repository: Some(repository),
             block: true,
+            ..Owner::here("", "")
+        }
+    }
+
+    /// A port the gone repository that was at `repository` kept.
+    pub fn gone(repository: &'a Path) -> Owner<'a> {
+        Owner {
+            repository: Some(repository),
+            gone: true,
             ..Owner::here("", "")
         }
     }
@@ -119,6 +132,15 @@ impl fmt::Display for Owner<'_> {
             && let Some(repo) = self.repository
         {
             return write!(f, "the block repository {} claimed", repo.display());
+        }
+        if self.gone
+            && let Some(repo) = self.repository
+        {
+            return write!(
+                f,
+                "repository {}, which is gone (moved or deleted: it keeps its ports until it allocates again where it is now, or `git worktree-ports prune --all`)",
+                repo.display()
+            );
         }
         if self.lease {
             return write!(
