@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::clock::now_rfc3339;
 use crate::model::error::{Code, Error};
+use crate::model::names;
 use crate::sys::fault;
 use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
 use crate::sys::lock::{self, FileLock};
@@ -189,8 +190,7 @@ impl Index {
     /// follows it; one listed where a repository with the same identity still is, is a copy
     /// (nothing changes: it needs an identity of its own). An entry at `common_dir` with
     /// another identity belongs to a repository that was there before: kept as displaced. A
-    /// new entry's display name is `name`, or `name-2`, `name-3`... when another entry
-    /// (listed, gone or displaced: a name is not reused before `prune --all`) has it.
+    /// new entry's display name is [`Index::unique_name`].
     pub fn register(
         &mut self,
         common_dir: &Path,
@@ -231,19 +231,7 @@ impl Index {
             self.repositories.insert(common_dir.to_path_buf(), d.entry);
             return Listed::Moved { from: d.path };
         }
-        let taken = |n: &str| {
-            (self.repositories.values())
-                .chain(self.displaced.iter().map(|d| &d.entry))
-                .any(|e| e.name == n)
-        };
-        let unique = if taken(name) {
-            (2..)
-                .map(|i| format!("{name}-{i}"))
-                .find(|n| !taken(n))
-                .expect("a free suffix")
-        } else {
-            name.to_string()
-        };
+        let unique = self.unique_name(common_dir, name);
         self.repositories.insert(
             common_dir.to_path_buf(),
             Entry {
@@ -256,6 +244,37 @@ impl Index {
             },
         );
         Listed::New
+    }
+
+    /// A display name for the repository at `common_dir` that no other entry (listed, gone or
+    /// displaced: a name is not reused before `prune --all`) has, and that is no trailing
+    /// part of another one's path (so never another repository's directory name): `name`,
+    /// else its parent directories before it (`y/app`, `src/y/app`...), which no directory
+    /// name can be. `--repo` and `port(repo=...)` find a repository by such trailing paths.
+    pub fn unique_name(&self, common_dir: &Path, name: &str) -> String {
+        let shown = names::display_path(common_dir);
+        let taken = |n: &str| {
+            (self.entries()).any(|(p, e)| e.name == n || names::display_path(p).ends_with(n))
+        };
+        let parents: Vec<String> = (shown.parent().into_iter())
+            .flat_map(|p| p.components())
+            .filter_map(|c| match c {
+                std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        let mut candidate = name.to_string();
+        for parent in parents.iter().rev() {
+            if !taken(&candidate) {
+                return candidate;
+            }
+            candidate = format!("{parent}/{candidate}");
+        }
+        // Every trailing path is taken (the same path listed twice cannot be): the whole path.
+        if taken(&candidate) {
+            candidate = shown.display().to_string();
+        }
+        candidate
     }
 
     /// Record the block `common_dir` claimed; true when the index changed.
@@ -569,8 +588,41 @@ mod tests {
             Listed::New
         );
         let names: Vec<&str> = i.repositories.values().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["app", "app-2", "app-3"]);
-        assert_eq!(i.repositories[Path::new("/b/app/.git")].name, "app-2");
+        assert_eq!(names, ["app", "b/app", "c/app"]);
+        assert_eq!(i.repositories[Path::new("/b/app/.git")].name, "b/app");
+    }
+
+    #[test]
+    fn a_display_name_is_never_another_repositorys_directory_name() {
+        // Issue 26 item 7: with suffixes, x/app, y/app, y/app-2 were app, app-2, app-2-2.
+        let mut i = Index::default();
+        for (path, id) in [
+            ("/x/app", "X"),
+            ("/y/app", "Y"),
+            ("/y/app-2", "Y2"),
+            ("/z/y/app", "Z"),
+        ] {
+            i.register(
+                &Path::new(path).join(".git"),
+                path.rsplit('/').next().unwrap(),
+                id,
+                &nobody,
+            );
+        }
+        let names: Vec<(&str, &str)> = (i.repositories.iter())
+            .map(|(p, e)| (p.to_str().unwrap(), e.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("/x/app/.git", "app"),
+                ("/y/app/.git", "y/app"),
+                ("/y/app-2/.git", "app-2"),
+                ("/z/y/app/.git", "z/y/app"),
+            ]
+        );
+        // A bare repository's name is its own; a clash gets its parents too.
+        assert_eq!(i.unique_name(Path::new("/w/app.git"), "app"), "w/app");
     }
 
     #[test]
@@ -620,7 +672,8 @@ mod tests {
         );
         assert_eq!(i.displaced.len(), 1);
         assert_eq!(i.displaced[0].entry.name, "app");
-        assert_eq!(i.repositories[Path::new("/a/app/.git")].name, "app-2");
+        // Its path is the displaced one's: only the whole path names it apart.
+        assert_eq!(i.repositories[Path::new("/a/app/.git")].name, "/a/app");
         // The displaced one lists itself from where it is now: its entry comes back.
         assert_eq!(
             i.register(Path::new("/z/app/.git"), "app", "OLD", &nobody),

@@ -88,16 +88,43 @@ impl Peers {
         })
     }
 
+    /// The repository `repo` names: its path; else the one whose display name or trailing
+    /// path (`app`, `y/app`) it is. Two such repositories are an error that lists them, never
+    /// a guess (a second repository named `app` must not take over templates that meant the
+    /// first). None: no repository has that name.
+    pub fn find(&self, repo: &str) -> Result<Option<&(PathBuf, PortsByWorktree)>, String> {
+        let wanted = Path::new(repo);
+        if wanted.is_absolute()
+            && let Some(found) = self.0.values().find(|(path, _)| path == wanted)
+        {
+            return Ok(Some(found));
+        }
+        let candidates: Vec<(&String, &(PathBuf, PortsByWorktree))> = (self.0.iter())
+            .filter(|(name, (path, _))| {
+                *name == repo || (!repo.is_empty() && path.ends_with(wanted))
+            })
+            .collect();
+        match candidates.as_slice() {
+            [] => Ok(None),
+            [(_, one)] => Ok(Some(one)),
+            many => Err(format!(
+                "{repo:?} names {} repositories on this machine: {}; name one by more of its path (`y/app`), or by its whole path",
+                many.len(),
+                (many.iter())
+                    .map(|(name, (path, _))| format!("{} (name {name})", path.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
     /// The worktree of `repo` that [`Peers::port`] reads (same name, else main) and its ports.
     pub fn worktree_ports<'p>(
         &'p self,
         repo: &str,
         worktree: &'p str,
     ) -> Result<(&'p str, &'p BTreeMap<String, u16>), String> {
-        let found = self.0.get(repo).or_else(|| {
-            let wanted = Path::new(repo);
-            self.0.values().find(|(path, _)| path == wanted)
-        });
+        let found = self.find(repo)?;
         let Some((path, worktrees)) = found else {
             let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
             return Err(format!(

@@ -244,7 +244,8 @@ fn two_repositories_with_the_same_name_get_distinct_compose_names() {
         std::fs::read_to_string(p.join(".env")).unwrap()
     };
     assert!(one.contains("COMPOSE_PROJECT_NAME=app-main\n"), "{one}");
-    assert!(two.contains("COMPOSE_PROJECT_NAME=app-2-main\n"), "{two}");
+    // Named by its parent too (`b/app`): never another repository's directory name.
+    assert!(two.contains("COMPOSE_PROJECT_NAME=b-app-main\n"), "{two}");
 }
 
 #[test]

@@ -50,12 +50,12 @@ fn hostnames_are_dns_safe_unique_and_kept() {
         .wp_in(&other, ["env", "--format", "json"])
         .succeeds()
         .json();
-    assert_eq!(other_env["WORKTREE_HOSTNAME"], "repo-2.localhost");
+    assert_eq!(other_env["WORKTREE_HOSTNAME"], "elsewhere-repo.localhost");
     let reg: serde_json::Value = serde_json::from_slice(
         &std::fs::read(other.join(".git/worktree-registry/ports.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(reg["hostname_label"], "repo-2");
+    assert_eq!(reg["hostname_label"], "elsewhere-repo");
     // list and status show them.
     let list = repo.wp(["list", "--json"]).succeeds().json();
     let names: Vec<&str> = list["worktrees"]

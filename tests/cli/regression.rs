@@ -2012,3 +2012,71 @@ fn issue26_4_a_full_range_takes_back_the_ports_of_a_gone_repository() {
         .collect();
     assert_eq!(names, ["y"], "{index}");
 }
+
+#[test]
+fn issue26_7_a_repository_name_is_never_another_repositorys_directory_name() {
+    let repo = TestRepo::new();
+    for d in ["x", "y"] {
+        std::fs::create_dir_all(repo.env.root().join(d)).unwrap();
+    }
+    let x_app = repo.another("x/app", None);
+    let y_app = repo.another("y/app", None);
+    let y_app2 = repo.another("y/app-2", None);
+    let mut webs = Vec::new();
+    for (dir, pin) in [(&x_app, 5), (&y_app, 6), (&y_app2, 7)] {
+        let web = repo.base + pin;
+        repo.wp_in(
+            dir,
+            ["allocate", "--no-render", "--port", &format!("web={web}")],
+        )
+        .succeeds();
+        webs.push(web);
+    }
+    let names: Vec<String> =
+        (repo.wp(["list", "--all", "--json"]).succeeds().json()["repositories"]
+            .as_array()
+            .unwrap()
+            .iter())
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["app", "app-2", "y/app"]);
+    // app-2 is y/app-2, the directory of that name (with suffixes it was y/app).
+    repo.wp(["get", "web", "--repo", "app-2"])
+        .stdout_is(format!("{}\n", webs[2]))
+        .succeeds();
+    repo.wp(["get", "web", "--repo", "y/app"])
+        .stdout_is(format!("{}\n", webs[1]))
+        .succeeds();
+    repo.wp(["get", "web", "--repo", "x/app"])
+        .stdout_is(format!("{}\n", webs[0]))
+        .succeeds();
+    // `app` is x/app's name and y/app's directory name: an error listing both, no guess.
+    repo.wp(["get", "web", "--repo", "app"])
+        .stdout_is("")
+        .stderr_is(format!(
+            "git-worktree-ports: error: \"app\" names 2 repositories on this machine: {} (name app), {} (name y/app); name one by more of its path (`y/app`), or by its whole path\n",
+            x_app.display(),
+            y_app.display()
+        ))
+        .fails();
+    // The same in a template: `port(repo="app")` fails to render instead of switching.
+    let tpl = repo.root.join(".worktree-ports/templates/.env.tera");
+    std::fs::create_dir_all(tpl.parent().unwrap()).unwrap();
+    std::fs::write(&tpl, "OTHER={{ port(repo=\"app\", service=\"web\") }}\n").unwrap();
+    let out = repo.wp(["render"]).output();
+    assert_eq!(out.0.status.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr().contains("\"app\" names 2 repositories on this machine"),
+        "{}",
+        out.describe()
+    );
+    std::fs::write(&tpl, "OTHER={{ port(repo=\"x/app\", service=\"web\") }}\n").unwrap();
+    repo.wp(["render"]).succeeds();
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join(".env")).unwrap(),
+        format!(
+            "# >>> git-worktree-ports >>> managed block: edits here are overwritten by `git worktree-ports render`\nOTHER={}\n# <<< git-worktree-ports <<<\n",
+            webs[0]
+        )
+    );
+}
