@@ -520,12 +520,18 @@ impl Machine {
         // Compact, like the registry: an index of 1,000 repositories stays under 100 KB.
         let mut bytes = serde_json::to_vec(index).expect("index serializes");
         bytes.push(b'\n');
+        // Private, unless the state dir was made group-writable on purpose (one index shared
+        // by the users of a machine): then the group may read and write it too.
+        let bits = match fsio::group_writable(&self.dir) {
+            true => 0o660,
+            false => 0o600,
+        };
         fsio::write_atomic(
             &self.file,
             &bytes,
             WriteOptions {
                 durability: Durability::Full,
-                mode: Mode::Fixed(0o600),
+                mode: Mode::Fixed(bits),
                 label: "index",
             },
         )?;
@@ -536,7 +542,7 @@ impl Machine {
             &bytes,
             WriteOptions {
                 durability: Durability::Lazy,
-                mode: Mode::Fixed(0o600),
+                mode: Mode::Fixed(bits),
                 label: "index-backup",
             },
         );

@@ -10,3 +10,4 @@ pub mod finding;
 pub mod literals;
 pub mod names;
 pub mod salvage;
+pub mod sharing;

@@ -24,6 +24,7 @@ use serde_json::json;
 use super::{Problem, Registry, VERSION, parse};
 use crate::model::clock::timestamp_for_file;
 use crate::model::error::{Code, Error};
+use crate::model::sharing::Sharing;
 use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 
@@ -41,6 +42,8 @@ pub struct Paths {
     pub backup: PathBuf,
     /// `ports.lock`: locked by writers, never renamed.
     pub lock: PathBuf,
+    /// The repository's `core.sharedRepository`: the modes of what is made here.
+    pub sharing: Sharing,
 }
 
 impl Paths {
@@ -52,6 +55,18 @@ impl Paths {
             backup: dir.join(BACKUP),
             lock: dir.join("ports.lock"),
             dir,
+            sharing: Sharing::Private,
+        }
+    }
+
+    /// How the registry's files are written: 0644, or a shared repository's modes.
+    pub fn mode(&self) -> Mode {
+        match self.sharing.is_shared() {
+            false => Mode::Fixed(0o644),
+            true => Mode::FixedIn {
+                file: self.sharing.file_mode(0o644),
+                dir: self.sharing.dir_mode(),
+            },
         }
     }
 }
@@ -266,7 +281,13 @@ impl Lock {
         on_wait: &dyn Fn(&Path),
     ) -> anyhow::Result<Lock> {
         Ok(Lock {
-            _lock: lock::acquire(&paths.lock, timeout, on_wait)?,
+            _lock: lock::acquire_with(
+                &paths.lock,
+                (paths.sharing.is_shared())
+                    .then(|| (paths.sharing.file_mode(0o644), paths.sharing.dir_mode())),
+                timeout,
+                on_wait,
+            )?,
             paths: paths.clone(),
             unchecked_backup: std::cell::RefCell::new(None),
         })
@@ -323,7 +344,7 @@ impl Lock {
     /// full, not by length: a change of one port to another of as many digits keeps it.
     fn catch_up_backup(&self, current: &[u8]) -> anyhow::Result<()> {
         if !fsio::same_content(&self.paths.backup, current).unwrap_or(false) {
-            write_backup(&self.paths.backup, current)?;
+            write_backup(&self.paths.backup, current, self.paths.mode())?;
         }
         Ok(())
     }
@@ -372,11 +393,11 @@ impl Lock {
             &bytes,
             WriteOptions {
                 durability: Durability::Full,
-                mode: Mode::Fixed(0o644),
+                mode: self.paths.mode(),
                 label: "registry",
             },
         )?;
-        Ok(write_backup(&self.paths.backup, &bytes).err().map(|e| {
+        Ok(write_backup(&self.paths.backup, &bytes, self.paths.mode()).err().map(|e| {
             format!(
                 "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
             )
@@ -389,7 +410,7 @@ impl Lock {
 /// from ports.json by the next command that locks. Its fsyncs were a third of a save.
 /// Something that is not a regular file in its place (a directory, a FIFO) is moved aside as
 /// `ports.json.bak.corrupt-<time>` first: replacing a directory would fail every later save.
-fn write_backup(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_backup(path: &Path, bytes: &[u8], mode: Mode) -> anyhow::Result<()> {
     if let Ok(meta) = fs::symlink_metadata(path)
         && !meta.file_type().is_file()
     {
@@ -408,7 +429,7 @@ fn write_backup(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         bytes,
         WriteOptions {
             durability: Durability::Lazy,
-            mode: Mode::Fixed(0o644),
+            mode,
             label: "backup",
         },
     )

@@ -428,6 +428,9 @@ pub struct Plan {
     removals: Vec<PathBuf>,
     manifest_path: PathBuf,
     manifest: BTreeMap<String, String>,
+    /// How the manifest (in the worktree's git dir) is written: a shared repository's modes
+    /// (set by the caller that applies the plan).
+    pub manifest_mode: Mode,
 }
 
 impl Plan {
@@ -614,6 +617,7 @@ pub fn plan(
         removals,
         manifest_path,
         manifest,
+        manifest_mode: Mode::Fixed(0o644),
     })
 }
 
@@ -651,7 +655,7 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
             _ => {}
         }
     }
-    write_manifest(&plan.manifest_path, &plan.manifest)?;
+    write_manifest(&plan.manifest_path, &plan.manifest, plan.manifest_mode)?;
     Ok(Rendered {
         files: plan.files,
         warnings: plan.warnings,
@@ -1036,12 +1040,27 @@ fn read_manifest(path: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn write_manifest(path: &Path, manifest: &BTreeMap<String, String>) -> anyhow::Result<()> {
+fn write_manifest(
+    path: &Path,
+    manifest: &BTreeMap<String, String>,
+    mode: Mode,
+) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
     if fs::read(path).ok().as_deref() == Some(&bytes[..]) {
         return Ok(());
     }
-    write_file(path, &bytes)
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        fsio::sweep(dir, Some(name), Sweep::DeadWriters);
+    }
+    fsio::write_atomic(
+        path,
+        &bytes,
+        WriteOptions {
+            durability: Durability::File,
+            mode,
+            label: "render",
+        },
+    )
 }
 
 /// Temp files a killed render may leave, at any depth: never in `git status`.

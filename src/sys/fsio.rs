@@ -43,6 +43,23 @@ pub enum Mode {
     Fixed(u32),
     /// The replaced file's permissions (a `.env` may be 0600 on purpose); 0644 for a new file.
     KeepExisting,
+    /// Exactly `file` for the file, and exactly `dir` for a folder made for it (a shared
+    /// repository's group-writable, set-group-id folders: [`create_dirs_with`]).
+    FixedIn {
+        /// The file's bits.
+        file: u32,
+        /// A missing parent folder's bits.
+        dir: u32,
+    },
+}
+
+impl Mode {
+    fn file_bits(self) -> Option<u32> {
+        match self {
+            Mode::Fixed(m) | Mode::FixedIn { file: m, .. } => Some(m),
+            Mode::KeepExisting => None,
+        }
+    }
 }
 
 /// How [`write_atomic`] writes.
@@ -72,7 +89,11 @@ const TEMP_MARK: &str = ".wp-tmp.";
 /// and `target` is as it was.
 pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyhow::Result<()> {
     let dir = parent(target);
-    create_dirs(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    match opts.mode {
+        Mode::FixedIn { dir: bits, .. } => create_dirs_with(dir, bits),
+        _ => create_dirs(dir),
+    }
+    .with_context(|| format!("could not create {}", dir.display()))?;
     let tmp = temp_path(target);
     let label = opts.label;
     let result = (|| -> io::Result<()> {
@@ -81,10 +102,7 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let mode = match opts.mode {
-            Mode::Fixed(m) => m,
-            Mode::KeepExisting => 0o644,
-        };
+        let mode = opts.mode.file_bits().unwrap_or(0o644);
         let mut f = new_file_with_mode(&tmp, mode)?;
         fault::io_point(&format!("{label}.write"))?;
         f.write_all(bytes)?;
@@ -94,7 +112,7 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
         }
         drop(f);
         #[cfg(unix)]
-        if let Mode::Fixed(m) = opts.mode {
+        if let Some(m) = opts.mode.file_bits() {
             // The umask may have taken bits a script needs (0755 under umask 077 is 0700).
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(m))?;
@@ -301,6 +319,48 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     match b.create(path) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
         other => other,
+    }
+}
+
+/// `create_dir_all`, `path` itself made with exactly `mode` whatever the umask (a shared
+/// repository's folder: group-writable, set-group-id). One that exists and is ours gets the
+/// bits of `mode` it lacks (a folder made before the repository was shared); another user's
+/// is left as it is.
+pub fn create_dirs_with(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let made = !path.is_dir();
+        if made {
+            create_dirs(path)?;
+        }
+        let meta = fs::metadata(path)?;
+        let have = meta.mode() & 0o7777;
+        let mine = meta.uid() == rustix::process::geteuid().as_raw();
+        if mine && (made || have & mode != mode) {
+            let want = if made { mode } else { have | mode };
+            fs::set_permissions(path, fs::Permissions::from_mode(want))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        create_dirs(path)
+    }
+}
+
+/// True when `dir` is a folder its group may write (shared on purpose).
+pub fn group_writable(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o020 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        false
     }
 }
 

@@ -312,6 +312,42 @@ impl Repo {
         Ok(normalize(&path_from_bytes(text)))
     }
 
+    /// The repository's `core.sharedRepository`, as written; None when it is not set. Read
+    /// in process where libgit2 reads the repository, else from git.
+    pub fn shared_repository(&self) -> anyhow::Result<Option<String>> {
+        if let Backend::Libgit2(repo) = &self.backend {
+            let config = repo
+                .config()
+                .map_err(|e| git_failed(format!("could not read the git config: {e}")))?;
+            return match config.get_string("core.sharedRepository") {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+                // A boolean written as such (`sharedRepository = true`) reads as a string too;
+                // anything else is said.
+                Err(e) => Err(git_failed(format!(
+                    "could not read core.sharedRepository: {}",
+                    e.message()
+                ))),
+            };
+        }
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.git_dir)
+            .args(["config", "--get", "core.sharedRepository"])
+            .output()
+            .map_err(|e| git_failed(format!("could not run git: {e}")))?;
+        match out.status.code() {
+            Some(0) => Ok(Some(
+                String::from_utf8_lossy(&out.stdout).trim_end().to_string(),
+            )),
+            Some(1) => Ok(None),
+            _ => Err(git_failed(format!(
+                "`git config --get core.sharedRepository` failed: {}",
+                one_line(&String::from_utf8_lossy(&out.stderr))
+            ))),
+        }
+    }
+
     /// The current worktree's root, if there is one.
     pub fn workdir(&self) -> Option<&Path> {
         self.workdir.as_deref()

@@ -37,16 +37,51 @@ pub fn acquire(
     timeout: Duration,
     on_wait: &dyn Fn(&Path),
 ) -> anyhow::Result<FileLock> {
+    acquire_with(path, None, timeout, on_wait)
+}
+
+/// [`acquire`], the lock file and its folder made with exactly `modes` (file, folder bits: a
+/// shared repository's, which every member of its group must be able to open and lock).
+pub fn acquire_with(
+    path: &Path,
+    modes: Option<(u32, u32)>,
+    timeout: Duration,
+    on_wait: &dyn Fn(&Path),
+) -> anyhow::Result<FileLock> {
     if let Some(dir) = path.parent() {
-        fsio::create_dirs(dir).with_context(|| format!("could not create {}", dir.display()))?;
+        match modes {
+            Some((_, dir_bits)) => fsio::create_dirs_with(dir, dir_bits),
+            None => fsio::create_dirs(dir),
+        }
+        .with_context(|| format!("could not create {}", dir.display()))?;
     }
     let mut opts = OpenOptions::new();
     opts.create(true).truncate(false).write(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
-    let file = opts
-        .open(path)
-        .with_context(|| format!("could not open lock file {}", path.display()))?;
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, modes.map_or(0o644, |(f, _)| f));
+    // A lock file another user made without write for us still locks when opened for
+    // reading (flock needs no write access).
+    let file = match opts.open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && path.is_file() => {
+            File::open(path)
+        }
+        other => other,
+    }
+    .with_context(|| format!("could not open lock file {}", path.display()))?;
+    #[cfg(unix)]
+    if let Some((bits, _)) = modes {
+        // The umask took the group's bits from a new file; a lock file of ours from before
+        // the repository was shared gets them too.
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Ok(meta) = file.metadata()
+            && meta.uid() == rustix::process::geteuid().as_raw()
+            && meta.mode() & bits != bits
+        {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(
+                (meta.mode() & 0o7777) | bits,
+            ));
+        }
+    }
     let start = Instant::now();
     let mut told = false;
     let mut delay = Duration::from_millis(1);

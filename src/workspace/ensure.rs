@@ -49,14 +49,14 @@ pub(super) fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
 }
 
 /// Give a worktree a new identity token (time and pid: unique on this machine).
-pub(super) fn new_worktree_id(wt: &WorktreeInfo) -> anyhow::Result<String> {
+pub(super) fn new_worktree_id(wt: &WorktreeInfo, mode: Mode) -> anyhow::Result<String> {
     let id = new_token();
     fsio::write_atomic(
         &wt.git_dir.join(ID_FILE),
         format!("{id}\n").as_bytes(),
         WriteOptions {
             durability: Durability::File,
-            mode: Mode::Fixed(0o644),
+            mode,
             label: "id",
         },
     )?;
@@ -789,7 +789,7 @@ impl Workspace {
         }
         let id = match &target.id {
             Some(id) => id.clone(),
-            None => new_worktree_id(wt)?,
+            None => new_worktree_id(wt, self.git_dir_mode()?)?,
         };
         match claim {
             Some(c) => warn_off_block(target, &alloc.ports, c),

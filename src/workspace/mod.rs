@@ -103,6 +103,8 @@ pub struct Workspace {
     reclaimed: std::cell::RefCell<Vec<ReleaseJob>>,
     /// git's worktrees as seen from here, read once per command ([`Workspace::worktrees`]).
     worktrees: std::cell::OnceCell<Vec<WorktreeInfo>>,
+    /// `core.sharedRepository`, read once, when something is first written under the git dir.
+    sharing: std::cell::OnceCell<crate::model::sharing::Sharing>,
 }
 
 impl Workspace {
@@ -122,7 +124,42 @@ impl Workspace {
             repo,
             reclaimed: Default::default(),
             worktrees: Default::default(),
+            sharing: Default::default(),
         }
+    }
+
+    /// How the repository is shared (`core.sharedRepository`): the modes of everything the
+    /// tool makes under its git dir, so every member of a shared repository's group can
+    /// allocate. A value git does not know is an error naming it.
+    pub fn sharing(&self) -> anyhow::Result<crate::model::sharing::Sharing> {
+        use crate::model::sharing::Sharing;
+        if let Some(s) = self.sharing.get() {
+            return Ok(*s);
+        }
+        let s = match self.repo.shared_repository()? {
+            None => Sharing::Private,
+            Some(v) => Sharing::parse(&v).map_err(|m| {
+                crate::model::error::Error::new(
+                    crate::model::error::Code::ConfigInvalid,
+                    format!(
+                        "{m}; fix it with `git config core.sharedRepository group` (or unset it)"
+                    ),
+                )
+            })?,
+        };
+        Ok(*self.sharing.get_or_init(|| s))
+    }
+
+    /// The mode of a file the tool writes under the git dir (0644 unshared).
+    pub(crate) fn git_dir_mode(&self) -> anyhow::Result<crate::sys::fsio::Mode> {
+        let s = self.sharing()?;
+        Ok(match s.is_shared() {
+            false => crate::sys::fsio::Mode::Fixed(0o644),
+            true => crate::sys::fsio::Mode::FixedIn {
+                file: s.file_mode(0o644),
+                dir: s.dir_mode(),
+            },
+        })
     }
 
     /// The repository.
@@ -137,7 +174,11 @@ impl Workspace {
 
     /// Take the registry lock, saying so when it takes a while.
     pub fn lock(&self) -> anyhow::Result<Lock> {
-        Lock::acquire(&self.paths, lock::timeout_from_env()?, &say_waiting)
+        let paths = Paths {
+            sharing: self.sharing()?,
+            ..self.paths.clone()
+        };
+        Lock::acquire(&paths, lock::timeout_from_env()?, &say_waiting)
     }
 
     /// The registry under `lock`, printing recovery warnings: `unlocked` itself when the

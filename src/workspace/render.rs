@@ -131,9 +131,10 @@ impl Workspace {
     /// lock of the same file from this process would wait for itself).
     pub(super) fn apply_render_with(
         &self,
-        plan: Plan,
+        mut plan: Plan,
         lock_taken: Option<&Lock>,
     ) -> anyhow::Result<Rendered> {
+        plan.manifest_mode = self.git_dir_mode()?;
         let rendered = render::apply(plan)?;
         rendered.warnings.iter().for_each(|w| warn(w));
         let wanted = render::exclude_patterns(&rendered.exclude);

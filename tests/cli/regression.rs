@@ -2066,7 +2066,8 @@ fn issue26_7_a_repository_name_is_never_another_repositorys_directory_name() {
     let out = repo.wp(["render"]).output();
     assert_eq!(out.0.status.code(), Some(1), "{}", out.describe());
     assert!(
-        out.stderr().contains("\"app\" names 2 repositories on this machine"),
+        out.stderr()
+            .contains("\"app\" names 2 repositories on this machine"),
         "{}",
         out.describe()
     );
@@ -2079,4 +2080,154 @@ fn issue26_7_a_repository_name_is_never_another_repositorys_directory_name() {
             webs[0]
         )
     );
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn issue26_18_a_group_shared_repository_gets_group_writable_files() {
+    let repo = TestRepo::with_format(&["--shared=group"]);
+    let feat = repo.add_worktree("feat");
+    // Under the usual umask, which takes the group's write bit from everything made.
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let mut r = repo.wp_in(dir, args);
+        unsafe {
+            r.cmd.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        r
+    };
+    run(&feat, &["allocate"]).succeeds();
+    run(&repo.root, &["render"]).succeeds();
+    let git = repo.common_dir();
+    let reg = git.join("worktree-registry");
+    let got: Vec<(String, u32)> = [
+        reg.clone(),
+        reg.join("ports.json"),
+        reg.join("ports.json.bak"),
+        reg.join("ports.lock"),
+        git.join("worktrees/feat/worktree-ports"),
+        git.join("worktrees/feat/worktree-ports/id"),
+        git.join("worktrees/feat/worktree-ports/rendered.json"),
+        git.join("worktree-ports/rendered.json"),
+    ]
+    .iter()
+    .map(|p| {
+        (
+            p.strip_prefix(&git).unwrap().display().to_string(),
+            mode_of(p),
+        )
+    })
+    .collect();
+    let want: Vec<(String, u32)> = [
+        ("worktree-registry", 0o2775),
+        ("worktree-registry/ports.json", 0o664),
+        ("worktree-registry/ports.json.bak", 0o664),
+        ("worktree-registry/ports.lock", 0o664),
+        ("worktrees/feat/worktree-ports", 0o2775),
+        ("worktrees/feat/worktree-ports/id", 0o664),
+        ("worktrees/feat/worktree-ports/rendered.json", 0o664),
+        ("worktree-ports/rendered.json", 0o664),
+    ]
+    .iter()
+    .map(|(p, m)| (p.to_string(), *m))
+    .collect();
+    assert_eq!(got, want);
+
+    // Explicit bits are taken as they are; a value git does not know is refused, naming it.
+    repo.git(["config", "core.sharedRepository", "0640"]);
+    std::fs::remove_dir_all(&reg).unwrap();
+    run(&feat, &["allocate", "--no-render"]).succeeds();
+    assert_eq!(
+        (mode_of(&reg), mode_of(&reg.join("ports.json"))),
+        (0o2750, 0o640)
+    );
+    repo.git(["config", "core.sharedRepository", "sometimes"]);
+    let before = std::fs::read(reg.join("ports.json")).unwrap();
+    run(&feat, &["allocate", "--no-render", "--port", &format!("web={}", repo.base + 9)])
+        .stderr_is("git-worktree-ports: error: core.sharedRepository = \"sometimes\" is not a sharing mode git knows (umask, group, all, or octal permissions like 0660 that let the owner read and write); fix it with `git config core.sharedRepository group` (or unset it)\n")
+        .fails();
+    assert_eq!(std::fs::read(reg.join("ports.json")).unwrap(), before);
+}
+
+/// A second member of a group-shared repository's group allocates after the first made the
+/// registry (issue 26 item 18: "could not open lock file ... Permission denied", forever).
+#[test]
+#[ignore = "needs root (to run the tool as another user); .ci/run runs it as root"]
+fn issue26_18_another_member_of_the_group_can_allocate() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "run as root");
+    let repo = TestRepo::with_format(&["--shared=group"]);
+    // Everything belongs to group 100 (`users`); the second member is uid 65534 in it.
+    let chgrp = |p: &std::path::Path| {
+        let ok = std::process::Command::new("chgrp")
+            .args(["-R", "100"])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    let feat = repo.add_worktree("feat");
+    let root = repo.env.root();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    chgrp(&repo.root);
+    chgrp(&feat);
+    // One machine index for both, in a folder shared with the group on purpose.
+    let shared_state = root.join("shared-state");
+    std::fs::create_dir_all(&shared_state).unwrap();
+    chgrp(&shared_state);
+    std::fs::set_permissions(&shared_state, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    // The first member (root, in the group through the folders' set-group-id) allocates.
+    repo.wp_in(&feat, ["allocate", "--no-render"])
+        .env("GIT_WORKTREE_PORTS_STATE_DIR", &shared_state)
+        .succeeds();
+    assert_eq!(mode_of(&shared_state.join("index.json")), 0o660);
+    // The second has a home and a state dir of its own, and trusts the repository.
+    let home = root.join("member");
+    std::fs::create_dir_all(home.join("state")).unwrap();
+    std::fs::write(home.join("gitconfig"), "[safe]\n\tdirectory = *\n").unwrap();
+    let ok = std::process::Command::new("chown")
+        .args(["-R", "65534:100"])
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // A change under the lock: the lock file, the registry and its backup are written.
+    let mut run = repo.wp_in(
+        &repo.root,
+        ["allocate", "--no-render", "--json", "--move", "web"],
+    );
+    run.cmd
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("GIT_CONFIG_GLOBAL", home.join("gitconfig"))
+        .env("GIT_WORKTREE_PORTS_STATE_DIR", &shared_state);
+    unsafe {
+        run.cmd.pre_exec(|| {
+            libc::umask(0o022);
+            let groups = [100 as libc::gid_t];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setgid(100) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run.succeeds().json();
+    assert_eq!(out["ports"]["web"], repo.base + 2, "{out}");
+    // And the first one again, after the second wrote.
+    repo.wp_in(&feat, ["allocate", "--no-render", "--move", "web"])
+        .env("GIT_WORKTREE_PORTS_STATE_DIR", &shared_state)
+        .succeeds();
 }
