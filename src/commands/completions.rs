@@ -34,6 +34,7 @@ pub fn run(args: &CompletionsArgs) -> anyhow::Result<Report> {
     match args.shell {
         Shell::Bash => text.push_str(BASH_GIT),
         Shell::Zsh => text.push_str(ZSH_GIT),
+        Shell::Fish => text.push_str(FISH_GIT),
         _ => {}
     }
     Ok(Report::ok(text))
@@ -72,12 +73,37 @@ _git_worktree_ports() {
 "#;
 
 /// `git worktree-ports <TAB>` in zsh: `_git` calls `_git-worktree-ports` with `words`
-/// starting at `worktree-ports`.
+/// starting at `worktree-ports`; `git <TAB>` offers it once it is a user command.
 const ZSH_GIT: &str = r#"
 function _git-worktree-ports() {
     words=(git-worktree-ports "${(@)words[2,-1]}")
     _clap_dynamic_completer_git_worktree_ports
 }
+zstyle -a ':completion:*:*:git:*' user-commands _git_worktree_ports_user
+if (( ! ${_git_worktree_ports_user[(I)worktree-ports:*]} )); then
+    zstyle ':completion:*:*:git:*' user-commands "${_git_worktree_ports_user[@]}" \
+        'worktree-ports:ports, environment and names for every worktree'
+fi
+unset _git_worktree_ports_user
+"#;
+
+/// `git worktree-ports <TAB>` in fish: everything after `worktree-ports` goes to the same
+/// engine, and `git <TAB>` offers `worktree-ports`. (fish 3.6's own git completion means to
+/// do both for every `git-*` command on PATH, but its list is empty and it asks
+/// `git-git-worktree-ports`, so file names were offered.) Loaded from `conf.d`, so it is
+/// there before `git` is first completed.
+const FISH_GIT: &str = r#"
+function __git_worktree_ports_complete
+    set -l tokens (commandline --current-process --tokenize --cut-at-cursor)
+    set -l at (contains --index -- worktree-ports $tokens)
+    set -l args
+    if test (count $tokens) -gt $at
+        set args $tokens[(math $at + 1)..-1]
+    end
+    GIT_WORKTREE_PORTS_COMPLETE=fish git-worktree-ports -- git-worktree-ports $args (commandline --current-token)
+end
+complete --keep-order --exclusive --command git --condition '__fish_seen_subcommand_from worktree-ports' --arguments '(__git_worktree_ports_complete)'
+complete --no-files --command git --condition '__fish_git_needs_command' --arguments worktree-ports --description 'Ports, environment and names for every worktree'
 "#;
 
 /// The command line with its dynamic values: worktree names wherever a worktree is asked
@@ -143,7 +169,7 @@ fn worktree_names() -> Vec<CompletionCandidate> {
         .iter()
         .map(|w| {
             let value = match bash {
-                true => crate::model::names::shell_word(&w.key).into_owned(),
+                true => crate::model::names::bash_word(&w.key).into_owned(),
                 false => w.key.clone(),
             };
             CompletionCandidate::new(value).help(Some(w.path.display().to_string().into()))

@@ -95,8 +95,40 @@ pub fn shell_word(text: &str) -> std::borrow::Cow<'_, str> {
     format!("'{}'", text.replace('\'', "'\\''")).into()
 }
 
+/// `text` as bash's completion inserts a word: each character a shell treats specially
+/// behind a backslash (`x\$\(y\)`), so that what the user typed so far (`x`, or `x\$`) is a
+/// prefix of it and bash's matching keeps it. A control character cannot be escaped that way:
+/// then the whole word in single quotes ([`shell_word`]).
+pub fn bash_word(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c) || !c.is_ascii();
+    if text.chars().all(plain) {
+        return text.into();
+    }
+    if text.chars().any(|c| c.is_control()) {
+        return shell_word(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !plain(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bash_words_escape_each_special_character() {
+        use super::bash_word;
+        assert_eq!(bash_word("feature-x"), "feature-x");
+        assert_eq!(bash_word("x$(touch-PWNED)"), "x\\$\\(touch-PWNED\\)");
+        assert_eq!(bash_word("a b'c"), "a\\ b\\'c");
+        assert_eq!(bash_word("é"), "é");
+        assert_eq!(bash_word("a\nb"), "'a\nb'");
+    }
+
     use super::*;
 
     #[test]

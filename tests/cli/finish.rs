@@ -555,12 +555,207 @@ fn bash_completion_quotes_hostile_worktree_names() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(
-        lines[0].starts_with("[main ][a-b ]['x$(touch-PWNED)' ]"),
+        lines[0].starts_with("[main ][a-b ][x\\$\\(touch-PWNED\\) ]"),
         "{out}"
     );
     assert!(
-        lines[1].starts_with("[main][a-b]['x$(touch-PWNED)']"),
+        lines[1].starts_with("[main][a-b][x\\$\\(touch-PWNED\\)]"),
         "{out}"
+    );
+    assert!(!repo.root.join("PWNED").exists());
+}
+
+/// A worktree named `x$(touch-PWNED)` (git turns the space of `x$(touch PWNED)` into `-`),
+/// beside main.
+fn hostile_worktree(repo: &TestRepo) {
+    let path = repo.path("x$(touch PWNED)");
+    repo.git([
+        "worktree",
+        "add",
+        "-q",
+        "-b",
+        "hostile",
+        path.to_str().unwrap(),
+    ]);
+}
+
+/// fish installed as the README says (conf.d), in an interactive fish on a pty (script(1)):
+/// `keys` are typed, then ^X prints the command line and exits.
+fn fish_line_after(repo: &TestRepo, keys: &str) -> String {
+    let conf = repo.env.root().join("home/.config/fish/conf.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("git-worktree-ports.fish"),
+        repo.wp(["completions", "fish"]).succeeds().stdout(),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("zz-test.fish"),
+        "function fish_prompt; end\nfunction fish_greeting; end\n\
+         bind \\cx 'echo; echo LINE:(commandline); exit'\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["30", "script", "-qfec", "fish -i", "/dev/null"])
+        .current_dir(&repo.root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    repo.env.apply(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // Typed ahead: fish reads it once its prompt is up. stdin stays open until it exits.
+        stdin.write_all(format!("{keys}\x18").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("LINE:"))
+            .unwrap_or_else(|| panic!("no command line printed: {text:?}"))
+            .trim_end_matches('\r')
+            .to_string()
+    }
+}
+
+/// Issue 26, item 10: fish offered file names for `git worktree-ports <TAB>` (its git
+/// completion asks `git-git-worktree-ports`), and never offered `worktree-ports` after
+/// `git `; a hostile worktree name goes on the command line quoted.
+#[test]
+fn fish_completes_after_git_and_inserts_hostile_names_quoted() {
+    if !have(
+        "fish",
+        "fish_completes_after_git_and_inserts_hostile_names_quoted",
+    ) || !have(
+        "script",
+        "fish_completes_after_git_and_inserts_hostile_names_quoted",
+    ) {
+        return;
+    }
+    let repo = TestRepo::new();
+    hostile_worktree(&repo);
+    assert_eq!(
+        fish_line_after(&repo, "git worktree-p\t"),
+        "git worktree-ports "
+    );
+    assert_eq!(
+        fish_line_after(&repo, "git worktree-ports rel\t"),
+        "git worktree-ports release "
+    );
+    assert_eq!(
+        fish_line_after(&repo, "git worktree-ports release x\t"),
+        "git worktree-ports release x\\$\\(touch-PWNED\\) "
+    );
+    assert_eq!(
+        fish_line_after(&repo, "git-worktree-ports env -w x\t"),
+        "git-worktree-ports env -w x\\$\\(touch-PWNED\\) "
+    );
+    assert!(!repo.root.join("PWNED").exists());
+}
+
+/// zsh on a pty (zpty) with compinit and git's completion: `line<TAB>`, then the command
+/// line as typed, and its words as zsh parses them (unquoted), all joined by `|`.
+fn zsh_words_after(repo: &TestRepo, file: &Path, line: &str) -> String {
+    let driver = repo.env.root().join("zsh-insert.zsh");
+    std::fs::write(
+        &driver,
+        r#"zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z 'PROMPT=""; RPROMPT=""'
+zpty -w z "autoload -U compinit && compinit -u -d $HOME/zcompdump-pty"
+zpty -w z "source $1"
+zpty -w z 'dump() { print -r -- "WO""RDS:$BUFFER|${(j:|:)${(@Q)${(@z)BUFFER}}}|END"; exit }; zle -N dump; bindkey "^X" dump'
+zpty -n -w z "$2"$'\t\x18'
+while zpty -r z line; do
+  [[ $line == *WORDS:* ]] && { print -r -- ${${line##*WORDS:}%%\|END*}; break }
+done
+"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["30", "zsh", "-f"])
+        .arg(&driver)
+        .arg(file)
+        .arg(line)
+        .current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Issue 26, item 10: zsh never offered `worktree-ports` after `git `; a hostile worktree
+/// name goes on the command line as one word that means the name.
+#[test]
+fn zsh_offers_the_command_after_git_and_inserts_hostile_names_as_one_word() {
+    if !have(
+        "zsh",
+        "zsh_offers_the_command_after_git_and_inserts_hostile_names_as_one_word",
+    ) {
+        return;
+    }
+    let repo = TestRepo::new();
+    hostile_worktree(&repo);
+    let file = repo.env.root().join("completion.zsh");
+    std::fs::write(&file, repo.wp(["completions", "zsh"]).succeeds().stdout()).unwrap();
+    assert!(zsh_complete(&repo, &file, "git worktree-p").contains(&"worktree-ports".to_string()));
+    // Quoted on the line; the one word it is means the name.
+    assert_eq!(
+        zsh_words_after(&repo, &file, "git worktree-ports release x"),
+        "git worktree-ports release x\\$\\(touch-PWNED\\) |git|worktree-ports|release|x$(touch-PWNED)"
+    );
+    assert_eq!(
+        zsh_words_after(&repo, &file, "git-worktree-ports env -w x"),
+        "git-worktree-ports env -w x\\$\\(touch-PWNED\\) |git-worktree-ports|env|-w|x$(touch-PWNED)"
+    );
+    assert!(!repo.root.join("PWNED").exists());
+}
+
+/// Issue 26, item 10: the README's bash path ignored `XDG_DATA_HOME`, where bash-completion
+/// looks; and a quoted candidate (`'x$(...)'`) no longer matched what was typed (`x`).
+/// Installed as the README says, git's completion loads the file when it first meets
+/// `worktree-ports`, and a typed prefix of a hostile name completes, escaped.
+#[test]
+fn bash_loads_the_file_from_xdg_data_home_and_completes_a_typed_prefix_escaped() {
+    let loader = Path::new("/usr/share/bash-completion/bash_completion");
+    if !loader.is_file() {
+        skip(
+            "bash_loads_the_file_from_xdg_data_home: bash-completion is not installed (.ci/run installs it)",
+        );
+        return;
+    }
+    let repo = TestRepo::new();
+    hostile_worktree(&repo);
+    let dir = repo
+        .env
+        .root()
+        .join("home/.local/share/bash-completion/completions");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("git-worktree-ports"),
+        repo.wp(["completions", "bash"]).succeeds().stdout(),
+    )
+    .unwrap();
+    let script = r#"source /usr/share/bash-completion/bash_completion
+_comp_load git 2>/dev/null || __load_completion git 2>/dev/null || _completion_loader git
+complete_words() {
+    COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+    COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMPREPLY=()
+    __git_wrap__git_main
+    printf '[%s]' "${COMPREPLY[@]}"; echo
+}
+complete_words git worktree-ports sta
+complete_words git worktree-ports release x
+complete_words git worktree-ports release 'x\$'
+"#;
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", script])
+        .current_dir(&repo.root);
+    repo.env.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[status ]\n[x\\$\\(touch-PWNED\\) ]\n[x\\$\\(touch-PWNED\\) ]\n"
     );
     assert!(!repo.root.join("PWNED").exists());
 }
