@@ -412,6 +412,20 @@ impl Machine {
                 },
             },
         };
+        // A state dir that is a file (or anything but a folder) holds no index: saying
+        // "nothing allocated" there would be a lie, and every allocation would fail later.
+        if let Ok(meta) = std::fs::metadata(&dir)
+            && !meta.is_dir()
+        {
+            return Err(Error::new(
+                Code::ConfigInvalid,
+                format!(
+                    "the state dir {} is not a directory; point {STATE_DIR_ENV} (or XDG_STATE_HOME) at a directory, or move that file away",
+                    dir.display()
+                ),
+            )
+            .into());
+        }
         Ok(Machine::at(&dir))
     }
 

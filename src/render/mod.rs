@@ -1105,9 +1105,38 @@ fn managed_excludes(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// The paths (relative to the worktree) the last render of `wt` wrote, from its manifest.
+pub fn rendered_paths(wt: &WorktreeInfo) -> BTreeSet<PathBuf> {
+    read_manifest(&manifest_path(wt))
+        .into_keys()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The lines of the managed block of `<common-dir>/info/exclude` that are among `patterns`.
+pub fn present_excludes(common_dir: &Path, patterns: &BTreeSet<String>) -> BTreeSet<String> {
+    let text = fs::read_to_string(common_dir.join("info/exclude")).unwrap_or_default();
+    managed_excludes(&text)
+        .intersection(patterns)
+        .cloned()
+        .collect()
+}
+
 /// Add `patterns` to the managed block of `<common-dir>/info/exclude` (shared by every
 /// worktree). Call under the registry lock: parallel renders must not lose each other's lines.
 pub fn add_excludes(common_dir: &Path, patterns: &BTreeSet<String>) -> anyhow::Result<()> {
+    update_excludes(common_dir, patterns, &BTreeSet::new())
+}
+
+/// Add `add` to the managed block of `<common-dir>/info/exclude` and take `remove` out of it
+/// (the temp-file pattern stays); the user's lines outside the block are kept byte for byte.
+/// Call under the registry lock.
+pub fn update_excludes(
+    common_dir: &Path,
+    add: &BTreeSet<String>,
+    remove: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let patterns = add;
     let path = common_dir.join("info/exclude");
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -1115,9 +1144,10 @@ pub fn add_excludes(common_dir: &Path, patterns: &BTreeSet<String>) -> anyhow::R
         Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
     };
     let mut all = managed_excludes(&text);
-    let before = all.len();
+    let before = all.clone();
     all.extend(patterns.iter().cloned());
-    if all.len() == before {
+    all.retain(|p| p == TEMP_EXCLUDE || !remove.contains(p) || patterns.contains(p));
+    if all == before {
         return Ok(());
     }
     let mut block = format!("{EXCLUDE_BEGIN}\n");

@@ -1,6 +1,7 @@
 //! Rendering a worktree's templates: the template context, which files a worktree should have,
 //! plan and apply (under the lock when it writes), `render --all`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::machine::Machine;
@@ -138,13 +139,34 @@ impl Workspace {
         let rendered = render::apply(plan)?;
         rendered.warnings.iter().for_each(|w| warn(w));
         let wanted = render::exclude_patterns(&rendered.exclude);
-        if !render::missing_excludes(self.repo.common_dir(), &wanted).is_empty() {
+        // A deleted template's output was removed here: its line goes too, once no other
+        // worktree's last render wrote that path (info/exclude is shared by all of them).
+        let removed: Vec<PathBuf> = (rendered.files.iter())
+            .filter(|(_, a)| *a == render::FileAction::Removed)
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        let mut unwanted = BTreeSet::new();
+        if !removed.is_empty() {
+            // (This worktree's manifest no longer lists them.)
+            let elsewhere: BTreeSet<PathBuf> = (self.worktrees()?.iter())
+                .flat_map(render::rendered_paths)
+                .collect();
+            let gone: Vec<PathBuf> = (removed.into_iter())
+                .filter(|rel| !elsewhere.contains(rel))
+                .collect();
+            unwanted =
+                render::present_excludes(self.repo.common_dir(), &render::exclude_patterns(&gone));
+            unwanted.remove(render::TEMP_EXCLUDE);
+        }
+        if !render::missing_excludes(self.repo.common_dir(), &wanted).is_empty()
+            || !unwanted.is_empty()
+        {
             // info/exclude is shared by every worktree: parallel renders must not lose lines.
             let _lock = match lock_taken {
                 Some(_) => None,
                 None => Some(self.lock()?),
             };
-            render::add_excludes(self.repo.common_dir(), &wanted)?;
+            render::update_excludes(self.repo.common_dir(), &wanted, &unwanted)?;
         }
         Ok(rendered)
     }

@@ -2231,3 +2231,70 @@ fn issue26_18_another_member_of_the_group_can_allocate() {
         .env("GIT_WORKTREE_PORTS_STATE_DIR", &shared_state)
         .succeeds();
 }
+
+#[test]
+fn issue26_list_all_with_the_state_dir_a_file_says_so_and_fails() {
+    let repo = TestRepo::new();
+    let file = repo.env.root().join("state-file");
+    std::fs::write(&file, "not a folder\n").unwrap();
+    for args in [&["list", "--all"][..], &["allocate", "--no-render"]] {
+        repo.wp(args)
+            .env("GIT_WORKTREE_PORTS_STATE_DIR", &file)
+            .stdout_is("")
+            .stderr_is(format!(
+                "git-worktree-ports: error: the state dir {} is not a directory; point GIT_WORKTREE_PORTS_STATE_DIR (or XDG_STATE_HOME) at a directory, or move that file away\n",
+                file.display()
+            ))
+            .fails();
+    }
+    assert!(
+        !repo
+            .common_dir()
+            .join("worktree-registry/ports.json")
+            .exists()
+    );
+}
+
+#[test]
+fn issue26_a_deleted_templates_exclude_line_goes_once_no_worktree_has_its_output() {
+    let repo = TestRepo::new();
+    commit_files(
+        &repo,
+        &[
+            (
+                ".worktree-ports/templates/.env.tera",
+                "WEB_PORT={{ ports.web }}\n",
+            ),
+            (
+                ".worktree-ports/templates/app.toml.tera",
+                "port = {{ ports.web }}\n",
+            ),
+        ],
+    );
+    let feat = repo.add_worktree("feat");
+    repo.wp_in(&feat, ["allocate"]).succeeds();
+    repo.wp(["render"]).succeeds();
+    let exclude = repo.common_dir().join("info/exclude");
+    let block = |lines: &[&str]| {
+        format!(
+            "# >>> git-worktree-ports: rendered files >>>\n.*.wp-tmp.*\n{}# <<< git-worktree-ports: rendered files <<<\n",
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>()
+        )
+    };
+    let managed = || {
+        let text = std::fs::read_to_string(&exclude).unwrap();
+        text[text.find("# >>>").unwrap()..].to_string()
+    };
+    assert_eq!(managed(), block(&["/.env", "/app.toml"]));
+    // feat drops the template: its output goes, the line stays while main has the file.
+    std::fs::remove_file(feat.join(".worktree-ports/templates/app.toml.tera")).unwrap();
+    repo.wp_in(&feat, ["render"]).succeeds();
+    assert!(!feat.join("app.toml").exists());
+    assert!(repo.root.join("app.toml").exists());
+    assert_eq!(managed(), block(&["/.env", "/app.toml"]));
+    // main drops it too: no worktree has that output any more, and its line goes.
+    std::fs::remove_file(repo.root.join(".worktree-ports/templates/app.toml.tera")).unwrap();
+    repo.wp(["render"]).succeeds();
+    assert!(!repo.root.join("app.toml").exists());
+    assert_eq!(managed(), block(&["/.env"]));
+}
