@@ -58,6 +58,7 @@ pub fn run(args: &HooksArgs) -> anyhow::Result<Report> {
                 let what = match (&state, state.manager) {
                     (s, _) if s.current => "installed (current)".to_string(),
                     (s, _) if s.ours => "installed, outdated: run `git worktree-ports hooks install`".to_string(),
+                    (s, Some(m)) if s.through_manager => format!("installed through {} (its configuration runs `git worktree-ports hook post-checkout`)", m.name()),
                     (_, Some(m)) => format!("not installed: {} manages these hooks; `hooks install` prints what to add", m.name()),
                     (s, None) if s.exists => "not installed; another post-checkout hook is there (`hooks install` keeps it and runs it first)".to_string(),
                     _ => "not installed".to_string(),

@@ -92,6 +92,9 @@ pub struct State {
     pub chained: Option<PathBuf>,
     /// A hook manager owns the directory.
     pub manager: Option<Manager>,
+    /// The manager's configuration runs `git worktree-ports hook post-checkout` (the line
+    /// `hooks install` prints for it is there): a plain `git worktree add` allocates.
+    pub through_manager: bool,
 }
 
 /// Look at `dir`; `worktree` is where manager config files would be.
@@ -103,14 +106,54 @@ pub fn inspect(dir: &Path, worktree: Option<&Path>) -> State {
         .unwrap_or_default();
     let ours = text.contains(MARKER);
     let previous = dir.join(PREVIOUS);
+    let manager = detect_manager(dir, &text, worktree);
     State {
         exists,
         ours,
         current: ours && text == SCRIPT,
         chained: fs::symlink_metadata(&previous).is_ok().then_some(previous),
-        manager: detect_manager(dir, &text, worktree),
+        through_manager: manager.is_some_and(|m| runs_ours(m, dir, &text, worktree)),
+        manager,
         dir: dir.to_path_buf(),
         hook,
+    }
+}
+
+/// What a manager's configuration says to run our hook.
+const OUR_COMMAND: &str = "worktree-ports hook post-checkout";
+
+/// True when `manager`'s configuration runs our hook: husky's `.husky/post-checkout` (the
+/// folder above its `_`), lefthook's or pre-commit's config file in the worktree (pre-commit
+/// only once it is installed for post-checkout: its hook file is there), or the post-checkout
+/// file of a hooks directory inside the work tree.
+fn runs_ours(manager: Manager, dir: &Path, hook_text: &str, worktree: Option<&Path>) -> bool {
+    let mentions =
+        |p: &Path| fs::read(p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(OUR_COMMAND));
+    match manager {
+        Manager::Husky => {
+            let husky = match dir.file_name().is_some_and(|n| n == "_") {
+                true => dir.parent().unwrap_or(dir),
+                false => dir,
+            };
+            mentions(&husky.join(HOOK))
+        }
+        Manager::Lefthook => worktree.is_some_and(|w| {
+            [
+                "lefthook.yml",
+                ".lefthook.yml",
+                "lefthook.yaml",
+                ".lefthook.yaml",
+                "lefthook.toml",
+                "lefthook.json",
+                "lefthook-local.yml",
+            ]
+            .iter()
+            .any(|f| mentions(&w.join(f)))
+        }),
+        Manager::PreCommit => {
+            worktree.is_some_and(|w| mentions(&w.join(".pre-commit-config.yaml")))
+        }
+        Manager::WorkTree => hook_text.contains(OUR_COMMAND),
     }
 }
 

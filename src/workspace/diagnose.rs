@@ -287,7 +287,7 @@ fn hook(ws: &Workspace, out: &mut Vec<Finding>) {
             )
             .with(Action::Hook),
         );
-    } else if !state.ours {
+    } else if !state.ours && !state.through_manager {
         match state.manager {
             Some(m) => out.push(Finding::new(
                 Severity::Info,
