@@ -36,6 +36,7 @@ fn services() -> Vec<Service> {
             protocol: Protocol::Tcp,
             offset: s,
             http: false,
+            well_known: &[],
         })
         .collect()
 }

@@ -107,7 +107,37 @@ pub struct Service {
     /// It speaks HTTP (`http = true`; `web` and `api` by default): it gets URLs and proxy
     /// routes.
     pub http: bool,
+    /// Ports inside the range that well-known software uses (the built-in services' only):
+    /// an automatic choice takes one only when the rest of the range is taken, saying whose
+    /// it usually is. A pin may name one.
+    pub well_known: &'static [(u16, &'static str)],
 }
+
+/// Well-known ports inside the built-in ranges, and whose they usually are.
+const WEB_WELL_KNOWN: &[(u16, &str)] = &[
+    (8086, "InfluxDB"),
+    (8088, "Hadoop YARN"),
+    (8089, "Splunk's management"),
+    (8096, "Jellyfin"),
+    (8123, "Home Assistant"),
+    (8125, "StatsD"),
+    (8126, "the Datadog agent"),
+    (8140, "Puppet"),
+    (8161, "ActiveMQ's console"),
+];
+const API_WELL_KNOWN: &[(u16, &str)] = &[(3050, "Firebird")];
+const TEST_WELL_KNOWN: &[(u16, &str)] = &[
+    (9001, "MinIO's console"),
+    (9042, "Cassandra"),
+    (9050, "Tor"),
+    (9051, "Tor's control"),
+    (9090, "Prometheus"),
+    (9091, "Prometheus's Pushgateway"),
+    (9092, "Kafka"),
+    (9093, "Alertmanager"),
+    (9094, "Alertmanager's cluster"),
+];
+const DEBUG_WELL_KNOWN: &[(u16, &str)] = &[(5601, "Kibana")];
 
 /// `[on] allocate = "..."` and `[on] release = "..."`: tera templates of shell commands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,24 +174,28 @@ pub struct Config {
 }
 
 impl Config {
-    /// The built-in services (no config file, or one without `[services]`).
+    /// The built-in services (no config file, or one without `[services]`): web 8080-8179,
+    /// api 3000-3099, db 5432-5499, test 9000-9099, debug 5555-5624.
     pub fn builtin() -> Config {
-        let svc = |name: &str, lo, hi| Service {
+        let svc = |name: &str, lo, hi, well_known| Service {
             name: name.to_string(),
             range: (lo, hi),
             env: default_env_name(name),
             protocol: Protocol::Tcp,
             offset: 0,
             http: default_http(name),
+            well_known,
         };
         Config {
             strategy: Strategy::Ranges,
             services: vec![
-                svc("web", 8080, 8099),
-                svc("api", 3000, 3099),
-                svc("db", 5432, 5439),
-                svc("test", 9000, 9099),
-                svc("debug", 5555, 5564),
+                // At least 50 worktrees each, across the machine's repositories, the
+                // conventional port first (the main worktree's, where it is free).
+                svc("web", 8080, 8179, WEB_WELL_KNOWN),
+                svc("api", 3000, 3099, API_WELL_KNOWN),
+                svc("db", 5432, 5499, &[]),
+                svc("test", 9000, 9099, TEST_WELL_KNOWN),
+                svc("debug", 5555, 5624, DEBUG_WELL_KNOWN),
             ],
             reserved: Vec::new(),
             reserved_names: Vec::new(),
@@ -422,7 +456,13 @@ impl Config {
                             ),
                         ));
                     }
+                    // A service written exactly as a built-in one (as `init` writes them)
+                    // keeps its well-known ports to avoid.
+                    let well_known = (Config::builtin().services.into_iter())
+                        .find(|b| b.name == name && b.range == (lo, hi))
+                        .map_or(&[][..], |b| b.well_known);
                     services.push(Service {
+                        well_known,
                         http: raw_svc.http.unwrap_or_else(|| default_http(&name)),
                         name,
                         range: (lo, hi),
@@ -812,8 +852,28 @@ mod tests {
         let c = parse("").unwrap();
         let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["web", "api", "db", "test", "debug"]);
-        assert_eq!(c.service("db").unwrap().range, (5432, 5439));
+        assert_eq!(c.service("db").unwrap().range, (5432, 5499));
         assert_eq!(c.service("web").unwrap().env, "WEB_PORT");
+    }
+
+    #[test]
+    fn builtin_ranges_give_fifty_worktrees_each_starting_at_the_conventional_port() {
+        for s in Config::builtin().services {
+            let (lo, hi) = s.range;
+            let usable = (lo..=hi)
+                .filter(|p| !s.well_known.iter().any(|(k, _)| k == p))
+                .count();
+            assert!(usable >= 50, "{}: {usable}", s.name);
+            assert!(
+                s.well_known.iter().all(|(k, _)| (lo + 1..=hi).contains(k)),
+                "{}",
+                s.name
+            );
+        }
+        let starts: Vec<u16> = (Config::builtin().services.iter())
+            .map(|s| s.range.0)
+            .collect();
+        assert_eq!(starts, [8080, 3000, 5432, 9000, 5555]);
     }
 
     #[test]

@@ -48,6 +48,24 @@ pub(super) fn name_the_reserved_range(mut e: Error, config: &Config) -> Error {
     e
 }
 
+/// RANGE_EXHAUSTED for a repository without a config file: the ranges are the built-in ones,
+/// and the way out is a config file of its own (`init` writes one), not one to edit.
+pub(super) fn explain_builtin_exhausted(mut e: Error, config: &Config) -> Error {
+    if e.code == Code::RangeExhausted
+        && config.source.is_none()
+        && let Some(service) = e.details["service"].as_str().map(str::to_string)
+    {
+        let edit = format!("widen [services.{service}] range in .worktree-ports/config.toml");
+        e.message = e.message.replace(
+            &edit,
+            &format!(
+                "these are the built-in services (this repository has no .worktree-ports/config.toml): run `git worktree-ports init`, then give [services.{service}] a wider range in the file it writes"
+            ),
+        );
+    }
+    e
+}
+
 /// Give a worktree a new identity token (time and pid: unique on this machine).
 pub(super) fn new_worktree_id(wt: &WorktreeInfo, mode: Mode) -> anyhow::Result<String> {
     let id = new_token();
@@ -767,7 +785,7 @@ impl Workspace {
                         result = attempt(reg, &fewer);
                     }
                 }
-                let alloc = result?;
+                let alloc = result.map_err(|e| explain_builtin_exhausted(e, config))?;
                 warn(&format!(
                     "the range was full: gave back the ports of worktrees and repositories that are gone, oldest first: {}",
                     reclaimed.join("; ")
@@ -775,7 +793,11 @@ impl Workspace {
                 changed = true;
                 alloc
             }
-            Err(e) => return Err(name_the_reserved_range(e, config).into()),
+            Err(e) => {
+                return Err(
+                    explain_builtin_exhausted(name_the_reserved_range(e, config), config).into(),
+                );
+            }
         };
         alloc.warnings.iter().for_each(|w| warn(w));
         if alloc.ports != held_before {

@@ -135,7 +135,7 @@ fn builtin_services_apply_without_a_config() {
         .collect();
     assert_eq!(names, ["api", "db", "debug", "test", "web"]);
     let reg = repo.registry();
-    assert_eq!(reg["port_ranges"]["db"], serde_json::json!([5432, 5439]));
+    assert_eq!(reg["port_ranges"]["db"], serde_json::json!([5432, 5499]));
 }
 
 #[test]

@@ -2298,3 +2298,65 @@ fn issue26_a_deleted_templates_exclude_line_goes_once_no_worktree_has_its_output
     assert!(!repo.root.join("app.toml").exists());
     assert_eq!(managed(), block(&["/.env"]));
 }
+
+/// Issue 26 (smaller): the built-in `db` range had 8 ports and the error pointed to a config
+/// file the repository does not have. Another repository holding every port of the built-in
+/// db range (written into its registry; no port is bound) exhausts it for this one: the
+/// error says the ranges are the built-in ones and how to get a config of its own.
+#[test]
+fn issue26_an_exhausted_builtin_range_says_how_to_get_a_config() {
+    let repo = TestRepo::new();
+    let unconfigured = |name: &str| {
+        let dir = repo.another(name, None);
+        std::fs::remove_dir_all(dir.join(".worktree-ports")).unwrap();
+        repo.env
+            .git(&dir, ["commit", "-q", "-a", "-m", "no config"]);
+        dir
+    };
+    let holder = unconfigured("holder");
+    let pins: Vec<String> = [
+        ("web", repo.base),
+        ("api", repo.base + 1),
+        ("test", repo.base + 2),
+        ("debug", repo.base + 3),
+        ("db", repo.base + 4),
+    ]
+    .iter()
+    .map(|(s, p)| format!("--port={s}={p}"))
+    .collect();
+    let mut args = vec!["allocate", "--no-render"];
+    args.extend(pins.iter().map(String::as_str));
+    repo.wp_in(&holder, &args).succeeds();
+    let path = holder.join(".git/worktree-registry/ports.json");
+    let mut reg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (i, port) in (5432..=5499).enumerate() {
+        reg["allocated_ports"][format!("wt{i}")] = serde_json::json!({ "db": port });
+    }
+    std::fs::write(&path, reg.to_string()).unwrap();
+    let _ = std::fs::remove_file(path.with_extension("json.bak"));
+
+    let mine = unconfigured("mine");
+    let out = repo.wp_in(&mine, ["allocate", "--no-render"]).output();
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    let err = out.stderr();
+    assert!(
+        err.starts_with("git-worktree-ports: error: no free port for service db in 5432-5499 ("),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("these are the built-in services (this repository has no .worktree-ports/config.toml): run `git worktree-ports init`, then give [services.db] a wider range in the file it writes\n"),
+        "{err}"
+    );
+    assert!(
+        !mine.join(".git/worktree-registry/ports.json").exists() || {
+            let r: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(mine.join(".git/worktree-registry/ports.json")).unwrap(),
+            )
+            .unwrap();
+            r["allocated_ports"]
+                .as_object()
+                .is_none_or(|o| o.is_empty())
+        }
+    );
+}

@@ -282,6 +282,7 @@ mod tests {
                 protocol: Protocol::Tcp,
                 offset: *o,
                 http: false,
+                well_known: &[],
             })
             .collect()
     }

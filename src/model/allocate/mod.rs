@@ -540,17 +540,25 @@ impl<'r> Ctx<'_, 'r> {
         err.with_suggestions(found)
     }
 
-    /// The automatic choice for `svc`, with a warning when it had to come from `avoid`.
+    /// The automatic choice for `svc`, with a warning when it had to come from `avoid` or be
+    /// a well-known port of the service's range: first a port in neither, then one in the
+    /// kernel's ephemeral range, then a well-known one.
     fn choose(&self, svc: &Service) -> Result<(u16, Option<String>), Error> {
         let (lo, hi) = svc.range;
         let in_avoid = |p: u16| self.req.avoid.iter().any(|r| r.contains(&p));
+        let known = |p: u16| {
+            svc.well_known
+                .iter()
+                .find(|(k, _)| *k == p)
+                .map(|(_, w)| *w)
+        };
         for p in lo..=hi {
-            if !in_avoid(p) && self.usable(svc, p) {
+            if !in_avoid(p) && known(p).is_none() && self.usable(svc, p) {
                 return Ok((p, None));
             }
         }
         for p in lo..=hi {
-            if in_avoid(p) && self.usable(svc, p) {
+            if in_avoid(p) && known(p).is_none() && self.usable(svc, p) {
                 let range = self
                     .req
                     .avoid
@@ -572,6 +580,19 @@ impl<'r> Ctx<'_, 'r> {
                     Some(format!(
                         "{}: port {p} is inside the kernel's ephemeral range {range}, where outgoing connections may grab it; {why}",
                         svc.name
+                    )),
+                ));
+            }
+        }
+        for p in lo..=hi {
+            if let Some(whose) = known(p)
+                && self.usable(svc, p)
+            {
+                return Ok((
+                    p,
+                    Some(format!(
+                        "{}: port {p} is {whose}'s usual port, which a server started later may want; the rest of {lo}-{hi} is taken (give [services.{}] a range of its own in .worktree-ports/config.toml)",
+                        svc.name, svc.name
                     )),
                 ));
             }
@@ -648,7 +669,27 @@ mod tests {
             protocol: Protocol::Tcp,
             offset: 0,
             http: false,
+            well_known: &[],
         }
+    }
+
+    #[test]
+    fn well_known_ports_are_taken_last_and_said() {
+        let mut web = svc("web", 9089, 9092);
+        web.well_known = &[(9090, "Prometheus"), (9091, "the Pushgateway")];
+        let mut case = Case::new(vec![web]);
+        let free = FakeProbe::default();
+        let first = case.run(&free).unwrap();
+        assert_eq!((first.ports["web"], first.warnings.len()), (9089, 0));
+        case = case.held("a", "web", 9089).held("b", "web", 9092);
+        let a = case.run(&free).unwrap();
+        assert_eq!(a.ports["web"], 9090);
+        assert_eq!(
+            a.warnings,
+            [
+                "web: port 9090 is Prometheus's usual port, which a server started later may want; the rest of 9089-9092 is taken (give [services.web] a range of its own in .worktree-ports/config.toml)"
+            ]
+        );
     }
 
     struct Case {
@@ -1117,6 +1158,7 @@ mod properties {
                         protocol: Protocol::Tcp,
                         offset: 0,
                         http: false,
+                        well_known: &[],
                     })
                     .collect();
                 let owners = ["me", "a", "b"];
