@@ -41,10 +41,19 @@ pub fn exec(argv: &[String], env: &[(String, String)]) -> io::Error {
     }
 }
 
-/// Run `argv` with `env` and wait for it, passing our SIGTERM and SIGHUP on
-/// ([`wait_forwarding_signals`]); the exit code a shell would report.
+/// Run `argv` with `env` and wait for it, passing our signals on ([`forward`]): the handlers
+/// are in place before the child starts, so a signal that arrives while it starts is passed on
+/// once it has (never leaving it running without us); the exit code a shell would report.
 pub fn run_forwarding_signals(argv: &[String], env: &[(String, String)]) -> io::Result<i32> {
-    wait_forwarding_signals(command(argv, env).spawn()?)
+    install_forwarding();
+    let child = match command(argv, env).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            restore_defaults();
+            return Err(e);
+        }
+    };
+    wait_forwarding_signals(child)
 }
 
 /// Run `script` with `sh -c` in `dir`, with `env` added, stdin closed and its stdout sent to
@@ -84,29 +93,76 @@ pub fn spawn_daemon(args: &[String], log: std::fs::File) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// The child our signal handler passes signals on to.
+/// The child our signal handler passes signals on to (0 while it starts).
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A signal that arrived while the child was starting, to pass on once it runs.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn forward(signal: libc::c_int) {
-    let child = CHILD.load(Ordering::SeqCst);
-    if child > 0 {
+/// SIGTERM and SIGHUP are passed on to the child. SIGINT and SIGQUIT too when a process sent
+/// them (`kill -INT`: a supervisor, an agent); from the terminal (Ctrl-C, Ctrl-\) the kernel
+/// sends them to the whole foreground group, the child included, so passing them on would
+/// deliver them twice.
+extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = match info.is_null() {
+        true => libc::SI_USER,
+        false => unsafe { (*info).si_code },
+    };
+    let by_a_process = code == libc::SI_USER || code == libc::SI_QUEUE;
+    if (signal == libc::SIGINT || signal == libc::SIGQUIT) && !by_a_process {
+        return;
+    }
+    match CHILD.load(Ordering::SeqCst) {
+        0 => PENDING.store(signal, Ordering::SeqCst),
         // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(child, signal) };
+        child => unsafe {
+            libc::kill(child, signal);
+        },
     }
 }
 
-/// Wait for `child`, passing SIGTERM and SIGHUP on to it, ignoring SIGINT and SIGQUIT (the
-/// terminal sends those to the child directly, and they must not stop us before we clean
-/// up). Returns the exit code a shell would report (128 + signal when it was killed).
-pub fn wait_forwarding_signals(mut child: Child) -> io::Result<i32> {
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
-    // SAFETY: installing handlers that only call kill(); SIG_IGN for the terminal's signals.
-    unsafe {
-        libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, forward as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
+
+/// Put [`forward`] in place for the signals we pass on (a handler, not SIG_IGN: the child,
+/// started after this, gets the default dispositions back at exec).
+fn install_forwarding() {
+    CHILD.store(0, Ordering::SeqCst);
+    PENDING.store(0, Ordering::SeqCst);
+    for signal in FORWARDED {
+        // SAFETY: a zeroed sigaction with our handler and SA_SIGINFO | SA_RESTART is valid;
+        // the handler only reads atomics and calls kill.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
     }
+}
+
+fn restore_defaults() {
+    for signal in FORWARDED {
+        // SAFETY: SIG_DFL is always a valid disposition.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Wait for `child` (started after [`install_forwarding`]), passing our signals on. Returns the exit code a shell would report (128 + signal when
+/// it was killed).
+fn wait_forwarding_signals(mut child: Child) -> io::Result<i32> {
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(child.id() as i32, pending);
+        }
+    }
+    // The handlers stay: a signal now, while the caller gives the lease back, is not passed
+    // on (there is no child) and does not cut that short.
     let status = child.wait()?;
     CHILD.store(0, Ordering::SeqCst);
     use std::os::unix::process::ExitStatusExt;

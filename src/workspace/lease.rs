@@ -119,6 +119,15 @@ pub fn take_lease(
 pub fn run_leased(id: &str, lease: &Lease, command: &[String]) -> anyhow::Result<i32> {
     let machine = Machine::from_env()?;
     let code = run_holding(command, id, &lease.ports);
+    // A lease lasts as long as the command: a server it started in the background that
+    // outlives it keeps a port the machine may hand out again from now on. Said.
+    for port in &lease.ports {
+        if let Some(h) = crate::sys::probe::holder(*port, Protocol::Tcp) {
+            warn(&format!(
+                "port {port} is still in use by {h} after the command exited: lease {id} ends with the command, so that port may be handed out again; for a server that detaches, lease without a command (`git worktree-ports lease --ttl 1h`) and give it back with `release --lease`"
+            ));
+        }
+    }
     // Give the ports back whatever happened to the command.
     let released = (|| -> anyhow::Result<()> {
         let lock = lock_machine(&machine)?;

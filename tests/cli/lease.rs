@@ -246,3 +246,87 @@ fn lease_defaults_to_the_dynamic_pool_and_refuses_what_it_cannot_give() {
     assert_eq!(usage.code(), Some(2));
     assert!(leases(&repo).is_empty(), "failures lease nothing");
 }
+
+/// Issue 26 (decided): a SIGINT sent to `lease`'s pid (a supervisor's `kill -INT`, not
+/// Ctrl-C) was ignored, so the command ran on and the lease with it. A signal a process sends
+/// is passed on to the command like SIGTERM; one from the terminal reaches it directly.
+#[test]
+fn a_sigint_sent_to_the_lease_reaches_its_command() {
+    let repo = TestRepo::new();
+    let mut run = repo.wp(["lease", &range(&repo), "--", "sleep", "60"]);
+    run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = run.cmd.spawn().unwrap();
+    let start = Instant::now();
+    while leases(&repo).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The command runs by now (the lease is recorded before it starts; give it a moment).
+    std::thread::sleep(Duration::from_millis(200));
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the lease ignored SIGINT: its command still runs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "128 + SIGINT, passed through");
+    assert!(leases(&repo).is_empty(), "given back");
+}
+
+/// Issue 26 (decided): `lease -- CMD` ends when CMD exits, even when CMD left a server running
+/// in the background on a leased port; that port may then be handed out again. Said, with
+/// the way to lease for a server that detaches.
+#[test]
+fn a_server_left_running_on_a_leased_port_is_said_when_the_command_exits() {
+    let repo = TestRepo::new();
+    let pid_file = repo.path("daemon.pid");
+    let script = format!(
+        "WP_TEST_LISTEN_PORT=$LEASE_PORT {} --exact support::listen_helper --ignored >/dev/null 2>&1 &\n\
+         echo $! > {}\n\
+         until (exec 3<>/dev/tcp/127.0.0.1/$LEASE_PORT) 2>/dev/null; do sleep 0.05; done\n",
+        std::env::current_exe().unwrap().display(),
+        pid_file.display()
+    );
+    let out = repo
+        .wp(["lease", &range(&repo), "--", "bash", "-c", &script])
+        .output();
+    let daemon: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let kill = || {
+        let _ = std::process::Command::new("kill")
+            .arg(daemon.to_string())
+            .status();
+    };
+    if !out.0.status.success() {
+        kill();
+        panic!("{}", out.describe());
+    }
+    let err = out.stderr();
+    kill();
+    let port = repo.base;
+    assert!(
+        err.starts_with(&format!(
+            "git-worktree-ports: warning: port {port} is still in use by pid {daemon} "
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("ends with the command, so that port may be handed out again; for a server that detaches, lease without a command (`git worktree-ports lease --ttl 1h`) and give it back with `release --lease`\n"),
+        "{err}"
+    );
+    assert!(leases(&repo).is_empty());
+}
