@@ -42,7 +42,28 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let mut cli = Cli::try_parse_from(args)?;
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut cli = Cli::try_parse_from(&args).map_err(|mut e| {
+            // `exec npm run dev`: the command goes after `--` (so that its own options are
+            // never taken for ours); say so instead of only "unexpected argument".
+            if e.kind() == clap::error::ErrorKind::UnknownArgument
+                && let Some(sub) = (args.iter().skip(1))
+                    .filter_map(|a| a.to_str())
+                    .find(|a| *a == "exec" || *a == "lease")
+            {
+                use clap::error::{ContextKind, ContextValue};
+                e.insert(
+                    ContextKind::Suggested,
+                    ContextValue::StyledStrs(vec![
+                        format!(
+                            "the command goes after `--`: git worktree-ports {sub} -- npm run dev"
+                        )
+                        .into(),
+                    ]),
+                );
+            }
+            e
+        })?;
         if let (Some(_), Some(_)) = (&cli.print_schema, &cli.command) {
             return Err(<Cli as clap::CommandFactory>::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -573,7 +594,11 @@ pub struct ExecArgs {
 
 /// `init` arguments.
 #[derive(Debug, Args)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    /// Worktree to write the files into (git name, `main`, or path); default: the current one
+    /// (a bare repository has none: name one).
+    pub worktree: Option<String>,
+}
 
 /// `list` arguments.
 #[derive(Debug, Args)]

@@ -40,7 +40,28 @@ pub fn run(args: &AllocateArgs) -> anyhow::Result<Report> {
             ));
         }
     }
+    let before = ws.ports_now(&target.wt.key);
     let held = ws.ensure_ports(&target, &wants)?;
     ws.warn_foreign_holders(&target, &held);
-    render_and_report(&ws, &target, &held, !args.no_render, args.json)
+    let mut report = render_and_report(&ws, &target, &held, !args.no_render, args.json)?;
+    if !args.json {
+        report
+            .stdout
+            .insert_str(0, &moved_lines(&before, &held.ports));
+    }
+    Ok(report)
+}
+
+/// `moved web 8081 -> 8082`, one line per service whose port changed (a `--move`, a `--port`
+/// for a worktree that had ports); nothing for a first allocation.
+fn moved_lines(
+    before: &std::collections::BTreeMap<String, u16>,
+    after: &std::collections::BTreeMap<String, u16>,
+) -> String {
+    (before.iter())
+        .filter_map(|(service, old)| {
+            let new = after.get(service)?;
+            (new != old).then(|| format!("moved {service} {old} -> {new}\n"))
+        })
+        .collect()
 }

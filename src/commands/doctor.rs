@@ -103,12 +103,21 @@ fn text(findings: &[Finding], fixing: bool) -> String {
         .iter()
         .filter(|f| f.action.is_some() && f.outcome.is_none())
         .count();
+    let need = |n: usize| match n {
+        1 => "1 finding needs attention".to_string(),
+        n => format!("{n} findings need attention"),
+    };
     out.push_str(&match (open, fixing, safe) {
         (0, _, _) => "nothing needs attention\n".to_string(),
-        (n, false, s) if s > 0 => format!(
-            "{n} need attention; `git worktree-ports doctor --fix` applies the {s} safe fixes\n"
+        (n, false, 1) => format!(
+            "{}; `git worktree-ports doctor --fix` applies the safe fix\n",
+            need(n)
         ),
-        (n, _, _) => format!("{n} need attention\n"),
+        (n, false, s) if s > 1 => format!(
+            "{}; `git worktree-ports doctor --fix` applies the {s} safe fixes\n",
+            need(n)
+        ),
+        (n, _, _) => format!("{}\n", need(n)),
     });
     out
 }

@@ -9,9 +9,9 @@ use crate::commands::Report;
 use crate::workspace::{Workspace, write_starting_files};
 
 /// Run `init`.
-pub fn run(_args: &InitArgs) -> anyhow::Result<Report> {
+pub fn run(args: &InitArgs) -> anyhow::Result<Report> {
     let ws = Workspace::open()?;
-    let target = ws.target(None)?;
+    let target = ws.target(args.worktree.as_deref())?;
     let mut out = String::new();
     for (rel, written) in write_starting_files(&target)? {
         match written {

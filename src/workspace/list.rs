@@ -168,9 +168,16 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
 }
 
 impl Workspace {
-    /// The current worktree's config, when there is one and it reads (`list`'s columns).
+    /// The current worktree's config, when there is one and it reads (`list`'s columns); in
+    /// a bare repository (no current worktree), the first living worktree's, so its columns
+    /// follow the config's order there too.
     pub fn current_config(&self) -> Option<Config> {
-        let wt = self.repo.current().ok().flatten()?;
+        let wt = match self.repo.current().ok().flatten() {
+            Some(wt) => wt,
+            None => (self.worktrees().ok()?.iter())
+                .find(|w| !w.prunable && w.path.is_dir())?
+                .clone(),
+        };
         crate::sys::config_file::load(&wt.path).ok()
     }
 }

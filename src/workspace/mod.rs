@@ -207,6 +207,14 @@ impl Workspace {
         Ok(loaded.registry)
     }
 
+    /// The ports `key` holds now (read without the lock; none when the registry cannot be
+    /// read: the allocation that follows says why).
+    pub fn ports_now(&self, key: &str) -> BTreeMap<String, u16> {
+        (self.read().ok())
+            .and_then(|l| l.registry.ports(key).map(registry::Ports::to_map))
+            .unwrap_or_default()
+    }
+
     /// The lock-free load as it is, warnings not yet printed (for fast paths that may go on
     /// to lock and reuse it).
     pub fn read(&self) -> anyhow::Result<Loaded> {

@@ -214,7 +214,7 @@ impl Workspace {
         Error::new(
             Code::BareRepository,
             format!(
-                "{} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (git worktree list shows them)",
+                "{} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (`git worktree list` shows them)",
                 self.repo.common_dir().display()
             ),
         )

@@ -2360,3 +2360,77 @@ fn issue26_an_exhausted_builtin_range_says_how_to_get_a_config() {
         }
     );
 }
+
+/// Issue 26 (README drift): `allocate --move` did not say what moved, and `exec npm` without
+/// `--` gave no hint.
+#[test]
+fn issue26_move_says_what_moved_and_exec_without_dashes_says_where_the_command_goes() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    repo.wp(["allocate", "--no-render", "--move", "web", "--port", &format!("db={}", b + 25)])
+        .stdout_is(format!(
+            "moved db {} -> {}\nmoved web {b} -> {}\nports of worktree main ({}):\n  web  {}  WEB_PORT\n  db   {}  DB_PORT\n",
+            b + 20,
+            b + 25,
+            b + 1,
+            repo.root.display(),
+            b + 1,
+            b + 25
+        ))
+        .succeeds();
+    let out = repo.wp(["exec", "npm", "run", "dev"]).output();
+    assert_eq!(out.code(), Some(2), "{}", out.describe());
+    assert!(
+        out.stderr().contains(
+            "  tip: the command goes after `--`: git worktree-ports exec -- npm run dev\n"
+        ),
+        "{}",
+        out.describe()
+    );
+}
+
+/// Issue 26 (README drift): in a bare repository `init` advised naming a worktree but took
+/// none, and `list`'s columns came in alphabetical order there (config order elsewhere).
+#[test]
+fn issue26_a_bare_repository_can_name_inits_worktree_and_lists_in_config_order() {
+    let env = TestEnv::new();
+    let root = env.root();
+    env.git(root, ["init", "-q", "--bare", "app.git"]);
+    let wt = root.join("w1");
+    env.git(
+        &root.join("app.git"),
+        ["worktree", "add", "-q", wt.to_str().unwrap()],
+    );
+    let bare = root.join("app.git");
+    env.wp_in(&bare, ["init"])
+        .stderr_is(format!(
+            "git-worktree-ports: error: {} is a bare repository with no working tree here; run this inside one of its worktrees, or name one (`git worktree list` shows them)\n",
+            bare.display()
+        ))
+        .fails();
+    env.wp_in(&bare, ["init", "w1"])
+        .stdout_is("wrote .worktree-ports/config.toml\nwrote .worktree-ports/templates/.env.tera\nedit them, commit them, and every worktree gets these services and files\n")
+        .succeeds();
+    let block = port_block();
+    let b = block.base;
+    std::fs::write(
+        wt.join(".worktree-ports/config.toml"),
+        format!(
+            "[services.zeta]\nrange = [{b}, {}]\n[services.alpha]\nrange = [{}, {}]\n",
+            b + 9,
+            b + 10,
+            b + 19
+        ),
+    )
+    .unwrap();
+    env.wp_in(&bare, ["allocate", "w1", "--no-render"])
+        .succeeds();
+    let list = env.wp_in(&bare, ["list", "--no-probe"]).succeeds().stdout();
+    let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &header[..5],
+        ["WORKTREE", "SLOT", "BRANCH", "zeta", "alpha"],
+        "{list}"
+    );
+}
