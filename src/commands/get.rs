@@ -1,11 +1,9 @@
 //! `get <service> [-w <worktree>]`: the port alone on stdout, for scripts. Reads without the
 //! lock; never writes, never allocates.
 
-use serde_json::json;
-
 use crate::cli::GetArgs;
 use crate::commands::Report;
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, NotAllocated, UnknownService};
 use crate::workspace::{Workspace, dispose, peer_query};
 
 /// Run `get`.
@@ -25,7 +23,11 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
                 "worktree {key} has no ports allocated; run `git worktree-ports allocate` there"
             ),
         )
-        .with_details(json!({"worktree": key}))
+        .with(Details::NotAllocated(NotAllocated {
+            worktree: key.clone(),
+            service: None,
+            repository: None,
+        }))
         .into());
     };
     match ports.get(&args.service) {
@@ -40,7 +42,11 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
                     names.join(", ")
                 ),
             )
-            .with_details(json!({"worktree": key, "service": args.service, "services": names}))
+            .with(Details::UnknownService(UnknownService {
+                service: args.service.clone(),
+                services: names.iter().map(|n| n.to_string()).collect(),
+                worktree: Some(key.clone()),
+            }))
             .into())
         }
     }
@@ -53,9 +59,11 @@ fn from_peer(repo: &str, args: &GetArgs) -> anyhow::Result<Report> {
     match peers.port(&spec, &args.service, &worktree) {
         Ok(port) => Ok(Report::ok(format!("{port}\n"))),
         Err(msg) => Err(Error::new(Code::NotAllocated, msg)
-            .with_details(
-                json!({"repository": repo, "service": args.service, "worktree": worktree}),
-            )
+            .with(Details::NotAllocated(NotAllocated {
+                worktree,
+                service: Some(args.service.clone()),
+                repository: Some(repo.to_string()),
+            }))
             .into()),
     }
 }

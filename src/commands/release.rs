@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::cli::ReleaseArgs;
 use crate::commands::{Report, ports_inline};
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, UnknownService};
 use crate::workspace::{self, Workspace};
 
 /// `release --lease ID`: give a lease's ports back (from anywhere: leases are the machine's).
@@ -83,7 +82,11 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<Report> {
                         }
                     ),
                 )
-                .with_details(json!({"worktree": key, "service": s}))
+                .with(Details::UnknownService(UnknownService {
+                    service: s.clone(),
+                    services: names.iter().map(|n| n.to_string()).collect(),
+                    worktree: Some(key.clone()),
+                }))
                 .into());
             }
         }

@@ -214,8 +214,11 @@ impl Config {
                 Some(s) => format!("{}:{}", path.display(), line_of(text, s.start)),
                 None => path.display().to_string(),
             };
-            Error::new(Code::ConfigInvalid, format!("{at}: {msg}"))
-                .with_details(serde_json::json!({"file": path.display().to_string()}))
+            Error::new(Code::ConfigInvalid, format!("{at}: {msg}")).with(
+                crate::model::error::Details::Config(crate::model::error::ConfigFile {
+                    file: path.display().to_string(),
+                }),
+            )
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;

@@ -173,7 +173,9 @@ pub fn bind(port: u16) -> anyhow::Result<Bound> {
                         "the proxy's port {port} is in use by {who}; stop it, or choose another port: `git worktree-ports proxy start --port <port>`"
                     ),
                 )
-                .with_details(serde_json::json!({"port": port}))
+                .with(crate::model::error::Details::ProxyPort(
+                    crate::model::error::ProxyPort { port },
+                ))
                 .into());
             }
             Err(e) => return Err(anyhow::anyhow!("could not listen on {ip}:{port}: {e}")),

@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
 
 use super::{Problem, Registry, VERSION, parse};
 use crate::model::clock::timestamp_for_file;
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, NewerRegistry, RegistryDamage};
 use crate::model::sharing::Sharing;
 use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
 use crate::sys::lock::{self, FileLock};
@@ -135,11 +134,11 @@ fn corrupt(paths: &Paths, main: &Problem, backup: &Problem) -> anyhow::Error {
             paths.backup.display()
         ),
     )
-    .with_details(json!({
-        "file": paths.file.display().to_string(),
-        "problem": main.to_string(),
-        "backup": paths.backup.display().to_string(),
-        "backup_problem": backup.to_string(),
+    .with(Details::Registry(RegistryDamage {
+        file: paths.file.display().to_string(),
+        problem: main.to_string(),
+        backup: paths.backup.display().to_string(),
+        backup_problem: backup.to_string(),
     }))
     .into()
 }
@@ -152,7 +151,10 @@ fn newer(paths: &Paths, v: u64) -> anyhow::Error {
             paths.file.display()
         ),
     )
-    .with_details(json!({"file": paths.file.display().to_string(), "version": v}))
+    .with(Details::Newer(NewerRegistry {
+        file: paths.file.display().to_string(),
+        version: v,
+    }))
     .into()
 }
 

@@ -19,10 +19,9 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::model::config::Config;
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, Refused, TemplateAt};
 use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
 use crate::sys::git::WorktreeInfo;
 
@@ -540,7 +539,7 @@ pub fn plan(
                 refusals.join("; ")
             ),
         )
-        .with_details(json!({"refused": refusals}))
+        .with(Details::Refused(Refused { refused: refusals }))
         .into());
     }
 
@@ -681,7 +680,10 @@ fn templates_dir_inside(worktree: &Path, dir: &Path) -> anyhow::Result<()> {
                 if linked { "a symlink" } else { "outside the worktree" }
             ),
         )
-        .with_details(json!({"template": dir.display().to_string()}))
+        .with(Details::Template(TemplateAt {
+            template: dir.display().to_string(),
+            line: None,
+        }))
         .into());
     }
     Ok(())
@@ -851,7 +853,10 @@ fn template_error(e: &tera::Error, name: &str, path_of: &dyn Fn(&str) -> String)
         Code::TemplateError,
         format!("{at}: {msg}; nothing was written (fix the template, then run `git worktree-ports render`)"),
     )
-    .with_details(json!({"template": file, "line": line}))
+    .with(Details::Template(TemplateAt {
+        template: file.to_string(),
+        line,
+    }))
     .into()
 }
 

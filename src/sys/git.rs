@@ -17,9 +17,8 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use git2::{ErrorClass, ErrorCode, Repository};
-use serde_json::json;
 
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, Libgit2};
 
 /// Registry key of the main worktree.
 pub const MAIN_KEY: &str = "main";
@@ -166,7 +165,9 @@ impl Repo {
                 Code::GitFailed,
                 format!("git refuses this repository: {msg}"),
             )
-            .with_details(json!({"libgit2": git2_err.message()}))
+            .with(Details::Libgit2(Libgit2 {
+                libgit2: git2_err.message().to_string(),
+            }))
             .into()),
         }
     }

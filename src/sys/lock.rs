@@ -9,9 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde_json::json;
 
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, LockTimeout};
 use crate::sys::fsio;
 
 /// Default time to wait for a lock.
@@ -103,7 +102,10 @@ pub fn acquire_with(
                     path.display()
                 ),
             )
-            .with_details(json!({"lock": path.display().to_string(), "timeout_secs": timeout.as_secs_f64()}))
+            .with(Details::Lock(LockTimeout {
+                lock: path.display().to_string(),
+                timeout_secs: timeout.as_secs_f64(),
+            }))
             .into());
         }
         if !told && waited >= Duration::from_secs(1) {

@@ -10,7 +10,7 @@ use crate::machine::Listed;
 use crate::model::allocate::{self, BlockSite, Request, Want};
 use crate::model::clock::now_rfc3339;
 use crate::model::config::{self, Config, Strategy};
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, HostnameTaken};
 use crate::model::names;
 use crate::registry::{self, Claim, Loaded, Ports, Registry, WorktreeRecord};
 use crate::render;
@@ -235,7 +235,10 @@ pub(super) fn worktree_hostname(
                 target.config.location()
             ),
         )
-        .with_details(json!({"hostname": host, "holder": "main"}))
+        .with(Details::Hostname(HostnameTaken {
+            hostname: host.clone(),
+            holder: "main".to_string(),
+        }))
         .into());
     }
     if let Some((_, holder)) = others.iter().find(|(h, _)| *h == host) {
@@ -246,7 +249,10 @@ pub(super) fn worktree_hostname(
                 target.config.location()
             ),
         )
-        .with_details(json!({"hostname": host, "holder": holder}))
+        .with(Details::Hostname(HostnameTaken {
+            hostname: host.clone(),
+            holder: holder.to_string(),
+        }))
         .into());
     }
     Ok(host)

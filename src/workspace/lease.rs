@@ -3,13 +3,11 @@
 
 use std::time::UNIX_EPOCH;
 
-use serde_json::json;
-
 use crate::machine::{Index, Lease, Machine};
 use crate::model::allocate::Probe;
 use crate::model::clock::now_rfc3339;
 use crate::model::config::{MIN_PORT, Protocol, named_range};
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, LeaseId, LeasePool};
 use crate::sys::probe::SystemProbe;
 use crate::sys::shell;
 
@@ -45,7 +43,9 @@ pub fn release_lease(id: &str) -> anyhow::Result<Vec<u16>> {
                     }
                 ),
             )
-            .with_details(json!({"lease": id}))
+            .with(Details::Lease(LeaseId {
+                lease: id.to_string(),
+            }))
             .into())
         }
     }
@@ -210,7 +210,11 @@ fn choose(
                 ports.len()
             ),
         )
-        .with_details(json!({"range": [lo, hi], "count": count, "free": ports.len()}))
+        .with(Details::LeasePool(LeasePool {
+            range: [lo, hi],
+            count,
+            free: ports.len(),
+        }))
         .into());
     }
     Ok(ports)

@@ -5,10 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
 use crate::model::config::{self, Config};
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, NoSuchWorktree, WorktreeGone};
 use crate::registry::{Ports, Registry};
 use crate::render;
 use crate::sys::git::{Repo, WorktreeInfo};
@@ -135,7 +133,10 @@ pub(super) fn missing_dir(wt: &WorktreeInfo) -> anyhow::Error {
             wt.path.display()
         ),
     )
-    .with_details(json!({"worktree": wt.key, "path": wt.path.to_string_lossy()}))
+    .with(Details::WorktreeGone(WorktreeGone {
+        worktree: wt.key.clone(),
+        path: wt.path.to_string_lossy().into_owned(),
+    }))
     .into()
 }
 
@@ -181,7 +182,10 @@ pub fn not_found(spec: &str, worktrees: &[WorktreeInfo]) -> anyhow::Error {
             if names.is_empty() { "none".to_string() } else { names.join(", ") }
         ),
     )
-    .with_details(json!({"worktree": spec, "worktrees": names}))
+    .with(Details::NoSuchWorktree(NoSuchWorktree {
+        worktree: spec.to_string(),
+        worktrees: names.iter().map(|n| n.to_string()).collect(),
+    }))
     .into()
 }
 

@@ -358,3 +358,130 @@ fn commands_without_json_are_pinned_too() {
     pin("hooks-uninstall", &["hooks", "uninstall"]);
     pin("proxy-stop", &["proxy", "stop"]);
 }
+
+/// Issue 25: the error's `details` are typed per code, and `--print-schema error` documents
+/// each shape: errors of many codes, made by the real commands, fit it (closed objects: a key
+/// the schema does not document fails), and a shape with an extra key does not.
+#[test]
+fn every_errors_details_fit_the_documented_shape_for_its_code() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feat = repo.add_worktree("feat");
+    repo.wp_in(&feat, ["allocate", "--json", "--no-render"])
+        .succeeds();
+    let listener = std::net::TcpListener::bind(("0.0.0.0", b + 5)).unwrap();
+    let mut seen = Vec::new();
+    let mut fails = |dir: &std::path::Path, args: &[&str], code: &str| {
+        let out = repo.wp_in(dir, args).output();
+        let json = out.json();
+        assert_eq!(json["error"], code, "{args:?}: {json:#}");
+        conforms(&repo, "error", &json);
+        seen.push(json["details"].clone());
+    };
+    fails(
+        &repo.root,
+        &["allocate", "--json", "--port", &format!("web={}", b + 1)],
+        "PORT_ALLOCATED",
+    );
+    fails(
+        &repo.root,
+        &["allocate", "--json", "--port", &format!("web={}", b + 5)],
+        "PORT_IN_USE",
+    );
+    fails(
+        &repo.root,
+        &["allocate", "--json", "--port", "web=80"],
+        "INVALID_PORT",
+    );
+    fails(
+        &repo.root,
+        &["allocate", "--json", "--port", "nope=auto"],
+        "UNKNOWN_SERVICE",
+    );
+    fails(
+        &repo.root,
+        &["allocate", "--json", "nosuch"],
+        "WORKTREE_NOT_FOUND",
+    );
+    fails(
+        &repo.root,
+        &["release", "--json", "feat", "--service", "nope"],
+        "UNKNOWN_SERVICE",
+    );
+    fails(
+        &repo.root,
+        &["release", "--json", "--lease", "deadbeef"],
+        "NOT_ALLOCATED",
+    );
+    fails(
+        &repo.root,
+        &[
+            "lease",
+            "--json",
+            "--count",
+            "9",
+            "--range",
+            &format!("{}-{}", b + 5, b + 6),
+        ],
+        "RANGE_EXHAUSTED",
+    );
+    fails(&repo.root, &["--bogus", "list", "--json"], "USAGE_ERROR");
+    std::fs::write(
+        feat.join(".worktree-ports/config.toml"),
+        "[services.web]\nrange = [1, 2, 3]\n",
+    )
+    .unwrap();
+    fails(&feat, &["allocate", "--json"], "CONFIG_INVALID");
+    std::fs::write(
+        feat.join(".worktree-ports/config.toml"),
+        format!(
+            "reserved = [{}]\n[services.web]\nrange = [{b}, {}]\n",
+            b + 9,
+            b + 19
+        ),
+    )
+    .unwrap();
+    fails(
+        &feat,
+        &["allocate", "--json", "--port", &format!("web={}", b + 9)],
+        "SYSTEM_RESERVED",
+    );
+    std::fs::write(
+        feat.join(".worktree-ports/config.toml"),
+        format!("[services.web]\nrange = [{b}, {b}]\n"),
+    )
+    .unwrap();
+    let third = repo.add_worktree("third");
+    std::fs::create_dir_all(third.join(".worktree-ports")).unwrap();
+    std::fs::write(
+        third.join(".worktree-ports/config.toml"),
+        format!("[services.web]\nrange = [{b}, {b}]\n"),
+    )
+    .unwrap();
+    fails(&third, &["allocate", "--json"], "RANGE_EXHAUSTED");
+    std::fs::create_dir_all(third.join(".worktree-ports/templates")).unwrap();
+    std::fs::write(third.join(".worktree-ports/config.toml"), "").unwrap();
+    std::fs::write(
+        third.join(".worktree-ports/templates/.env.tera"),
+        "{{ nope(\n",
+    )
+    .unwrap();
+    fails(&third, &["render", "--json"], "TEMPLATE_ERROR");
+    std::fs::write(repo.registry_path(), "{broken").unwrap();
+    std::fs::write(repo.registry_path().with_extension("json.bak"), "{broken").unwrap();
+    fails(&repo.root, &["allocate", "--json"], "REGISTRY_CORRUPT");
+    drop(listener);
+    // Every shape seen had its keys (a PORT_ALLOCATED names the holder, a PORT_IN_USE the pid).
+    assert_eq!(seen[0]["worktree"], "feat", "{:#}", seen[0]);
+    assert!(seen[1]["pid"].is_u64(), "{:#}", seen[1]);
+
+    // A shape with a key no variant documents fits none.
+    let s = schema(&repo, "error");
+    let mut bad = serde_json::json!({
+        "schema": 1, "success": false, "error": "PORT_ALLOCATED", "message": "m",
+        "details": seen[0].clone(), "suggestions": []
+    });
+    validate(&s, &s, &bad, "$").unwrap();
+    bad["details"]["surprise"] = serde_json::json!(1);
+    assert!(validate(&s, &s, &bad, "$").is_err());
+}

@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use serde_json::json;
-
 use super::{Change, Ctx, Owner, Refusal, Taken};
 use crate::model::config::{Block, Protocol, Service};
-use crate::model::error::{Code, Error};
+use crate::model::error::{Code, Details, Error, NoBlock, NoSlot, SlotHolder, SlotSkipped};
 
 /// Where the worktree's repository has its block, and who holds which slot of it.
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +81,12 @@ pub fn choose_block(
             },
         ),
     )
-    .with_details(json!({"base": b.base, "span": b.span, "claimed": claimed, "used": used})))
+    .with(Details::NoBlock(NoBlock {
+        base: b.base,
+        span: b.span,
+        claimed,
+        used,
+    })))
 }
 
 /// Why a slot cannot be the worktree's: the first port that stops it.
@@ -237,12 +240,23 @@ fn exhausted(ctx: &Ctx<'_, '_>, b: Block, site: &BlockSite<'_>, skipped: &[(u32,
             parts.join("; ")
         ),
     )
-    .with_details(json!({
-        "block": [range.start(), range.end()],
-        "slots": b.slots(),
-        "size": b.size,
-        "worktrees": held.iter().map(|(s, w)| json!({"worktree": w, "slot": s})).collect::<Vec<_>>(),
-        "skipped": skipped.iter().map(|(s, k)| json!({"slot": s, "port": k.port, "reason": k.why})).collect::<Vec<_>>(),
+    .with(Details::NoSlot(NoSlot {
+        block: [*range.start(), *range.end()],
+        slots: b.slots(),
+        size: b.size,
+        worktrees: (held.iter())
+            .map(|(s, w)| SlotHolder {
+                worktree: w.to_string(),
+                slot: *s,
+            })
+            .collect(),
+        skipped: (skipped.iter())
+            .map(|(s, k)| SlotSkipped {
+                slot: *s,
+                port: k.port,
+                reason: k.why.to_string(),
+            })
+            .collect(),
     }))
 }
 

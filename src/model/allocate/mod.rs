@@ -20,10 +20,11 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use serde_json::json;
-
 use crate::model::config::{MIN_PORT, Protocol, Service, Strategy};
-use crate::model::error::{Code, Error};
+use crate::model::error::{
+    Code, Details, Error, PortAllocated, PortInUse, RangeFull, Reserved, ServicePort,
+    UnknownService,
+};
 
 /// Who holds a busy port on this machine, as far as the OS tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -289,7 +290,11 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
                     names.join(", ")
                 ),
             )
-            .with_details(json!({"service": name, "services": names})));
+            .with(Details::UnknownService(UnknownService {
+                service: name.clone(),
+                services: names.iter().map(|n| n.to_string()).collect(),
+                worktree: None,
+            })));
         }
     }
 
@@ -319,7 +324,10 @@ pub fn allocate(req: &Request<'_>, probe: &dyn Probe) -> Result<Allocation, Erro
                     svc.name
                 ),
             )
-            .with_details(json!({"service": svc.name, "port": from})));
+            .with(Details::ServicePort(ServicePort {
+                service: svc.name.clone(),
+                port: u32::from(from),
+            })));
         }
         ctx.chosen.insert(from);
         moved_from.insert(svc.name.clone(), from);
@@ -460,19 +468,16 @@ impl<'r> Ctx<'_, 'r> {
                             svc.name
                         ),
                     )
-                    .with_details(json!({"service": svc.name, "port": pin})),
+                    .with(Details::ServicePort(ServicePort {
+                        service: svc.name.clone(),
+                        port: pin,
+                    })),
                     svc,
                     pin.min(65535) as u16,
                 ));
             }
         };
-        let details = |extra: serde_json::Value| {
-            let mut d = json!({"service": svc.name, "port": port, "range": [lo, hi]});
-            if let (Some(d), Some(e)) = (d.as_object_mut(), extra.as_object()) {
-                d.extend(e.clone());
-            }
-            d
-        };
+
         let refusal = match self.refuse_known(svc, port) {
             Some(r) => Some(r),
             None if !self.probe.is_free(port, svc.protocol) => Some(Refusal::InUse),
@@ -484,16 +489,24 @@ impl<'r> Ctx<'_, 'r> {
                 Code::PortAllocated,
                 format!("port {port} is allocated to {owner}"),
             )
-            .with_details(details(json!({
-                "worktree": owner.worktree,
-                "owner_service": owner.service,
-                "repository": owner.repository.map(|r| r.display().to_string()),
-            }))),
+            .with(Details::PortAllocated(PortAllocated {
+                service: svc.name.clone(),
+                port,
+                range: [lo, hi],
+                worktree: owner.worktree.to_string(),
+                owner_service: owner.service.to_string(),
+                repository: owner.repository.map(|r| r.display().to_string()),
+            })),
             Some(Refusal::Reserved) => Error::new(
                 Code::SystemReserved,
                 format!("port {port} is reserved by the config's `reserved` list"),
             )
-            .with_details(details(json!({}))),
+            .with(Details::Reserved(Reserved {
+                service: svc.name.clone(),
+                port,
+                range: [lo, hi],
+                reserved_range: None,
+            })),
             Some(Refusal::InUse) => {
                 let holder = self.probe.holder(port, svc.protocol);
                 let who = holder
@@ -503,12 +516,15 @@ impl<'r> Ctx<'_, 'r> {
                     Code::PortInUse,
                     format!("port {port} ({}) is in use by {who}", svc.protocol.as_str()),
                 )
-                .with_details(details(json!({
-                    "protocol": svc.protocol.as_str(),
-                    "pid": holder.as_ref().and_then(|h| h.pid),
-                    "command": holder.as_ref().and_then(|h| h.command.clone()),
-                    "uid": holder.as_ref().and_then(|h| h.uid),
-                })))
+                .with(Details::PortInUse(PortInUse {
+                    service: svc.name.clone(),
+                    port,
+                    range: [lo, hi],
+                    protocol: svc.protocol.as_str().to_string(),
+                    pid: holder.as_ref().and_then(|h| h.pid),
+                    command: holder.as_ref().and_then(|h| h.command.clone()),
+                    uid: holder.as_ref().and_then(|h| h.uid),
+                }))
             }
         };
         Err(self.with_suggestions(err, svc, port))
@@ -617,12 +633,12 @@ impl<'r> Ctx<'_, 'r> {
                 svc.name, svc.name
             ),
         )
-        .with_details(json!({
-            "service": svc.name,
-            "range": [lo, hi],
-            "allocated": allocated,
-            "reserved": reserved,
-            "in_use": in_use,
+        .with(Details::RangeFull(RangeFull {
+            service: svc.name.clone(),
+            range: [lo, hi],
+            allocated,
+            reserved,
+            in_use,
         }))
     }
 }
