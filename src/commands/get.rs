@@ -12,10 +12,10 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
         return from_peer(repo, args);
     }
     let ws = Workspace::open()?;
-    let reg = ws.load_unlocked()?;
-    let key = ws.registry_key(&reg, args.worktree.as_deref())?;
-    let held = reg.ports(&key).cloned();
-    dispose(reg);
+    let view = ws.view()?;
+    let key = view.key(args.worktree.as_deref())?;
+    let held = view.ports(&key);
+    dispose(view.registry);
     let Some(ports) = held else {
         return Err(Error::new(
             Code::NotAllocated,
@@ -33,7 +33,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
     match ports.get(&args.service) {
         Some(port) => Ok(Report::ok(format!("{port}\n"))),
         None => {
-            let names: Vec<&str> = ports.iter().map(|(s, _)| s).collect();
+            let names: Vec<&str> = ports.keys().map(String::as_str).collect();
             Err(Error::new(
                 Code::UnknownService,
                 format!(

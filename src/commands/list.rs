@@ -56,7 +56,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<Report> {
         return machine(args);
     }
     let ws = Workspace::open()?;
-    let mut rows: Vec<Row> = (ws.entries(&ws.load_unlocked()?)?.into_iter())
+    let mut rows: Vec<Row> = (ws.view()?.entries()?.into_iter())
         .map(|e| Row {
             name: e.key,
             path: e.path,

@@ -67,13 +67,14 @@ pub enum PortStatus {
 
 /// Check `ports`: each one's answer, with a line saying it for a person.
 pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
-    let (ws, registry) = match Workspace::open() {
-        Ok(ws) => {
-            let reg = ws.load_unlocked()?;
-            (Some(ws), Some(reg))
-        }
-        Err(e) if classify(&e).code == Code::NotARepository => (None, None),
+    let ws = match Workspace::open() {
+        Ok(ws) => Some(ws),
+        Err(e) if classify(&e).code == Code::NotARepository => None,
         Err(e) => return Err(e),
+    };
+    let view = match &ws {
+        Some(ws) => Some(ws.view()?),
+        None => None,
     };
     // Whose a listener is, against every worktree known here and the current one (read
     // once, when first needed).
@@ -84,9 +85,10 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
     };
     let attribute = |l: &crate::model::attribution::Listener| -> String {
         let (known, this): &(Vec<KnownWorktree>, Option<KnownWorktree>) =
-            known.get_or_init(|| match (&ws, &registry) {
-                (Some(ws), Some(reg)) => {
-                    let mut k = ws.known_worktrees(reg).unwrap_or_default();
+            known.get_or_init(|| match &view {
+                Some(view) => {
+                    let ws = view.workspace();
+                    let mut k = view.known_worktrees().unwrap_or_default();
                     k.extend(ws.known_elsewhere());
                     let here = ws.repo().current().ok().flatten();
                     (k, here.as_ref().map(known_this))
@@ -100,14 +102,14 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
         Ok(machine) => {
             let (index, warnings) = machine.read();
             warnings.iter().for_each(|w| warn(w));
-            match (&ws, &registry) {
-                (Some(ws), Some(reg)) => ws.other_registries(&index, reg),
+            match &view {
+                Some(view) => view.workspace().other_registries(&index, &view.registry),
                 _ => OutsideHoldings::read(&index, super::Me::default()),
             }
         }
         Err(_) => OutsideHoldings::default(),
     };
-    let (all, _) = machine_taken(registry.as_ref(), &elsewhere);
+    let (all, _) = machine_taken(view.as_ref().map(|v| &v.registry), &elsewhere);
     let taken = Some(all);
     let mut results: Vec<(CheckedPort, String)> = Vec::new();
     for &port in ports {

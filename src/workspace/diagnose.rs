@@ -12,10 +12,10 @@ use crate::model::config::Strategy;
 use crate::model::finding::{FindingCode, Severity};
 use crate::model::literals;
 use crate::output::progress::Progress;
-use crate::registry::{Ports, Registry};
+use crate::registry::Ports;
 use crate::sys::procs;
 
-use super::{FileState, Workspace, canonical, ports_inline};
+use super::{FileState, RepoView, Workspace, canonical, ports_inline};
 
 /// A safe fix `--fix` may apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +74,12 @@ impl Finding {
 pub fn diagnose(fix_them: bool) -> anyhow::Result<Vec<Finding>> {
     let ws = Workspace::open()?;
     let mut findings = Vec::new();
-    let reg = ws.load_unlocked()?;
-    registry_and_git(&ws, &reg, &mut findings)?;
-    processes(&ws, &reg, &mut findings)?;
+    let view = ws.view()?;
+    registry_and_git(&view, &mut findings)?;
+    processes(&view, &mut findings)?;
     hook(&ws, &mut findings);
     index(&mut findings);
-    shared(&ws, &reg, &mut findings);
+    shared(&view, &mut findings);
     files(&ws, &mut findings);
     findings.sort_by_key(|f| f.severity);
     if fix_them {
@@ -90,8 +90,9 @@ pub fn diagnose(fix_them: bool) -> anyhow::Result<Vec<Finding>> {
 
 /// Entries of gone worktrees, worktrees without ports, ports outside their range or of
 /// services the config dropped, stale rendered files.
-fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::Result<()> {
-    for (key, why) in ws.gone_worktrees(reg, "")? {
+fn registry_and_git(view: &RepoView, out: &mut Vec<Finding>) -> anyhow::Result<()> {
+    let (ws, reg) = (view.workspace(), &view.registry);
+    for (key, why) in view.gone("")? {
         let ports = reg.ports(&key).map(Ports::to_map).unwrap_or_default();
         let path = reg.record(&key).map(|r| r.path).unwrap_or_default();
         out.push(
@@ -111,7 +112,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
             .with(Action::Prune(key)),
         );
     }
-    let worktrees = ws.worktrees()?;
+    let worktrees = view.worktrees()?;
     let mut progress = Progress::new("doctor", worktrees.len());
     for (i, wt) in worktrees.iter().cloned().enumerate() {
         progress.step(i, &wt.key);
@@ -167,7 +168,7 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
                 ));
             }
         }
-        let held = ws.holding(reg, &key);
+        let held = view.holding(&key);
         match ws.file_states(&target, &held) {
             Ok(files) if files.iter().any(|(_, s)| *s == FileState::Stale) => {
                 let stale: Vec<String> = (files.iter())
@@ -197,7 +198,8 @@ fn registry_and_git(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> a
 }
 
 /// Allocated ports that a process outside their worktree listens on.
-fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::Result<()> {
+fn processes(view: &RepoView, out: &mut Vec<Finding>) -> anyhow::Result<()> {
+    let (ws, reg) = (view.workspace(), &view.registry);
     let owners: BTreeMap<u16, (String, String)> = reg
         .allocations()
         .flat_map(|(k, p)| {
@@ -211,7 +213,7 @@ fn processes(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) -> anyhow::
     if listeners.is_empty() {
         return Ok(());
     }
-    let mut known = ws.known_worktrees(reg)?;
+    let mut known = view.known_worktrees()?;
     known.extend(ws.known_elsewhere());
     for l in &listeners {
         let Some((key, service)) = owners.get(&l.port) else {
@@ -347,8 +349,8 @@ fn index(out: &mut Vec<Finding>) {
 }
 
 /// Ports held twice on the machine.
-fn shared(ws: &Workspace, reg: &Registry, out: &mut Vec<Finding>) {
-    for s in ws.shared_ports(reg) {
+fn shared(view: &RepoView, out: &mut Vec<Finding>) {
+    for s in view.workspace().shared_ports(&view.registry) {
         out.push(Finding::new(
             Severity::Warning,
             FindingCode::PortShared,
@@ -425,11 +427,12 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
             Action::Prune(key) => {
                 ws.before_release(key);
                 let lock = ws.lock()?;
-                let mut reg = ws.load_locked(&lock, None)?;
+                let view = ws.view_of(ws.load_locked(&lock, None)?);
                 // Decided again under the lock: a worktree that came back keeps its ports.
-                if !ws.gone_worktrees(&reg, "")?.iter().any(|(k, _)| k == key) {
+                if !view.gone("")?.iter().any(|(k, _)| k == key) {
                     return Ok(format!("kept {key}: it is back"));
                 }
+                let mut reg = view.registry;
                 let ports = reg.remove_gone_worktree(key);
                 ws.save(&lock, &mut reg)?;
                 Ok(format!("pruned {key} ({})", ports_inline(&ports)))
@@ -446,7 +449,7 @@ fn fix(ws: &Workspace, findings: &mut [Finding]) {
             }
             Action::Render(key) => {
                 let target = ws.target(Some(key))?;
-                let held = ws.holding(&ws.load_unlocked()?, key);
+                let held = ws.view()?.holding(key);
                 ws.render(&target, &held, false)?;
                 Ok(format!("rendered {key}"))
             }

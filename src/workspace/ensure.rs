@@ -753,7 +753,7 @@ impl Workspace {
                 // while there are others.
                 let mut reclaimed = Vec::new();
                 let mut result = Err(e);
-                for (key, why) in self.gone_worktrees(reg, &wt.key)? {
+                for (key, why) in super::gone_entries(reg, self.worktrees()?, &wt.key) {
                     // Its `[on] release` runs once this allocation is saved (ensure_ports).
                     if let Some(job) = self.release_job(reg, &key) {
                         self.reclaimed.borrow_mut().push(job);

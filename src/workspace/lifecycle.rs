@@ -104,13 +104,13 @@ impl Workspace {
                 (self.worktrees().unwrap_or_default().iter()).find(|w| w.is_main && w.path.is_dir())
             && let Ok(main) = self.target_of(main.clone())
             && let Some(cmd) = &main.config.on.allocate
-            && let Ok(reg) = self.load_unlocked()
-            && let Some(ports) = reg.ports(crate::sys::git::MAIN_KEY).map(Ports::to_map)
+            && let Ok(view) = self.view()
+            && let Some(ports) = view.ports(crate::sys::git::MAIN_KEY)
         {
             let main_held = Holding {
                 ports,
                 fresh: true,
-                ..self.holding(&reg, crate::sys::git::MAIN_KEY)
+                ..view.holding(crate::sys::git::MAIN_KEY)
             };
             self.run_on(Event::Allocate, cmd, &main, &main_held, &main.wt.path);
         }
@@ -127,10 +127,10 @@ impl Workspace {
     /// for a worktree whose directory is gone, in and with the config of the current worktree
     /// (else the main one). A failure is said, and blocks nothing.
     pub fn before_release(&self, key: &str) {
-        let Ok(reg) = self.load_unlocked() else {
+        let Ok(view) = self.view() else {
             return;
         };
-        if let Some(job) = self.release_job(&reg, key) {
+        if let Some(job) = self.release_job(&view.registry, key) {
             self.run_on(Event::Release, &job.cmd, &job.target, &job.held, &job.home);
         }
     }
@@ -176,7 +176,7 @@ impl Workspace {
         let cmd = config.on.release.clone()?;
         let held = Holding {
             ports,
-            ..self.holding(reg, key)
+            ..Holding::recorded(reg, key, &self.repo_name())
         };
         let target = Target {
             wt,

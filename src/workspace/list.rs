@@ -108,7 +108,7 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
     // The repository this runs in, by identity: listed at a path where it no longer is, it
     // moved here (its entry follows it at its next allocation), and is shown where it is.
     let here = Workspace::open().ok().and_then(|ws| {
-        let id = ws.load_unlocked().ok()?.repository_id()?;
+        let id = ws.view().ok()?.registry.repository_id()?;
         Some((ws.canonical_common_dir(), id))
     });
     let mut repos: Vec<RepoListing> = index

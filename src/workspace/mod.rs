@@ -25,6 +25,7 @@ pub mod lifecycle;
 mod list;
 mod peers;
 mod prune;
+mod release;
 mod remove;
 mod render;
 mod repair;
@@ -200,8 +201,9 @@ impl Workspace {
         Ok(())
     }
 
-    /// The registry without the lock (readers), printing recovery warnings.
-    pub fn load_unlocked(&self) -> anyhow::Result<Registry> {
+    /// The registry without the lock (readers), printing recovery warnings: read through
+    /// [`Workspace::view`], which every use case asks.
+    pub(super) fn load_unlocked(&self) -> anyhow::Result<Registry> {
         let loaded = self.read()?;
         loaded.warnings.iter().for_each(|w| warn(w));
         Ok(loaded.registry)

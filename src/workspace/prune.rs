@@ -14,10 +14,10 @@ use crate::machine::Machine;
 use crate::model::attribution::{self, Whose};
 use crate::model::names::display_path;
 use crate::output::progress::Progress;
-use crate::registry::{Ports, Registry};
+use crate::registry::Ports;
 use crate::sys::procs;
 
-use super::{Workspace, lock_machine, warn};
+use super::{RepoView, Workspace, lock_machine, warn};
 
 /// A worktree entry pruned (or that a dry run would prune).
 #[derive(Debug, Serialize, JsonSchema)]
@@ -157,18 +157,17 @@ pub fn prune(all: bool, dry_run: bool, reap_too: bool, stop: bool) -> anyhow::Re
 fn prune_one(ws: &Workspace, dry_run: bool, repo: Option<&str>) -> anyhow::Result<Vec<Pruned>> {
     if !dry_run {
         // `[on] release` of each, outside the lock; the locked pass below decides again.
-        let reg = ws.load_unlocked()?;
-        for p in dead(ws, &reg)? {
+        for p in dead(&ws.view()?)? {
             ws.before_release(&p.key);
         }
     }
     let mut pruned = if dry_run {
-        let reg = ws.load_unlocked()?;
-        dead(ws, &reg)?
+        dead(&ws.view()?)?
     } else {
         let lock = ws.lock()?;
-        let mut reg = ws.load_locked(&lock, None)?;
-        let pruned = dead(ws, &reg)?;
+        let view = ws.view_of(ws.load_locked(&lock, None)?);
+        let pruned = dead(&view)?;
+        let mut reg = view.registry;
         if !pruned.is_empty() {
             for p in &pruned {
                 reg.remove_gone_worktree(&p.key);
@@ -205,8 +204,7 @@ fn reap(repos: &[(Workspace, Option<String>)], stop: bool) -> anyhow::Result<Vec
         .collect();
     let mut orphans: Vec<Orphan> = Vec::new();
     for (ws, label) in repos {
-        let reg = ws.load_unlocked()?;
-        let known = ws.known_worktrees(&reg)?;
+        let known = ws.view()?.known_worktrees()?;
         for p in &candidates {
             if orphans.iter().any(|o| o.pid == p.pid) {
                 continue;
@@ -247,8 +245,9 @@ fn reap(repos: &[(Workspace, Option<String>)], stop: bool) -> anyhow::Result<Vec
 }
 
 /// Registry entries whose worktree is gone.
-fn dead(ws: &Workspace, reg: &Registry) -> anyhow::Result<Vec<Pruned>> {
-    let mut gone = ws.gone_worktrees(reg, "")?;
+fn dead(view: &RepoView) -> anyhow::Result<Vec<Pruned>> {
+    let reg = &view.registry;
+    let mut gone = view.gone("")?;
     gone.sort();
     Ok(gone
         .into_iter()

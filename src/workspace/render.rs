@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::machine::Machine;
 use crate::model::error::{Code, Error};
-use crate::registry::{Lock, Ports};
+use crate::registry::Lock;
 use crate::render::{self, Plan, TemplateContext};
 pub use crate::render::{FileAction, Rendered};
 
@@ -177,16 +177,16 @@ impl Workspace {
     /// gone is skipped). Services the config has and the worktree does not are reported.
     pub fn render_every_worktree(&self, force: bool) -> anyhow::Result<Vec<(Target, Rendered)>> {
         let lock = self.lock()?;
-        let reg = self.load_locked(&lock, None)?;
+        let view = self.view_of(self.load_locked(&lock, None)?);
         let mut out = Vec::new();
-        let worktrees = self.worktrees()?;
+        let worktrees = view.worktrees()?;
         let mut progress = crate::output::progress::Progress::new("render", worktrees.len());
         for (i, wt) in worktrees.iter().enumerate() {
             progress.step(i, &wt.key);
             if wt.prunable || !wt.path.is_dir() {
                 continue;
             }
-            let Some(ports) = reg.ports(&wt.key).map(Ports::to_map) else {
+            let Some(ports) = view.ports(&wt.key) else {
                 continue;
             };
             // `git worktree remove` takes no lock of ours: a worktree may vanish while we render.
@@ -210,7 +210,7 @@ impl Workspace {
                 }
             };
             // An entry of another identity is a dead worktree's, not this one's to render.
-            let owner = reg.record(&target.wt.key).and_then(|r| r.id);
+            let owner = view.registry.record(&target.wt.key).and_then(|r| r.id);
             if owner.is_some() && owner != target.id {
                 continue;
             }
@@ -227,7 +227,7 @@ impl Workspace {
             }
             let held = Holding {
                 ports,
-                ..self.holding(&reg, &target.wt.key)
+                ..view.holding(&target.wt.key)
             };
             let rendered = match self
                 .plan_render(&target, &held, force)

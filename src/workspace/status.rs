@@ -10,7 +10,6 @@ use crate::model::attribution::{self, KnownWorktree, Listener, PortState, Whose,
 use crate::model::config::Protocol;
 use crate::model::names::display_path;
 use crate::output::progress::Progress;
-use crate::registry::Ports;
 use crate::sys::probe::SystemProbe;
 use crate::sys::procs;
 
@@ -103,15 +102,16 @@ fn repository(
     machine_wide: bool,
     display: Option<PathBuf>,
 ) -> anyhow::Result<Vec<WorktreeNow>> {
-    let reg = ws.load_unlocked()?;
-    let mut known = ws.known_worktrees(&reg)?;
+    let view = ws.view()?;
+    let reg = &view.registry;
+    let mut known = view.known_worktrees()?;
     let mut elsewhere_read = false;
     let mut out = Vec::new();
-    for wt in ws.worktrees()?.iter().cloned() {
+    for wt in view.worktrees()?.iter().cloned() {
         if only.is_some_and(|k| k != wt.key) {
             continue;
         }
-        let ports = reg.ports(&wt.key).map(Ports::to_map);
+        let ports = view.ports(&wt.key);
         if only.is_none() && ports.is_none() {
             continue;
         }
@@ -170,14 +170,14 @@ fn repository(
         let files = match &target {
             None => Err("the worktree's directory is gone".to_string()),
             Some(t) => {
-                let held = ws.holding(&reg, &wt.key);
+                let held = view.holding(&wt.key);
                 ws.file_states(t, &held).map_err(|e| format!("{e:#}"))
             }
         };
         let hostname = reg.record(&wt.key).and_then(|r| r.hostname);
         let urls = match &target {
             Some(t) => {
-                let ctx = template_context(ws, t, &ws.holding(&reg, &wt.key));
+                let ctx = template_context(ws, t, &view.holding(&wt.key));
                 (ctx.urls.iter())
                     .map(|(s, u)| (s.clone(), u.clone(), ctx.proxy_urls.get(s).cloned()))
                     .collect()
@@ -229,10 +229,10 @@ impl Workspace {
         if listeners.is_empty() {
             return;
         }
-        let Ok(reg) = self.load_unlocked() else {
+        let Ok(view) = self.view() else {
             return;
         };
-        let mut known = self.known_worktrees(&reg).unwrap_or_default();
+        let mut known = view.known_worktrees().unwrap_or_default();
         known.extend(self.known_elsewhere());
         let this = KnownWorktree {
             path: canonical(&target.wt.path),

@@ -46,7 +46,8 @@ pub fn suggest(service: Option<&str>, count: usize) -> anyhow::Result<Suggested>
             )
         })?],
     };
-    let reg = ws.load_unlocked()?;
+    let view = ws.view()?;
+    let reg = &view.registry;
     let me = ws.canonical_common_dir();
     let index = match (config.coordinate, Machine::from_env()) {
         (true, Ok(machine)) => {
@@ -57,9 +58,9 @@ pub fn suggest(service: Option<&str>, count: usize) -> anyhow::Result<Suggested>
         _ => None,
     };
     let elsewhere = (index.as_ref())
-        .map(|i| ws.other_registries(i, &reg))
+        .map(|i| ws.other_registries(i, reg))
         .unwrap_or_default();
-    let (taken, _) = machine_taken(Some(&reg), &elsewhere);
+    let (taken, _) = machine_taken(Some(reg), &elsewhere);
     // Every repository's claim, this one's too, with the path a user knows.
     let claimed: Vec<(RangeInclusive<u16>, PathBuf, bool)> = (index.iter())
         .flat_map(|i| i.claims_except(Path::new("")))

@@ -100,6 +100,79 @@ impl Target {
     }
 }
 
+/// The repository as one command sees it, read once: git's worktrees as seen from here (a
+/// worktree moved with `mv` that we stand in is where it is) and the registry (read without
+/// the lock, or the one a caller holds the lock for). Every question a use case asks of
+/// both is answered here, from those two reads: which entries are live, moved or gone and
+/// why, what a worktree holds (one fallback for old records), which worktrees a process may
+/// run in (attribution), and a worktree named by a user.
+pub struct RepoView<'w> {
+    ws: &'w Workspace,
+    /// The registry as read.
+    pub registry: Registry,
+}
+
+impl<'w> RepoView<'w> {
+    /// git's worktrees as seen from here (read once per command: [`Workspace::worktrees`]).
+    pub fn worktrees(&self) -> anyhow::Result<&'w [WorktreeInfo]> {
+        self.ws.worktrees()
+    }
+
+    /// Every entry (a port or a record), in name order: where it is, whether its directory is
+    /// there, moved, or gone and why ([`entries`]).
+    pub fn entries(&self) -> anyhow::Result<Vec<Entry>> {
+        let listed: Vec<(WorktreeInfo, bool)> = (self.worktrees()?.iter())
+            .map(|w| (w.clone(), w.path.exists()))
+            .collect();
+        Ok(entries(&self.registry, &listed))
+    }
+
+    /// Entries whose worktree is gone, oldest allocation first, with why; never `except`
+    /// ([`gone_entries`]).
+    pub fn gone(&self, except: &str) -> anyhow::Result<Vec<(String, &'static str)>> {
+        Ok(gone_entries(&self.registry, self.worktrees()?, except))
+    }
+
+    /// What worktree `key` holds as the registry records it ([`Holding::recorded`]).
+    pub fn holding(&self, key: &str) -> Holding {
+        Holding::recorded(&self.registry, key, &self.ws.repo_name())
+    }
+
+    /// The ports `key` holds, when it has an entry.
+    pub fn ports(&self, key: &str) -> Option<BTreeMap<String, u16>> {
+        self.registry.ports(key).map(Ports::to_map)
+    }
+
+    /// Every worktree of this repository a process may run in (attribution).
+    pub fn known_worktrees(&self) -> anyhow::Result<Vec<crate::model::attribution::KnownWorktree>> {
+        self.ws.known_worktrees(&self.registry)
+    }
+
+    /// The registry key of the worktree `spec` names (or the current one): git's worktrees,
+    /// then a path an entry recorded.
+    pub fn key(&self, spec: Option<&str>) -> anyhow::Result<String> {
+        self.ws.registry_key(&self.registry, spec)
+    }
+
+    /// The workspace it was read from.
+    pub fn workspace(&self) -> &'w Workspace {
+        self.ws
+    }
+}
+
+impl Workspace {
+    /// The repository as this command sees it ([`RepoView`]), the registry read without the
+    /// lock (a rename gives a whole file).
+    pub fn view(&self) -> anyhow::Result<RepoView<'_>> {
+        Ok(self.view_of(self.load_unlocked()?))
+    }
+
+    /// [`RepoView`] over a registry the caller read (under its lock).
+    pub fn view_of(&self, registry: Registry) -> RepoView<'_> {
+        RepoView { ws: self, registry }
+    }
+}
+
 /// What to say about a worktree moved without git knowing.
 pub fn moved_warning(wt: &WorktreeInfo, old: &Path) -> String {
     format!(
@@ -284,30 +357,6 @@ impl Workspace {
         reg.key_recorded_at(&absolute(spec))
             .map(str::to_string)
             .ok_or_else(|| not_found(spec, worktrees))
-    }
-
-    /// Registry entries whose worktree git no longer has, or reports prunable (directory
-    /// gone, not locked), oldest allocation first, with why; never `except`.
-    pub fn gone_worktrees(
-        &self,
-        reg: &Registry,
-        except: &str,
-    ) -> anyhow::Result<Vec<(String, &'static str)>> {
-        Ok(gone_entries(reg, self.worktrees()?, except))
-    }
-
-    /// Every entry of `reg` (a port or a record) as seen from here, in name order: where it
-    /// is, whether its directory is there, moved, or gone and why ([`entries`]).
-    pub fn entries(&self, reg: &Registry) -> anyhow::Result<Vec<Entry>> {
-        let listed: Vec<(WorktreeInfo, bool)> = (self.worktrees()?.iter())
-            .map(|w| (w.clone(), w.path.exists()))
-            .collect();
-        Ok(entries(reg, &listed))
-    }
-
-    /// What worktree `key` holds as `reg` records it ([`Holding::recorded`]).
-    pub fn holding(&self, reg: &Registry, key: &str) -> Holding {
-        Holding::recorded(reg, key, &self.repo_name())
     }
 
     /// The repository's name, as templates see it.

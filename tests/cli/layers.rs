@@ -159,3 +159,42 @@ fn unsafe_and_libc_only_in_sys_each_with_a_safety_comment() {
         }
     }
 }
+
+/// Commands are presenters (issue 25, step 4): arguments -> one use case -> an answer -> text
+/// or JSON. No file system, socket or child process, and no lock or registry save, in
+/// `commands/`: those are use cases, in `workspace/`.
+#[test]
+fn commands_do_no_io_and_take_no_locks() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src.join("commands"), &mut files);
+    assert!(files.len() > 10, "{files:?}");
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "process::Command",
+        "TcpListener",
+        ".lock()",
+        "load_locked(",
+        ".save(&",
+        "File::open",
+    ];
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for f in forbidden {
+                assert!(
+                    !code.contains(f),
+                    "{}:{}: `{f}` in a presenter; move it into a use case in workspace/: {code}",
+                    rel.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}
