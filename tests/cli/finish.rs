@@ -280,15 +280,11 @@ fn zsh_loads_the_script_and_plugs_into_gits_completion() {
 /// (`_git`) and ours: `line<TAB>` is typed, and every candidate the completion system adds
 /// is printed (compadd wrapped), then the shell exits.
 fn zsh_complete(repo: &TestRepo, file: &Path, line: &str) -> Vec<String> {
-    let driver = repo.env.root().join("zsh-complete.zsh");
-    std::fs::write(
-        &driver,
-        r#"zmodload zsh/zpty
-zpty z zsh -f -i
-zpty -w z 'PROMPT=""; RPROMPT=""'
-zpty -w z "autoload -U compinit && compinit -u -d $HOME/zcompdump-pty"
-zpty -w z "source $1"
-zpty -w z 'compadd () { local -a h; builtin compadd -O h "$@"; (( $#h )) && print -r -l -- "HI""T:"${^h}; builtin compadd "$@"; }'
+    let out = zsh_on_a_pty(
+        repo,
+        file,
+        line,
+        r#"zpty -w z 'compadd () { local -a h; builtin compadd -O h "$@"; (( $#h )) && print -r -l -- "HI""T:"${^h}; builtin compadd "$@"; }'
 zpty -w z 'comppostfuncs=( exit )'
 zpty -n -w z "$2"$'	'
 while zpty -r z line; do
@@ -296,25 +292,38 @@ while zpty -r z line; do
 '}
 done
 "#,
+    );
+    let mut hits: Vec<String> = out.lines().map(str::to_string).collect();
+    hits.sort();
+    hits.dedup();
+    hits
+}
+
+/// zsh -f running a driver: an interactive zsh on a pty (zsh's own zpty module), prompt
+/// empty, compinit, then `file` sourced; `rest` types `line` (`$2`) and reads what it
+/// prints. Its stdout.
+fn zsh_on_a_pty(repo: &TestRepo, file: &Path, line: &str, rest: &str) -> String {
+    let driver = repo.env.root().join("zsh-driver.zsh");
+    std::fs::write(
+        &driver,
+        format!(
+            "zmodload zsh/zpty\n\
+             zpty z zsh -f -i\n\
+             zpty -w z 'PROMPT=\"\"; RPROMPT=\"\"'\n\
+             zpty -w z \"autoload -U compinit && compinit -u -d $HOME/zcompdump-pty\"\n\
+             zpty -w z \"source $1\"\n{rest}"
+        ),
     )
     .unwrap();
     let mut cmd = Command::new("timeout");
-    cmd.arg("30")
-        .arg("zsh")
-        .arg("-f")
+    cmd.args(["30", "zsh", "-f"])
         .arg(&driver)
         .arg(file)
         .arg(line)
         .current_dir(&repo.root);
     repo.env.apply(&mut cmd);
     let out = cmd.output().unwrap();
-    let mut hits: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    hits.sort();
-    hits.dedup();
-    hits
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -652,31 +661,19 @@ fn fish_completes_after_git_and_inserts_hostile_names_quoted() {
 /// zsh on a pty (zpty) with compinit and git's completion: `line<TAB>`, then the command
 /// line as typed, and its words as zsh parses them (unquoted), all joined by `|`.
 fn zsh_words_after(repo: &TestRepo, file: &Path, line: &str) -> String {
-    let driver = repo.env.root().join("zsh-insert.zsh");
-    std::fs::write(
-        &driver,
-        r#"zmodload zsh/zpty
-zpty z zsh -f -i
-zpty -w z 'PROMPT=""; RPROMPT=""'
-zpty -w z "autoload -U compinit && compinit -u -d $HOME/zcompdump-pty"
-zpty -w z "source $1"
-zpty -w z 'dump() { print -r -- "WO""RDS:$BUFFER|${(j:|:)${(@Q)${(@z)BUFFER}}}|END"; exit }; zle -N dump; bindkey "^X" dump'
+    zsh_on_a_pty(
+        repo,
+        file,
+        line,
+        r#"zpty -w z 'dump() { print -r -- "WO""RDS:$BUFFER|${(j:|:)${(@Q)${(@z)BUFFER}}}|END"; exit }; zle -N dump; bindkey "^X" dump'
 zpty -n -w z "$2"$'\t\x18'
 while zpty -r z line; do
   [[ $line == *WORDS:* ]] && { print -r -- ${${line##*WORDS:}%%\|END*}; break }
 done
 "#,
     )
-    .unwrap();
-    let mut cmd = Command::new("timeout");
-    cmd.args(["30", "zsh", "-f"])
-        .arg(&driver)
-        .arg(file)
-        .arg(line)
-        .current_dir(&repo.root);
-    repo.env.apply(&mut cmd);
-    let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    .trim_end()
+    .to_string()
 }
 
 /// Issue 26, item 10: zsh never offered `worktree-ports` after `git `; a hostile worktree
