@@ -83,7 +83,7 @@ impl Cli {
         };
         match command {
             Command::Allocate(a) => a.json,
-            Command::List(a) => a.json,
+            Command::List(a) => a.json || a.format == Some(ListFormat::Json),
             Command::Get(_) | Command::Exec(_) | Command::Init(_) | Command::Hook(_) => false,
             Command::Hooks(a) => matches!(a.action, HooksAction::Status { json: true }),
             Command::Release(a) => a.json,
@@ -615,6 +615,21 @@ pub struct ListArgs {
     /// Print JSON; its shape: `git worktree-ports --print-schema list` / `--print-schema list-all`.
     #[arg(long)]
     pub json: bool,
+    /// With --all: `markdown` prints one Markdown table row per port (repository, worktree,
+    /// slot, service, port, URL), for a `PORTS.md`; `json` is --json; `table` the default.
+    #[arg(long, value_enum, requires = "all", conflicts_with = "sort")]
+    pub format: Option<ListFormat>,
+}
+
+/// What `list --all` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// The aligned table (the default).
+    Table,
+    /// A Markdown table, one row per port.
+    Markdown,
+    /// JSON, as --json.
+    Json,
 }
 
 /// How `list --all` orders its rows.

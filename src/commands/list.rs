@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::cli::{ListArgs, ListSort};
+use crate::cli::{ListArgs, ListFormat, ListSort};
 use crate::commands::{Colour, Report, paint, ports_inline, table};
 use crate::workspace::{self, Live, LiveState, RepoListing, Workspace};
 
@@ -179,7 +179,10 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
         Live::read(&ports)
     });
 
-    if args.json {
+    if args.format == Some(ListFormat::Markdown) {
+        return Ok(Report::ok(markdown(&repos)));
+    }
+    if args.json || args.format == Some(ListFormat::Json) {
         if let Some(live) = &live {
             (repos.iter_mut().flat_map(|r| r.worktrees.iter_mut()))
                 .for_each(|w| w.live = Some(live.states(&w.ports)));
@@ -269,6 +272,34 @@ fn machine(args: &ListArgs) -> anyhow::Result<Report> {
         );
     }
     Ok(Report::ok(out))
+}
+
+/// `list --all --format markdown`: one row per port, repositories and worktrees in name order,
+/// services in name order; `|` in a cell escaped, a gone worktree marked.
+fn markdown(repos: &[workspace::RepoListing]) -> String {
+    let cell = |s: &str| s.replace('\\', "\\\\").replace('|', "\\|");
+    let mut out = String::from(
+        "| repository | worktree | slot | service | port | URL |\n|---|---|---|---|---|---|\n",
+    );
+    for r in repos {
+        for w in &r.worktrees {
+            let name = match w.exists && !r.gone {
+                true => w.name.clone(),
+                false => format!("{} (gone)", w.name),
+            };
+            for (service, port) in &w.ports {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {port} | {} |\n",
+                    cell(&r.name),
+                    cell(&name),
+                    w.slot.map(|s| s.to_string()).unwrap_or_default(),
+                    cell(service),
+                    w.urls.get(service).map(|u| cell(u)).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A row's cell: `foreign` if any port is, else `up` if any is, else `down`.

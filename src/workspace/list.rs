@@ -53,6 +53,16 @@ pub struct WorktreeListing {
     pub ports: BTreeMap<String, u16>,
     /// Whether the directory exists.
     pub exists: bool,
+    /// Its slot (recorded when it allocated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    /// Its hostname (recorded when it allocated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Service -> URL, for the services that speak HTTP (the repository's main worktree's
+    /// config says which; else `web` and `api`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub urls: BTreeMap<String, String>,
     /// Service -> whether anything listens (absent with --no-probe).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<BTreeMap<String, LiveState>>,
@@ -131,6 +141,15 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
                 Some(OtherRepository::read_whole(common))
             };
             let shown = display_path(common);
+            // Which services speak HTTP: the config of the repository's main worktree, read
+            // once per repository (worktrees share it).
+            let config = (!gone)
+                .then(|| crate::sys::config_file::load(&shown).ok())
+                .flatten();
+            let is_http = |s: &str| match &config {
+                Some(c) => c.services.iter().any(|h| h.http && h.name == s),
+                None => crate::model::config::default_http(s),
+            };
             let worktrees = other
                 .as_ref()
                 .map(|o| {
@@ -138,17 +157,29 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
                         .keys()
                         .into_iter()
                         .map(|key| {
-                            let mut path =
-                                o.registry.record(key).map(|r| r.path).unwrap_or_default();
+                            let record = o.registry.record(key);
+                            let mut path = record.as_ref().map(|r| r.path.clone()).unwrap_or_default();
                             // The main worktree is where the repository is (it moves with it).
                             if key == crate::sys::git::MAIN_KEY && shown != common {
                                 path = shown.to_string_lossy().into_owned();
                             }
+                            let ports = o.registry.ports(key).map(Ports::to_map).unwrap_or_default();
+                            let hostname = record.as_ref().and_then(|r| r.hostname.clone());
+                            let urls = match &hostname {
+                                Some(host) => (ports.iter())
+                                    .filter(|(s, _)| is_http(s))
+                                    .map(|(s, p)| (s.clone(), format!("http://{host}:{p}")))
+                                    .collect(),
+                                None => BTreeMap::new(),
+                            };
                             WorktreeListing {
                                 name: key.to_string(),
                                 exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
                                 path,
-                                ports: o.registry.ports(key).map(Ports::to_map).unwrap_or_default(),
+                                ports,
+                                slot: record.as_ref().and_then(|r| r.slot),
+                                hostname,
+                                urls,
                                 live: None,
                             }
                         })

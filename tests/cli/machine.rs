@@ -616,3 +616,42 @@ fn a_damaged_index_is_recovered_from_its_backup_and_kept_aside() {
         .count();
     assert_eq!(kept, 1);
 }
+
+/// Issue 27: `list --all --format markdown` is the machine's ports as a Markdown table (the
+/// form teams keep in a PORTS.md): one row per port, with the slot and the URL of the services
+/// that speak HTTP.
+#[test]
+fn list_all_as_markdown_has_one_row_per_port_with_slot_and_url() {
+    let repo = TestRepo::new();
+    let b = repo.base;
+    let feat = repo.add_worktree("feat");
+    repo.wp_in(&feat, ["allocate", "--no-render"]).succeeds();
+    let other = repo.another("other|pipe", None);
+    repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+    repo.wp(["list", "--all", "--format", "markdown"])
+        .stdout_is(format!(
+            "| repository | worktree | slot | service | port | URL |\n\
+             |---|---|---|---|---|---|\n\
+             | other\\|pipe | main | 0 | db | {db2} |  |\n\
+             | other\\|pipe | main | 0 | web | {web2} | http://other-pipe.localhost:{web2} |\n\
+             | repo | feat | 1 | db | {db1} |  |\n\
+             | repo | feat | 1 | web | {web1} | http://feat.repo.localhost:{web1} |\n\
+             | repo | main | 0 | db | {db0} |  |\n\
+             | repo | main | 0 | web | {b} | http://repo.localhost:{b} |\n",
+            db0 = b + 20,
+            web1 = b + 1,
+            db1 = b + 21,
+            web2 = b + 2,
+            db2 = b + 22,
+        ))
+        .succeeds();
+    // Only with --all; and the JSON form says the same.
+    assert_eq!(repo.wp(["list", "--format", "markdown"]).output().code(), Some(2));
+    let json = repo.wp(["list", "--all", "--format", "json"]).succeeds().json();
+    let feat_json = &json["repositories"][1]["worktrees"][0];
+    assert_eq!(
+        (feat_json["slot"].clone(), feat_json["urls"]["web"].clone()),
+        (1.into(), format!("http://feat.repo.localhost:{}", b + 1).into()),
+        "{json:#}"
+    );
+}
