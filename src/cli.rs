@@ -90,7 +90,7 @@ impl Cli {
             Command::Prune(a) => a.json,
             Command::Check(a) => a.json,
             Command::Add(a) => a.json,
-            Command::Completions(_) | Command::InstallMan(_) => false,
+            Command::Completions(_) | Command::InstallMan(_) | Command::Skill(_) => false,
             Command::Remove(a) => a.json,
             Command::Render(a) => a.json,
             Command::Repair(a) => a.json,
@@ -207,6 +207,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages where `man` (and `git worktree-ports --help`) finds them.
     InstallMan(InstallManArgs),
+    /// Print the agent skill (SKILL.md, in the Agent Skills format) that tells a coding agent
+    /// when and how to use this tool; --agents-md: a snippet for a repository's AGENTS.md.
+    Skill(SkillArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
     #[command(hide = true)]
     Hook(HookArgs),
@@ -230,14 +233,26 @@ pub enum Shell {
 /// `completions` arguments.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "bash: git worktree-ports completions bash > ~/.local/share/bash-completion/completions/git-worktree-ports
+    after_help = "bash: git worktree-ports completions bash > \"${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions/git-worktree-ports\"
 zsh:  git worktree-ports completions zsh > ~/.zfunc/_git-worktree-ports  (with fpath+=~/.zfunc before compinit)
-fish: git worktree-ports completions fish > ~/.config/fish/completions/git-worktree-ports.fish"
+fish: git worktree-ports completions fish > ~/.config/fish/conf.d/git-worktree-ports.fish"
 )]
 pub struct CompletionsArgs {
     /// The shell to write the script for.
     #[arg(value_enum)]
     pub shell: Shell,
+}
+
+/// `skill` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Claude Code: mkdir -p ~/.claude/skills/git-worktree-ports && git worktree-ports skill > ~/.claude/skills/git-worktree-ports/SKILL.md
+A repository: git worktree-ports skill --agents-md >> AGENTS.md"
+)]
+pub struct SkillArgs {
+    /// Print the AGENTS.md snippet instead of the skill.
+    #[arg(long)]
+    pub agents_md: bool,
 }
 
 /// `install-man` arguments.

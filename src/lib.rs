@@ -38,6 +38,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     let report = match command {
         Command::Completions(a) => commands::completions::run(a)?,
+        Command::Skill(a) => commands::skill::run(a),
         Command::InstallMan(a) => commands::install_man::run(a)?,
         Command::Allocate(a) => commands::allocate::run(a)?,
         Command::List(a) => commands::list::run(a)?,

@@ -34,6 +34,7 @@ pub mod remove;
 pub mod render;
 pub mod repair;
 pub mod schema;
+pub mod skill;
 pub mod status;
 pub mod suggest;
 

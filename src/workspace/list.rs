@@ -158,12 +158,14 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
                         .into_iter()
                         .map(|key| {
                             let record = o.registry.record(key);
-                            let mut path = record.as_ref().map(|r| r.path.clone()).unwrap_or_default();
+                            let mut path =
+                                record.as_ref().map(|r| r.path.clone()).unwrap_or_default();
                             // The main worktree is where the repository is (it moves with it).
                             if key == crate::sys::git::MAIN_KEY && shown != common {
                                 path = shown.to_string_lossy().into_owned();
                             }
-                            let ports = o.registry.ports(key).map(Ports::to_map).unwrap_or_default();
+                            let ports =
+                                o.registry.ports(key).map(Ports::to_map).unwrap_or_default();
                             let hostname = record.as_ref().and_then(|r| r.hostname.clone());
                             let urls = match &hostname {
                                 Some(host) => (ports.iter())

@@ -44,7 +44,7 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
     let dir = repo.env.root().join("man/man1");
     repo.wp(["install-man", "--dir", dir.to_str().unwrap()])
         .stdout_is(format!(
-            "wrote 30 man pages to {}\nman finds them when {} is in MANPATH\n",
+            "wrote 31 man pages to {}\nman finds them when {} is in MANPATH\n",
             dir.display(),
             dir.parent().unwrap().display()
         ))
@@ -83,7 +83,7 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
             }
         }
     }
-    assert_eq!(pages, 30, "one page per command");
+    assert_eq!(pages, 31, "one page per command");
     assert!(checked > 50, "only {checked} options checked");
     let add = man_text(&dir.join("git-worktree-ports-add.1"));
     for opt in ["--detach", "--orphan", "-b <NAME>", "--port <SERVICE=PORT>"] {

@@ -646,12 +646,21 @@ fn list_all_as_markdown_has_one_row_per_port_with_slot_and_url() {
         ))
         .succeeds();
     // Only with --all; and the JSON form says the same.
-    assert_eq!(repo.wp(["list", "--format", "markdown"]).output().code(), Some(2));
-    let json = repo.wp(["list", "--all", "--format", "json"]).succeeds().json();
+    assert_eq!(
+        repo.wp(["list", "--format", "markdown"]).output().code(),
+        Some(2)
+    );
+    let json = repo
+        .wp(["list", "--all", "--format", "json"])
+        .succeeds()
+        .json();
     let feat_json = &json["repositories"][1]["worktrees"][0];
     assert_eq!(
         (feat_json["slot"].clone(), feat_json["urls"]["web"].clone()),
-        (1.into(), format!("http://feat.repo.localhost:{}", b + 1).into()),
+        (
+            1.into(),
+            format!("http://feat.repo.localhost:{}", b + 1).into()
+        ),
         "{json:#}"
     );
 }
