@@ -565,7 +565,15 @@ impl Workspace {
         let id = match reg.repository_id() {
             Some(id) => id,
             None => {
-                let id = new_token();
+                // A registry that holds ports but lost its identity (written before
+                // identities, restored from an old copy, edited by hand) is the repository
+                // the index lists at this path: it keeps that identity, never displacing
+                // itself (and its gone worktrees' ports with it). A registry without ports is
+                // a new repository.
+                let listed_here = (m.index.get(me))
+                    .and_then(|e| e.id.clone())
+                    .filter(|_| reg.allocations().next().is_some());
+                let id = listed_here.unwrap_or_else(new_token);
                 changed |= reg.set_repository_id(&id);
                 id
             }

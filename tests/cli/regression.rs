@@ -2419,3 +2419,32 @@ fn issue26_a_bare_repository_can_name_inits_worktree_and_lists_in_config_order()
         "{list}"
     );
 }
+
+/// Found by the benchmark: a registry that lost its `repository_id` (restored from an old
+/// copy, edited by hand) was taken for a new repository at the same path: the index's entry
+/// was displaced with its ports, those ports then "conflicted" with the registry's own, and
+/// the allocation gave back every gone worktree's ports. It keeps its identity instead.
+#[test]
+fn issue26_4_a_registry_that_lost_its_identity_is_still_the_repository_listed_there() {
+    let repo = TestRepo::new();
+    let gone = repo.add_worktree("gone");
+    repo.wp_in(&gone, ["allocate", "--no-render"]).succeeds();
+    std::fs::remove_dir_all(&gone).unwrap();
+    let before = repo.registry()["allocated_ports"]["gone"].clone();
+    let id = repo.registry()["repository_id"].clone();
+    assert!(id.is_string(), "{}", repo.registry());
+    repo.edit_registry(|r| {
+        r.as_object_mut().unwrap().remove("repository_id");
+    });
+    let fresh = repo.add_worktree("fresh");
+    repo.wp_in(&fresh, ["allocate", "--no-render"])
+        .stderr_is("")
+        .succeeds();
+    let reg = repo.registry();
+    assert_eq!(reg["allocated_ports"]["gone"], before, "{reg}");
+    assert_eq!(reg["repository_id"], id, "{reg}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.env.state_dir().join("index.json")).unwrap())
+            .unwrap();
+    assert!(index.get("displaced").is_none(), "{index}");
+}
