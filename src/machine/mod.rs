@@ -79,17 +79,34 @@ impl Entry {
     }
 }
 
-/// `ports` as sorted runs of consecutive ports: `[[8080, 8083], [5432, 5432]]` sorted.
+/// `ports` as sorted runs of consecutive ports: `[[8080, 8083], [5432, 5432]]` sorted. Through
+/// a bitmap of every port (8 KB), not a sort: 50,000 ports (10,000 worktrees) take
+/// microseconds.
 pub fn runs(ports: impl IntoIterator<Item = u16>) -> Vec<[u16; 2]> {
-    let mut all: Vec<u16> = ports.into_iter().collect();
-    all.sort_unstable();
-    all.dedup();
+    let mut bits = vec![0u64; 1024];
+    for p in ports {
+        bits[usize::from(p) / 64] |= 1 << (p % 64);
+    }
     let mut out: Vec<[u16; 2]> = Vec::new();
-    for p in all {
-        match out.last_mut() {
-            Some(run) if u32::from(run[1]) + 1 == u32::from(p) => run[1] = p,
-            _ => out.push([p, p]),
+    let mut open: Option<u16> = None;
+    for (w, word) in bits.iter().enumerate() {
+        if *word == 0 && open.is_none() {
+            continue;
         }
+        for b in 0..64 {
+            let port = (w * 64 + b) as u16;
+            match (word >> b & 1 == 1, open) {
+                (true, None) => open = Some(port),
+                (false, Some(start)) => {
+                    out.push([start, port - 1]);
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(start) = open {
+        out.push([start, u16::MAX]);
     }
     out
 }
@@ -531,6 +548,19 @@ impl Machine {
 
     /// Write the index (then its backup).
     pub fn save(&self, index: &Index) -> anyhow::Result<()> {
+        self.save_with(index, Durability::Full)
+    }
+
+    /// [`Machine::save`] when only the repositories' kept ports changed: the file is fsynced
+    /// (never half written), its directory not: a crash may bring back the previous copy of
+    /// those ports, which the next allocation anywhere writes again from the registries (they
+    /// matter only once a repository is gone). One fsync instead of two on every fresh
+    /// allocation.
+    pub fn save_ports(&self, index: &Index) -> anyhow::Result<()> {
+        self.save_with(index, Durability::File)
+    }
+
+    fn save_with(&self, index: &Index, durability: Durability) -> anyhow::Result<()> {
         // Compact, like the registry: an index of 1,000 repositories stays under 100 KB.
         let mut bytes = serde_json::to_vec(index).expect("index serializes");
         bytes.push(b'\n');
@@ -544,7 +574,7 @@ impl Machine {
             &self.file,
             &bytes,
             WriteOptions {
-                durability: Durability::Full,
+                durability,
                 mode: Mode::Fixed(bits),
                 label: "index",
             },

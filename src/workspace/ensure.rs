@@ -498,10 +498,12 @@ impl Workspace {
         }
         // Listed before the registry is written: a crash between the two leaves a listed
         // repository with nothing allocated (harmless), never an allocation unlisted.
-        if let Some(m) = &machine
-            && m.changed
-        {
-            m.machine.save(&m.index)?;
+        if let Some(m) = &machine {
+            if m.changed {
+                m.machine.save(&m.index)?;
+            } else if m.ports_changed {
+                m.machine.save_ports(&m.index)?;
+            }
         }
         if changed {
             self.save(&lock, &mut reg)?;
@@ -923,19 +925,21 @@ fn new_token() -> String {
 /// the entry as it was).
 fn keep_held_ports(m: &mut MachineView, me: &Path, reg: &Registry, others: &OutsideHoldings) {
     let all = |r: &Registry| -> Vec<u16> {
-        (r.allocations())
-            .flat_map(|(_, p)| p.iter().map(|(_, port)| port).collect::<Vec<_>>())
-            .collect()
+        let mut ports = Vec::with_capacity(r.size() * 5);
+        for (_, p) in r.allocations() {
+            ports.extend(p.iter().map(|(_, port)| port));
+        }
+        ports
     };
     if let Some(e) = m.index.repositories.get_mut(me) {
-        m.changed |= e.set_held(all(reg));
+        m.ports_changed |= e.set_held(all(reg));
     }
     for other in others.others.iter().filter(|o| o.salvaged.is_empty()) {
         if let Some(e) = m.index.repositories.get_mut(&other.common)
             && e.id.is_some()
             && e.id == other.registry.repository_id()
         {
-            m.changed |= e.set_held(all(&other.registry));
+            m.ports_changed |= e.set_held(all(&other.registry));
         }
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct MachineView {
     pub(super) _lock: FileLock,
     pub(super) index: Index,
     pub(super) changed: bool,
+    /// Only the repositories' kept ports changed ([`Machine::save_ports`]).
+    pub(super) ports_changed: bool,
 }
 
 /// Another repository's allocations, as one allocation sees them.
@@ -314,6 +316,7 @@ impl Workspace {
             _lock: lock,
             index,
             changed,
+            ports_changed: false,
         })
     }
 
