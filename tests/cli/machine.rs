@@ -36,7 +36,7 @@ fn two_repositories_never_share_a_port_with_nothing_listening() {
     assert_eq!(out["error"], "PORT_ALLOCATED");
     let msg = out["message"].as_str().unwrap();
     assert_eq!(
-        redact(&msg, &repo),
+        redact(msg, &repo),
         "port [BASE+0] is allocated to worktree main of repository [TMP]/repo (service web)"
     );
     // Both are listed in the index, under the state dir.
@@ -465,7 +465,7 @@ fn templates_and_get_read_another_repositorys_ports_same_worktree_else_main() {
     assert_eq!(out["error"], "TEMPLATE_ERROR");
     let msg = out["message"].as_str().unwrap();
     assert_eq!(
-        redact(&msg, &repo),
+        redact(msg, &repo),
         "[TMP]/repo/.worktree-ports/templates/.env.tera:1: no repository \"nope\" on this machine; repositories: backend, repo; nothing was written (fix the template, then run `git worktree-ports render`)"
     );
 }
