@@ -414,15 +414,23 @@ impl Workspace {
         // and its label in hostnames, decided once and kept in the registry and the index.
         let mut repo_name = self.repo_name();
         let mut label_changed = false;
-        // Listed again (a wiped index, another state dir, a copy): its ports are checked
-        // against the machine's, and those another holder has move.
-        let mut relisted = false;
+        // Listed again (a wiped index, another state dir, a copy) or found at a new path (its
+        // kept ports may predate this version, or be lost with a damaged index): its ports are
+        // checked against the machine's, and those another holder has move.
+        let mut relisted: Option<&str> = None;
         if let Some(m) = &mut machine {
             let me = self.canonical_common_dir();
             let (listed, id_changed) = self.list_in_index(m, &mut reg, &me, &repo_name);
             label_changed |= id_changed;
-            relisted = matches!(listed, Listed::New | Listed::Copy { .. })
-                && reg.allocations().next().is_some();
+            if reg.allocations().next().is_some() {
+                relisted = match listed {
+                    Listed::New | Listed::Copy { .. } => {
+                        Some("this repository was not listed in the machine index")
+                    }
+                    Listed::Moved { .. } => Some("this repository moved"),
+                    Listed::Already | Listed::Learned => None,
+                };
+            }
             repo_name = m.index.get(&me).map_or(repo_name, |e| e.name.clone());
             let label = match reg.host_label() {
                 Some(l) => l,
@@ -451,7 +459,7 @@ impl Workspace {
             None => OutsideHoldings::default(),
         };
         let mut moved_here = Vec::new();
-        if relisted {
+        if relisted.is_some() {
             moved_here =
                 self.move_conflicts(&mut reg, target, &others, &repo_name, machine.as_mut())?;
         }
@@ -528,7 +536,8 @@ impl Workspace {
                 ),
             };
             warn(&format!(
-                "this repository was not listed in the machine index, and port {from} of worktree {key} (service {service}) is held by {holder} there: {done}{rewrite}"
+                "{}, and port {from} of worktree {key} (service {service}) is held by {holder} there: {done}{rewrite}",
+                relisted.unwrap_or_default()
             ));
         }
         // Worktrees whose ports a full range took back: their `[on] release`, now that the

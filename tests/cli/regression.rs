@@ -2448,3 +2448,48 @@ fn issue26_4_a_registry_that_lost_its_identity_is_still_the_repository_listed_th
             .unwrap();
     assert!(index.get("displaced").is_none(), "{index}");
 }
+
+/// Issue 26 item 4: a repository listed by an older version (no kept ports in the index)
+/// that moves is gone to the machine without ports it is known to hold, so another
+/// repository may be given them; when the moved one allocates where it is now, what the
+/// other got moves in it, said.
+#[test]
+fn issue26_4_a_moved_repository_whose_ports_the_index_did_not_keep_moves_what_was_taken() {
+    let repo = TestRepo::new();
+    let app = repo.another("app", None);
+    repo.wp_in(&app, ["allocate", "--no-render"]).succeeds();
+    // As an older version wrote it: the entry without its ports.
+    let file = repo.env.state_dir().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    for e in index["repositories"].as_object_mut().unwrap().values_mut() {
+        e.as_object_mut().unwrap().remove("ports");
+    }
+    std::fs::write(&file, index.to_string()).unwrap();
+    let _ = std::fs::remove_file(file.with_extension("json.bak"));
+    let moved = repo.env.root().join("moved-app");
+    std::fs::rename(&app, &moved).unwrap();
+    // Nothing says app's ports are taken: the main repository gets them.
+    let out = repo
+        .wp(["allocate", "--json", "--no-render"])
+        .succeeds()
+        .json();
+    assert_eq!(out["ports"]["web"], repo.base, "{out}");
+    let feat = repo.env.root().join("moved-feat");
+    repo.env
+        .git(&moved, ["worktree", "add", "-q", feat.to_str().unwrap()]);
+    repo.wp_in(&feat, ["allocate", "--json", "--no-render"])
+        .stderr_is(format!(
+            "git-worktree-ports: warning: this repository was at {app}: the machine index follows it (its name, its ports, its block)\n\
+             git-worktree-ports: warning: this repository moved, and port {b20} of worktree main (service db) is held by worktree main of repository {root} (service db) there: moved db to {b21}; rewrite that worktree's files with `git worktree-ports render -w main`\n\
+             git-worktree-ports: warning: this repository moved, and port {b} of worktree main (service web) is held by worktree main of repository {root} (service web) there: moved web to {b1}; rewrite that worktree's files with `git worktree-ports render -w main`\n",
+            app = app.display(),
+            root = repo.root.display(),
+            b = repo.base,
+            b1 = repo.base + 1,
+            b20 = repo.base + 20,
+            b21 = repo.base + 21,
+        ))
+        .succeeds();
+    assert_no_port_twice(&ports_across(&repo, &repo.root));
+}
