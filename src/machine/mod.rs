@@ -271,7 +271,7 @@ impl Index {
     pub fn unique_name(&self, common_dir: &Path, name: &str) -> String {
         let shown = names::display_path(common_dir);
         let taken = |n: &str| {
-            (self.entries()).any(|(p, e)| e.name == n || names::display_path(p).ends_with(n))
+            (self.entries()).any(|(p, e, _)| e.name == n || names::display_path(p).ends_with(n))
         };
         let parents: Vec<String> = (shown.parent().into_iter())
             .flat_map(|p| p.components())
@@ -309,19 +309,31 @@ impl Index {
     /// block stays claimed until `prune --all`).
     pub fn claims_except(&self, except: &Path) -> Vec<(std::ops::RangeInclusive<u16>, &Path)> {
         self.entries()
-            .filter(|(p, _)| *p != except)
-            .filter_map(|(p, e)| {
+            .filter(|(p, _, _)| *p != except)
+            .filter_map(|(p, e, _)| {
                 let [lo, hi] = e.block?;
                 Some((lo..=hi, p))
             })
             .collect()
     }
 
-    /// Every entry, listed then displaced, with the common dir it names.
-    pub fn entries(&self) -> impl Iterator<Item = (&Path, &Entry)> {
+    /// Every entry, listed then displaced, with the common dir it names and whether it is
+    /// displaced (another repository took that path).
+    pub fn entries(&self) -> impl Iterator<Item = (&Path, &Entry, bool)> {
         (self.repositories.iter())
-            .map(|(p, e)| (p.as_path(), e))
-            .chain(self.displaced.iter().map(|d| (d.path.as_path(), &d.entry)))
+            .map(|(p, e)| (p.as_path(), e, false))
+            .chain(
+                self.displaced
+                    .iter()
+                    .map(|d| (d.path.as_path(), &d.entry, true)),
+            )
+    }
+
+    /// The entries of repositories that are gone: listed where their common dir no longer
+    /// is (moved or deleted), or displaced (`true`). What [`Index::drop_gone`] drops.
+    pub fn gone(&self) -> impl Iterator<Item = (&Path, &Entry, bool)> {
+        self.entries()
+            .filter(|(p, _, displaced)| *displaced || !p.is_dir())
     }
 
     /// Drop leases whose TTL passed (`now`: seconds since the epoch) or whose holder process is
@@ -350,13 +362,12 @@ impl Index {
             .collect()
     }
 
-    /// Drop the repositories whose common dir no longer exists and the displaced ones, and
-    /// with them the ports they kept (`prune --all`; a full range, through `drop`); returns
-    /// them.
+    /// Drop every [`Index::gone`] entry, and with it the ports it kept (`prune --all`; a full
+    /// range drops one at a time, [`Index::drop_entry`]); returns them.
     pub fn drop_gone(&mut self) -> Vec<(PathBuf, Entry)> {
-        let gone: Vec<PathBuf> = (self.repositories.keys())
-            .filter(|p| !p.is_dir())
-            .cloned()
+        let gone: Vec<PathBuf> = (self.gone())
+            .filter(|(_, _, displaced)| !displaced)
+            .map(|(p, _, _)| p.to_path_buf())
             .collect();
         let mut out: Vec<(PathBuf, Entry)> = gone
             .into_iter()

@@ -318,11 +318,7 @@ fn index(out: &mut Vec<Finding>) {
         return;
     };
     let (index, _) = machine.read();
-    for (common, entry) in index.entries() {
-        let displaced = index.repositories.get(common) != Some(entry);
-        if !displaced && common.is_dir() {
-            continue;
-        }
+    for (common, entry, displaced) in index.gone() {
         let held: Vec<String> = entry.held().map(|p| p.to_string()).collect();
         out.push(Finding::new(
             Severity::Info,

@@ -418,8 +418,9 @@ impl Workspace {
         // kept ports may predate this version, or be lost with a damaged index): its ports are
         // checked against the machine's, and those another holder has move.
         let mut relisted: Option<&str> = None;
+        // The common dir as the machine index keys it.
+        let me = self.canonical_common_dir();
         if let Some(m) = &mut machine {
-            let me = self.canonical_common_dir();
             let (listed, id_changed) = self.list_in_index(m, &mut reg, &me, &repo_name);
             label_changed |= id_changed;
             if reg.allocations().next().is_some() {
@@ -436,8 +437,10 @@ impl Workspace {
                 Some(l) => l,
                 None => {
                     let taken: Vec<String> = (m.index.entries())
-                        .filter(|(p, _)| *p != me)
-                        .map(|(_, e)| e.host.clone().unwrap_or_else(|| names::dns_label(&e.name)))
+                        .filter(|(p, _, _)| *p != me)
+                        .map(|(_, e, _)| {
+                            e.host.clone().unwrap_or_else(|| names::dns_label(&e.name))
+                        })
                         .collect();
                     names::unique_label(&names::dns_label(&repo_name), &|l| {
                         taken.iter().any(|t| t == l)
@@ -502,7 +505,7 @@ impl Workspace {
         changed |= c;
         // The ports every repository read here holds, kept in the index for when it is gone.
         if let Some(m) = &mut machine {
-            keep_held_ports(m, &self.canonical_common_dir(), &reg, &others);
+            keep_held_ports(m, &me, &reg, &others);
         }
         // Listed before the registry is written: a crash between the two leaves a listed
         // repository with nothing allocated (harmless), never an allocation unlisted.
@@ -595,7 +598,7 @@ impl Workspace {
                 .flatten()
                 .and_then(|l| l.registry.repository_id())
         };
-        let mut listed = m.index.register(me, name, &id, &id_at);
+        let listed = m.index.register(me, name, &id, &id_at);
         if let Listed::Copy { of } = &listed {
             warn(&format!(
                 "this repository is a copy of {} (it has the same identity): it gets an identity of its own",
@@ -605,7 +608,6 @@ impl Workspace {
             changed |= reg.set_repository_id(&id);
             let again = m.index.register(me, name, &id, &id_at);
             debug_assert_eq!(again, Listed::New);
-            listed = Listed::Copy { of: of.clone() };
         }
         match &listed {
             Listed::Already => {}
@@ -669,24 +671,20 @@ impl Workspace {
             // cannot choose it again: the other holder has it).
             let names: Vec<String> = services.iter().map(|(s, _, _)| s.clone()).collect();
             reg.release_services(&key, &names);
-            let info = match key == target.wt.key {
-                true => Some(target.wt.clone()),
-                false => (self.worktrees()?.iter())
-                    .find(|w| w.key == key && !w.prunable && w.path.is_dir())
-                    .cloned(),
+            let no_wants = BTreeMap::new();
+            let mut assign = |t: &Target| {
+                self.assign(reg, t, &no_wants, others, repo_name, machine.as_deref_mut())
+                    .map(|(ports, _)| ports)
             };
-            // A worktree that is gone keeps them given back.
-            let now = match info {
-                Some(info) => {
-                    let t = match key == target.wt.key {
-                        true => None,
-                        false => Some(self.target_of(info)?),
-                    };
-                    let t = t.as_ref().unwrap_or(target);
-                    let no_wants = BTreeMap::new();
-                    (self.assign(reg, t, &no_wants, others, repo_name, machine.as_deref_mut())?).0
-                }
-                None => BTreeMap::new(),
+            let now = if key == target.wt.key {
+                assign(target)?
+            } else if let Some(info) =
+                (self.worktrees()?.iter()).find(|w| w.key == key && !w.prunable && w.path.is_dir())
+            {
+                assign(&self.target_of(info.clone())?)?
+            } else {
+                // A worktree that is gone keeps them given back.
+                BTreeMap::new()
             };
             for (service, from, holder) in services {
                 moved.push(MovedPort {

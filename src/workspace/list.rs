@@ -117,14 +117,17 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
     warnings.iter().for_each(|w| warn(w));
     // The repository this runs in, by identity: listed at a path where it no longer is, it
     // moved here (its entry follows it at its next allocation), and is shown where it is.
-    let here = Workspace::open().ok().and_then(|ws| {
-        let id = ws.view().ok()?.registry.repository_id()?;
-        Some((ws.canonical_common_dir(), id))
-    });
+    // Asked only when an entry is gone (its registry is read again below).
+    let here = (index.gone().next().is_some())
+        .then(|| {
+            let ws = Workspace::open().ok()?;
+            let id = ws.view().ok()?.registry.repository_id()?;
+            Some((ws.canonical_common_dir(), id))
+        })
+        .flatten();
     let mut repos: Vec<RepoListing> = index
         .entries()
-        .map(|(listed_at, entry)| {
-            let displaced = index.repositories.get(listed_at) != Some(entry);
+        .map(|(listed_at, entry, displaced)| {
             let common = match &here {
                 Some((path, id))
                     if entry.id.as_deref() == Some(id.as_str())

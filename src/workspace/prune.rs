@@ -123,16 +123,13 @@ pub fn prune(all: bool, dry_run: bool, reap_too: bool, stop: bool) -> anyhow::Re
             }
         }
         // Gone (moved or deleted) and displaced repositories, and the ports they kept.
-        for (common, entry) in index.entries() {
-            let displaced = index.repositories.get(common) != Some(entry);
-            if displaced || !common.is_dir() {
-                gone_repos.push(GoneRepository {
-                    name: entry.name.clone(),
-                    path: display_path(common).display().to_string(),
-                    block: entry.block,
-                    ports: entry.held().collect(),
-                });
-            }
+        for (common, entry, _) in index.gone() {
+            gone_repos.push(GoneRepository {
+                name: entry.name.clone(),
+                path: display_path(common).display().to_string(),
+                block: entry.block,
+                ports: entry.held().collect(),
+            });
         }
         if lock.is_some() && !index.drop_gone().is_empty() {
             machine.save(&index)?;

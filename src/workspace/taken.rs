@@ -201,6 +201,8 @@ pub struct GoneHolding {
     pub display: PathBuf,
     /// The ports it kept.
     pub ports: Vec<u16>,
+    /// When it was listed: a full range takes back the longest listed first.
+    pub added_at: String,
 }
 
 /// The repository choosing ports, as the index may know it: its common dir here, and its
@@ -237,6 +239,7 @@ impl OutsideHoldings {
                     id: entry.id.clone(),
                     display: names::display_path(common),
                     ports: entry.held().collect(),
+                    added_at: entry.added_at.clone(),
                 });
             }
         };
@@ -264,17 +267,10 @@ impl OutsideHoldings {
                 keep(&d.path, &d.entry);
             }
         }
-        gone.sort_by(|a, b| {
-            let added = |g: &GoneHolding| {
-                (index.entries())
-                    .find(|(p, e)| *p == g.common && e.id == g.id)
-                    .map(|(_, e)| e.added_at.clone())
-            };
-            added(a).cmp(&added(b))
-        });
+        gone.sort_by(|a, b| a.added_at.cmp(&b.added_at));
         let claims = (index.entries())
-            .filter(|(p, e)| !me.is(p, e.id.as_deref()))
-            .filter_map(|(p, e)| {
+            .filter(|(p, e, _)| !me.is(p, e.id.as_deref()))
+            .filter_map(|(p, e, _)| {
                 let [lo, hi] = e.block?;
                 Some((lo..=hi, names::display_path(p)))
             })
