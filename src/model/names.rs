@@ -83,13 +83,16 @@ pub fn display_path(common: &Path) -> PathBuf {
     }
 }
 
-/// `text` as one shell word: as it is when it is made only of characters no shell treats
-/// specially (`feature-x`, `8080`, `/src/app`), else in single quotes (a `'` inside as
-/// `'\''`). The escape function of `[on]` commands' templates, and of the worktree names bash
-/// completion puts on the command line.
+/// A character no shell treats specially (`feature-x`, `8080`, `/src/app` are made of them).
+fn shell_safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c)
+}
+
+/// `text` as one shell word: as it is when it is made only of [`shell_safe`] characters, else
+/// in single quotes (a `'` inside as `'\''`). The escape function of `[on]` commands'
+/// templates.
 pub fn shell_word(text: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
+    if !text.is_empty() && text.chars().all(shell_safe) {
         return text.into();
     }
     format!("'{}'", text.replace('\'', "'\\''")).into()
@@ -100,7 +103,7 @@ pub fn shell_word(text: &str) -> std::borrow::Cow<'_, str> {
 /// prefix of it and bash's matching keeps it. A control character cannot be escaped that way:
 /// then the whole word in single quotes ([`shell_word`]).
 pub fn bash_word(text: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c) || !c.is_ascii();
+    let plain = |c: char| shell_safe(c) || !c.is_ascii();
     if text.chars().all(plain) {
         return text.into();
     }
@@ -119,17 +122,16 @@ pub fn bash_word(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn bash_words_escape_each_special_character() {
-        use super::bash_word;
         assert_eq!(bash_word("feature-x"), "feature-x");
         assert_eq!(bash_word("x$(touch-PWNED)"), "x\\$\\(touch-PWNED\\)");
         assert_eq!(bash_word("a b'c"), "a\\ b\\'c");
         assert_eq!(bash_word("é"), "é");
         assert_eq!(bash_word("a\nb"), "'a\nb'");
     }
-
-    use super::*;
 
     #[test]
     fn labels_are_dns_safe() {

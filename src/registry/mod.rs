@@ -24,7 +24,7 @@ use crate::model::allocate::{Owner, Taken};
 use crate::model::config::MIN_PORT;
 
 pub use codec::{Problem, parse};
-pub use store::{Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, record_files};
+pub use store::{Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, mode_for, record_files};
 
 /// The registry format version this build writes and understands.
 pub const VERSION: u64 = 1;

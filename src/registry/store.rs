@@ -58,15 +58,21 @@ impl Paths {
         }
     }
 
-    /// How the registry's files are written: 0644, or a shared repository's modes.
+    /// How the registry's files are written ([`mode_for`]).
     pub fn mode(&self) -> Mode {
-        match self.sharing.is_shared() {
-            false => Mode::Fixed(0o644),
-            true => Mode::FixedIn {
-                file: self.sharing.file_mode(0o644),
-                dir: self.sharing.dir_mode(),
-            },
-        }
+        mode_for(self.sharing)
+    }
+}
+
+/// How a file the tool writes under a git dir is written: 0644, or, in a shared repository,
+/// git's modes for it and for a folder made for it.
+pub fn mode_for(sharing: Sharing) -> Mode {
+    match sharing.is_shared() {
+        false => Mode::Fixed(0o644),
+        true => Mode::FixedIn {
+            file: sharing.file_mode(0o644),
+            dir: sharing.dir_mode(),
+        },
     }
 }
 
@@ -283,13 +289,7 @@ impl Lock {
         on_wait: &dyn Fn(&Path),
     ) -> anyhow::Result<Lock> {
         Ok(Lock {
-            _lock: lock::acquire_with(
-                &paths.lock,
-                (paths.sharing.is_shared())
-                    .then(|| (paths.sharing.file_mode(0o644), paths.sharing.dir_mode())),
-                timeout,
-                on_wait,
-            )?,
+            _lock: lock::acquire_with(&paths.lock, paths.mode(), timeout, on_wait)?,
             paths: paths.clone(),
             unchecked_backup: std::cell::RefCell::new(None),
         })

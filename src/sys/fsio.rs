@@ -54,7 +54,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn file_bits(self) -> Option<u32> {
+    /// The file's bits, when the mode fixes them.
+    pub fn file_bits(self) -> Option<u32> {
         match self {
             Mode::Fixed(m) | Mode::FixedIn { file: m, .. } => Some(m),
             Mode::KeepExisting => None,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::model::error::{Code, Details, Error, LockTimeout};
-use crate::sys::fsio;
+use crate::sys::fsio::{self, Mode};
 
 /// Default time to wait for a lock.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,28 +36,29 @@ pub fn acquire(
     timeout: Duration,
     on_wait: &dyn Fn(&Path),
 ) -> anyhow::Result<FileLock> {
-    acquire_with(path, None, timeout, on_wait)
+    acquire_with(path, Mode::Fixed(0o644), timeout, on_wait)
 }
 
-/// [`acquire`], the lock file and its folder made with exactly `modes` (file, folder bits: a
-/// shared repository's, which every member of its group must be able to open and lock).
+/// [`acquire`], the lock file made with `mode`'s bits; with [`Mode::FixedIn`] (a shared
+/// repository's, which every member of its group must be able to open and lock) exactly
+/// those, whatever the umask, and its folder too.
 pub fn acquire_with(
     path: &Path,
-    modes: Option<(u32, u32)>,
+    mode: Mode,
     timeout: Duration,
     on_wait: &dyn Fn(&Path),
 ) -> anyhow::Result<FileLock> {
     if let Some(dir) = path.parent() {
-        match modes {
-            Some((_, dir_bits)) => fsio::create_dirs_with(dir, dir_bits),
-            None => fsio::create_dirs(dir),
+        match mode {
+            Mode::FixedIn { dir: bits, .. } => fsio::create_dirs_with(dir, bits),
+            _ => fsio::create_dirs(dir),
         }
         .with_context(|| format!("could not create {}", dir.display()))?;
     }
     let mut opts = OpenOptions::new();
     opts.create(true).truncate(false).write(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, modes.map_or(0o644, |(f, _)| f));
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode.file_bits().unwrap_or(0o644));
     // A lock file another user made without write for us still locks when opened for
     // reading (flock needs no write access).
     let file = match opts.open(path) {
@@ -68,7 +69,7 @@ pub fn acquire_with(
     }
     .with_context(|| format!("could not open lock file {}", path.display()))?;
     #[cfg(unix)]
-    if let Some((bits, _)) = modes {
+    if let Mode::FixedIn { file: bits, .. } = mode {
         // The umask took the group's bits from a new file; a lock file of ours from before
         // the repository was shared gets them too.
         use std::os::unix::fs::{MetadataExt, PermissionsExt};

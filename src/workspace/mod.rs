@@ -153,14 +153,7 @@ impl Workspace {
 
     /// The mode of a file the tool writes under the git dir (0644 unshared).
     pub(crate) fn git_dir_mode(&self) -> anyhow::Result<crate::sys::fsio::Mode> {
-        let s = self.sharing()?;
-        Ok(match s.is_shared() {
-            false => crate::sys::fsio::Mode::Fixed(0o644),
-            true => crate::sys::fsio::Mode::FixedIn {
-                file: s.file_mode(0o644),
-                dir: s.dir_mode(),
-            },
-        })
+        Ok(registry::mode_for(self.sharing()?))
     }
 
     /// The repository.
