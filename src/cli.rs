@@ -203,7 +203,7 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Print /etc/hosts lines for every worktree hostname (writes nothing).
     Hosts(HostsArgs),
-    /// Print a shell's completion script (bash and zsh plug into git's own completion).
+    /// Print a shell's completion script (bash, zsh and fish also complete `git worktree-ports`).
     Completions(CompletionsArgs),
     /// Write the man pages where `man` (and `git worktree-ports --help`) finds them.
     InstallMan(InstallManArgs),
