@@ -254,11 +254,23 @@ fn kill_9_storm() {
                     vec!["allocate".into(), "--no-render".into()]
                 }
             };
-            let mut run = repo
-                .wp_in(&dir, &args)
-                .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "30");
-            run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            children.push(run.cmd.spawn().unwrap());
+            let spawn = |dir: &std::path::Path| {
+                let mut run = repo
+                    .wp_in(dir, &args)
+                    .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "30");
+                run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                run.cmd.spawn()
+            };
+            let child = match spawn(&dir) {
+                Ok(child) => child,
+                // A `remove` of this round may delete the worktree between the check above and
+                // the spawn (a child cannot start in a missing directory): from the main one.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
+                    spawn(&repo.root).unwrap()
+                }
+                Err(e) => panic!("could not start {args:?} in {}: {e}", dir.display()),
+            };
+            children.push(child);
             spawned += 1;
         }
         // Kill a random third of them at random moments while they run.
