@@ -135,6 +135,8 @@ pub enum SchemaName {
     Prune,
     /// `check --json`.
     Check,
+    /// `get --json`.
+    Get,
     /// `remove --json`.
     Remove,
     /// `render --json`.
@@ -667,6 +669,9 @@ pub struct GetArgs {
     /// worktree of the same name as the current one when it has one, else its main worktree.
     #[arg(long, value_name = "NAME|PATH")]
     pub repo: Option<String>,
+    /// Print JSON; its shape: `git worktree-ports --print-schema get`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `proxy` arguments.

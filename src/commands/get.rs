@@ -1,10 +1,39 @@
 //! `get <service> [-w <worktree>]`: the port alone on stdout, for scripts. Reads without the
 //! lock; never writes, never allocates.
 
+use schemars::JsonSchema;
+use serde::Serialize;
+
 use crate::cli::GetArgs;
 use crate::commands::Report;
 use crate::model::error::{Code, Details, Error, NotAllocated, UnknownService};
 use crate::workspace::{Workspace, dispose, peer_query};
+
+/// `get --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GetAnswer {
+    /// The worktree's name (`main` for the main worktree).
+    pub worktree: String,
+    /// The service asked for.
+    pub service: String,
+    /// Its port.
+    pub port: u16,
+    /// With --repo: the other repository, as it was named.
+    pub repository: Option<String>,
+}
+
+/// The port alone (`8081`), or the answer with `--json`.
+fn answer(args: &GetArgs, worktree: String, port: u16) -> Report {
+    Report::ok(format!("{port}\n")).or_answer(
+        args.json,
+        GetAnswer {
+            worktree,
+            service: args.service.clone(),
+            port,
+            repository: args.repo.clone(),
+        },
+    )
+}
 
 /// Run `get`.
 pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
@@ -31,7 +60,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
         .into());
     };
     match ports.get(&args.service) {
-        Some(port) => Ok(Report::ok(format!("{port}\n"))),
+        Some(port) => Ok(answer(args, key, *port)),
         None => {
             let names: Vec<&str> = ports.keys().map(String::as_str).collect();
             Err(Error::new(
@@ -56,8 +85,10 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
 /// `port()` template function resolves it.
 fn from_peer(repo: &str, args: &GetArgs) -> anyhow::Result<Report> {
     let (peers, spec, worktree) = peer_query(repo, args.worktree.as_deref());
+    // The worktree read: the one named like this one, else the main one.
+    let read = (peers.worktree_ports(&spec, &worktree).ok()).map(|(w, _)| w.to_string());
     match peers.port(&spec, &args.service, &worktree) {
-        Ok(port) => Ok(Report::ok(format!("{port}\n"))),
+        Ok(port) => Ok(answer(args, read.unwrap_or(worktree), port)),
         Err(msg) => Err(Error::new(Code::NotAllocated, msg)
             .with(Details::NotAllocated(NotAllocated {
                 worktree,

@@ -37,9 +37,9 @@ pub fn run(args: &LeaseArgs) -> anyhow::Result<Report> {
             .expires_at
             .map(|t| rfc3339(UNIX_EPOCH + Duration::from_secs(t)))
             .unwrap_or_default();
-        eprintln!(
-            "git-worktree-ports: lease {id}: held until {until}; give the ports back sooner with `git worktree-ports release --lease {id}`"
-        );
+        workspace::note(&format!(
+            "lease {id}: held until {until}; give the ports back sooner with `git worktree-ports release --lease {id}`"
+        ));
         let report = Report::ok(format!("{}\n", ports_text(&lease.ports)));
         return Ok(report.or_answer(
             args.json,

@@ -65,6 +65,7 @@ pub fn print(name: SchemaName) -> String {
             "release --lease ID --json",
         ),
         SchemaName::Prune => (schema_for!(Versioned<prune::PruneAnswer>), "prune --json"),
+        SchemaName::Get => (schema_for!(Versioned<get::GetAnswer>), "get --json"),
         SchemaName::Check => (schema_for!(Versioned<check::CheckAnswer>), "check --json"),
         SchemaName::Remove => (
             schema_for!(Versioned<remove::RemoveAnswer>),

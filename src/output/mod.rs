@@ -2,3 +2,4 @@
 
 pub mod colour;
 pub mod progress;
+pub mod warn;

@@ -79,11 +79,7 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Print a warning on stderr.
-pub fn warn(msg: &str) {
-    let label = crate::output::colour::paint_err("warning:", crate::output::colour::Colour::Yellow);
-    eprintln!("git-worktree-ports: {label} {msg}");
-}
+pub use crate::output::warn::{note, warn};
 
 /// Let go of a registry the command is done with. A large one is freed on another thread: a
 /// 10,000-worktree registry is 40,000 allocations, 1.6 ms to free, and the process is about

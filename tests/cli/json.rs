@@ -233,6 +233,7 @@ fn every_json_answer_fits_its_printed_schema_and_both_forms_are_pinned() {
         &["check", &mine, &free, "--json"],
         None,
     );
+    both("get", &["get", "web"], &["get", "web", "--json"], None);
     both("render", &["render"], &["render", "--json"], None);
     both("env", &["env"], &["env", "--format", "json"], None);
     both("suggest", &["suggest"], &["suggest", "--json"], None);
@@ -304,7 +305,7 @@ fn every_json_answer_fits_its_printed_schema_and_both_forms_are_pinned() {
         &["repair", "--dry-run", "--json"],
         None,
     );
-    assert_eq!(pinned, 15);
+    assert_eq!(pinned, 16);
 }
 
 /// The validator itself: it must catch what it is there to catch.
