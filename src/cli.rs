@@ -84,13 +84,15 @@ impl Cli {
         match command {
             Command::Allocate(a) => a.json,
             Command::List(a) => a.json || a.format == Some(ListFormat::Json),
-            Command::Get(_) | Command::Exec(_) | Command::Init(_) | Command::Hook(_) => false,
+            Command::Get(a) => a.json,
+            Command::Exec(_) | Command::Init(_) | Command::Hook(_) => false,
             Command::Hooks(a) => matches!(a.action, HooksAction::Status { json: true }),
             Command::Release(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Check(a) => a.json,
             Command::Add(a) => a.json,
             Command::Completions(_) | Command::InstallMan(_) | Command::Skill(_) => false,
+            Command::Mcp(_) => false,
             Command::Remove(a) => a.json,
             Command::Render(a) => a.json,
             Command::Repair(a) => a.json,
@@ -212,6 +214,10 @@ pub enum Command {
     /// Print the agent skill (SKILL.md, in the Agent Skills format) that tells a coding agent
     /// when and how to use this tool; --agents-md: a snippet for a repository's AGENTS.md.
     Skill(SkillArgs),
+    /// Serve the Model Context Protocol on stdin/stdout for a coding agent: every tool acts
+    /// on the repository or worktree path it is given. Register it with the agent as
+    /// `git-worktree-ports mcp` (README: Coding agents).
+    Mcp(McpArgs),
     /// Entry points for git hooks (internal; the installed hook calls this).
     #[command(hide = true)]
     Hook(HookArgs),
@@ -231,6 +237,10 @@ pub enum Shell {
     /// elvish.
     Elvish,
 }
+
+/// `mcp` arguments.
+#[derive(Debug, Args)]
+pub struct McpArgs {}
 
 /// `completions` arguments.
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod machine;
+pub mod mcp;
 pub mod model;
 pub mod output;
 pub mod proxy;
@@ -37,30 +38,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let report = match command {
-        Command::Completions(a) => commands::completions::run(a)?,
-        Command::Skill(a) => commands::skill::run(a),
-        Command::InstallMan(a) => commands::install_man::run(a)?,
-        Command::Allocate(a) => commands::allocate::run(a)?,
-        Command::List(a) => commands::list::run(a)?,
-        Command::Get(a) => commands::get::run(a)?,
-        Command::Release(a) => commands::release::run(a)?,
-        Command::Prune(a) => commands::prune::run(a)?,
-        Command::Check(a) => commands::check::run(a)?,
-        Command::Add(a) => commands::add::run(a)?,
-        Command::Remove(a) => commands::remove::run(a)?,
-        Command::Render(a) => commands::render::run(a)?,
-        Command::Env(a) => commands::env::run(a)?,
-        Command::Exec(a) => commands::exec::run(a)?,
-        Command::Init(a) => commands::init::run(a)?,
-        Command::Hooks(a) => commands::hooks::run(a)?,
-        Command::Repair(a) => commands::repair::run(a)?,
-        Command::Suggest(a) => commands::suggest::run(a)?,
-        Command::Lease(a) => commands::lease::run(a)?,
-        Command::Status(a) => commands::status::run(a)?,
-        Command::Doctor(a) => commands::doctor::run(a)?,
-        Command::Proxy(a) => commands::proxy::run(a)?,
-        Command::Hosts(a) => commands::hosts::run(a)?,
-        Command::Hook(a) => commands::hook::run(a),
+        Command::Mcp(a) => mcp::serve(a)?,
+        command => commands::run(command)?,
     };
     if let Err(e) = print_stdout(&report.stdout) {
         // A reader that went away (`| head`) is no failure; anything else is: a script that

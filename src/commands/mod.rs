@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::cli::{PortArg, PortValue};
+use crate::cli::{Command, PortArg, PortValue};
 use crate::model::allocate::Want;
 use crate::workspace::{FileAction, Holding, Rendered, Target, Workspace};
 
@@ -37,6 +37,38 @@ pub mod schema;
 pub mod skill;
 pub mod status;
 pub mod suggest;
+
+/// Run one command line's command: the one dispatch match (`lib::run` prints what it
+/// answers; the MCP server answers with it).
+pub fn run(command: &Command) -> anyhow::Result<Report> {
+    Ok(match command {
+        Command::Completions(a) => completions::run(a)?,
+        Command::Skill(a) => skill::run(a),
+        Command::InstallMan(a) => install_man::run(a)?,
+        Command::Allocate(a) => allocate::run(a)?,
+        Command::List(a) => list::run(a)?,
+        Command::Get(a) => get::run(a)?,
+        Command::Release(a) => release::run(a)?,
+        Command::Prune(a) => prune::run(a)?,
+        Command::Check(a) => check::run(a)?,
+        Command::Add(a) => add::run(a)?,
+        Command::Remove(a) => remove::run(a)?,
+        Command::Render(a) => render::run(a)?,
+        Command::Env(a) => env::run(a)?,
+        Command::Exec(a) => exec::run(a)?,
+        Command::Init(a) => init::run(a)?,
+        Command::Hooks(a) => hooks::run(a)?,
+        Command::Repair(a) => repair::run(a)?,
+        Command::Suggest(a) => suggest::run(a)?,
+        Command::Lease(a) => lease::run(a)?,
+        Command::Status(a) => status::run(a)?,
+        Command::Doctor(a) => doctor::run(a)?,
+        Command::Proxy(a) => proxy::run(a)?,
+        Command::Hosts(a) => hosts::run(a)?,
+        Command::Hook(a) => hook::run(a),
+        Command::Mcp(_) => anyhow::bail!("`mcp` is served by lib::run, not a command's answer"),
+    })
+}
 
 /// What a command produced.
 #[derive(Debug, Default)]

@@ -44,6 +44,11 @@ pub fn json_text<T: Serialize>(value: &T) -> String {
 
 /// The JSON Schema of one answer, as pretty JSON.
 pub fn print(name: SchemaName) -> String {
+    json_text(&of(name))
+}
+
+/// The JSON Schema of one answer (`--print-schema`, and the MCP tools' `outputSchema`).
+pub fn of(name: SchemaName) -> schemars::Schema {
     use crate::commands::*;
     use schemars::schema_for;
     let (mut schema, title) = match name {
@@ -107,5 +112,5 @@ pub fn print(name: SchemaName) -> String {
         ),
     };
     schema.insert("title".into(), format!("git worktree-ports {title}").into());
-    json_text(&schema)
+    schema
 }

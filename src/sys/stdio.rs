@@ -30,3 +30,31 @@ static RECORD_STDOUT: extern "C" fn() = record_stdout;
 pub fn stdout_was_closed() -> bool {
     CLOSED_AT_START.load(Ordering::Relaxed)
 }
+
+/// Keep the standard streams for a protocol, and point fd 0 and fd 1 elsewhere: stdin at
+/// `/dev/null`, stdout at stderr. Returns the protocol's input and output (close-on-exec
+/// copies of the old fd 0 and fd 1).
+///
+/// What this guards: a protocol spoken on stdout (MCP) breaks at the first stray byte, and
+/// a child process inherits fd 0 and fd 1 (a user's post-checkout hook that `git worktree
+/// add` runs, an `[on] allocate` command, a `println!` anywhere). After this, every such
+/// byte goes to stderr, and no child can read the protocol's input.
+pub fn take_for_protocol() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+    // SAFETY: fds 0 and 1 are open for the whole process (the runtime reopens closed ones
+    // on /dev/null before main); they are only borrowed here to be duplicated.
+    let (stdin, stdout) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) };
+    let input: OwnedFd = rustix::io::fcntl_dupfd_cloexec(stdin, 3)?;
+    let output: OwnedFd = rustix::io::fcntl_dupfd_cloexec(stdout, 3)?;
+    let null = std::fs::File::open("/dev/null")?;
+    let stderr = std::io::stderr();
+    // SAFETY: dup2 onto 0 and 1 replaces the descriptors std's handles write to; nothing
+    // else holds them (the protocol uses the copies above).
+    unsafe {
+        if libc::dup2(null.as_raw_fd(), 0) == -1 || libc::dup2(stderr.as_fd().as_raw_fd(), 1) == -1
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((input.into(), output.into()))
+}

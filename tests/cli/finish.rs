@@ -44,7 +44,7 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
     let dir = repo.env.root().join("man/man1");
     repo.wp(["install-man", "--dir", dir.to_str().unwrap()])
         .stdout_is(format!(
-            "wrote 31 man pages to {}\nman finds them when {} is in MANPATH\n",
+            "wrote 32 man pages to {}\nman finds them when {} is in MANPATH\n",
             dir.display(),
             dir.parent().unwrap().display()
         ))
@@ -83,7 +83,7 @@ fn install_man_writes_a_page_per_command_that_man_renders_with_its_options() {
             }
         }
     }
-    assert_eq!(pages, 31, "one page per command");
+    assert_eq!(pages, 32, "one page per command");
     assert!(checked > 50, "only {checked} options checked");
     let add = man_text(&dir.join("git-worktree-ports-add.1"));
     for opt in ["--detach", "--orphan", "-b <NAME>", "--port <SERVICE=PORT>"] {
@@ -240,7 +240,7 @@ fn bash_completes_through_gits_own_completion_with_worktrees_and_services() {
         out,
         "[status ]\n\
          [main ][feature-x ]\n\
-         [web ][db ][--worktree ][--color ][--repo ][--help ]\n\
+         [web ][db ][--worktree ][--color ][--repo ][--json ][--help ]\n\
          [web=][db=]\n\
          [web ][db ]\n\
          [status ]\n\

@@ -21,6 +21,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("render", &["model", "sys"]),
     ("machine", &["registry", "model", "sys"]),
     ("proxy", &["machine", "registry", "model", "sys"]),
+    ("mcp", &["commands", "cli", "model", "output", "sys"]),
     ("sys", &["model"]),
     ("model", &[]),
 ];

@@ -22,6 +22,7 @@ mod lease;
 mod lifecycle;
 mod list;
 mod machine;
+mod mcp;
 mod names;
 mod pins;
 mod policies;
