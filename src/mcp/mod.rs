@@ -40,7 +40,7 @@ pub fn serve(_args: &McpArgs) -> anyhow::Result<Report> {
     let server = Server {
         state: Arc::new(State {
             start,
-            turn: Mutex::new(()),
+            turn: Mutex::new(<Cli as clap::CommandFactory>::command()),
         }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -72,8 +72,9 @@ struct Server {
 struct State {
     /// The directory the server started in: relative paths are relative to it.
     start: PathBuf,
-    /// Held while a call runs (it sets the process's working directory).
-    turn: Mutex<()>,
+    /// Held while a call runs (it sets the process's working directory); the command line
+    /// parser, built once.
+    turn: Mutex<clap::Command>,
 }
 
 impl ServerHandler for Server {
@@ -140,7 +141,7 @@ impl ServerHandler for Server {
 impl State {
     /// Run one call: in its directory, under the turn, warnings collected.
     fn call(&self, plan: Plan) -> CallToolResult {
-        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parser = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         let dir = match &plan.dir {
             Some(d) => self.start.join(d),
             None => self.start.clone(),
@@ -149,7 +150,7 @@ impl State {
             return failure(&e);
         }
         let argv = std::iter::once("git-worktree-ports".to_string()).chain(plan.argv);
-        let cli = match Cli::try_parse_args(argv) {
+        let cli = match Cli::try_parse_with(&mut parser, argv) {
             Ok(cli) => cli,
             Err(e) => return failure(&usage(&e)),
         };

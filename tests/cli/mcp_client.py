@@ -124,9 +124,10 @@ async def tools_scenario():
         assert web not in [s["ports"]["web"] for s in sugg["suggestions"]], sugg
 
         added = await t.call("add_worktree", repository=repo, path="../feat-mcp",
-                             ports={"web": "auto"})
+                             branch="agent/feat", ports={"web": "auto"})
         feat = added["path"]
         assert os.path.isdir(feat) and added["worktree"] == "feat-mcp", added
+        assert added["branch"] == "agent/feat", added
         assert added["ports"]["web"] != web
         assert any(f["path"] == ".env" for f in added["rendered"]), added
         machine = await t.call("list_machine")
