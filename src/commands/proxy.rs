@@ -8,7 +8,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::cli::{ProxyAction, ProxyArgs};
+use crate::cli::{Command, ListArgs, ProxyAction, ProxyArgs};
 use crate::commands::Report;
 use crate::proxy::DEFAULT_PORT;
 use crate::proxy::daemon::{Daemon, Started};
@@ -43,12 +43,31 @@ pub struct RouteAnswer {
     pub port: u16,
 }
 
+/// The dashboard's data: exactly what `list --all --json` prints (None when it fails; the
+/// proxy's log has why).
+fn listing() -> Option<String> {
+    let args = ListArgs {
+        all: true,
+        sort: None,
+        no_probe: false,
+        json: true,
+        format: None,
+    };
+    match crate::commands::run(&Command::List(args)) {
+        Ok(report) => Some(report.stdout),
+        Err(e) => {
+            crate::workspace::warn(&format!("the dashboard's listing failed: {e:#}"));
+            None
+        }
+    }
+}
+
 /// Run `proxy`.
 pub fn run(args: &ProxyArgs) -> anyhow::Result<Report> {
     let daemon = Daemon::from_env()?;
     match &args.action {
         ProxyAction::Run { port } => {
-            daemon.run(*port)?;
+            daemon.run(*port, std::sync::Arc::new(listing))?;
             Ok(Report::ok(String::new()))
         }
         ProxyAction::Start { port } => Ok(Report::ok(match daemon.start(*port)? {

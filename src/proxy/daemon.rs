@@ -123,7 +123,11 @@ impl Daemon {
     }
 
     /// Serve in the foreground until stopped.
-    pub fn run(&self, asked: Option<u16>) -> anyhow::Result<()> {
+    pub fn run(
+        &self,
+        asked: Option<u16>,
+        listing: super::dashboard::Listing,
+    ) -> anyhow::Result<()> {
         let port = self.port_for(asked);
         if let Some(pid) = self.running().filter(|p| *p != std::process::id()) {
             return Err(Error::new(
@@ -145,7 +149,7 @@ impl Daemon {
             write(&self.pid_file, &me.text(), "proxy-pid")?;
         }
         eprintln!("git-worktree-ports: proxy listening on 127.0.0.1:{port} and [::1]:{port}");
-        let served = serve(bound, self.machine.clone());
+        let served = serve(bound, self.machine.clone(), listing);
         if self.running() == Some(std::process::id()) {
             let _ = std::fs::remove_file(&self.pid_file);
         }

@@ -4,6 +4,7 @@
 //! (server-sent events) and upgrades (WebSocket: dev servers' hot reload) pass through;
 //! `X-Forwarded-For`, `-Host` and `-Proto` are set. A known host whose server is down gets a
 //! 502 page saying how to start it; an unknown host a 404 page listing the known ones;
+//! `localhost` itself (no worktree's name) the dashboard ([`dashboard`]) and its JSON;
 //! requests with an unusable Host, both Content-Length and Transfer-Encoding, or a head over
 //! 64 KiB get 400 and are never forwarded (the last two refused by [`guard`] before hyper
 //! parses them).
@@ -14,6 +15,7 @@
 //! own upstream connection; another thread re-reads the routes when the files change.
 
 pub mod daemon;
+pub mod dashboard;
 pub mod guard;
 pub mod routes;
 
@@ -42,6 +44,8 @@ type Body = BoxBody<Bytes, hyper::Error>;
 struct State {
     routes: RwLock<Routes>,
     port: u16,
+    /// The dashboard's data (`list --all --json`), made by the caller.
+    listing: dashboard::Listing,
 }
 
 /// The upstream connection of one client connection: HTTP/1.1 requests on a connection come
@@ -186,7 +190,7 @@ pub fn bind(port: u16) -> anyhow::Result<Bound> {
 
 /// Serve until SIGTERM or SIGINT. Routes follow the index and the registries (checked twice a
 /// second).
-pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
+pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> anyhow::Result<()> {
     // systemd's default soft limit is 1,024 descriptors: take what the hard limit allows.
     crate::sys::procs::raise_open_files_limit();
     let idle = idle_timeout();
@@ -198,6 +202,7 @@ pub fn serve(bound: Bound, machine: Machine) -> anyhow::Result<()> {
         let state = Arc::new(State {
             routes: RwLock::new(routes),
             port: bound.port,
+            listing,
         });
         // Routes follow the files: checked on a thread of their own, so reading many
         // registries never stalls the (single-threaded) server.
@@ -349,6 +354,9 @@ async fn handle(
     // guard (guard.rs) refused them before hyper parsed them.
     let route = state.routes.read().expect("routes lock").get(&host);
     let Some(route) = route else {
+        if host == "localhost" || host == "127.0.0.1" {
+            return Ok(dashboard(&req, &state).await);
+        }
         return Ok(not_found(&state, &host));
     };
     let upgrade = is_upgrade(req.headers());
@@ -465,6 +473,53 @@ fn bad_gateway(route: &Route, host: &str, failure: Failure) -> Response<Body> {
             escape(&route.path.display().to_string()),
         ),
     )
+}
+
+/// `GET /`: the dashboard; `GET /worktrees.json`: its data, `list --all --json`.
+async fn dashboard(req: &Request<Incoming>, state: &State) -> Response<Body> {
+    let path = req.uri().path();
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        return page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed",
+            "<p>The dashboard only reads.</p>",
+        );
+    }
+    if path != "/" && path != "/worktrees.json" {
+        return page(
+            StatusCode::NOT_FOUND,
+            "404 Not Found",
+            "<p>The proxy answers <a href=\"/\">/</a> (its dashboard) and /worktrees.json on localhost; a worktree's server is at http://&lt;worktree&gt;.&lt;repo&gt;.localhost.</p>",
+        );
+    }
+    // Reading every registry and the socket tables blocks: off the serving thread.
+    let listing = state.listing.clone();
+    let answer = tokio::task::spawn_blocking(move || listing())
+        .await
+        .ok()
+        .flatten();
+    let Some(json) = answer else {
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500: the machine's listing could not be read",
+            "<p>See the proxy's log; <code>git worktree-ports list --all</code> says why.</p>",
+        );
+    };
+    let (body, kind) = match path {
+        "/" => {
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+            (
+                dashboard::page(&value, state.port),
+                "text/html; charset=utf-8",
+            )
+        }
+        _ => (json, "application/json"),
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, kind)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
+        .expect("a valid response")
 }
 
 fn not_found(state: &State, host: &str) -> Response<Body> {

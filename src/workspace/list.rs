@@ -49,6 +49,8 @@ pub struct WorktreeListing {
     pub name: String,
     /// Its recorded directory.
     pub path: String,
+    /// Its branch when it allocated (None: detached).
+    pub branch: Option<String>,
     /// Service -> port.
     pub ports: BTreeMap<String, u16>,
     /// Whether the directory exists.
@@ -181,6 +183,7 @@ pub fn machine_listing() -> anyhow::Result<(Vec<RepoListing>, PathBuf)> {
                                 name: key.to_string(),
                                 exists: !path.is_empty() && std::path::Path::new(&path).is_dir(),
                                 path,
+                                branch: record.as_ref().and_then(|r| r.branch.clone()),
                                 ports,
                                 slot: record.as_ref().and_then(|r| r.slot),
                                 hostname,

@@ -8,6 +8,7 @@ mod allocate;
 mod check;
 mod concurrency;
 mod corrupt;
+mod dashboard;
 mod docs;
 mod doctor;
 mod env_exec;

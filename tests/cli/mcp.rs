@@ -11,24 +11,9 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// A Python with the `mcp` and `jsonschema` packages, or None (the test says it skips).
-fn python() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("GIT_WORKTREE_PORTS_TEST_PYTHON") {
-        Some(p) => vec![p.into()],
-        None => vec!["python3".into()],
-    };
-    candidates.into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import mcp, jsonschema"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// Run the client script's `scenario`; its summary (last stdout line).
 fn client(repo: &TestRepo, conf: Value) -> Option<Value> {
-    let Some(python) = python() else {
+    let Some(python) = python("mcp, jsonschema") else {
         skip(
             "the MCP client tests: no Python with the `mcp` package (set GIT_WORKTREE_PORTS_TEST_PYTHON; .ci/run makes one)",
         );

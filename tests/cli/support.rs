@@ -885,3 +885,19 @@ fn sha1_and_base64_give_rfc_6455s_example() {
     ));
     assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
+
+/// A Python that imports `modules` (`"mcp, jsonschema"`): `GIT_WORKTREE_PORTS_TEST_PYTHON`
+/// (the virtualenv `.ci/run` makes), else `python3`; None when neither does (the caller
+/// says it skips).
+pub fn python(modules: &str) -> Option<PathBuf> {
+    let candidate: PathBuf = match std::env::var_os("GIT_WORKTREE_PORTS_TEST_PYTHON") {
+        Some(p) => p.into(),
+        None => "python3".into(),
+    };
+    Command::new(&candidate)
+        .args(["-c", &format!("import {modules}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(candidate)
+}
