@@ -670,6 +670,29 @@ pub fn run_worktree_command(
         .map_err(|e| git_failed(format!("could not run git: {e}")))
 }
 
+/// The variables through which git names a repository whatever the current directory.
+pub const REPOSITORY_VARIABLES: [&str; 7] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_COMMON_DIR",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_PREFIX",
+];
+
+/// Forget [`REPOSITORY_VARIABLES`], for this process and what it runs: for a process told
+/// which repository each request is about (the MCP server, started from wherever an agent
+/// runs), where an inherited `GIT_DIR` would silently answer for another repository. Call it
+/// before the process starts a thread.
+pub fn forget_repository_environment() {
+    for var in REPOSITORY_VARIABLES {
+        // SAFETY: called first thing by a command that has started no thread yet (`mcp`,
+        // before its runtime), so no other thread reads the environment while it changes.
+        unsafe { std::env::remove_var(var) };
+    }
+}
+
 /// `git worktree remove --force --force <path>` (twice: a locked worktree too), quietly;
 /// true when git removed it.
 pub fn force_remove_worktree(path: &Path) -> bool {

@@ -121,6 +121,10 @@ struct Raw {
 
 impl Raw {
     fn start(repo: &TestRepo) -> Raw {
+        Raw::start_with(repo, &[])
+    }
+
+    fn start_with(repo: &TestRepo, env: &[(&str, &std::path::Path)]) -> Raw {
         let mut cmd = Command::new(bin());
         cmd.arg("mcp")
             .current_dir(&repo.root)
@@ -128,6 +132,7 @@ impl Raw {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         repo.env.apply(&mut cmd);
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -358,4 +363,44 @@ fn a_noisy_hook_under_add_worktree_never_reaches_the_protocol() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("hook noise on stdout"), "{err}");
+}
+
+/// A server started with another repository's `GIT_DIR` in its environment (from a git hook,
+/// a shell that exported it) answers for the path each call names, never for `GIT_DIR`'s
+/// repository.
+#[test]
+fn an_inherited_git_dir_never_answers_for_the_path_a_call_names() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let other = repo.another("other", Some(&default_config(repo.base)));
+    repo.env
+        .wp_in(&other, ["allocate", "--no-render"])
+        .succeeds();
+    let other_git = other.join(".git");
+    let mut raw = Raw::start_with(&repo, &[("GIT_DIR", &other_git), ("GIT_WORK_TREE", &other)]);
+    raw.ask(
+        json!(0),
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": "t", "version": "1"}}),
+    );
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    for (path, expected) in [(&repo.root, &repo.root), (&other, &other)] {
+        let want: u64 = repo
+            .env
+            .wp_in(expected, ["get", "web"])
+            .succeeds()
+            .stdout()
+            .trim()
+            .parse()
+            .unwrap();
+        let v = raw.ask(
+            json!(path.to_str().unwrap()),
+            "tools/call",
+            json!({"name": "get_port", "arguments": {"path": path, "service": "web"}}),
+        );
+        assert_eq!(v["result"]["structuredContent"]["port"], want, "{v}");
+    }
+    drop(raw.child.stdin.take());
+    assert!(raw.child.wait().unwrap().success());
 }
