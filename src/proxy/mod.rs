@@ -46,6 +46,9 @@ struct State {
     port: u16,
     /// The dashboard's data (`list --all --json`), made by the caller.
     listing: dashboard::Listing,
+    /// The last listing and when it was made: every open page asks once a second, and a
+    /// listing reads every registry and the socket tables, so pages share one per 500 ms.
+    listed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// The upstream connection of one client connection: HTTP/1.1 requests on a connection come
@@ -203,6 +206,7 @@ pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> any
             routes: RwLock::new(routes),
             port: bound.port,
             listing,
+            listed: Default::default(),
         });
         // Routes follow the files: checked on a thread of their own, so reading many
         // registries never stalls the (single-threaded) server.
@@ -492,12 +496,25 @@ async fn dashboard(req: &Request<Incoming>, state: &State) -> Response<Body> {
             "<p>The proxy answers <a href=\"/\">/</a> (its dashboard) and /worktrees.json on localhost; a worktree's server is at http://&lt;worktree&gt;.&lt;repo&gt;.localhost.</p>",
         );
     }
-    // Reading every registry and the socket tables blocks: off the serving thread.
-    let listing = state.listing.clone();
-    let answer = tokio::task::spawn_blocking(move || listing())
-        .await
-        .ok()
-        .flatten();
+    let fresh = (state.listed.lock().expect("listing lock").as_ref())
+        .filter(|(at, _)| at.elapsed() < Duration::from_millis(500))
+        .map(|(_, json)| json.clone());
+    let answer = match fresh {
+        Some(json) => Some(json),
+        None => {
+            // Reading every registry and the socket tables blocks: off the serving thread.
+            let listing = state.listing.clone();
+            let made = tokio::task::spawn_blocking(move || listing())
+                .await
+                .ok()
+                .flatten();
+            if let Some(json) = &made {
+                *state.listed.lock().expect("listing lock") =
+                    Some((std::time::Instant::now(), json.clone()));
+            }
+            made
+        }
+    };
     let Some(json) = answer else {
         return page(
             StatusCode::INTERNAL_SERVER_ERROR,

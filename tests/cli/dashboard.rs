@@ -156,6 +156,7 @@ fn headless_chromium_shows_every_worktree_follows_a_link_and_sees_a_new_server_c
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("dashboard: {summary}");
     // main and feat, each with its web service.
     assert_eq!(summary["links"], 2);
     assert!(std::fs::metadata(&shot).unwrap().len() > 5000);
