@@ -409,6 +409,12 @@ impl Workspace {
             false => None,
         };
         let lock = self.lock()?;
+        // Still there, now that nothing can release its ports meanwhile: a `remove` that
+        // finished while this waited for the lock (or deleted the worktree while its config was
+        // read: the built-in services instead of its own) must not get it ports again.
+        if !wt.path.is_dir() || !wt.git_dir.is_dir() {
+            return Err(super::view::missing_dir(wt));
+        }
         let mut reg = self.load_locked(&lock, unlocked)?;
         // The repository's name as the machine knows it (unique among its repositories),
         // and its label in hostnames, decided once and kept in the registry and the index.

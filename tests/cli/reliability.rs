@@ -400,6 +400,47 @@ fn a_waiting_process_proceeds_when_the_lock_is_released() {
     assert_eq!(out.json()["ports"]["web"], repo.base + 1);
 }
 
+/// Found by the kill -9 storm (seed 1796316183547506897): an `allocate` in a worktree that a
+/// `remove` deleted while the allocate waited for the lock (having read its config, or, in
+/// the storm, found the config already gone and taken the built-in services) went on and
+/// gave the deleted worktree ports: a partial set in the registry for a worktree that no
+/// longer exists. Under the lock it checks the worktree is still there, and writes nothing.
+#[test]
+fn an_allocate_waiting_for_the_lock_while_its_worktree_is_removed_writes_nothing() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let wt = repo.add_worktree("doomed");
+    let before = std::fs::read(repo.registry_path()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(repo.common_dir().join("worktree-registry/ports.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut run = repo
+        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "20");
+    run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = run.cmd.spawn().unwrap();
+    // It waits for the lock (it says so after a second); meanwhile git removes the worktree.
+    std::thread::sleep(Duration::from_millis(1300));
+    repo.git(["worktree", "remove", "--force", wt.to_str().unwrap()]);
+    drop(lock);
+    let out = Out(child.wait_with_output().unwrap());
+    assert!(!out.0.status.success(), "{}", out.describe());
+    assert_eq!(
+        out.json()["error"],
+        "WORKTREE_NOT_FOUND",
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr().contains("waiting for lock on"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(std::fs::read(repo.registry_path()).unwrap(), before);
+}
+
 /// Issue 26, item 16: recovering a damaged `index.json` moved it aside before its replacement
 /// was written; a failure (a full disk) or a crash in between left no index, and the next
 /// command read that as "no repositories" although the backup was intact: another repository
