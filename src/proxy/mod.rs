@@ -349,6 +349,17 @@ async fn handle(
         (r.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
         r
     };
+    // `http://[::1]:7355/`: the dashboard too (no worktree has an IP literal for a name).
+    if req.uri().authority().is_none()
+        && let [h] = req
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .collect::<Vec<_>>()[..]
+        && (h.as_bytes() == b"[::1]" || h.as_bytes().starts_with(b"[::1]:"))
+    {
+        return Ok(dashboard(&req, &state).await);
+    }
     let Some(host) = request_host(&req) else {
         return Ok(bad(
             "the Host header is missing, repeated, or not a host name",

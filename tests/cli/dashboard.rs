@@ -94,6 +94,16 @@ fn localhost_is_the_dashboard_readable_without_javascript_and_its_json_is_list_a
     for tag in ["<script src", "<link", "<img", "@import", "url("] {
         assert!(!page.contains(tag), "{tag}");
     }
+    // Asked for by the IPv6 loopback literal, as by localhost.
+    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    write!(
+        s,
+        "GET /worktrees.json HTTP/1.1\r\nHost: [::1]:{p}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     // It only reads; other paths are not found.
     assert_eq!(request(p, "POST", "/").0, 405);
     assert_eq!(request(p, "GET", "/etc/passwd").0, 404);
