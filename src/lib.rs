@@ -59,9 +59,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// A command line clap refused, for a caller that asked for `--json`: the error object on
 /// stdout (code `USAGE_ERROR`; the exit code stays 2).
 pub fn report_usage_error(err: &clap::Error) {
-    let text = err.render().to_string();
-    let first = text.lines().next().unwrap_or_default();
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let message = commands::usage_message(err);
     let e = error::Error::new(
         error::Code::UsageError,
         format!("{message}; `git worktree-ports -h` lists the commands and options"),

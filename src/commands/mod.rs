@@ -70,6 +70,14 @@ pub fn run(command: &Command) -> anyhow::Result<Report> {
     })
 }
 
+/// What clap says of a command line it refused, in one line: its first, without `error: `
+/// (`--json`'s USAGE_ERROR, and the MCP server's for arguments a tool passes on).
+pub fn usage_message(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
 /// What a command produced.
 #[derive(Debug, Default)]
 pub struct Report {

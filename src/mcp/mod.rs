@@ -185,12 +185,7 @@ fn enter(dir: &Path) -> Result<(), Error> {
 /// A value the command line's parser refused (`--ttl 5x`, `--count 0`): the message clap
 /// would print, as the CLI's USAGE_ERROR.
 fn usage(e: &clap::Error) -> Error {
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or_default();
-    Error::new(
-        Code::UsageError,
-        first.strip_prefix("error: ").unwrap_or(first).to_string(),
-    )
+    Error::new(Code::UsageError, commands::usage_message(e))
 }
 
 /// A command's answer: its JSON as `structuredContent` and as text, then its warnings.
