@@ -85,10 +85,9 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
 /// `port()` template function resolves it.
 fn from_peer(repo: &str, args: &GetArgs) -> anyhow::Result<Report> {
     let (peers, spec, worktree) = peer_query(repo, args.worktree.as_deref());
-    // The worktree read: the one named like this one, else the main one.
-    let read = (peers.worktree_ports(&spec, &worktree).ok()).map(|(w, _)| w.to_string());
-    match peers.port(&spec, &args.service, &worktree) {
-        Ok(port) => Ok(answer(args, read.unwrap_or(worktree), port)),
+    // Read from the worktree named like this one, else the main one: the answer names it.
+    match peers.port_of(&spec, &args.service, &worktree) {
+        Ok((read, port)) => Ok(answer(args, read.to_string(), port)),
         Err(msg) => Err(Error::new(Code::NotAllocated, msg)
             .with(Details::NotAllocated(NotAllocated {
                 worktree,

@@ -77,8 +77,18 @@ impl Peers {
     /// named `worktree` when it has one, else in its main worktree. The error says what the
     /// repository has.
     pub fn port(&self, repo: &str, service: &str, worktree: &str) -> Result<u16, String> {
+        self.port_of(repo, service, worktree).map(|(_, port)| port)
+    }
+
+    /// [`Peers::port`], with the worktree it was read from (`worktree`, else `main`).
+    pub fn port_of<'p>(
+        &'p self,
+        repo: &str,
+        service: &str,
+        worktree: &'p str,
+    ) -> Result<(&'p str, u16), String> {
         let (which, ports) = self.worktree_ports(repo, worktree)?;
-        ports.get(service).copied().ok_or_else(|| {
+        ports.get(service).map(|p| (which, *p)).ok_or_else(|| {
             let names: Vec<&str> = ports.keys().map(String::as_str).collect();
             format!(
                 "worktree {which} of repository {repo} has no service {service:?}; it has: {}",
