@@ -291,22 +291,37 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The name a request is for: exactly one Host header (or the URI's authority) that is a DNS
-/// name. None: 400.
-/// The host a request is for: the request target's authority in absolute form
+/// The host a request is for, as sent: the request target's authority in absolute form
 /// (`GET http://other/x`: RFC 9112 section 3.2.2 makes it win over any Host header), else
-/// its one Host header.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+/// its one Host header. None: none, or several.
+fn host_value(req: &Request<Incoming>) -> Option<String> {
     if let Some(authority) = req.uri().authority() {
-        return names::host_of(authority.as_str());
+        return Some(authority.as_str().to_string());
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let value = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h.to_str().ok()?.to_string(),
-        (None, _) => req.uri().authority()?.as_str().to_string(),
-        (Some(_), Some(_)) => return None,
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => Some(h.to_str().ok()?.to_string()),
+        _ => None,
+    }
+}
+
+/// The name a request is for ([`host_value`], a DNS name). None: 400.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    names::host_of(&host_value(req)?)
+}
+
+/// A request for no worktree's name: the loopback itself (`localhost`, `127.0.0.1`, `[::1]`,
+/// with or without the port), which the dashboard answers. No route has such a name.
+fn for_dashboard(req: &Request<Incoming>) -> bool {
+    let Some(value) = host_value(req) else {
+        return false;
     };
-    names::host_of(&value)
+    value == "[::1]"
+        || value.starts_with("[::1]:")
+        || matches!(
+            names::host_of(&value).as_deref(),
+            Some("localhost" | "127.0.0.1")
+        )
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -349,15 +364,7 @@ async fn handle(
         (r.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
         r
     };
-    // `http://[::1]:7355/`: the dashboard too (no worktree has an IP literal for a name).
-    if req.uri().authority().is_none()
-        && let [h] = req
-            .headers()
-            .get_all(header::HOST)
-            .iter()
-            .collect::<Vec<_>>()[..]
-        && (h.as_bytes() == b"[::1]" || h.as_bytes().starts_with(b"[::1]:"))
-    {
+    if for_dashboard(&req) {
         return Ok(dashboard(&req, &state).await);
     }
     let Some(host) = request_host(&req) else {
@@ -369,9 +376,6 @@ async fn handle(
     // guard (guard.rs) refused them before hyper parsed them.
     let route = state.routes.read().expect("routes lock").get(&host);
     let Some(route) = route else {
-        if host == "localhost" || host == "127.0.0.1" {
-            return Ok(dashboard(&req, &state).await);
-        }
         return Ok(not_found(&state, &host));
     };
     let upgrade = is_upgrade(req.headers());
