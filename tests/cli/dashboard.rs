@@ -2,8 +2,7 @@
 //! browser (headless Chromium, which `.ci/run` installs, driven over the DevTools protocol
 //! by tests/cli/browser.py).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -11,34 +10,23 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// Stops the test environment's proxy when the test ends.
-struct Proxy<'a>(&'a TestRepo);
-
-impl Drop for Proxy<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.wp(["proxy", "stop"]).output();
-    }
-}
-
-fn start_proxy(repo: &TestRepo, port: u16) -> Proxy<'_> {
-    repo.wp(["proxy", "start", "--port", &port.to_string()])
-        .succeeds();
-    Proxy(repo)
-}
-
-/// `METHOD path` on `localhost:port` over a fresh connection: (status, body).
-fn request(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+/// `METHOD path` for `host` through the proxy on `port`, on a fresh connection: (status,
+/// body).
+fn request_for(port: u16, host: &str, method: &str, path: &str) -> (u16, String) {
+    let mut s = raw(
+        port,
+        &format!("{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
+    );
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let code = resp[9..12].parse().unwrap();
     let body = resp.split_once("\r\n\r\n").unwrap().1.to_string();
     (code, body)
+}
+
+/// `METHOD path` on `localhost:port`: (status, body).
+fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    request_for(port, "localhost", method, path)
 }
 
 /// A repository with its main worktree and a worktree `feat`, both with ports.
@@ -63,7 +51,7 @@ fn port_of(repo: &TestRepo, worktree: &str, service: &str) -> u16 {
 fn localhost_is_the_dashboard_readable_without_javascript_and_its_json_is_list_all() {
     let repo = two_worktrees();
     let p = repo.base + 39;
-    let _proxy = start_proxy(&repo, p);
+    let _proxy = Proxy::start(&repo, p);
     let (code, json) = request(p, "GET", "/worktrees.json");
     assert_eq!(code, 200, "{json}");
     let served: Value = serde_json::from_str(&json).unwrap();
@@ -95,28 +83,14 @@ fn localhost_is_the_dashboard_readable_without_javascript_and_its_json_is_list_a
         assert!(!page.contains(tag), "{tag}");
     }
     // Asked for by the IPv6 loopback literal, as by localhost.
-    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
-    write!(
-        s,
-        "GET /worktrees.json HTTP/1.1\r\nHost: [::1]:{p}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let (code, json) = request_for(p, "[::1]", "GET", "/worktrees.json");
+    assert_eq!(code, 200, "{json}");
     // It only reads; other paths are not found.
     assert_eq!(request(p, "POST", "/").0, 405);
     assert_eq!(request(p, "GET", "/etc/passwd").0, 404);
     // A worktree's name still goes to its server (502 here: nothing listens).
-    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: feat.repo.localhost:{p}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    let (code, body) = request_for(p, "feat.repo.localhost", "GET", "/");
+    assert_eq!(code, 502, "{body}");
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -144,7 +118,7 @@ fn headless_chromium_shows_every_worktree_follows_a_link_and_sees_a_new_server_c
     };
     let repo = two_worktrees();
     let p = repo.base + 39;
-    let _proxy = start_proxy(&repo, p);
+    let _proxy = Proxy::start(&repo, p);
     let _main = http_server(&repo.root, port_of(&repo, "main", "web"), "main");
     let shot = repo.env.root().join("dashboard.png");
     let conf = json!({

@@ -151,6 +151,18 @@ impl Raw {
         }
     }
 
+    /// The handshake: `initialize` (its answer returned) and `notifications/initialized`.
+    fn initialize(&mut self) -> Value {
+        let init = self.ask(
+            json!(0),
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "test", "version": "1"}}),
+        );
+        self.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+        init
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         let stdin = self.child.stdin.as_mut().unwrap();
         stdin.write_all(bytes).unwrap();
@@ -191,14 +203,8 @@ fn fuzzed_input_never_kills_the_server_or_reaches_stdout_as_anything_but_json_rp
     let repo = TestRepo::new();
     repo.wp(["allocate", "--no-render"]).succeeds();
     let mut raw = Raw::start(&repo);
-    let init = raw.ask(
-        json!(0),
-        "initialize",
-        json!({"protocolVersion": "2025-06-18", "capabilities": {},
-               "clientInfo": {"name": "fuzz", "version": "1"}}),
-    );
+    let init = raw.initialize();
     assert_eq!(init["result"]["serverInfo"]["name"], "git-worktree-ports");
-    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
 
     let root = repo.root.to_str().unwrap();
     let garbage: Vec<Vec<u8>> = vec![
@@ -334,13 +340,7 @@ fn a_noisy_hook_under_add_worktree_never_reaches_the_protocol() {
     .unwrap();
     make_executable(&hook, 0o755);
     let mut raw = Raw::start(&repo);
-    raw.ask(
-        json!(0),
-        "initialize",
-        json!({"protocolVersion": "2025-06-18", "capabilities": {},
-               "clientInfo": {"name": "t", "version": "1"}}),
-    );
-    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    raw.initialize();
     let fd = |n: u32| std::fs::read_link(format!("/proc/{}/fd/{n}", raw.child.id())).unwrap();
     assert_eq!(fd(0), PathBuf::from("/dev/null"));
     assert_eq!(fd(1), fd(2), "stdout goes where stderr goes");
@@ -378,13 +378,7 @@ fn an_inherited_git_dir_never_answers_for_the_path_a_call_names() {
         .succeeds();
     let other_git = other.join(".git");
     let mut raw = Raw::start_with(&repo, &[("GIT_DIR", &other_git), ("GIT_WORK_TREE", &other)]);
-    raw.ask(
-        json!(0),
-        "initialize",
-        json!({"protocolVersion": "2025-06-18", "capabilities": {},
-               "clientInfo": {"name": "t", "version": "1"}}),
-    );
-    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    raw.initialize();
     for (path, expected) in [(&repo.root, &repo.root), (&other, &other)] {
         let want: u64 = repo
             .env

@@ -8,25 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Stops the proxy of a test environment when the test ends, whatever happened.
-struct Proxy<'a> {
-    repo: &'a TestRepo,
-}
-
-impl<'a> Proxy<'a> {
-    fn start(repo: &'a TestRepo, port: u16) -> Proxy<'a> {
-        repo.wp(["proxy", "start", "--port", &port.to_string()])
-            .succeeds();
-        Proxy { repo }
-    }
-}
-
-impl Drop for Proxy<'_> {
-    fn drop(&mut self) {
-        let _ = self.repo.wp(["proxy", "stop"]).output();
-    }
-}
-
 fn curl_available() -> bool {
     let ok = std::process::Command::new("curl")
         .arg("--version")
@@ -122,14 +103,6 @@ fn the_proxy_routes_two_repositories_by_host_and_services_by_subdomain() {
         verbose.contains("Re-using existing connection"),
         "{verbose}"
     );
-}
-
-/// A raw HTTP/1.1 request to the proxy with `host`; the connection, ready to read.
-fn raw(port: u16, request: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    s
 }
 
 fn read_head(r: &mut BufReader<TcpStream>) -> String {

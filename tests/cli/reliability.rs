@@ -373,21 +373,27 @@ fn kill_9_storm() {
     );
 }
 
-#[test]
-fn a_waiting_process_proceeds_when_the_lock_is_released() {
-    let repo = TestRepo::new();
-    repo.wp(["allocate", "--no-render"]).succeeds();
-    let wt = repo.add_worktree("waiter");
+/// The repository's lock, held here, and `allocate --json` started in `wt` behind it (it
+/// waits up to 20 s).
+fn allocate_behind_the_lock(repo: &TestRepo, wt: &std::path::Path) -> (std::fs::File, Child) {
     let lock = std::fs::OpenOptions::new()
         .write(true)
         .open(repo.common_dir().join("worktree-registry/ports.lock"))
         .unwrap();
     lock.lock().unwrap();
     let mut run = repo
-        .wp_in(&wt, ["allocate", "--json", "--no-render"])
+        .wp_in(wt, ["allocate", "--json", "--no-render"])
         .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "20");
     run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = run.cmd.spawn().unwrap();
+    (lock, run.cmd.spawn().unwrap())
+}
+
+#[test]
+fn a_waiting_process_proceeds_when_the_lock_is_released() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let wt = repo.add_worktree("waiter");
+    let (lock, child) = allocate_behind_the_lock(&repo, &wt);
     std::thread::sleep(Duration::from_millis(1600));
     drop(lock);
     let out = Out(child.wait_with_output().unwrap());
@@ -411,16 +417,7 @@ fn an_allocate_waiting_for_the_lock_while_its_worktree_is_removed_writes_nothing
     repo.wp(["allocate", "--no-render"]).succeeds();
     let wt = repo.add_worktree("doomed");
     let before = std::fs::read(repo.registry_path()).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .open(repo.common_dir().join("worktree-registry/ports.lock"))
-        .unwrap();
-    lock.lock().unwrap();
-    let mut run = repo
-        .wp_in(&wt, ["allocate", "--json", "--no-render"])
-        .env("GIT_WORKTREE_PORTS_LOCK_TIMEOUT", "20");
-    run.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = run.cmd.spawn().unwrap();
+    let (lock, child) = allocate_behind_the_lock(&repo, &wt);
     // It waits for the lock (it says so after a second); meanwhile git removes the worktree.
     std::thread::sleep(Duration::from_millis(1300));
     repo.git(["worktree", "remove", "--force", wt.to_str().unwrap()]);

@@ -901,3 +901,33 @@ pub fn python(modules: &str) -> Option<PathBuf> {
         .is_ok_and(|s| s.success())
         .then_some(candidate)
 }
+
+/// Stops the proxy of a test environment when the test ends, whatever happened.
+pub struct Proxy<'a> {
+    pub repo: &'a TestRepo,
+}
+
+impl<'a> Proxy<'a> {
+    /// `proxy start --port <port>` in `repo`'s environment.
+    pub fn start(repo: &'a TestRepo, port: u16) -> Proxy<'a> {
+        repo.wp(["proxy", "start", "--port", &port.to_string()])
+            .succeeds();
+        Proxy { repo }
+    }
+}
+
+impl Drop for Proxy<'_> {
+    fn drop(&mut self) {
+        let _ = self.repo.wp(["proxy", "stop"]).output();
+    }
+}
+
+/// A raw HTTP/1.1 request to 127.0.0.1:`port`; the connection, ready to read.
+pub fn raw(port: u16, request: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s
+}
