@@ -36,12 +36,8 @@ for p in "${profiles[@]}"; do
 	rm -rf "$work/target-$p"
 done
 
-export HOME="$work/home" XDG_STATE_HOME="$work/state" GIT_CONFIG_GLOBAL="$work/gitconfig" GIT_CONFIG_SYSTEM=/dev/null
-mkdir -p "$HOME"
-git config --global user.name bench
-git config --global user.email bench@example.com
-git init -q -b main "$work/app"
-git -C "$work/app" commit -q --allow-empty -m init
+. benches/hermetic.sh
+hermetic "$work"
 cd "$work/app"
 "$work/fat" allocate --no-render >/dev/null
 for r in $(seq 1 "$ROUNDS"); do
