@@ -240,6 +240,11 @@ fn opt(name: &str, value: &Option<String>) -> Option<String> {
     value.as_ref().map(|v| format!("--{name}={v}"))
 }
 
+/// `--no-render` when the input says `"render": false` (rendering is the default).
+fn no_render(render: Option<bool>) -> Option<String> {
+    (render == Some(false)).then(|| "--no-render".to_string())
+}
+
 fn argv(parts: impl IntoIterator<Item = Option<String>>) -> Vec<String> {
     parts.into_iter().flatten().collect()
 }
@@ -273,7 +278,7 @@ impl From<AddInput> for Plan {
     fn from(i: AddInput) -> Plan {
         let mut argv = argv([s("add"), s("--json"), i.branch.map(|b| format!("-b={b}"))]);
         argv.extend(port_args(&i.ports));
-        argv.extend((i.render == Some(false)).then(|| "--no-render".to_string()));
+        argv.extend(no_render(i.render));
         argv.extend(["--".to_string(), i.path]);
         argv.extend(i.base);
         Plan {
@@ -309,7 +314,7 @@ impl From<AllocateInput> for Plan {
         let mut argv = argv([s("allocate"), s("--json")]);
         argv.extend(port_args(&i.ports));
         argv.extend(i.moves.iter().map(|m| format!("--move={m}")));
-        argv.extend((i.render == Some(false)).then(|| "--no-render".to_string()));
+        argv.extend(no_render(i.render));
         argv.push("--".into());
         argv.extend(i.worktree);
         Plan {
