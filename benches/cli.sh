@@ -10,7 +10,8 @@
 #   - allocate with a 10,000-worktree registry, and its peak memory (GNU time)
 #   - status of one worktree (5 services, its server listening) among 500 other processes,
 #     and list with its LIVE column against list --no-probe, with 10,000 worktrees
-# RUNS=<n> sets the runs per command (default 100).
+# RUNS=<n> sets the runs per command (default 100). ONLY="machine big" runs only those groups
+# (add read fresh floor machine checkout big status list; vs-* come with BASELINE).
 # BASELINE=<path to another git-worktree-ports binary> adds paired rounds of that build against
 # this one for the everyday rows (get, idempotent allocate, fresh allocate, 10,000 worktrees)
 # and its peak memory: how a change is shown to cost nothing, on a disk whose speed drifts.
@@ -69,6 +70,9 @@ paired() { # name, name-a, prepare-a, command-a, name-b, prepare-b, command-b
 	echo; echo "== $name: $na vs $nb, ${ROUNDS:-6} alternating rounds"
 }
 
+# Whether the group is asked for (ONLY unset: every group).
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 bench() { # name, then hyperfine arguments
 	local name=$1; shift
 	echo; echo "== $name"
@@ -82,58 +86,92 @@ cd "$repo"
 
 # Each run removes the worktree the previous one made (-N runs prepares without a shell, so
 # there is one to remove from the start).
+if want add; then
 git -C "$repo" worktree add -q --detach "$work/plain"
 git -C "$repo" worktree-ports add -q --detach "$work/ours" >/dev/null
 paired add \
 	"git worktree add" "git -C $repo worktree remove --force $work/plain" "git -C $repo worktree add -q --detach $work/plain" \
 	"git worktree-ports add" "git -C $repo worktree-ports remove --force $work/ours" "git -C $repo worktree-ports add -q --detach $work/ours"
+fi
 
-bench read \
+want read && bench read \
 	-n "get web" "$BIN get web" \
 	-n "allocate (already allocated)" "$BIN allocate" \
 	-n "git worktree-ports get web (through git)" "git worktree-ports get web"
 
-bench fresh \
+want fresh && bench fresh \
 	--prepare "$BIN release" -n "allocate 5 services (fresh, fsync)" "$BIN allocate --no-render"
 
-# Machine-wide: a fresh allocation with 100 other repositories listed in the machine index
-# (10 worktrees x 5 services each, registries as the tool writes them), against one with no
-# other repository, side by side. And the size of an index of 1,000 repositories.
+# The floor of any git plugin: git's dispatch of an external no-op (`git true` runs a
+# git-true that is /bin/true), timed in alternation with what a user types.
+mkdir -p "$work/bin" && ln -sf "$(type -P true)" "$work/bin/git-true"
+export PATH="$work/bin:$PATH"
+if want floor; then
+	paired floor-get "git true" "true" "git true" "git worktree-ports get web" "true" "git worktree-ports get web"
+	paired floor-fresh "git true" "true" "git true" \
+		"git worktree-ports allocate --no-render (fresh)" "$BIN release" "git worktree-ports allocate --no-render"
+fi
+
+# Machine-wide: a fresh allocation with other repositories listed in the machine index, against
+# one with no other repository, side by side: 100 repositories of 10 worktrees x 5 services
+# each, and one neighbour of 10,000 worktrees (registries and index as the tool writes them,
+# identities included). And the size of an index of 1,000 repositories.
+if want machine; then
 others="$work/others"
-python3 - "$work/state-full" "$others" "$results/index-size" <<'PY'
+python3 - "$work" "$others" "$results/index-size" <<'PY'
 import json, os, sys
-state, others, size_out = sys.argv[1:4]
-os.makedirs(state, exist_ok=True)
+work, others, size_out = sys.argv[1:4]
 svcs = ["web", "api", "db", "test", "debug"]
+def write(common, reg):
+    d = os.path.join(common, "worktree-registry")
+    os.makedirs(d, exist_ok=True)
+    text = json.dumps(reg, separators=(",", ":"), sort_keys=True) + "\n"
+    for name in ("ports.json", "ports.json.bak"):
+        open(os.path.join(d, name), "w").write(text)
+def index(state, repos):
+    os.makedirs(state, exist_ok=True)
+    open(os.path.join(state, "index.json"), "w").write(json.dumps({"version": 1, "repositories": repos}, separators=(",", ":")) + "\n")
 repos = {}
 for r in range(100):
     common = os.path.join(others, f"r{r:03}", ".git")
-    d = os.path.join(common, "worktree-registry")
-    os.makedirs(d, exist_ok=True)
-    reg = {"version": 1, "port_ranges": {}, "allocated_ports": {}, "worktrees": {}, "history": []}
+    reg = {"version": 1, "port_ranges": {}, "allocated_ports": {}, "worktrees": {}, "history": [], "repository_id": f"id-r{r:03}"}
     for w in range(10):
         k = "main" if w == 0 else f"wt{w}"
         reg["allocated_ports"][k] = {s: 20000 + r * 50 + w * 5 + i for i, s in enumerate(svcs)}
         reg["worktrees"][k] = {"path": os.path.join(others, f"r{r:03}", k), "branch": k, "allocated_at": "2026-12-01T00:00:00Z"}
-    text = json.dumps(reg, separators=(",", ":"), sort_keys=True) + "\n"
-    for name in ("ports.json", "ports.json.bak"):
-        open(os.path.join(d, name), "w").write(text)
-    repos[os.path.realpath(common)] = {"name": f"r{r:03}", "added_at": "2026-12-01T00:00:00Z"}
-open(os.path.join(state, "index.json"), "w").write(json.dumps({"version": 1, "repositories": repos}, indent=2) + "\n")
+    write(common, reg)
+    repos[os.path.realpath(common)] = {"name": f"r{r:03}", "added_at": "2026-12-01T00:00:00Z", "id": f"id-r{r:03}"}
+index(os.path.join(work, "state-full"), repos)
+common = os.path.join(others, "neighbour", ".git")
+reg = {"version": 1, "port_ranges": {s: [1100 + i * 12000, 1100 + i * 12000 + 11999] for i, s in enumerate(svcs)},
+       "allocated_ports": {}, "worktrees": {}, "repository_id": "id-neighbour"}
+for n in range(10000):
+    k = f"worktree-{n:05}"
+    reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in enumerate(svcs)}
+    reg["worktrees"][k] = {"path": f"/home/dev/src/neighbour/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
+reg["history"] = [{"timestamp": "2026-11-23T08:00:00Z", "action": "assigned", "worktree": f"worktree-{n:05}", "service": "web", "port": 1100 + n} for n in range(1000)]
+write(common, reg)
+index(os.path.join(work, "state-neighbour"), {os.path.realpath(common): {"name": "neighbour", "added_at": "2026-12-01T00:00:00Z", "id": "id-neighbour"}})
 big = {f"/home/dev/src/project-{r:04}/.git": {"name": f"project-{r:04}", "added_at": "2026-12-01T00:00:00Z"} for r in range(1000)}
 open(size_out, "w").write(str(len(json.dumps({"version": 1, "repositories": big}, separators=(",", ":"))) + 1))  # as the tool writes it
 PY
 mkdir -p "$work/state-empty"
 E="env GIT_WORKTREE_PORTS_STATE_DIR=$work/state-empty"
 F="env GIT_WORKTREE_PORTS_STATE_DIR=$work/state-full"
+N="env GIT_WORKTREE_PORTS_STATE_DIR=$work/state-neighbour"
 paired machine \
 	"allocate 5 services (fresh), no other repository" "$E $BIN release" "$E $BIN allocate --no-render" \
 	"allocate 5 services (fresh), 100 repositories listed" "$F $BIN release" "$F $BIN allocate --no-render"
+paired neighbour \
+	"allocate 5 services (fresh), no other repository" "$E $BIN release" "$E $BIN allocate --no-render" \
+	"allocate 5 services (fresh), a 10,000-worktree neighbour" "$N $BIN release" "$N $BIN allocate --no-render"
+fi
 
 # One fresh repository (the one above has been through hundreds of adds), the same for every
 # variant: two repositories made alike still differed by up to 5 ms per switch here (racy
 # index entries, directory layout), more than what is measured. Each prepare step puts the
 # variant's hook in place (or none), then switches back.
+if want checkout; then
 co="$work/checkout"
 make_repo "$co"
 (cd "$co" && "$BIN" hooks install >/dev/null)
@@ -155,6 +193,7 @@ paired checkout \
 paired emptyhook \
 	"git switch, exit-0 hook" "$work/prep-exit0" "git -C $co switch -q two" \
 	"git switch, our hook" "$work/prep-our" "git -C $co switch -q two"
+fi
 
 # 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run.
 big="$work/big"
@@ -187,13 +226,14 @@ printf '#!/bin/sh\ncp %s/ports10k.json %s/ports.json && cp %s/ports10k.json %s/p
 printf '#!/bin/sh\n%s && sync\n' "$restore" >"$restore.sync"
 chmod +x "$restore" "$restore.sync"
 cd "$big"
-bench big \
+want big && bench big \
 	--prepare "$restore.sync" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
 	--prepare "$restore" -n "allocate, 10,000 worktrees (fresh, disk busy with 4.8 MB of unsynced writes)" "$BIN allocate --no-render" \
 	--prepare true -n "get web, 10,000 worktrees" "$BIN get web -w worktree-04242"
 # status: the process scan with 500 other processes on the machine, a server of the worktree
 # listening on one of its ports (so the scan runs). list: its LIVE column (one read of the
 # socket tables for 50,000 ports) against --no-probe.
+if want status; then
 cd "$repo"
 web=$("$BIN" get web)
 python3 -c 'import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); time.sleep(3600)' "$web" &
@@ -206,9 +246,10 @@ bench status \
 	-n "status --json (the same)" "$BIN status --json"
 kill "$server" "${sleepers[@]}" 2>/dev/null || true
 wait 2>/dev/null || true
+fi
 cd "$big"
 "$restore"
-paired list \
+want list && paired list \
 	"list --no-probe, 10,000 worktrees" "true" "$BIN list --no-probe" \
 	"list (LIVE for 50,000 ports), 10,000 worktrees" "true" "$BIN list"
 "$restore"
@@ -250,8 +291,10 @@ def paired(group):
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "read", "fresh", "machine", "checkout", "emptyhook", "big", "status", "list"] + vs:
-    if group in ["add", "machine", "checkout", "emptyhook", "list"] + vs:
+for group in ["add", "read", "fresh", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "big", "status", "list"] + vs:
+    if not glob.glob(os.path.join(res, group + "*.json")):
+        continue  # not asked for (ONLY)
+    if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
@@ -264,6 +307,7 @@ for n, m, s in rows:
 print(f"| {'peak memory, allocate with 10,000 worktrees'.ljust(w)} | {peak / 1024:6.1f} MB |           |")
 if base_peak:
     print(f"| {'baseline: peak memory, the same'.ljust(w)} | {base_peak / 1024:6.1f} MB |           |")
-size = int(open(os.path.join(res, "index-size")).read())
-print(f"| {'machine index file, 1,000 repositories'.ljust(w)} | {size / 1024:6.1f} KB |           |")
+if os.path.exists(os.path.join(res, "index-size")):
+    size = int(open(os.path.join(res, "index-size")).read())
+    print(f"| {'machine index file, 1,000 repositories'.ljust(w)} | {size / 1024:6.1f} KB |           |")
 PY

@@ -6,7 +6,8 @@
 //! `$XDG_STATE_HOME/git-worktree-ports`, else `~/.local/state/git-worktree-ports`):
 //! - `index.json` (+ `index.json.bak`): `{"version": 1, "repositories": {"<common dir>":
 //!   {"name": "<display name>", "added_at": "<RFC 3339>", "id": "<repository_id>", "ports":
-//!   [[8080, 8083]], "block": [30000, 30099], "host": "<label>"}}}` (the block only for a
+//!   [[8080, 8083]], "seen": {"ino", "len", "mtime": [s, ns]}, "block": [30000, 30099],
+//!   "host": "<label>"}}}` (`seen`: the stamp of the registry file `ports` came from; the block only for a
 //!   block-strategy repository), `"displaced": [{"path", ...entry}]` (repositories whose path
 //!   another took) and `"leases": {"<id>": {"ports", "pid", "pid_start", "expires_at",
 //!   "created_at", "command"}}`, written like the registry (temp file, fsync, rename; then
@@ -28,7 +29,7 @@ use crate::model::clock::now_rfc3339;
 use crate::model::error::{Code, Error};
 use crate::model::names;
 use crate::sys::fault;
-use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::sys::fsio::{self, Durability, Mode, Stamp, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 
 /// Overrides where the index lives (a dev container or a second login can share one).
@@ -60,6 +61,14 @@ pub struct Entry {
     /// the machine lock) may leave ports here: only ever more than it holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<[u16; 2]>,
+    /// The [`Stamp`] of the registry file `ports` was taken from (or is about to be written
+    /// as): while `ports.json` still has it, `ports` holds every port the registry does, and
+    /// an allocation elsewhere takes them from here after one stat instead of reading the
+    /// registry (a 10,000-worktree one is 2.4 MB). Any other save of the registry (a release,
+    /// which does not take the machine lock; a hand edit; an older version) changes the stamp,
+    /// and the registry is read again. An older version drops it when it writes the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Stamp>,
 }
 
 impl Entry {
@@ -68,14 +77,22 @@ impl Entry {
         self.ports.iter().flat_map(|[lo, hi]| *lo..=*hi)
     }
 
-    /// Keep `ports` (any order) as runs; true when that changed.
-    pub fn set_held(&mut self, ports: impl IntoIterator<Item = u16>) -> bool {
+    /// Keep `ports` (any order) as runs, read from the registry file with `seen` (None: not
+    /// known); true when that changed.
+    pub fn set_held(&mut self, ports: impl IntoIterator<Item = u16>, seen: Option<Stamp>) -> bool {
         let runs = runs(ports);
-        if runs == self.ports {
+        if runs == self.ports && seen == self.seen {
             return false;
         }
         self.ports = runs;
+        self.seen = seen;
         true
+    }
+
+    /// The ports its registry file at `file` holds, if it is still the file [`Entry::ports`]
+    /// were taken from (one stat).
+    pub fn held_if_unchanged(&self, file: &Path) -> Option<&[[u16; 2]]> {
+        self.seen?.still(file).then_some(self.ports.as_slice())
     }
 }
 
@@ -258,6 +275,7 @@ impl Index {
                 host: None,
                 id: Some(id.to_string()),
                 ports: Vec::new(),
+                seen: None,
             },
         );
         Listed::New
@@ -693,7 +711,7 @@ mod tests {
         i.repositories
             .get_mut(Path::new("/a/app/.git"))
             .unwrap()
-            .set_held([8080, 8081, 5432]);
+            .set_held([8080, 8081, 5432], None);
         let before = i.repositories[Path::new("/a/app/.git")].clone();
         // Still at /a/app: the same identity at /b/app is a copy, and nothing changes.
         let still_there = |p: &Path| (p == Path::new("/a/app/.git")).then(|| "A".to_string());
@@ -726,7 +744,7 @@ mod tests {
         i.repositories
             .get_mut(Path::new("/a/app/.git"))
             .unwrap()
-            .set_held([8080]);
+            .set_held([8080], None);
         assert_eq!(
             i.register(Path::new("/a/app/.git"), "app", "NEW", &nobody),
             Listed::New
@@ -785,7 +803,7 @@ mod tests {
             // Ten worktrees of five services each, taken in order: five runs.
             let held = (0..10u16).flat_map(|w| [8080, 3000, 5432, 9000, 5555].map(|b| b + w));
             let key = PathBuf::from(format!("/home/dev/src/project-{r:04}/.git"));
-            i.repositories.get_mut(&key).unwrap().set_held(held);
+            i.repositories.get_mut(&key).unwrap().set_held(held, None);
         }
         m.save(&i).unwrap();
         let size = std::fs::metadata(&m.file).unwrap().len();

@@ -24,7 +24,7 @@ use super::{Problem, Registry, VERSION, parse};
 use crate::model::clock::timestamp_for_file;
 use crate::model::error::{Code, Details, Error, NewerRegistry, RegistryDamage};
 use crate::model::sharing::Sharing;
-use crate::sys::fsio::{self, Durability, Mode, Sweep, WriteOptions};
+use crate::sys::fsio::{self, Durability, Mode, Stamp, Sweep, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 
 const FILE: &str = "ports.json";
@@ -80,8 +80,24 @@ pub fn mode_for(sharing: Sharing) -> Mode {
 /// (a FIFO or a directory in its place is damage like any other: never blocked on, kept aside
 /// and recovered from the backup).
 fn read_bytes(path: &Path) -> anyhow::Result<Result<Vec<u8>, Problem>> {
-    match fsio::read_regular(path) {
-        Ok(Some(bytes)) => Ok(Ok(bytes)),
+    Ok(read_stamped(path)?.map(|(bytes, _)| bytes))
+}
+
+/// [`read_bytes`], with the [`Stamp`] of the file the bytes came from (one fstat of the open
+/// file: the stamp and the bytes are of one file, whatever renames happen meanwhile).
+fn read_stamped(path: &Path) -> anyhow::Result<Result<(Vec<u8>, Stamp), Problem>> {
+    let read = || -> io::Result<Option<(Vec<u8>, Stamp)>> {
+        use std::io::Read;
+        let Some(mut f) = fsio::open_regular(path)? else {
+            return Ok(None);
+        };
+        let stamp = Stamp::of(&f.metadata()?);
+        let mut bytes = Vec::with_capacity(stamp.len as usize + 1);
+        f.read_to_end(&mut bytes)?;
+        Ok(Some((bytes, stamp)))
+    };
+    match read() {
+        Ok(Some(read)) => Ok(Ok(read)),
         Ok(None) => Ok(Err(Problem::Missing)),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             Ok(Err(Problem::Invalid(e.to_string())))
@@ -98,10 +114,18 @@ fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
 /// the backup when the file is damaged, as [`load_unlocked`] does. Never writes.
 pub fn load_ports_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
     let parse = super::codec::parse_ports_only;
-    let main = read_bytes(&paths.file)?.and_then(|b| parse(&b));
-    resolve(paths, main, || {
+    let mut stamp = None;
+    let main = read_stamped(&paths.file)?.and_then(|(b, s)| {
+        stamp = Some(s);
+        parse(&b)
+    });
+    let mut loaded = resolve(paths, main, || {
         Ok(read_bytes(&paths.backup)?.and_then(|b| parse(&b)))
-    })
+    })?;
+    if !loaded.recovered && loaded.warnings.is_empty() {
+        loaded.stamp = stamp;
+    }
+    Ok(loaded)
 }
 
 /// How a load went, besides the registry itself.
@@ -113,6 +137,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// True when the registry came from the backup and should be written back.
     pub recovered: bool,
+    /// The [`Stamp`] of the `ports.json` it was read from ([`load_ports_unlocked`] only; None
+    /// when it came from the backup).
+    pub stamp: Option<Stamp>,
     /// A save did not finish (a crash): the backup is not the same as `ports.json`, or a
     /// temp file is left. A writer should take the lock, whose load repairs both.
     pub unfinished: bool,
@@ -200,6 +227,7 @@ fn resolve(
             )],
             recovered: true,
             unfinished: false,
+            stamp: None,
             source: None,
         }),
         (problem, Err(backup)) => Err(corrupt(paths, &problem, &backup)),
@@ -386,11 +414,23 @@ impl Lock {
     /// disk) is a warning, returned, never a failure of the committed change (the next
     /// command that locks rewrites it).
     pub fn save(&self, registry: &mut Registry) -> anyhow::Result<Option<String>> {
+        self.save_then(registry, &mut |_| Ok(()))
+    }
+
+    /// [`Lock::save`], calling `before_commit` with the new file's [`Stamp`] once it is
+    /// written and synced, before it replaces `ports.json` (an error there leaves the registry
+    /// as it was). Every save gives the file a modification time of its own, so the stamp the
+    /// machine index keeps of an earlier save never matches a later one.
+    pub fn save_then(
+        &self,
+        registry: &mut Registry,
+        before_commit: &mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Option<String>> {
         // The backup is written below: no need to check the old one.
         self.unchecked_backup.borrow_mut().take();
         registry.prepare_save();
         let bytes = registry.to_bytes();
-        fsio::write_atomic(
+        fsio::write_atomic_stamped(
             &self.paths.file,
             &bytes,
             WriteOptions {
@@ -398,6 +438,7 @@ impl Lock {
                 mode: self.paths.mode(),
                 label: "registry",
             },
+            before_commit,
         )?;
         Ok(write_backup(&self.paths.backup, &bytes, self.paths.mode()).err().map(|e| {
             format!(

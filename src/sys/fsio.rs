@@ -85,10 +85,122 @@ pub enum Sweep {
 
 const TEMP_MARK: &str = ".wp-tmp.";
 
+/// What a stat says of a file: inode, length and modification time to the nanosecond. Two
+/// equal stamps are one content when every writer of the file that matters gives it a
+/// modification time of its own ([`write_atomic_stamped`]): the machine index keeps the stamp
+/// of the registry whose ports it lists, so a later reader trusts the list after one stat
+/// instead of reading the registry (a rename keeps inode and times; any other write changes
+/// the time, and a hand edit within the same clock tick still gets another inode or length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    /// Inode number.
+    pub ino: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time: seconds since the epoch, and nanoseconds.
+    pub mtime: (i64, u32),
+}
+
+impl Stamp {
+    /// The stamp of what `meta` describes.
+    #[cfg(unix)]
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
+        }
+    }
+
+    /// Whether the file at `path` (following a symlink) is still the one stamped: the same
+    /// inode, length and modification time, and its status last changed near that time. The
+    /// kernel sets the change time on every write, rename, chmod and `touch`, and no one can
+    /// set it back: a hand edit that restores the modification time afterwards still moves
+    /// it. Our saves rename the file within the same second they stamp it.
+    #[cfg(unix)]
+    pub fn still(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(path) else {
+            return false;
+        };
+        let near = |ctime: i64| (self.mtime.0 - 1..=self.mtime.0 + 1).contains(&ctime);
+        Stamp::of(&meta) == *self && near(meta.ctime())
+    }
+
+    /// No stamps where there are no inodes: every reader reads the file.
+    #[cfg(not(unix))]
+    pub fn of(_: &fs::Metadata) -> Stamp {
+        Stamp {
+            ino: 0,
+            len: 0,
+            mtime: (0, 0),
+        }
+    }
+
+    /// No stamps where there are no inodes: every reader reads the file.
+    #[cfg(not(unix))]
+    pub fn still(&self, _: &Path) -> bool {
+        false
+    }
+}
+
+/// A modification time no other write will give a file: now, to the millisecond, plus a
+/// random count of nanoseconds below a millisecond (never zero, so a file system that keeps
+/// coarser times shows it lost them). Random from std's hasher keys, seeded by the OS.
+fn unique_mtime() -> std::time::SystemTime {
+    use std::hash::{BuildHasher, Hasher};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.as_nanos());
+    let nonce = 1 + h.finish() % 999_999;
+    let ms = Duration::from_millis(now.as_millis() as u64);
+    UNIX_EPOCH + ms + Duration::from_nanos(nonce)
+}
+
 /// Replace `target` with `bytes` atomically: readers see the old file or the new one, never
 /// half of one. Creates missing parent directories (0755). On failure the temp file is removed
 /// and `target` is as it was.
 pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyhow::Result<()> {
+    write_atomic_with(target, bytes, opts, None)
+}
+
+/// [`write_atomic`], giving the file a modification time of its own ([`unique_mtime`]) and
+/// calling `before_rename` with the new file's [`Stamp`] once it is written and synced, before
+/// it takes `target`'s place: what records the stamp elsewhere (the machine index) does so
+/// first, so the record is never behind the file. An error there leaves `target` as it was.
+/// The stamp is None where the file system keeps coarser times than the one set (it could not
+/// tell two writes apart). Returns the stamp.
+pub fn write_atomic_stamped(
+    target: &Path,
+    bytes: &[u8],
+    opts: WriteOptions<'_>,
+    before_rename: &mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<Stamp>> {
+    let mut stamp = None;
+    write_atomic_with(
+        target,
+        bytes,
+        opts,
+        Some(&mut |s| {
+            stamp = s;
+            before_rename(s)
+        }),
+    )?;
+    Ok(stamp)
+}
+
+type BeforeRename<'a> = &'a mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>;
+
+fn write_atomic_with(
+    target: &Path,
+    bytes: &[u8],
+    opts: WriteOptions<'_>,
+    mut before_rename: Option<BeforeRename<'_>>,
+) -> anyhow::Result<()> {
     let dir = parent(target);
     match opts.mode {
         Mode::FixedIn { dir: bits, .. } => create_dirs_with(dir, bits),
@@ -97,10 +209,11 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
     .with_context(|| format!("could not create {}", dir.display()))?;
     let tmp = temp_path(target);
     let label = opts.label;
-    let result = (|| -> io::Result<()> {
+    let mut stamped = None;
+    let result = (|| -> anyhow::Result<()> {
         // A file at our own name is a dead writer's whose pid we were given again.
         match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
         let mode = opts.mode.file_bits().unwrap_or(0o644);
@@ -108,6 +221,16 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
         fault::io_point(&format!("{label}.write"))?;
         f.write_all(bytes)?;
         fault::point(&format!("{label}.temp-written"));
+        if before_rename.is_some() {
+            let set = unique_mtime();
+            f.set_modified(set)?;
+            let stamp = Stamp::of(&f.metadata()?);
+            let kept = set
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.subsec_nanos());
+            stamped = Some((kept == Some(stamp.mtime.1)).then_some(stamp));
+        }
         if opts.durability != Durability::Lazy {
             f.sync_all()?;
         }
@@ -124,6 +247,9 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
             fs::set_permissions(&tmp, meta.permissions())?;
         }
         fault::point(&format!("{label}.synced"));
+        if let (Some(call), Some(stamp)) = (before_rename.as_mut(), stamped) {
+            call(stamp)?;
+        }
         let exchanged = opts.durability == Durability::Lazy && exchange(&tmp, target);
         if !exchanged {
             fs::rename(&tmp, target)?;
@@ -528,5 +654,51 @@ mod tests {
         fs::write(temp_path(&target).join("x"), b"").unwrap();
         assert!(write_atomic(&target, b"new", opts(Durability::Full, Mode::KeepExisting)).is_err());
         assert_eq!(fs::read(&target).unwrap(), b"old");
+    }
+    #[test]
+    fn a_stamp_names_one_save_and_no_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("ports.json");
+        let opts = opts(Durability::Full, Mode::Fixed(0o644));
+        let mut seen = None;
+        let stamp = write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |s| {
+            // Called before the rename: the target does not exist yet.
+            assert!(!target.exists());
+            seen = s;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stamp, seen);
+        let stamp = stamp.expect("this file system keeps nanoseconds");
+        assert!(stamp.still(&target), "the renamed file is the stamped one");
+        // The same bytes saved again: another save, another stamp.
+        let again = write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |_| Ok(())).unwrap();
+        assert_ne!(again, Some(stamp));
+        assert!(!stamp.still(&target));
+        let again = again.unwrap();
+        // Written in place with the same length: another modification time.
+        fs::write(&target, b"{\"a\":2}").unwrap();
+        assert!(!again.still(&target));
+        assert!(!again.still(&dir.path().join("missing")));
+    }
+
+    #[test]
+    fn an_error_before_the_rename_leaves_the_target_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        fs::write(&target, b"old").unwrap();
+        let err = write_atomic_stamped(
+            &target,
+            b"new",
+            opts(Durability::Full, Mode::Fixed(0o644)),
+            &mut |_| anyhow::bail!("the index could not be saved"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("the index could not be saved"),
+            "{err:#}"
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+        assert_eq!(names(dir.path()), vec!["t".to_string()]);
     }
 }

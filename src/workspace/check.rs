@@ -103,8 +103,11 @@ pub fn check(ports: &[u32]) -> anyhow::Result<Vec<(CheckedPort, String)>> {
             let (index, warnings) = machine.read();
             warnings.iter().for_each(|w| warn(w));
             match &view {
-                Some(view) => view.workspace().other_registries(&index, &view.registry),
-                _ => OutsideHoldings::read(&index, super::Me::default()),
+                Some(view) => {
+                    view.workspace()
+                        .other_registries(&index, &view.registry, super::Detail::Owners)
+                }
+                _ => OutsideHoldings::read(&index, super::Me::default(), super::Detail::Owners),
             }
         }
         Err(_) => OutsideHoldings::default(),

@@ -14,13 +14,13 @@ use crate::model::error::{Code, Details, Error, HostnameTaken};
 use crate::model::names;
 use crate::registry::{self, Claim, Loaded, Ports, Registry, WorktreeRecord};
 use crate::render;
-use crate::sys::fsio::{self, Durability, Mode, WriteOptions};
+use crate::sys::fsio::{self, Durability, Mode, Stamp, WriteOptions};
 use crate::sys::git::WorktreeInfo;
 use crate::sys::probe::{self, SystemProbe};
 
 use super::lifecycle::Event;
 use super::{
-    Holding, ID_FILE, MachineView, OutsideHoldings, Shared, Target, Workspace, dispose,
+    Detail, Holding, ID_FILE, MachineView, OutsideHoldings, Shared, Target, Workspace, dispose,
     machine_taken, ports_inline, warn,
 };
 
@@ -463,10 +463,24 @@ impl Workspace {
         } else if reg.host_label().is_none() {
             label_changed |= reg.set_host_label(&names::dns_label(&repo_name));
         }
-        let others = match &machine {
-            Some(m) => self.other_registries(&m.index, &reg),
+        let mut others = match &machine {
+            Some(m) => self.other_registries(&m.index, &reg, Detail::Ports),
             None => OutsideHoldings::default(),
         };
+        // Repositories known by the index's list of their ports are read where one of them
+        // is pinned here or held here too: the error or warning names the worktree.
+        if others.others.iter().any(|o| o.listed.is_some()) {
+            // A bitmap of every port (8 KB): a 10,000-worktree registry's owners would take MBs.
+            let mut mine = vec![0u64; 1024];
+            let pinned = wants.values().filter_map(|w| match w {
+                Want::Pin(p) => u16::try_from(*p).ok(),
+                _ => None,
+            });
+            for port in held_ports(&reg).into_iter().chain(pinned) {
+                mine[usize::from(port / 64)] |= 1 << (port % 64);
+            }
+            others.read_where(&|p| mine[usize::from(p / 64)] & (1 << (p % 64)) != 0);
+        }
         let mut moved_here = Vec::new();
         if relisted.is_some() {
             moved_here =
@@ -509,21 +523,30 @@ impl Workspace {
             machine.as_mut(),
         )?;
         changed |= c;
-        // The ports every repository read here holds, kept in the index for when it is gone.
-        if let Some(m) = &mut machine {
-            keep_held_ports(m, &me, &reg, &others);
-        }
-        // Listed before the registry is written: a crash between the two leaves a listed
-        // repository with nothing allocated (harmless), never an allocation unlisted.
-        if let Some(m) = &machine {
-            if m.changed {
-                m.machine.save(&m.index)?;
-            } else if m.ports_changed {
-                m.machine.save_ports(&m.index)?;
+        // The ports every repository read here holds, kept in the index (for when it is gone,
+        // and for allocations elsewhere while its registry keeps the stamp recorded with
+        // them). Written before the registry's new file takes its place, with that file's
+        // stamp: a crash between the two leaves a listed repository with more ports listed
+        // than it holds, or a stamp no file has (its registry is read again), never an
+        // allocation unlisted.
+        {
+            let mine = held_ports(&reg);
+            let mut commit_index = |stamp: Option<Stamp>| -> anyhow::Result<()> {
+                let Some(m) = machine.as_mut() else {
+                    return Ok(());
+                };
+                keep_held_ports(m, &me, &mine, changed.then_some(stamp), &others);
+                if m.changed {
+                    m.machine.save(&m.index)?;
+                } else if m.ports_changed {
+                    m.machine.save_ports(&m.index)?;
+                }
+                Ok(())
+            };
+            match changed {
+                true => self.save_then(&lock, &mut reg, &mut commit_index)?,
+                false => commit_index(None)?,
             }
-        }
-        if changed {
-            self.save(&lock, &mut reg)?;
         }
         drop(lock);
         for MovedPort {
@@ -932,27 +955,43 @@ fn new_token() -> String {
     format!("{nanos:x}-{:x}", std::process::id())
 }
 
-/// Keep in the index the ports this repository (`reg`, at `me`) and every other one read for
-/// this allocation hold, for when they are gone: only a registry read whole and of the
-/// repository the entry names (a salvaged one, or another repository made at its path, leaves
-/// the entry as it was).
-fn keep_held_ports(m: &mut MachineView, me: &Path, reg: &Registry, others: &OutsideHoldings) {
-    let all = |r: &Registry| -> Vec<u16> {
-        let mut ports = Vec::with_capacity(r.size() * 5);
-        for (_, p) in r.allocations() {
-            ports.extend(p.iter().map(|(_, port)| port));
-        }
-        ports
-    };
-    if let Some(e) = m.index.repositories.get_mut(me) {
-        m.ports_changed |= e.set_held(all(reg));
+/// Every port `reg` holds.
+fn held_ports(reg: &Registry) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(reg.size() * 5);
+    for (_, p) in reg.allocations() {
+        ports.extend(p.iter().map(|(_, port)| port));
     }
-    for other in others.others.iter().filter(|o| o.salvaged.is_empty()) {
+    ports
+}
+
+/// Keep in the index the ports this repository (`mine`, at `me`) and every other one read
+/// for this allocation hold, with the stamp of the registry file they come from: only a
+/// registry read whole and of the repository the entry names (a salvaged one, or another
+/// repository made at its path, leaves the entry as it was). `written`: the stamp of the file
+/// this allocation is about to commit (Some(None): one no stamp tells apart), or None when it
+/// writes none (the registry as it is: its entry keeps its stamp if it lists these ports).
+fn keep_held_ports(
+    m: &mut MachineView,
+    me: &Path,
+    mine: &[u16],
+    written: Option<Option<Stamp>>,
+    others: &OutsideHoldings,
+) {
+    if let Some(e) = m.index.repositories.get_mut(me) {
+        let stamp = match written {
+            Some(stamp) => stamp,
+            None if e.ports == crate::machine::runs(mine.iter().copied()) => e.seen,
+            None => None,
+        };
+        m.ports_changed |= e.set_held(mine.iter().copied(), stamp);
+    }
+    let read = (others.others.iter()).filter(|o| o.salvaged.is_empty() && o.listed.is_none());
+    for other in read {
         if let Some(e) = m.index.repositories.get_mut(&other.common)
             && e.id.is_some()
             && e.id == other.registry.repository_id()
         {
-            m.ports_changed |= e.set_held(all(&other.registry));
+            m.ports_changed |= e.set_held(held_ports(&other.registry), other.stamp);
         }
     }
 }

@@ -182,7 +182,7 @@ fn choose(
     count: usize,
     probe: &dyn Probe,
 ) -> anyhow::Result<Vec<u16>> {
-    let elsewhere = OutsideHoldings::read(index, super::Me::default());
+    let elsewhere = OutsideHoldings::read(index, super::Me::default(), super::Detail::Ports);
     let (taken, _) = machine_taken(None, &elsewhere);
     let (lo, hi) = pool;
     let (mut owned, mut claimed, mut busy) = (0, 0, 0);

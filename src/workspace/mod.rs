@@ -184,7 +184,18 @@ impl Workspace {
 
     /// Save under `lock`, printing the warning of a backup that could not be written.
     pub fn save(&self, lock: &Lock, reg: &mut Registry) -> anyhow::Result<()> {
-        if let Some(w) = lock.save(reg)? {
+        self.save_then(lock, reg, &mut |_| Ok(()))
+    }
+
+    /// [`Workspace::save`], calling `before_commit` with the new file's stamp before it
+    /// replaces `ports.json` ([`Lock::save_then`]).
+    pub fn save_then(
+        &self,
+        lock: &Lock,
+        reg: &mut Registry,
+        before_commit: &mut dyn FnMut(Option<crate::sys::fsio::Stamp>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if let Some(w) = lock.save_then(reg, before_commit)? {
             warn(&w);
         }
         Ok(())

@@ -58,7 +58,7 @@ pub fn suggest(service: Option<&str>, count: usize) -> anyhow::Result<Suggested>
         _ => None,
     };
     let elsewhere = (index.as_ref())
-        .map(|i| ws.other_registries(i, reg))
+        .map(|i| ws.other_registries(i, reg, super::Detail::Ports))
         .unwrap_or_default();
     let (taken, _) = machine_taken(Some(reg), &elsewhere);
     // Every repository's claim, this one's too, with the path a user knows.

@@ -10,7 +10,7 @@ use crate::machine::{Index, Machine};
 use crate::model::allocate::{Owner, Taken};
 use crate::model::names;
 use crate::registry::{self, Loaded, Paths, Registry};
-use crate::sys::fsio;
+use crate::sys::fsio::{self, Stamp};
 use crate::sys::lock::{self, FileLock};
 use crate::sys::procs;
 
@@ -37,6 +37,23 @@ pub struct OtherRepository {
     pub registry: Registry,
     /// Entries salvaged from a registry whose file and backup are both damaged.
     pub salvaged: Vec<(String, String, u16)>,
+    /// The stamp of the `ports.json` `registry` was read from (None: recovered, damaged, or
+    /// not read).
+    pub stamp: Option<Stamp>,
+    /// Its ports as the machine index lists them, when its registry is still the file the
+    /// index took them from ([`Detail::Ports`]): `registry` is then not read (empty).
+    pub listed: Option<Vec<[u16; 2]>>,
+}
+
+/// How much of the other repositories [`OutsideHoldings::read`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Which ports they hold: a repository whose registry is unchanged since the machine
+    /// index listed its ports is taken from the index after one stat (choosing ports).
+    Ports,
+    /// Which worktree and service holds each port: every registry is read (`check`,
+    /// `doctor`, which name them).
+    Owners,
 }
 
 impl OtherRepository {
@@ -65,6 +82,8 @@ impl OtherRepository {
                     display,
                     registry: loaded.registry,
                     salvaged: Vec::new(),
+                    stamp: loaded.stamp,
+                    listed: None,
                 }
             }
             Err(e) => {
@@ -89,8 +108,22 @@ impl OtherRepository {
                     display,
                     registry: Registry::default(),
                     salvaged,
+                    stamp: None,
+                    listed: None,
                 }
             }
+        }
+    }
+
+    /// The repository at `common` by the ports the machine index lists for it.
+    fn listed(common: &Path, runs: &[[u16; 2]]) -> OtherRepository {
+        OtherRepository {
+            common: common.to_path_buf(),
+            display: names::display_path(common),
+            registry: Registry::default(),
+            salvaged: Vec::new(),
+            stamp: None,
+            listed: Some(runs.to_vec()),
         }
     }
 
@@ -108,6 +141,12 @@ impl OtherRepository {
                 Owner::elsewhere(&self.display, wt, service),
                 shared,
             );
+        }
+        let owner = Owner::listed(&self.display);
+        for [lo, hi] in self.listed.iter().flatten() {
+            taken.insert_run(*lo..=*hi, owner, &mut |port, first| {
+                shared.push(self::shared(port, first, owner));
+            });
         }
     }
 }
@@ -127,14 +166,20 @@ pub struct Shared {
 }
 
 fn insert<'a>(taken: &mut Taken<'a>, port: u16, owner: Owner<'a>, shared: &mut Vec<Shared>) {
-    let is_here = |o: &Owner| o.repository.is_none() && !o.lease && !o.block && !o.gone;
     if let Err(first) = taken.insert(port, owner) {
-        shared.push(Shared {
-            port,
-            first: first.to_string(),
-            second: owner.to_string(),
-            here: is_here(&first) || is_here(&owner),
-        });
+        shared.push(self::shared(port, first, owner));
+    }
+}
+
+/// `port`, held by `first` and `second`.
+fn shared(port: u16, first: Owner, second: Owner) -> Shared {
+    let is_here =
+        |o: &Owner| o.repository.is_none() && !o.lease && !o.block && !o.gone && !o.listed;
+    Shared {
+        port,
+        first: first.to_string(),
+        second: second.to_string(),
+        here: is_here(&first) || is_here(&second),
     }
 }
 
@@ -228,8 +273,9 @@ impl Me<'_> {
 
 impl OutsideHoldings {
     /// What `index` holds, but the repository `me`: the listed repositories' registries
-    /// (read without their locks), the ports gone ones kept, the leases, the claims.
-    pub fn read(index: &Index, me: Me) -> OutsideHoldings {
+    /// (read without their locks, or their ports from the index: `detail`), the ports gone
+    /// ones kept, the leases, the claims.
+    pub fn read(index: &Index, me: Me, detail: Detail) -> OutsideHoldings {
         let mut others = Vec::new();
         let mut gone = Vec::new();
         let mut keep = |common: &Path, entry: &crate::machine::Entry| {
@@ -245,6 +291,13 @@ impl OutsideHoldings {
         };
         for (common, entry) in &index.repositories {
             if me.is(common, entry.id.as_deref()) {
+                continue;
+            }
+            // Its registry is the file the index took its ports from (which had its identity).
+            if detail == Detail::Ports
+                && let Some(runs) = entry.held_if_unchanged(&Paths::new(common).file)
+            {
+                others.push(OtherRepository::listed(common, runs));
                 continue;
             }
             if !common.is_dir() {
@@ -282,6 +335,20 @@ impl OutsideHoldings {
                 .collect(),
             claims,
             gone,
+        }
+    }
+}
+
+impl OutsideHoldings {
+    /// Read the registry of every repository taken from the index ([`Detail::Ports`]) that
+    /// holds a port for which `wanted` is true: where a port is pinned, or held twice, the
+    /// message names its worktree and service.
+    pub fn read_where(&mut self, wanted: &dyn Fn(u16) -> bool) {
+        for other in &mut self.others {
+            let hit = (other.listed.iter().flatten()).any(|[lo, hi]| (*lo..=*hi).any(wanted));
+            if hit {
+                *other = OtherRepository::read(&other.common);
+            }
         }
     }
 }
@@ -326,11 +393,16 @@ impl Workspace {
             return Vec::new();
         };
         let (index, _) = machine.read();
-        let elsewhere = self.other_registries(&index, reg);
+        let elsewhere = self.other_registries(&index, reg, Detail::Owners);
         machine_taken(Some(reg), &elsewhere).1
     }
 
-    pub(super) fn other_registries(&self, index: &Index, reg: &Registry) -> OutsideHoldings {
+    pub(super) fn other_registries(
+        &self,
+        index: &Index,
+        reg: &Registry,
+        detail: Detail,
+    ) -> OutsideHoldings {
         let id = reg.repository_id();
         OutsideHoldings::read(
             index,
@@ -338,6 +410,7 @@ impl Workspace {
                 common: Some(&self.canonical_common_dir()),
                 id: id.as_deref(),
             },
+            detail,
         )
     }
 }

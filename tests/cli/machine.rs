@@ -657,3 +657,88 @@ fn list_all_as_markdown_has_one_row_per_port_with_slot_and_url() {
         "{json:#}"
     );
 }
+
+/// Issue 28: an allocation takes a neighbour's ports from the machine index (one stat, not a
+/// read of its registry) only while the registry is the file the index took them from. Each
+/// edit below gives the neighbour's main worktree the web port the index does not list for
+/// it, the one this repository's next worktree would take if the index were trusted: by hand
+/// in place with the same length, the same with its modification time put back, and an older
+/// version's save (a whole new file, the index untouched). Each is read, never trusted.
+#[test]
+fn an_allocation_trusts_the_index_s_list_of_a_neighbour_s_ports_only_while_its_registry_is_unchanged()
+ {
+    use std::os::unix::fs::MetadataExt;
+    let repo = TestRepo::new();
+    let other = repo.another("other", None);
+    let file = other.join(".git/worktree-registry/ports.json");
+    let key = other.join(".git").canonicalize().unwrap();
+    let index = || -> serde_json::Value {
+        let bytes = std::fs::read(repo.env.state_dir().join("index.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["repositories"]
+            [key.to_str().unwrap()]
+        .clone()
+    };
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+    let web = |reg: &serde_json::Value, wt: &str| reg["allocated_ports"][wt]["web"].as_u64();
+    let edits = [
+        "in place",
+        "in place, modification time put back",
+        "older version's save",
+    ];
+    for (i, edit) in edits.into_iter().enumerate() {
+        // The index lists the neighbour's ports with its registry's stamp.
+        let seen = index()["seen"].clone();
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(seen["ino"], meta.ino(), "{edit}: {seen}");
+        assert_eq!(seen["len"], meta.len(), "{edit}: {seen}");
+        assert_eq!(seen["mtime"][0], meta.mtime(), "{edit}: {seen}");
+        // Every web port is held: this repository's main and `i` worktrees, the neighbour's
+        // main. The next one up is what the neighbour's main takes, behind the index's back.
+        let theirs = web(
+            &serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap(),
+            "main",
+        )
+        .unwrap();
+        let next = repo.base as u64 + i as u64 + 2;
+        let text = String::from_utf8(std::fs::read(&file).unwrap())
+            .unwrap()
+            .replace(&format!("\"web\":{theirs}"), &format!("\"web\":{next}"));
+        assert_eq!(text.len() as u64, meta.len(), "{edit}: the same length");
+        match edit {
+            "in place" => std::fs::write(&file, &text).unwrap(),
+            "in place, modification time put back" => {
+                // The change time moves on every write; past the second the stamp was made in.
+                std::thread::sleep(std::time::Duration::from_millis(2100));
+                std::fs::write(&file, &text).unwrap();
+                let f = std::fs::File::options().write(true).open(&file).unwrap();
+                f.set_modified(meta.modified().unwrap()).unwrap();
+                drop(f);
+                let now = std::fs::metadata(&file).unwrap();
+                assert_eq!((now.ino(), now.len()), (meta.ino(), meta.len()));
+                assert_eq!(
+                    (now.mtime(), now.mtime_nsec()),
+                    (meta.mtime(), meta.mtime_nsec())
+                );
+            }
+            _ => {
+                let tmp = file.with_extension("json.old-version");
+                std::fs::write(&tmp, &text).unwrap();
+                std::fs::rename(&tmp, &file).unwrap();
+            }
+        }
+        let _ = std::fs::remove_file(file.with_extension("json.bak"));
+        let wt = repo.add_worktree(&format!("wt{i}"));
+        let got = repo
+            .wp_in(&wt, ["allocate", "--json", "--no-render"])
+            .succeeds()
+            .json();
+        assert_ne!(got["ports"]["web"], next, "{edit}: taken from a stale list");
+        let reg_b: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(web(&reg_b, "main"), Some(next), "{edit}: the edit is kept");
+        let mut all = all_registry_ports(&repo.registry());
+        all.extend(all_registry_ports(&reg_b));
+        assert_unique(&all);
+    }
+}

@@ -495,3 +495,56 @@ fn a_fault_at_every_step_of_the_index_recovery_never_hides_a_repository() {
         );
     }
 }
+
+/// Issue 28: the machine index lists each repository's ports with the stamp of the registry
+/// file they came from, written before that file takes `ports.json`'s place. Killed at every
+/// step between the two saves, the other repository never takes a port the crashed one
+/// committed, and the crashed allocation finishes with nothing lost.
+#[test]
+fn killed_between_the_index_s_save_and_the_registry_s_no_port_is_handed_out_twice() {
+    let points = [
+        "registry.temp-written",
+        "registry.synced",
+        "index.temp-written",
+        "index.synced",
+        "index.renamed",
+        "registry.renamed",
+        "backup.renamed",
+    ];
+    for point in points {
+        let repo = TestRepo::new();
+        let other = repo.another("other", None);
+        repo.wp(["allocate", "--no-render"]).succeeds();
+        repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+        let wt = repo.add_worktree("new");
+        crash_at(repo.wp_in(&wt, ["allocate", "--no-render"]), point);
+        let committed = keys(&repo.registry()).contains("new");
+        // The other repository allocates three worktrees meanwhile, from the same ranges.
+        for i in 0..3 {
+            let p = repo.env.root().join(format!("other-{i}"));
+            repo.env.git(
+                &other,
+                ["worktree", "add", "-q", "--detach", p.to_str().unwrap()],
+            );
+            repo.wp_in(&p, ["allocate", "--no-render"]).succeeds();
+        }
+        let before = repo.registry()["allocated_ports"]["new"].clone();
+        let again = repo
+            .wp_in(&wt, ["allocate", "--json", "--no-render"])
+            .succeeds()
+            .json();
+        if committed {
+            assert_eq!(again["ports"], before, "{point}: committed ports kept");
+        }
+        let theirs: Value = serde_json::from_slice(
+            &std::fs::read(other.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(keys(&repo.registry()).len(), 2, "{point}");
+        assert_eq!(keys(&theirs).len(), 4, "{point}");
+        let mut all = all_registry_ports(&repo.registry());
+        all.extend(all_registry_ports(&theirs));
+        assert_eq!(all.len(), 12, "{point}: 6 worktrees x 2 services");
+        assert_unique(&all);
+    }
+}

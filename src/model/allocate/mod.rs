@@ -75,6 +75,9 @@ pub struct Owner<'a> {
     /// True for a port a gone repository (moved, deleted, or replaced at its path) kept:
     /// `repository` is then where it was, `worktree` and `service` are empty.
     pub gone: bool,
+    /// True for a port of another repository known from the machine index's list of its
+    /// ports (its registry was not read): `worktree` and `service` are empty.
+    pub listed: bool,
 }
 
 impl<'a> Owner<'a> {
@@ -87,6 +90,7 @@ impl<'a> Owner<'a> {
             lease: false,
             block: false,
             gone: false,
+            listed: false,
         }
     }
 
@@ -116,6 +120,15 @@ impl<'a> Owner<'a> {
         }
     }
 
+    /// A port of `repository`, as the machine index lists its ports.
+    pub fn listed(repository: &'a Path) -> Owner<'a> {
+        Owner {
+            repository: Some(repository),
+            listed: true,
+            ..Owner::here("", "")
+        }
+    }
+
     /// The lease `id`.
     pub fn lease(id: &'a str) -> Owner<'a> {
         Owner {
@@ -140,6 +153,15 @@ impl fmt::Display for Owner<'_> {
             return write!(
                 f,
                 "repository {}, which is gone (moved or deleted: it keeps its ports until it allocates again where it is now, or `git worktree-ports prune --all`)",
+                repo.display()
+            );
+        }
+        if self.listed
+            && let Some(repo) = self.repository
+        {
+            return write!(
+                f,
+                "a worktree of repository {} (`git worktree-ports list --all` says which)",
                 repo.display()
             );
         }
@@ -199,6 +221,29 @@ impl<'a> Taken<'a> {
             }
             i if self.owners[i as usize - 1] == owner => Ok(()),
             i => Err(self.owners[i as usize - 1]),
+        }
+    }
+
+    /// Record that `owner` holds every port of `ports`, with one entry for the owner however
+    /// long the run (a neighbour's 50,000 ports known from the machine index): each port that
+    /// already has another owner goes to `conflict` with that first owner, which stays.
+    pub fn insert_run(
+        &mut self,
+        ports: RangeInclusive<u16>,
+        owner: Owner<'a>,
+        conflict: &mut dyn FnMut(u16, Owner<'a>),
+    ) {
+        if self.slots.is_empty() {
+            self.slots = vec![0; usize::from(u16::MAX) + 1];
+        }
+        self.owners.push(owner);
+        let me = u32::try_from(self.owners.len()).expect("at most 65,536 owners per run");
+        for port in ports {
+            match self.slots[usize::from(port)] {
+                0 => self.slots[usize::from(port)] = me,
+                i if self.owners[i as usize - 1] == owner => {}
+                i => conflict(port, self.owners[i as usize - 1]),
+            }
         }
     }
 
