@@ -210,7 +210,9 @@ for n in range(10000):
     reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in enumerate(svcs)}
     reg["worktrees"][k] = {"path": f"/home/dev/src/project/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
 reg["history"] = [{"timestamp": "2026-11-23T08:00:00Z", "action": "assigned", "worktree": f"worktree-{n:05}", "service": "web", "port": 1100 + n} for n in range(1000)]
-text = json.dumps(reg, separators=(",", ":"), sort_keys=True) + "\n"  # as the tool writes it
+# As the tool writes it: compact, its keys in the order of the tool's model.
+reg = {k: reg[k] for k in ("version", "port_ranges", "allocated_ports", "worktrees", "history")}
+text = json.dumps(reg, separators=(",", ":")) + "\n"
 for name in ("ports10k.json", "ports.json", "ports.json.bak"):
     open(os.path.join(d, name), "w").write(text)
 print(f"10,000-worktree registry: {len(text):,} bytes", file=sys.stderr)

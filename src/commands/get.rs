@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::GetArgs;
 use crate::commands::Report;
 use crate::model::error::{Code, Details, Error, NotAllocated, UnknownService};
-use crate::workspace::{Workspace, dispose, peer_query};
+use crate::workspace::{Workspace, peer_query};
 
 /// `get --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -41,10 +41,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<Report> {
         return from_peer(repo, args);
     }
     let ws = Workspace::open()?;
-    let view = ws.view()?;
-    let key = view.key(args.worktree.as_deref())?;
-    let held = view.ports(&key);
-    dispose(view.registry);
+    let (key, held) = ws.ports_of(args.worktree.as_deref())?;
     let Some(ports) = held else {
         return Err(Error::new(
             Code::NotAllocated,

@@ -5,11 +5,14 @@
 //! allocator relies on (ports in 1024-65535, no port registered twice, anywhere in the
 //! registry) and writes its own history event, so the history cannot disagree with the ports.
 //! - [`codec`]: bytes <-> [`Registry`], the measured serde fast path, kept on its own;
+//! - [`one`]: one worktree's ports from the file's bytes, without building the registry
+//!   (`get` in a registry of 10,000 worktrees);
 //! - [`store`]: the files (paths, lock-free and locked loads, recovery, save).
 //!
 //! No I/O here.
 
 mod codec;
+pub mod one;
 pub mod store;
 
 use crate::model::clock::now_rfc3339;
@@ -24,7 +27,10 @@ use crate::model::allocate::{Owner, Taken};
 use crate::model::config::MIN_PORT;
 
 pub use codec::{Problem, parse};
-pub use store::{Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, mode_for, record_files};
+pub use store::{
+    Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, mode_for, ports_of_unlocked,
+    record_files,
+};
 
 /// The registry format version this build writes and understands.
 pub const VERSION: u64 = 1;

@@ -128,6 +128,20 @@ pub fn load_ports_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
+/// One worktree's ports from `ports.json`, read without the lock and without building the
+/// registry ([`super::one`]). None, to read it whole ([`load_unlocked`], which recovers and
+/// says why), when the file is missing, not plainly sound as far as the scan reads, or not as
+/// long as its backup (a save cut short, a truncated file, a hand edit, a seed file without
+/// a backup): what the scan does not read is then not taken on trust either.
+pub fn ports_of_unlocked(paths: &Paths, key: &str) -> Option<super::one::One> {
+    let file = fsio::open_regular(&paths.file).ok()??;
+    let len = file.metadata().ok()?.len();
+    if fs::metadata(&paths.backup).ok()?.len() != len {
+        return None;
+    }
+    super::one::ports_in(file, key)
+}
+
 /// How a load went, besides the registry itself.
 #[derive(Debug, Default)]
 pub struct Loaded {

@@ -359,6 +359,34 @@ impl Workspace {
             .ok_or_else(|| not_found(spec, worktrees))
     }
 
+    /// The registry key of the worktree `spec` names (or the current one) and its ports, for a
+    /// reader of one worktree (`get`): a registry key or the current worktree is answered
+    /// from a scan of `ports.json` that builds no other entry
+    /// ([`crate::registry::ports_of_unlocked`]);
+    /// anything else (a path, a branch, a file the scan is unsure of) reads the registry whole,
+    /// as [`Workspace::view`] does.
+    pub fn ports_of(
+        &self,
+        spec: Option<&str>,
+    ) -> anyhow::Result<(String, Option<BTreeMap<String, u16>>)> {
+        use crate::registry::one::One;
+        let key = match spec {
+            Some(s) => s.to_string(),
+            None => self.current_key()?,
+        };
+        match (crate::registry::ports_of_unlocked(&self.paths, &key), spec) {
+            (Some(One::Ports(ports)), _) => return Ok((key, Some(ports))),
+            // The current worktree, not in a sound registry: it has none.
+            (Some(One::Absent), None) => return Ok((key, None)),
+            _ => {}
+        }
+        let view = self.view()?;
+        let key = view.key(spec)?;
+        let held = view.ports(&key);
+        super::dispose(view.registry);
+        Ok((key, held))
+    }
+
     /// The repository's name, as templates see it.
     pub(super) fn repo_name(&self) -> String {
         render::repo_name(self.repo.common_dir())
