@@ -2,8 +2,10 @@
 # The proxy against direct requests to the same local server, side by side in one run, with wrk
 # (installed from Debian's packages if missing). One command from a fresh clone:
 #   bash benches/proxy.sh
-# Prints: latency (median, p99) and throughput at 64 keep-alive connections, direct and through
-# the proxy, in alternating rounds; the proxy's memory holding 1,000 keep-alive connections; a
+# Prints: latency (median, p99) and throughput at 64 keep-alive connections, direct, through
+# the proxy, and through nginx with one and with two workers as a reference (installed from
+# Debian's packages if missing), in alternating rounds; the proxy's memory holding 1,000
+# keep-alive connections (and per connection); a
 # hung upstream's effect on another route; memory before and after clients that disconnect
 # mid-stream; and a bounded soak (SOAK seconds, default 60, at most 600).
 set -euo pipefail
@@ -12,10 +14,15 @@ ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-5}
 SOAK=${SOAK:-60}
 [ "$SOAK" -gt 600 ] && SOAK=600
+sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 if ! command -v wrk >/dev/null; then
 	echo "installing wrk (Debian package)..." >&2
-	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 	$sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ ! -x "$NGINX" ]; then
+	echo "installing nginx (Debian package nginx-light), the reference..." >&2
+	$sudo apt-get update -qq && $sudo apt-get install -y -qq nginx-light >/dev/null
 fi
 cargo build --release --locked -q
 BIN="$PWD/target/release/git-worktree-ports"
@@ -46,9 +53,33 @@ BACKEND_PORT=$web "$BACKEND" & pids+=($!)
 BACKEND_PORT=$work_port BACKEND_WORK_US=100 "$BACKEND" & pids+=($!)
 # A hung upstream: accepts connections and never answers.
 python3 -c 'import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4096); c=[]; [c.append(s.accept()) for _ in iter(int, 1)]' "$slow" & pids+=($!)
+# nginx in front of the same backend, as a reverse proxy is set up for speed: upstream
+# keep-alive, no access log; one worker and two (this machine's cores).
+for w in 1 2; do
+	cat >"$work/nginx-$w.conf" <<EOF
+worker_processes $w;
+pid $work/nginx-$w.pid;
+error_log $work/nginx-$w.log;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	upstream backend { server 127.0.0.1:$web; keepalive 64; }
+	server {
+		listen 127.0.0.1:$((63190 + w));
+		location / {
+			proxy_pass http://backend;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}
+}
+EOF
+	"$NGINX" -c "$work/nginx-$w.conf" -p "$work" -g 'daemon off;' & pids+=($!)
+done
 PROXY=63199
 "$BIN" proxy start --port $PROXY >/dev/null
-ppid=$(cat "$XDG_STATE_HOME/git-worktree-ports/proxy.pid")
+# The pid file names the process by pid, start time and executable: the pid is the first.
+ppid=$(awk '{print $1; exit}' "$XDG_STATE_HOME/git-worktree-ports/proxy.pid")
 sleep 0.5
 direct="http://127.0.0.1:$web/"
 proxied="http://127.0.0.1:$PROXY/"
@@ -81,14 +112,18 @@ PY
 }
 echo "== 64 keep-alive connections, ${DURATION}s each, $ROUNDS alternating rounds (p50 ms, p99 ms, req/s, non-2xx)"
 results="$work/results"
+order=(direct proxy nginx-1 nginx-2)
 for r in $(seq 1 "$ROUNDS"); do
-	if [ $((r % 2)) = 1 ]; then
-		run direct "$direct" | tee -a "$results"
-		run proxy "$proxied" "$host" | tee -a "$results"
-	else
-		run proxy "$proxied" "$host" | tee -a "$results"
-		run direct "$direct" | tee -a "$results"
-	fi
+	for i in 0 1 2 3; do
+		# The order turns every round: drift does not land on one of them.
+		label=${order[$(((i + r) % 4))]}
+		case $label in
+		direct) run direct "$direct" ;;
+		proxy) run proxy "$proxied" "$host" ;;
+		nginx-1) run nginx-1 "http://127.0.0.1:63191/" ;;
+		nginx-2) run nginx-2 "http://127.0.0.1:63192/" ;;
+		esac | tee -a "$results"
+	done
 done
 echo "== the same against a server spending 100 us of CPU per request, 2 alternating rounds"
 for r in 1 2; do
@@ -178,7 +213,11 @@ print("| what (wrk rows: as fast as it can, saturating 2 cores) | direct | throu
 print("|---|---:|---:|---:|---|")
 print(f"| median latency, 64 connections, 1 KB | {d50:.3f} ms | {p50:.3f} ms | {p50 - d50:+.3f} ms | at most +0.2 ms |")
 print(f"| p99 latency | {d99:.3f} ms | {p99:.3f} ms | {p99 - d99:+.3f} ms | at most +1 ms |")
-print(f"| throughput | {drps:.0f} req/s | {prps:.0f} req/s | {100 * prps / drps:.0f}% | at least 70% |")
+print(f"| throughput | {drps:.0f} req/s | {prps:.0f} req/s | {100 * prps / drps:.0f}% | at least nginx with two workers |")
+for w in (1, 2):
+    if any(r[0] == f"nginx-{w}" for r in rows):
+        n50, nrps = med(f"nginx-{w}", 1), med(f"nginx-{w}", 3)
+        print(f"| reference: nginx, {w} worker{'s' if w > 1 else ''}: median latency / throughput | | {n50:.3f} ms / {nrps:.0f} req/s | {n50 - d50:+.3f} ms / {100 * nrps / drps:.0f}% | |")
 if any(r[0] == "work-direct" for r in rows):
     wd, wp = med("work-direct", 3), med("work-proxy", 3)
     print(f"| throughput, a server spending 100 us of CPU per request | {wd:.0f} req/s | {wp:.0f} req/s | {100 * wp / wd:.0f}% | (not a target: the realistic case) |")
@@ -191,6 +230,7 @@ hung = [r for r in rows if r[0].startswith("proxy, with 200")]
 if hung:
     print(f"| median latency with 200 requests hung on another route | | {float(hung[0][1]):.3f} ms | | unaffected |")
 print(f"| proxy memory (RSS) holding 1,000 keep-alive connections (idle after one request each) | | {int(held)/1024:.1f} MB | | < 50 MB |")
+print(f"| of which per idle connection (RSS held - RSS before, / 1,000) | | {(int(held) - int(before)) / 1000:.1f} KB | | at most 8 KB |")
 print(f"| proxy memory (RSS): idle after the rounds / 1,000 connections all sending (wrk -c1000) | | {int(before)/1024:.1f} MB / {int(at1000)/1024:.1f} MB | | |")
 print(f"| RSS before / after 500 clients that disconnect mid-response; open fds after | | {int(mid_b)/1024:.1f} MB / {int(mid_a)/1024:.1f} MB; {fds} fds | | back to baseline |")
 print(f"| RSS at the start / end of a {soak} s soak (64 connections) | | {int(soak_s)/1024:.1f} MB / {int(soak_e)/1024:.1f} MB | | flat |")
