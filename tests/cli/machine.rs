@@ -474,6 +474,9 @@ fn templates_and_get_read_another_repositorys_ports_same_worktree_else_main() {
     );
 }
 
+/// Also an older version of the tool among the processes (issue 28): it rewrites a registry
+/// under its lock as a whole new file, and the index's stamp of it no longer matches, so the
+/// next allocation elsewhere reads it again instead of the index's list of its ports.
 #[test]
 fn kill_9_storm_across_two_repositories_never_shares_a_port() {
     use std::os::unix::process::ExitStatusExt;
@@ -503,8 +506,26 @@ fn kill_9_storm_across_two_repositories_never_shares_a_port() {
         }
     }
     let mut killed = 0;
+    let mut rewritten = 0;
     for _ in 0..6 {
         let mut children = Vec::new();
+        // An older version's save, between the others: same content, a new file.
+        let older = |root: &std::path::Path| {
+            let dir = root.join(".git/worktree-registry");
+            let lock = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join("ports.lock"))
+                .unwrap();
+            lock.lock().unwrap();
+            let Ok(bytes) = std::fs::read(dir.join("ports.json")) else {
+                return false;
+            };
+            std::fs::write(dir.join("ports.json.older"), &bytes).unwrap();
+            std::fs::rename(dir.join("ports.json.older"), dir.join("ports.json")).unwrap();
+            true
+        };
         for _ in 0..16 {
             let dir = &dirs[next(dirs.len() as u64) as usize];
             let args: &[&str] = match next(6) {
@@ -522,6 +543,9 @@ fn kill_9_storm_across_two_repositories_never_shares_a_port() {
             std::thread::sleep(std::time::Duration::from_millis(next(15)));
             let v = next(children.len() as u64) as usize;
             let _ = children[v].kill();
+            if older([&repo.root, &other][next(2) as usize]) {
+                rewritten += 1;
+            }
         }
         for mut c in children {
             if c.wait().unwrap().signal() == Some(libc::SIGKILL) {
@@ -539,7 +563,9 @@ fn kill_9_storm_across_two_repositories_never_shares_a_port() {
         }
         assert_unique(&all);
     }
-    eprintln!("two-repository storm: {killed} killed mid-flight");
+    eprintln!(
+        "two-repository storm: {killed} killed mid-flight, {rewritten} saves by an older version"
+    );
     // Afterwards every worktree of both gets its full set, and still nothing is shared.
     for d in &dirs {
         repo.wp_in(d, ["allocate", "--no-render"]).succeeds();
