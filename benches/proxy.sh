@@ -154,6 +154,20 @@ else
 	echo "skipped the fixed-rate rows: oha is not installed (cargo install oha)" >&2
 fi
 rss_before=$(rss)
+echo "== 1,000 connections held that have sent nothing yet (a browser's preconnects)"
+python3 - "$PROXY" >"$work/silent" <<'PY' &
+import socket, sys, time
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(1000)]
+print("held", flush=True)
+time.sleep(3)
+PY
+silent=$!
+for _ in $(seq 1 100); do grep -q held "$work/silent" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+rss_silent=$(rss)
+wait $silent || true
+sleep 1
+rss_before=$(rss)
 echo "== 1,000 keep-alive connections held (one request each, then idle)"
 ulimit -n 8192 2>/dev/null || true
 python3 - "$PROXY" "$host" >"$work/held" <<'PY' &
@@ -198,9 +212,9 @@ fds_after=$(ls /proc/$ppid/fd | wc -l)
 soak_start=$(rss)
 wrk -t2 -c64 -d"${SOAK}s" -H "Host: $host" "$proxied" >/dev/null
 soak_end=$(rss)
-python3 - "$results" "$rss_before" "$rss_held" "$rss_1000" "$rss_mid_before" "$rss_mid_after" "$fds_after" "$soak_start" "$soak_end" "$SOAK" <<'PY'
+python3 - "$results" "$rss_before" "$rss_held" "$rss_1000" "$rss_mid_before" "$rss_mid_after" "$fds_after" "$soak_start" "$soak_end" "$SOAK" "$rss_silent" <<'PY'
 import statistics, sys
-res, before, held, at1000, mid_b, mid_a, fds, soak_s, soak_e, soak = sys.argv[1:]
+res, before, held, at1000, mid_b, mid_a, fds, soak_s, soak_e, soak, silent = sys.argv[1:]
 rows = [l.rsplit(" ", 4) for l in open(res).read().splitlines()]
 rows = [r for r in rows if len(r) == 5]
 def med(label, i):
@@ -231,6 +245,7 @@ if hung:
     print(f"| median latency with 200 requests hung on another route | | {float(hung[0][1]):.3f} ms | | unaffected |")
 print(f"| proxy memory (RSS) holding 1,000 keep-alive connections (idle after one request each) | | {int(held)/1024:.1f} MB | | < 50 MB |")
 print(f"| of which per idle connection (RSS held - RSS before, / 1,000) | | {(int(held) - int(before)) / 1000:.1f} KB | | at most 8 KB |")
+print(f"| per connection that has sent nothing yet (1,000 held) | | {(int(silent) - int(before)) / 1000:.1f} KB | | |")
 print(f"| proxy memory (RSS): idle after the rounds / 1,000 connections all sending (wrk -c1000) | | {int(before)/1024:.1f} MB / {int(at1000)/1024:.1f} MB | | |")
 print(f"| RSS before / after 500 clients that disconnect mid-response; open fds after | | {int(mid_b)/1024:.1f} MB / {int(mid_a)/1024:.1f} MB; {fds} fds | | back to baseline |")
 print(f"| RSS at the start / end of a {soak} s soak (64 connections) | | {int(soak_s)/1024:.1f} MB / {int(soak_e)/1024:.1f} MB | | flat |")

@@ -241,23 +241,16 @@ pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> any
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let upstream: Upstream = Arc::default();
-                        let upgraded: Arc<AtomicBool> = Arc::default();
-                        let guarded = guard::Guarded::new(stream, upgraded.clone());
-                        let service = hyper::service::service_fn(move |req| {
-                            handle(req, state.clone(), upstream.clone(), peer, upgraded.clone())
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .max_buf_size(64 * 1024)
-                            // A connection that sends no (whole) request head within this
-                            // time, first or between keep-alive requests, is closed: idle
-                            // clients cannot hold every descriptor.
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(idle)
-                            .serve_connection(TokioIo::new(guarded), service)
-                            .with_upgrades()
-                            .await;
+                        // Nothing of HTTP is set up before the client sends something: a
+                        // connection that only waits costs its socket and this task (hyper's
+                        // buffers are 12 KB a connection). The idle limit holds here too.
+                        // (`peek`, not `readable`, which may wake with nothing to read.)
+                        match tokio::time::timeout(idle, stream.peek(&mut [0u8; 1])).await {
+                            Ok(Ok(1..)) => {}
+                            _ => return,
+                        }
+                        // Boxed: the connection's state machine is allocated only now.
+                        Box::pin(serve_connection(stream, state, peer, idle)).await;
                     });
                 }
             });
@@ -271,6 +264,31 @@ pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> any
     })?;
     runtime.shutdown_timeout(Duration::from_millis(500));
     Ok(())
+}
+
+/// One client connection, over HTTP/1 with keep-alive and upgrades.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    state: Arc<State>,
+    peer: SocketAddr,
+    idle: Duration,
+) {
+    let upstream: Upstream = Arc::default();
+    let upgraded: Arc<AtomicBool> = Arc::default();
+    let guarded = guard::Guarded::new(stream, upgraded.clone());
+    let service = hyper::service::service_fn(move |req| {
+        handle(req, state.clone(), upstream.clone(), peer, upgraded.clone())
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(64 * 1024)
+        // A connection that sends no (whole) request head within this time, first or between
+        // keep-alive requests, is closed: idle clients cannot hold every descriptor.
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle)
+        .serve_connection(TokioIo::new(guarded), service)
+        .with_upgrades()
+        .await;
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
