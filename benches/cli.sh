@@ -228,6 +228,12 @@ printf '#!/bin/sh\ncp %s/ports10k.json %s/ports.json && cp %s/ports10k.json %s/p
 printf '#!/bin/sh\n%s && sync\n' "$restore" >"$restore.sync"
 chmod +x "$restore" "$restore.sync"
 cd "$big"
+# `get` of one worktree among 10,000 against `get` in the small repository, in alternating
+# rounds: both started by `env -C` (the same extra exec for both), so the difference is what
+# the 10,000 worktrees cost; the ratio is that over the `read` group's `get web`.
+want big && paired bigget \
+	"get web, small repository" "true" "env -C $repo $BIN get web" \
+	"get web -w worktree-04242, 10,000 worktrees" "true" "env -C $big $BIN get web -w worktree-04242"
 want big && bench big \
 	--prepare "$restore.sync" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
 	--prepare "$restore" -n "allocate, 10,000 worktrees (fresh, disk busy with 4.8 MB of unsynced writes)" "$BIN allocate --no-render" \
@@ -293,10 +299,10 @@ def paired(group):
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "read", "fresh", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "big", "status", "list"] + vs:
+for group in ["add", "read", "fresh", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
-    if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "list"] + vs:
+    if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:

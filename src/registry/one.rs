@@ -124,23 +124,22 @@ fn compact_ports(b: &[u8], seen: &mut [u64]) -> Result<usize, Unsure> {
         let [b'"', after @ ..] = rest else {
             return Err(Unsure::Form);
         };
-        let q = after
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c))
-            .ok_or(Unsure::Form)?;
+        let q = plain_name(after).ok_or(Unsure::Form)?;
         let [b'"', b':', digits @ ..] = &after[q..] else {
             return Err(Unsure::Form);
         };
         // A port: 1 to 5 digits, no leading zero.
-        let len = digits
-            .iter()
-            .take(6)
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if len == 0 || len > 5 || (len > 1 && digits[0] == b'0') || n == ports.len() {
+        let (mut port, mut len) = (0u32, 0);
+        while let Some(&d @ b'0'..=b'9') = digits.get(len) {
+            port = port * 10 + u32::from(d - b'0');
+            len += 1;
+            if len > 5 {
+                return Err(Unsure::Form);
+            }
+        }
+        if len == 0 || (len > 1 && digits[0] == b'0') || n == ports.len() {
             return Err(Unsure::Form);
         }
-        let port = (digits[..len].iter()).fold(0u32, |p, d| p * 10 + u32::from(d - b'0'));
         ports[n] = u16::try_from(port).map_err(|_| Unsure::Form)?;
         n += 1;
         match digits.get(len) {
@@ -158,6 +157,25 @@ fn compact_ports(b: &[u8], seen: &mut [u64]) -> Result<usize, Unsure> {
         }
     }
     Ok(b.len() - rest.len())
+}
+
+/// Printable ASCII but `"` and `\\`: what a plain name is made of.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x20;
+    while c < 0x80 {
+        t[c] = c != b'"' as usize && c != b'\\' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// The length of the plain name at the start of `b` (printable ASCII, no escapes), if a quote
+/// ends it there.
+#[inline]
+fn plain_name(b: &[u8]) -> Option<usize> {
+    let n = b.iter().position(|&c| !PLAIN[usize::from(c)])?;
+    (b[n] == b'"').then_some(n)
 }
 
 /// Mark `port` in `seen`; false when it is below 1024 or marked already (registered twice).
@@ -191,15 +209,13 @@ fn compact_entries(b: &[u8], key: &[u8], seen: &mut [u64]) -> (usize, Stop) {
             return (at, Stop::Slow);
         }
         // The name: plain ASCII, no escapes, not `key`.
-        let mut j = at + 1;
-        loop {
-            match b.get(j) {
-                Some(b'"') => break,
-                Some(&c) if (0x20..0x80).contains(&c) && c != b'\\' => j += 1,
-                _ => return (at, Stop::Slow),
-            }
-        }
-        if &b[at + 1..j] == key || b.get(j + 1) != Some(&b':') {
+        let Some(n) = plain_name(&b[at + 1..]) else {
+            return (at, Stop::Slow);
+        };
+        let j = at + 1 + n;
+        // Names differ at their end more often than not (`worktree-04242`): a byte first.
+        let name = &b[at + 1..j];
+        if (name.last() == key.last() && name == key) || b.get(j + 1) != Some(&b':') {
             return (at, Stop::Slow);
         }
         let value = j + 2;
@@ -558,6 +574,39 @@ mod tests {
             ports_of(cut.as_bytes(), "feat"),
             Some(One::Ports(_))
         ));
+    }
+
+    #[test]
+    fn the_compact_loop_hands_over_to_the_general_path_and_back() {
+        // Compact entries, then one the loop leaves to the general path (a name with a
+        // non-ASCII byte, one with spaces), then compact again, the asked one last.
+        let f = "{\"version\":1,\"allocated_ports\":{\"a\":{\"web\":8080},\"b\u{e9}\":{\"web\":8081},\"c\": { \"web\" : 8082 },\"d\":{\"web\":8083,\"db\":5432},\"e\":{\"web\":8084}},\"worktrees\":{}}";
+        assert_eq!(
+            ports_of(f.as_bytes(), "e"),
+            Some(One::Ports(map(&[("web", 8084)])))
+        );
+        assert_eq!(
+            ports_of(f.as_bytes(), "b\u{e9}"),
+            Some(One::Ports(map(&[("web", 8081)])))
+        );
+        assert_eq!(
+            ports_of(f.as_bytes(), "c"),
+            Some(One::Ports(map(&[("web", 8082)])))
+        );
+        // A port twice across the two paths is still found.
+        let twice = f.replace("8084", "8082");
+        assert_eq!(ports_of(twice.as_bytes(), "a"), None);
+        let twice = f.replace("8081", "8080");
+        assert_eq!(ports_of(twice.as_bytes(), "e"), None);
+        for (name, ok) in [
+            ("plain", true),
+            ("tab\there", false),
+            ("esc\\aped", false),
+            ("\u{7f}", true),
+        ] {
+            let b = format!("{name}\":");
+            assert_eq!(plain_name(b.as_bytes()).is_some(), ok, "{name:?}");
+        }
     }
 
     #[test]
