@@ -512,12 +512,13 @@ fn kill_9_storm_across_two_repositories_never_shares_a_port() {
         // An older version's save, between the others: same content, a new file.
         let older = |root: &std::path::Path| {
             let dir = root.join(".git/worktree-registry");
-            let lock = std::fs::OpenOptions::new()
+            // None before the repository's first allocation: nothing to rewrite yet.
+            let Ok(lock) = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(false)
                 .open(dir.join("ports.lock"))
-                .unwrap();
+            else {
+                return false;
+            };
             lock.lock().unwrap();
             let Ok(bytes) = std::fs::read(dir.join("ports.json")) else {
                 return false;
