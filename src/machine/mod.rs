@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::clock::now_rfc3339;
 use crate::model::error::{Code, Error};
 use crate::model::names;
+use crate::model::portset::PortSet;
 use crate::sys::fault;
 use crate::sys::fsio::{self, Durability, Mode, Stamp, WriteOptions};
 use crate::sys::lock::{self, FileLock};
@@ -100,32 +101,7 @@ impl Entry {
 /// a bitmap of every port (8 KB), not a sort: 50,000 ports (10,000 worktrees) take
 /// microseconds.
 pub fn runs(ports: impl IntoIterator<Item = u16>) -> Vec<[u16; 2]> {
-    let mut bits = vec![0u64; 1024];
-    for p in ports {
-        bits[usize::from(p) / 64] |= 1 << (p % 64);
-    }
-    let mut out: Vec<[u16; 2]> = Vec::new();
-    let mut open: Option<u16> = None;
-    for (w, word) in bits.iter().enumerate() {
-        if *word == 0 && open.is_none() {
-            continue;
-        }
-        for b in 0..64 {
-            let port = (w * 64 + b) as u16;
-            match (word >> b & 1 == 1, open) {
-                (true, None) => open = Some(port),
-                (false, Some(start)) => {
-                    out.push([start, port - 1]);
-                    open = None;
-                }
-                _ => {}
-            }
-        }
-    }
-    if let Some(start) = open {
-        out.push([start, u16::MAX]);
-    }
-    out
+    ports.into_iter().collect::<PortSet>().runs()
 }
 
 /// A repository whose path another repository took (a new clone where a moved or deleted one

@@ -9,5 +9,6 @@ pub mod error;
 pub mod finding;
 pub mod literals;
 pub mod names;
+pub mod portset;
 pub mod salvage;
 pub mod sharing;

@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 
 use crate::model::allocate::{Owner, Taken};
 use crate::model::config::MIN_PORT;
+use crate::model::portset::PortSet;
 
 pub use codec::{Problem, parse};
 pub use store::{
@@ -755,8 +756,7 @@ impl Registry {
         if self.version > VERSION {
             return Err(Problem::Newer(self.version));
         }
-        // One bit per port: 8 KiB, and no hashing of 50,000 ports.
-        let mut seen = vec![0u64; 1024];
+        let mut seen = PortSet::new();
         for (wt, ports) in &self.allocated_ports {
             for (svc, port) in ports.iter() {
                 if port < MIN_PORT {
@@ -764,10 +764,7 @@ impl Registry {
                         "allocated_ports.{wt}.{svc} = {port} is outside 1024-65535"
                     )));
                 }
-                let (word, bit) = (usize::from(port) / 64, 1u64 << (port % 64));
-                let duplicate = seen[word] & bit != 0;
-                seen[word] |= bit;
-                if duplicate {
+                if !seen.insert(port) {
                     return Err(Problem::Invalid(format!(
                         "port {port} is registered twice (again as allocated_ports.{wt}.{svc})"
                     )));

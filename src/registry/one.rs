@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use super::VERSION;
 use crate::model::config::MIN_PORT;
+use crate::model::portset::PortSet;
 
 /// What the scan found.
 #[derive(Debug, PartialEq, Eq)]
@@ -111,7 +112,7 @@ enum Unsure {
 
 /// `{"svc":port,...}` written compact at the start of `b`: every port checked and marked in
 /// `seen`; the bytes it took. Marks nothing unless it returns Ok or Bad.
-fn compact_ports(b: &[u8], seen: &mut [u64]) -> Result<usize, Unsure> {
+fn compact_ports(b: &[u8], seen: &mut PortSet) -> Result<usize, Unsure> {
     let mut ports = [0u16; 16];
     let mut n = 0;
     let mut rest = match b {
@@ -179,11 +180,8 @@ fn plain_name(b: &[u8]) -> Option<usize> {
 }
 
 /// Mark `port` in `seen`; false when it is below 1024 or marked already (registered twice).
-fn mark(seen: &mut [u64], port: u16) -> bool {
-    let (word, bit) = (usize::from(port) / 64, 1u64 << (port % 64));
-    let fresh = port >= MIN_PORT && seen[word] & bit == 0;
-    seen[word] |= bit;
-    fresh
+fn mark(seen: &mut PortSet, port: u16) -> bool {
+    seen.insert(port) && port >= MIN_PORT
 }
 
 /// Where [`compact_entries`] stopped.
@@ -202,7 +200,7 @@ enum Stop {
 /// `allocated_ports` entries of other worktrees than `key`, written compact
 /// (`"name":{"svc":port,...},`), from the start of `b` (at an entry's opening quote): each
 /// checked with [`compact_ports`]. Returns the bytes it took and where it stopped.
-fn compact_entries(b: &[u8], key: &[u8], seen: &mut [u64]) -> (usize, Stop) {
+fn compact_entries(b: &[u8], key: &[u8], seen: &mut PortSet) -> (usize, Stop) {
     let mut at = 0;
     loop {
         if b.get(at) != Some(&b'"') {
@@ -425,7 +423,7 @@ impl<R: std::io::Read> Scan<R> {
 
     /// `allocated_ports`: every port checked; `key`'s ports kept.
     fn allocated(&mut self, key: &str) -> Option<Option<BTreeMap<String, u16>>> {
-        let mut seen = vec![0u64; 1024];
+        let mut seen = PortSet::new();
         let mut found = None;
         self.expect(b'{')?;
         if self.peek()? == b'}' {

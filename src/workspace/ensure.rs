@@ -12,6 +12,7 @@ use crate::model::clock::now_rfc3339;
 use crate::model::config::{self, Config, Strategy};
 use crate::model::error::{Code, Details, Error, HostnameTaken};
 use crate::model::names;
+use crate::model::portset::PortSet;
 use crate::registry::{self, Claim, Loaded, Ports, Registry, WorktreeRecord};
 use crate::render;
 use crate::sys::fsio::{self, Durability, Mode, Stamp, WriteOptions};
@@ -470,16 +471,13 @@ impl Workspace {
         // Repositories known by the index's list of their ports are read where one of them
         // is pinned here or held here too: the error or warning names the worktree.
         if others.others.iter().any(|o| o.listed.is_some()) {
-            // A bitmap of every port (8 KB): a 10,000-worktree registry's owners would take MBs.
-            let mut mine = vec![0u64; 1024];
+            // A set of ports (8 KB): a 10,000-worktree registry's owners would take MBs.
             let pinned = wants.values().filter_map(|w| match w {
                 Want::Pin(p) => u16::try_from(*p).ok(),
                 _ => None,
             });
-            for port in held_ports(&reg).into_iter().chain(pinned) {
-                mine[usize::from(port / 64)] |= 1 << (port % 64);
-            }
-            others.read_where(&|p| mine[usize::from(p / 64)] & (1 << (p % 64)) != 0);
+            let mine: PortSet = held_ports(&reg).into_iter().chain(pinned).collect();
+            others.read_where(&|p| mine.contains(p));
         }
         let mut moved_here = Vec::new();
         if relisted.is_some() {
