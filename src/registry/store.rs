@@ -86,17 +86,7 @@ fn read_bytes(path: &Path) -> anyhow::Result<Result<Vec<u8>, Problem>> {
 /// [`read_bytes`], with the [`Stamp`] of the file the bytes came from (one fstat of the open
 /// file: the stamp and the bytes are of one file, whatever renames happen meanwhile).
 fn read_stamped(path: &Path) -> anyhow::Result<Result<(Vec<u8>, Stamp), Problem>> {
-    let read = || -> io::Result<Option<(Vec<u8>, Stamp)>> {
-        use std::io::Read;
-        let Some(mut f) = fsio::open_regular(path)? else {
-            return Ok(None);
-        };
-        let stamp = Stamp::of(&f.metadata()?);
-        let mut bytes = Vec::with_capacity(stamp.len as usize + 1);
-        f.read_to_end(&mut bytes)?;
-        Ok(Some((bytes, stamp)))
-    };
-    match read() {
+    match fsio::read_regular_stamped(path) {
         Ok(Some(read)) => Ok(Ok(read)),
         Ok(None) => Ok(Err(Problem::Missing)),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -134,9 +124,8 @@ pub fn load_ports_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
 /// long as its backup (a save cut short, a truncated file, a hand edit, a seed file without
 /// a backup): what the scan does not read is then not taken on trust either.
 pub fn ports_of_unlocked(paths: &Paths, key: &str) -> Option<super::one::One> {
-    let file = fsio::open_regular(&paths.file).ok()??;
-    let len = file.metadata().ok()?.len();
-    if fs::metadata(&paths.backup).ok()?.len() != len {
+    let (file, meta) = fsio::open_regular_meta(&paths.file).ok()??;
+    if fs::metadata(&paths.backup).ok()?.len() != meta.len() {
         return None;
     }
     super::one::ports_in(file, key)
@@ -438,7 +427,7 @@ impl Lock {
     pub fn save_then(
         &self,
         registry: &mut Registry,
-        before_commit: &mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>,
+        before_commit: fsio::BeforeRename<'_>,
     ) -> anyhow::Result<Option<String>> {
         // The backup is written below: no need to check the old one.
         self.unchecked_backup.borrow_mut().take();

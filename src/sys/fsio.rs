@@ -173,27 +173,18 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
 /// it takes `target`'s place: what records the stamp elsewhere (the machine index) does so
 /// first, so the record is never behind the file. An error there leaves `target` as it was.
 /// The stamp is None where the file system keeps coarser times than the one set (it could not
-/// tell two writes apart). Returns the stamp.
+/// tell two writes apart).
 pub fn write_atomic_stamped(
     target: &Path,
     bytes: &[u8],
     opts: WriteOptions<'_>,
-    before_rename: &mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>,
-) -> anyhow::Result<Option<Stamp>> {
-    let mut stamp = None;
-    write_atomic_with(
-        target,
-        bytes,
-        opts,
-        Some(&mut |s| {
-            stamp = s;
-            before_rename(s)
-        }),
-    )?;
-    Ok(stamp)
+    before_rename: BeforeRename<'_>,
+) -> anyhow::Result<()> {
+    write_atomic_with(target, bytes, opts, Some(before_rename))
 }
 
-type BeforeRename<'a> = &'a mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>;
+/// What [`write_atomic_stamped`] calls with the new file's stamp before the rename.
+pub type BeforeRename<'a> = &'a mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>;
 
 fn write_atomic_with(
     target: &Path,
@@ -346,6 +337,11 @@ pub fn has_temp_files(dir: &Path, targets: &[&OsStr]) -> bool {
 /// hang until someone writes to it), and only if it is a regular file: anything else is an
 /// `InvalidData` error that says what it is. None when there is no such file.
 pub fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    Ok(open_regular_meta(path)?.map(|(f, _)| f))
+}
+
+/// [`open_regular`], with the file's metadata (the one fstat it takes).
+pub fn open_regular_meta(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
     let mut opts = OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]
@@ -355,9 +351,10 @@ pub fn open_regular(path: &Path) -> io::Result<Option<File>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let ty = f.metadata()?.file_type();
+    let meta = f.metadata()?;
+    let ty = meta.file_type();
     if ty.is_file() {
-        return Ok(Some(f));
+        return Ok(Some((f, meta)));
     }
     Err(io::Error::new(
         io::ErrorKind::InvalidData,
@@ -393,13 +390,19 @@ pub fn kind_of(ty: fs::FileType) -> &'static str {
 
 /// The bytes of the regular file at `path` (see [`open_regular`]); None when it is missing.
 pub fn read_regular(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    Ok(read_regular_stamped(path)?.map(|(bytes, _)| bytes))
+}
+
+/// [`read_regular`], with the [`Stamp`] of the file the bytes came from (of the open file:
+/// the stamp and the bytes are of one file, whatever renames happen meanwhile).
+pub fn read_regular_stamped(path: &Path) -> io::Result<Option<(Vec<u8>, Stamp)>> {
     use std::io::Read;
-    let Some(mut f) = open_regular(path)? else {
+    let Some((mut f, meta)) = open_regular_meta(path)? else {
         return Ok(None);
     };
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     f.read_to_end(&mut bytes)?;
-    Ok(Some(bytes))
+    Ok(Some((bytes, Stamp::of(&meta))))
 }
 
 /// True when the file at `path` holds exactly `bytes`, compared in 64 KiB chunks (no second
@@ -661,18 +664,22 @@ mod tests {
         let target = dir.path().join("ports.json");
         let opts = opts(Durability::Full, Mode::Fixed(0o644));
         let mut seen = None;
-        let stamp = write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |s| {
+        write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |s| {
             // Called before the rename: the target does not exist yet.
             assert!(!target.exists());
             seen = s;
             Ok(())
         })
         .unwrap();
-        assert_eq!(stamp, seen);
-        let stamp = stamp.expect("this file system keeps nanoseconds");
+        let stamp = seen.expect("this file system keeps nanoseconds");
         assert!(stamp.still(&target), "the renamed file is the stamped one");
         // The same bytes saved again: another save, another stamp.
-        let again = write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |_| Ok(())).unwrap();
+        let mut again = None;
+        write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |s| {
+            again = s;
+            Ok(())
+        })
+        .unwrap();
         assert_ne!(again, Some(stamp));
         assert!(!stamp.still(&target));
         let again = again.unwrap();

@@ -193,7 +193,7 @@ impl Workspace {
         &self,
         lock: &Lock,
         reg: &mut Registry,
-        before_commit: &mut dyn FnMut(Option<crate::sys::fsio::Stamp>) -> anyhow::Result<()>,
+        before_commit: crate::sys::fsio::BeforeRename<'_>,
     ) -> anyhow::Result<()> {
         if let Some(w) = lock.save_then(reg, before_commit)? {
             warn(&w);
