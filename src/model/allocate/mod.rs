@@ -209,9 +209,7 @@ impl<'a> Taken<'a> {
     /// Record that `owner` holds `port`. A port that already has another owner is a
     /// conflict: the first owner stays and is returned, for the caller to report.
     pub fn insert(&mut self, port: u16, owner: Owner<'a>) -> Result<(), Owner<'a>> {
-        if self.slots.is_empty() {
-            self.slots = vec![0; usize::from(u16::MAX) + 1];
-        }
+        self.allocate_slots();
         match self.slots[usize::from(port)] {
             0 => {
                 self.owners.push(owner);
@@ -233,9 +231,7 @@ impl<'a> Taken<'a> {
         owner: Owner<'a>,
         conflict: &mut dyn FnMut(u16, Owner<'a>),
     ) {
-        if self.slots.is_empty() {
-            self.slots = vec![0; usize::from(u16::MAX) + 1];
-        }
+        self.allocate_slots();
         self.owners.push(owner);
         let me = u32::try_from(self.owners.len()).expect("at most 65,536 owners per run");
         for port in ports {
@@ -244,6 +240,13 @@ impl<'a> Taken<'a> {
                 i if self.owners[i as usize - 1] == owner => {}
                 i => conflict(port, self.owners[i as usize - 1]),
             }
+        }
+    }
+
+    /// The slot table, zeroed, on the first insert.
+    fn allocate_slots(&mut self) {
+        if self.slots.is_empty() {
+            self.slots = vec![0; usize::from(u16::MAX) + 1];
         }
     }
 
