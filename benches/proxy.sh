@@ -153,43 +153,36 @@ print(sys.argv[1], "%.3f %.3f %.0f 0" % (p["p50"] * 1000, p["p99"] * 1000, d["su
 else
 	echo "skipped the fixed-rate rows: oha is not installed (cargo install oha)" >&2
 fi
-rss_before=$(rss)
-echo "== 1,000 connections held that have sent nothing yet (a browser's preconnects)"
-python3 - "$PROXY" >"$work/silent" <<'PY' &
-import socket, sys, time
-socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(1000)]
-print("held", flush=True)
-time.sleep(3)
-PY
-silent=$!
-for _ in $(seq 1 100); do grep -q held "$work/silent" 2>/dev/null && break; sleep 0.1; done
-sleep 1
-rss_silent=$(rss)
-wait $silent || true
-sleep 1
-rss_before=$(rss)
-echo "== 1,000 keep-alive connections held (one request each, then idle)"
 ulimit -n 8192 2>/dev/null || true
-python3 - "$PROXY" "$host" >"$work/held" <<'PY' &
+# The proxy's RSS while 1,000 connections are held: ones that sent one request each (with a
+# Host), or ones that have sent nothing (without).
+held_rss() { # [host]
+	python3 - "$PROXY" "${1:-}" >"$work/held" <<'PY' &
 import socket, sys, time
 port, host = int(sys.argv[1]), sys.argv[2]
-socks = []
-for _ in range(1000):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    socks.append(s)
-for s in socks:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(65536)
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
+if host:
+    for s in socks:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    for s in socks:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
 print("held", flush=True)
 time.sleep(4)
 PY
-holder=$!
-for _ in $(seq 1 100); do grep -q held "$work/held" 2>/dev/null && break; sleep 0.1; done
+	local holder=$!
+	for _ in $(seq 1 100); do grep -q held "$work/held" 2>/dev/null && break; sleep 0.1; done
+	sleep 1
+	rss
+	wait $holder || true
+}
+echo "== 1,000 connections held that have sent nothing yet (a browser's preconnects)"
+rss_silent=$(held_rss)
 sleep 1
-rss_held=$(rss)
-wait $holder || true
+rss_before=$(rss)
+echo "== 1,000 keep-alive connections held (one request each, then idle)"
+rss_held=$(held_rss "$host")
 echo "== 1,000 connections all sending as fast as they can"
 wrk -t2 -c1000 -d"${DURATION}s" -H "Host: $host" "$proxied" >/dev/null &
 w=$!
