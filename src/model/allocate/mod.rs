@@ -185,11 +185,34 @@ impl fmt::Display for Owner<'_> {
 /// allocations per command.
 #[derive(Debug, Clone, Default)]
 pub struct Taken<'a> {
-    /// Port -> 1 + its owner's position in `owners`; 0 when nobody registered it. Allocated
-    /// zeroed on the first insert (256 KiB), so only the pages of ports in use are touched; a
-    /// hash map of 50,000 ports was a tenth of a 10,000-worktree allocation.
+    /// Port -> who registered it: 0 when nobody did; `PLAIN | i` for `plain[i]`; else 1 + a
+    /// position in `owners`. Allocated zeroed on the first insert (256 KiB), so only the pages
+    /// of ports in use are touched; a hash map of 50,000 ports was a tenth of a
+    /// 10,000-worktree allocation.
     slots: Vec<u32>,
+    /// Owners with a flag (leases, blocks, gone or listed repositories): few.
     owners: Vec<Owner<'a>>,
+    /// A worktree's service, here or in another repository: 8 bytes, where an [`Owner`] is 56
+    /// (a 10,000-worktree registry's 50,000 owners were 2.8 MB, 700 page faults, of every
+    /// allocation there).
+    plain: Vec<Plain>,
+    /// Worktree keys of `plain` (one per run of inserts for the same worktree).
+    worktrees: Vec<&'a str>,
+    /// Service names of `plain`, each once.
+    services: Vec<&'a str>,
+    /// Repositories of `plain`, each once.
+    repositories: Vec<Option<&'a Path>>,
+}
+
+/// A slot value that points into `plain`.
+const PLAIN: u32 = 1 << 31;
+
+/// [`Owner::here`] or [`Owner::elsewhere`], as indexes.
+#[derive(Debug, Clone, Copy)]
+struct Plain {
+    worktree: u32,
+    service: u16,
+    repository: u16,
 }
 
 impl<'a> Taken<'a> {
@@ -201,8 +224,8 @@ impl<'a> Taken<'a> {
     /// An empty snapshot with room for `n` ports.
     pub fn with_capacity(n: usize) -> Taken<'a> {
         Taken {
-            slots: Vec::new(),
-            owners: Vec::with_capacity(n),
+            plain: Vec::with_capacity(n),
+            ..Taken::default()
         }
     }
 
@@ -212,13 +235,12 @@ impl<'a> Taken<'a> {
         self.allocate_slots();
         match self.slots[usize::from(port)] {
             0 => {
-                self.owners.push(owner);
-                self.slots[usize::from(port)] =
-                    u32::try_from(self.owners.len()).expect("at most 65,536 ports");
+                let slot = self.intern(owner);
+                self.slots[usize::from(port)] = slot;
                 Ok(())
             }
-            i if self.owners[i as usize - 1] == owner => Ok(()),
-            i => Err(self.owners[i as usize - 1]),
+            v if self.owner_at(v) == owner => Ok(()),
+            v => Err(self.owner_at(v)),
         }
     }
 
@@ -232,13 +254,12 @@ impl<'a> Taken<'a> {
         conflict: &mut dyn FnMut(u16, Owner<'a>),
     ) {
         self.allocate_slots();
-        self.owners.push(owner);
-        let me = u32::try_from(self.owners.len()).expect("at most 65,536 owners per run");
+        let me = self.intern(owner);
         for port in ports {
             match self.slots[usize::from(port)] {
                 0 => self.slots[usize::from(port)] = me,
-                i if self.owners[i as usize - 1] == owner => {}
-                i => conflict(port, self.owners[i as usize - 1]),
+                v if self.owner_at(v) == owner => {}
+                v => conflict(port, self.owner_at(v)),
             }
         }
     }
@@ -250,11 +271,74 @@ impl<'a> Taken<'a> {
         }
     }
 
+    /// Keep `owner`; its slot value.
+    fn intern(&mut self, owner: Owner<'a>) -> u32 {
+        let flagged = owner.lease || owner.block || owner.gone || owner.listed;
+        let plain = (!flagged).then(|| self.plain_of(owner)).flatten();
+        match plain {
+            Some(p) if self.plain.len() < PLAIN as usize => {
+                self.plain.push(p);
+                PLAIN | u32::try_from(self.plain.len() - 1).expect("below PLAIN")
+            }
+            _ => {
+                self.owners.push(owner);
+                u32::try_from(self.owners.len()).expect("at most 65,536 owners")
+            }
+        }
+    }
+
+    /// `owner` as indexes; None when an index would not fit (never on a real machine).
+    fn plain_of(&mut self, owner: Owner<'a>) -> Option<Plain> {
+        // Inserts come a worktree at a time: its key is the last one kept, or a new one.
+        let worktree = match self.worktrees.last() {
+            Some(last) if *last == owner.worktree => self.worktrees.len() - 1,
+            _ => {
+                self.worktrees.push(owner.worktree);
+                self.worktrees.len() - 1
+            }
+        };
+        let service = match self.services.iter().position(|s| *s == owner.service) {
+            Some(i) => i,
+            None if self.services.len() < 256 => {
+                self.services.push(owner.service);
+                self.services.len() - 1
+            }
+            None => return None,
+        };
+        let repository = match (self.repositories.iter()).position(|r| *r == owner.repository) {
+            Some(i) => i,
+            None => {
+                self.repositories.push(owner.repository);
+                self.repositories.len() - 1
+            }
+        };
+        Some(Plain {
+            worktree: u32::try_from(worktree).ok()?,
+            service: u16::try_from(service).ok()?,
+            repository: u16::try_from(repository).ok()?,
+        })
+    }
+
+    /// The owner a non-zero slot value names.
+    fn owner_at(&self, v: u32) -> Owner<'a> {
+        if v & PLAIN == 0 {
+            return self.owners[v as usize - 1];
+        }
+        let p = self.plain[(v & !PLAIN) as usize];
+        Owner {
+            repository: self.repositories[usize::from(p.repository)],
+            ..Owner::here(
+                self.worktrees[p.worktree as usize],
+                self.services[usize::from(p.service)],
+            )
+        }
+    }
+
     /// Who holds `port`, if anyone.
     pub fn owner(&self, port: u16) -> Option<Owner<'a>> {
         match self.slots.get(usize::from(port)) {
             None | Some(0) => None,
-            Some(&i) => Some(self.owners[i as usize - 1]),
+            Some(&v) => Some(self.owner_at(v)),
         }
     }
 }
@@ -696,6 +780,41 @@ mod tests {
     use super::*;
     use crate::model::config::{Config, default_env_name};
     use std::cell::RefCell;
+
+    /// Worktree owners are kept as indexes (8 bytes, not 56): every owner reads back as it
+    /// was inserted, whatever the mix of kinds and the order, and a conflict keeps the first.
+    #[test]
+    fn taken_gives_back_every_owner_as_inserted() {
+        let (here, there) = (Path::new("/r/here"), Path::new("/r/there"));
+        let owners = [
+            Owner::here("main", "web"),
+            Owner::here("main", "db"),
+            Owner::elsewhere(there, "main", "web"),
+            Owner::here("feature", "web"),
+            Owner::lease("lease-1"),
+            Owner::here("main", "api"),
+            Owner::elsewhere(there, "feature", "db"),
+            Owner::block(here),
+            Owner::gone(there),
+            Owner::listed(there),
+        ];
+        let mut taken = Taken::new();
+        for (i, o) in owners.iter().enumerate() {
+            assert_eq!(taken.insert(2000 + i as u16, *o), Ok(()));
+        }
+        taken.insert_run(3000..=3002, Owner::here("main", "web"), &mut |p, o| {
+            panic!("{p} {o}")
+        });
+        for (i, o) in owners.iter().enumerate() {
+            assert_eq!(taken.owner(2000 + i as u16), Some(*o));
+            // The same owner again is not a conflict; another one is, and the first stays.
+            assert_eq!(taken.insert(2000 + i as u16, *o), Ok(()));
+            let other = Owner::here("other", "web");
+            assert_eq!(taken.insert(2000 + i as u16, other), Err(*o));
+        }
+        assert_eq!(taken.owner(3001), Some(Owner::here("main", "web")));
+        assert_eq!(taken.owner(2999), None);
+    }
 
     /// A probe that reports a fixed set of busy ports and counts its calls.
     #[derive(Default)]
