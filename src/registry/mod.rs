@@ -110,7 +110,7 @@ pub struct Registry {
     worktrees: BTreeMap<String, RecordJson>,
     /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries. Kept as the raw JSON
     /// of each entry: commands only append to it, so it is never decoded.
-    history: Vec<Box<RawValue>>,
+    history: Vec<Json>,
     /// Keys this version does not know, written back byte for byte.
     extra: BTreeMap<String, Raw>,
 }
@@ -159,27 +159,74 @@ pub struct WorktreeRecord {
     pub extra: BTreeMap<String, Raw>,
 }
 
+/// A JSON value's text as it was read: a span of the file's text, shared by every value read
+/// from it (10,000 records and 1,000 history entries were 11,000 allocations and a megabyte
+/// copied per read of a 10,000-worktree registry), or text of its own.
+#[derive(Debug, Clone)]
+pub(crate) enum Json {
+    /// `file[start..end]`.
+    Read {
+        file: Arc<String>,
+        start: u32,
+        end: u32,
+    },
+    /// Written here.
+    Own(Box<str>),
+}
+
+impl Json {
+    /// `text`, which is a part of `file` when it was borrowed from it (else copied).
+    pub(crate) fn read(file: &Arc<String>, text: &str) -> Json {
+        let start = (text.as_ptr() as usize).wrapping_sub(file.as_ptr() as usize);
+        let span = (start.checked_add(text.len()))
+            .filter(|end| file.get(start..*end).is_some_and(|t| std::ptr::eq(t, text)))
+            .and_then(|end| Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?)));
+        match span {
+            Some((start, end)) => Json::Read {
+                file: Arc::clone(file),
+                start,
+                end,
+            },
+            None => Json::Own(text.into()),
+        }
+    }
+
+    /// The text.
+    pub(crate) fn get(&self) -> &str {
+        match self {
+            Json::Read { file, start, end } => &file[*start as usize..*end as usize],
+            Json::Own(text) => text,
+        }
+    }
+
+    /// `value` encoded.
+    fn of<T: Serialize>(value: &T) -> Json {
+        let text = serde_json::to_string(value).expect("a registry value serializes");
+        Json::Own(text.into_boxed_str())
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// A worktree record as the raw JSON it was read as (or written from): decoded only when a
 /// command asks, written back byte for byte otherwise, unknown keys included.
-#[derive(Debug, Clone)]
-pub struct RecordJson(Box<RawValue>);
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordJson(Json);
 
 impl RecordJson {
     /// Encode a record.
     pub fn new(record: &WorktreeRecord) -> RecordJson {
-        RecordJson(serde_json::value::to_raw_value(record).expect("record serializes"))
+        RecordJson(Json::of(record))
     }
 
     /// Decode it; None when it is not a record (no `path`): metadata only, the ports are
     /// validated elsewhere, so a damaged record costs its path, not the registry.
     pub fn get(&self) -> Option<WorktreeRecord> {
         serde_json::from_str(self.0.get()).ok()
-    }
-}
-
-impl PartialEq for RecordJson {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
     }
 }
 
@@ -284,7 +331,7 @@ pub enum Event<'a> {
 
 impl Event<'_> {
     /// `{"timestamp", "action", "worktree", "service", "port"}`, as the seed wrote them.
-    fn to_raw(self) -> Box<RawValue> {
+    fn to_json(self) -> Json {
         #[derive(Serialize)]
         struct Entry<'a> {
             timestamp: String,
@@ -315,7 +362,7 @@ impl Event<'_> {
             service,
             port,
         };
-        serde_json::value::to_raw_value(&entry).expect("history entry serializes")
+        Json::of(&entry)
     }
 }
 
@@ -363,11 +410,7 @@ impl PartialEq for Registry {
             && self.worktrees == other.worktrees
             && self.extra == other.extra
             && self.history.len() == other.history.len()
-            && self
-                .history
-                .iter()
-                .zip(&other.history)
-                .all(|(a, b)| a.get() == b.get())
+            && self.history == other.history
     }
 }
 
@@ -747,7 +790,7 @@ impl Registry {
 
     /// Append a history entry (bounded on save).
     pub fn log(&mut self, event: Event<'_>) {
-        self.history.push(event.to_raw());
+        self.history.push(event.to_json());
     }
 
     /// Check what the rest of the tool relies on: known version, ports in 1024-65535, no port

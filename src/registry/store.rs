@@ -16,11 +16,13 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Problem, Registry, VERSION, parse};
+use super::codec::parse_owned;
+use super::{Problem, Registry, VERSION};
 use crate::model::clock::timestamp_for_file;
 use crate::model::error::{Code, Details, Error, NewerRegistry, RegistryDamage};
 use crate::model::sharing::Sharing;
@@ -97,7 +99,7 @@ fn read_stamped(path: &Path) -> anyhow::Result<Result<(Vec<u8>, Stamp), Problem>
 }
 
 fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
-    Ok(read_bytes(path)?.and_then(|b| parse(&b)))
+    Ok(read_bytes(path)?.and_then(|b| parse_owned(b).1))
 }
 
 /// Another repository's ports only ([`super::codec::parse_ports_only`]), without the lock:
@@ -149,7 +151,7 @@ pub struct Loaded {
     /// The bytes of the `ports.json` this was parsed from (lock-free loads of a whole file
     /// only): a writer that takes the lock next reuses the parse if the file still holds
     /// exactly these bytes (see [`Lock::reload`]).
-    source: Option<Vec<u8>>,
+    source: Option<Arc<String>>,
 }
 
 impl Loaded {
@@ -238,12 +240,9 @@ fn resolve(
 }
 
 /// The bytes read (when there were any) and what they parse to.
-fn split(read: Result<Vec<u8>, Problem>) -> (Option<Vec<u8>>, Result<Registry, Problem>) {
+fn split(read: Result<Vec<u8>, Problem>) -> (Option<Arc<String>>, Result<Registry, Problem>) {
     match read {
-        Ok(bytes) => {
-            let parsed = parse(&bytes);
-            (Some(bytes), parsed)
-        }
+        Ok(bytes) => parse_owned(bytes),
         Err(p) => (None, Err(p)),
     }
 }
@@ -297,7 +296,7 @@ pub struct Lock {
     /// `ports.json`'s bytes when the backup has not been checked against them yet: checked
     /// (and rewritten if it lags) when the lock is let go without a save, since a save
     /// writes the backup anyway and a check before it would read 2.4 MB for nothing.
-    unchecked_backup: std::cell::RefCell<Option<Vec<u8>>>,
+    unchecked_backup: std::cell::RefCell<Option<Arc<String>>>,
     // Declared last: dropped after `Drop::drop` has settled the backup.
     _lock: FileLock,
 }
@@ -307,7 +306,7 @@ impl Drop for Lock {
         if let Some(current) = self.unchecked_backup.get_mut().take() {
             // Best effort: a backup that cannot be written now is written by the next
             // command that locks.
-            let _ = self.catch_up_backup(&current);
+            let _ = self.catch_up_backup(current.as_bytes());
         }
     }
 }
@@ -344,7 +343,7 @@ impl Lock {
             loaded.warnings.extend(self.save(&mut loaded.registry)?);
             loaded.recovered = false;
         } else if let Some(current) = &bytes {
-            self.catch_up_backup(current)?;
+            self.catch_up_backup(current.as_bytes())?;
         }
         Ok(loaded)
     }
@@ -357,7 +356,7 @@ impl Lock {
     pub fn reload(&self, unlocked: Loaded) -> anyhow::Result<Loaded> {
         self.sweep();
         let unchanged = match &unlocked.source {
-            Some(seen) => fsio::same_content(&self.paths.file, seen)
+            Some(seen) => fsio::same_content(&self.paths.file, seen.as_bytes())
                 .with_context(|| format!("could not read {}", self.paths.file.display()))?,
             None => false,
         };
@@ -560,7 +559,7 @@ mod tests {
             loaded.warnings
         );
         // Written back at once, damaged copy kept.
-        assert!(parse(&fs::read(&paths.file).unwrap()).is_ok());
+        assert!(super::super::parse(&fs::read(&paths.file).unwrap()).is_ok());
         let aside = names(&paths.dir)
             .iter()
             .filter(|n| n.contains("corrupt-"))
