@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Json, Ports, RecordJson, Registry, VERSION, WorktreeRecord};
+use super::{Key, Ports, RecordJson, Registry, Text, VERSION, WorktreeRecord};
 
 impl Ports {
     /// Sort read entries; a service named twice is refused (None), never resolved by keeping
@@ -42,39 +42,59 @@ impl<'de> Deserialize<'de> for super::Raw {
     }
 }
 
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Reads a worktree key: a span of the file's text (`.0`) when it is written there without
+/// escapes, else a copy.
+struct KeySeed<'f>(Option<&'f Arc<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        let Name(name) = Name::deserialize(d)?;
+        Ok(match (name, self.0) {
+            (Cow::Borrowed(text), Some(file)) => Key(Text::read(file, text)),
+            (name, _) => Key::from(&*name),
+        })
+    }
+}
+
 impl Serialize for Ports {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.iter())
     }
 }
 
-/// Reads `allocated_ports`, sharing each service name among all worktrees.
-struct AllocatedPorts(BTreeMap<String, Ports>);
+/// Reads `allocated_ports`, sharing each service name among all worktrees; keys are spans of
+/// the file's text (`.0`) where they can be.
+struct AllocatedPorts<'f>(Option<&'f Arc<String>>);
 
-impl<'de> Deserialize<'de> for AllocatedPorts {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = AllocatedPorts;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of worktrees")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<AllocatedPorts, A::Error> {
-                let mut names = Names::default();
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(key) = map.next_key::<String>()? {
-                    let ports = map
-                        .next_value_seed(PortsSeed(&mut names))
-                        .map_err(|e| serde::de::Error::custom(format!("worktree {key:?}: {e}")))?;
-                    entries.push((key, ports));
-                }
-                unique_map(entries, "allocated_ports").map(AllocatedPorts)
-            }
+impl<'de> serde::de::DeserializeSeed<'de> for AllocatedPorts<'_> {
+    type Value = BTreeMap<Key, Ports>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AllocatedPorts<'_> {
+    type Value = BTreeMap<Key, Ports>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of worktrees")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut names = Names::default();
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
+            let ports = map.next_value_seed(PortsSeed(&mut names)).map_err(|e| {
+                serde::de::Error::custom(format!("worktree {:?}: {e}", key.as_str()))
+            })?;
+            entries.push((key, ports));
         }
-        d.deserialize_map(Visit)
+        unique_map(entries, "allocated_ports")
     }
 }
 
@@ -159,7 +179,7 @@ impl<'de> Deserialize<'de> for Name<'de> {
 }
 
 /// Reads a whole registry from the text of `.0`: records and history entries are kept as
-/// spans of it ([`Json`]), not copied.
+/// spans of it ([`Text`]), not copied.
 struct RegistrySeed<'f>(&'f Arc<String>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for RegistrySeed<'_> {
@@ -200,7 +220,7 @@ impl<'de> serde::de::Visitor<'de> for RegistrySeed<'_> {
                 "version" => reg.version = map.next_value()?,
                 "port_ranges" => reg.port_ranges = map.next_value::<Sorted<_>>()?.0,
                 "allocated_ports" => {
-                    reg.allocated_ports = map.next_value::<AllocatedPorts>()?.0;
+                    reg.allocated_ports = map.next_value_seed(AllocatedPorts(Some(self.0)))?;
                 }
                 "worktrees" => reg.worktrees = map.next_value_seed(RecordsSeed(self.0))?,
                 "history" => reg.history = map.next_value_seed(HistorySeed(self.0))?,
@@ -218,22 +238,22 @@ impl<'de> serde::de::Visitor<'de> for RegistrySeed<'_> {
 struct RecordsSeed<'f>(&'f Arc<String>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for RecordsSeed<'_> {
-    type Value = BTreeMap<String, RecordJson>;
+    type Value = BTreeMap<Key, RecordJson>;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for RecordsSeed<'_> {
-    type Value = BTreeMap<String, RecordJson>;
+    type Value = BTreeMap<Key, RecordJson>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an object of worktree records")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(KeySeed(Some(self.0)))? {
             let raw: &'de RawValue = map.next_value()?;
-            entries.push((key, RecordJson(Json::read(self.0, raw.get()))));
+            entries.push((key, RecordJson(Text::read(self.0, raw.get()))));
         }
         unique_map(entries, "an object")
     }
@@ -243,21 +263,21 @@ impl<'de> serde::de::Visitor<'de> for RecordsSeed<'_> {
 struct HistorySeed<'f>(&'f Arc<String>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for HistorySeed<'_> {
-    type Value = Vec<Json>;
+    type Value = Vec<Text>;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for HistorySeed<'_> {
-    type Value = Vec<Json>;
+    type Value = Vec<Text>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of history entries")
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            entries.push(Json::read(self.0, raw.get()));
+            entries.push(Text::read(self.0, raw.get()));
         }
         Ok(entries)
     }
@@ -268,12 +288,12 @@ impl<'de> serde::de::Visitor<'de> for HistorySeed<'_> {
 /// again. Built in bulk: std sorts, which is linear for the already sorted keys the tool writes
 /// (inserting one by one walked the tree with string compares 70,000 times for 10,000
 /// worktrees).
-fn unique_map<V, E: serde::de::Error>(
-    entries: Vec<(String, V)>,
+fn unique_map<K: Ord, V, E: serde::de::Error>(
+    entries: Vec<(K, V)>,
     what: &str,
-) -> Result<BTreeMap<String, V>, E> {
+) -> Result<BTreeMap<K, V>, E> {
     let n = entries.len();
-    let map: BTreeMap<String, V> = entries.into_iter().collect();
+    let map: BTreeMap<K, V> = entries.into_iter().collect();
     if map.len() == n {
         return Ok(map);
     }
@@ -403,10 +423,10 @@ impl Registry {
     fn size_hint(&self) -> usize {
         // Quotes, colons, commas and braces: a few bytes per entry; a port is at most 5 digits.
         let ports: usize = (self.allocated_ports.iter())
-            .map(|(k, p)| k.len() + 6 + p.iter().map(|(s, _)| s.len() + 9).sum::<usize>())
+            .map(|(k, p)| k.as_str().len() + 6 + p.iter().map(|(s, _)| s.len() + 9).sum::<usize>())
             .sum();
         let records: usize = (self.worktrees.iter())
-            .map(|(k, r)| k.len() + 4 + r.0.get().len())
+            .map(|(k, r)| k.as_str().len() + 4 + r.0.get().len())
             .sum();
         let history: usize = self.history.iter().map(|h| h.get().len() + 1).sum();
         1024 + ports + records + history
@@ -476,7 +496,7 @@ impl<'de> Deserialize<'de> for PortsOnly {
                     match key.as_str() {
                         "version" => reg.version = map.next_value()?,
                         "allocated_ports" => {
-                            reg.allocated_ports = map.next_value::<AllocatedPorts>()?.0;
+                            reg.allocated_ports = map.next_value_seed(AllocatedPorts(None))?;
                         }
                         // Who the repository is: the machine index checks it.
                         super::REPOSITORY_ID_KEY => {
@@ -577,19 +597,27 @@ mod tests {
         assert_eq!(round["version"], 1);
     }
 
+    fn reg_keys(reg: &Registry) -> Vec<Key> {
+        reg.allocated_ports
+            .keys()
+            .chain(reg.worktrees.keys())
+            .cloned()
+            .collect()
+    }
+
     /// Records and history entries are spans of the text read (shared, not copied: 11,000
     /// allocations per read of a 10,000-worktree registry), written back exactly as read; a
     /// byte order mark before them moves every span by three bytes.
     #[test]
-    fn records_and_history_are_spans_of_the_file_written_back_as_read() {
+    fn keys_records_and_history_are_spans_of_the_file_written_back_as_read() {
         let text = "\u{feff}{\"allocated_ports\": {\"a\\u0062\": {\"web\": 8080}},\n \"worktrees\": \
             {\"a\\u0062\": { \"path\" : \"/x\", \"n\": 1e400 }},\n \"history\": [ {\"action\": 1} ]}";
         let (file, reg) = parse_owned(text.as_bytes().to_vec());
         let (file, reg) = (file.unwrap(), reg.unwrap());
         let record = &reg.worktrees["ab"];
-        assert!(matches!(&record.0, Json::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
+        assert!(matches!(&record.0, Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
         assert_eq!(record.0.get(), r#"{ "path" : "/x", "n": 1e400 }"#);
-        assert!(matches!(&reg.history[0], Json::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
+        assert!(matches!(&reg.history[0], Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
         assert_eq!(reg.record("ab").unwrap().path, "/x");
         let out = String::from_utf8(reg.to_bytes()).unwrap();
         assert_eq!(
@@ -598,8 +626,15 @@ mod tests {
              \"worktrees\":{\"ab\":{ \"path\" : \"/x\", \"n\": 1e400 }},\
              \"history\":[{\"action\": 1}]}\n"
         );
+        // Keys too, where the file writes them without escapes.
+        let (file, reg) = parse_owned(br#"{"allocated_ports": {"main": {"web": 8080}}}"#.to_vec());
+        let (file, reg) = (file.unwrap(), reg.unwrap());
+        let key = reg.allocated_ports.keys().next().unwrap();
+        assert!(matches!(&key.0, Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
+        let escaped = reg_keys(&parse(text.as_bytes()).unwrap());
+        assert!(matches!(&escaped[0].0, Text::Own(k) if &**k == "ab"));
         // Text that is not a part of the file is copied.
-        assert!(matches!(Json::read(&file, "{}"), Json::Own(t) if &*t == "{}"));
+        assert!(matches!(Text::read(&file, "{}"), Text::Own(t) if &*t == "{}"));
     }
 
     #[test]

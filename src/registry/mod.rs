@@ -104,13 +104,13 @@ pub struct Registry {
     /// Service -> inclusive range, as configured when the service last allocated.
     port_ranges: BTreeMap<String, [u16; 2]>,
     /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
-    allocated_ports: BTreeMap<String, Ports>,
+    allocated_ports: BTreeMap<Key, Ports>,
     /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
     /// a command needs one record, not 10,000).
-    worktrees: BTreeMap<String, RecordJson>,
+    worktrees: BTreeMap<Key, RecordJson>,
     /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries. Kept as the raw JSON
     /// of each entry: commands only append to it, so it is never decoded.
-    history: Vec<Json>,
+    history: Vec<Text>,
     /// Keys this version does not know, written back byte for byte.
     extra: BTreeMap<String, Raw>,
 }
@@ -159,11 +159,11 @@ pub struct WorktreeRecord {
     pub extra: BTreeMap<String, Raw>,
 }
 
-/// A JSON value's text as it was read: a span of the file's text, shared by every value read
-/// from it (10,000 records and 1,000 history entries were 11,000 allocations and a megabyte
-/// copied per read of a 10,000-worktree registry), or text of its own.
+/// Text as it was read: a span of the file's text, shared by every value read from it (a
+/// 10,000-worktree registry's keys, records and history entries were 31,000 allocations and a
+/// megabyte copied per read), or text of its own.
 #[derive(Debug, Clone)]
-pub(crate) enum Json {
+pub(crate) enum Text {
     /// `file[start..end]`.
     Read {
         file: Arc<String>,
@@ -174,53 +174,103 @@ pub(crate) enum Json {
     Own(Box<str>),
 }
 
-impl Json {
+impl Text {
     /// `text`, which is a part of `file` when it was borrowed from it (else copied).
-    pub(crate) fn read(file: &Arc<String>, text: &str) -> Json {
+    pub(crate) fn read(file: &Arc<String>, text: &str) -> Text {
         let start = (text.as_ptr() as usize).wrapping_sub(file.as_ptr() as usize);
         let span = (start.checked_add(text.len()))
             .filter(|end| file.get(start..*end).is_some_and(|t| std::ptr::eq(t, text)))
             .and_then(|end| Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?)));
         match span {
-            Some((start, end)) => Json::Read {
+            Some((start, end)) => Text::Read {
                 file: Arc::clone(file),
                 start,
                 end,
             },
-            None => Json::Own(text.into()),
+            None => Text::Own(text.into()),
         }
     }
 
     /// The text.
     pub(crate) fn get(&self) -> &str {
         match self {
-            Json::Read { file, start, end } => &file[*start as usize..*end as usize],
-            Json::Own(text) => text,
+            Text::Read { file, start, end } => &file[*start as usize..*end as usize],
+            Text::Own(text) => text,
         }
     }
 
     /// `value` encoded.
-    fn of<T: Serialize>(value: &T) -> Json {
+    fn of<T: Serialize>(value: &T) -> Text {
         let text = serde_json::to_string(value).expect("a registry value serializes");
-        Json::Own(text.into_boxed_str())
+        Text::Own(text.into_boxed_str())
     }
 }
 
-impl PartialEq for Json {
+impl PartialEq for Text {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get()
+    }
+}
+
+/// A worktree key: a span of the file's text when it was written there without escapes, else
+/// its own. Ordered, compared and looked up as the string it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Key(Text);
+
+impl Key {
+    /// The key.
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<&str> for Key {
+    fn from(key: &str) -> Key {
+        Key(Text::Own(key.into()))
+    }
+}
+
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// A worktree record as the raw JSON it was read as (or written from): decoded only when a
 /// command asks, written back byte for byte otherwise, unknown keys included.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecordJson(Json);
+pub struct RecordJson(Text);
 
 impl RecordJson {
     /// Encode a record.
     pub fn new(record: &WorktreeRecord) -> RecordJson {
-        RecordJson(Json::of(record))
+        RecordJson(Text::of(record))
     }
 
     /// Decode it; None when it is not a record (no `path`): metadata only, the ports are
@@ -331,7 +381,7 @@ pub enum Event<'a> {
 
 impl Event<'_> {
     /// `{"timestamp", "action", "worktree", "service", "port"}`, as the seed wrote them.
-    fn to_json(self) -> Json {
+    fn to_json(self) -> Text {
         #[derive(Serialize)]
         struct Entry<'a> {
             timestamp: String,
@@ -362,7 +412,7 @@ impl Event<'_> {
             service,
             port,
         };
-        Json::of(&entry)
+        Text::of(&entry)
     }
 }
 
@@ -478,7 +528,7 @@ impl Registry {
         if self.worktrees.get(key) == Some(&json) {
             return false;
         }
-        self.worktrees.insert(key.to_string(), json);
+        self.worktrees.insert(Key::from(key), json);
         true
     }
 
@@ -605,7 +655,7 @@ impl Registry {
         for (wt, ports) in &self.allocated_ports {
             for (svc, port) in ports.iter() {
                 // validate() and every change keep ports unique: a conflict cannot happen.
-                let _ = taken.insert(port, Owner::here(wt, svc));
+                let _ = taken.insert(port, Owner::here(wt.as_str(), svc));
             }
         }
         taken
@@ -617,7 +667,7 @@ impl Registry {
             .allocated_ports
             .keys()
             .chain(self.worktrees.keys())
-            .map(String::as_str)
+            .map(Key::as_str)
             .collect();
         keys.sort();
         keys.dedup();
@@ -691,14 +741,14 @@ impl Registry {
             });
         }
         for (other, held) in &self.allocated_ports {
-            if other == key {
+            if other.as_str() == key {
                 continue;
             }
             for (service, port) in held.iter() {
                 if mine.binary_search_by(|(p, _)| p.cmp(&port)).is_ok() {
                     return Err(PortConflict {
                         port,
-                        worktree: other.clone(),
+                        worktree: other.to_string(),
                         service: service.to_string(),
                     });
                 }
@@ -708,7 +758,7 @@ impl Registry {
             self.allocated_ports.remove(key);
         } else {
             self.allocated_ports
-                .insert(key.to_string(), Ports::from(ports));
+                .insert(Key::from(key), Ports::from(ports));
         }
         Ok(())
     }
