@@ -423,11 +423,13 @@ fn our_add_with_the_hook_installed_allocates_and_renders_once() {
         "written",
         "add rendered (once)"
     );
+    // The hook steps aside without starting the binary (the binary would step aside too, for
+    // a script an older version installed).
     let hook_runs = starts(&log);
     assert_eq!(
-        hook_runs.len(),
-        1,
-        "the hook ran and stepped aside: {hook_runs:?}"
+        hook_runs,
+        Vec::<String>::new(),
+        "the hook started the binary"
     );
     let history = repo.registry()["history"].as_array().unwrap().clone();
     let assigned = history
