@@ -174,7 +174,7 @@ const PLAIN: [bool; 256] = {
 /// The length of the plain name at the start of `b` (printable ASCII, no escapes), if a quote
 /// ends it there.
 #[inline]
-fn plain_name(b: &[u8]) -> Option<usize> {
+pub(super) fn plain_name(b: &[u8]) -> Option<usize> {
     let n = b.iter().position(|&c| !PLAIN[usize::from(c)])?;
     (b[n] == b'"').then_some(n)
 }
