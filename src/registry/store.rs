@@ -376,7 +376,8 @@ impl Lock {
     /// full, not by length: a change of one port to another of as many digits keeps it.
     fn catch_up_backup(&self, current: &[u8]) -> anyhow::Result<()> {
         if !fsio::same_content(&self.paths.backup, current).unwrap_or(false) {
-            write_backup(&self.paths.backup, current, self.paths.mode())?;
+            let content = &mut |f: &mut fs::File| io::Write::write_all(f, current);
+            write_backup(&self.paths.backup, content, self.paths.mode())?;
         }
         Ok(())
     }
@@ -431,10 +432,9 @@ impl Lock {
         // The backup is written below: no need to check the old one.
         self.unchecked_backup.borrow_mut().take();
         registry.prepare_save();
-        let bytes = registry.to_bytes();
         fsio::write_atomic_stamped(
             &self.paths.file,
-            &bytes,
+            &mut |f| registry.write_to(f),
             WriteOptions {
                 durability: Durability::Full,
                 mode: self.paths.mode(),
@@ -442,7 +442,15 @@ impl Lock {
             },
             before_commit,
         )?;
-        Ok(write_backup(&self.paths.backup, &bytes, self.paths.mode()).err().map(|e| {
+        // The backup: the bytes just committed, copied from the file by the kernel (this
+        // process holds the lock, so they are the registry it wrote).
+        let committed = &self.paths.file;
+        let copy = &mut |f: &mut fs::File| {
+            let mut from = fsio::open_regular(committed)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "ports.json is gone"))?;
+            io::copy(&mut from, f).map(|_| ())
+        };
+        Ok(write_backup(&self.paths.backup, copy, self.paths.mode()).err().map(|e| {
             format!(
                 "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
             )
@@ -455,7 +463,7 @@ impl Lock {
 /// from ports.json by the next command that locks. Its fsyncs were a third of a save.
 /// Something that is not a regular file in its place (a directory, a FIFO) is moved aside as
 /// `ports.json.bak.corrupt-<time>` first: replacing a directory would fail every later save.
-fn write_backup(path: &Path, bytes: &[u8], mode: Mode) -> anyhow::Result<()> {
+fn write_backup(path: &Path, content: fsio::Content<'_>, mode: Mode) -> anyhow::Result<()> {
     if let Ok(meta) = fs::symlink_metadata(path)
         && !meta.file_type().is_file()
     {
@@ -469,9 +477,9 @@ fn write_backup(path: &Path, bytes: &[u8], mode: Mode) -> anyhow::Result<()> {
             )
         })?;
     }
-    fsio::write_atomic(
+    fsio::write_atomic_from(
         path,
-        bytes,
+        content,
         WriteOptions {
             durability: Durability::Lazy,
             mode,

@@ -165,8 +165,22 @@ fn unique_mtime() -> std::time::SystemTime {
 /// half of one. Creates missing parent directories (0755). On failure the temp file is removed
 /// and `target` is as it was.
 pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyhow::Result<()> {
-    write_atomic_with(target, bytes, opts, None)
+    write_atomic_from(target, &mut |f| f.write_all(bytes), opts)
 }
+
+/// [`write_atomic`] with what `content` writes into the new file: a 2.4 MB registry streamed
+/// through a small buffer, or copied from another file by the kernel, instead of first built
+/// in fresh memory (600 page faults).
+pub fn write_atomic_from(
+    target: &Path,
+    content: Content<'_>,
+    opts: WriteOptions<'_>,
+) -> anyhow::Result<()> {
+    write_atomic_with(target, content, opts, None)
+}
+
+/// What writes a new file's content.
+pub type Content<'a> = &'a mut dyn FnMut(&mut File) -> io::Result<()>;
 
 /// [`write_atomic`], giving the file a modification time of its own ([`unique_mtime`]) and
 /// calling `before_rename` with the new file's [`Stamp`] once it is written and synced, before
@@ -176,11 +190,11 @@ pub fn write_atomic(target: &Path, bytes: &[u8], opts: WriteOptions<'_>) -> anyh
 /// tell two writes apart).
 pub fn write_atomic_stamped(
     target: &Path,
-    bytes: &[u8],
+    content: Content<'_>,
     opts: WriteOptions<'_>,
     before_rename: BeforeRename<'_>,
 ) -> anyhow::Result<()> {
-    write_atomic_with(target, bytes, opts, Some(before_rename))
+    write_atomic_with(target, content, opts, Some(before_rename))
 }
 
 /// What [`write_atomic_stamped`] calls with the new file's stamp before the rename.
@@ -188,7 +202,7 @@ pub type BeforeRename<'a> = &'a mut dyn FnMut(Option<Stamp>) -> anyhow::Result<(
 
 fn write_atomic_with(
     target: &Path,
-    bytes: &[u8],
+    content: Content<'_>,
     opts: WriteOptions<'_>,
     mut before_rename: Option<BeforeRename<'_>>,
 ) -> anyhow::Result<()> {
@@ -210,7 +224,7 @@ fn write_atomic_with(
         let mode = opts.mode.file_bits().unwrap_or(0o644);
         let mut f = new_file_with_mode(&tmp, mode)?;
         fault::io_point(&format!("{label}.write"))?;
-        f.write_all(bytes)?;
+        content(&mut f)?;
         fault::point(&format!("{label}.temp-written"));
         if before_rename.is_some() {
             let set = unique_mtime();
@@ -664,21 +678,31 @@ mod tests {
         let target = dir.path().join("ports.json");
         let opts = opts(Durability::Full, Mode::Fixed(0o644));
         let mut seen = None;
-        write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |s| {
-            // Called before the rename: the target does not exist yet.
-            assert!(!target.exists());
-            seen = s;
-            Ok(())
-        })
+        write_atomic_stamped(
+            &target,
+            &mut |f| f.write_all(b"{\"a\":1}"),
+            opts,
+            &mut |s| {
+                // Called before the rename: the target does not exist yet.
+                assert!(!target.exists());
+                seen = s;
+                Ok(())
+            },
+        )
         .unwrap();
         let stamp = seen.expect("this file system keeps nanoseconds");
         assert!(stamp.still(&target), "the renamed file is the stamped one");
         // The same bytes saved again: another save, another stamp.
         let mut again = None;
-        write_atomic_stamped(&target, b"{\"a\":1}", opts, &mut |s| {
-            again = s;
-            Ok(())
-        })
+        write_atomic_stamped(
+            &target,
+            &mut |f| f.write_all(b"{\"a\":1}"),
+            opts,
+            &mut |s| {
+                again = s;
+                Ok(())
+            },
+        )
         .unwrap();
         assert_ne!(again, Some(stamp));
         assert!(!stamp.still(&target));
@@ -696,7 +720,7 @@ mod tests {
         fs::write(&target, b"old").unwrap();
         let err = write_atomic_stamped(
             &target,
-            b"new",
+            &mut |f| f.write_all(b"new"),
             opts(Durability::Full, Mode::Fixed(0o644)),
             &mut |_| anyhow::bail!("the index could not be saved"),
         )
