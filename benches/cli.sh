@@ -27,6 +27,7 @@ if ! need hyperfine || ! need /usr/bin/time; then
 fi
 cargo build --release --locked -q
 BIN="$PWD/target/release/git-worktree-ports"
+root="$PWD"
 export PATH="$PWD/target/release:$PATH"
 
 work=$(mktemp -d)
@@ -234,6 +235,24 @@ cd "$big"
 want big && paired bigget \
 	"get web, small repository" "true" "env -C $repo $BIN get web" \
 	"get web -w worktree-04242, 10,000 worktrees" "true" "env -C $big $BIN get web -w worktree-04242"
+# A fresh allocation among 10,000 worktrees against one in the small repository, in
+# alternating rounds (both from a synced disk, both started by `env -C`): the issue's ratio.
+# And against the floor of any save that rewrites the whole file: benches/floor_save.c reads
+# ports.json and writes it back as a save does (temp file, fsync, rename, directory fsync, the
+# backup), with no parsing at all. Compiled with cc; without one the pair is skipped, saying so.
+printf '#!/bin/sh\ncd %s && %s release >/dev/null && sync\n' "$repo" "$BIN" >"$work/release-small.sync"
+chmod +x "$work/release-small.sync"
+want big && paired bigfresh \
+	"allocate (fresh), small repository" "$work/release-small.sync" "env -C $repo $BIN allocate --no-render" \
+	"allocate (fresh), 10,000 worktrees" "$restore.sync" "env -C $big $BIN allocate --no-render"
+if want big && command -v cc >/dev/null; then
+	cc -O2 -o "$work/floor_save" "$root/benches/floor_save.c"
+	paired floorsave \
+		"floor: rewrite the 10,000-worktree ports.json (no parsing)" "$restore.sync" "$work/floor_save $reg" \
+		"allocate (fresh), 10,000 worktrees" "$restore.sync" "$BIN allocate --no-render"
+elif want big; then
+	echo "skipped: the floorsave pair (no C compiler: cc)" >&2
+fi
 want big && bench big \
 	--prepare "$restore.sync" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
 	--prepare "$restore" -n "allocate, 10,000 worktrees (fresh, disk busy with 4.8 MB of unsynced writes)" "$BIN allocate --no-render" \
@@ -299,10 +318,10 @@ def paired(group):
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "read", "fresh", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "big", "status", "list"] + vs:
+for group in ["add", "read", "fresh", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
-    if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "list"] + vs:
+    if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
