@@ -858,6 +858,55 @@ mod tests {
         }
     }
 
+    /// A registry larger than the save's buffer is handed to the file a chunk at a time (the
+    /// spill path runs only past 256 KiB), and the chunks are the whole file's bytes; a writer
+    /// that fails mid-way fails the save.
+    #[test]
+    fn a_registry_written_in_chunks_is_the_same_bytes() {
+        let mut text = String::from(r#"{"version":1,"port_ranges":{},"allocated_ports":{"#);
+        for n in 0..12000 {
+            let comma = if n > 0 { "," } else { "" };
+            text += &format!(
+                r#"{comma}"wt-{n:05}":{{"db":{},"web":{}}}"#,
+                2000 + n,
+                20000 + n
+            );
+        }
+        text += r#"},"worktrees":{"#;
+        for n in 0..12000 {
+            let comma = if n > 0 { "," } else { "" };
+            text += &format!(r#"{comma}"wt-{n:05}":{{"path":"/src/p/wt-{n:05}","slot":{n}}}"#);
+        }
+        text += r#"},"history":[{"action":"assigned"}]}"#;
+        text.push('\n');
+        let (_, reg) = parse_owned(text.clone().into_bytes());
+        let reg = reg.unwrap();
+        let whole = reg.to_bytes();
+        assert_eq!(String::from_utf8(whole.clone()).unwrap(), text);
+        assert!(whole.len() > 2 * CHUNK, "{} bytes", whole.len());
+
+        struct Chunks(Vec<u8>, usize, Option<usize>);
+        impl Write for Chunks {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.1 += 1;
+                if Some(self.1) == self.2 {
+                    return Err(std::io::Error::other("disk full"));
+                }
+                self.0.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut chunks = Chunks(Vec::new(), 0, None);
+        reg.write_to(&mut chunks).unwrap();
+        assert_eq!(chunks.0, whole);
+        assert!(chunks.1 >= 3, "{} writes", chunks.1);
+        let mut failing = Chunks(Vec::new(), 0, Some(2));
+        assert!(reg.write_to(&mut failing).is_err());
+    }
+
     fn reg_keys(reg: &Registry) -> Vec<Key> {
         reg.allocated_ports
             .keys()
