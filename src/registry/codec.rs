@@ -133,6 +133,8 @@ type Entries = Vec<(Key, Vec<(Arc<str>, u16)>)>;
 fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Option<Entries> {
     let b = text.as_bytes();
     let mut entries = Vec::new();
+    // One worktree's ports are gathered here, then moved into a vector of their exact size.
+    let mut ports = Vec::with_capacity(16);
     let mut at = 1;
     if b.first() != Some(&b'{') {
         return None;
@@ -152,7 +154,6 @@ fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Optio
             return None;
         }
         at += 2;
-        let mut ports = Vec::with_capacity(8);
         if b.get(at) == Some(&b'}') {
             at += 1;
         } else {
@@ -189,7 +190,9 @@ fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Optio
                 }
             }
         }
-        entries.push((key, ports));
+        let mut exact = Vec::with_capacity(ports.len());
+        exact.append(&mut ports);
+        entries.push((key, exact));
         at += 1;
         match b.get(at - 1) {
             Some(b',') => continue,

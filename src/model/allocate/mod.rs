@@ -291,13 +291,16 @@ impl<'a> Taken<'a> {
     fn plain_of(&mut self, owner: Owner<'a>) -> Option<Plain> {
         // Inserts come a worktree at a time: its key is the last one kept, or a new one.
         let worktree = match self.worktrees.last() {
-            Some(last) if *last == owner.worktree => self.worktrees.len() - 1,
+            Some(last) if std::ptr::eq(*last, owner.worktree) || *last == owner.worktree => {
+                self.worktrees.len() - 1
+            }
             _ => {
                 self.worktrees.push(owner.worktree);
                 self.worktrees.len() - 1
             }
         };
-        let service = match self.services.iter().position(|s| *s == owner.service) {
+        let same = |s: &&str| std::ptr::eq(*s, owner.service) || *s == owner.service;
+        let service = match self.services.iter().position(same) {
             Some(i) => i,
             None if self.services.len() < 256 => {
                 self.services.push(owner.service);
