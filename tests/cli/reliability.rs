@@ -194,6 +194,18 @@ impl Rng {
 
 #[test]
 fn kill_9_storm() {
+    storm(false);
+}
+
+/// The same storm over a registry larger than a save's 256 KiB buffer (a history of 1,000
+/// entries with a long unknown field each, kept byte for byte): every save is written in
+/// several chunks, so a kill lands between them, and the backup is copied from it.
+#[test]
+fn kill_9_storm_over_a_registry_larger_than_the_save_buffer() {
+    storm(true);
+}
+
+fn storm(large: bool) {
     const WORKTREES: usize = 10;
     const ROUNDS: usize = 8;
     const PER_ROUND: usize = 24;
@@ -224,6 +236,22 @@ fn kill_9_storm() {
     for name in &removable {
         let d = repo.add_worktree(name);
         repo.wp_in(&d, ["allocate", "--no-render"]).succeeds();
+    }
+    if large {
+        let mut reg = repo.registry();
+        let note = "x".repeat(600);
+        reg["history"] = (0..1000)
+            .map(|n| {
+                serde_json::json!({"timestamp": "2026-01-01T00:00:00Z", "action": "assigned",
+                    "worktree": format!("old-{n}"), "service": "web", "port": 1024, "note": note})
+            })
+            .collect();
+        let mut bytes = serde_json::to_vec(&reg).unwrap();
+        bytes.push(b'\n');
+        assert!(bytes.len() > 2 * 256 * 1024, "{} bytes", bytes.len());
+        let dir = repo.common_dir().join("worktree-registry");
+        std::fs::write(dir.join("ports.json"), &bytes).unwrap();
+        std::fs::write(dir.join("ports.json.bak"), &bytes).unwrap();
     }
     // Keys whose worktree was gone and whose entry was gone at the end of a round: nothing
     // (repair's older records, render --all, a killed remove) may bring them back.
@@ -371,6 +399,11 @@ fn kill_9_storm() {
         temp_files(&repo.common_dir().join("worktree-registry"), ".wp-tmp."),
         Vec::<String>::new()
     );
+    if large {
+        // Still larger than the buffer at the end: every save of the storm was chunked.
+        let len = std::fs::metadata(repo.registry_path()).unwrap().len();
+        assert!(len > 256 * 1024, "seed {seed}: {len} bytes");
+    }
 }
 
 /// The repository's lock, held here, and `allocate --json` started in `wt` behind it (it
