@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::one::{plain_key, plain_port};
 use super::{Key, Ports, RecordJson, Registry, Text, VERSION, WorktreeRecord};
 
 impl Ports {
@@ -144,45 +145,24 @@ fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Optio
     }
     loop {
         // `"key":{`
-        if b.get(at) != Some(&b'"') {
-            return None;
-        }
-        let n = super::one::plain_name(&b[at + 1..])?;
+        let n = plain_key(b.get(at..)?)?;
         let key = Key(Text::read(file, &text[at + 1..at + 1 + n]));
-        at += n + 2;
-        if b.get(at..at + 2) != Some(b":{") {
+        at += n + 3;
+        if b.get(at) != Some(&b'{') {
             return None;
         }
-        at += 2;
+        at += 1;
         if b.get(at) == Some(&b'}') {
             at += 1;
         } else {
             loop {
                 // `"svc":port` then `,` or `}`
-                if b.get(at) != Some(&b'"') {
-                    return None;
-                }
-                let n = super::one::plain_name(&b[at + 1..])?;
+                let n = plain_key(b.get(at..)?)?;
                 let name = &text[at + 1..at + 1 + n];
-                at += n + 2;
-                if b.get(at) != Some(&b':') {
-                    return None;
-                }
-                at += 1;
-                let (mut port, start) = (0u32, at);
-                while let Some(&d @ b'0'..=b'9') = b.get(at) {
-                    port = port * 10 + u32::from(d - b'0');
-                    at += 1;
-                    if at - start > 5 {
-                        return None;
-                    }
-                }
-                if at == start || (at - start > 1 && b[start] == b'0') {
-                    return None;
-                }
-                let port = u16::try_from(port).ok()?;
+                at += n + 3;
+                let (port, len) = plain_port(b.get(at..)?)?;
                 ports.push((names.share(ports.len(), name), port));
-                at += 1;
+                at += len + 1;
                 match b.get(at - 1) {
                     Some(b',') => continue,
                     Some(b'}') => break,

@@ -121,27 +121,13 @@ fn compact_ports(b: &[u8], seen: &mut PortSet) -> Result<usize, Unsure> {
         _ => return Err(Unsure::Form),
     };
     loop {
-        // `"name":` with a plain ASCII name, no escapes.
-        let [b'"', after @ ..] = rest else {
-            return Err(Unsure::Form);
-        };
-        let q = plain_name(after).ok_or(Unsure::Form)?;
-        let [b'"', b':', digits @ ..] = &after[q..] else {
-            return Err(Unsure::Form);
-        };
-        // A port: 1 to 5 digits, no leading zero.
-        let (mut port, mut len) = (0u32, 0);
-        while let Some(&d @ b'0'..=b'9') = digits.get(len) {
-            port = port * 10 + u32::from(d - b'0');
-            len += 1;
-            if len > 5 {
-                return Err(Unsure::Form);
-            }
-        }
-        if len == 0 || (len > 1 && digits[0] == b'0') || n == ports.len() {
+        let q = plain_key(rest).ok_or(Unsure::Form)?;
+        let digits = &rest[q + 3..];
+        let (port, len) = plain_port(digits).ok_or(Unsure::Form)?;
+        if n == ports.len() {
             return Err(Unsure::Form);
         }
-        ports[n] = u16::try_from(port).map_err(|_| Unsure::Form)?;
+        ports[n] = port;
         n += 1;
         match digits.get(len) {
             Some(b',') => rest = &digits[len + 1..],
@@ -179,6 +165,36 @@ pub(super) fn plain_name(b: &[u8]) -> Option<usize> {
     (b[n] == b'"').then_some(n)
 }
 
+/// `"name":` at the start of `b`, the name plain (printable ASCII, no escapes): the name's
+/// length (it starts at 1; the value at `len + 3`). The compact form as the tool writes it,
+/// read here and by the codec's reader of `allocated_ports`.
+#[inline]
+pub(super) fn plain_key(b: &[u8]) -> Option<usize> {
+    let [b'"', after @ ..] = b else {
+        return None;
+    };
+    let n = plain_name(after)?;
+    (after.get(n + 1) == Some(&b':')).then_some(n)
+}
+
+/// A port at the start of `b` as the compact form writes it: 1 to 5 digits, no leading zero,
+/// at most 65535. The port and how many digits it took.
+#[inline]
+pub(super) fn plain_port(b: &[u8]) -> Option<(u16, usize)> {
+    let (mut port, mut len) = (0u32, 0);
+    while let Some(&d @ b'0'..=b'9') = b.get(len) {
+        port = port * 10 + u32::from(d - b'0');
+        len += 1;
+        if len > 5 {
+            return None;
+        }
+    }
+    if len == 0 || (len > 1 && b[0] == b'0') {
+        return None;
+    }
+    Some((u16::try_from(port).ok()?, len))
+}
+
 /// Mark `port` in `seen`; false when it is below 1024 or marked already (registered twice).
 fn mark(seen: &mut PortSet, port: u16) -> bool {
     seen.insert(port) && port >= MIN_PORT
@@ -203,20 +219,16 @@ enum Stop {
 fn compact_entries(b: &[u8], key: &[u8], seen: &mut PortSet) -> (usize, Stop) {
     let mut at = 0;
     loop {
-        if b.get(at) != Some(&b'"') {
-            return (at, Stop::Slow);
-        }
         // The name: plain ASCII, no escapes, not `key`.
-        let Some(n) = plain_name(&b[at + 1..]) else {
+        let Some(n) = b.get(at..).and_then(plain_key) else {
             return (at, Stop::Slow);
         };
-        let j = at + 1 + n;
         // Names differ at their end more often than not (`worktree-04242`): a byte first.
-        let name = &b[at + 1..j];
-        if (name.last() == key.last() && name == key) || b.get(j + 1) != Some(&b':') {
+        let name = &b[at + 1..at + 1 + n];
+        if name.last() == key.last() && name == key {
             return (at, Stop::Slow);
         }
-        let value = j + 2;
+        let value = at + n + 3;
         let end = match compact_ports(&b[value..], seen) {
             Ok(n) => value + n,
             Err(Unsure::Bad) => return (at, Stop::Bad),
