@@ -569,3 +569,109 @@ fn issue26_19_idle_connections_at_the_descriptor_limit_neither_stop_nor_spin_the
     assert_eq!(code, 404, "{body}");
     drop(idle);
 }
+
+/// One response from `r`: its head, and its body as long as its Content-Length says (none
+/// for a HEAD's).
+fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> (String, String) {
+    let head = read_head(r);
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let l = l.to_ascii_lowercase();
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; if head_only { 0 } else { len }];
+    r.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+/// Bodies pass on framed as they came (a Content-Length body, chunks with an extension and a
+/// trailer), pipelined requests are answered in order, a HEAD's answer has no body, `Expect:
+/// 100-continue` gets its 100, an HTTP/1.0 request gets one answer and the end of the
+/// connection, and a kept connection the server closed between requests (its keep-alive
+/// timeout, unannounced) is replaced, never answered with a 502.
+#[test]
+fn bodies_pipelining_head_expect_http_1_0_and_a_kept_connection_the_server_closed_pass() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    let out = repo.wp(["allocate", "--json"]).succeeds().json();
+    let web = out["ports"]["web"].as_u64().unwrap() as u16;
+    let _server = http_server(&repo.root, web, "web");
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+    let host = format!("repo.localhost:{p}");
+
+    let s = raw(
+        p,
+        &format!(
+            "POST /a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello\
+POST /b HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nchu\r\n5\r\nnked!\r\n0\r\nX-Trailer: 1\r\n\r\n\
+HEAD /c HTTP/1.1\r\nHost: {host}\r\n\r\n\
+GET /d HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        ),
+    );
+    let mut r = BufReader::new(s);
+    let (head, body) = read_response(&mut r, false);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        body.starts_with("hello from web POST /a ") && body.ends_with("body=hello\n"),
+        "{body}"
+    );
+    let (_, body) = read_response(&mut r, false);
+    assert!(
+        body.starts_with("hello from web POST /b ") && body.ends_with("body=chunked!\n"),
+        "{body}"
+    );
+    let (head, _) = read_response(&mut r, true);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+    let (_, body) = read_response(&mut r, false);
+    assert!(body.starts_with("hello from web GET /d "), "{body}");
+
+    let mut s = raw(
+        p,
+        &format!(
+            "PUT /e HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        ),
+    );
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let head = read_head(&mut r);
+    assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+    s.write_all(b"data").unwrap();
+    let (_, body) = read_response(&mut r, false);
+    assert!(
+        body.starts_with("hello from web PUT /e ") && body.ends_with("body=data\n"),
+        "{body}"
+    );
+
+    let mut s = raw(p, &format!("GET /f HTTP/1.0\r\nHost: {host}\r\n\r\n"));
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert!(
+        all.starts_with("HTTP/1.1 200") && all.contains("hello from web GET /f "),
+        "{all}"
+    );
+
+    // At once and after a pause: the server's close is seen before the next request, or
+    // only when the request meets it.
+    let s = raw(p, "");
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    for i in 0..6 {
+        w.write_all(format!("GET /close HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .unwrap();
+        let (head, body) = read_response(&mut r, false);
+        assert!(
+            head.starts_with("HTTP/1.1 200") && body.starts_with("hello from web GET /close "),
+            "request {i}: {head}{body}"
+        );
+        if i % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

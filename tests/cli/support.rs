@@ -641,7 +641,8 @@ pub fn http_server(dir: &Path, port: u16, name: &str) -> Server {
 }
 
 /// The HTTP server [`http_server`] starts: `GET /...` answers `hello from <name> <path>` and the
-/// forwarded headers; `/sse?gate=<file>` streams one event, waits for the file, streams
+/// forwarded headers and the request's body (Content-Length or chunked; HEAD gets the head
+/// only); `/close` closes the connection after its answer, without saying so first; `/sse?gate=<file>` streams one event, waits for the file, streams
 /// another; a WebSocket upgrade echoes every text frame.
 #[test]
 #[ignore = "a helper process for the proxy tests, started by http_server"]
@@ -694,6 +695,30 @@ fn serve_http(stream: std::net::TcpStream, name: &str) -> std::io::Result<()> {
             .unwrap_or(0);
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
+            // Chunks (their extensions ignored), then the trailers up to a blank line.
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let size = size.split(';').next().unwrap_or("").trim();
+                let n = usize::from_str_radix(size, 16).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk)?;
+                body.extend_from_slice(&chunk[..n]);
+            }
+            loop {
+                let mut trailer = String::new();
+                if reader.read_line(&mut trailer)? == 0 || trailer.trim_end().is_empty() {
+                    break;
+                }
+            }
+        }
         if headers
             .get("upgrade")
             .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
@@ -750,9 +775,15 @@ fn serve_http(stream: std::net::TcpStream, name: &str) -> std::io::Result<()> {
         );
         write!(
             out,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
-            text.len()
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{}",
+            text.len(),
+            if method == "HEAD" { "" } else { &text }
         )?;
+        // As a server whose keep-alive timeout ends a connection between requests, without
+        // having said so.
+        if path == "/close" {
+            return Ok(());
+        }
     }
 }
 
