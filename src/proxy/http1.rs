@@ -280,7 +280,10 @@ pub fn request(
         b" HTTP/1.1\r\n"
     });
     for h in req.headers.iter() {
-        if dropped(h.name) {
+        // `Expect: 100-continue` is answered by the proxy, which then sends the body
+        // whatever the server would say: the server is not asked again.
+        let answered = h.name.eq_ignore_ascii_case("expect") && expect_continue;
+        if dropped(h.name) || answered {
             continue;
         }
         put_header(upstream, h.name.as_bytes(), h.value);
@@ -701,6 +704,14 @@ mod tests {
         );
         assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"), Ok(None));
         assert_eq!(body(b"GARBAGE\r\n\r\n"), Err(Refusal::Malformed));
+        let (r, up) =
+            req(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(
+            r.expect_continue && !up.to_ascii_lowercase().contains("expect"),
+            "{up}"
+        );
     }
 
     #[test]

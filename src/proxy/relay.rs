@@ -20,6 +20,9 @@ use super::routes::Route;
 use super::{Answer, Failure, State};
 use crate::model::names;
 
+/// The 400 page's reason for a Host the proxy cannot route by.
+const BAD_HOST: &str = "the Host header is missing, repeated, or not a host name";
+
 /// Bytes reserved for a read: enough for any usual head and a body's piece.
 const READ: usize = 16 * 1024;
 
@@ -182,9 +185,7 @@ async fn exchange(
         return reply(client, input, &req, answer).await;
     }
     let Some(value) = req.host.as_deref() else {
-        let answer =
-            Answer::bad_request("the Host header is missing, repeated, or not a host name");
-        return reply(client, input, &req, answer).await;
+        return reply(client, input, &req, Answer::bad_request(BAD_HOST)).await;
     };
     if super::for_dashboard(value) {
         // The path is the target httparse read as text.
@@ -193,9 +194,7 @@ async fn exchange(
         return reply(client, input, &req, answer).await;
     }
     let Some(host) = names::host_of(value) else {
-        let answer =
-            Answer::bad_request("the Host header is missing, repeated, or not a host name");
-        return reply(client, input, &req, answer).await;
+        return reply(client, input, &req, Answer::bad_request(BAD_HOST)).await;
     };
     let route = state.routes.read().expect("routes lock").get(&host);
     let Some(route) = route else {
