@@ -25,6 +25,7 @@ pub mod routes;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -215,13 +216,16 @@ pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> any
             }
         });
     }
-    // Each serving thread is a runtime of its own with its own pool of server connections,
-    // accepting on the same listening sockets (as nginx's workers do): a connection lives on
-    // one thread from accept to close, and no request waits for another thread.
+    // Each serving thread is a runtime of its own with its own pool of server connections;
+    // a connection lives on one thread from accept to close, so no request waits for
+    // another thread. This thread accepts and hands each connection to the serving thread
+    // with the fewest open (with every thread accepting on the shared sockets, the split
+    // went to whichever thread woke first, and the busier thread set everyone's p99).
+    let mut workers = Vec::new();
     for _ in 0..threads() {
-        let listeners = (bound.listeners.iter())
-            .map(std::net::TcpListener::try_clone)
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let (sender, mut accepted) =
+            tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let open = Arc::new(AtomicUsize::new(0));
         let state = Arc::new(State {
             routes: routes.clone(),
             port: bound.port,
@@ -232,22 +236,33 @@ pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> any
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let counter = open.clone();
         std::thread::spawn(move || {
             runtime.block_on(async move {
-                for listener in listeners {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                while let Some((stream, peer)) = accepted.recv().await {
+                    let Ok(stream) = TcpStream::from_std(stream) else {
+                        counter.fetch_sub(1, Ordering::Relaxed);
                         continue;
                     };
-                    tokio::spawn(accept(listener, state.clone(), idle));
+                    let (state, counter) = (state.clone(), counter.clone());
+                    tokio::spawn(async move {
+                        relay::connection(stream, state, peer, idle).await;
+                        counter.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
-                std::future::pending::<()>().await
             })
         });
+        workers.push((sender, open));
     }
+    let workers = Arc::new(workers);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        for listener in bound.listeners {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::spawn(accept(listener, workers.clone()));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}
@@ -257,21 +272,38 @@ pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> any
     })
 }
 
-/// Accept connections on `listener`, each served by a task of its own.
-async fn accept(listener: tokio::net::TcpListener, state: Arc<State>, idle: Duration) {
+/// A serving thread: where its connections are sent, and how many it has open.
+type Worker = (
+    tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    Arc<AtomicUsize>,
+);
+
+/// Accept connections on `listener`, each handed to the serving thread with the fewest.
+async fn accept(listener: tokio::net::TcpListener, workers: Arc<Vec<Worker>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of descriptors (EMFILE): retrying at once spins a core and answers nobody;
-            // a pause lets idle connections time out and close. (Another thread taking the
-            // connection first is no error: accept waits again.)
+            // a pause lets idle connections time out and close.
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(relay::connection(stream, state.clone(), peer, idle));
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let Some((sender, open)) = workers
+            .iter()
+            .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        if sender.send((stream, peer)).is_err() {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
