@@ -591,7 +591,8 @@ fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> (String, Stri
 /// trailer), pipelined requests are answered in order, a HEAD's answer has no body, `Expect:
 /// 100-continue` gets its 100, an HTTP/1.0 request gets one answer and the end of the
 /// connection, and a kept connection the server closed between requests (its keep-alive
-/// timeout, unannounced) is replaced, never answered with a 502.
+/// timeout, unannounced) is replaced, never answered with a 502. Three serving threads: the
+/// connections the first thread accepts and hands to the others are served there.
 #[test]
 fn bodies_pipelining_head_expect_http_1_0_and_a_kept_connection_the_server_closed_pass() {
     let block = port_block();
@@ -601,8 +602,42 @@ fn bodies_pipelining_head_expect_http_1_0_and_a_kept_connection_the_server_close
     let web = out["ports"]["web"].as_u64().unwrap() as u16;
     let _server = http_server(&repo.root, web, "web");
     let p = b + 39;
-    let _proxy = Proxy::start(&repo, p);
+    let _proxy = Proxy::start_with_threads(&repo, p, 3);
     let host = format!("repo.localhost:{p}");
+    let pid = std::fs::read_to_string(repo.env.state_dir().join("proxy.pid")).unwrap();
+    let pid = pid.split_whitespace().next().unwrap();
+    // main, the routes' thread, and three serving threads
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert!(threads >= 5, "{threads} threads");
+
+    // Six connections open at once (spread over the three threads), two requests each.
+    let mut open: Vec<_> = (0..6)
+        .map(|i| {
+            let s = raw(
+                p,
+                &format!("GET /first{i} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            );
+            (s.try_clone().unwrap(), BufReader::new(s))
+        })
+        .collect();
+    for (i, (w, r)) in open.iter_mut().enumerate() {
+        let (_, body) = read_response(r, false);
+        assert!(
+            body.starts_with(&format!("hello from web GET /first{i} ")),
+            "{body}"
+        );
+        w.write_all(format!("GET /second{i} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .unwrap();
+    }
+    for (i, (_, r)) in open.iter_mut().enumerate() {
+        let (_, body) = read_response(r, false);
+        assert!(
+            body.starts_with(&format!("hello from web GET /second{i} ")),
+            "{body}"
+        );
+    }
 
     let s = raw(
         p,

@@ -945,6 +945,14 @@ impl<'a> Proxy<'a> {
             .succeeds();
         Proxy { repo }
     }
+
+    /// The same with `threads` serving threads (`GIT_WORKTREE_PORTS_PROXY_THREADS`).
+    pub fn start_with_threads(repo: &'a TestRepo, port: u16, threads: usize) -> Proxy<'a> {
+        repo.wp(["proxy", "start", "--port", &port.to_string()])
+            .env("GIT_WORKTREE_PORTS_PROXY_THREADS", threads.to_string())
+            .succeeds();
+        Proxy { repo }
+    }
 }
 
 impl Drop for Proxy<'_> {
