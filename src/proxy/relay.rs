@@ -48,7 +48,9 @@ pub(super) async fn connection(
             // Closed, failed, or idle too long: nothing to answer.
             _ => return,
         };
-        match exchange(&mut client, &mut input, &head, req, &state).await {
+        // Boxed: the exchange's state (the forward, a tunnel) is allocated per request, so a
+        // connection waiting between requests is a small task.
+        match Box::pin(exchange(&mut client, &mut input, &head, req, &state)).await {
             Ok(true) => {}
             Ok(false) => return linger(&mut client).await,
             Err(_) => return,
@@ -103,19 +105,46 @@ async fn read_request(
     }
 }
 
-/// Read what `stream` has after what `buf` holds. With nothing held it first waits for the
-/// socket to be readable, then reserves room: a waiting connection holds no buffer.
-/// (`read_buf`, not `try_read_buf`: a read that leaves room in the buffer tells tokio the
-/// socket is drained, so the next read waits for the socket instead of trying it in vain:
-/// one system call less per request, each way.)
+/// Read what `stream` has after what `buf` holds. With nothing held it waits for the
+/// socket to be readable and only then reserves room, giving it back when the wake-up had
+/// nothing to read (tokio's readiness can wake without data: measured on a new socket, 1,000
+/// silent connections held 6.5 KB each instead of 1): a waiting connection holds no buffer.
 async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.is_empty() && buf.capacity() == 0 {
-        stream.readable().await?;
-        buf.reserve(READ / 4);
-    } else if buf.capacity() - buf.len() < READ / 16 {
+        loop {
+            stream.readable().await?;
+            buf.reserve(READ / 4);
+            let room = buf.capacity();
+            match stream.try_read_buf(buf) {
+                Ok(n) => {
+                    if n > 0 && n < room {
+                        drained(stream);
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = Vec::new(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if buf.capacity() - buf.len() < READ / 16 {
         buf.reserve(READ);
     }
+    // `read_buf` tells tokio itself when a read left room (the socket is drained).
     stream.read_buf(buf).await
+}
+
+/// Tell tokio that `stream` has nothing more to read, after a read that left room in its
+/// buffer (the kernel had no more): the next read then waits for the socket instead of
+/// trying it in vain, one system call less per request. tokio's own `read_buf` does the same
+/// after such a read; `try_read_buf` does not. Sound here: the read and this run in the same
+/// poll of the task, on a current-thread runtime whose driver (the only writer of the
+/// socket's readiness) does not run in between, so no readiness that came after the read is
+/// lost.
+fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Ready when the client has closed its connection or it failed: a request it no longer
@@ -432,3 +461,4 @@ async fn gateway(
     }
     Ok(keep)
 }
+
