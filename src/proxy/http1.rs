@@ -412,10 +412,17 @@ pub fn response(
         );
     }
     for h in resp.headers.iter() {
-        let keep = match h.name.to_ascii_lowercase().as_str() {
-            "upgrade" | "connection" => switching,
-            "keep-alive" | "proxy-connection" => false,
-            _ => true,
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        let keep = if is("upgrade") || is("connection") {
+            switching
+        } else if is("keep-alive") || is("proxy-connection") {
+            false
+        } else if is("content-length") {
+            // With a Transfer-Encoding, the length is the coding's (RFC 9112 section 6.3):
+            // a client must not see both.
+            !framing.coded
+        } else {
+            true
         };
         if keep {
             put_header(client, h.name.as_bytes(), h.value);
@@ -784,6 +791,15 @@ mod tests {
             response(b"HTTP/1.1 200 OK\r\nContent-", Method::Get, false, &mut out)
                 .unwrap()
                 .is_none()
+        );
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = response(both, Method::Get, false, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.body, Body::Chunked);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
     }
 
