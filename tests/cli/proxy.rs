@@ -710,3 +710,61 @@ GET /d HTTP/1.1\r\nHost: {host}\r\n\r\n"
         }
     }
 }
+
+/// A client that goes away while its server has not answered ends the proxy's wait: the
+/// client's connection and the server connection are closed, not kept until the server
+/// answers (200 requests hung on a server that never answers kept 400 descriptors).
+#[test]
+fn a_client_gone_while_its_server_thinks_leaves_no_descriptor_behind() {
+    let block = port_block();
+    let b = block.base;
+    let repo = TestRepo::with_config(&two_services(b), block);
+    repo.wp(["allocate"]).succeeds();
+    // The web server (port b) accepts and never answers; it holds every connection open.
+    let hung = std::net::TcpListener::bind(("127.0.0.1", b)).unwrap();
+    hung.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match hung.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            held.len()
+        })
+    };
+    let p = b + 39;
+    let _proxy = Proxy::start(&repo, p);
+    let pid = std::fs::read_to_string(repo.env.state_dir().join("proxy.pid")).unwrap();
+    let fds = format!("/proc/{}/fd", pid.split_whitespace().next().unwrap());
+    let open = || std::fs::read_dir(&fds).unwrap().count();
+    let before = open();
+    for _ in 0..20 {
+        let s = raw(
+            p,
+            &format!("GET / HTTP/1.1\r\nHost: repo.localhost:{p}\r\n\r\n"),
+        );
+        // Long enough for the proxy to have passed the request on.
+        std::thread::sleep(Duration::from_millis(20));
+        drop(s);
+    }
+    let start = Instant::now();
+    while open() > before {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} descriptors open, {before} before",
+            open()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        server.join().unwrap(),
+        20,
+        "every request reached the server"
+    );
+}
