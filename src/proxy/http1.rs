@@ -381,25 +381,24 @@ pub fn response(
             }
         }
     }
-    let body =
-        if method == Method::Head || (100..200).contains(&status) || status == 204 || status == 304
-        {
-            Body::None
-        } else if framing.coded {
-            if framing.chunked {
-                Body::Chunked
-            } else {
-                Body::UntilClose
-            }
-        } else if framing.bad_length {
-            return Err(Broken);
+    let informational = (100..200).contains(&status);
+    let body = if method == Method::Head || informational || status == 204 || status == 304 {
+        Body::None
+    } else if framing.coded {
+        if framing.chunked {
+            Body::Chunked
         } else {
-            match framing.length {
-                Some(0) => Body::None,
-                Some(n) => Body::Length(n),
-                None => Body::UntilClose,
-            }
-        };
+            Body::UntilClose
+        }
+    } else if framing.bad_length {
+        return Err(Broken);
+    } else {
+        match framing.length {
+            Some(0) => Body::None,
+            Some(n) => Body::Length(n),
+            None => Body::UntilClose,
+        }
+    };
     let switching = status == 101;
     client.clear();
     client.reserve(len + 32);
@@ -428,7 +427,7 @@ pub fn response(
             put_header(client, h.name.as_bytes(), h.value);
         }
     }
-    if !switching && (close || body == Body::UntilClose) && !(100..200).contains(&status) {
+    if !informational && (close || body == Body::UntilClose) {
         client.extend_from_slice(b"Connection: close\r\n");
     }
     client.extend_from_slice(b"\r\n");

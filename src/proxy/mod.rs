@@ -26,7 +26,7 @@ mod relay;
 pub mod routes;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -34,9 +34,14 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::machine::Machine;
-use crate::model::names;
 use http1::Method;
 use routes::{Route, Routes};
+
+/// Where the proxy listens, and where it looks for a worktree's server: both loopbacks.
+const LOOPBACKS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+];
 
 /// The default port: high, unprivileged, not Portless's 1355.
 pub const DEFAULT_PORT: u16 = 7355;
@@ -112,10 +117,7 @@ impl Failure {
 /// 2 s to connect.
 async fn connect(port: u16) -> Result<TcpStream, Failure> {
     let mut failure = Failure::Refused;
-    for ip in [
-        IpAddr::from([127, 0, 0, 1]),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-    ] {
+    for ip in LOOPBACKS {
         match tokio::time::timeout(
             Duration::from_secs(2),
             TcpStream::connect(SocketAddr::new(ip, port)),
@@ -155,10 +157,7 @@ pub struct Bound {
 /// naming who holds it; never a fallback to another port.
 pub fn bind(port: u16) -> anyhow::Result<Bound> {
     let mut listeners = Vec::new();
-    for ip in [
-        IpAddr::from([127, 0, 0, 1]),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-    ] {
+    for ip in LOOPBACKS {
         match std::net::TcpListener::bind(SocketAddr::new(ip, port)) {
             Ok(l) => {
                 l.set_nonblocking(true)?;
@@ -407,13 +406,11 @@ fn escape(text: &str) -> String {
 
 /// A request for no worktree's name: the loopback itself (`localhost`, `127.0.0.1`, `[::1]`,
 /// with or without the port), which the dashboard answers. No route has such a name.
-fn for_dashboard(host: &str) -> bool {
-    host == "[::1]"
-        || host.starts_with("[::1]:")
-        || matches!(
-            names::host_of(host).as_deref(),
-            Some("localhost" | "127.0.0.1")
-        )
+/// `value` is the host as sent, `host` its name ([`crate::model::names::host_of`]).
+fn for_dashboard(value: &str, host: Option<&str>) -> bool {
+    value == "[::1]"
+        || value.starts_with("[::1]:")
+        || matches!(host, Some("localhost" | "127.0.0.1"))
 }
 
 fn bad_gateway(route: &Route, host: &str, failure: Failure) -> Answer {

@@ -110,7 +110,7 @@ async fn read_request(
 /// nothing to read (tokio's readiness can wake without data: measured on a new socket, 1,000
 /// silent connections held 6.5 KB each instead of 1): a waiting connection holds no buffer.
 async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.is_empty() && buf.capacity() == 0 {
+    if buf.capacity() == 0 {
         loop {
             stream.readable().await?;
             buf.reserve(READ / 4);
@@ -177,22 +177,25 @@ async fn write_two(stream: &mut TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Re
     stream.write_all(b).await
 }
 
-/// Answer `req` with the proxy's own `answer`. The connection goes on only if the client
-/// keeps it and sent no body (one not passed on is not read).
+/// Answer `req` with the proxy's own `answer`. `end`: where the request ends in `input`,
+/// when all of it is there. The connection goes on only then (a body not read cannot be
+/// skipped), if the client keeps it and the answer does not end it; the request's bytes
+/// are dropped from `input`.
 async fn reply(
     client: &mut TcpStream,
     input: &mut Vec<u8>,
     req: &Request,
     answer: Answer,
+    end: Option<usize>,
 ) -> io::Result<bool> {
-    let keep = req.keep_alive && req.body == Body::None && !answer.close;
+    let end = end.filter(|_| req.keep_alive && !answer.close);
     client
-        .write_all(&answer.bytes(req.method == Method::Head, !keep))
+        .write_all(&answer.bytes(req.method == Method::Head, end.is_none()))
         .await?;
-    if keep {
-        input.drain(..req.len);
+    if let Some(end) = end {
+        input.drain(..end);
     }
-    Ok(keep)
+    Ok(end.is_some())
 }
 
 /// Answer one request whose head starts `input` (`head`: its upstream form). `Ok(true)`:
@@ -204,6 +207,8 @@ async fn exchange(
     req: Request,
     state: &State,
 ) -> io::Result<bool> {
+    // A request answered here is whole in `input` only without a body.
+    let end = (req.body == Body::None).then_some(req.len);
     if req.method == Method::Connect {
         let answer = Answer::page(
             405,
@@ -211,24 +216,25 @@ async fn exchange(
             "405 Method Not Allowed",
             "<p>The proxy routes requests by their Host; it does not open tunnels (CONNECT).</p>",
         );
-        return reply(client, input, &req, answer).await;
+        return reply(client, input, &req, answer, end).await;
     }
     let Some(value) = req.host.as_deref() else {
-        return reply(client, input, &req, Answer::bad_request(BAD_HOST)).await;
+        return reply(client, input, &req, Answer::bad_request(BAD_HOST), end).await;
     };
-    if super::for_dashboard(value) {
+    let host = names::host_of(value);
+    if super::for_dashboard(value, host.as_deref()) {
         // The path is the target httparse read as text.
         let target = std::str::from_utf8(&input[req.path.clone()]).unwrap_or("/");
         let answer = super::dashboard(req.method, target, state).await;
-        return reply(client, input, &req, answer).await;
+        return reply(client, input, &req, answer, end).await;
     }
-    let Some(host) = names::host_of(value) else {
-        return reply(client, input, &req, Answer::bad_request(BAD_HOST)).await;
+    let Some(host) = host else {
+        return reply(client, input, &req, Answer::bad_request(BAD_HOST), end).await;
     };
     let route = state.routes.read().expect("routes lock").get(&host);
     let Some(route) = route else {
         let answer = super::not_found(state, &host);
-        return reply(client, input, &req, answer).await;
+        return reply(client, input, &req, answer, end).await;
     };
     forward(client, input, head, req, state, &route, &host).await
 }
@@ -256,17 +262,19 @@ async fn forward(
 ) -> io::Result<bool> {
     let mut body = Follow::new(req.body);
     let Ok(here) = body.advance(&input[req.len..]) else {
-        return reply(
-            client,
-            input,
-            &req,
-            Answer::bad_request(Refusal::Framing.why()),
-        )
-        .await;
+        let answer = Answer::bad_request(Refusal::Framing.why());
+        return reply(client, input, &req, answer, None).await;
     };
     // The whole request is in `input`: it can be sent again if a kept connection fails.
     let whole = body.done();
     let request_end = req.len + here;
+    // Where the request ends in `input` for the 502 page, while it is there whole.
+    let gateway = |failure| {
+        (
+            super::bad_gateway(route, host, failure),
+            whole.then_some(request_end),
+        )
+    };
     if req.expect_continue && !whole {
         // The proxy reads the body whatever the server would say (as nginx does).
         client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
@@ -287,7 +295,8 @@ async fn forward(
             None => match super::connect(route.port).await {
                 Ok(s) => s,
                 Err(failure) => {
-                    return gateway(client, input, &req, whole, route, host, failure).await;
+                    let (answer, end) = gateway(failure);
+                    return reply(client, input, &req, answer, end).await;
                 }
             },
         };
@@ -298,7 +307,8 @@ async fn forward(
             if reused && whole {
                 continue;
             }
-            return gateway(client, input, &req, whole, route, host, Failure::Reset).await;
+            let (answer, end) = gateway(Failure::Reset);
+            return reply(client, input, &req, answer, end).await;
         }
         if !whole {
             input.drain(..request_end);
@@ -323,16 +333,11 @@ async fn forward(
             }
             Err(NoResponse::Nothing) if reused && whole => from_server.clear(),
             Err(NoResponse::Client(e)) => return Err(e),
-            Err(_) if whole => {
-                return gateway(client, input, &req, whole, route, host, Failure::Reset).await;
-            }
-            // The body was read and sent: the client gets the 502, then the connection ends.
+            // A body already read and sent is no longer in `input`: after this 502 the
+            // connection ends.
             Err(_) => {
-                let answer = super::bad_gateway(route, host, Failure::Reset);
-                client
-                    .write_all(&answer.bytes(req.method == Method::Head, true))
-                    .await?;
-                return Ok(false);
+                let (answer, end) = gateway(Failure::Reset);
+                return reply(client, input, &req, answer, end).await;
             }
         }
     };
@@ -436,28 +441,4 @@ async fn read_response(
             _ => return Err(NoResponse::Broken),
         }
     }
-}
-
-/// The 502 page for a request the server did not take. The connection goes on if the
-/// request was whole in `input` (its bytes are dropped) and the client keeps it.
-async fn gateway(
-    client: &mut TcpStream,
-    input: &mut Vec<u8>,
-    req: &Request,
-    whole: bool,
-    route: &Route,
-    host: &str,
-    failure: Failure,
-) -> io::Result<bool> {
-    let answer = super::bad_gateway(route, host, failure);
-    let keep = req.keep_alive && whole;
-    client
-        .write_all(&answer.bytes(req.method == Method::Head, !keep))
-        .await?;
-    if keep {
-        let mut body = Follow::new(req.body);
-        let here = body.advance(&input[req.len..]).unwrap_or(0);
-        input.drain(..req.len + here);
-    }
-    Ok(keep)
 }
