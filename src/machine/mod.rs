@@ -10,9 +10,11 @@
 //!   "host": "<label>"}}}` (`seen`: the stamp of the registry file `ports` came from; the block only for a
 //!   block-strategy repository), `"displaced": [{"path", ...entry}]` (repositories whose path
 //!   another took) and `"leases": {"<id>": {"ports", "pid", "pid_start", "expires_at",
-//!   "created_at", "command"}}`, written like the registry (temp file, fsync, rename; then
-//!   the backup). An older version reads it (unknown keys are ignored) and drops the new
-//!   keys when it writes; they are learned again at the next allocation;
+//!   "created_at", "command"}}`. A change to what it lists writes the backup, then the
+//!   index (temp file, fsync, rename, the directory fsynced); a change to kept ports alone
+//!   writes the index without fsync ([`Machine::save_ports`] says why that is safe). An
+//!   older version reads it (unknown keys are ignored) and drops the new keys when it
+//!   writes; they are learned again at the next allocation;
 //! - `machine.lock`: locked by every operation that may take a new port, before the
 //!   repository's lock; never renamed or deleted.
 //!
@@ -551,51 +553,66 @@ impl Machine {
         Ok((index, warnings))
     }
 
-    /// Write the index (then its backup).
+    /// Write the index after a change to what it lists (repositories, blocks, leases): the
+    /// backup first, then the index, both fsynced, and their directory once after both.
+    /// The backup is what a damaged index is read from, and [`Machine::save_ports`] never
+    /// writes it: it always lists what the last `save` committed. Written first so that a
+    /// failure (a full disk) leaves the committed index as it was.
     pub fn save(&self, index: &Index) -> anyhow::Result<()> {
-        self.save_with(index, Durability::Full)
-    }
-
-    /// [`Machine::save`] when only the repositories' kept ports changed: the file is fsynced
-    /// (never half written), its directory not: a crash may bring back the previous copy of
-    /// those ports, which the next allocation anywhere writes again from the registries (they
-    /// matter only once a repository is gone). One fsync instead of two on every fresh
-    /// allocation.
-    pub fn save_ports(&self, index: &Index) -> anyhow::Result<()> {
-        self.save_with(index, Durability::File)
-    }
-
-    fn save_with(&self, index: &Index, durability: Durability) -> anyhow::Result<()> {
-        // Compact, like the registry: an index of 1,000 repositories stays under 100 KB.
-        let mut bytes = serde_json::to_vec(index).expect("index serializes");
-        bytes.push(b'\n');
-        // Private, unless the state dir was made group-writable on purpose (one index shared
-        // by the users of a machine): then the group may read and write it too.
-        let bits = match fsio::group_writable(&self.dir) {
-            true => 0o660,
-            false => 0o600,
-        };
+        let (bytes, bits) = self.encode(index);
+        fsio::write_atomic(
+            &self.backup,
+            &bytes,
+            WriteOptions {
+                durability: Durability::File,
+                mode: Mode::Fixed(bits),
+                label: "index-backup",
+            },
+        )?;
         fsio::write_atomic(
             &self.file,
             &bytes,
             WriteOptions {
-                durability,
+                durability: Durability::Full,
                 mode: Mode::Fixed(bits),
                 label: "index",
             },
-        )?;
-        // The backup only matters if the index is damaged later; a failure here is not one of
-        // the committed change.
-        let _ = fsio::write_atomic(
-            &self.backup,
+        )
+    }
+
+    /// [`Machine::save`] when only the repositories' kept ports (and the stamps they were read
+    /// with) changed, as on every fresh allocation: no fsync and no backup. What a crash can
+    /// do to this write: bring back the previous file (its stamps name files that are gone:
+    /// those registries are read again), or leave it damaged (it is read from the backup,
+    /// which lists every repository [`Machine::save`] listed, with stamps as old or older:
+    /// read again too). Only a repository that is also gone before anything reads it again
+    /// keeps older ports than it holds, which its next allocation, at its new path, checks
+    /// against the machine's (a moved repository's conflicts move). An fsync per fresh
+    /// allocation bought nothing more.
+    pub fn save_ports(&self, index: &Index) -> anyhow::Result<()> {
+        let (bytes, bits) = self.encode(index);
+        fsio::write_atomic(
+            &self.file,
             &bytes,
             WriteOptions {
                 durability: Durability::Lazy,
                 mode: Mode::Fixed(bits),
-                label: "index-backup",
+                label: "index",
             },
-        );
-        Ok(())
+        )
+    }
+
+    /// The index as written (compact, like the registry: an index of 1,000 repositories stays
+    /// under 100 KB), and its permissions: private, unless the state dir was made
+    /// group-writable on purpose (one index shared by the users of a machine).
+    fn encode(&self, index: &Index) -> (Vec<u8>, u32) {
+        let mut bytes = serde_json::to_vec(index).expect("index serializes");
+        bytes.push(b'\n');
+        let bits = match fsio::group_writable(&self.dir) {
+            true => 0o660,
+            false => 0o600,
+        };
+        (bytes, bits)
     }
 }
 

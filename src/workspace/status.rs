@@ -208,6 +208,10 @@ impl Workspace {
     /// One warning per service whose port a process outside this worktree listens on. Reads the
     /// socket tables; scans processes only when one of the ports is listening.
     pub fn warn_foreign_holders(&self, target: &Target, held: &Holding) {
+        // Ports given in this command were all probed free under the lock a moment ago.
+        if held.fresh {
+            return;
+        }
         // The probe first (a few binds): only a port a server holds is worth asking the kernel
         // about, which keeps the idempotent allocate as fast as it was.
         let busy: Vec<u16> = target

@@ -769,3 +769,71 @@ fn an_allocation_trusts_the_index_s_list_of_a_neighbour_s_ports_only_while_its_r
         assert_unique(&all);
     }
 }
+
+/// Issue 28, item 4: a fresh allocation in a listed repository writes the index's kept ports
+/// without fsync and leaves the backup alone (the backup lists what the last change of the
+/// list committed). What a crash can leave of that write, a torn file or the previous one,
+/// hides no repository and hands out no port twice: the torn file is read from the backup,
+/// and the stamps of either name registries that have moved on, which are read again.
+#[test]
+fn a_fresh_allocation_s_index_write_lost_or_torn_by_a_crash_hides_no_port() {
+    for crash in ["torn", "previous"] {
+        let repo = TestRepo::new();
+        let other = repo.another("other", None);
+        repo.wp_in(&other, ["allocate", "--no-render"]).succeeds();
+        repo.wp(["allocate", "--no-render"]).succeeds();
+        let state = repo.env.state_dir();
+        let backup = std::fs::read(state.join("index.json.bak")).unwrap();
+        let previous = std::fs::read(state.join("index.json")).unwrap();
+        // The neighbour's new worktree: its ports only in its registry and the lazy write.
+        let wt = other.parent().unwrap().join("other-feat");
+        repo.env.git(
+            &other,
+            ["worktree", "add", "-q", "--detach", wt.to_str().unwrap()],
+        );
+        repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+        let after = std::fs::read(state.join("index.json")).unwrap();
+        assert_ne!(after, previous, "{crash}: the kept ports were written");
+        assert_eq!(
+            std::fs::read(state.join("index.json.bak")).unwrap(),
+            backup,
+            "{crash}: the backup is written only when the list changes"
+        );
+        match crash {
+            "torn" => std::fs::write(state.join("index.json"), b"").unwrap(),
+            _ => std::fs::write(state.join("index.json"), &previous).unwrap(),
+        }
+        let mine = repo.add_worktree(&format!("mine-{crash}"));
+        let out = repo
+            .wp_in(&mine, ["allocate", "--json", "--no-render"])
+            .succeeds();
+        if crash == "torn" {
+            assert!(
+                out.stderr().contains("index.json is unusable"),
+                "{}",
+                out.describe()
+            );
+        }
+        let mut all = Vec::new();
+        for root in [&repo.root, &other] {
+            let reg: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+            )
+            .unwrap();
+            all.extend(all_registry_ports(&reg));
+        }
+        assert_eq!(
+            all.len(),
+            4 * 2,
+            "{crash}: four worktrees, two services: {all:?}"
+        );
+        assert_unique(&all);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["repositories"].as_object().unwrap().len(),
+            2,
+            "{crash}: {index}"
+        );
+    }
+}

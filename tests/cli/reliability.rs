@@ -481,6 +481,10 @@ fn a_fault_at_every_step_of_the_index_recovery_never_hides_a_repository() {
     for fault in [
         "enospc:index-aside",
         "index.kept-aside",
+        "enospc:index-backup.write",
+        "index-backup.temp-written",
+        "index-backup.synced",
+        "index-backup.renamed",
         "enospc:index.write",
         "index.temp-written",
         "index.synced",
