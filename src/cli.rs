@@ -176,64 +176,148 @@ pub enum SchemaName {
     Error,
 }
 
+/// A subcommand's arguments, defined only when clap parses that subcommand (clap's
+/// `Command::defer`): building all 24 subcommands' arguments was most of every command's
+/// start (their code paged in, their values allocated), for the one a run uses. Help, man
+/// pages and completions build the whole command first (`Command::build`).
+#[derive(Debug, Clone, Default)]
+pub struct Deferred<T>(pub T);
+
+impl<T> std::ops::Deref for Deferred<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Deferred<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Deferred<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Deferred)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Deferred)
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T: Args> Args for Deferred<T> {
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        match EAGER.get() {
+            true => T::augment_args(cmd),
+            false => cmd.defer(|c| keep_about(c, T::augment_args)),
+        }
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        match EAGER.get() {
+            true => T::augment_args_for_update(cmd),
+            false => cmd.defer(|c| keep_about(c, T::augment_args_for_update)),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while [`full_command`] builds.
+    static EAGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The command line with every subcommand's arguments defined at once, exactly as a parse
+/// defines the one it enters: for what describes them all (completions, man pages).
+pub fn full_command() -> clap::Command {
+    EAGER.set(true);
+    let cmd = <Cli as clap::CommandFactory>::command();
+    EAGER.set(false);
+    cmd
+}
+
+/// `augment` run late, as `defer` runs it: after the subcommand's own doc comment set its
+/// about, which the arguments struct's doc comment must not replace (run in place, the
+/// subcommand's came last).
+fn keep_about(cmd: clap::Command, augment: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let cmd = augment(cmd);
+    let cmd = match about {
+        Some(a) => cmd.about(a),
+        None => cmd.about(None::<&str>),
+    };
+    match long_about {
+        Some(a) => cmd.long_about(a),
+        None => cmd.long_about(None::<&str>),
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a worktree (`git worktree add`), allocate its ports and render its files.
-    Add(Box<AddArgs>),
+    Add(Deferred<Box<AddArgs>>),
     /// List every allocation.
     #[command(visible_alias = "ls")]
-    List(ListArgs),
+    List(Deferred<ListArgs>),
     /// Each service's port, whether something listens on it and whose it is; files up to date.
-    Status(StatusArgs),
+    Status(Deferred<StatusArgs>),
     /// Print the port of one service, alone, for scripts: PORT=$(git worktree-ports get web).
-    Get(GetArgs),
+    Get(Deferred<GetArgs>),
     /// Print the worktree's port variables (WEB_PORT=8081 ...), allocating if needed.
-    Env(EnvArgs),
+    Env(Deferred<EnvArgs>),
     /// Run a command with the worktree's port variables set, allocating if needed.
-    Exec(ExecArgs),
+    Exec(Deferred<ExecArgs>),
     /// Allocate ports for the current (or named) worktree and print them.
-    Allocate(AllocateArgs),
+    Allocate(Deferred<AllocateArgs>),
     /// Give a worktree's ports back (all, or only some services).
-    Release(ReleaseArgs),
+    Release(Deferred<ReleaseArgs>),
     /// Remove a worktree (`git worktree remove`) and give its ports back.
-    Remove(RemoveArgs),
+    Remove(Deferred<RemoveArgs>),
     /// Drop allocations of worktrees git no longer has, or whose directory is gone.
-    Prune(PruneArgs),
+    Prune(Deferred<PruneArgs>),
     /// Render the worktree's templates (default: `.env`) with its ports.
-    Render(RenderArgs),
+    Render(Deferred<RenderArgs>),
     /// Tell, for each port, whether it is free, allocated to a worktree, or held by a process.
-    Check(CheckArgs),
+    Check(Deferred<CheckArgs>),
     /// Suggest the next free ports (or slots, or blocks) under the repository's strategy.
-    Suggest(SuggestArgs),
+    Suggest(Deferred<SuggestArgs>),
     /// Lease free ports for a while, machine-wide (temporary services, parallel test runs).
-    Lease(LeaseArgs),
+    Lease(Deferred<LeaseArgs>),
     /// Find what is wrong between the registry, git, the machine and the project's files.
-    Doctor(DoctorArgs),
+    Doctor(Deferred<DoctorArgs>),
     /// Rebuild a damaged registry from git's worktree list and every readable record.
-    Repair(RepairArgs),
+    Repair(Deferred<RepairArgs>),
     /// Write a commented .worktree-ports/config.toml and templates/.env.tera to start from.
-    Init(InitArgs),
+    Init(Deferred<InitArgs>),
     /// Install, remove or inspect the post-checkout hook (plain `git worktree add` allocates).
-    Hooks(HooksArgs),
+    Hooks(Deferred<HooksArgs>),
     /// The proxy that routes <worktree>.<repo>.localhost to each worktree's server.
-    Proxy(ProxyArgs),
+    Proxy(Deferred<ProxyArgs>),
     /// Print /etc/hosts lines for every worktree hostname (writes nothing).
-    Hosts(HostsArgs),
+    Hosts(Deferred<HostsArgs>),
     /// Print a shell's completion script (bash, zsh and fish also complete `git worktree-ports`).
-    Completions(CompletionsArgs),
+    Completions(Deferred<CompletionsArgs>),
     /// Write the man pages where `man` (and `git worktree-ports --help`) finds them.
-    InstallMan(InstallManArgs),
+    InstallMan(Deferred<InstallManArgs>),
     /// Print the agent skill (SKILL.md, in the Agent Skills format) that tells a coding agent
     /// when and how to use this tool; --agents-md: a snippet for a repository's AGENTS.md.
-    Skill(SkillArgs),
+    Skill(Deferred<SkillArgs>),
     /// Serve the Model Context Protocol on stdin/stdout for a coding agent: every tool acts
     /// on the repository or worktree path it is given. Register it with the agent as
     /// `git-worktree-ports mcp` (README: Coding agents).
-    Mcp(McpArgs),
+    Mcp(Deferred<McpArgs>),
     /// Entry points for git hooks (internal; the installed hook calls this).
     #[command(hide = true)]
-    Hook(HookArgs),
+    Hook(Deferred<HookArgs>),
 }
 
 /// A shell `completions` knows.
@@ -922,7 +1006,7 @@ mod tests {
         let Some(Command::Add(a)) = cli.command else {
             panic!("not add")
         };
-        Ok(a.options)
+        Ok(a.0.options)
     }
 
     #[test]

@@ -6,11 +6,10 @@
 //!
 //! Reads the repository only when the shell asks for candidates; never writes.
 
-use clap::CommandFactory;
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
 
-use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::cli::{CompletionsArgs, Shell};
 use crate::commands::Report;
 use crate::workspace::Workspace;
 
@@ -110,7 +109,7 @@ complete --no-files --command git --condition '__fish_git_needs_command' --argum
 /// for (`-w` or the positional one), service names for `get`, `--port SERVICE=`,
 /// `release --service` and `allocate --move`.
 pub fn command() -> clap::Command {
-    let mut cmd = Cli::command();
+    let mut cmd = crate::cli::full_command();
     for sub in [
         "render", "env", "exec", "get", "status", "allocate", "release", "remove",
     ] {
@@ -145,6 +144,9 @@ static ASKED_BY_BASH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 /// Answer the shell's question when `VAR` is set (and return normally when it is not).
 pub fn answer_if_asked() {
+    if std::env::var_os(VAR).is_none() {
+        return;
+    }
     // The engine clears the variable before it asks for candidates: note the shell first.
     let bash = std::env::var_os(VAR).is_some_and(|v| v == "bash");
     ASKED_BY_BASH.store(bash, std::sync::atomic::Ordering::Relaxed);

@@ -29,7 +29,7 @@ pub fn run(args: &InstallManArgs) -> anyhow::Result<Report> {
 
 /// Every page: (file name, roff source). The hidden `hook` command has none.
 pub fn pages() -> Vec<(String, Vec<u8>)> {
-    let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command()
+    let mut cmd = crate::cli::full_command()
         .name("git-worktree-ports")
         .bin_name("git-worktree-ports")
         .disable_help_subcommand(true);

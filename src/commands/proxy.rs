@@ -53,7 +53,7 @@ fn listing() -> Option<String> {
         json: true,
         format: None,
     };
-    match crate::commands::run(&Command::List(args)) {
+    match crate::commands::run(&Command::List(crate::cli::Deferred(args))) {
         Ok(report) => Some(report.stdout),
         Err(e) => {
             crate::workspace::warn(&format!("the dashboard's listing failed: {e:#}"));
