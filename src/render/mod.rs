@@ -433,10 +433,12 @@ pub struct Plan {
     /// Relative paths that must be in `info/exclude` (every rendered file).
     pub exclude: Vec<PathBuf>,
     worktree: PathBuf,
-    writes: Vec<(PathBuf, Vec<u8>)>,
+    writes: Vec<(PathBuf, Vec<u8>, Durability)>,
     removals: Vec<PathBuf>,
     manifest_path: PathBuf,
     manifest: BTreeMap<String, String>,
+    /// How the manifest is written ([`durability_of`]).
+    manifest_durability: Durability,
     /// How the manifest (in the worktree's git dir) is written: a shared repository's modes
     /// (set by the caller that applies the plan).
     pub manifest_mode: Mode,
@@ -485,9 +487,10 @@ pub fn plan(
     let mut warnings = Vec::new();
     let outputs = render_templates(&wt.path, ctx, &mut warnings, peers)?;
     let manifest_path = manifest_path(wt);
+    let manifest_existed = manifest_path.exists();
     let mut manifest = read_manifest(&manifest_path);
 
-    let mut changed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut changed: Vec<(PathBuf, Vec<u8>, Durability)> = Vec::new();
     let mut files = Vec::new();
     let mut exclude = Vec::new();
     let mut refusals = Vec::new();
@@ -538,7 +541,8 @@ pub fn plan(
             manifest.insert(rel_key(&out.rel), hash(&new));
             files.push((out.rel.clone(), FileAction::Unchanged));
         } else {
-            changed.push((out.rel.clone(), new));
+            let durability = durability_of(&out.rel, existing.is_some());
+            changed.push((out.rel.clone(), new, durability));
         }
     }
     if !refusals.is_empty() {
@@ -595,14 +599,14 @@ pub fn plan(
         }
     }
 
-    let rels: Vec<PathBuf> = changed.iter().map(|(r, _)| r.clone()).collect();
+    let rels: Vec<PathBuf> = changed.iter().map(|(r, _, _)| r.clone()).collect();
     let tracked = if rels.is_empty() || force {
         BTreeSet::new()
     } else {
         is_tracked(&rels)?
     };
     let mut writes = Vec::new();
-    for (rel, bytes) in changed {
+    for (rel, bytes, durability) in changed {
         if tracked.contains(&rel) {
             warnings.push(format!(
                 "{} is tracked by git; not rendering it, so the worktree stays clean (stop tracking it with `git rm --cached {}`, or render with --force)",
@@ -615,8 +619,18 @@ pub fn plan(
         }
         manifest.insert(rel_key(&rel), hash(&bytes));
         files.push((rel.clone(), FileAction::Written));
-        writes.push((rel, bytes));
+        writes.push((rel, bytes, durability));
     }
+    // The manifest is only needed to tell our files from the user's where a template is not
+    // `.env`-style; a first one that lists none of those can be lost to a crash for nothing.
+    let manifest_durability =
+        match !manifest_existed && manifest.keys().all(|k| is_env_file(Path::new(k))) {
+            true => Durability::Lazy,
+            false => Durability::File,
+        };
+    let stripped = stripped
+        .into_iter()
+        .map(|(rel, bytes)| (rel, bytes, Durability::File));
     Ok(Plan {
         files,
         warnings,
@@ -626,13 +640,14 @@ pub fn plan(
         removals,
         manifest_path,
         manifest,
+        manifest_durability,
         manifest_mode: Mode::Fixed(0o644),
     })
 }
 
 /// Carry out a plan: write the stale files (each atomically), then the manifest.
 pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
-    for (rel, bytes) in &plan.writes {
+    for (rel, bytes, durability) in &plan.writes {
         // The worktree may be removed while we render (git takes no lock of ours): never
         // re-create it with only our files in it.
         if !plan.worktree.is_dir() {
@@ -645,7 +660,7 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
             )
             .into());
         }
-        write_file(&plan.worktree.join(rel), bytes)?;
+        write_file(&plan.worktree.join(rel), bytes, *durability)?;
     }
     // A render killed mid-write leaves `.<name>.wp-tmp.<pid>`; sweep every directory this
     // render writes to, not only at the same target's next render (its template may be gone).
@@ -664,7 +679,12 @@ pub fn apply(plan: Plan) -> anyhow::Result<Rendered> {
             _ => {}
         }
     }
-    write_manifest(&plan.manifest_path, &plan.manifest, plan.manifest_mode)?;
+    write_manifest(
+        &plan.manifest_path,
+        &plan.manifest,
+        plan.manifest_mode,
+        plan.manifest_durability,
+    )?;
     Ok(Rendered {
         files: plan.files,
         warnings: plan.warnings,
@@ -1017,9 +1037,22 @@ fn checked_target(worktree: &Path, rel: &Path, template: &str) -> anyhow::Result
     Ok(path)
 }
 
+/// How a rendered file is written. A new `.env`-style file holds nothing but our block: a
+/// crash may leave it missing or empty (as it may the files git checked out beside it, which
+/// git does not fsync either), and the next render merges the block into whatever is there;
+/// so it is not fsynced. A file that existed may hold the user's lines, and a file that is not
+/// `.env`-style is told from the user's by its hash in the manifest: those are fsynced before
+/// they replace anything, so a crash brings back the old file, never an empty one.
+fn durability_of(rel: &Path, existed: bool) -> Durability {
+    match !existed && is_env_file(rel) {
+        true => Durability::Lazy,
+        false => Durability::File,
+    }
+}
+
 /// Write one file inside a worktree (or the manifest, or `info/exclude`): sweep temp files a
 /// killed render left for this target, then the one atomic writer.
-fn write_file(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_file(target: &Path, bytes: &[u8], durability: Durability) -> anyhow::Result<()> {
     if let (Some(dir), Some(name)) = (target.parent(), target.file_name()) {
         fsio::sweep(dir, Some(name), Sweep::DeadWriters);
     }
@@ -1027,7 +1060,7 @@ fn write_file(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         target,
         bytes,
         WriteOptions {
-            durability: Durability::File,
+            durability,
             mode: Mode::KeepExisting,
             label: "render",
         },
@@ -1059,6 +1092,7 @@ fn write_manifest(
     path: &Path,
     manifest: &BTreeMap<String, String>,
     mode: Mode,
+    durability: Durability,
 ) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
     if fs::read(path).ok().as_deref() == Some(&bytes[..]) {
@@ -1071,7 +1105,7 @@ fn write_manifest(
         path,
         &bytes,
         WriteOptions {
-            durability: Durability::File,
+            durability,
             mode,
             label: "render",
         },
@@ -1190,7 +1224,7 @@ pub fn update_excludes(
             t
         }
     };
-    write_file(&path, new.as_bytes())
+    write_file(&path, new.as_bytes(), Durability::File)
 }
 
 #[cfg(test)]
