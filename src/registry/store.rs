@@ -26,7 +26,7 @@ use super::{Problem, Registry, VERSION};
 use crate::model::clock::timestamp_for_file;
 use crate::model::error::{Code, Details, Error, NewerRegistry, RegistryDamage};
 use crate::model::sharing::Sharing;
-use crate::sys::fsio::{self, Durability, Mode, Stamp, Sweep, WriteOptions};
+use crate::sys::fsio::{self, Durability, Mode, Stamp, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 
 const FILE: &str = "ports.json";
@@ -385,17 +385,20 @@ impl Lock {
     /// Remove temp files of dead writers: only the lock holder writes them, so every one found
     /// now is a leftover. Also the names earlier versions wrote (`ports.json.tmp`,
     /// `ports.json.bak.tmp`, `ports.json.tmp.<pid>`).
+    /// One readdir for all three kinds.
     fn sweep(&self) {
-        let dir = &self.paths.dir;
-        fsio::sweep(dir, Some(OsStr::new(FILE)), Sweep::All);
-        fsio::sweep(dir, Some(OsStr::new(BACKUP)), Sweep::All);
-        let Ok(entries) = fs::read_dir(dir) else {
+        let Ok(entries) = fs::read_dir(&self.paths.dir) else {
             return;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(FILE) && (name.ends_with(".tmp") || name.contains(".tmp.")) {
+            let file = entry.file_name();
+            let ours = [FILE, BACKUP]
+                .iter()
+                .any(|t| fsio::is_temp_of(&file, OsStr::new(t)));
+            let name = file.to_string_lossy();
+            let older =
+                name.starts_with(FILE) && (name.ends_with(".tmp") || name.contains(".tmp."));
+            if ours || older {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -536,6 +539,34 @@ mod tests {
             "{:?}",
             names(&paths.dir)
         );
+    }
+
+    #[test]
+    fn a_locked_load_sweeps_every_kind_of_leftover_and_nothing_else() {
+        let (_d, paths) = paths();
+        let l = lock(&paths);
+        l.save(&mut sample()).unwrap();
+        let leftovers = [
+            ".ports.json.wp-tmp.4242",
+            ".ports.json.bak.wp-tmp.4243",
+            "ports.json.tmp",
+            "ports.json.bak.tmp",
+            "ports.json.tmp.77",
+        ];
+        let kept = ["ports.json.corrupt-2026", ".other.wp-tmp.1", "notes.tmp"];
+        for n in leftovers.iter().chain(&kept) {
+            fs::write(paths.dir.join(n), b"x").unwrap();
+        }
+        l.load().unwrap();
+        let mut left = names(&paths.dir);
+        left.sort();
+        let mut want: Vec<String> = ["ports.json", "ports.json.bak", "ports.lock"]
+            .iter()
+            .chain(&kept)
+            .map(|s| s.to_string())
+            .collect();
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]

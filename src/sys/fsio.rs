@@ -315,6 +315,11 @@ fn temp_owner(file: &OsStr, target_name: Option<&OsStr>) -> Option<u32> {
     std::str::from_utf8(pid).ok()?.parse().ok()
 }
 
+/// True when `file` is a temp file of `target` (a file name), whoever wrote it.
+pub fn is_temp_of(file: &OsStr, target: &OsStr) -> bool {
+    temp_owner(file, Some(target)).is_some()
+}
+
 /// Remove the temp files of `target_name` in `dir` (of every target when None) that `sweep`
 /// says are leftovers. Returns how many it removed; errors are ignored (a sweep is best effort
 /// and a later one tries again).
