@@ -236,21 +236,23 @@ fn write_atomic_with(
                 .map(|d| d.subsec_nanos());
             stamped = Some((kept == Some(stamp.mtime.1)).then_some(stamp));
         }
-        if opts.durability != Durability::Lazy {
-            f.sync_all()?;
-        }
-        drop(f);
+        // Through the open file (no path to resolve again), and before the fsync, which then
+        // makes the mode durable with the content.
         #[cfg(unix)]
         if let Some(m) = opts.mode.file_bits() {
             // The umask may have taken bits a script needs (0755 under umask 077 is 0700).
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(m))?;
+            f.set_permissions(fs::Permissions::from_mode(m))?;
         }
         if opts.mode == Mode::KeepExisting
             && let Ok(meta) = fs::metadata(target)
         {
-            fs::set_permissions(&tmp, meta.permissions())?;
+            f.set_permissions(meta.permissions())?;
         }
+        if opts.durability != Durability::Lazy {
+            f.sync_all()?;
+        }
+        drop(f);
         fault::point(&format!("{label}.synced"));
         if let (Some(call), Some(stamp)) = (before_rename.as_mut(), stamped) {
             call(stamp)?;
