@@ -3,9 +3,11 @@
 # missing). One command from a fresh clone:   bash benches/cli.sh
 #
 # Prints, for the release build:
-#   - git worktree add alone vs git worktree-ports add (fresh paths each run)
+#   - git worktree add alone vs git worktree-ports add (fresh paths each run), and both against
+#     the floor of a durable add (benches/floor_save.c as a git plugin)
 #   - the read path: get, and allocate when already allocated
-#   - a fresh allocation of 5 services (fsyncs included)
+#   - a fresh allocation of 5 services (fsyncs included); through git, against `git true` and
+#     the floor of a durable registry rewrite through git
 #   - git switch with and without the post-checkout hook
 #   - allocate with a 10,000-worktree registry, and its peak memory (GNU time)
 #   - status of one worktree (5 services, its server listening) among 500 other processes,
@@ -71,6 +73,23 @@ paired() { # name, name-a, prepare-a, command-a, name-b, prepare-b, command-b
 	echo; echo "== $name: $na vs $nb, ${ROUNDS:-6} alternating rounds"
 }
 
+# Three commands the same way, the order rotated every round: a command, its floor and ours,
+# so that both ratios come from the same rounds.
+paired3() { # name, then name, prepare, command three times
+	local name=$1 r; shift
+	local -a c=("$@") order
+	for r in $(seq 1 "${ROUNDS:-6}"); do
+		case $((r % 3)) in 1) order=(0 1 2) ;; 2) order=(1 2 0) ;; 0) order=(2 0 1) ;; esac
+		local -a args=()
+		local i
+		for i in "${order[@]}"; do
+			args+=(--prepare "${c[$((i * 3 + 1))]}" -n "${c[$((i * 3))]}" "${c[$((i * 3 + 2))]}")
+		done
+		hyperfine -N --style none --warmup 3 --runs "$((RUNS / 4 + 5))" --export-json "$results/$name.$r.json" "${args[@]}" >/dev/null
+	done
+	echo; echo "== $name: ${c[0]}, ${c[3]}, ${c[6]}, ${ROUNDS:-6} rotating rounds"
+}
+
 # Whether the group is asked for (ONLY unset: every group).
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -85,14 +104,33 @@ make_repo "$repo"
 cd "$repo"
 "$BIN" allocate >/dev/null
 
+# The floor of any git plugin: git's dispatch of an external no-op (`git true` runs a
+# git-true that is /bin/true), timed in alternation with what a user types. And the floor of
+# a durable one: benches/floor_save.c as `git floor-save` (compiled with cc when there is one).
+mkdir -p "$work/bin" && ln -sf "$(type -P true)" "$work/bin/git-true"
+if command -v cc >/dev/null; then
+	cc -O2 -o "$work/bin/git-floor-save" "$root/benches/floor_save.c"
+fi
+export PATH="$work/bin:$PATH"
+
 # Each run removes the worktree the previous one made (-N runs prepares without a shell, so
-# there is one to remove from the start).
+# there is one to remove from the start). The floor of `add`: `git floor-save` running `git
+# worktree add`, then fsyncing a token and rewriting the registry as a save must.
 if want add; then
 git -C "$repo" worktree add -q --detach "$work/plain"
 git -C "$repo" worktree-ports add -q --detach "$work/ours" >/dev/null
 paired add \
 	"git worktree add" "git -C $repo worktree remove --force $work/plain" "git -C $repo worktree add -q --detach $work/plain" \
 	"git worktree-ports add" "git -C $repo worktree-ports remove --force $work/ours" "git -C $repo worktree-ports add -q --detach $work/ours"
+if [ -x "$work/bin/git-floor-save" ]; then
+	git -C "$repo" floor-save "$repo/.git/worktree-registry" "$work/floor"
+	paired3 add-floor \
+		"git worktree add" "git -C $repo worktree remove --force $work/plain" "git -C $repo worktree add -q --detach $work/plain" \
+		"floor: git floor-save (git worktree add, a token, the registry)" "git -C $repo worktree remove --force $work/floor" "git -C $repo floor-save $repo/.git/worktree-registry $work/floor" \
+		"git worktree-ports add" "git -C $repo worktree-ports remove --force $work/ours" "git -C $repo worktree-ports add -q --detach $work/ours"
+else
+	echo "skipped: the add-floor pair (no C compiler: cc)" >&2
+fi
 fi
 
 want read && bench read \
@@ -103,14 +141,19 @@ want read && bench read \
 want fresh && bench fresh \
 	--prepare "$BIN release" -n "allocate 5 services (fresh, fsync)" "$BIN allocate --no-render"
 
-# The floor of any git plugin: git's dispatch of an external no-op (`git true` runs a
-# git-true that is /bin/true), timed in alternation with what a user types.
-mkdir -p "$work/bin" && ln -sf "$(type -P true)" "$work/bin/git-true"
-export PATH="$work/bin:$PATH"
 if want floor; then
 	paired floor-get "git true" "true" "git true" "git worktree-ports get web" "true" "git worktree-ports get web"
 	paired floor-fresh "git true" "true" "git true" \
 		"git worktree-ports allocate --no-render (fresh)" "$BIN release" "git worktree-ports allocate --no-render"
+	# The floor of a durable allocation through git: a plugin in C that only rewrites the same
+	# ports.json as a save must (benches/floor_save.c), against our fresh allocation.
+	if [ -x "$work/bin/git-floor-save" ]; then
+		paired3 floor-save "git true" "true" "git true" \
+			"floor: git floor-save (the registry rewritten durably)" "true" "git floor-save $repo/.git/worktree-registry" \
+			"git worktree-ports allocate --no-render (fresh)" "$BIN release" "git worktree-ports allocate --no-render"
+	else
+		echo "skipped: the floor-save pair (no C compiler: cc)" >&2
+	fi
 fi
 
 # Machine-wide: a fresh allocation with other repositories listed in the machine index, against
@@ -317,10 +360,22 @@ def paired(group):
         rows.append((n, statistics.median(med[n]), statistics.pstdev(med[n])))
     diffs = [y - x for x, y in zip(med[a], med[b])]
     rows.append((f"  difference: {b} - {a}", statistics.median(diffs), statistics.pstdev(diffs)))
+def paired3(group):
+    rounds = [json.load(open(f))["results"] for f in sorted(glob.glob(os.path.join(res, group + ".*.json")))]
+    names = [r["command"] for r in rounds[0]]  # round 1 runs them in the order given
+    med = {n: [next(r["median"] for r in rr if r["command"] == n) * 1000 for rr in rounds] for n in names}
+    for n in names:
+        rows.append((n, statistics.median(med[n]), statistics.pstdev(med[n])))
+    for n in names[1:]:
+        ratios = [y / x for x, y in zip(med[names[0]], med[n])]
+        rows.append((f"  ratio: {n} / {names[0]} (x)", statistics.median(ratios), statistics.pstdev(ratios)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "read", "fresh", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
+for group in ["add", "add-floor", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
+    if group in ["add-floor", "floor-save"]:
+        paired3(group)
+        continue
     if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "list"] + vs:
         paired(group)
         continue

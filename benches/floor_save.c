@@ -1,14 +1,39 @@
-// The floor of a whole-file registry save, for benches/cli.sh: read ports.json, write it to a
-// temp file, fsync, rename over ports.json, fsync the directory, then the same bytes to the
-// backup by temp file and rename (no fsync), as the tool's save does; no parsing, no rules.
-// Usage: floor_save <registry dir>. Exits 1 on any error.
+// The floor of a registry save, for benches/cli.sh: read ports.json, write it to a temp file,
+// fsync, rename over ports.json, fsync the directory, then the same bytes to the backup by temp
+// file and rename (no fsync), as the tool's save does; no parsing, no rules.
+// Usage: floor_save <registry dir> [<new worktree path>]. With a path, first what `add` must
+// also do: `git worktree add -q --detach <path>` (run from the current directory, waited for),
+// then a 17-byte identity token written into the new worktree's git dir and fsynced. Run as a
+// git plugin (git-floor-save on PATH) it is the floor of any durable allocation through git.
+// Exits 1 on any error.
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+static int add_worktree(const char *dir, char *path) {
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+        execlp("git", "git", "worktree", "add", "-q", "--detach", path, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+    // <common dir>/worktrees/<name>: the registry dir is <common dir>/worktree-registry.
+    char id[4096];
+    snprintf(id, sizeof id, "%s/../worktrees/%s/floor-id", dir, basename(path));
+    int fd = open(id, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, "18ede71cc5f2a7ef\n", 17) != 17 || fsync(fd) != 0 || close(fd) != 0) return 1;
+    return 0;
+}
 int main(int argc, char **argv) {
+    if (argc < 2 || argc > 3) return 1;
     const char *dir = argv[1];
+    if (argc == 3 && add_worktree(dir, argv[2]) != 0) return 1;
     char p[4096], t[4096], b[4096], bt[4096];
     snprintf(p, sizeof p, "%s/ports.json", dir);
     snprintf(t, sizeof t, "%s/.ports.json.tmp", dir);
@@ -16,7 +41,7 @@ int main(int argc, char **argv) {
     snprintf(bt, sizeof bt, "%s/.ports.json.bak.tmp", dir);
     int fd = open(p, O_RDONLY);
     struct stat st;
-    if (argc != 2 || fd < 0 || fstat(fd, &st) != 0) return 1;
+    if (fd < 0 || fstat(fd, &st) != 0) return 1;
     char *buf = malloc(st.st_size);
     ssize_t n = 0; while (n < st.st_size) { ssize_t r = read(fd, buf + n, st.st_size - n); if (r <= 0) return 1; n += r; }
     close(fd);
