@@ -571,14 +571,7 @@ fn kill_9_storm_across_two_repositories_never_shares_a_port() {
     for d in &dirs {
         repo.wp_in(d, ["allocate", "--no-render"]).succeeds();
     }
-    let mut all = Vec::new();
-    for root in [&repo.root, &other] {
-        let reg: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
-        )
-        .unwrap();
-        all.extend(all_registry_ports(&reg));
-    }
+    let all = ports_in(&[&repo.root, &other]);
     assert_eq!(all.len(), 20);
     assert_unique(&all);
 }
@@ -814,14 +807,7 @@ fn a_fresh_allocation_s_index_write_lost_or_torn_by_a_crash_hides_no_port() {
                 out.describe()
             );
         }
-        let mut all = Vec::new();
-        for root in [&repo.root, &other] {
-            let reg: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
-            )
-            .unwrap();
-            all.extend(all_registry_ports(&reg));
-        }
+        let all = ports_in(&[&repo.root, &other]);
         assert_eq!(
             all.len(),
             4 * 2,
@@ -836,4 +822,17 @@ fn a_fresh_allocation_s_index_write_lost_or_torn_by_a_crash_hides_no_port() {
             "{crash}: {index}"
         );
     }
+}
+
+/// Every port the registries of these repositories hold, one entry per holding.
+fn ports_in(roots: &[&std::path::Path]) -> Vec<u16> {
+    let mut all = Vec::new();
+    for root in roots {
+        let reg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(".git/worktree-registry/ports.json")).unwrap(),
+        )
+        .unwrap();
+        all.extend(all_registry_ports(&reg));
+    }
+    all
 }
