@@ -19,7 +19,9 @@ pub fn page(answer: &Value, port: u16) -> String {
     PAGE.replacen("<!--ROWS-->", &rows(answer, port), 1)
 }
 
-fn esc(s: &str) -> String {
+/// Text for HTML, in an element or an attribute: the one escape of the proxy's pages (the
+/// dashboard's rows, its error pages).
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -375,7 +375,7 @@ impl Answer {
                 400,
                 "Bad Request",
                 "400 Bad Request",
-                &format!("<p>{}</p>", escape(why)),
+                &format!("<p>{}</p>", dashboard::esc(why)),
             )
         }
     }
@@ -396,12 +396,6 @@ impl Answer {
         }
         out
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// A request for no worktree's name: the loopback itself (`localhost`, `127.0.0.1`, `[::1]`,
@@ -435,12 +429,12 @@ fn bad_gateway(route: &Route, host: &str, failure: Failure) -> Answer {
         title,
         &format!(
             "<p><b>{}</b> is worktree <b>{}</b> of {} (service {}, port {}), and {what}.</p><p>Start its server, for example: <code>cd {} &amp;&amp; git worktree-ports exec -- npm run dev</code> (its port is in <code>$WEB_PORT</code>; <code>git worktree-ports status</code> there shows what runs).</p>",
-            escape(host),
-            escape(&route.worktree),
-            escape(&route.repository.display().to_string()),
-            escape(&route.service),
+            dashboard::esc(host),
+            dashboard::esc(&route.worktree),
+            dashboard::esc(&route.repository.display().to_string()),
+            dashboard::esc(&route.service),
             route.port,
-            escape(&route.path.display().to_string()),
+            dashboard::esc(&route.path.display().to_string()),
         ),
     )
 }
@@ -517,11 +511,11 @@ fn not_found(state: &State, host: &str) -> Answer {
         .map(|(name, r)| {
             format!(
                 "<li><a href=\"http://{name}:{port}/\">{name}</a>: worktree {} of {} ({} on port {})</li>",
-                escape(&r.worktree),
-                escape(&r.repository.display().to_string()),
-                escape(&r.service),
+                dashboard::esc(&r.worktree),
+                dashboard::esc(&r.repository.display().to_string()),
+                dashboard::esc(&r.service),
                 r.port,
-                name = escape(name),
+                name = dashboard::esc(name),
                 port = state.port,
             )
         })
@@ -532,7 +526,39 @@ fn not_found(state: &State, host: &str) -> Answer {
         "404 Not Found: no worktree has this name",
         &format!(
             "<p>No worktree is called <b>{}</b>. The known ones:</p><ul>{items}</ul>",
-            escape(host)
+            dashboard::esc(host)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error pages quote names from the registry and the Host header: escaped with the
+    /// dashboard's one escape, quotes included (they had an escape of their own that left
+    /// quotes alone).
+    #[test]
+    fn error_pages_escape_what_they_quote_as_the_dashboard_does() {
+        let route = Route {
+            repository: "/src/a\"b<".into(),
+            worktree: "w'<x>&".into(),
+            path: "/src/\"p\"".into(),
+            service: "web".into(),
+            port: 8081,
+        };
+        let a = bad_gateway(&route, "h\"<i>", Failure::Reset);
+        assert!(
+            a.body.contains(
+                "<b>h&quot;&lt;i&gt;</b> is worktree <b>w&#39;&lt;x&gt;&amp;</b> of /src/a&quot;b&lt;"
+            ),
+            "{}",
+            a.body
+        );
+        assert!(
+            a.body.contains("<code>cd /src/&quot;p&quot; &amp;&amp;"),
+            "{}",
+            a.body
+        );
+    }
 }
