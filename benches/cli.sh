@@ -13,7 +13,7 @@
 #   - status of one worktree (5 services, its server listening) among 500 other processes,
 #     and list with its LIVE column against list --no-probe, with 10,000 worktrees
 # RUNS=<n> sets the runs per command (default 100). ONLY="machine big" runs only those groups
-# (add read fresh floor machine checkout big status list; vs-* come with BASELINE).
+# (add many read fresh floor machine checkout big status list; vs-* come with BASELINE).
 # BASELINE=<path to another git-worktree-ports binary> adds paired rounds of that build against
 # this one for the everyday rows (get, idempotent allocate, fresh allocate, 10,000 worktrees)
 # and its peak memory: how a change is shown to cost nothing, on a disk whose speed drifts.
@@ -131,6 +131,27 @@ if [ -x "$work/bin/git-floor-save" ]; then
 else
 	echo "skipped: the add-floor pair (no C compiler: cc)" >&2
 fi
+fi
+
+# 200 linked worktrees (an agent's repository): `add` against plain git there, and the
+# commands that read git's worktree list.
+if want many; then
+	many="$work/many"
+	make_repo "$many"
+	for i in $(seq 1 200); do git -C "$many" worktree add -q --detach "$work/many-wt/w$i"; done
+	(cd "$many" && "$BIN" allocate >/dev/null)
+	git -C "$many" worktree add -q --detach "$work/many-plain"
+	git -C "$many" worktree-ports add -q --detach "$work/many-ours" >/dev/null
+	paired many-add \
+		"git worktree add, 200 worktrees" "git -C $many worktree remove --force $work/many-plain" "git -C $many worktree add -q --detach $work/many-plain" \
+		"git worktree-ports add, 200 worktrees" "git -C $many worktree-ports remove --force $work/many-ours" "git -C $many worktree-ports add -q --detach $work/many-ours"
+	bench many-read \
+		-n "list --no-probe, 200 worktrees" "env -C $many $BIN list --no-probe" \
+		-n "status, 200 worktrees" "env -C $many $BIN status"
+	if [ -n "${BASELINE:-}" ]; then
+		paired vs-many "baseline: list --no-probe, 200 worktrees" "true" "env -C $many $(realpath "$BASELINE") list --no-probe" \
+			"this build: list --no-probe, 200 worktrees" "true" "env -C $many $BIN list --no-probe"
+	fi
 fi
 
 want read && bench read \
@@ -369,14 +390,14 @@ def paired3(group):
     for n in names[1:]:
         ratios = [y / x for x, y in zip(med[names[0]], med[n])]
         rows.append((f"  ratio: {n} / {names[0]} (x)", statistics.median(ratios), statistics.pstdev(ratios)))
-vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget"] if base_peak else []
-for group in ["add", "add-floor", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
+vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget", "vs-many"] if base_peak else []
+for group in ["add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
     if group in ["add-floor", "floor-save"]:
         paired3(group)
         continue
-    if group in ["add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "list"] + vs:
+    if group in ["add", "many-add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:

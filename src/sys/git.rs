@@ -445,9 +445,7 @@ impl Repo {
         }
         for admin in AdminEntry::list(&self.common_dir) {
             let name = admin.name.to_string_lossy().into_owned();
-            let branch = Repository::open(&admin.dir)
-                .ok()
-                .and_then(|r| head_branch(&r));
+            let branch = admin_head_branch(&admin.dir);
             out.push(WorktreeInfo {
                 key: key_for_linked(&admin.name),
                 name,
@@ -544,9 +542,15 @@ impl AdminEntry {
         let Ok(entries) = std::fs::read_dir(common_dir.join("worktrees")) else {
             return Vec::new();
         };
+        // The entry's type from the directory listing (no stat per worktree), following a
+        // symlink as `is_dir` does.
         let mut out: Vec<AdminEntry> = entries
             .flatten()
-            .filter(|e| e.path().is_dir())
+            .filter(|e| match e.file_type() {
+                Ok(t) if t.is_symlink() => e.path().is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => e.path().is_dir(),
+            })
             .map(|e| AdminEntry::read(&e.path()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -878,6 +882,21 @@ pub fn parse_porcelain(out: &[u8]) -> Vec<PorcelainRecord> {
 }
 
 /// The branch HEAD points at (also on an unborn branch), None when detached.
+/// The branch a linked worktree has checked out, read from its admin dir's `HEAD` as the
+/// files ref backend writes it (`ref: refs/heads/<branch>`; linked worktrees came long after
+/// symlinked HEADs went); None when detached or unreadable. What [`head_branch`] answers,
+/// without libgit2 opening a repository per worktree: that was 150 µs each, 33 ms for 200
+/// worktrees, and `add` lists them twice. Only for the libgit2 backend, which is the files
+/// backend (a reftable repository goes through git).
+fn admin_head_branch(dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(dir.join("HEAD")).ok()?;
+    let target = std::str::from_utf8(&bytes)
+        .ok()?
+        .strip_prefix("ref:")?
+        .trim();
+    target.strip_prefix("refs/heads/").map(str::to_string)
+}
+
 fn head_branch(repo: &Repository) -> Option<String> {
     let head = repo.find_reference("HEAD").ok()?;
     let target = head.symbolic_target().ok()??;

@@ -57,4 +57,14 @@ fn list_reports_the_live_branch() {
     repo.env.git(&feature, ["switch", "-q", "-c", "renamed"]);
     let json = repo.wp(["list", "--json"]).succeeds().json();
     assert_eq!(json["worktrees"][0]["branch"], "renamed");
+    // Read from the worktree's own HEAD file, not by opening a repository per worktree: a
+    // detached HEAD (an object id there) has no branch, and a branch name with a slash
+    // keeps it.
+    repo.env.git(&feature, ["switch", "-q", "--detach"]);
+    let json = repo.wp(["list", "--json"]).succeeds().json();
+    assert_eq!(json["worktrees"][0]["branch"], serde_json::Value::Null);
+    repo.env
+        .git(&feature, ["switch", "-q", "-c", "team/feat-x"]);
+    let json = repo.wp(["list", "--json"]).succeeds().json();
+    assert_eq!(json["worktrees"][0]["branch"], "team/feat-x");
 }
