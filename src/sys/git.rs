@@ -290,6 +290,19 @@ impl Repo {
         }
     }
 
+    /// The registry keys of the worktrees git has now, from the names of its admin dirs
+    /// alone (one readdir, on either backend): what `add` compares against afterwards to
+    /// find the worktree git made, without reading every worktree twice.
+    pub fn worktree_keys(&self) -> Vec<String> {
+        let mut keys = vec![MAIN_KEY.to_string()];
+        keys.extend(
+            AdminEntry::dirs(&self.common_dir)
+                .into_iter()
+                .map(|dir| key_for_linked(dir.file_name().unwrap_or_default())),
+        );
+        keys
+    }
+
     /// The hooks directory git uses here: `core.hooksPath` (relative paths resolved as git
     /// resolves them) or `<common-dir>/hooks`. Asks git, which is the authority on both.
     pub fn hooks_dir(&self) -> anyhow::Result<PathBuf> {
@@ -539,22 +552,29 @@ struct AdminEntry {
 
 impl AdminEntry {
     fn list(common_dir: &Path) -> Vec<AdminEntry> {
+        let mut out: Vec<AdminEntry> = AdminEntry::dirs(common_dir)
+            .iter()
+            .map(|dir| AdminEntry::read(dir))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// `<common>/worktrees/*` that are directories, each type from the directory listing (no
+    /// stat per worktree), a symlink followed as `is_dir` does.
+    fn dirs(common_dir: &Path) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(common_dir.join("worktrees")) else {
             return Vec::new();
         };
-        // The entry's type from the directory listing (no stat per worktree), following a
-        // symlink as `is_dir` does.
-        let mut out: Vec<AdminEntry> = entries
+        entries
             .flatten()
             .filter(|e| match e.file_type() {
                 Ok(t) if t.is_symlink() => e.path().is_dir(),
                 Ok(t) => t.is_dir(),
                 Err(_) => e.path().is_dir(),
             })
-            .map(|e| AdminEntry::read(&e.path()))
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+            .map(|e| e.path())
+            .collect()
     }
 
     fn read(dir: &Path) -> AdminEntry {

@@ -23,7 +23,7 @@ impl Workspace {
         branch: Option<&str>,
         wants: &BTreeMap<String, Want>,
     ) -> anyhow::Result<(Target, Holding)> {
-        let before: Vec<String> = self.worktrees()?.iter().map(|w| w.key.clone()).collect();
+        let before = self.repo.worktree_keys();
         let branch = branch.map(|b| (b.to_string(), git::branch_commit(b)));
 
         let git_args: Vec<std::ffi::OsString> = std::iter::once("add".into())
