@@ -456,22 +456,27 @@ impl Repo {
                 head_branch(main),
             ));
         }
-        for admin in AdminEntry::list(&self.common_dir) {
-            let name = admin.name.to_string_lossy().into_owned();
-            let branch = admin_head_branch(&admin.dir);
-            out.push(WorktreeInfo {
-                key: key_for_linked(&admin.name),
-                name,
-                prunable: !admin.locked && !admin.gitfile_exists,
-                moved_from: None,
-                path: admin.path.unwrap_or_default(),
-                git_dir: admin.dir,
-                branch,
-                is_main: false,
-                locked: admin.locked,
-            });
-        }
+        out.extend(
+            AdminEntry::list(&self.common_dir)
+                .into_iter()
+                .map(linked_info),
+        );
         Ok(out)
+    }
+
+    /// The linked worktrees whose keys are `keys`, each read from its admin dir alone; None on
+    /// the git CLI backend, whose branch names come from git's own list.
+    pub fn linked_worktrees(&self, keys: &[String]) -> Option<Vec<WorktreeInfo>> {
+        let Backend::Libgit2(_) = &self.backend else {
+            return None;
+        };
+        let mut out: Vec<AdminEntry> = AdminEntry::dirs(&self.common_dir)
+            .into_iter()
+            .filter(|d| keys.contains(&key_for_linked(d.file_name().unwrap_or_default())))
+            .map(|d| AdminEntry::read(&d))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(out.into_iter().map(linked_info).collect())
     }
 
     fn cli_worktrees(&self) -> anyhow::Result<Vec<WorktreeInfo>> {
@@ -902,6 +907,21 @@ pub fn parse_porcelain(out: &[u8]) -> Vec<PorcelainRecord> {
 }
 
 /// The branch HEAD points at (also on an unborn branch), None when detached.
+/// A linked worktree as the libgit2 backend lists it, from its admin dir.
+fn linked_info(admin: AdminEntry) -> WorktreeInfo {
+    WorktreeInfo {
+        key: key_for_linked(&admin.name),
+        name: admin.name.to_string_lossy().into_owned(),
+        prunable: !admin.locked && !admin.gitfile_exists,
+        moved_from: None,
+        branch: admin_head_branch(&admin.dir),
+        path: admin.path.unwrap_or_default(),
+        git_dir: admin.dir,
+        is_main: false,
+        locked: admin.locked,
+    }
+}
+
 /// The branch a linked worktree has checked out, read from its admin dir's `HEAD` as the
 /// files ref backend writes it (`ref: refs/heads/<branch>`; linked worktrees came long after
 /// symlinked HEADs went); None when detached or unreadable. What [`head_branch`] answers,

@@ -38,16 +38,14 @@ impl Workspace {
             .into());
         }
 
-        let after = self.worktrees_after_git()?.to_vec();
         // By path first: `path` may also be an existing worktree's name (git name `feat` and a
         // new directory `feat`), and a name lookup would find the old one.
-        let new: Vec<&WorktreeInfo> = after.iter().filter(|w| !before.contains(&w.key)).collect();
+        let new = self.worktrees_new_since(&before)?;
         let wanted = absolute(path);
         let wt = new
         .iter()
         .find(|w| w.path.canonicalize().is_ok_and(|p| p == wanted))
-        .copied()
-        .or_else(|| (new.len() == 1).then(|| new[0]))
+        .or_else(|| (new.len() == 1).then(|| &new[0]))
         .cloned()
         .ok_or_else(|| {
             Error::new(

@@ -275,10 +275,22 @@ impl Workspace {
         Ok(self.worktrees.get_or_init(|| list))
     }
 
-    /// [`Workspace::worktrees`] read again, after a git command changed them (`add`).
-    pub fn worktrees_after_git(&mut self) -> anyhow::Result<&[WorktreeInfo]> {
+    /// The worktrees a git command (`add`) made: those whose keys were not in `before`
+    /// ([`crate::sys::git::Repo::worktree_keys`], taken before it ran). Only theirs are read
+    /// where the backend allows (200 worktrees read cost `add` 2-3 ms); the whole list is read
+    /// again when next asked.
+    pub fn worktrees_new_since(&mut self, before: &[String]) -> anyhow::Result<Vec<WorktreeInfo>> {
         self.worktrees = Default::default();
-        self.worktrees()
+        let keys: Vec<String> = (self.repo.worktree_keys().into_iter())
+            .filter(|k| !before.contains(k))
+            .collect();
+        if let Some(new) = self.repo.linked_worktrees(&keys) {
+            return Ok(new);
+        }
+        Ok((self.worktrees()?.iter())
+            .filter(|w| !before.contains(&w.key))
+            .cloned()
+            .collect())
     }
 
     /// Registry key of the current worktree, without listing worktrees (cheap on every

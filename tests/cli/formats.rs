@@ -69,6 +69,17 @@ fn core_commands_work(repo: &TestRepo, main: &Path) {
     assert!(reg["allocated_ports"].get("feature").is_some());
     assert_unique(&all_registry_ports(&reg));
     assert!(web >= b as u64 && web < (b + BLOCK) as u64);
+
+    // `add` finds the worktree git made among the ones it did not have before (on the git
+    // CLI backend from git's own list, else from the new admin dir alone).
+    let added = repo.env.root().join("added wt");
+    let a = repo
+        .wp_in(main, ["add", "--json", "--detach", added.to_str().unwrap()])
+        .succeeds()
+        .json();
+    assert_eq!(a["worktree"], "added-wt", "git names it: {a}");
+    assert_eq!(a["path"], added.to_str().unwrap(), "{a}");
+    assert_unique(&all_registry_ports(&repo.registry()));
 }
 
 #[test]
