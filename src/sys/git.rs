@@ -464,19 +464,15 @@ impl Repo {
         Ok(out)
     }
 
-    /// The linked worktrees whose keys are `keys`, each read from its admin dir alone; None on
+    /// The linked worktrees whose keys are not in `keys`, only their admin dirs read; None on
     /// the git CLI backend, whose branch names come from git's own list.
-    pub fn linked_worktrees(&self, keys: &[String]) -> Option<Vec<WorktreeInfo>> {
+    pub fn linked_worktrees_except(&self, keys: &[String]) -> Option<Vec<WorktreeInfo>> {
         let Backend::Libgit2(_) = &self.backend else {
             return None;
         };
-        let mut out: Vec<AdminEntry> = AdminEntry::dirs(&self.common_dir)
-            .into_iter()
-            .filter(|d| keys.contains(&key_for_linked(d.file_name().unwrap_or_default())))
-            .map(|d| AdminEntry::read(&d))
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Some(out.into_iter().map(linked_info).collect())
+        let new = |name: &OsStr| !keys.contains(&key_for_linked(name));
+        let admins = AdminEntry::list_where(&self.common_dir, new);
+        Some(admins.into_iter().map(linked_info).collect())
     }
 
     fn cli_worktrees(&self) -> anyhow::Result<Vec<WorktreeInfo>> {
@@ -557,8 +553,13 @@ struct AdminEntry {
 
 impl AdminEntry {
     fn list(common_dir: &Path) -> Vec<AdminEntry> {
-        let mut out: Vec<AdminEntry> = AdminEntry::dirs(common_dir)
-            .iter()
+        AdminEntry::list_where(common_dir, |_| true)
+    }
+
+    /// The admin dirs whose names `keep` accepts, read, in name order.
+    fn list_where(common_dir: &Path, keep: impl Fn(&OsStr) -> bool) -> Vec<AdminEntry> {
+        let mut out: Vec<AdminEntry> = (AdminEntry::dirs(common_dir).iter())
+            .filter(|dir| keep(dir.file_name().unwrap_or_default()))
             .map(|dir| AdminEntry::read(dir))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -906,7 +907,6 @@ pub fn parse_porcelain(out: &[u8]) -> Vec<PorcelainRecord> {
     records
 }
 
-/// The branch HEAD points at (also on an unborn branch), None when detached.
 /// A linked worktree as the libgit2 backend lists it, from its admin dir.
 fn linked_info(admin: AdminEntry) -> WorktreeInfo {
     WorktreeInfo {
@@ -937,6 +937,7 @@ fn admin_head_branch(dir: &Path) -> Option<String> {
     target.strip_prefix("refs/heads/").map(str::to_string)
 }
 
+/// The branch HEAD points at (also on an unborn branch), None when detached.
 fn head_branch(repo: &Repository) -> Option<String> {
     let head = repo.find_reference("HEAD").ok()?;
     let target = head.symbolic_target().ok()??;

@@ -281,10 +281,7 @@ impl Workspace {
     /// again when next asked.
     pub fn worktrees_new_since(&mut self, before: &[String]) -> anyhow::Result<Vec<WorktreeInfo>> {
         self.worktrees = Default::default();
-        let keys: Vec<String> = (self.repo.worktree_keys().into_iter())
-            .filter(|k| !before.contains(k))
-            .collect();
-        if let Some(new) = self.repo.linked_worktrees(&keys) {
+        if let Some(new) = self.repo.linked_worktrees_except(before) {
             return Ok(new);
         }
         Ok((self.worktrees()?.iter())
