@@ -487,8 +487,9 @@ pub fn plan(
     let mut warnings = Vec::new();
     let outputs = render_templates(&wt.path, ctx, &mut warnings, peers)?;
     let manifest_path = manifest_path(wt);
-    let manifest_existed = manifest_path.exists();
-    let mut manifest = read_manifest(&manifest_path);
+    let read = read_manifest(&manifest_path);
+    let manifest_existed = read.is_some();
+    let mut manifest = read.unwrap_or_default();
 
     let mut changed: Vec<(PathBuf, Vec<u8>, Durability)> = Vec::new();
     let mut files = Vec::new();
@@ -1081,11 +1082,10 @@ fn hash(bytes: &[u8]) -> String {
     format!("{h:016x}-{}", bytes.len())
 }
 
-fn read_manifest(path: &Path) -> BTreeMap<String, String> {
-    fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The manifest at `path`; None when there is no file (one that does not parse is empty).
+fn read_manifest(path: &Path) -> Option<BTreeMap<String, String>> {
+    let bytes = fs::read(path).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
 fn write_manifest(
@@ -1157,6 +1157,7 @@ fn managed_excludes(text: &str) -> BTreeSet<String> {
 /// The paths (relative to the worktree) the last render of `wt` wrote, from its manifest.
 pub fn rendered_paths(wt: &WorktreeInfo) -> BTreeSet<PathBuf> {
     read_manifest(&manifest_path(wt))
+        .unwrap_or_default()
         .into_keys()
         .map(PathBuf::from)
         .collect()
