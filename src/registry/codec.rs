@@ -8,7 +8,7 @@
 //! parse and 45% slower to write; `jq . ports.json` shows it indented.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -16,21 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::one::{plain_key, plain_port};
+use super::ports::Shapes;
 use super::{Key, Ports, RecordJson, Registry, Text, VERSION, WorktreeRecord};
-
-impl Ports {
-    /// Sort read entries; a service named twice is refused (None), never resolved by keeping
-    /// one of its ports.
-    fn from_read(mut entries: Vec<(Arc<str>, u16)>) -> Option<Ports> {
-        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-                return None;
-            }
-        }
-        Some(Ports(entries))
-    }
-}
+use crate::sys::fsio::{Bytes, FileText};
 
 impl Serialize for super::Raw {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -46,7 +34,7 @@ impl<'de> Deserialize<'de> for super::Raw {
 
 /// Reads a worktree key: a span of the file's text (`.0`) when it is written there without
 /// escapes, else a copy.
-struct KeySeed<'f>(Option<&'f Arc<String>>);
+struct KeySeed<'f>(Option<&'f Arc<FileText>>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Key;
@@ -61,7 +49,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
 
 /// Reads `allocated_ports`, sharing each service name among all worktrees; keys are spans of
 /// the file's text (`.0`) where they can be.
-struct AllocatedPorts<'f>(Option<&'f Arc<String>>);
+struct AllocatedPorts<'f>(Option<&'f Arc<FileText>>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for AllocatedPorts<'_> {
     type Value = BTreeMap<Key, Ports>;
@@ -76,10 +64,10 @@ impl<'de> serde::de::Visitor<'de> for AllocatedPorts<'_> {
         f.write_str("an object of worktrees")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut names = Names::default();
+        let mut shapes = Shapes::default();
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
         while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
-            let ports = map.next_value_seed(PortsSeed(&mut names)).map_err(|e| {
+            let ports = map.next_value_seed(PortsSeed(&mut shapes)).map_err(|e| {
                 serde::de::Error::custom(format!("worktree {:?}: {e}", key.as_str()))
             })?;
             entries.push((key, ports));
@@ -91,20 +79,10 @@ impl<'de> serde::de::Visitor<'de> for AllocatedPorts<'_> {
 /// `allocated_ports` from its text (`text`, a part of `file`, already checked to be JSON):
 /// written compact, as the tool writes it, it is read by [`compact_allocated`]; anything else
 /// by serde (both refuse the same damage: a key or a service named twice).
-fn allocated_ports(file: &Arc<String>, text: &str) -> Result<BTreeMap<Key, Ports>, String> {
-    let mut names = Names::default();
-    if let Some(entries) = compact_allocated(file, text, &mut names) {
-        // Collected in place: the entries' vector becomes the sorted one.
-        let sorted = (entries.into_iter())
-            .map(|(key, ports)| match Ports::from_read(ports) {
-                Some(ports) => Ok((key, ports)),
-                None => Err(format!(
-                    "worktree {:?}: a service is named twice",
-                    key.as_str()
-                )),
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        return unique_map::<_, _, serde_json::Error>(sorted, "allocated_ports")
+fn allocated_ports(file: &Arc<FileText>, text: &str) -> Result<BTreeMap<Key, Ports>, String> {
+    let mut shapes = Shapes::default();
+    if let Some(entries) = compact_allocated(file, text, &mut shapes) {
+        return unique_map::<_, _, serde_json::Error>(entries?, "allocated_ports")
             .map_err(|e| e.to_string());
     }
     let mut de = serde_json::Deserializer::from_str(text);
@@ -112,24 +90,25 @@ fn allocated_ports(file: &Arc<String>, text: &str) -> Result<BTreeMap<Key, Ports
         .map_err(|e| e.to_string())
 }
 
-/// A worktree's entries as read, before [`Ports::from_read`] sorts and checks them.
-type Entries = Vec<(Key, Vec<(Arc<str>, u16)>)>;
-
 /// `{"key":{"svc":port,...},...}` with no white space, plain ASCII names (no escapes) and
 /// ports of 1 to 5 digits: what the tool writes. Reading it by hand took a quarter of the
 /// time serde took for a 10,000-worktree registry, most of it not spent on allocations. None
-/// for anything else (the caller uses serde).
-fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Option<Entries> {
+/// for anything else (the caller uses serde); Some(Err) for a service named twice.
+fn compact_allocated(
+    file: &Arc<FileText>,
+    text: &str,
+    shapes: &mut Shapes,
+) -> Option<Result<Vec<(Key, Ports)>, String>> {
     let b = text.as_bytes();
     let mut entries = Vec::new();
-    // One worktree's ports are gathered here, then moved into a vector of their exact size.
-    let mut ports = Vec::with_capacity(16);
+    // One worktree's services and ports, as read.
+    let (mut names, mut ports) = (Vec::with_capacity(16), Vec::with_capacity(16));
     let mut at = 1;
     if b.first() != Some(&b'{') {
         return None;
     }
     if b.get(1) == Some(&b'}') {
-        return (b.len() == 2).then_some(entries);
+        return (b.len() == 2).then_some(Ok(entries));
     }
     loop {
         // `"key":{`
@@ -140,16 +119,18 @@ fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Optio
             return None;
         }
         at += 1;
+        names.clear();
+        ports.clear();
         if b.get(at) == Some(&b'}') {
             at += 1;
         } else {
             loop {
                 // `"svc":port` then `,` or `}`
                 let n = plain_key(b.get(at..)?)?;
-                let name = &text[at + 1..at + 1 + n];
+                names.push(&text[at + 1..at + 1 + n]);
                 at += n + 3;
                 let (port, len) = plain_port(b.get(at..)?)?;
-                ports.push((names.share(ports.len(), name), port));
+                ports.push(port);
                 at += len + 1;
                 match b.get(at - 1) {
                     Some(b',') => continue,
@@ -158,52 +139,22 @@ fn compact_allocated(file: &Arc<String>, text: &str, names: &mut Names) -> Optio
                 }
             }
         }
-        let mut exact = Vec::with_capacity(ports.len());
-        exact.append(&mut ports);
-        entries.push((key, exact));
+        let Some(read) = shapes.ports(&names, &ports) else {
+            let key = key.as_str();
+            return Some(Err(format!("worktree {key:?}: a service is named twice")));
+        };
+        entries.push((key, read));
         at += 1;
         match b.get(at - 1) {
             Some(b',') => continue,
-            Some(b'}') => return (at == b.len()).then_some(entries),
+            Some(b'}') => return (at == b.len()).then_some(Ok(entries)),
             _ => return None,
         }
     }
 }
 
-/// The service names read so far, each kept once.
-#[derive(Default)]
-struct Names {
-    /// The name last seen at each position of a worktree's object: worktrees list the same
-    /// services in the same order, so this finds a name with one compare, no hashing.
-    by_position: Vec<Arc<str>>,
-    all: HashSet<Arc<str>>,
-}
-
-impl Names {
-    fn share(&mut self, position: usize, name: &str) -> Arc<str> {
-        if let Some(known) = self.by_position.get(position)
-            && **known == *name
-        {
-            return Arc::clone(known);
-        }
-        let shared = match self.all.get(name) {
-            Some(known) => Arc::clone(known),
-            None => {
-                let new: Arc<str> = Arc::from(name);
-                self.all.insert(Arc::clone(&new));
-                new
-            }
-        };
-        match self.by_position.get_mut(position) {
-            Some(slot) => *slot = Arc::clone(&shared),
-            None => self.by_position.push(Arc::clone(&shared)),
-        }
-        shared
-    }
-}
-
-/// Reads one worktree's ports, taking service names from (and adding them to) `.0`.
-struct PortsSeed<'n>(&'n mut Names);
+/// Reads one worktree's ports, sharing its list of services through `.0`.
+struct PortsSeed<'n>(&'n mut Shapes);
 
 impl<'de> serde::de::DeserializeSeed<'de> for PortsSeed<'_> {
     type Value = Ports;
@@ -218,12 +169,12 @@ impl<'de> serde::de::Visitor<'de> for PortsSeed<'_> {
         f.write_str("an object of service ports")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Ports, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let (mut names, mut ports) = (Vec::new(), Vec::new());
         while let Some(Name(name)) = map.next_key()? {
-            let port: u16 = map.next_value()?;
-            entries.push((self.0.share(entries.len(), &name), port));
+            ports.push(map.next_value::<u16>()?);
+            names.push(name);
         }
-        Ports::from_read(entries)
+        (self.0.ports(&names, &ports))
             .ok_or_else(|| serde::de::Error::custom("a service is named twice"))
     }
 }
@@ -252,7 +203,7 @@ impl<'de> Deserialize<'de> for Name<'de> {
 
 /// Reads a whole registry from the text of `.0`: records and history entries are kept as
 /// spans of it ([`Text`]), not copied.
-struct RegistrySeed<'f>(&'f Arc<String>);
+struct RegistrySeed<'f>(&'f Arc<FileText>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for RegistrySeed<'_> {
     type Value = Registry;
@@ -309,7 +260,7 @@ impl<'de> serde::de::Visitor<'de> for RegistrySeed<'_> {
 }
 
 /// Reads `worktrees`: each record a span of the file's text.
-struct RecordsSeed<'f>(&'f Arc<String>);
+struct RecordsSeed<'f>(&'f Arc<FileText>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for RecordsSeed<'_> {
     type Value = BTreeMap<Key, RecordJson>;
@@ -334,7 +285,7 @@ impl<'de> serde::de::Visitor<'de> for RecordsSeed<'_> {
 }
 
 /// Reads `history`: each entry a span of the file's text.
-struct HistorySeed<'f>(&'f Arc<String>);
+struct HistorySeed<'f>(&'f Arc<FileText>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for HistorySeed<'_> {
     type Value = Vec<Text>;
@@ -709,12 +660,12 @@ pub fn parse_ports_only(bytes: &[u8]) -> Result<Registry, Problem> {
 
 /// Parse registry bytes (copied; [`parse_owned`] keeps them instead).
 pub fn parse(bytes: &[u8]) -> Result<Registry, Problem> {
-    parse_owned(bytes.to_vec()).1
+    parse_owned(bytes.to_vec().into()).1
 }
 
 /// Parse registry bytes, keeping them: the registry's records and history are spans of the
 /// text returned (None when it is not UTF-8), which is also what a caller compares later.
-pub fn parse_owned(bytes: Vec<u8>) -> (Option<Arc<String>>, Result<Registry, Problem>) {
+pub fn parse_owned(bytes: Bytes) -> (Option<Arc<FileText>>, Result<Registry, Problem>) {
     // A byte order mark from an editor is not damage (the config parser accepts one too).
     let start = if bytes.starts_with(b"\xEF\xBB\xBF") {
         3
@@ -726,10 +677,9 @@ pub fn parse_owned(bytes: Vec<u8>) -> (Option<Arc<String>>, Result<Registry, Pro
     }
     // Check UTF-8 once for the whole file: from_slice checks every string on its own, which
     // was 4% of reading a 10,000-worktree registry.
-    let file = match String::from_utf8(bytes) {
+    let file = match FileText::new(bytes) {
         Ok(text) => Arc::new(text),
         Err(e) => {
-            let e = e.utf8_error();
             return (None, Err(Problem::Invalid(format!("not UTF-8 text: {e}"))));
         }
     };
@@ -780,8 +730,8 @@ mod tests {
     /// ports, or both refuse it; and the tool's own compact form takes the hand-read path.
     #[test]
     fn compact_allocated_ports_read_as_serde_reads_them() {
-        let serde_read = |file: &Arc<String>| {
-            let mut de = serde_json::Deserializer::from_str(file.as_str());
+        let serde_read = |file: &Arc<FileText>| {
+            let mut de = serde_json::Deserializer::from_str(file);
             serde::de::DeserializeSeed::deserialize(AllocatedPorts(Some(file)), &mut de).ok()
         };
         let cases = [
@@ -810,8 +760,8 @@ mod tests {
             (r#"{"a":[8080]}"#, false),
         ];
         for (text, compact) in cases {
-            let file = Arc::new(text.to_string());
-            let fast = compact_allocated(&file, text, &mut Names::default());
+            let file = Arc::new(FileText::from(text.to_string()));
+            let fast = compact_allocated(&file, text, &mut Shapes::default());
             assert_eq!(fast.is_some(), compact, "{text}");
             let both = (allocated_ports(&file, text).ok(), serde_read(&file));
             assert_eq!(both.0, both.1, "{text}");
@@ -854,7 +804,7 @@ mod tests {
         }
         text += r#"},"history":[{"action":"assigned"}]}"#;
         text.push('\n');
-        let (_, reg) = parse_owned(text.clone().into_bytes());
+        let (_, reg) = parse_owned(text.clone().into_bytes().into());
         let reg = reg.unwrap();
         let whole = reg.to_bytes();
         assert_eq!(String::from_utf8(whole.clone()).unwrap(), text);
@@ -897,7 +847,7 @@ mod tests {
     fn keys_records_and_history_are_spans_of_the_file_written_back_as_read() {
         let text = "\u{feff}{\"allocated_ports\": {\"a\\u0062\": {\"web\": 8080}},\n \"worktrees\": \
             {\"a\\u0062\": { \"path\" : \"/x\", \"n\": 1e400 }},\n \"history\": [ {\"action\": 1} ]}";
-        let (file, reg) = parse_owned(text.as_bytes().to_vec());
+        let (file, reg) = parse_owned(text.as_bytes().to_vec().into());
         let (file, reg) = (file.unwrap(), reg.unwrap());
         let record = &reg.worktrees["ab"];
         assert!(matches!(&record.0, Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
@@ -912,7 +862,8 @@ mod tests {
              \"history\":[{\"action\": 1}]}\n"
         );
         // Keys too, where the file writes them without escapes.
-        let (file, reg) = parse_owned(br#"{"allocated_ports": {"main": {"web": 8080}}}"#.to_vec());
+        let (file, reg) =
+            parse_owned(br#"{"allocated_ports": {"main": {"web": 8080}}}"#.to_vec().into());
         let (file, reg) = (file.unwrap(), reg.unwrap());
         let key = reg.allocated_ports.keys().next().unwrap();
         assert!(matches!(&key.0, Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
@@ -938,7 +889,8 @@ mod tests {
             (Some(5432), Some(8080), None)
         );
         // One copy of each name, however many worktrees use it.
-        assert!(Arc::ptr_eq(&a.0[0].0, &r.allocated_ports["b"].0[0].0));
+        let first = |p: &Ports| p.iter().next().unwrap().0.as_ptr();
+        assert_eq!(first(a), first(&r.allocated_ports["b"]));
         let round: Value = serde_json::from_slice(&r.to_bytes()).unwrap();
         assert_eq!(
             round["allocated_ports"]["b"],

@@ -13,6 +13,7 @@
 
 mod codec;
 pub mod one;
+mod ports;
 pub mod store;
 
 use crate::model::clock::now_rfc3339;
@@ -26,8 +27,10 @@ use serde_json::value::RawValue;
 use crate::model::allocate::{Owner, Taken};
 use crate::model::config::MIN_PORT;
 use crate::model::portset::PortSet;
+use crate::sys::fsio::FileText;
 
 pub use codec::{Problem, parse};
+pub use ports::Ports;
 pub use store::{
     Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, mode_for, ports_of_unlocked,
     record_files,
@@ -166,7 +169,7 @@ pub struct WorktreeRecord {
 pub(crate) enum Text {
     /// `file[start..end]`.
     Read {
-        file: Arc<String>,
+        file: Arc<FileText>,
         start: u32,
         end: u32,
     },
@@ -176,7 +179,7 @@ pub(crate) enum Text {
 
 impl Text {
     /// `text`, which is a part of `file` when it was borrowed from it (else copied).
-    pub(crate) fn read(file: &Arc<String>, text: &str) -> Text {
+    pub(crate) fn read(file: &Arc<FileText>, text: &str) -> Text {
         let start = (text.as_ptr() as usize).wrapping_sub(file.as_ptr() as usize);
         let span = (start.checked_add(text.len()))
             .filter(|end| file.get(start..*end).is_some_and(|t| std::ptr::eq(t, text)))
@@ -277,71 +280,6 @@ impl RecordJson {
     /// validated elsewhere, so a damaged record costs its path, not the registry.
     pub fn get(&self) -> Option<WorktreeRecord> {
         serde_json::from_str(self.0.get()).ok()
-    }
-}
-
-/// One worktree's ports: service -> port, sorted by service, each service once.
-///
-/// Not a `BTreeMap<String, u16>`: 10,000 worktrees would be 10,000 trees and 50,000 copies of
-/// the same five service names. Here a worktree is one small vector, and the names read from
-/// one file are shared (reading a 10,000-worktree registry took 2.5x as long with maps).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ports(Vec<(Arc<str>, u16)>);
-
-impl Ports {
-    /// The port of `service`.
-    pub fn get(&self, service: &str) -> Option<u16> {
-        self.find(service).ok().map(|i| self.0[i].1)
-    }
-
-    /// Give `service` the port `port`; returns the port it had.
-    pub fn insert(&mut self, service: &str, port: u16) -> Option<u16> {
-        match self.find(service) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, port)),
-            Err(i) => {
-                self.0.insert(i, (Arc::from(service), port));
-                None
-            }
-        }
-    }
-
-    /// Take `service`'s port away; returns it.
-    pub fn remove(&mut self, service: &str) -> Option<u16> {
-        self.find(service).ok().map(|i| self.0.remove(i).1)
-    }
-
-    /// (service, port), sorted by service.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u16)> {
-        self.0.iter().map(|(s, p)| (&**s, *p))
-    }
-
-    /// How many services have a port.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when no service has a port.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// As a map, for the commands' output.
-    pub fn to_map(&self) -> BTreeMap<String, u16> {
-        self.iter().map(|(s, p)| (s.to_owned(), p)).collect()
-    }
-
-    fn find(&self, service: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(s, _)| (**s).cmp(service))
-    }
-}
-
-impl From<&BTreeMap<String, u16>> for Ports {
-    fn from(map: &BTreeMap<String, u16>) -> Ports {
-        Ports(
-            map.iter()
-                .map(|(s, p)| (Arc::from(s.as_str()), *p))
-                .collect(),
-        )
     }
 }
 
@@ -984,16 +922,5 @@ mod tests {
         assert_eq!(r.history.len(), HISTORY_LIMIT);
         assert_eq!(actions(&r).last().unwrap(), "repaired * - null");
         assert!(actions(&r)[0].starts_with("assigned w11 web"));
-    }
-
-    #[test]
-    fn ports_read_like_a_map() {
-        let mut p = Ports::default();
-        assert_eq!(p.insert("web", 8080), None);
-        assert_eq!(p.insert("api", 3000), None);
-        assert_eq!(p.insert("web", 8090), Some(8080));
-        assert_eq!(p.to_map(), map(&[("api", 3000), ("web", 8090)]));
-        assert_eq!(p.remove("api"), Some(3000));
-        assert_eq!((p.remove("api"), p.len()), (None, 1));
     }
 }

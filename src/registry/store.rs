@@ -26,7 +26,7 @@ use super::{Problem, Registry, VERSION};
 use crate::model::clock::timestamp_for_file;
 use crate::model::error::{Code, Details, Error, NewerRegistry, RegistryDamage};
 use crate::model::sharing::Sharing;
-use crate::sys::fsio::{self, Durability, Mode, Stamp, WriteOptions};
+use crate::sys::fsio::{self, Durability, FileText, Mode, Stamp, WriteOptions};
 use crate::sys::lock::{self, FileLock};
 
 const FILE: &str = "ports.json";
@@ -81,14 +81,14 @@ pub fn mode_for(sharing: Sharing) -> Mode {
 /// The bytes of `path`: Missing if there is no such file, Invalid if it is not a regular file
 /// (a FIFO or a directory in its place is damage like any other: never blocked on, kept aside
 /// and recovered from the backup).
-fn read_bytes(path: &Path) -> anyhow::Result<Result<Vec<u8>, Problem>> {
+fn read_bytes(path: &Path) -> anyhow::Result<Result<fsio::Bytes, Problem>> {
     Ok(read_stamped(path)?.map(|(bytes, _)| bytes))
 }
 
 /// [`read_bytes`], with the [`Stamp`] of the file the bytes came from (one fstat of the open
 /// file: the stamp and the bytes are of one file, whatever renames happen meanwhile).
-fn read_stamped(path: &Path) -> anyhow::Result<Result<(Vec<u8>, Stamp), Problem>> {
-    match fsio::read_regular_stamped(path) {
+fn read_stamped(path: &Path) -> anyhow::Result<Result<(fsio::Bytes, Stamp), Problem>> {
+    match fsio::read_mapped_stamped(path) {
         Ok(Some(read)) => Ok(Ok(read)),
         Ok(None) => Ok(Err(Problem::Missing)),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -151,7 +151,7 @@ pub struct Loaded {
     /// The bytes of the `ports.json` this was parsed from (lock-free loads of a whole file
     /// only): a writer that takes the lock next reuses the parse if the file still holds
     /// exactly these bytes (see [`Lock::reload`]).
-    source: Option<Arc<String>>,
+    source: Option<Arc<FileText>>,
 }
 
 impl Loaded {
@@ -240,7 +240,7 @@ fn resolve(
 }
 
 /// The bytes read (when there were any) and what they parse to.
-fn split(read: Result<Vec<u8>, Problem>) -> (Option<Arc<String>>, Result<Registry, Problem>) {
+fn split(read: Result<fsio::Bytes, Problem>) -> (Option<Arc<FileText>>, Result<Registry, Problem>) {
     match read {
         Ok(bytes) => parse_owned(bytes),
         Err(p) => (None, Err(p)),
@@ -296,7 +296,7 @@ pub struct Lock {
     /// `ports.json`'s bytes when the backup has not been checked against them yet: checked
     /// (and rewritten if it lags) when the lock is let go without a save, since a save
     /// writes the backup anyway and a check before it would read 2.4 MB for nothing.
-    unchecked_backup: std::cell::RefCell<Option<Arc<String>>>,
+    unchecked_backup: std::cell::RefCell<Option<Arc<FileText>>>,
     // Declared last: dropped after `Drop::drop` has settled the backup.
     _lock: FileLock,
 }

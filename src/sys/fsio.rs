@@ -426,9 +426,146 @@ pub fn read_regular_stamped(path: &Path) -> io::Result<Option<(Vec<u8>, Stamp)>>
     Ok(Some((bytes, Stamp::of(&meta))))
 }
 
+/// Files from this size on are mapped by [`read_mapped_stamped`], not read: reading a
+/// 2.4 MB registry (10,000 worktrees) into fresh memory cost 2.7-3.5 ms here, nearly all of
+/// it page faults on the new buffer; mapping the page cache's pages, 0.25-0.45 ms. Smaller
+/// files (every everyday registry) are read as before.
+pub const MAP_FROM: u64 = 512 * 1024;
+
+/// A file's bytes: read into memory, or mapped ([`MAP_FROM`]).
+#[derive(Debug)]
+pub enum Bytes {
+    /// Read into memory.
+    Read(Vec<u8>),
+    /// Mapped read-only.
+    Mapped(Mapping),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Read(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Bytes {
+        Bytes::Read(v)
+    }
+}
+
+/// A whole regular file mapped read-only and private. This tool never changes a file it
+/// maps in place (every writer writes a temp file and renames it over the old name, whose
+/// mapped inode stays as it was); a process that truncates the file in place while it is
+/// mapped makes a later access fault (SIGBUS), which ends this process before it writes
+/// anything taken from the mapping, as a torn read of such a file must.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// The mapping is read-only and owned: shared reads from any thread are plain memory reads.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `len` bytes of `f` (its whole length, not zero).
+    #[cfg(unix)]
+    fn of(f: &File, len: usize) -> io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a new private read-only mapping of an open file; the pointer is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl std::ops::Deref for Mapping {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` bytes mapped readable at `ptr` until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `of`, which nothing borrows any more.
+        #[cfg(unix)]
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// The bytes of `f`, `len` long: mapped from [`MAP_FROM`] bytes on (falling back to a read
+/// where the file system cannot map), else read.
+fn bytes_of(mut f: File, len: u64) -> io::Result<Bytes> {
+    #[cfg(unix)]
+    if len >= MAP_FROM
+        && let Ok(len) = usize::try_from(len)
+        && let Ok(map) = Mapping::of(&f, len)
+    {
+        return Ok(Bytes::Mapped(map));
+    }
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    io::Read::read_to_end(&mut f, &mut bytes)?;
+    Ok(Bytes::Read(bytes))
+}
+
+/// A file's [`Bytes`], checked once to be UTF-8 text.
+#[derive(Debug)]
+pub struct FileText(Bytes);
+
+impl FileText {
+    /// The text of `bytes`, or where they are not UTF-8.
+    pub fn new(bytes: Bytes) -> Result<FileText, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(FileText(bytes))
+    }
+}
+
+impl From<String> for FileText {
+    fn from(text: String) -> FileText {
+        FileText(Bytes::Read(text.into_bytes()))
+    }
+}
+
+impl std::ops::Deref for FileText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // SAFETY: checked in `new` (or a String's), and the bytes never change.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+/// [`read_regular_stamped`], large files mapped instead of read ([`Bytes`]).
+pub fn read_mapped_stamped(path: &Path) -> io::Result<Option<(Bytes, Stamp)>> {
+    let Some((f, meta)) = open_regular_meta(path)? else {
+        return Ok(None);
+    };
+    Ok(Some((bytes_of(f, meta.len())?, Stamp::of(&meta))))
+}
+
 /// True when the file at `path` holds exactly `bytes`, compared in 64 KiB chunks (no second
-/// copy of a large file in memory); false when it differs, does not exist, or is not a
-/// regular file.
+/// copy of a large file in memory; from [`MAP_FROM`] bytes on, mapped); false when it
+/// differs, does not exist, or is not a regular file.
 pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     use std::io::Read;
     let mut f = match open_regular(path) {
@@ -437,8 +574,15 @@ pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
         Err(e) => return Err(e),
     };
-    if f.metadata()?.len() != bytes.len() as u64 {
+    let len = f.metadata()?.len();
+    if len != bytes.len() as u64 {
         return Ok(false);
+    }
+    #[cfg(unix)]
+    if len >= MAP_FROM
+        && let Ok(map) = Mapping::of(&f, bytes.len())
+    {
+        return Ok(*map == *bytes);
     }
     let mut buf = vec![0u8; 64 * 1024];
     let mut at = 0;
@@ -578,6 +722,44 @@ mod tests {
             mode,
             label: "test",
         }
+    }
+
+    /// A large file is mapped, a small one read; either way the bytes are the file's, and
+    /// a mapping keeps the bytes of the file it was made from when a writer renames another
+    /// file over its name (every writer of this tool does).
+    #[test]
+    fn large_files_are_mapped_and_keep_their_bytes_across_a_rename_over_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (big, small) = (dir.path().join("big"), dir.path().join("small"));
+        let text: Vec<u8> = (0..MAP_FROM as usize + 7)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        fs::write(&big, &text).unwrap();
+        fs::write(&small, b"{}").unwrap();
+        let (mapped, _) = read_mapped_stamped(&big).unwrap().unwrap();
+        assert!(matches!(mapped, Bytes::Mapped(_)));
+        assert_eq!(&*mapped, &text[..]);
+        let (read, _) = read_mapped_stamped(&small).unwrap().unwrap();
+        assert!(matches!(read, Bytes::Read(_)));
+        assert_eq!(&*read, b"{}");
+        assert!(same_content(&big, &text).unwrap());
+        let mut other = text.clone();
+        *other.last_mut().unwrap() = b'!';
+        assert!(!same_content(&big, &other).unwrap());
+        let new = dir.path().join("new");
+        fs::write(&new, &other).unwrap();
+        fs::rename(&new, &big).unwrap();
+        assert_eq!(&*mapped, &text[..]);
+        assert!(same_content(&big, &other).unwrap());
+        let text = FileText::new(mapped).unwrap();
+        assert_eq!(text.len(), MAP_FROM as usize + 7);
+        assert!(
+            read_mapped_stamped(&dir.path().join("gone"))
+                .unwrap()
+                .is_none()
+        );
+        let bad: Bytes = vec![b'a', 0xff].into();
+        assert!(FileText::new(bad).is_err());
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -199,7 +199,9 @@ fn kill_9_storm() {
 
 /// The same storm over a registry larger than a save's 256 KiB buffer (a history of 1,000
 /// entries with a long unknown field each, kept byte for byte): every save is written in
-/// several chunks, so a kill lands between them, and the backup is copied from it.
+/// several chunks, so a kill lands between them, and the backup is copied from it. It is also
+/// past the size from which registries are mapped instead of read (`fsio::MAP_FROM`), so
+/// every load, lock-free or locked, and every comparison of a lock-free read reads a mapping.
 #[test]
 fn kill_9_storm_over_a_registry_larger_than_the_save_buffer() {
     storm(true);
@@ -239,7 +241,7 @@ fn storm(large: bool) {
     }
     if large {
         let mut reg = repo.registry();
-        let note = "x".repeat(600);
+        let note = "x".repeat(900);
         reg["history"] = (0..1000)
             .map(|n| {
                 serde_json::json!({"timestamp": "2026-01-01T00:00:00Z", "action": "assigned",
@@ -249,6 +251,12 @@ fn storm(large: bool) {
         let mut bytes = serde_json::to_vec(&reg).unwrap();
         bytes.push(b'\n');
         assert!(bytes.len() > 2 * 256 * 1024, "{} bytes", bytes.len());
+        let map_from = git_worktree_ports::sys::fsio::MAP_FROM;
+        assert!(
+            bytes.len() as u64 > map_from + 64 * 1024,
+            "{} bytes",
+            bytes.len()
+        );
         let dir = repo.common_dir().join("worktree-registry");
         std::fs::write(dir.join("ports.json"), &bytes).unwrap();
         std::fs::write(dir.join("ports.json.bak"), &bytes).unwrap();
