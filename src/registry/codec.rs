@@ -98,7 +98,23 @@ fn compact_allocated(
     file: &Arc<FileText>,
     text: &str,
     shapes: &mut Shapes,
-) -> Option<Result<Vec<(Key, Ports)>, String>> {
+) -> Option<Result<Entries, String>> {
+    match compact_allocated_prefix(file, text, shapes)? {
+        (Ok(entries), end) => (end == text.len()).then_some(Ok(entries)),
+        (Err(e), _) => Some(Err(e)),
+    }
+}
+
+/// Worktrees and their ports, in the order read.
+pub(super) type Entries = Vec<(Key, Ports)>;
+
+/// [`compact_allocated`] of the object that starts `text` (more may follow it), and where it
+/// ends.
+pub(super) fn compact_allocated_prefix(
+    file: &Arc<FileText>,
+    text: &str,
+    shapes: &mut Shapes,
+) -> Option<(Result<Entries, String>, usize)> {
     let b = text.as_bytes();
     let mut entries = Vec::new();
     // One worktree's services and ports, as read.
@@ -108,7 +124,7 @@ fn compact_allocated(
         return None;
     }
     if b.get(1) == Some(&b'}') {
-        return (b.len() == 2).then_some(Ok(entries));
+        return Some((Ok(entries), 2));
     }
     loop {
         // `"key":{`
@@ -141,13 +157,14 @@ fn compact_allocated(
         }
         let Some(read) = shapes.ports(&names, &ports) else {
             let key = key.as_str();
-            return Some(Err(format!("worktree {key:?}: a service is named twice")));
+            let e = format!("worktree {key:?}: a service is named twice");
+            return Some((Err(e), at));
         };
         entries.push((key, read));
         at += 1;
         match b.get(at - 1) {
             Some(b',') => continue,
-            Some(b'}') => return (at == b.len()).then_some(Ok(entries)),
+            Some(b'}') => return Some((Ok(entries), at)),
             _ => return None,
         }
     }
@@ -313,7 +330,7 @@ impl<'de> serde::de::Visitor<'de> for HistorySeed<'_> {
 /// again. Built in bulk: std sorts, which is linear for the already sorted keys the tool writes
 /// (inserting one by one walked the tree with string compares 70,000 times for 10,000
 /// worktrees).
-fn unique_map<K: Ord, V, E: serde::de::Error>(
+pub(super) fn unique_map<K: Ord, V, E: serde::de::Error>(
     entries: Vec<(K, V)>,
     what: &str,
 ) -> Result<BTreeMap<K, V>, E> {
@@ -326,7 +343,7 @@ fn unique_map<K: Ord, V, E: serde::de::Error>(
 }
 
 /// A JSON object of string keys read into a `BTreeMap` in bulk ([`unique_map`]).
-struct Sorted<V>(BTreeMap<String, V>);
+pub(super) struct Sorted<V>(pub(super) BTreeMap<String, V>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Sorted<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -658,6 +675,16 @@ pub fn parse_ports_only(bytes: &[u8]) -> Result<Registry, Problem> {
     }
 }
 
+/// The registry in `text` (a part of `file`), read by serde.
+pub(super) fn serde_document(
+    file: &Arc<FileText>,
+    text: &str,
+) -> Result<Registry, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(RegistrySeed(file), &mut de)
+        .and_then(|reg| de.end().map(|()| reg))
+}
+
 /// Parse registry bytes (copied; [`parse_owned`] keeps them instead).
 pub fn parse(bytes: &[u8]) -> Result<Registry, Problem> {
     parse_owned(bytes.to_vec().into()).1
@@ -684,9 +711,11 @@ pub fn parse_owned(bytes: Bytes) -> (Option<Arc<FileText>>, Result<Registry, Pro
         }
     };
     let text = &file[start..];
-    let mut de = serde_json::Deserializer::from_str(text);
-    let read = serde::de::DeserializeSeed::deserialize(RegistrySeed(&file), &mut de)
-        .and_then(|reg| de.end().map(|()| reg));
+    // The compact form the tool writes, by hand; anything else, by serde.
+    let read = match super::compact::read(&file, start) {
+        Some(reg) => Ok(reg),
+        None => serde_document(&file, text),
+    };
     let parsed = match read {
         // validate() looks at the version first.
         Ok(reg) => reg.validate().map(|()| reg),

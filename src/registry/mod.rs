@@ -12,6 +12,7 @@
 //! No I/O here.
 
 mod codec;
+mod compact;
 pub mod one;
 mod ports;
 pub mod store;

@@ -1,0 +1,381 @@
+//! The registry as this tool writes it, read by hand in one pass: compact JSON (no white space
+//! but a final newline) whose object keys are plain (printable ASCII, no escapes). No I/O.
+//!
+//! serde's check of the text was a third of reading a 10,000-worktree registry: it read
+//! `allocated_ports` twice (once to check it, once by hand), and every record and history
+//! entry through its visitors only to keep them as spans. Here each value is checked once, by
+//! [`skip_value`], as strictly as serde_json checks a value it skips. Anything else (white
+//! space, an escaped key, a key twice, a value serde would refuse) is `None`, and the caller
+//! reads the file with serde, which also says what is wrong: this reader never refuses a file
+//! and never accepts one serde refuses (a test mutates files to check both ways).
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::codec::{Sorted, compact_allocated_prefix, unique_map};
+use super::one::plain_key;
+use super::ports::Shapes;
+use super::{Key, Raw, RecordJson, Registry, Text};
+use crate::sys::fsio::FileText;
+
+/// Nesting deeper than this is left to serde (which refuses past 128).
+const DEPTH: usize = 100;
+
+/// The registry in `file[start..]`, or None to read it with serde.
+pub(super) fn read(file: &Arc<FileText>, start: usize) -> Option<Registry> {
+    let text = &file[start..];
+    // JSON's white space after the document (a final newline).
+    let end = text.trim_end_matches([' ', '\t', '\n', '\r']).len();
+    let (text, b) = (&text[..end], &text.as_bytes()[..end]);
+    if b.first() != Some(&b'{') {
+        return None;
+    }
+    let mut reg = Registry::default();
+    let mut seen = [false; 5];
+    let mut at = 1;
+    loop {
+        let n = plain_key(b.get(at..)?)?;
+        let name = &text[at + 1..at + 1 + n];
+        at += n + 3;
+        let known = [
+            "version",
+            "port_ranges",
+            "allocated_ports",
+            "worktrees",
+            "history",
+        ];
+        let twice = match known.iter().position(|k| *k == name) {
+            Some(i) => std::mem::replace(&mut seen[i], true),
+            None => reg.extra.contains_key(name),
+        };
+        if twice {
+            return None;
+        }
+        at = match name {
+            "version" => {
+                let e = skip_value(b, at)?;
+                reg.version = text[at..e].parse().ok()?;
+                e
+            }
+            "port_ranges" => {
+                let e = skip_value(b, at)?;
+                reg.port_ranges = serde_json::from_str::<Sorted<[u16; 2]>>(&text[at..e])
+                    .ok()?
+                    .0;
+                e
+            }
+            "allocated_ports" => {
+                let (entries, n) =
+                    compact_allocated_prefix(file, &text[at..], &mut Shapes::default())?;
+                reg.allocated_ports =
+                    unique_map::<_, _, serde_json::Error>(entries.ok()?, "allocated_ports").ok()?;
+                at + n
+            }
+            "worktrees" => records(file, text, at, &mut reg)?,
+            "history" => history(file, text, at, &mut reg)?,
+            _ => {
+                let e = skip_value(b, at)?;
+                let raw = serde_json::from_str::<Box<RawValue>>(&text[at..e]).ok()?;
+                reg.extra.insert(name.to_owned(), Raw(raw));
+                e
+            }
+        };
+        match b.get(at) {
+            Some(b',') => at += 1,
+            Some(b'}') => return (at + 1 == b.len()).then_some(reg),
+            _ => return None,
+        }
+    }
+}
+
+/// `worktrees` at `text[at..]`: each record a span of the file; where it ends.
+fn records(file: &Arc<FileText>, text: &str, mut at: usize, reg: &mut Registry) -> Option<usize> {
+    let b = text.as_bytes();
+    if b.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    let mut entries = Vec::new();
+    if b.get(at) != Some(&b'}') {
+        loop {
+            let n = plain_key(b.get(at..)?)?;
+            let key = Key(Text::read(file, &text[at + 1..at + 1 + n]));
+            at += n + 3;
+            let e = skip_value(b, at)?;
+            entries.push((key, RecordJson(Text::read(file, &text[at..e]))));
+            at = e;
+            match b.get(at) {
+                Some(b',') => at += 1,
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+    }
+    reg.worktrees = unique_map::<_, _, serde_json::Error>(entries, "worktrees").ok()?;
+    Some(at + 1)
+}
+
+/// `history` at `text[at..]`: each entry a span of the file; where it ends.
+fn history(file: &Arc<FileText>, text: &str, mut at: usize, reg: &mut Registry) -> Option<usize> {
+    let b = text.as_bytes();
+    if b.get(at) != Some(&b'[') {
+        return None;
+    }
+    at += 1;
+    if b.get(at) == Some(&b']') {
+        return Some(at + 1);
+    }
+    loop {
+        let e = skip_value(b, at)?;
+        reg.history.push(Text::read(file, &text[at..e]));
+        at = e;
+        match b.get(at) {
+            Some(b',') => at += 1,
+            Some(b']') => return Some(at + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Where the JSON value that starts at `b[at]` ends: checked by RFC 8259's grammar, with no
+/// white space anywhere; None for anything else.
+pub(super) fn skip_value(b: &[u8], at: usize) -> Option<usize> {
+    skip(b, at, 0)
+}
+
+fn skip(b: &[u8], mut at: usize, depth: usize) -> Option<usize> {
+    match *b.get(at)? {
+        b'"' => skip_string(b, at),
+        open @ (b'{' | b'[') => {
+            if depth == DEPTH {
+                return None;
+            }
+            let close = if open == b'{' { b'}' } else { b']' };
+            at += 1;
+            if b.get(at) == Some(&close) {
+                return Some(at + 1);
+            }
+            loop {
+                if open == b'{' {
+                    if b.get(at) != Some(&b'"') {
+                        return None;
+                    }
+                    at = skip_string(b, at)?;
+                    if b.get(at) != Some(&b':') {
+                        return None;
+                    }
+                    at += 1;
+                }
+                at = skip(b, at, depth + 1)?;
+                match b.get(at) {
+                    Some(b',') => at += 1,
+                    Some(&c) if c == close => return Some(at + 1),
+                    _ => return None,
+                }
+            }
+        }
+        b't' => literal(b, at, b"true"),
+        b'f' => literal(b, at, b"false"),
+        b'n' => literal(b, at, b"null"),
+        b'-' | b'0'..=b'9' => skip_number(b, at),
+        _ => None,
+    }
+}
+
+/// Bytes that stand for themselves inside a string: not a quote, a backslash or a control
+/// character (UTF-8 was checked for the whole file).
+const PLAIN: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = false;
+        c += 1;
+    }
+    t[b'"' as usize] = false;
+    t[b'\\' as usize] = false;
+    t
+};
+
+/// The string starting with the quote at `b[at]`: where it ends.
+fn skip_string(b: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        i += b.get(i..)?.iter().position(|&c| !PLAIN[usize::from(c)])?;
+        match b[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => match *b.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+fn literal(b: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    (b.get(at..at + word.len())? == word).then_some(at + word.len())
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` at `b[at]`: where it ends.
+fn skip_number(b: &[u8], mut at: usize) -> Option<usize> {
+    let digits = |at: usize| at + b[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b[at] == b'-' {
+        at += 1;
+    }
+    at = match *b.get(at)? {
+        b'0' => at + 1,
+        b'1'..=b'9' => digits(at + 1),
+        _ => return None,
+    };
+    if b.get(at) == Some(&b'.') {
+        let end = digits(at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if matches!(b.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(b.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        let end = digits(at);
+        if end == at {
+            return None;
+        }
+        at = end;
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry in the compact form, with what real ones hold: escapes and non-ASCII text
+    /// in values, numbers of every shape, nested and empty values, unknown keys.
+    const SAMPLE: &str = concat!(
+        r#"{"version":1,"port_ranges":{"db":[5432,5439],"web":[8080,8099]},"#,
+        r#""allocated_ports":{"main":{"db":5432,"web":8080},"wt-1":{"db":5433,"web":8081},"e":{}},"#,
+        r#""worktrees":{"main":{"path":"/src/caf\u00e9 \"x\"\\y","branch":null,"slot":0,"#,
+        r#""allocated_at":"2026-01-01T00:00:00Z","extra":[1,-2.5e+3,0.0,1E-2,true,false,{},[]]},"#,
+        r#""wt-1":{"path":"/src/é/wt-1","branch":"a/b","id":"x\/y\n\t\b\f\r"}},"#,
+        r#""history":[{"action":"assigned","port":8081},{"note":"ü"},[],"s",7,null],"#,
+        r#""owner":{"team":"a","tags":["x",{"y":[[]]}]},"flag":false}"#,
+        "\n"
+    );
+
+    fn both(text: &str) -> Option<(Option<Registry>, Result<Registry, serde_json::Error>)> {
+        let file = Arc::new(FileText::new(text.as_bytes().to_vec().into()).ok()?);
+        Some((
+            read(&file, 0),
+            super::super::codec::serde_document(&file, text),
+        ))
+    }
+
+    #[test]
+    fn the_compact_form_is_read_by_hand_as_serde_reads_it() {
+        for text in [SAMPLE, r#"{"version":1,"worktrees":{},"history":[]}"#] {
+            let (fast, slow) = both(text).unwrap();
+            assert_eq!(fast.expect("read by hand"), slow.unwrap(), "{text}");
+        }
+        let reg = read(&Arc::new(FileText::from(SAMPLE.to_string())), 0).unwrap();
+        assert_eq!(reg.ports("wt-1").unwrap().get("db"), Some(5433));
+        assert_eq!(reg.history.len(), 6);
+        assert_eq!(reg.extra.len(), 2);
+        assert!(
+            reg.record("main")
+                .unwrap()
+                .path
+                .ends_with("caf\u{e9} \"x\"\\y")
+        );
+    }
+
+    #[test]
+    fn anything_else_is_left_to_serde() {
+        let cases = [
+            "{ \"version\":1}",
+            "{\"version\" :1}",
+            "{\"version\":1 }",
+            "\n{\"version\":1}",
+            "{\"ver\\u0073ion\":1}",
+            "{\"version\":1,\"version\":1}",
+            "{\"x\":1,\"x\":2}",
+            "{\"worktrees\":{\"a\":{},\"a\":{}}}",
+            "{\"allocated_ports\":{\"a\":{\"web\":8080,\"web\":8081}}}",
+            "{\"version\":1.0}",
+            "{\"history\":[01]}",
+            "{\"history\":[1.]}",
+            "{\"history\":[1e]}",
+            "{\"history\":[-]}",
+            "{\"history\":[\"\\x\"]}",
+            "{\"history\":[\"\\u12g4\"]}",
+            "{\"history\":[\"a\u{1}\"]}",
+            "{\"history\":[tru]}",
+            "{\"history\":[1,]}",
+            "{\"history\":[{\"a\"}]}",
+            "{\"history\":[]}x",
+            "{}",
+        ];
+        for text in cases {
+            let (fast, _) = both(text).unwrap();
+            assert!(fast.is_none(), "{text}");
+        }
+        let deep = format!(
+            "{{\"x\":{}{}}}",
+            "[".repeat(DEPTH + 1),
+            "]".repeat(DEPTH + 1)
+        );
+        assert!(both(&deep).unwrap().0.is_none());
+    }
+
+    /// Thousands of damaged copies of the sample (a byte changed, dropped, added, a piece
+    /// repeated): whenever the hand reader accepts one, serde reads the same registry from it.
+    #[test]
+    fn no_damage_is_accepted_that_serde_refuses() {
+        let alphabet = b"{}[]\",:0123456789-+.eEtrufalsn\\ \n/ux\x01";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut accepted, mut checked) = (0, 0);
+        for _ in 0..20_000 {
+            let mut b = SAMPLE.as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(b.len());
+                match next(4) {
+                    0 => b[at] = alphabet[next(alphabet.len())],
+                    1 => {
+                        b.remove(at);
+                    }
+                    2 => b.insert(at, alphabet[next(alphabet.len())]),
+                    _ => {
+                        let end = (at + 1 + next(12)).min(b.len());
+                        let piece = b[at..end].to_vec();
+                        b.splice(at..at, piece);
+                    }
+                }
+            }
+            let Ok(text) = String::from_utf8(b) else {
+                continue;
+            };
+            let (fast, slow) = both(&text).unwrap();
+            checked += 1;
+            if let Some(fast) = fast {
+                accepted += 1;
+                let slow = slow.unwrap_or_else(|e| panic!("serde refuses {text:?}: {e}"));
+                assert_eq!(fast, slow, "{text}");
+            }
+        }
+        // The mutations reach both outcomes.
+        assert!(
+            accepted > 100 && accepted < checked - 1000,
+            "{accepted} of {checked}"
+        );
+    }
+}
