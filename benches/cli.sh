@@ -268,11 +268,14 @@ python3 - "$big/.git/worktree-registry" <<'PY'
 import json, os, sys
 d = sys.argv[1]; os.makedirs(d, exist_ok=True)
 svcs = ["web", "api", "db", "test", "debug"]
-reg = {"version": 1, "port_ranges": {s: [1100 + i * 12000, 1100 + i * 12000 + 11999] for i, s in enumerate(svcs)},
+# Services in the order a save writes them (sorted), as in every file the tool saved: the
+# state each run starts from (see below).
+order = sorted(enumerate(svcs), key=lambda e: e[1])
+reg = {"version": 1, "port_ranges": {s: [1100 + i * 12000, 1100 + i * 12000 + 11999] for i, s in order},
        "allocated_ports": {}, "worktrees": {}, "history": []}
 for n in range(10000):
     k = f"worktree-{n:05}"
-    reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in enumerate(svcs)}
+    reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in order}
     reg["worktrees"][k] = {"path": f"/home/dev/src/project/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
 reg["history"] = [{"timestamp": "2026-11-23T08:00:00Z", "action": "assigned", "worktree": f"worktree-{n:05}", "service": "web", "port": 1100 + n} for n in range(1000)]
 # As the tool writes it: compact, its keys in the order of the tool's model.

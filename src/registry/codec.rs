@@ -134,6 +134,7 @@ pub(super) fn compact_allocated_prefix(
         if b.get(at) != Some(&b'{') {
             return None;
         }
+        let object = at;
         at += 1;
         names.clear();
         ports.clear();
@@ -155,7 +156,7 @@ pub(super) fn compact_allocated_prefix(
                 }
             }
         }
-        let Some(read) = shapes.ports(&names, &ports) else {
+        let Some(read) = shapes.ports(&names, &ports, u32::try_from(at - object).ok()) else {
             let key = key.as_str();
             let e = format!("worktree {key:?}: a service is named twice");
             return Some((Err(e), at));
@@ -191,7 +192,7 @@ impl<'de> serde::de::Visitor<'de> for PortsSeed<'_> {
             ports.push(map.next_value::<u16>()?);
             names.push(name);
         }
-        (self.0.ports(&names, &ports))
+        (self.0.ports(&names, &ports, None))
             .ok_or_else(|| serde::de::Error::custom("a service is named twice"))
     }
 }
@@ -454,8 +455,20 @@ impl Registry {
         out.extend_from_slice(b",\"allocated_ports\":");
         write_allocated(sink, &self.allocated_ports)?;
         // Records and history entries are written as the text they were read as or made.
+        // A key read without escapes, its record right after it: copied from the file.
         sink.out.extend_from_slice(b",\"worktrees\":{");
+        let mut run = Run::default();
         for (i, (key, record)) in self.worktrees.iter().enumerate() {
+            if let (Some((file, start, end)), Some((f, from, to))) = (key.0.span(), record.0.span())
+                && std::ptr::eq(file, f)
+                && quoted_key_at(file, start, end)
+                && from == end + 2
+                && file.as_bytes()[end + 1] == b':'
+            {
+                run.entry(sink, file, i > 0, start - 1, to)?;
+                continue;
+            }
+            run.flush(sink)?;
             if i > 0 {
                 sink.out.push(b',');
             }
@@ -464,14 +477,22 @@ impl Registry {
             sink.out.extend_from_slice(record.0.get().as_bytes());
             sink.spill()?;
         }
+        run.flush(sink)?;
         sink.out.extend_from_slice(b"},\"history\":[");
         for (i, entry) in self.history.iter().enumerate() {
-            if i > 0 {
-                sink.out.push(b',');
+            match entry.span() {
+                Some((file, start, end)) => run.entry(sink, file, i > 0, start, end)?,
+                None => {
+                    run.flush(sink)?;
+                    if i > 0 {
+                        sink.out.push(b',');
+                    }
+                    sink.out.extend_from_slice(entry.get().as_bytes());
+                    sink.spill()?;
+                }
             }
-            sink.out.extend_from_slice(entry.get().as_bytes());
-            sink.spill()?;
         }
+        run.flush(sink)?;
         let out = &mut sink.out;
         out.push(b']');
         for (key, value) in &self.extra {
@@ -509,7 +530,18 @@ impl Registry {
 /// quarter of writing a 10,000-worktree registry.
 fn write_allocated(sink: &mut Sink<'_>, allocated: &BTreeMap<Key, Ports>) -> std::io::Result<()> {
     sink.out.push(b'{');
+    let mut run = Run::default();
     for (i, (key, ports)) in allocated.iter().enumerate() {
+        // Ports that the file wrote as this would, after the key: copied from it.
+        if let (Some((file, start, end)), Some(len)) = (key.0.span(), ports.read_len())
+            && quoted_key_at(file, start, end)
+            && file.as_bytes().get(end + 1..end + 3) == Some(b":{")
+            && file.as_bytes().get(end + 1 + len) == Some(&b'}')
+        {
+            run.entry(sink, file, i > 0, start - 1, end + 2 + len)?;
+            continue;
+        }
+        run.flush(sink)?;
         sink.spill()?;
         let out = &mut sink.out;
         if i > 0 {
@@ -536,8 +568,69 @@ fn write_allocated(sink: &mut Sink<'_>, allocated: &BTreeMap<Key, Ports>) -> std
         }
         out.push(b'}');
     }
+    run.flush(sink)?;
     sink.out.push(b'}');
     Ok(())
+}
+
+/// `file[start..end]` is a key that a save writes as the file has it: between quotes, with
+/// nothing to escape.
+fn quoted_key_at(file: &FileText, start: usize, end: usize) -> bool {
+    let b = file.as_bytes();
+    start > 0
+        && b.get(start - 1) == Some(&b'"')
+        && b.get(end) == Some(&b'"')
+        && !b[start..end]
+            .iter()
+            .any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+}
+
+/// Bytes of a file read, copied as one piece for as long as what is copied follows itself
+/// there: a save of a 10,000-worktree registry that changed one worktree copies its other
+/// entries in a few pieces instead of writing 10,000 of them again. What it copies is what
+/// writing would have written, byte for byte (checked before each copy, and by a test).
+#[derive(Default)]
+struct Run<'f> {
+    file: Option<&'f FileText>,
+    start: usize,
+    end: usize,
+}
+
+impl<'f> Run<'f> {
+    /// An entry of an object or array: `file[start..end]`, after a comma when it is not the
+    /// first (the file's own comma when it has one just before).
+    fn entry(
+        &mut self,
+        sink: &mut Sink<'_>,
+        file: &'f FileText,
+        comma: bool,
+        start: usize,
+        end: usize,
+    ) -> std::io::Result<()> {
+        let follows = self.file.is_some_and(|f| std::ptr::eq(f, file)) && self.end + 1 == start;
+        if comma && follows && file.as_bytes()[self.end] == b',' {
+            self.end = end;
+            return Ok(());
+        }
+        self.flush(sink)?;
+        if comma {
+            sink.out.push(b',');
+        }
+        *self = Run {
+            file: Some(file),
+            start,
+            end,
+        };
+        Ok(())
+    }
+
+    /// Copy what is pending.
+    fn flush(&mut self, sink: &mut Sink<'_>) -> std::io::Result<()> {
+        match self.file.take() {
+            Some(file) => sink.copy(&file.as_bytes()[self.start..self.end]),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How much [`Registry::write_to`] gathers before writing it out.
@@ -560,6 +653,21 @@ impl Sink<'_> {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Bytes copied as they are: handed to the writer directly when they are large.
+    fn copy(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.to {
+            Some(to) if bytes.len() >= CHUNK / 4 => {
+                to.write_all(&self.out)?;
+                self.out.clear();
+                to.write_all(bytes)
+            }
+            _ => {
+                self.out.extend_from_slice(bytes);
+                self.spill()
+            }
         }
     }
 
@@ -1066,6 +1174,92 @@ mod tests {
             Err(Problem::Invalid(_))
         ));
         assert_eq!(parse(br#"{"version": 2}"#).unwrap_err(), Problem::Newer(2));
+    }
+
+    /// `reg` with nothing a save could copy from a file: every text its own, every worktree's
+    /// ports built again.
+    fn owned(reg: &Registry) -> Registry {
+        let own = |t: &Text| Text::Own(t.get().into());
+        let mut r = reg.clone();
+        r.allocated_ports = (reg.allocated_ports.iter())
+            .map(|(k, p)| (Key(own(&k.0)), Ports::from(&p.to_map())))
+            .collect();
+        r.worktrees = (reg.worktrees.iter())
+            .map(|(k, v)| (Key(own(&k.0)), RecordJson(own(&v.0))))
+            .collect();
+        r.history = reg.history.iter().map(own).collect();
+        r
+    }
+
+    /// A save copies runs of the file it read (entries a save writes as the file has them):
+    /// the bytes are exactly those of writing everything again, whatever changed, wherever.
+    #[test]
+    fn a_save_copies_from_the_file_read_exactly_what_it_would_write() {
+        let mut reg = Registry::default();
+        for i in 0..300u16 {
+            let key = format!("wt-{i:03}");
+            let ports = BTreeMap::from([("db".to_string(), 3000 + i), ("web".into(), 2000 + i)]);
+            reg.set_ports(&key, &ports).unwrap();
+            let record = WorktreeRecord {
+                path: format!("/src/caf\u{e9}/{key} \"q\""),
+                branch: (i % 3 > 0).then(|| format!("feature/{i}")),
+                allocated_at: "2026-01-01T00:00:00Z".into(),
+                id: Some(format!("id-{i}")),
+                compose_project_name: None,
+                slot: Some(u32::from(i)),
+                hostname: None,
+                extra: BTreeMap::new(),
+            };
+            reg.set_record(&key, &record);
+            reg.log(Event::Assigned {
+                worktree: &key,
+                service: "web",
+                port: 2000 + i,
+            });
+        }
+        let text = reg.to_bytes();
+        let read = parse(&text).unwrap();
+        assert_eq!(read.to_bytes(), text);
+        let (mut copying, mut writing) = (read.clone(), owned(&read));
+        assert_eq!(writing.to_bytes(), text);
+        for r in [&mut copying, &mut writing] {
+            // Changed at the start, in the middle and at the end; added before, between and
+            // after the entries read; removed; history appended past its bound.
+            r.set_ports("wt-000", &BTreeMap::from([("web".to_string(), 9000)]))
+                .unwrap();
+            r.set_ports("wt-150", &BTreeMap::from([("db".to_string(), 9001)]))
+                .unwrap();
+            r.set_ports("wt-299", &BTreeMap::from([("api".to_string(), 9002)]))
+                .unwrap();
+            for key in ["a", "wt-100x", "zz"] {
+                r.set_ports(
+                    key,
+                    &BTreeMap::from([("web".to_string(), 9100 + key.len() as u16)]),
+                )
+                .unwrap();
+                r.set_record(key, &r.record("wt-001").unwrap());
+            }
+            r.remove_worktree("wt-001");
+            r.remove_worktree("wt-200");
+            for i in 0..(super::super::HISTORY_LIMIT as u16 - 250) {
+                r.log(Event::Assigned {
+                    worktree: "a",
+                    service: "web",
+                    port: 9000 + i,
+                });
+            }
+            r.prepare_save();
+        }
+        let (copied, written) = (copying.to_bytes(), writing.to_bytes());
+        assert_eq!(
+            String::from_utf8(copied.clone()),
+            String::from_utf8(written)
+        );
+        // Through the writer, in chunks, the same.
+        let mut streamed = Vec::new();
+        copying.write_to(&mut streamed).unwrap();
+        assert_eq!(streamed, copied);
+        assert_eq!(parse(&copied).unwrap(), copying);
     }
 }
 

@@ -195,6 +195,14 @@ impl Text {
         }
     }
 
+    /// The file this text is a span of, and where: None for text of its own.
+    pub(crate) fn span(&self) -> Option<(&Arc<FileText>, usize, usize)> {
+        match self {
+            Text::Read { file, start, end } => Some((file, *start as usize, *end as usize)),
+            Text::Own(_) => None,
+        }
+    }
+
     /// The text.
     pub(crate) fn get(&self) -> &str {
         match self {

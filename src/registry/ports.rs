@@ -21,6 +21,10 @@ pub struct Ports {
     names: Arc<[Arc<str>]>,
     /// Their ports, in the same order.
     ports: List,
+    /// The length of the object these ports were read from, when the file wrote them exactly
+    /// as a save writes them (sorted, compact; right after the worktree's key): a save copies
+    /// that text instead of writing it again. 0 once changed, or when not read so.
+    read: u32,
 }
 
 /// A short list of ports, kept inline when it fits.
@@ -80,7 +84,10 @@ impl Ports {
     /// Give `service` the port `port`; returns the port it had.
     pub fn insert(&mut self, service: &str, port: u16) -> Option<u16> {
         match self.find(service) {
-            Ok(i) => Some(std::mem::replace(&mut self.ports.as_mut_slice()[i], port)),
+            Ok(i) => {
+                self.read = 0;
+                Some(std::mem::replace(&mut self.ports.as_mut_slice()[i], port))
+            }
             Err(i) => {
                 let mut names = self.names.to_vec();
                 names.insert(i, Arc::from(service));
@@ -89,6 +96,7 @@ impl Ports {
                 *self = Ports {
                     names: names.into(),
                     ports: List::of(&ports),
+                    read: 0,
                 };
                 None
             }
@@ -105,6 +113,7 @@ impl Ports {
         *self = Ports {
             names: names.into(),
             ports: List::of(&ports),
+            read: 0,
         };
         Some(port)
     }
@@ -131,6 +140,11 @@ impl Ports {
         self.iter().map(|(s, p)| (s.to_owned(), p)).collect()
     }
 
+    /// The length of the text these ports were read from, if a save may copy it ([`Ports`]).
+    pub(crate) fn read_len(&self) -> Option<usize> {
+        (self.read > 0).then_some(self.read as usize)
+    }
+
     fn find(&self, service: &str) -> Result<usize, usize> {
         self.names.binary_search_by(|s| (**s).cmp(service))
     }
@@ -142,6 +156,7 @@ impl From<&BTreeMap<String, u16>> for Ports {
         Ports {
             names: map.keys().map(|s| Arc::from(s.as_str())).collect(),
             ports: List::of(&ports),
+            read: 0,
         }
     }
 }
@@ -154,6 +169,8 @@ struct Shape {
     names: Arc<[Arc<str>]>,
     /// `order[i]`: where the `i`-th sorted service was in the list as read.
     order: Vec<usize>,
+    /// Read in sorted order already.
+    sorted: bool,
 }
 
 /// The service lists read from one file, each kept once: worktrees list the same services in
@@ -171,8 +188,14 @@ impl Shapes {
 
     /// A worktree's ports from its `services` and `ports` as read (same length, the file's
     /// order); None when a service is named twice, which is refused, never resolved by keeping
-    /// one of its ports.
-    pub(crate) fn ports<S: AsRef<str>>(&mut self, services: &[S], ports: &[u16]) -> Option<Ports> {
+    /// one of its ports. `read`: the length of the compact text they were read from, if any
+    /// (kept when the services were sorted there, so a save may copy that text).
+    pub(crate) fn ports<S: AsRef<str>>(
+        &mut self,
+        services: &[S],
+        ports: &[u16],
+        read: Option<u32>,
+    ) -> Option<Ports> {
         debug_assert_eq!(services.len(), ports.len());
         let found = (self.recent.iter()).position(|s| {
             s.read.len() == services.len()
@@ -209,6 +232,7 @@ impl Shapes {
         Some(Ports {
             names: Arc::clone(&shape.names),
             ports: list,
+            read: read.filter(|_| shape.sorted).unwrap_or(0),
         })
     }
 
@@ -224,6 +248,7 @@ impl Shapes {
         Some(Shape {
             read: services.iter().map(|s| s.as_ref().into()).collect(),
             names,
+            sorted: order.iter().enumerate().all(|(i, o)| i == *o),
             order,
         })
     }
@@ -262,7 +287,7 @@ mod tests {
     fn more_services_than_fit_inline_are_kept_all_and_sorted() {
         let names: Vec<String> = (0..12).rev().map(|i| format!("s{i:02}")).collect();
         let ports: Vec<u16> = (0..12).map(|i| 2000 + i).collect();
-        let p = Shapes::default().ports(&names, &ports).unwrap();
+        let p = Shapes::default().ports(&names, &ports, None).unwrap();
         let expected: BTreeMap<String, u16> = names.iter().cloned().zip(ports).collect();
         assert_eq!(p.to_map(), expected);
         assert_eq!(p, Ports::from(&expected));
@@ -276,14 +301,14 @@ mod tests {
     fn lists_read_in_any_order_share_names_and_keep_each_port_with_its_service() {
         let mut shapes = Shapes::default();
         let a = shapes
-            .ports(&["web", "api", "db"], &[8080, 3000, 5432])
+            .ports(&["web", "api", "db"], &[8080, 3000, 5432], None)
             .unwrap();
         let b = shapes
-            .ports(&["web", "api", "db"], &[8081, 3001, 5433])
+            .ports(&["web", "api", "db"], &[8081, 3001, 5433], None)
             .unwrap();
-        let c = shapes.ports(&["db", "web"], &[5434, 8082]).unwrap();
+        let c = shapes.ports(&["db", "web"], &[5434, 8082], None).unwrap();
         let d = shapes
-            .ports(&["api", "db", "web"], &[3003, 5435, 8083])
+            .ports(&["api", "db", "web"], &[3003, 5435, 8083], None)
             .unwrap();
         assert_eq!(
             a.to_map(),
@@ -302,7 +327,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a.names[0], &d.names[0]));
         // Back to the first list after others: still right.
         let e = shapes
-            .ports(&["web", "api", "db"], &[8084, 3004, 5436])
+            .ports(&["web", "api", "db"], &[8084, 3004, 5436], None)
             .unwrap();
         assert_eq!(
             e.to_map(),
@@ -313,9 +338,21 @@ mod tests {
     #[test]
     fn a_service_named_twice_is_refused() {
         let mut shapes = Shapes::default();
-        assert!(shapes.ports(&["web", "db", "web"], &[1, 2, 3]).is_none());
+        assert!(
+            shapes
+                .ports(&["web", "db", "web"], &[1, 2, 3], None)
+                .is_none()
+        );
         // Also when a list of the same length was read before.
-        assert!(shapes.ports(&["web", "db", "api"], &[1, 2, 3]).is_some());
-        assert!(shapes.ports(&["db", "db", "api"], &[1, 2, 3]).is_none());
+        assert!(
+            shapes
+                .ports(&["web", "db", "api"], &[1, 2, 3], None)
+                .is_some()
+        );
+        assert!(
+            shapes
+                .ports(&["db", "db", "api"], &[1, 2, 3], None)
+                .is_none()
+        );
     }
 }
