@@ -201,6 +201,15 @@ const PLAIN: [bool; 256] = {
 fn skip_string(b: &[u8], at: usize) -> Option<usize> {
     let mut i = at + 1;
     loop {
+        // Eight bytes at a time up to the first that may not stand for itself.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let hit = special(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+            if hit != 0 {
+                i += (hit.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
         i += b.get(i..)?.iter().position(|&c| !PLAIN[usize::from(c)])?;
         match b[i] {
             b'"' => return Some(i + 1),
@@ -212,6 +221,17 @@ fn skip_string(b: &[u8], at: usize) -> Option<usize> {
             _ => return None,
         }
     }
+}
+
+/// The high bit of each byte of `w` (read little-endian) that is a quote, a backslash or a
+/// control character: exact for the lowest one set (a borrow can only mark bytes above a byte
+/// that is marked truly), which is the only one used.
+fn special(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below_space
 }
 
 fn literal(b: &[u8], at: usize, word: &[u8]) -> Option<usize> {
@@ -329,6 +349,48 @@ mod tests {
             "]".repeat(DEPTH + 1)
         );
         assert!(both(&deep).unwrap().0.is_none());
+    }
+
+    /// Every byte at every position of an eight-byte window, and strings of every length
+    /// around it: the word-at-a-time scan ends a string exactly where the byte scan does.
+    #[test]
+    fn strings_end_where_a_byte_at_a_time_scan_ends_them() {
+        let slow = |b: &[u8], at: usize| {
+            let mut i = at + 1;
+            loop {
+                match *b.get(i)? {
+                    b'"' => return Some(i + 1),
+                    b'\\' => match *b.get(i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                        b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                        _ => return None,
+                    },
+                    c if c < 0x20 => return None,
+                    _ => i += 1,
+                }
+            }
+        };
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for c in 0..=255u8 {
+                    let mut s = vec![b'"'];
+                    s.extend(std::iter::repeat_n(b'a', len));
+                    if pos < len {
+                        s[1 + pos] = c;
+                    }
+                    s.extend_from_slice(b"\"x");
+                    assert_eq!(skip_string(&s, 0), slow(&s, 0), "{s:?}");
+                }
+            }
+        }
+        // Two special bytes in one word: the first decides.
+        for text in [
+            &b"\"a\x01\"b\""[..],
+            b"\"ab\"\x01cdefgh\"",
+            b"\"\xc3\xa9\x1f\"\"",
+        ] {
+            assert_eq!(skip_string(text, 0), slow(text, 0), "{text:?}");
+        }
     }
 
     /// Thousands of damaged copies of the sample (a byte changed, dropped, added, a piece

@@ -19,6 +19,7 @@ pub mod store;
 
 use crate::model::clock::now_rfc3339;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -687,10 +688,11 @@ impl Registry {
                 service: service.to_string(),
             });
         }
-        for (other, held) in &self.allocated_ports {
-            if other.as_str() == key {
-                continue;
-            }
+        // Every other worktree: those before `key` and those after it, no key compared.
+        let (before, after) = (Bound::Unbounded, Bound::Excluded(key));
+        let others = (self.allocated_ports.range::<str, _>((before, after)))
+            .chain(self.allocated_ports.range::<str, _>((after, before)));
+        for (other, held) in others {
             for (service, port) in held.iter() {
                 if mine.binary_search_by(|(p, _)| p.cmp(&port)).is_ok() {
                     return Err(PortConflict {
