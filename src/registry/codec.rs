@@ -239,20 +239,7 @@ impl<'de> serde::de::Visitor<'de> for RegistrySeed<'_> {
         let mut reg = Registry::default();
         let mut seen = [false; 5];
         while let Some(key) = map.next_key::<String>()? {
-            let known = [
-                "version",
-                "port_ranges",
-                "allocated_ports",
-                "worktrees",
-                "history",
-            ]
-            .iter()
-            .position(|k| *k == key);
-            let twice = match known {
-                Some(i) => std::mem::replace(&mut seen[i], true),
-                None => reg.extra.contains_key(&key),
-            };
-            if twice {
+            if seen_twice(&mut seen, &reg, &key) {
                 return Err(serde::de::Error::custom(format!(
                     "the key {key:?} appears twice"
                 )));
@@ -274,6 +261,23 @@ impl<'de> serde::de::Visitor<'de> for RegistrySeed<'_> {
             }
         }
         Ok(reg)
+    }
+}
+
+/// True when the document named `key` before (the keys read into fields are marked in
+/// `seen`, the others are in `reg.extra`); marks it. A key named twice is refused: keeping
+/// either value would silently drop the other.
+pub(super) fn seen_twice(seen: &mut [bool; 5], reg: &Registry, key: &str) -> bool {
+    let known = [
+        "version",
+        "port_ranges",
+        "allocated_ports",
+        "worktrees",
+        "history",
+    ];
+    match known.iter().position(|k| *k == key) {
+        Some(i) => std::mem::replace(&mut seen[i], true),
+        None => reg.extra.contains_key(key),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::codec::{Sorted, compact_allocated_prefix, unique_map};
+use super::codec::{Sorted, compact_allocated_prefix, seen_twice, unique_map};
 use super::one::plain_key;
 use super::ports::Shapes;
 use super::{Key, Raw, RecordJson, Registry, Text};
@@ -38,18 +38,7 @@ pub(super) fn read(file: &Arc<FileText>, start: usize) -> Option<Registry> {
         let n = plain_key(b.get(at..)?)?;
         let name = &text[at + 1..at + 1 + n];
         at += n + 3;
-        let known = [
-            "version",
-            "port_ranges",
-            "allocated_ports",
-            "worktrees",
-            "history",
-        ];
-        let twice = match known.iter().position(|k| *k == name) {
-            Some(i) => std::mem::replace(&mut seen[i], true),
-            None => reg.extra.contains_key(name),
-        };
-        if twice {
+        if seen_twice(&mut seen, &reg, name) {
             return None;
         }
         at = match name {
