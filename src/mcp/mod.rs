@@ -37,6 +37,8 @@ const INSTRUCTIONS: &str = "Every git worktree on this machine gets its own set 
 pub fn serve(_args: &McpArgs) -> anyhow::Result<Report> {
     // Each call names its repository by path: an inherited GIT_DIR must not answer instead.
     crate::sys::git::forget_repository_environment();
+    // A server outlives any file it reads: never mapped (fsio::never_map).
+    crate::sys::fsio::never_map();
     let (input, output) = crate::sys::stdio::take_for_protocol()?;
     let start = std::env::current_dir()?;
     let server = Server {

@@ -202,6 +202,8 @@ fn threads() -> usize {
 pub fn serve(bound: Bound, machine: Machine, listing: dashboard::Listing) -> anyhow::Result<()> {
     // systemd's default soft limit is 1,024 descriptors: take what the hard limit allows.
     crate::sys::procs::raise_open_files_limit();
+    // A server outlives any file it reads: never mapped (fsio::never_map).
+    crate::sys::fsio::never_map();
     let idle = idle_timeout();
     let (routes, mut signature) = Routes::read(&machine);
     let routes = Arc::new(RwLock::new(routes));

@@ -432,6 +432,23 @@ pub fn read_regular_stamped(path: &Path) -> io::Result<Option<(Vec<u8>, Stamp)>>
 /// files (every everyday registry) are read as before.
 pub const MAP_FROM: u64 = 512 * 1024;
 
+/// Whether this process maps large files: see [`never_map`].
+static MAPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// From now on, read large files instead of mapping them, in this process. For long-lived
+/// servers (the proxy, the MCP server): a foreign program that truncates a mapped file in
+/// place kills its reader (SIGBUS, see [`Mapping`]); a command dies before it writes
+/// anything, but a server would stop serving. Read, such a file is a torn read, which the
+/// registry's checks refuse.
+pub fn never_map() {
+    MAPPING.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True when a file of `len` bytes is to be mapped.
+fn maps(len: u64) -> bool {
+    len >= MAP_FROM && MAPPING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A file's bytes: read into memory, or mapped ([`MAP_FROM`]).
 #[derive(Debug)]
 pub enum Bytes {
@@ -518,7 +535,7 @@ impl Drop for Mapping {
 /// where the file system cannot map), else read.
 fn bytes_of(mut f: File, len: u64) -> io::Result<Bytes> {
     #[cfg(unix)]
-    if len >= MAP_FROM
+    if maps(len)
         && let Ok(len) = usize::try_from(len)
         && let Ok(map) = Mapping::of(&f, len)
     {
@@ -579,7 +596,7 @@ pub fn same_content(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         return Ok(false);
     }
     #[cfg(unix)]
-    if len >= MAP_FROM
+    if maps(len)
         && let Ok(map) = Mapping::of(&f, bytes.len())
     {
         return Ok(*map == *bytes);

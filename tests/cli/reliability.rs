@@ -722,3 +722,33 @@ fn an_env_and_a_manifest_a_crash_emptied_or_lost_are_rendered_again() {
         );
     }
 }
+
+/// A file truncated in place under a mapping kills its reader (SIGBUS): harmless for a
+/// command, which dies before it writes, but not for a server. So the proxy and the MCP
+/// server read large files instead (`fsio::never_map`, process-wide from its call on).
+#[test]
+fn servers_never_map_a_large_registry_and_the_switch_turns_mapping_off() {
+    use git_worktree_ports::sys::fsio::{self, Bytes};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ports.json");
+    let text = vec![b'x'; fsio::MAP_FROM as usize + 1];
+    std::fs::write(&file, &text).unwrap();
+    let (before, _) = fsio::read_mapped_stamped(&file).unwrap().unwrap();
+    assert!(matches!(before, Bytes::Mapped(_)));
+    fsio::never_map();
+    let (after, _) = fsio::read_mapped_stamped(&file).unwrap().unwrap();
+    assert!(matches!(after, Bytes::Read(_)));
+    assert_eq!((&*after, &*before), (&text[..], &text[..]));
+    assert!(fsio::same_content(&file, &text).unwrap());
+    // Each server turns it off before it reads anything.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, before) in [
+        ("src/proxy/mod.rs", "Routes::read(&machine)"),
+        ("src/mcp/mod.rs", "let server = Server"),
+    ] {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        let switch = source.find("crate::sys::fsio::never_map();");
+        let first_read = source.find(before).unwrap();
+        assert!(switch.is_some_and(|at| at < first_read), "{file}");
+    }
+}
