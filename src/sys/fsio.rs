@@ -411,19 +411,17 @@ pub fn kind_of(ty: fs::FileType) -> &'static str {
 
 /// The bytes of the regular file at `path` (see [`open_regular`]); None when it is missing.
 pub fn read_regular(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    Ok(read_regular_stamped(path)?.map(|(bytes, _)| bytes))
-}
-
-/// [`read_regular`], with the [`Stamp`] of the file the bytes came from (of the open file:
-/// the stamp and the bytes are of one file, whatever renames happen meanwhile).
-pub fn read_regular_stamped(path: &Path) -> io::Result<Option<(Vec<u8>, Stamp)>> {
-    use std::io::Read;
-    let Some((mut f, meta)) = open_regular_meta(path)? else {
+    let Some((f, meta)) = open_regular_meta(path)? else {
         return Ok(None);
     };
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    f.read_to_end(&mut bytes)?;
-    Ok(Some((bytes, Stamp::of(&meta))))
+    read_all(f, meta.len()).map(Some)
+}
+
+/// All of `f`, which its metadata said is `len` bytes long (one allocation when it still is).
+fn read_all(mut f: File, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    io::Read::read_to_end(&mut f, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// Files from this size on are mapped by [`read_mapped_stamped`], not read: reading a
@@ -533,7 +531,7 @@ impl Drop for Mapping {
 
 /// The bytes of `f`, `len` long: mapped from [`MAP_FROM`] bytes on (falling back to a read
 /// where the file system cannot map), else read.
-fn bytes_of(mut f: File, len: u64) -> io::Result<Bytes> {
+fn bytes_of(f: File, len: u64) -> io::Result<Bytes> {
     #[cfg(unix)]
     if maps(len)
         && let Ok(len) = usize::try_from(len)
@@ -541,9 +539,7 @@ fn bytes_of(mut f: File, len: u64) -> io::Result<Bytes> {
     {
         return Ok(Bytes::Mapped(map));
     }
-    let mut bytes = Vec::with_capacity(len as usize + 1);
-    io::Read::read_to_end(&mut f, &mut bytes)?;
-    Ok(Bytes::Read(bytes))
+    read_all(f, len).map(Bytes::Read)
 }
 
 /// A file's [`Bytes`], checked once to be UTF-8 text.
@@ -572,7 +568,9 @@ impl std::ops::Deref for FileText {
     }
 }
 
-/// [`read_regular_stamped`], large files mapped instead of read ([`Bytes`]).
+/// [`read_regular`], large files mapped instead of read ([`Bytes`]), with the [`Stamp`] of
+/// the file the bytes came from (of the open file: the stamp and the bytes are of one file,
+/// whatever renames happen meanwhile).
 pub fn read_mapped_stamped(path: &Path) -> io::Result<Option<(Bytes, Stamp)>> {
     let Some((f, meta)) = open_regular_meta(path)? else {
         return Ok(None);
