@@ -583,6 +583,13 @@ thread_local! {
     static COPIED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// True for a byte a JSON string cannot hold as it is: a quote, a backslash or a control
+/// character. serde_json escapes exactly these when it writes a string, and a reader's run of
+/// plain bytes inside a string ends at the first of them.
+pub(super) const fn ends_raw(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
+}
+
 /// `file[start..end]` is a key that a save writes as the file has it: between quotes, with
 /// nothing to escape.
 fn quoted_key_at(file: &FileText, start: usize, end: usize) -> bool {
@@ -590,9 +597,7 @@ fn quoted_key_at(file: &FileText, start: usize, end: usize) -> bool {
     start > 0
         && b.get(start - 1) == Some(&b'"')
         && b.get(end) == Some(&b'"')
-        && !b[start..end]
-            .iter()
-            .any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        && !b[start..end].iter().any(|&c| ends_raw(c))
 }
 
 /// Bytes of a file read, copied as one piece for as long as what is copied follows itself
@@ -698,7 +703,7 @@ impl Sink<'_> {
 /// A JSON string as serde_json writes it: quoted, and escaped only where it has a quote, a
 /// backslash or a control character (serde_json escapes nothing else).
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
+    if s.bytes().any(ends_raw) {
         serde_json::to_writer(out, s).expect("a string serializes");
         return;
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::codec::{Sorted, compact_allocated_prefix, seen_twice, unique_map};
+use super::codec::{Sorted, compact_allocated_prefix, ends_raw, seen_twice, unique_map};
 use super::one::plain_key;
 use super::ports::Shapes;
 use super::{Key, Raw, RecordJson, Registry, Text};
@@ -172,17 +172,15 @@ fn skip(b: &[u8], mut at: usize, depth: usize) -> Option<usize> {
     }
 }
 
-/// Bytes that stand for themselves inside a string: not a quote, a backslash or a control
-/// character (UTF-8 was checked for the whole file).
+/// Bytes that stand for themselves inside a string ([`ends_raw`]'s others; UTF-8 was checked
+/// for the whole file).
 const PLAIN: [bool; 256] = {
     let mut t = [true; 256];
     let mut c = 0;
-    while c < 0x20 {
-        t[c] = false;
+    while c < 256 {
+        t[c] = !ends_raw(c as u8);
         c += 1;
     }
-    t[b'"' as usize] = false;
-    t[b'\\' as usize] = false;
     t
 };
 

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::VERSION;
+use super::codec::ends_raw;
 use crate::model::config::MIN_PORT;
 use crate::model::portset::PortSet;
 
@@ -355,10 +356,7 @@ impl<R: std::io::Read> Scan<R> {
         let mut escaped = false;
         loop {
             let rest = &self.buf[self.i - self.base..];
-            match rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-            {
+            match rest.iter().position(|&c| ends_raw(c)) {
                 None => {
                     self.i += rest.len();
                     self.fill()?;
