@@ -180,7 +180,7 @@ pub enum SchemaName {
 /// `Command::defer`): building all 24 subcommands' arguments was most of every command's
 /// start (their code paged in, their values allocated), for the one a run uses. Help, man
 /// pages and completions build the whole command first (`Command::build`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Deferred<T>(pub T);
 
 impl<T> std::ops::Deref for Deferred<T> {
