@@ -62,12 +62,8 @@ pub fn registry(n: usize) -> Registry {
             }),
         );
     }
-    let history: Vec<serde_json::Value> = (0..n.min(registry::HISTORY_LIMIT))
-        .map(|i| {
-            json!({"timestamp": "2026-11-23T08:00:00Z", "action": "assigned",
-                "worktree": format!("worktree-{i:05}"), "service": "svc0", "port": 1100 + i})
-        })
-        .collect();
+    // History is in history.jsonl: a registry this version writes holds none.
+    let history: Vec<serde_json::Value> = Vec::new();
     let doc = json!({"version": 1, "port_ranges": {}, "allocated_ports": ports,
         "worktrees": records, "history": history});
     registry::parse(&serde_json::to_vec(&doc).unwrap()).unwrap()

@@ -214,7 +214,8 @@ for n in range(10000):
     k = f"worktree-{n:05}"
     reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in enumerate(svcs)}
     reg["worktrees"][k] = {"path": f"/home/dev/src/neighbour/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
-reg["history"] = [{"timestamp": "2026-11-23T08:00:00Z", "action": "assigned", "worktree": f"worktree-{n:05}", "service": "web", "port": 1100 + n} for n in range(1000)]
+# History is in history.jsonl beside it (appended, never read by an allocation): none here.
+reg["history"] = []
 write(common, reg)
 index(os.path.join(work, "state-neighbour"), {os.path.realpath(common): {"name": "neighbour", "added_at": "2026-12-01T00:00:00Z", "id": "id-neighbour"}})
 big = {f"/home/dev/src/project-{r:04}/.git": {"name": f"project-{r:04}", "added_at": "2026-12-01T00:00:00Z"} for r in range(1000)}
@@ -277,7 +278,8 @@ for n in range(10000):
     k = f"worktree-{n:05}"
     reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in order}
     reg["worktrees"][k] = {"path": f"/home/dev/src/project/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
-reg["history"] = [{"timestamp": "2026-11-23T08:00:00Z", "action": "assigned", "worktree": f"worktree-{n:05}", "service": "web", "port": 1100 + n} for n in range(1000)]
+# History is in history.jsonl beside it (appended, never read): what this version writes.
+reg["history"] = []
 # As the tool writes it: compact, its keys in the order of the tool's model.
 reg = {k: reg[k] for k in ("version", "port_ranges", "allocated_ports", "worktrees", "history")}
 text = json.dumps(reg, separators=(",", ":")) + "\n"

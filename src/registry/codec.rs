@@ -497,15 +497,15 @@ impl Registry {
             }
         }
         run.flush(sink)?;
-        let out = &mut sink.out;
-        out.push(b']');
+        sink.out.push(b']');
         for (key, value) in &self.extra {
-            out.push(b',');
-            put(out, key);
-            out.push(b':');
-            put(out, value);
+            sink.out.push(b',');
+            put(&mut sink.out, key);
+            sink.out.push(b':');
+            put(&mut sink.out, value);
+            sink.spill()?;
         }
-        out.extend_from_slice(b"}\n");
+        sink.out.extend_from_slice(b"}\n");
         Ok(())
     }
 
@@ -523,10 +523,9 @@ impl Registry {
         1024 + ports + records + history
     }
 
-    /// Prepare for a save: this version's number, the history bounded.
+    /// Prepare for a save: this version's number.
     pub(super) fn prepare_save(&mut self) {
         self.version = VERSION;
-        self.trim_history();
     }
 }
 
@@ -1255,7 +1254,7 @@ mod tests {
         assert_eq!(writing.to_bytes(), text);
         for r in [&mut copying, &mut writing] {
             // Changed at the start, in the middle and at the end; added before, between and
-            // after the entries read; removed; history appended past its bound.
+            // after the entries read; removed; history entries added.
             r.set_ports("wt-000", &BTreeMap::from([("web".to_string(), 9000)]))
                 .unwrap();
             r.set_ports("wt-150", &BTreeMap::from([("db".to_string(), 9001)]))
@@ -1272,12 +1271,15 @@ mod tests {
             }
             r.remove_worktree("wt-001");
             r.remove_worktree("wt-200");
-            for i in 0..(super::super::HISTORY_LIMIT as u16 - 250) {
-                r.log(Event::Assigned {
-                    worktree: "a",
-                    service: "web",
-                    port: 9000 + i,
-                });
+            for i in 0..750 {
+                r.history.push(
+                    Event::Assigned {
+                        worktree: "a",
+                        service: "web",
+                        port: 9000 + i,
+                    }
+                    .to_json(),
+                );
             }
             r.prepare_save();
         }

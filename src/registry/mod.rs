@@ -41,9 +41,6 @@ pub use store::{
 /// The registry format version this build writes and understands.
 pub const VERSION: u64 = 1;
 
-/// History entries kept; older ones are dropped on save.
-pub const HISTORY_LIMIT: usize = 1000;
-
 /// The top-level key of the repository's label in hostnames.
 const HOST_LABEL_KEY: &str = "hostname_label";
 
@@ -113,9 +110,12 @@ pub struct Registry {
     /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
     /// a command needs one record, not 10,000).
     worktrees: BTreeMap<Key, RecordJson>,
-    /// What happened, oldest first, at most [`HISTORY_LIMIT`] entries. Kept as the raw JSON
-    /// of each entry: commands only append to it, so it is never decoded.
+    /// History entries found in the file read (an earlier version kept its history there),
+    /// oldest first, as the raw JSON of each: a save moves them to `history.jsonl`.
     history: Vec<Text>,
+    /// What this command did, oldest first: appended to `history.jsonl` once the save that
+    /// did it is committed.
+    events: Vec<Text>,
     /// Keys this version does not know, written back byte for byte.
     extra: BTreeMap<String, Raw>,
 }
@@ -395,11 +395,14 @@ impl Default for Registry {
             allocated_ports: BTreeMap::new(),
             worktrees: BTreeMap::new(),
             history: Vec::new(),
+            events: Vec::new(),
             extra: BTreeMap::new(),
         }
     }
 }
 
+/// The same document (what `ports.json` holds): this command's history entries, which go to
+/// `history.jsonl`, are not part of it.
 impl PartialEq for Registry {
     fn eq(&self, other: &Self) -> bool {
         self.version == other.version
@@ -787,9 +790,25 @@ impl Registry {
         self.worktrees.clear();
     }
 
-    /// Append a history entry (bounded on save).
+    /// Note a history entry, appended to `history.jsonl` by the save that commits it.
     pub fn log(&mut self, event: Event<'_>) {
-        self.history.push(event.to_json());
+        self.events.push(event.to_json());
+    }
+
+    /// The history entries found in the file read, taken out (a save moves them to
+    /// `history.jsonl`; what is left is written back into `ports.json`).
+    pub(super) fn file_history(&self) -> &[Text] {
+        &self.history
+    }
+
+    /// Forget the history entries of the file read: they are in `history.jsonl` now.
+    pub(super) fn history_moved(&mut self) {
+        self.history.clear();
+    }
+
+    /// This command's history entries, taken out to be appended.
+    pub(super) fn take_events(&mut self) -> Vec<Text> {
+        std::mem::take(&mut self.events)
     }
 
     /// Check what the rest of the tool relies on: known version, ports in 1024-65535, no port
@@ -822,13 +841,6 @@ impl Registry {
         }
         Ok(())
     }
-
-    fn trim_history(&mut self) {
-        if self.history.len() > HISTORY_LIMIT {
-            let excess = self.history.len() - HISTORY_LIMIT;
-            self.history.drain(..excess);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -841,7 +853,7 @@ mod tests {
     }
 
     fn actions(r: &Registry) -> Vec<String> {
-        r.history
+        r.events
             .iter()
             .map(|h| {
                 let v: Value = serde_json::from_str(h.get()).unwrap();
@@ -919,9 +931,9 @@ mod tests {
     }
 
     #[test]
-    fn history_events_are_typed_and_bounded() {
+    fn history_events_are_typed_and_kept_apart_from_the_file_history() {
         let mut r = Registry::default();
-        for i in 0..HISTORY_LIMIT + 10 {
+        for i in 0..1010 {
             r.log(Event::Assigned {
                 worktree: &format!("w{i}"),
                 service: "web",
@@ -929,9 +941,14 @@ mod tests {
             });
         }
         r.log(Event::Repaired);
-        r.trim_history();
-        assert_eq!(r.history.len(), HISTORY_LIMIT);
+        assert_eq!(r.events.len(), 1011);
+        assert!(
+            r.history.is_empty(),
+            "events are not written into ports.json"
+        );
         assert_eq!(actions(&r).last().unwrap(), "repaired * - null");
-        assert!(actions(&r)[0].starts_with("assigned w11 web"));
+        assert!(actions(&r)[0].starts_with("assigned w0 web"));
+        assert_eq!(r.take_events().len(), 1011);
+        assert!(r.events.is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! The registry's files: `<common-dir>/worktree-registry/{ports.json, ports.json.bak,
-//! ports.lock}`. Loads (lock-free and locked), recovery, save. Reads and writes only files
+//! ports.lock, history.jsonl}`. Loads (lock-free and locked), recovery, save. Reads and writes only files
 //! inside `worktree-registry/`; never prints (warnings are returned to the caller).
 //!
 //! Protocol (design.md "Locking and writing the registry"):
@@ -10,7 +10,9 @@
 //!   damaged file would hand ports out twice;
 //! - save = [`fsio::write_atomic`] with [`Durability::Full`], then the same bytes to the backup
 //!   with [`Durability::Lazy`], so the backup is always the last committed state;
-//! - readers take no lock: a rename gives them the old or the new file, never half of one.
+//! - readers take no lock: a rename gives them the old or the new file, never half of one;
+//! - what happened is appended to `history.jsonl` once the save that did it is committed
+//!   (a log: no fsync, cut to its newest [`HISTORY_KEEP`] bytes past [`HISTORY_MAX`]).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -31,6 +33,12 @@ use crate::sys::lock::{self, FileLock};
 
 const FILE: &str = "ports.json";
 const BACKUP: &str = "ports.json.bak";
+const HISTORY: &str = "history.jsonl";
+/// `history.jsonl` past this size is cut to its newest [`HISTORY_KEEP`] bytes (whole lines)
+/// by the append that would take it further: about 20,000 entries, one read every 10,000.
+pub const HISTORY_MAX: u64 = 2 << 20;
+/// What a cut keeps of `history.jsonl`.
+pub const HISTORY_KEEP: usize = 1 << 20;
 
 /// The files of one repository's registry.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ pub struct Paths {
     pub backup: PathBuf,
     /// `ports.lock`: locked by writers, never renamed.
     pub lock: PathBuf,
+    /// `history.jsonl`: what happened, one JSON object a line, oldest first.
+    pub history: PathBuf,
     /// The repository's `core.sharedRepository`: the modes of what is made here.
     pub sharing: Sharing,
 }
@@ -55,6 +65,7 @@ impl Paths {
             file: dir.join(FILE),
             backup: dir.join(BACKUP),
             lock: dir.join("ports.lock"),
+            history: dir.join(HISTORY),
             dir,
             sharing: Sharing::Private,
         }
@@ -392,7 +403,7 @@ impl Lock {
         };
         for entry in entries.flatten() {
             let file = entry.file_name();
-            let ours = [FILE, BACKUP]
+            let ours = [FILE, BACKUP, HISTORY]
                 .iter()
                 .any(|t| fsio::is_temp_of(&file, OsStr::new(t)));
             let name = file.to_string_lossy();
@@ -435,6 +446,16 @@ impl Lock {
         // The backup is written below: no need to check the old one.
         self.unchecked_backup.borrow_mut().take();
         registry.prepare_save();
+        let mut warnings = Vec::new();
+        // History an earlier version kept in ports.json moves to history.jsonl before the
+        // file without it replaces ports.json: a crash between the two repeats those entries
+        // there, never loses them. Not appended, they stay in ports.json.
+        if !registry.file_history().is_empty() {
+            match append_history(&self.paths, registry.file_history(), self.paths.mode()) {
+                Ok(()) => registry.history_moved(),
+                Err(e) => warnings.push(history_warning(&self.paths, &e)),
+            }
+        }
         fsio::write_atomic_stamped(
             &self.paths.file,
             &mut |f| registry.write_to(f),
@@ -445,6 +466,13 @@ impl Lock {
             },
             before_commit,
         )?;
+        // What this command did, once it is committed (never an entry for a save that failed).
+        let events = registry.take_events();
+        if !events.is_empty()
+            && let Err(e) = append_history(&self.paths, &events, self.paths.mode())
+        {
+            warnings.push(history_warning(&self.paths, &e));
+        }
         // The backup: the bytes just committed, copied from the file by the kernel (this
         // process holds the lock, so they are the registry it wrote).
         let committed = &self.paths.file;
@@ -453,12 +481,86 @@ impl Lock {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "ports.json is gone"))?;
             io::copy(&mut from, f).map(|_| ())
         };
-        Ok(write_backup(&self.paths.backup, copy, self.paths.mode()).err().map(|e| {
-            format!(
+        if let Err(e) = write_backup(&self.paths.backup, copy, self.paths.mode()) {
+            warnings.push(format!(
                 "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
-            )
-        }))
+            ));
+        }
+        Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
     }
+}
+
+fn history_warning(paths: &Paths, e: &io::Error) -> String {
+    format!(
+        "the change is saved, but its history entries could not be appended to {} ({e}); check that file's permissions and free space",
+        paths.history.display()
+    )
+}
+
+/// Append `entries` to `history.jsonl`, one line each, in one write (under the registry's
+/// lock, the only writer). Not synced: a log, whose last lines a crash may lose (or leave
+/// torn: a line that does not end the file is never written after, the next append starts
+/// a line of its own). Past [`HISTORY_MAX`] the file is replaced by its newest
+/// [`HISTORY_KEEP`] bytes of whole lines and the new ones.
+fn append_history(paths: &Paths, entries: &[super::Text], mode: Mode) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut lines = Vec::with_capacity(entries.iter().map(|e| e.get().len() + 1).sum());
+    for entry in entries {
+        // A hand-indented entry: a line break can only be white space between JSON tokens.
+        let start = lines.len();
+        lines.extend_from_slice(entry.get().as_bytes());
+        for b in &mut lines[start..] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        lines.push(b'\n');
+    }
+    let mut file = fsio::open_log_with_mode(&paths.history, mode.file_bits().unwrap_or(0o644))?;
+    let len = file.metadata()?.len();
+    if len == 0
+        && let Some(bits) = mode.file_bits()
+    {
+        // Created here: the repository's mode, whatever the umask (another user's file in a
+        // shared repository cannot be changed, and need not be).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(fs::Permissions::from_mode(bits));
+    }
+    if len + lines.len() as u64 > HISTORY_MAX {
+        let old = fs::read(&paths.history)?;
+        let from = old.len().saturating_sub(HISTORY_KEEP);
+        let from = match from {
+            0 => 0,
+            _ => old[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(old.len(), |i| from + i + 1),
+        };
+        let mut kept = old[from..].to_vec();
+        if kept.last().is_some_and(|&b| b != b'\n') {
+            kept.push(b'\n');
+        }
+        kept.extend_from_slice(&lines);
+        return fsio::write_atomic(
+            &paths.history,
+            &kept,
+            WriteOptions {
+                durability: Durability::Lazy,
+                mode,
+                label: "history",
+            },
+        )
+        .map_err(io::Error::other);
+    }
+    let mut last = [b'\n'];
+    if len > 0 {
+        file.read_exact_at(&mut last, len - 1)?;
+    }
+    if last[0] != b'\n' {
+        lines.insert(0, b'\n');
+    }
+    file.write_all(&lines)
 }
 
 /// The backup is not fsynced: it only matters if ports.json is damaged later, and a crash
@@ -494,7 +596,7 @@ fn write_backup(path: &Path, content: fsio::Content<'_>, mode: Mode) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Registry;
+    use crate::registry::{Registry, Text};
     use serde_json::Value;
     use std::collections::BTreeMap;
     use std::fs::File;
@@ -523,6 +625,66 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
+    }
+
+    fn history_lines(paths: &Paths) -> Vec<String> {
+        let text = fs::read_to_string(&paths.history).unwrap_or_default();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_save_moves_the_history_ports_json_held_to_history_jsonl_then_appends_its_own() {
+        let (_dir, paths) = paths();
+        fs::create_dir_all(&paths.dir).unwrap();
+        // As an earlier version wrote it, one entry indented over lines by hand.
+        fs::write(
+            &paths.file,
+            "{\"version\":1,\"allocated_ports\":{\"main\":{\"web\":8080}},\"port_ranges\":{},\
+             \"history\":[{\"action\":\"assigned\",\"worktree\":\"old\"},\n  {\"action\":\r\n \"released\"}]}",
+        )
+        .unwrap();
+        let lock = lock(&paths);
+        let mut reg = lock.load().unwrap().registry;
+        reg.log(super::super::Event::Repaired);
+        assert_eq!(lock.save(&mut reg).unwrap(), None);
+        let lines = history_lines(&paths);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], r#"{"action":"assigned","worktree":"old"}"#);
+        assert_eq!(lines[1], r#"{"action":   "released"}"#);
+        let last: Value = serde_json::from_str(&lines[2]).unwrap();
+        assert_eq!(last["action"], "repaired");
+        let file: Value = serde_json::from_slice(&fs::read(&paths.file).unwrap()).unwrap();
+        assert_eq!(file["history"], serde_json::json!([]));
+        // Saved again: nothing moved twice, nothing appended without an event.
+        let mut reg = lock.load().unwrap().registry;
+        lock.save(&mut reg).unwrap();
+        assert_eq!(history_lines(&paths).len(), 3);
+    }
+
+    #[test]
+    fn history_jsonl_steps_over_a_torn_last_line_and_is_cut_to_whole_lines_past_its_bound() {
+        let (_dir, paths) = paths();
+        fs::create_dir_all(&paths.dir).unwrap();
+        let entry = |n: usize| Text::Own(format!("{{\"n\":{n}}}").into());
+        // A crash inside an append left half a line.
+        fs::write(&paths.history, "{\"n\":0}\n{\"n\":").unwrap();
+        append_history(&paths, &[entry(1)], Mode::Fixed(0o644)).unwrap();
+        assert_eq!(history_lines(&paths), ["{\"n\":0}", "{\"n\":", "{\"n\":1}"]);
+        // Past the bound: the newest whole lines up to HISTORY_KEEP bytes, then the new ones.
+        let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(1000));
+        let old = line.repeat(HISTORY_MAX as usize / line.len() + 1);
+        fs::write(&paths.history, &old).unwrap();
+        append_history(&paths, &[entry(2), entry(3)], Mode::Fixed(0o644)).unwrap();
+        let text = fs::read_to_string(&paths.history).unwrap();
+        assert!(text.len() <= HISTORY_KEEP + 20, "{}", text.len());
+        assert!(text.len() > HISTORY_KEEP - line.len(), "{}", text.len());
+        assert!(text.starts_with("{\"pad\""), "starts with a whole line");
+        assert!(text.ends_with("{\"n\":2}\n{\"n\":3}\n"));
+        assert!(
+            text.lines()
+                .all(|l| serde_json::from_str::<Value>(l).is_ok())
+        );
+        assert_eq!(names(&paths.dir).len(), 1, "no temp file left");
     }
 
     #[test]

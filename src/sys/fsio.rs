@@ -696,11 +696,20 @@ pub fn writable(dir: &Path) -> bool {
 
 /// A log file opened for appending (created 0644 when missing, whatever the umask).
 pub fn open_log(path: &Path) -> io::Result<File> {
+    open_log_with_mode(path, 0o644)
+}
+
+/// [`open_log`], created with `mode` when missing (and read too: an append looks at the
+/// last byte).
+pub fn open_log_with_mode(path: &Path, mode: u32) -> io::Result<File> {
     let mut opts = OpenOptions::new();
-    opts.append(true).create(true);
+    opts.read(true).append(true).create(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
-    opts.open(path)
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let file = opts.open(path)?;
+    Ok(file)
 }
 
 fn new_file_with_mode(path: &Path, mode: u32) -> io::Result<File> {

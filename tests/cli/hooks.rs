@@ -431,7 +431,7 @@ fn our_add_with_the_hook_installed_allocates_and_renders_once() {
         Vec::<String>::new(),
         "the hook started the binary"
     );
-    let history = repo.registry()["history"].as_array().unwrap().clone();
+    let history = repo.history();
     let assigned = history
         .iter()
         .filter(|h| h["worktree"] == "feature" && h["action"] == "assigned")

@@ -50,7 +50,7 @@ fn a_pin_moves_an_existing_port_and_frees_the_old_one() {
         .succeeds()
         .json();
     assert_eq!(f["ports"]["web"], b);
-    let history = repo.registry()["history"].to_string();
+    let history = serde_json::Value::Array(repo.history()).to_string();
     assert!(history.contains("released"), "{history}");
 }
 

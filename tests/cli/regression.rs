@@ -288,7 +288,7 @@ fn issue15_low_a_new_worktree_with_a_dead_ones_name_never_takes_over_its_entry()
     let reg = repo.registry();
     let record = &reg["worktrees"]["feat"];
     assert_ne!(record["id"], old_record["id"]);
-    let history = reg["history"].as_array().unwrap();
+    let history = repo.history();
     assert!(
         history
             .iter()
@@ -908,14 +908,12 @@ fn issue15_5_no_checkout_takes_the_committed_config_and_config_changes_are_reche
         redact(&out.stderr(), &repo),
         "git-worktree-ports: warning: web: port [BASE+0] of worktree main is outside its configured range [BASE+30]-[BASE+35] ([TMP]/repo/.worktree-ports/config.toml); to move it: `git worktree-ports release --service web && git worktree-ports allocate`\n"
     );
-    let history = repo.registry()["history"].clone();
+    let history = repo.history();
     assert!(
         history
-            .as_array()
-            .unwrap()
             .iter()
             .any(|h| h["action"] == "released" && h["worktree"] == "main" && h["service"] == "db"),
-        "{history}"
+        "{history:?}"
     );
     // Reported once, by the allocation that noticed the change.
     let out = repo.wp(["allocate", "--no-render"]).succeeds();

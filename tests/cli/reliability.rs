@@ -55,6 +55,63 @@ fn keys(reg: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// History an earlier version kept in ports.json moves to history.jsonl: a crash at any step
+/// of the save that moves it repeats entries there, never loses one; an allocation's entries
+/// are appended once it is committed (a crash right after the rename loses those lines, a log
+/// only: never a port).
+#[test]
+fn a_crash_while_history_moves_to_history_jsonl_repeats_entries_never_loses_them() {
+    for point in [
+        "none",
+        "registry.temp-written",
+        "registry.synced",
+        "registry.renamed",
+        "backup.temp-written",
+    ] {
+        let repo = TestRepo::new();
+        repo.wp(["allocate", "--no-render"]).succeeds();
+        let dir = repo.common_dir().join("worktree-registry");
+        let mut reg = repo.registry();
+        reg["history"] = (0..3)
+            .map(|n| serde_json::json!({"action": "assigned", "worktree": format!("old-{n}")}))
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&reg).unwrap();
+        std::fs::write(dir.join("ports.json"), &bytes).unwrap();
+        std::fs::write(dir.join("ports.json.bak"), &bytes).unwrap();
+        let _ = std::fs::remove_file(dir.join("history.jsonl"));
+        let wt = repo.add_worktree("new");
+        if point != "none" {
+            crash_at(repo.wp_in(&wt, ["allocate", "--no-render"]), point);
+        }
+        repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+        let history = repo.history();
+        let old: Vec<&str> = (history.iter())
+            .filter_map(|h| h["worktree"].as_str())
+            .filter(|w| w.starts_with("old-"))
+            .collect();
+        assert!(
+            old.len() >= 3 && old.len().is_multiple_of(3),
+            "{point}: {old:?}"
+        );
+        assert_eq!(old[old.len() - 3..], ["old-0", "old-1", "old-2"], "{point}");
+        assert_eq!(repo.registry()["history"], serde_json::json!([]), "{point}");
+        let assigned = (history.iter())
+            .filter(|h| h["worktree"] == "new" && h["action"] == "assigned")
+            .count();
+        let services = repo.registry()["allocated_ports"]["new"]
+            .as_object()
+            .unwrap()
+            .len();
+        let expected = if point == "registry.renamed" {
+            0
+        } else {
+            services
+        };
+        assert_eq!(assigned, expected, "{point}: {history:?}");
+        assert_unique(&all_registry_ports(&repo.registry()));
+    }
+}
+
 #[test]
 fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
     let points = [
@@ -197,11 +254,13 @@ fn kill_9_storm() {
     storm(false);
 }
 
-/// The same storm over a registry larger than a save's 256 KiB buffer (a history of 1,000
-/// entries with a long unknown field each, kept byte for byte): every save is written in
-/// several chunks, so a kill lands between them, and the backup is copied from it. It is also
-/// past the size from which registries are mapped instead of read (`fsio::MAP_FROM`), so
-/// every load, lock-free or locked, and every comparison of a lock-free read reads a mapping.
+/// The same storm over a registry larger than a save's 256 KiB buffer (700 keys this version
+/// does not know, of 900 bytes each, kept byte for byte): every save is written in several
+/// chunks, so a kill lands between them, and the backup is copied from it. It is also past
+/// the size from which registries are mapped instead of read (`fsio::MAP_FROM`), so every
+/// load, lock-free or locked, and every comparison of a lock-free read reads a mapping. And
+/// it starts with a history of 1,000 entries kept in ports.json, as versions before
+/// `history.jsonl` kept it, which the storm's first saves move: none is lost.
 #[test]
 fn kill_9_storm_over_a_registry_larger_than_the_save_buffer() {
     storm(true);
@@ -245,9 +304,12 @@ fn storm(large: bool) {
         reg["history"] = (0..1000)
             .map(|n| {
                 serde_json::json!({"timestamp": "2026-01-01T00:00:00Z", "action": "assigned",
-                    "worktree": format!("old-{n}"), "service": "web", "port": 1024, "note": note})
+                    "worktree": format!("old-{n}"), "service": "web", "port": 1024})
             })
             .collect();
+        for n in 0..700 {
+            reg[format!("x-note-{n}")] = Value::String(note.clone());
+        }
         let mut bytes = serde_json::to_vec(&reg).unwrap();
         bytes.push(b'\n');
         assert!(bytes.len() > 2 * 256 * 1024, "{} bytes", bytes.len());
@@ -411,6 +473,27 @@ fn storm(large: bool) {
         // Still larger than the buffer at the end: every save of the storm was chunked.
         let len = std::fs::metadata(repo.registry_path()).unwrap().len();
         assert!(len > 256 * 1024, "seed {seed}: {len} bytes");
+        // The history ports.json held moved to history.jsonl, every entry, in order: the
+        // last copy there is whole (a kill between the append and the rename repeats them,
+        // a kill inside the append leaves a torn line, which later appends step over).
+        assert_eq!(reg["history"], serde_json::json!([]), "seed {seed}");
+        let path = repo.common_dir().join("worktree-registry/history.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        let entries: Vec<Value> = (text.lines())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let torn = text.lines().count() - entries.len();
+        let old: Vec<&str> = (entries.iter())
+            .filter_map(|h| h["worktree"].as_str())
+            .filter(|w| w.starts_with("old-"))
+            .collect();
+        let all: Vec<String> = (0..1000).map(|n| format!("old-{n}")).collect();
+        assert!(old.len() >= 1000, "seed {seed}: {} moved", old.len());
+        assert_eq!(old[old.len() - 1000..], all[..], "seed {seed}");
+        eprintln!(
+            "kill -9 storm: history moved, {} entries of the old history in history.jsonl, {torn} torn lines",
+            old.len()
+        );
     }
 }
 

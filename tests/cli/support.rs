@@ -325,6 +325,15 @@ impl TestRepo {
         serde_json::from_slice(&std::fs::read(self.registry_path()).unwrap()).unwrap()
     }
 
+    /// The entries of `history.jsonl`, oldest first (none when it does not exist).
+    pub fn history(&self) -> Vec<Value> {
+        let path = self.common_dir().join("worktree-registry/history.jsonl");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect()
+    }
+
     /// Bytes of every file in the registry dir (to prove a failure wrote nothing).
     pub fn registry_snapshot(&self) -> Vec<(String, Vec<u8>)> {
         let dir = self.common_dir().join("worktree-registry");
