@@ -95,3 +95,26 @@ fn print_stdout(text: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }
+
+#[cfg(test)]
+mod tests {
+    /// build.rs links GCC's unwinder statically (libgcc_eh) instead of loading libgcc_s:
+    /// this test binary is linked the same way, and a panic still unwinds through it (with
+    /// drops run on the way), as the MCP server's and the proxy's tasks rely on.
+    #[test]
+    fn a_panic_unwinds_through_the_unwinder_linked_in() {
+        struct Dropped<'a>(&'a std::cell::Cell<bool>);
+        impl Drop for Dropped<'_> {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let dropped = std::cell::Cell::new(false);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = Dropped(&dropped);
+            panic!("unwound");
+        }));
+        assert!(caught.is_err());
+        assert!(dropped.get());
+    }
+}

@@ -752,3 +752,29 @@ complete_words git worktree-ports release 'x\$'
     );
     assert!(!repo.root.join("PWNED").exists());
 }
+
+/// The binary starts without loading libz or libgcc_s (each 0.15-0.2 ms of every start):
+/// zlib is linked in (libz-sys's `static`), and so is GCC's unwinder wherever the C compiler
+/// has a `libgcc_eh.a` (build.rs). A panic still unwinds: the unit test
+/// `a_panic_unwinds_through_the_unwinder_linked_in` runs in a binary linked the same way.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_binary_loads_neither_libz_nor_libgcc_s() {
+    if !have("ldd", "the_binary_loads_neither_libz_nor_libgcc_s") {
+        return;
+    }
+    let out = Command::new("ldd").arg(bin()).output().unwrap();
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{libs}");
+    assert!(!libs.contains("libz.so"), "{libs}");
+    let eh = Command::new("cc")
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match eh {
+        Ok(p) if Path::new(&p).is_absolute() => {
+            assert!(!libs.contains("libgcc_s"), "{libs}")
+        }
+        _ => skip("the_binary_loads_neither_libz_nor_libgcc_s: the C compiler has no libgcc_eh.a"),
+    }
+}
