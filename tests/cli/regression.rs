@@ -623,6 +623,33 @@ fn issue15_13_a_fifo_or_a_directory_in_place_of_the_registry_never_hangs() {
     assert!(out.0.status.success(), "{}", out.describe());
 }
 
+/// The binary starts from its own C `main` (main.rs: not Rust's runtime start-up), so it
+/// reopens closed standard descriptors itself, first thing: with stdin and stderr closed, a
+/// file the tool opens must not take their numbers (a warning written to "stderr" would land
+/// in it). A command `exec` starts inherits them: /dev/null, both.
+#[test]
+fn closed_stdin_and_stderr_are_dev_null_not_the_next_file_opened() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    let seen = repo.root.join("fds.txt");
+    let script = format!(
+        "exec '{}' exec -- sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 > \"$FDS\"' 0<&- 2>&-",
+        bin().display()
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.current_dir(&repo.root).args(["-c", &script]);
+    repo.env.apply(&mut cmd);
+    cmd.env("FDS", &seen);
+    let out = Out(cmd.output().unwrap());
+    assert!(out.0.status.success(), "{}", out.describe());
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "/dev/null\n/dev/null\n"
+    );
+    // And the registry is whole: nothing was written into it through a borrowed number.
+    assert_unique(&all_registry_ports(&repo.registry()));
+}
+
 /// Issue 15, item 14: failing to write stdout exited 0 (`get web > /dev/full` printed an
 /// error and exited 0; with stdout closed it was silent and exited 0). A script that gets no
 /// port must get a non-zero exit. A reader that went away (`| head`) stays exit 0.
