@@ -439,8 +439,9 @@ impl Registry {
     /// [`Registry::to_bytes`], into `to` through a buffer of 256 KiB (a 10,000-worktree
     /// registry's 2.4 MB built in fresh memory first were 600 page faults).
     pub fn write_to(&self, to: &mut dyn Write) -> std::io::Result<()> {
+        // A small registry's few KB, not a chunk's 320 KB (which malloc maps and unmaps).
         let mut out = Sink {
-            out: Vec::with_capacity(CHUNK + 64 * 1024),
+            out: Vec::with_capacity(self.size_hint().min(CHUNK + 64 * 1024)),
             to: Some(to),
         };
         self.write(&mut out)?;
