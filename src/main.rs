@@ -54,6 +54,16 @@ fn run() -> ExitCode {
     }
 }
 
+/// `pow`, the one function the binary took from glibc's libm (tera's `**`, tokio's scheduler
+/// statistics, and Rust's `f64::powf` call it), defined here from the `libm` crate (musl's,
+/// within 1 ULP, as glibc's): a start then loads no libm, 0.05-0.06 ms of every command
+/// (BENCHMARKS.md, "Fourteenth session"). The bin only: the lib's test binaries keep glibc's.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn pow(x: f64, y: f64) -> f64 {
+    libm::pow(x, y)
+}
+
 /// `--json`, `--format json` or `--format=json` on the command line, however else it failed.
 fn asks_for_json() -> bool {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -314,3 +314,29 @@ fn init_writes_commented_starting_files_and_never_overwrites() {
         "# mine\n"
     );
 }
+
+/// Template arithmetic with a float exponent calls `pow`, which the binary defines itself
+/// (src/main.rs: no libm loaded at start) from the `libm` crate: the same digits as glibc's.
+#[test]
+fn float_powers_in_a_template_are_computed_exactly_as_before() {
+    let repo = TestRepo::new();
+    commit_files(
+        &repo,
+        &[(
+            ".worktree-ports/templates/powers.txt.tera",
+            "{{ 2.0 ** 0.5 }} {{ 10.0 ** -2 }} {{ 1.5 ** 3.0 }} {{ 0.0 ** 0.0 }} {{ 7.0 ** 0.1 }} {{ ports.web ** 0.5 > 1.0 }}\n",
+        )],
+    );
+    repo.wp(["render"]).succeeds();
+    let text = std::fs::read_to_string(repo.root.join("powers.txt")).unwrap();
+    // glibc's pow and Rust's shortest round-trip printing of each f64.
+    let expected = format!(
+        "{:?} {:?} {:?} {:?} {:?} true\n",
+        2f64.powf(0.5),
+        10f64.powf(-2.0),
+        1.5f64.powf(3.0),
+        0f64.powf(0.0),
+        7f64.powf(0.1)
+    );
+    assert_eq!(text, expected);
+}
