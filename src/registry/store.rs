@@ -517,7 +517,7 @@ fn append_history(paths: &Paths, entries: &[super::Text], mode: Mode) -> io::Res
         }
         lines.push(b'\n');
     }
-    let mut file = fsio::open_log_with_mode(&paths.history, mode.file_bits().unwrap_or(0o644))?;
+    let mut file = fsio::open_appending(&paths.history, mode.file_bits().unwrap_or(0o644))?;
     let len = file.metadata()?.len();
     if len == 0
         && let Some(bits) = mode.file_bits()
@@ -659,6 +659,23 @@ mod tests {
         let mut reg = lock.load().unwrap().registry;
         lock.save(&mut reg).unwrap();
         assert_eq!(history_lines(&paths).len(), 3);
+    }
+
+    #[test]
+    fn history_jsonl_is_never_appended_through_a_symbolic_link() {
+        let (dir, paths) = paths();
+        fs::create_dir_all(&paths.dir).unwrap();
+        let elsewhere = dir.path().join("elsewhere.txt");
+        fs::write(&elsewhere, "theirs\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.history).unwrap();
+        let lock = lock(&paths);
+        let mut reg = sample();
+        reg.log(super::super::Event::Repaired);
+        let warning = lock.save(&mut reg).unwrap().expect("a warning");
+        assert!(warning.contains("history.jsonl"), "{warning}");
+        assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "theirs\n");
+        // The change itself is saved.
+        assert!(lock.load().unwrap().registry.ports("main").is_some());
     }
 
     #[test]

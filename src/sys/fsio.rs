@@ -696,20 +696,27 @@ pub fn writable(dir: &Path) -> bool {
 
 /// A log file opened for appending (created 0644 when missing, whatever the umask).
 pub fn open_log(path: &Path) -> io::Result<File> {
-    open_log_with_mode(path, 0o644)
+    let mut opts = OpenOptions::new();
+    opts.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+    opts.open(path)
 }
 
-/// [`open_log`], created with `mode` when missing (and read too: an append looks at the
-/// last byte).
-pub fn open_log_with_mode(path: &Path, mode: u32) -> io::Result<File> {
+/// A file of ours opened to append to (and to read: an append looks at the last byte),
+/// created with `mode` (before the umask) when missing. Never through a symbolic link (ELOOP):
+/// what the tool appends to under a git dir is a file it made there, never one elsewhere.
+pub fn open_appending(path: &Path, mode: u32) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.read(true).append(true).create(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode).custom_flags(libc::O_NOFOLLOW);
+    }
     #[cfg(not(unix))]
     let _ = mode;
-    let file = opts.open(path)?;
-    Ok(file)
+    opts.open(path)
 }
 
 fn new_file_with_mode(path: &Path, mode: u32) -> io::Result<File> {
