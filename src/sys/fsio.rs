@@ -207,22 +207,29 @@ fn write_atomic_with(
     mut before_rename: Option<BeforeRename<'_>>,
 ) -> anyhow::Result<()> {
     let dir = parent(target);
-    match opts.mode {
-        Mode::FixedIn { dir: bits, .. } => create_dirs_with(dir, bits),
-        _ => create_dirs(dir),
+    // A shared repository's folder has its bits checked by every write; any other folder is
+    // made only when the temp file cannot be for want of it (no mkdir and stat per write).
+    if let Mode::FixedIn { dir: bits, .. } = opts.mode {
+        create_dirs_with(dir, bits)
+            .with_context(|| format!("could not create {}", dir.display()))?;
     }
-    .with_context(|| format!("could not create {}", dir.display()))?;
     let tmp = temp_path(target);
     let label = opts.label;
     let mut stamped = None;
     let result = (|| -> anyhow::Result<()> {
-        // A file at our own name is a dead writer's whose pid we were given again.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
         let mode = opts.mode.file_bits().unwrap_or(0o644);
-        let mut f = new_file_with_mode(&tmp, mode)?;
+        let mut f = match new_file_with_mode(&tmp, mode) {
+            // A file at our own name is a dead writer's whose pid we were given again.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                new_file_with_mode(&tmp, mode)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dirs(dir).with_context(|| format!("could not create {}", dir.display()))?;
+                new_file_with_mode(&tmp, mode)?
+            }
+            other => other?,
+        };
         fault::io_point(&format!("{label}.write"))?;
         content(&mut f)?;
         fault::point(&format!("{label}.temp-written"));
@@ -880,6 +887,23 @@ mod tests {
         assert!(!same_content(&p, &other).unwrap());
         assert!(!same_content(&p, &big[..1000]).unwrap());
         assert!(!same_content(&dir.path().join("none"), b"").unwrap());
+    }
+
+    #[test]
+    fn a_dead_writers_temp_file_at_our_name_is_replaced_and_a_missing_folder_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        fs::write(temp_path(&target), b"a dead writer's").unwrap();
+        write_atomic(&target, b"new", opts(Durability::Full, Mode::Fixed(0o644))).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert!(!temp_path(&target).exists());
+        // The folder is made only when the temp file cannot be for want of it.
+        let deep = dir.path().join("a/b/t");
+        write_atomic(&deep, b"deep", opts(Durability::Lazy, Mode::Fixed(0o644))).unwrap();
+        assert_eq!(fs::read(&deep).unwrap(), b"deep");
+        let lock = dir.path().join("c/d/x.lock");
+        crate::sys::lock::acquire(&lock, std::time::Duration::from_secs(1), &|_| {}).unwrap();
+        assert!(lock.is_file());
     }
 
     #[test]

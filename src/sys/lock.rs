@@ -48,24 +48,37 @@ pub fn acquire_with(
     timeout: Duration,
     on_wait: &dyn Fn(&Path),
 ) -> anyhow::Result<FileLock> {
-    if let Some(dir) = path.parent() {
+    // A shared repository's folder has its bits checked every time; any other is made only
+    // when the lock file cannot be opened for want of it.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let make_dir = |dir: &Path| {
         match mode {
             Mode::FixedIn { dir: bits, .. } => fsio::create_dirs_with(dir, bits),
             _ => fsio::create_dirs(dir),
         }
-        .with_context(|| format!("could not create {}", dir.display()))?;
+        .with_context(|| format!("could not create {}", dir.display()))
+    };
+    if let (Some(dir), Mode::FixedIn { .. }) = (dir, mode) {
+        make_dir(dir)?;
     }
     let mut opts = OpenOptions::new();
     opts.create(true).truncate(false).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode.file_bits().unwrap_or(0o644));
-    // A lock file another user made without write for us still locks when opened for
-    // reading (flock needs no write access).
-    let file = match opts.open(path) {
+    let open = || match opts.open(path) {
+        // A lock file another user made without write for us still locks when opened for
+        // reading (flock needs no write access).
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && path.is_file() => {
             File::open(path)
         }
         other => other,
+    };
+    let file = match (open(), dir) {
+        (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
+            make_dir(dir)?;
+            open()
+        }
+        (other, _) => other,
     }
     .with_context(|| format!("could not open lock file {}", path.display()))?;
     #[cfg(unix)]
