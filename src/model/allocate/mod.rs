@@ -588,10 +588,15 @@ impl<'r> Ctx<'_, 'r> {
                 "(another service in this request)",
             )));
         }
-        if port < MIN_PORT || self.req.reserved.iter().any(|r| r.contains(&port)) {
+        if self.reserved(port) {
             return Some(Refusal::Reserved);
         }
         None
+    }
+
+    /// Below 1024, or in a reserved range of the config.
+    fn reserved(&self, port: u16) -> bool {
+        port < MIN_PORT || self.req.reserved.iter().any(|r| r.contains(&port))
     }
 
     /// Where `svc`'s ports come from: its range, or the repository's block.
@@ -605,13 +610,14 @@ impl<'r> Ctx<'_, 'r> {
         }
     }
 
-    /// `refuse_known(svc, port).is_none()` and free for the OS, without building a refusal.
+    /// `refuse_known(svc, port).is_none()` and free for the OS, without building a refusal:
+    /// the same three checks, the holder only compared (passing over the 50,000 taken ports
+    /// of 10,000 worktrees, building each refusal made an allocation 35% slower in process).
     fn usable(&self, svc: &Service, port: u16) -> bool {
         let me = Owner::here(self.req.worktree, &svc.name);
         !self.req.taken.held_by_other(port, &me)
             && !self.chosen.contains(&port)
-            && port >= MIN_PORT
-            && !self.req.reserved.iter().any(|r| r.contains(&port))
+            && !self.reserved(port)
             && self.probe.is_free(port, svc.protocol)
     }
 
