@@ -795,8 +795,8 @@ impl Registry {
         self.events.push(event.to_json());
     }
 
-    /// The history entries found in the file read, taken out (a save moves them to
-    /// `history.jsonl`; what is left is written back into `ports.json`).
+    /// The history entries found in the file read (a save moves them to `history.jsonl`;
+    /// those it could not move are written back into `ports.json`).
     pub(super) fn file_history(&self) -> &[Text] {
         &self.history
     }

@@ -1,6 +1,7 @@
 //! The registry's files: `<common-dir>/worktree-registry/{ports.json, ports.json.bak,
-//! ports.lock, history.jsonl}`. Loads (lock-free and locked), recovery, save. Reads and writes only files
-//! inside `worktree-registry/`; never prints (warnings are returned to the caller).
+//! ports.lock, history.jsonl}`. Loads (lock-free and locked), recovery, save. Reads and
+//! writes only files inside `worktree-registry/`; never prints (warnings are returned to the
+//! caller).
 //!
 //! Protocol (design.md "Locking and writing the registry"):
 //! - writers lock `ports.lock` ([`crate::sys::lock`]), a file that is never renamed or deleted;
@@ -528,7 +529,9 @@ fn append_history(paths: &Paths, entries: &[super::Text], mode: Mode) -> io::Res
         let _ = file.set_permissions(fs::Permissions::from_mode(bits));
     }
     if len + lines.len() as u64 > HISTORY_MAX {
-        let old = fs::read(&paths.history)?;
+        // From the file opened above (never through a link), from its start.
+        let mut old = Vec::with_capacity(len as usize);
+        io::Read::read_to_end(&mut file, &mut old)?;
         let from = old.len().saturating_sub(HISTORY_KEEP);
         let from = match from {
             0 => 0,
