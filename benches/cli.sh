@@ -13,7 +13,7 @@
 #   - status of one worktree (5 services, its server listening) among 500 other processes,
 #     and list with its LIVE column against list --no-probe, with 10,000 worktrees
 # RUNS=<n> sets the runs per command (default 100). ONLY="machine big" runs only those groups
-# (add many read fresh floor machine checkout big status list; vs-* come with BASELINE).
+# (add many read fresh floor machine checkout big status list start; vs-* come with BASELINE).
 # BASELINE=<path to another git-worktree-ports binary> adds paired rounds of that build against
 # this one for the everyday rows (get, idempotent allocate, fresh allocate, 10,000 worktrees)
 # and its peak memory: how a change is shown to cost nothing, on a disk whose speed drifts.
@@ -152,6 +152,30 @@ if want many; then
 		paired vs-many "baseline: list --no-probe, 200 worktrees" "true" "env -C $many $(realpath "$BASELINE") list --no-probe" \
 			"this build: list --no-probe, 200 worktrees" "true" "env -C $many $BIN list --no-probe"
 	fi
+fi
+
+# How the binary's pages came into the page cache changes every start (Linux): written by a
+# copy (as `cargo install` leaves it) they are large folios, mapped many pages at a time; as
+# the linker wrote them (through a mapping), or read back from disk after a reboot, mostly
+# single pages. The same build in the three states, rotated; every other row here runs the
+# linker's file, the slowest state. And how much of benches/symbol-order.txt (build.rs's code
+# layout) this build still has: a stale list (after a rustc or dependency upgrade) says so.
+if want start; then
+	if command -v nm >/dev/null; then
+		listed=$(wc -l <"$root/benches/symbol-order.txt")
+		present=$(nm "$BIN" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u | comm -12 - <(sort -u "$root/benches/symbol-order.txt") | wc -l)
+		echo "code layout: $present of the $listed functions of benches/symbol-order.txt are in this build" \
+			"(rerun bash benches/symbol-order.sh if far fewer)" >&2
+	fi
+	cp "$BIN" "$work/installed"
+	cp "$BIN" "$work/reread"
+	python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$work/reread"
+	"$work/reread" --version >/dev/null
+	paired3 start \
+		"get web, the binary as the linker wrote it" "true" "$BIN get web" \
+		"get web, the same copied (as cargo install leaves it)" "true" "$work/installed get web" \
+		"get web, the copy read back from disk (as after a reboot)" "true" "$work/reread get web"
 fi
 
 want read && bench read \
@@ -396,10 +420,10 @@ def paired3(group):
         ratios = [y / x for x, y in zip(med[names[0]], med[n])]
         rows.append((f"  ratio: {n} / {names[0]} (x)", statistics.median(ratios), statistics.pstdev(ratios)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget", "vs-many"] if base_peak else []
-for group in ["add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
+for group in ["start", "add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
-    if group in ["add-floor", "floor-save"]:
+    if group in ["add-floor", "floor-save", "start"]:
         paired3(group)
         continue
     if group in ["add", "many-add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "list"] + vs:

@@ -759,6 +759,85 @@ complete_words git worktree-ports release 'x\$'
 /// and GCC's unwinder is linked in wherever the C compiler has a `libgcc_eh.a` (build.rs). A
 /// panic still unwinds: the unit test `a_panic_unwinds_through_the_unwinder_linked_in` runs in
 /// a binary linked the same way.
+/// build.rs gives the linker `benches/symbol-order.txt` (the functions the everyday commands
+/// run, for a release build): where the linker took it, the functions of the list that this
+/// binary has (a debug build shares the C ones and some of Rust's) come first in its text, in
+/// the list's order. Without the ordering they are spread over the whole text in any order.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_everyday_functions_are_laid_out_together_in_the_order_listed() {
+    let test = "the_everyday_functions_are_laid_out_together_in_the_order_listed";
+    let applied = env!("GWP_SYMBOL_ORDER");
+    if applied != "applied" {
+        return skip(&format!("{test}: build.rs says: {applied}"));
+    }
+    if !have("nm", test) {
+        return;
+    }
+    let out = Command::new("nm").arg(bin()).output().unwrap();
+    assert!(out.status.success());
+    let mut at = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(addr), Some("t" | "T" | "w" | "W"), Some(name)) =
+            (f.next(), f.next(), f.next())
+        {
+            at.entry(name.to_string())
+                .or_insert_with(|| u64::from_str_radix(addr, 16).unwrap());
+        }
+    }
+    let list = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/symbol-order.txt"),
+    )
+    .unwrap();
+    let found: Vec<(&str, u64)> = list
+        .lines()
+        .filter_map(|n| Some((n, *at.get(n)?)))
+        .collect();
+    assert!(
+        found.len() >= 50,
+        "only {} of the listed functions are in the binary; rerun `bash benches/symbol-order.sh`",
+        found.len()
+    );
+    for pair in found.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].1,
+            "{} (at {:#x}) should come before {} (at {:#x})",
+            pair[0].0,
+            pair[0].1,
+            pair[1].0,
+            pair[1].1
+        );
+    }
+    // First in the text: nothing else of the binary lies below the first listed function.
+    let lowest = at.values().copied().min().unwrap();
+    let below = at.values().filter(|&&a| a < found[0].1).count();
+    assert!(
+        below <= 8,
+        "{below} functions below the listed ones (lowest at {lowest:#x})"
+    );
+}
+
+/// The symbol order is one mangled name a line and nothing else: the linker takes every line
+/// for a name, so a comment or a blank line would be a name that matches nothing.
+#[test]
+fn the_symbol_order_is_names_only() {
+    let list = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/symbol-order.txt"),
+    )
+    .unwrap();
+    assert!(list.ends_with('\n'));
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in list.lines().enumerate() {
+        assert!(
+            !name.is_empty() && !name.starts_with('#') && !name.contains(char::is_whitespace),
+            "line {}: {name:?}",
+            i + 1
+        );
+        assert!(seen.insert(name), "line {}: {name} twice", i + 1);
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn the_binary_loads_neither_libz_nor_libm_nor_libgcc_s() {
