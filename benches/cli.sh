@@ -2,7 +2,8 @@
 # Whole-process benchmarks, side by side, with hyperfine (installed from Debian's packages if
 # missing). One command from a fresh clone:   bash benches/cli.sh
 #
-# Prints, for the release build:
+# Prints, for the release build (copied and read back from disk, as a user's installed copy
+# runs; see `installed` below):
 #   - git worktree add alone vs git worktree-ports add (fresh paths each run), and both against
 #     the floor of a durable add (benches/floor_save.c as a git plugin)
 #   - the read path: get, and allocate when already allocated
@@ -28,12 +29,32 @@ if ! need hyperfine || ! need /usr/bin/time; then
 	$sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine time >/dev/null
 fi
 cargo build --release --locked -q
-BIN="$PWD/target/release/git-worktree-ports"
 root="$PWD"
-export PATH="$PWD/target/release:$PATH"
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# What a user runs: the binary `cargo install` copied, as read back from disk (after a
+# reboot, or once the page cache let it go): copied, evicted, then run once. How its pages
+# came into the page cache changes every start by up to 0.2 ms (BENCHMARKS.md, "Fifteenth
+# session"; the `start` group measures the states side by side): the linker's own file is the
+# slowest, a copy just made the fastest, and this the state a user's copy spends most of its
+# life in. The baseline build is measured the same way.
+installed() { # source, destination
+	cp "$1" "$2"
+	python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$2"
+	"$2" --version >/dev/null
+}
+LINKED="$root/target/release/git-worktree-ports"
+mkdir -p "$work/installed"
+installed "$LINKED" "$work/installed/git-worktree-ports"
+BIN="$work/installed/git-worktree-ports"
+export PATH="$work/installed:$PATH"
+if [ -n "${BASELINE:-}" ]; then
+	installed "$(realpath "$BASELINE")" "$work/baseline"
+	B="$work/baseline"
+fi
+
 export HOME="$work/home" GIT_CONFIG_GLOBAL="$work/gitconfig" GIT_CONFIG_SYSTEM=/dev/null
 mkdir -p "$HOME"
 git config --global user.name bench
@@ -149,33 +170,29 @@ if want many; then
 		-n "list --no-probe, 200 worktrees" "env -C $many $BIN list --no-probe" \
 		-n "status, 200 worktrees" "env -C $many $BIN status"
 	if [ -n "${BASELINE:-}" ]; then
-		paired vs-many "baseline: list --no-probe, 200 worktrees" "true" "env -C $many $(realpath "$BASELINE") list --no-probe" \
+		paired vs-many "baseline: list --no-probe, 200 worktrees" "true" "env -C $many $B list --no-probe" \
 			"this build: list --no-probe, 200 worktrees" "true" "env -C $many $BIN list --no-probe"
 	fi
 fi
 
 # How the binary's pages came into the page cache changes every start (Linux): written by a
 # copy (as `cargo install` leaves it) they are large folios, mapped many pages at a time; as
-# the linker wrote them (through a mapping), or read back from disk after a reboot, mostly
-# single pages. The same build in the three states, rotated; every other row here runs the
-# linker's file, the slowest state. And how much of benches/symbol-order.txt (build.rs's code
-# layout) this build still has: a stale list (after a rustc or dependency upgrade) says so.
+# the linker wrote them (through a mapping), or read back from disk after a reboot, largely
+# single pages. The same build in the three states, rotated (every other row runs the third).
+# And how much of benches/symbol-order.txt (build.rs's code layout) this build still has: a
+# stale list (after a rustc or dependency upgrade) says so.
 if want start; then
 	if command -v nm >/dev/null; then
 		listed=$(wc -l <"$root/benches/symbol-order.txt")
-		present=$(nm "$BIN" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u | comm -12 - <(sort -u "$root/benches/symbol-order.txt") | wc -l)
+		present=$(nm "$LINKED" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u | comm -12 - <(sort -u "$root/benches/symbol-order.txt") | wc -l)
 		echo "code layout: $present of the $listed functions of benches/symbol-order.txt are in this build" \
 			"(rerun bash benches/symbol-order.sh if far fewer)" >&2
 	fi
-	cp "$BIN" "$work/installed"
-	cp "$BIN" "$work/reread"
-	python3 -c 'import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$work/reread"
-	"$work/reread" --version >/dev/null
+	cp "$LINKED" "$work/copied"
 	paired3 start \
-		"get web, the binary as the linker wrote it" "true" "$BIN get web" \
-		"get web, the same copied (as cargo install leaves it)" "true" "$work/installed get web" \
-		"get web, the copy read back from disk (as after a reboot)" "true" "$work/reread get web"
+		"get web, the binary as the linker wrote it" "true" "$LINKED get web" \
+		"get web, the same just copied (as cargo install leaves it)" "true" "$work/copied get web" \
+		"get web, the copy read back from disk (as after a reboot; every other row)" "true" "$BIN get web"
 fi
 
 want read && bench read \
@@ -377,7 +394,6 @@ peak() { /usr/bin/time -v "$1" allocate --no-render 2>&1 >/dev/null | awk -F': '
 peak=$(peak "$BIN")
 base_peak=0
 if [ -n "${BASELINE:-}" ]; then
-	B=$(realpath "$BASELINE")
 	paired vs-big \
 		"baseline: allocate, 10,000 worktrees (fresh)" "$restore.sync" "$B allocate --no-render" \
 		"this build: allocate, 10,000 worktrees (fresh)" "$restore.sync" "$BIN allocate --no-render"
