@@ -209,9 +209,8 @@ fn write_atomic_with(
     let dir = parent(target);
     // A shared repository's folder has its bits checked by every write; any other folder is
     // made only when the temp file cannot be for want of it (no mkdir and stat per write).
-    if let Mode::FixedIn { dir: bits, .. } = opts.mode {
-        create_dirs_with(dir, bits)
-            .with_context(|| format!("could not create {}", dir.display()))?;
+    if let Mode::FixedIn { .. } = opts.mode {
+        create_dirs_for(dir, opts.mode)?;
     }
     let tmp = temp_path(target);
     let label = opts.label;
@@ -225,7 +224,7 @@ fn write_atomic_with(
                 new_file_with_mode(&tmp, mode)?
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs(dir).with_context(|| format!("could not create {}", dir.display()))?;
+                create_dirs_for(dir, opts.mode)?;
                 new_file_with_mode(&tmp, mode)?
             }
             other => other?,
@@ -637,6 +636,17 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
         other => other,
     }
+}
+
+/// The folder `dir` of a file made with `mode`, and its parents: a shared repository's
+/// ([`Mode::FixedIn`]) with its bits ([`create_dirs_with`]), any other as [`create_dirs`]
+/// makes it. The error names the folder.
+pub fn create_dirs_for(dir: &Path, mode: Mode) -> anyhow::Result<()> {
+    match mode {
+        Mode::FixedIn { dir: bits, .. } => create_dirs_with(dir, bits),
+        _ => create_dirs(dir),
+    }
+    .with_context(|| format!("could not create {}", dir.display()))
 }
 
 /// `create_dir_all`, `path` itself made with exactly `mode` whatever the umask (a shared

@@ -51,15 +51,8 @@ pub fn acquire_with(
     // A shared repository's folder has its bits checked every time; any other is made only
     // when the lock file cannot be opened for want of it.
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let make_dir = |dir: &Path| {
-        match mode {
-            Mode::FixedIn { dir: bits, .. } => fsio::create_dirs_with(dir, bits),
-            _ => fsio::create_dirs(dir),
-        }
-        .with_context(|| format!("could not create {}", dir.display()))
-    };
     if let (Some(dir), Mode::FixedIn { .. }) = (dir, mode) {
-        make_dir(dir)?;
+        fsio::create_dirs_for(dir, mode)?;
     }
     let mut opts = OpenOptions::new();
     opts.create(true).truncate(false).write(true);
@@ -75,7 +68,7 @@ pub fn acquire_with(
     };
     let file = match (open(), dir) {
         (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
-            make_dir(dir)?;
+            fsio::create_dirs_for(dir, mode)?;
             open()
         }
         (other, _) => other,
