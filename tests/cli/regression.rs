@@ -632,14 +632,12 @@ fn closed_stdin_and_stderr_are_dev_null_not_the_next_file_opened() {
     let repo = TestRepo::new();
     repo.wp(["allocate", "--no-render"]).succeeds();
     let seen = repo.root.join("fds.txt");
-    let script = format!(
-        "exec '{}' exec -- sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 > \"$FDS\"' 0<&- 2>&-",
-        bin().display()
-    );
+    // Paths go to the shell as variables, never pasted into its text.
+    let script = r#"exec "$BIN" exec -- sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 > "$FDS"' 0<&- 2>&-"#;
     let mut cmd = std::process::Command::new("sh");
-    cmd.current_dir(&repo.root).args(["-c", &script]);
+    cmd.current_dir(&repo.root).args(["-c", script]);
     repo.env.apply(&mut cmd);
-    cmd.env("FDS", &seen);
+    cmd.env("BIN", bin()).env("FDS", &seen);
     let out = Out(cmd.output().unwrap());
     assert!(out.0.status.success(), "{}", out.describe());
     assert_eq!(
