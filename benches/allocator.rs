@@ -63,9 +63,8 @@ pub fn registry(n: usize) -> Registry {
         );
     }
     // History is in history.jsonl: a registry this version writes holds none.
-    let history: Vec<serde_json::Value> = Vec::new();
     let doc = json!({"version": 1, "port_ranges": {}, "allocated_ports": ports,
-        "worktrees": records, "history": history});
+        "worktrees": records, "history": []});
     registry::parse(&serde_json::to_vec(&doc).unwrap()).unwrap()
 }
 
