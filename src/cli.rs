@@ -320,6 +320,17 @@ pub enum Command {
     Hook(Deferred<HookArgs>),
 }
 
+impl Command {
+    /// True for the commands that serve until stopped (`proxy run`, `mcp`).
+    pub fn serves(&self) -> bool {
+        match self {
+            Command::Mcp(_) => true,
+            Command::Proxy(a) => matches!(a.action, ProxyAction::Run { .. }),
+            _ => false,
+        }
+    }
+}
+
 /// A shell `completions` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {
@@ -975,6 +986,29 @@ pub struct CheckArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the commands that serve until stopped keep malloc's defaults (lib::run).
+    #[test]
+    fn only_proxy_run_and_mcp_serve() {
+        let serves = |args: &[&str]| {
+            let cli = Cli::try_parse_args(
+                std::iter::once("git-worktree-ports").chain(args.iter().copied()),
+            )
+            .unwrap();
+            cli.command.unwrap().serves()
+        };
+        assert!(serves(&["proxy", "run"]));
+        assert!(serves(&["mcp"]));
+        for args in [
+            &["proxy", "start"][..],
+            &["proxy", "status"],
+            &["allocate"],
+            &["get", "web"],
+            &["lease", "--", "true"],
+        ] {
+            assert!(!serves(args), "{args:?}");
+        }
+    }
 
     /// Issue 26, item 6: `--ttl 18446744073709551615s` was accepted and wrapped to a past
     /// expiry. Durations past a hundred years are refused.

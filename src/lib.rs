@@ -39,7 +39,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     let report = match command {
         Command::Mcp(a) => mcp::serve(a)?,
-        command => commands::run(command)?,
+        command => {
+            if !command.serves() {
+                sys::heap::keep_freed_memory();
+            }
+            commands::run(command)?
+        }
     };
     if let Err(e) = print_stdout(&report.stdout) {
         // A reader that went away (`| head`) is no failure; anything else is: a script that

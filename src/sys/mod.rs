@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod fault;
 pub mod fsio;
 pub mod git;
+pub mod heap;
 pub mod hooks;
 pub mod lock;
 pub mod probe;

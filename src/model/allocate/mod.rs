@@ -186,10 +186,11 @@ impl fmt::Display for Owner<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Taken<'a> {
     /// Port -> who registered it: 0 when nobody did; `PLAIN | i` for `plain[i]`; else 1 + a
-    /// position in `owners`. Allocated zeroed on the first insert (256 KiB), so only the pages
-    /// of ports in use are touched; a hash map of 50,000 ports was a tenth of a
-    /// 10,000-worktree allocation.
-    slots: Vec<u32>,
+    /// position in `owners`. In pages of [`PAGE`] ports, each allocated zeroed on the first
+    /// insert into it, so a repository's few ports touch a few KiB, not a 256 KiB table (the
+    /// whole table was calloc'ed fresh from the kernel only while malloc mapped blocks that
+    /// large; a hash map of 50,000 ports was a tenth of a 10,000-worktree allocation).
+    slots: Vec<Option<Box<[u32]>>>,
     /// Owners with a flag (leases, blocks, gone or listed repositories): few.
     owners: Vec<Owner<'a>>,
     /// A worktree's service, here or in another repository: 8 bytes, where an [`Owner`] is 56
@@ -206,6 +207,9 @@ pub struct Taken<'a> {
 
 /// A slot value that points into `plain`.
 const PLAIN: u32 = 1 << 31;
+
+/// Ports per page of [`Taken`]'s slot table (4 KiB).
+const PAGE: usize = 1024;
 
 /// [`Owner::here`] or [`Owner::elsewhere`], as indexes.
 #[derive(Debug, Clone, Copy)]
@@ -232,11 +236,11 @@ impl<'a> Taken<'a> {
     /// Record that `owner` holds `port`. A port that already has another owner is a
     /// conflict: the first owner stays and is returned, for the caller to report.
     pub fn insert(&mut self, port: u16, owner: Owner<'a>) -> Result<(), Owner<'a>> {
-        self.allocate_slots();
-        match self.slots[usize::from(port)] {
+        let held = *self.slot_mut(port);
+        match held {
             0 => {
                 let slot = self.intern(owner);
-                self.slots[usize::from(port)] = slot;
+                *self.slot_mut(port) = slot;
                 Ok(())
             }
             v if self.owner_at(v) == owner => Ok(()),
@@ -253,21 +257,32 @@ impl<'a> Taken<'a> {
         owner: Owner<'a>,
         conflict: &mut dyn FnMut(u16, Owner<'a>),
     ) {
-        self.allocate_slots();
         let me = self.intern(owner);
         for port in ports {
-            match self.slots[usize::from(port)] {
-                0 => self.slots[usize::from(port)] = me,
+            let held = *self.slot_mut(port);
+            match held {
+                0 => *self.slot_mut(port) = me,
                 v if self.owner_at(v) == owner => {}
                 v => conflict(port, self.owner_at(v)),
             }
         }
     }
 
-    /// The slot table, zeroed, on the first insert.
-    fn allocate_slots(&mut self) {
+    /// `port`'s slot, its page allocated zeroed first when it has none.
+    fn slot_mut(&mut self, port: u16) -> &mut u32 {
+        let (page, at) = (usize::from(port) / PAGE, usize::from(port) % PAGE);
         if self.slots.is_empty() {
-            self.slots = vec![0; usize::from(u16::MAX) + 1];
+            self.slots = vec![None; (usize::from(u16::MAX) + 1) / PAGE];
+        }
+        &mut self.slots[page].get_or_insert_with(|| vec![0; PAGE].into_boxed_slice())[at]
+    }
+
+    /// `port`'s slot: 0 when nobody registered it.
+    fn slot(&self, port: u16) -> u32 {
+        let (page, at) = (usize::from(port) / PAGE, usize::from(port) % PAGE);
+        match self.slots.get(page) {
+            Some(Some(p)) => p[at],
+            _ => 0,
         }
     }
 
@@ -341,9 +356,9 @@ impl<'a> Taken<'a> {
     /// `owner`, found without building the holder (the allocator asks it of every port it
     /// passes over: 50,000 times among 10,000 worktrees).
     pub fn held_by_other(&self, port: u16, owner: &Owner<'_>) -> bool {
-        let v = match self.slots.get(usize::from(port)) {
-            None | Some(0) => return false,
-            Some(&v) => v,
+        let v = match self.slot(port) {
+            0 => return false,
+            v => v,
         };
         if v & PLAIN == 0 {
             return self.owners[v as usize - 1] != *owner;
@@ -358,9 +373,9 @@ impl<'a> Taken<'a> {
 
     /// Who holds `port`, if anyone.
     pub fn owner(&self, port: u16) -> Option<Owner<'a>> {
-        match self.slots.get(usize::from(port)) {
-            None | Some(0) => None,
-            Some(&v) => Some(self.owner_at(v)),
+        match self.slot(port) {
+            0 => None,
+            v => Some(self.owner_at(v)),
         }
     }
 }
@@ -1277,6 +1292,38 @@ mod tests {
         let case = case.held("me", "legacy", 9999);
         let a = case.run(&FakeProbe::default()).unwrap();
         assert_eq!(ports(&a), [("legacy", 9999), ("web", 8080)]);
+    }
+
+    /// The slot table is kept in pages of ports: ports on either side of a page's edge, the
+    /// first and the last port, and a run across pages each read back as inserted, and a port
+    /// of a page nothing was inserted into is nobody's.
+    #[test]
+    fn taken_keeps_ports_on_either_side_of_a_page_edge_apart() {
+        let mut taken = Taken::new();
+        assert_eq!(taken.owner(8080), None, "empty");
+        let edges = [0, 1, 1023, 1024, 2047, 2048, 65534, 65535];
+        for (i, port) in edges.into_iter().enumerate() {
+            let service = ["a", "b"][i % 2];
+            assert_eq!(taken.insert(port, Owner::here("main", service)), Ok(()));
+        }
+        taken.insert_run(4090..=4100, Owner::lease("l"), &mut |p, o| {
+            panic!("{p} {o}")
+        });
+        for (i, port) in edges.into_iter().enumerate() {
+            let service = ["a", "b"][i % 2];
+            assert_eq!(
+                taken.owner(port),
+                Some(Owner::here("main", service)),
+                "{port}"
+            );
+        }
+        for port in [2, 1022, 1025, 2046, 2049, 4089, 4101, 30000, 65533] {
+            assert_eq!(taken.owner(port), None, "{port}");
+            assert!(!taken.held_by_other(port, &Owner::here("x", "y")), "{port}");
+        }
+        for port in 4090..=4100 {
+            assert_eq!(taken.owner(port), Some(Owner::lease("l")), "{port}");
+        }
     }
 
     #[test]
