@@ -457,15 +457,32 @@ impl Lock {
                 Err(e) => warnings.push(history_warning(&self.paths, &e)),
             }
         }
+        // The backup: the bytes of the new file, copied by the kernel into the backup's temp
+        // file while the disk writes the new file (a 2.3 MB registry's copy, 0.65 ms, no longer
+        // follows the sync's wait), and put in place once the new file is committed: the
+        // backup is the last committed state, never one that was not (this process holds the
+        // lock, so the bytes are the registry it wrote). A crash before the commit leaves the
+        // staged copy as a dead writer's temp file, which the next save sweeps.
+        let (backup, mode) = (&self.paths.backup, self.paths.mode());
+        let mut staged = None;
+        let stage = &mut |new: &fs::File| {
+            let copy = &mut |f: &mut fs::File| {
+                let mut from = new;
+                io::Seek::seek(&mut from, io::SeekFrom::Start(0))?;
+                io::copy(&mut from, f).map(|_| ())
+            };
+            staged = Some(stage_backup(backup, copy, mode));
+        };
         fsio::write_atomic_stamped(
             &self.paths.file,
             &mut |f| registry.write_to(f),
             WriteOptions {
                 durability: Durability::Full,
-                mode: self.paths.mode(),
+                mode,
                 label: "registry",
             },
             before_commit,
+            Some(stage),
         )?;
         // What this command did, once it is committed (never an entry for a save that failed).
         let events = registry.take_events();
@@ -474,15 +491,20 @@ impl Lock {
         {
             warnings.push(history_warning(&self.paths, &e));
         }
-        // The backup: the bytes just committed, copied from the file by the kernel (this
-        // process holds the lock, so they are the registry it wrote).
-        let committed = &self.paths.file;
-        let copy = &mut |f: &mut fs::File| {
-            let mut from = fsio::open_regular(committed)?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "ports.json is gone"))?;
-            io::copy(&mut from, f).map(|_| ())
+        let committed = match staged {
+            Some(staged) => staged.and_then(fsio::Staged::commit),
+            // Not staged (the writer synced nothing): copied from the committed file.
+            None => {
+                let copy = &mut |f: &mut fs::File| {
+                    let mut from = fsio::open_regular(&self.paths.file)?.ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, "ports.json is gone")
+                    })?;
+                    io::copy(&mut from, f).map(|_| ())
+                };
+                write_backup(backup, copy, mode)
+            }
         };
-        if let Err(e) = write_backup(&self.paths.backup, copy, self.paths.mode()) {
+        if let Err(e) = committed {
             warnings.push(format!(
                 "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
             ));
@@ -572,6 +594,17 @@ fn append_history(paths: &Paths, entries: &[super::Text], mode: Mode) -> io::Res
 /// Something that is not a regular file in its place (a directory, a FIFO) is moved aside as
 /// `ports.json.bak.corrupt-<time>` first: replacing a directory would fail every later save.
 fn write_backup(path: &Path, content: fsio::Content<'_>, mode: Mode) -> anyhow::Result<()> {
+    stage_backup(path, content, mode)?.commit()
+}
+
+/// The backup's new content written beside it, to be put in place by [`fsio::Staged::commit`]
+/// (never synced: a lagging backup is written again by the next locked command). Anything but
+/// a regular file at its name is moved aside first.
+fn stage_backup(
+    path: &Path,
+    content: fsio::Content<'_>,
+    mode: Mode,
+) -> anyhow::Result<fsio::Staged> {
     if let Ok(meta) = fs::symlink_metadata(path)
         && !meta.file_type().is_file()
     {
@@ -585,7 +618,7 @@ fn write_backup(path: &Path, content: fsio::Content<'_>, mode: Mode) -> anyhow::
             )
         })?;
     }
-    fsio::write_atomic_from(
+    fsio::stage_lazy(
         path,
         content,
         WriteOptions {

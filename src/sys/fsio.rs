@@ -176,7 +176,7 @@ pub fn write_atomic_from(
     content: Content<'_>,
     opts: WriteOptions<'_>,
 ) -> anyhow::Result<()> {
-    write_atomic_with(target, content, opts, None)
+    write_atomic_with(target, content, opts, None, None)
 }
 
 /// What writes a new file's content.
@@ -187,75 +187,42 @@ pub type Content<'a> = &'a mut dyn FnMut(&mut File) -> io::Result<()>;
 /// it takes `target`'s place: what records the stamp elsewhere (the machine index) does so
 /// first, so the record is never behind the file. An error there leaves `target` as it was.
 /// The stamp is None where the file system keeps coarser times than the one set (it could not
-/// tell two writes apart).
+/// tell two writes apart). `while_syncing`, when given, is called with the written file once
+/// the disk has been asked to write it and before the sync that waits for it.
 pub fn write_atomic_stamped(
     target: &Path,
     content: Content<'_>,
     opts: WriteOptions<'_>,
     before_rename: BeforeRename<'_>,
+    while_syncing: Option<WhileSyncing<'_>>,
 ) -> anyhow::Result<()> {
-    write_atomic_with(target, content, opts, Some(before_rename))
+    write_atomic_with(target, content, opts, Some(before_rename), while_syncing)
 }
 
 /// What [`write_atomic_stamped`] calls with the new file's stamp before the rename.
 pub type BeforeRename<'a> = &'a mut dyn FnMut(Option<Stamp>) -> anyhow::Result<()>;
+
+/// What [`write_atomic_stamped`] calls with the new file, written but not yet synced, while the
+/// disk writes it: work that reads it (a copy of it) overlaps the wait. It keeps its own
+/// errors: the write goes on whatever it does.
+pub type WhileSyncing<'a> = &'a mut dyn FnMut(&File);
 
 fn write_atomic_with(
     target: &Path,
     content: Content<'_>,
     opts: WriteOptions<'_>,
     mut before_rename: Option<BeforeRename<'_>>,
+    while_syncing: Option<WhileSyncing<'_>>,
 ) -> anyhow::Result<()> {
-    let dir = parent(target);
-    // A shared repository's folder has its bits checked by every write; any other folder is
-    // made only when the temp file cannot be for want of it (no mkdir and stat per write).
-    if let Mode::FixedIn { .. } = opts.mode {
-        create_dirs_for(dir, opts.mode)?;
-    }
     let tmp = temp_path(target);
     let label = opts.label;
-    let mut stamped = None;
     let result = (|| -> anyhow::Result<()> {
-        let mode = opts.mode.file_bits().unwrap_or(0o644);
-        let mut f = match new_file_with_mode(&tmp, mode) {
-            // A file at our own name is a dead writer's whose pid we were given again.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                fs::remove_file(&tmp)?;
-                new_file_with_mode(&tmp, mode)?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs_for(dir, opts.mode)?;
-                new_file_with_mode(&tmp, mode)?
-            }
-            other => other?,
-        };
-        fault::io_point(&format!("{label}.write"))?;
-        content(&mut f)?;
-        fault::point(&format!("{label}.temp-written"));
-        if before_rename.is_some() {
-            let set = unique_mtime();
-            f.set_modified(set)?;
-            let stamp = Stamp::of(&f.metadata()?);
-            let kept = set
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.subsec_nanos());
-            stamped = Some((kept == Some(stamp.mtime.1)).then_some(stamp));
-        }
-        // Through the open file (no path to resolve again), and before the fsync, which then
-        // makes the mode durable with the content.
-        #[cfg(unix)]
-        if let Some(m) = opts.mode.file_bits() {
-            // The umask may have taken bits a script needs (0755 under umask 077 is 0700).
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(fs::Permissions::from_mode(m))?;
-        }
-        if opts.mode == Mode::KeepExisting
-            && let Ok(meta) = fs::metadata(target)
-        {
-            f.set_permissions(meta.permissions())?;
-        }
+        let (f, stamped) = write_temp(target, &tmp, content, &opts, before_rename.is_some())?;
         if opts.durability != Durability::Lazy {
+            if let Some(work) = while_syncing {
+                start_writeback(&f);
+                work(&f);
+            }
             f.sync_all()?;
         }
         drop(f);
@@ -269,7 +236,7 @@ fn write_atomic_with(
         }
         if opts.durability == Durability::Full {
             // The rename is durable only once the directory is.
-            File::open(dir)?.sync_all()?;
+            File::open(parent(target))?.sync_all()?;
         }
         fault::point(&format!("{label}.renamed"));
         if exchanged {
@@ -283,6 +250,139 @@ fn write_atomic_with(
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("could not write {}", target.display()))
+}
+
+/// Write `target`'s temp file `tmp` (created, filled, its mode set; not synced). With
+/// `stamp`, the file gets a modification time of its own and its [`Stamp`] is returned
+/// (None inside when the file system keeps coarser times).
+fn write_temp(
+    target: &Path,
+    tmp: &Path,
+    content: Content<'_>,
+    opts: &WriteOptions<'_>,
+    stamp: bool,
+) -> anyhow::Result<(File, Option<Option<Stamp>>)> {
+    let dir = parent(target);
+    // A shared repository's folder has its bits checked by every write; any other folder is
+    // made only when the temp file cannot be for want of it (no mkdir and stat per write).
+    if let Mode::FixedIn { .. } = opts.mode {
+        create_dirs_for(dir, opts.mode)?;
+    }
+    let label = opts.label;
+    let mode = opts.mode.file_bits().unwrap_or(0o644);
+    let mut f = match new_file_with_mode(tmp, mode) {
+        // A file at our own name is a dead writer's whose pid we were given again.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp)?;
+            new_file_with_mode(tmp, mode)?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs_for(dir, opts.mode)?;
+            new_file_with_mode(tmp, mode)?
+        }
+        other => other?,
+    };
+    fault::io_point(&format!("{label}.write"))?;
+    content(&mut f)?;
+    fault::point(&format!("{label}.temp-written"));
+    let mut stamped = None;
+    if stamp {
+        let set = unique_mtime();
+        f.set_modified(set)?;
+        let stamp = Stamp::of(&f.metadata()?);
+        let kept = set
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.subsec_nanos());
+        stamped = Some((kept == Some(stamp.mtime.1)).then_some(stamp));
+    }
+    // Through the open file (no path to resolve again), and before the fsync, which then
+    // makes the mode durable with the content.
+    #[cfg(unix)]
+    if let Some(m) = opts.mode.file_bits() {
+        // The umask may have taken bits a script needs (0755 under umask 077 is 0700).
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(m))?;
+    }
+    if opts.mode == Mode::KeepExisting
+        && let Ok(meta) = fs::metadata(target)
+    {
+        f.set_permissions(meta.permissions())?;
+    }
+    Ok((f, stamped))
+}
+
+/// Ask the disk to start writing `f`'s dirty pages, without waiting: the sync that follows
+/// waits for less. Where there is no such call, nothing (the sync does it all).
+fn start_writeback(f: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range on an open descriptor of ours, the whole file, only starting
+        // writeback: no memory is passed. Its error is the fsync's to report.
+        unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
+}
+
+/// A file written beside its target, not synced, and not yet in its place
+/// ([`stage_lazy`]): [`Staged::commit`] puts it there; dropped first, its temp file is removed.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+    label: String,
+    committed: bool,
+}
+
+/// Write `target`'s new content into its temp file now, to put it in place later with
+/// [`Staged::commit`] ([`Durability::Lazy`]: never synced): a copy of a file made while the
+/// disk writes the file, committed once the file is.
+pub fn stage_lazy(
+    target: &Path,
+    content: Content<'_>,
+    opts: WriteOptions<'_>,
+) -> anyhow::Result<Staged> {
+    let tmp = temp_path(target);
+    let staged = Staged {
+        tmp,
+        target: target.to_path_buf(),
+        label: opts.label.to_string(),
+        committed: false,
+    };
+    write_temp(target, &staged.tmp, content, &opts, false)
+        .with_context(|| format!("could not write {}", target.display()))?;
+    fault::point(&format!("{}.synced", opts.label));
+    Ok(staged)
+}
+
+impl Staged {
+    /// Put the staged file in its target's place (readers see the old file or this one).
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        let (tmp, target) = (&self.tmp, &self.target);
+        let exchanged = exchange(tmp, target);
+        if !exchanged {
+            fs::rename(tmp, target)
+                .with_context(|| format!("could not write {}", target.display()))?;
+        }
+        self.committed = true;
+        fault::point(&format!("{}.renamed", self.label));
+        if exchanged {
+            // The temp name now holds the old file; a crash before this leaves it for the next
+            // sweep.
+            fs::remove_file(tmp).with_context(|| format!("could not remove {}", tmp.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// The directory a file lives in (`.` for a bare file name).
@@ -738,7 +838,9 @@ pub fn open_appending(path: &Path, mode: u32) -> io::Result<File> {
 
 fn new_file_with_mode(path: &Path, mode: u32) -> io::Result<File> {
     let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
+    // Readable too: what a writer does while the new file syncs may read it (a backup copied
+    // from it by the kernel).
+    opts.read(true).write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
     #[cfg(not(unix))]
@@ -942,6 +1044,7 @@ mod tests {
                 seen = s;
                 Ok(())
             },
+            None,
         )
         .unwrap();
         let stamp = seen.expect("this file system keeps nanoseconds");
@@ -956,6 +1059,7 @@ mod tests {
                 again = s;
                 Ok(())
             },
+            None,
         )
         .unwrap();
         assert_ne!(again, Some(stamp));
@@ -965,6 +1069,51 @@ mod tests {
         fs::write(&target, b"{\"a\":2}").unwrap();
         assert!(!again.still(&target));
         assert!(!again.still(&dir.path().join("missing")));
+    }
+
+    /// What runs while a new file syncs reads the file as written, before the file takes its
+    /// place; a copy staged then is put in place only by its commit, and one dropped
+    /// uncommitted leaves nothing behind.
+    #[test]
+    fn a_copy_staged_while_a_file_syncs_takes_its_place_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, backup) = (
+            dir.path().join("ports.json"),
+            dir.path().join("ports.json.bak"),
+        );
+        fs::write(&backup, b"old").unwrap();
+        let lazy = opts(Durability::Lazy, Mode::Fixed(0o644));
+        let mut staged = None;
+        write_atomic_stamped(
+            &target,
+            &mut |f| f.write_all(b"new"),
+            opts(Durability::Full, Mode::Fixed(0o644)),
+            &mut |_| Ok(()),
+            Some(&mut |f: &File| {
+                assert!(!target.exists(), "called before the rename");
+                let copy = &mut |b: &mut File| {
+                    let mut from = f;
+                    io::Seek::seek(&mut from, io::SeekFrom::Start(0))?;
+                    io::copy(&mut from, b).map(|_| ())
+                };
+                staged = Some(stage_lazy(&backup, copy, lazy).unwrap());
+            }),
+        )
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(
+            fs::read(&backup).unwrap(),
+            b"old",
+            "staged, not yet in place"
+        );
+        staged.expect("called while syncing").commit().unwrap();
+        assert_eq!(fs::read(&backup).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["ports.json", "ports.json.bak"]);
+        let dropped = stage_lazy(&backup, &mut |f| f.write_all(b"newer"), lazy).unwrap();
+        assert_eq!(names(dir.path()).len(), 3, "its temp file");
+        drop(dropped);
+        assert_eq!(names(dir.path()), ["ports.json", "ports.json.bak"]);
+        assert_eq!(fs::read(&backup).unwrap(), b"new");
     }
 
     #[test]
@@ -977,6 +1126,7 @@ mod tests {
             &mut |f| f.write_all(b"new"),
             opts(Durability::Full, Mode::Fixed(0o644)),
             &mut |_| anyhow::bail!("the index could not be saved"),
+            None,
         )
         .unwrap_err();
         assert!(

@@ -112,14 +112,17 @@ fn a_crash_while_history_moves_to_history_jsonl_repeats_entries_never_loses_them
     }
 }
 
+/// The steps of a save, in order: the new file written; its backup's copy staged beside the
+/// backup while the disk writes the new file; the new file synced; renamed over `ports.json`
+/// (the commit); the staged backup put in place.
 #[test]
 fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
     let points = [
         "registry.temp-written",
-        "registry.synced",
-        "registry.renamed",
         "backup.temp-written",
         "backup.synced",
+        "registry.synced",
+        "registry.renamed",
         "backup.renamed",
     ];
     for point in points {
@@ -138,10 +141,23 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
             .map(|w| w["name"].as_str().unwrap().to_string())
             .collect();
         let committed = seen_keys.contains("new");
+        let reg_dir = repo.common_dir().join("worktree-registry");
+        let backup = || -> Value {
+            serde_json::from_slice(&std::fs::read(reg_dir.join("ports.json.bak")).unwrap()).unwrap()
+        };
         match point {
-            "registry.temp-written" | "registry.synced" => {
+            "registry.temp-written"
+            | "backup.temp-written"
+            | "backup.synced"
+            | "registry.synced" => {
                 assert!(!committed, "{point}: not committed yet");
                 assert_eq!(keys(&repo.registry()), keys(&old));
+                // The backup staged for the new state was never put in place.
+                assert_eq!(
+                    backup(),
+                    old,
+                    "{point}: the backup is the last committed state"
+                );
             }
             _ => assert!(committed, "{point}: committed by the rename"),
         }
@@ -162,7 +178,6 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
                 .clone();
             assert_eq!(next["ports"], before, "{point}: committed ports kept");
         }
-        let reg_dir = repo.common_dir().join("worktree-registry");
         assert_eq!(
             temp_files(&reg_dir, ".wp-tmp."),
             Vec::<String>::new(),
@@ -174,11 +189,9 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
             ["main", "new"].iter().map(|s| s.to_string()).collect()
         );
         assert_unique(&all_registry_ports(&reg));
-        let bak: Value =
-            serde_json::from_slice(&std::fs::read(reg_dir.join("ports.json.bak")).unwrap())
-                .unwrap();
         assert_eq!(
-            bak, reg,
+            backup(),
+            reg,
             "{point}: the backup is the last committed state again"
         );
     }
