@@ -271,7 +271,8 @@ fn kill_9_storm() {
 /// does not know, of 900 bytes each, kept byte for byte): every save is written in several
 /// chunks, so a kill lands between them, and the backup is copied from it. It is also past
 /// the size from which registries are mapped instead of read (`fsio::MAP_FROM`), so every
-/// load, lock-free or locked, and every comparison of a lock-free read reads a mapping. And
+/// load, lock-free or locked, and every comparison of a lock-free read reads a mapping, and
+/// every load checks the records on a second thread while it reads the rest. And
 /// it starts with a history of 1,000 entries kept in ports.json, as versions before
 /// `history.jsonl` kept it, which the storm's first saves move: none is lost.
 #[test]
