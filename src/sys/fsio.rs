@@ -658,6 +658,11 @@ impl FileText {
         std::str::from_utf8(&bytes)?;
         Ok(FileText(bytes))
     }
+
+    /// True when the text is a mapping of its file (which keeps the file's inode), not a copy.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Bytes::Mapped(_))
+    }
 }
 
 impl From<String> for FileText {
