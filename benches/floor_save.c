@@ -1,11 +1,13 @@
 // The floor of a registry save, for benches/cli.sh: read ports.json, write it to a temp file,
-// fsync, rename over ports.json, fsync the directory, then the same bytes to the backup by temp
-// file and rename (no fsync), as the tool's save does; no parsing, no rules.
+// start its writeback and write the same bytes to the backup's temp file meanwhile (no fsync),
+// fsync, rename over ports.json, fsync the directory, then put the backup in place by an
+// exchange of names and unlink the old one, as the tool's save does; no parsing, no rules.
 // Usage: floor_save <registry dir> [<new worktree path>]. With a path, first what `add` must
 // also do: `git worktree add -q --detach <path>` (run from the current directory, waited for),
 // then a 17-byte identity token written into the new worktree's git dir and fsynced. Run as a
 // git plugin (git-floor-save on PATH) it is the floor of any durable allocation through git.
 // Exits 1 on any error.
+#define _GNU_SOURCE // renameat2, sync_file_range (Linux)
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -46,12 +48,15 @@ int main(int argc, char **argv) {
     ssize_t n = 0; while (n < st.st_size) { ssize_t r = read(fd, buf + n, st.st_size - n); if (r <= 0) return 1; n += r; }
     close(fd);
     fd = open(t, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || write(fd, buf, n) != n || fsync(fd) != 0 || close(fd) != 0) return 1;
+    if (fd < 0 || write(fd, buf, n) != n) return 1;
+    sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    int bf = open(bt, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (bf < 0 || write(bf, buf, n) != n || close(bf) != 0) return 1;
+    if (fsync(fd) != 0 || close(fd) != 0) return 1;
     if (rename(t, p) != 0) return 1;
     int d = open(dir, O_RDONLY);
     if (d < 0 || fsync(d) != 0) return 1;
     close(d);
-    fd = open(bt, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || write(fd, buf, n) != n || close(fd) != 0) return 1;
-    return rename(bt, b) != 0;
+    if (renameat2(AT_FDCWD, bt, AT_FDCWD, b, RENAME_EXCHANGE) != 0) return rename(bt, b) != 0;
+    return unlink(bt) != 0;
 }

@@ -193,31 +193,27 @@ pub struct Taken<'a> {
     slots: Vec<Option<Box<[u32]>>>,
     /// Owners with a flag (leases, blocks, gone or listed repositories): few.
     owners: Vec<Owner<'a>>,
-    /// A worktree's service, here or in another repository: 8 bytes, where an [`Owner`] is 56
-    /// (a 10,000-worktree registry's 50,000 owners were 2.8 MB, 700 page faults, of every
-    /// allocation there).
-    plain: Vec<Plain>,
-    /// Worktree keys of `plain` (one per run of inserts for the same worktree).
-    worktrees: Vec<&'a str>,
-    /// Service names of `plain`, each once.
+    /// Worktree keys of plain slot values (one per run of inserts for the same worktree), with
+    /// the position of their repository in `repositories`. A plain value is a worktree's
+    /// service, here or in another repository, packed into the slot itself
+    /// (`PLAIN | service << WORKTREE_BITS | worktree`): a 10,000-worktree registry's 50,000
+    /// owners were 2.8 MB as [`Owner`]s (700 page faults of every allocation there), then
+    /// 400 KB as a vector of indexes, now nothing beyond the slots.
+    worktrees: Vec<(&'a str, u16)>,
+    /// Service names of plain slot values, each once.
     services: Vec<&'a str>,
-    /// Repositories of `plain`, each once.
+    /// Repositories of plain slot values, each once.
     repositories: Vec<Option<&'a Path>>,
 }
 
-/// A slot value that points into `plain`.
+/// A slot value that names a worktree's service, packed ([`Taken::worktrees`]).
 const PLAIN: u32 = 1 << 31;
+
+/// Bits of a plain slot value for the worktree (below them, 8 for the service).
+const WORKTREE_BITS: u32 = 23;
 
 /// Ports per page of [`Taken`]'s slot table (4 KiB).
 const PAGE: usize = 1024;
-
-/// [`Owner::here`] or [`Owner::elsewhere`], as indexes.
-#[derive(Debug, Clone, Copy)]
-struct Plain {
-    worktree: u32,
-    service: u16,
-    repository: u16,
-}
 
 impl<'a> Taken<'a> {
     /// An empty snapshot.
@@ -225,10 +221,10 @@ impl<'a> Taken<'a> {
         Taken::default()
     }
 
-    /// An empty snapshot with room for `n` ports.
+    /// An empty snapshot with room for the worktrees of `n` ports.
     pub fn with_capacity(n: usize) -> Taken<'a> {
         Taken {
-            plain: Vec::with_capacity(n),
+            worktrees: Vec::with_capacity(n / 4),
             ..Taken::default()
         }
     }
@@ -289,30 +285,39 @@ impl<'a> Taken<'a> {
     /// Keep `owner`; its slot value.
     fn intern(&mut self, owner: Owner<'a>) -> u32 {
         let flagged = owner.lease || owner.block || owner.gone || owner.listed;
-        let plain = (!flagged).then(|| self.plain_of(owner)).flatten();
-        match plain {
-            Some(p) if self.plain.len() < PLAIN as usize => {
-                self.plain.push(p);
-                PLAIN | u32::try_from(self.plain.len() - 1).expect("below PLAIN")
-            }
-            _ => {
+        match (!flagged).then(|| self.plain_of(owner)).flatten() {
+            Some(v) => v,
+            None => {
                 self.owners.push(owner);
                 u32::try_from(self.owners.len()).expect("at most 65,536 owners")
             }
         }
     }
 
-    /// `owner` as indexes; None when an index would not fit (never on a real machine).
-    fn plain_of(&mut self, owner: Owner<'a>) -> Option<Plain> {
+    /// `owner` as a plain slot value; None when an index would not fit (never on a real
+    /// machine: 8 million worktrees, 256 services).
+    fn plain_of(&mut self, owner: Owner<'a>) -> Option<u32> {
+        let repository = match (self.repositories.iter()).position(|r| *r == owner.repository) {
+            Some(i) => i,
+            None => {
+                self.repositories.push(owner.repository);
+                self.repositories.len() - 1
+            }
+        };
+        let repository = u16::try_from(repository).ok()?;
         // Inserts come a worktree at a time: its key is the last one kept, or a new one.
         let worktree = match self.worktrees.last() {
-            Some(last) if std::ptr::eq(*last, owner.worktree) || *last == owner.worktree => {
+            Some((last, r))
+                if *r == repository
+                    && (std::ptr::eq(*last, owner.worktree) || *last == owner.worktree) =>
+            {
                 self.worktrees.len() - 1
             }
-            _ => {
-                self.worktrees.push(owner.worktree);
+            _ if self.worktrees.len() < 1 << WORKTREE_BITS => {
+                self.worktrees.push((owner.worktree, repository));
                 self.worktrees.len() - 1
             }
+            _ => return None,
         };
         let same = |s: &&str| std::ptr::eq(*s, owner.service) || *s == owner.service;
         let service = match self.services.iter().position(same) {
@@ -323,18 +328,19 @@ impl<'a> Taken<'a> {
             }
             None => return None,
         };
-        let repository = match (self.repositories.iter()).position(|r| *r == owner.repository) {
-            Some(i) => i,
-            None => {
-                self.repositories.push(owner.repository);
-                self.repositories.len() - 1
-            }
-        };
-        Some(Plain {
-            worktree: u32::try_from(worktree).ok()?,
-            service: u16::try_from(service).ok()?,
-            repository: u16::try_from(repository).ok()?,
-        })
+        let (worktree, service) = (u32::try_from(worktree).ok()?, u32::try_from(service).ok()?);
+        Some(PLAIN | service << WORKTREE_BITS | worktree)
+    }
+
+    /// The worktree, service and repository a plain slot value names.
+    fn plain(&self, v: u32) -> (&'a str, &'a str, Option<&'a Path>) {
+        let (worktree, repository) = self.worktrees[(v & ((1 << WORKTREE_BITS) - 1)) as usize];
+        let service = self.services[((v & !PLAIN) >> WORKTREE_BITS) as usize];
+        (
+            worktree,
+            service,
+            self.repositories[usize::from(repository)],
+        )
     }
 
     /// The owner a non-zero slot value names.
@@ -342,13 +348,10 @@ impl<'a> Taken<'a> {
         if v & PLAIN == 0 {
             return self.owners[v as usize - 1];
         }
-        let p = self.plain[(v & !PLAIN) as usize];
+        let (worktree, service, repository) = self.plain(v);
         Owner {
-            repository: self.repositories[usize::from(p.repository)],
-            ..Owner::here(
-                self.worktrees[p.worktree as usize],
-                self.services[usize::from(p.service)],
-            )
+            repository,
+            ..Owner::here(worktree, service)
         }
     }
 
@@ -363,12 +366,12 @@ impl<'a> Taken<'a> {
         if v & PLAIN == 0 {
             return self.owners[v as usize - 1] != *owner;
         }
-        let p = self.plain[(v & !PLAIN) as usize];
+        let (worktree, service, repository) = self.plain(v);
         let flagged = owner.lease || owner.block || owner.gone || owner.listed;
         flagged
-            || self.repositories[usize::from(p.repository)] != owner.repository
-            || self.worktrees[p.worktree as usize] != owner.worktree
-            || self.services[usize::from(p.service)] != owner.service
+            || repository != owner.repository
+            || worktree != owner.worktree
+            || service != owner.service
     }
 
     /// Who holds `port`, if anyone.
