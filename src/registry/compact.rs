@@ -143,7 +143,10 @@ fn record_spans(text: &str, mut at: usize) -> Option<(Vec<RecordSpan>, usize)> {
         return None;
     }
     at += 1;
-    let mut spans = Vec::new();
+    // Room for records of 32 bytes or more at once: grown by doubling, the vector of a second
+    // thread grows that thread's own heap a page at a time, each growth a system call that
+    // holds up the page faults of the other thread.
+    let mut spans = Vec::with_capacity((b.len() - at) / 32);
     if b.get(at) != Some(&b'}') {
         loop {
             let n = plain_key(b.get(at..)?)?;
