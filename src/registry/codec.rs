@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use super::one::{plain_key, plain_port};
 use super::ports::Shapes;
+use super::records::Records;
 use super::{Key, Ports, RecordJson, Registry, Text, VERSION, WorktreeRecord};
 use crate::sys::fsio::{Bytes, FileText};
 
@@ -252,7 +253,9 @@ impl<'de> serde::de::Visitor<'de> for RegistrySeed<'_> {
                     reg.allocated_ports =
                         allocated_ports(self.0, raw.get()).map_err(serde::de::Error::custom)?;
                 }
-                "worktrees" => reg.worktrees = map.next_value_seed(RecordsSeed(self.0))?,
+                "worktrees" => {
+                    reg.worktrees = Records::from_map(map.next_value_seed(RecordsSeed(self.0))?)
+                }
                 "history" => reg.history = map.next_value_seed(HistorySeed(self.0))?,
                 _ => {
                     let value = map.next_value()?;
@@ -463,8 +466,14 @@ impl Registry {
         // A key read without escapes, its record right after it: copied from the file.
         sink.out.extend_from_slice(b",\"worktrees\":{");
         let mut run = Run::default();
-        for (i, (key, record)) in self.worktrees.iter().enumerate() {
-            if let (Some((file, start, end)), Some((f, from, to))) = (key.0.span(), record.0.span())
+        for (i, item) in self.worktrees.iter().enumerate() {
+            if let Some((file, from, to)) = item.read {
+                run.entry(sink, file, i > 0, from, to)?;
+                continue;
+            }
+            if let Some((key, record)) = item.own
+                && let (Some((file, start, end)), Some((f, from, to))) =
+                    (key.0.span(), record.0.span())
                 && Arc::ptr_eq(file, f)
                 && quoted_key_at(file, start, end)
                 && from == end + 2
@@ -477,9 +486,9 @@ impl Registry {
             if i > 0 {
                 sink.out.push(b',');
             }
-            write_str(&mut sink.out, key.as_str());
+            write_str(&mut sink.out, item.key);
             sink.out.push(b':');
-            sink.out.extend_from_slice(record.0.get().as_bytes());
+            sink.out.extend_from_slice(item.raw.as_bytes());
             sink.spill()?;
         }
         run.flush(sink)?;
@@ -518,7 +527,7 @@ impl Registry {
             .map(|(k, p)| k.as_str().len() + 6 + p.iter().map(|(s, _)| s.len() + 9).sum::<usize>())
             .sum();
         let records: usize = (self.worktrees.iter())
-            .map(|(k, r)| k.as_str().len() + 4 + r.0.get().len())
+            .map(|r| r.key.len() + 4 + r.raw.len())
             .sum();
         let history: usize = self.history.iter().map(|h| h.get().len() + 1).sum();
         1024 + ports + records + history
@@ -989,11 +998,7 @@ mod tests {
     }
 
     fn reg_keys(reg: &Registry) -> Vec<Key> {
-        reg.allocated_ports
-            .keys()
-            .chain(reg.worktrees.keys())
-            .cloned()
-            .collect()
+        reg.allocated_ports.keys().cloned().collect()
     }
 
     /// Records and history entries are spans of the text read (shared, not copied: 11,000
@@ -1005,7 +1010,9 @@ mod tests {
             {\"a\\u0062\": { \"path\" : \"/x\", \"n\": 1e400 }},\n \"history\": [ {\"action\": 1} ]}";
         let (file, reg) = parse_owned(text.as_bytes().to_vec().into());
         let (file, reg) = (file.unwrap(), reg.unwrap());
-        let record = &reg.worktrees["ab"];
+        let (_, record) = (reg.worktrees.iter())
+            .find_map(|r| r.own.filter(|(k, _)| k.as_str() == "ab"))
+            .unwrap();
         assert!(matches!(&record.0, Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
         assert_eq!(record.0.get(), r#"{ "path" : "/x", "n": 1e400 }"#);
         assert!(matches!(&reg.history[0], Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
@@ -1203,9 +1210,11 @@ mod tests {
         r.allocated_ports = (reg.allocated_ports.iter())
             .map(|(k, p)| (Key(own(&k.0)), Ports::from(&p.to_map())))
             .collect();
-        r.worktrees = (reg.worktrees.iter())
-            .map(|(k, v)| (Key(own(&k.0)), RecordJson(own(&v.0))))
-            .collect();
+        r.worktrees = Records::from_map(
+            (reg.worktrees.iter())
+                .map(|r| (Key::from(r.key), RecordJson(Text::Own(r.raw.into()))))
+                .collect(),
+        );
         r.history = reg.history.iter().map(own).collect();
         r
     }

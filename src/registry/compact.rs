@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use super::codec::{Sorted, compact_allocated_prefix, ends_raw, seen_twice, unique_map};
 use super::one::plain_key;
 use super::ports::Shapes;
+use super::records::Records;
 use super::{Key, Raw, RecordJson, Registry, Text};
 use crate::sys::fsio::FileText;
 
@@ -57,7 +58,7 @@ fn read_with(file: &Arc<FileText>, start: usize, ahead_from: usize) -> Option<Re
         read_from(file, text, &mut |at, reg| match ahead.take() {
             Some((guessed, read)) if guessed == at => {
                 let (spans, end) = read.join().expect("reading records does not panic")?;
-                records_from(file, text, &spans, reg)?;
+                records_from(file, text, spans, reg)?;
                 Some(end)
             }
             _ => records(file, text, at, reg),
@@ -125,13 +126,13 @@ fn read_from(
 /// `worktrees` at `text[at..]`: each record a span of the file; where it ends.
 fn records(file: &Arc<FileText>, text: &str, at: usize, reg: &mut Registry) -> Option<usize> {
     let (spans, end) = record_spans(text, at)?;
-    records_from(file, text, &spans, reg)?;
+    records_from(file, text, spans, reg)?;
     Some(end)
 }
 
 /// Where a record's key and its value are in the text: `[key start, key end, value start,
 /// value end]`.
-type RecordSpan = [u32; 4];
+type RecordSpan = super::records::Span;
 
 /// The records of `worktrees` at `text[at..]`, checked, as spans of `text`, and where they
 /// end. Builds no key and no record: the part of reading them that can run on another thread
@@ -171,18 +172,31 @@ fn record_spans(text: &str, mut at: usize) -> Option<(Vec<RecordSpan>, usize)> {
     Some((spans, at + 1))
 }
 
-/// The records at `spans` of `text` (a part of `file`) into the registry.
+/// The records at `spans` of `text` (a part of `file`) into the registry: kept as spans of
+/// the file where their keys are sorted, each once (as this tool writes them), else made
+/// into a map, which also finds a key named twice.
 fn records_from(
     file: &Arc<FileText>,
     text: &str,
-    spans: &[RecordSpan],
+    mut spans: Vec<RecordSpan>,
     reg: &mut Registry,
 ) -> Option<()> {
-    let span = |from: u32, to: u32| Text::read(file, &text[from as usize..to as usize]);
-    let entries = (spans.iter())
+    // Where `text` starts in the file (after a byte order mark): the spans, of the file.
+    let start = u32::try_from(text.as_ptr() as usize - file.as_ptr() as usize).ok()?;
+    spans.iter_mut().for_each(|s| *s = s.map(|i| i + start));
+    let entries = match Records::from_spans(file, spans) {
+        Ok(records) => {
+            reg.worktrees = records;
+            return Some(());
+        }
+        Err(spans) => spans,
+    };
+    let span = |from: u32, to: u32| Text::read(file, &file[from as usize..to as usize]);
+    let entries = (entries.iter())
         .map(|&[k0, k1, v0, v1]| (Key(span(k0, k1)), RecordJson(span(v0, v1))))
         .collect();
-    reg.worktrees = unique_map::<_, _, serde_json::Error>(entries, "worktrees").ok()?;
+    let map = unique_map::<_, _, serde_json::Error>(entries, "worktrees").ok()?;
+    reg.worktrees = Records::from_map(map);
     Some(())
 }
 

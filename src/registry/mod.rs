@@ -15,6 +15,7 @@ mod codec;
 mod compact;
 pub mod one;
 mod ports;
+mod records;
 pub mod store;
 
 use crate::model::clock::now_rfc3339;
@@ -30,6 +31,7 @@ use crate::model::allocate::{Owner, Taken};
 use crate::model::config::MIN_PORT;
 use crate::model::portset::PortSet;
 use crate::sys::fsio::FileText;
+use records::Records;
 
 pub use codec::{Problem, parse};
 pub use ports::Ports;
@@ -108,8 +110,8 @@ pub struct Registry {
     /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
     allocated_ports: BTreeMap<Key, Ports>,
     /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
-    /// a command needs one record, not 10,000).
-    worktrees: BTreeMap<Key, RecordJson>,
+    /// a command needs one record, not 10,000; those read, spans of the file read).
+    worktrees: Records,
     /// History entries found in the file read (an earlier version kept its history there),
     /// oldest first, as the raw JSON of each: a save moves them to `history.jsonl`.
     history: Vec<Text>,
@@ -393,7 +395,7 @@ impl Default for Registry {
             version: VERSION,
             port_ranges: BTreeMap::new(),
             allocated_ports: BTreeMap::new(),
-            worktrees: BTreeMap::new(),
+            worktrees: Records::default(),
             history: Vec::new(),
             events: Vec::new(),
             extra: BTreeMap::new(),
@@ -428,7 +430,7 @@ impl Registry {
 
     /// The record of worktree `key` (None when it has none, or it cannot be decoded).
     pub fn record(&self, key: &str) -> Option<WorktreeRecord> {
-        self.worktrees.get(key).and_then(RecordJson::get)
+        serde_json::from_str(self.worktrees.get(key)?).ok()
     }
 
     /// True when `key` has ports or a record.
@@ -476,10 +478,10 @@ impl Registry {
     /// Set `key`'s record; true when it changed.
     pub fn set_record(&mut self, key: &str, record: &WorktreeRecord) -> bool {
         let json = RecordJson::new(record);
-        if self.worktrees.get(key) == Some(&json) {
+        if self.worktrees.get(key) == Some(json.0.get()) {
             return false;
         }
-        self.worktrees.insert(Key::from(key), json);
+        self.worktrees.insert(key, json);
         true
     }
 
@@ -495,13 +497,12 @@ impl Registry {
         let finder = memchr::memmem::Finder::new(field);
         self.worktrees
             .iter()
-            .filter(move |(k, _)| k.as_str() != except)
-            .map(move |(k, r)| {
-                let raw = r.0.get();
+            .filter(move |r| r.key != except)
+            .map(move |r| {
                 let rest = finder
-                    .find(raw.as_bytes())
-                    .map(|at| &raw[at + field.len()..]);
-                (k.as_str(), rest)
+                    .find(r.raw.as_bytes())
+                    .map(|at| &r.raw[at + field.len()..]);
+                (r.key, rest)
             })
     }
 
@@ -617,8 +618,8 @@ impl Registry {
         let mut keys: Vec<&str> = self
             .allocated_ports
             .keys()
-            .chain(self.worktrees.keys())
             .map(Key::as_str)
+            .chain(self.worktrees.keys())
             .collect();
         keys.sort();
         keys.dedup();
@@ -629,8 +630,11 @@ impl Registry {
     pub fn key_recorded_at(&self, path: &Path) -> Option<&str> {
         self.worktrees
             .iter()
-            .find(|(_, r)| r.get().is_some_and(|r| Path::new(&r.path) == path))
-            .map(|(k, _)| k.as_str())
+            .find(|r| {
+                serde_json::from_str::<WorktreeRecord>(r.raw)
+                    .is_ok_and(|r| Path::new(&r.path) == path)
+            })
+            .map(|r| r.key)
     }
 
     /// Give worktree `key` exactly `ports`, logging what was assigned and released. Refused,
