@@ -348,8 +348,8 @@ want big && paired bigget \
 # A fresh allocation among 10,000 worktrees against one in the small repository, in
 # alternating rounds (both from a synced disk, both started by `env -C`): the issue's ratio.
 # And against the floor of any save that rewrites the whole file: benches/floor_save.c reads
-# ports.json and writes it back as a save does (temp file, fsync, rename, directory fsync, the
-# backup), with no parsing at all. Compiled with cc; without one the pair is skipped, saying so.
+# ports.json and writes it back as a save does (temp file, its backup's copy written while it
+# syncs, rename, directory fsync, the backup exchanged into place), with no parsing at all. Compiled with cc; without one the pair is skipped, saying so.
 printf '#!/bin/sh\ncd %s && %s release >/dev/null && sync\n' "$repo" "$BIN" >"$work/release-small.sync"
 chmod +x "$work/release-small.sync"
 want big && paired bigfresh \
