@@ -135,9 +135,8 @@ fn records(file: &Arc<FileText>, text: &str, at: usize, reg: &mut Registry) -> O
 type RecordSpan = super::records::Span;
 
 /// The records of `worktrees` at `text[at..]`, checked, as spans of `text`, and where they
-/// end. Builds no key and no record: the part of reading them that can run on another thread
-/// without touching what the reader's thread touches (each key and record made holds the
-/// file's `Arc`, whose count both threads would write).
+/// end. Builds no key and no record (the registry keeps the spans: `registry/records.rs`), so
+/// it runs on another thread touching nothing the reading thread touches.
 fn record_spans(text: &str, mut at: usize) -> Option<(Vec<RecordSpan>, usize)> {
     let b = text.as_bytes();
     if b.get(at) != Some(&b'{') {
@@ -183,7 +182,11 @@ fn records_from(
 ) -> Option<()> {
     // Where `text` starts in the file (after a byte order mark): the spans, of the file.
     let start = u32::try_from(text.as_ptr() as usize - file.as_ptr() as usize).ok()?;
-    spans.iter_mut().for_each(|s| *s = s.map(|i| i + start));
+    for s in &mut spans {
+        for i in s.iter_mut() {
+            *i = i.checked_add(start)?;
+        }
+    }
     let entries = match Records::from_spans(file, spans) {
         Ok(records) => {
             reg.worktrees = records;
