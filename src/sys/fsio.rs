@@ -230,20 +230,7 @@ fn write_atomic_with(
         if let (Some(call), Some(stamp)) = (before_rename.as_mut(), stamped) {
             call(stamp)?;
         }
-        let exchanged = opts.durability == Durability::Lazy && exchange(&tmp, target);
-        if !exchanged {
-            fs::rename(&tmp, target)?;
-        }
-        if opts.durability == Durability::Full {
-            // The rename is durable only once the directory is.
-            File::open(parent(target))?.sync_all()?;
-        }
-        fault::point(&format!("{label}.renamed"));
-        if exchanged {
-            // The temp name now holds the old file; a crash before this leaves it for the next
-            // sweep.
-            fs::remove_file(&tmp)?;
-        }
+        put_in_place(&tmp, target, opts.durability, label)?;
         Ok(())
     })();
     if result.is_err() {
@@ -312,6 +299,27 @@ fn write_temp(
     Ok((f, stamped))
 }
 
+/// Put the written temp file `tmp` in `target`'s place. [`Durability::Lazy`]: by exchanging
+/// the two names where the system can (a rename over a file makes ext4 write the new one out
+/// at once), then removing the old file the exchange left at `tmp`; else by a rename, and
+/// with [`Durability::Full`] the directory synced after it (the rename is durable only once
+/// the directory is). An error leaves at `tmp` a file for the caller to remove.
+fn put_in_place(tmp: &Path, target: &Path, durability: Durability, label: &str) -> io::Result<()> {
+    let exchanged = durability == Durability::Lazy && exchange(tmp, target);
+    if !exchanged {
+        fs::rename(tmp, target)?;
+    }
+    if durability == Durability::Full {
+        File::open(parent(target))?.sync_all()?;
+    }
+    fault::point(&format!("{label}.renamed"));
+    if exchanged {
+        // A crash before this leaves the old file for the next sweep.
+        fs::remove_file(tmp)?;
+    }
+    Ok(())
+}
+
 /// Ask the disk to start writing `f`'s dirty pages, without waiting: the sync that follows
 /// waits for less. Where there is no such call, nothing (the sync does it all).
 fn start_writeback(f: &File) {
@@ -327,7 +335,8 @@ fn start_writeback(f: &File) {
 }
 
 /// A file written beside its target, not synced, and not yet in its place
-/// ([`stage_lazy`]): [`Staged::commit`] puts it there; dropped first, its temp file is removed.
+/// ([`stage_lazy`]): [`Staged::commit`] puts it there; dropped uncommitted (or after a commit
+/// that failed), what is at its temp name is removed.
 #[derive(Debug)]
 pub struct Staged {
     tmp: PathBuf,
@@ -360,19 +369,9 @@ pub fn stage_lazy(
 impl Staged {
     /// Put the staged file in its target's place (readers see the old file or this one).
     pub fn commit(mut self) -> anyhow::Result<()> {
-        let (tmp, target) = (&self.tmp, &self.target);
-        let exchanged = exchange(tmp, target);
-        if !exchanged {
-            fs::rename(tmp, target)
-                .with_context(|| format!("could not write {}", target.display()))?;
-        }
+        put_in_place(&self.tmp, &self.target, Durability::Lazy, &self.label)
+            .with_context(|| format!("could not write {}", self.target.display()))?;
         self.committed = true;
-        fault::point(&format!("{}.renamed", self.label));
-        if exchanged {
-            // The temp name now holds the old file; a crash before this leaves it for the next
-            // sweep.
-            fs::remove_file(tmp).with_context(|| format!("could not remove {}", tmp.display()))?;
-        }
         Ok(())
     }
 }
