@@ -287,11 +287,13 @@ impl RecordJson {
     pub fn new(record: &WorktreeRecord) -> RecordJson {
         RecordJson(Text::of(record))
     }
+}
 
-    /// Decode it; None when it is not a record (no `path`): metadata only, the ports are
-    /// validated elsewhere, so a damaged record costs its path, not the registry.
-    pub fn get(&self) -> Option<WorktreeRecord> {
-        serde_json::from_str(self.0.get()).ok()
+impl WorktreeRecord {
+    /// A record's JSON decoded; None when it is not a record (no `path`): metadata only, the
+    /// ports are validated elsewhere, so a damaged record costs its path, not the registry.
+    fn decode(raw: &str) -> Option<WorktreeRecord> {
+        serde_json::from_str(raw).ok()
     }
 }
 
@@ -430,7 +432,7 @@ impl Registry {
 
     /// The record of worktree `key` (None when it has none, or it cannot be decoded).
     pub fn record(&self, key: &str) -> Option<WorktreeRecord> {
-        serde_json::from_str(self.worktrees.get(key)?).ok()
+        WorktreeRecord::decode(self.worktrees.get(key)?)
     }
 
     /// True when `key` has ports or a record.
@@ -630,10 +632,7 @@ impl Registry {
     pub fn key_recorded_at(&self, path: &Path) -> Option<&str> {
         self.worktrees
             .iter()
-            .find(|r| {
-                serde_json::from_str::<WorktreeRecord>(r.raw)
-                    .is_ok_and(|r| Path::new(&r.path) == path)
-            })
+            .find(|r| WorktreeRecord::decode(r.raw).is_some_and(|r| Path::new(&r.path) == path))
             .map(|r| r.key)
     }
 

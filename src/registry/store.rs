@@ -498,19 +498,9 @@ impl Lock {
         {
             warnings.push(history_warning(&self.paths, &e));
         }
-        let committed = match staged {
-            Some(staged) => staged.and_then(fsio::Staged::commit),
-            // Not staged (the writer synced nothing): copied from the committed file.
-            None => {
-                let copy = &mut |f: &mut fs::File| {
-                    let mut from = fsio::open_regular(&self.paths.file)?.ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, "ports.json is gone")
-                    })?;
-                    io::copy(&mut from, f).map(|_| ())
-                };
-                write_backup(backup, copy, mode)
-            }
-        };
+        let committed = staged
+            .expect("a durable write calls what runs while it syncs")
+            .and_then(fsio::Staged::commit);
         if let Err(e) = committed {
             warnings.push(format!(
                 "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
