@@ -22,11 +22,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-100}
 
+. benches/debian.sh
 need() { command -v "$1" >/dev/null || [ -x "$1" ]; }
 if ! need hyperfine || ! need /usr/bin/time; then
-	echo "installing hyperfine and time (Debian packages)..." >&2
-	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine time >/dev/null
+	debian_install "hyperfine and GNU time" hyperfine time
 fi
 cargo build --release --locked -q
 root="$PWD"

@@ -9,10 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-10}
 RUNS=${RUNS:-30}
-command -v hyperfine >/dev/null || {
-	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine >/dev/null
-}
+. benches/debian.sh
+command -v hyperfine >/dev/null || debian_install hyperfine hyperfine
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 profiles=(fat thin off)

@@ -14,15 +14,11 @@ ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-5}
 SOAK=${SOAK:-60}
 [ "$SOAK" -gt 600 ] && SOAK=600
-sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-if ! command -v wrk >/dev/null; then
-	echo "installing wrk (Debian package)..." >&2
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
-fi
+. benches/debian.sh
+command -v wrk >/dev/null || debian_install wrk wrk
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ ! -x "$NGINX" ]; then
-	echo "installing nginx (Debian package nginx-light), the reference..." >&2
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq nginx-light >/dev/null
+	debian_install "nginx, the reference" nginx-light
 fi
 cargo build --release --locked -q
 BIN="$PWD/target/release/git-worktree-ports"

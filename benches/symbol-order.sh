@@ -22,10 +22,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
+. benches/debian.sh
 if ! command -v valgrind >/dev/null || ! command -v nm >/dev/null; then
-	echo "installing valgrind and binutils (Debian packages)..." >&2
-	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq valgrind binutils >/dev/null
+	debian_install "valgrind and nm" valgrind binutils
 fi
 cargo build --release --locked -q
 BIN="$root/target/release/git-worktree-ports"
