@@ -131,16 +131,15 @@ impl OtherRepository {
     /// (two repositories registered it before they were coordinated, or a moved repository)
     /// keeps its first owner, and the pair goes to `shared`.
     fn add_to<'a>(&'a self, taken: &mut Taken<'a>, shared: &mut Vec<Shared>) {
-        let owned = (self.registry.allocations())
-            .flat_map(|(wt, ports)| ports.iter().map(move |(service, port)| (wt, service, port)));
-        let salvaged = (self.salvaged.iter()).map(|(wt, s, p)| (wt.as_str(), s.as_str(), *p));
-        for (wt, service, port) in owned.chain(salvaged) {
-            insert(
-                taken,
-                port,
-                Owner::elsewhere(&self.display, wt, service),
-                shared,
-            );
+        let repository = Some(self.display.as_path());
+        for (wt, ports) in self.registry.allocations() {
+            taken.insert_worktree(repository, wt, ports.iter(), &mut |port, first, second| {
+                shared.push(self::shared(port, first, second));
+            });
+        }
+        for (wt, service, port) in &self.salvaged {
+            let owner = Owner::elsewhere(&self.display, wt, service);
+            insert(taken, *port, owner, shared);
         }
         let owner = Owner::listed(&self.display);
         for [lo, hi] in self.listed.iter().flatten() {

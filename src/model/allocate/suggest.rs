@@ -2,7 +2,7 @@
 //! like an allocation (registries, claims, reserved ports, the probe). PURE, and nothing is
 //! written by its caller either.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
@@ -23,18 +23,10 @@ pub struct Suggestion {
     pub block: Option<[u16; 2]>,
 }
 
-fn ctx<'a, 'r>(req: &'a Request<'r>, probe: &'a dyn Probe) -> Ctx<'a, 'r> {
-    Ctx {
-        req,
-        probe,
-        chosen: HashSet::new(),
-    }
-}
-
 /// Ranges strategy: the i-th suggestion holds the i-th free port of every service (outside
 /// the kernel's ephemeral range first), which is what the next allocations would get.
 pub fn ranges(req: &Request<'_>, count: usize, probe: &dyn Probe) -> Vec<Suggestion> {
-    let ctx = ctx(req, probe);
+    let ctx = Ctx::new(req, probe);
     let mut list = vec![Suggestion::default(); count];
     let mut complete = count;
     for svc in req.services {
@@ -63,7 +55,7 @@ pub fn slots(
     count: usize,
     probe: &dyn Probe,
 ) -> Vec<Suggestion> {
-    let ctx = ctx(req, probe);
+    let ctx = Ctx::new(req, probe);
     let range = site.ports(b);
     (0..b.slots())
         .filter(|s| !site.slots.iter().any(|(n, _)| n == s))
@@ -88,7 +80,7 @@ pub fn blocks(
     count: usize,
     probe: &dyn Probe,
 ) -> Vec<Suggestion> {
-    let ctx = ctx(req, probe);
+    let ctx = Ctx::new(req, probe);
     let mut out = Vec::new();
     let mut start = u32::from(b.base);
     while out.len() < count && start + u32::from(b.span) - 1 <= 65535 {
