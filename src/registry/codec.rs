@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::allocations::Allocations;
 use super::one::{plain_key, plain_port};
 use super::ports::Shapes;
 use super::records::Records;
@@ -53,14 +54,14 @@ impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
 struct AllocatedPorts<'f>(Option<&'f Arc<FileText>>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for AllocatedPorts<'_> {
-    type Value = BTreeMap<Key, Ports>;
+    type Value = Allocations;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for AllocatedPorts<'_> {
-    type Value = BTreeMap<Key, Ports>;
+    type Value = Allocations;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an object of worktrees")
     }
@@ -73,18 +74,18 @@ impl<'de> serde::de::Visitor<'de> for AllocatedPorts<'_> {
             })?;
             entries.push((key, ports));
         }
-        unique_map(entries, "allocated_ports")
+        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
+        Allocations::from_read(entries, sorted).map_err(serde::de::Error::custom)
     }
 }
 
 /// `allocated_ports` from its text (`text`, a part of `file`, already checked to be JSON):
 /// written compact, as the tool writes it, it is read by [`compact_allocated`]; anything else
 /// by serde (both refuse the same damage: a key or a service named twice).
-fn allocated_ports(file: &Arc<FileText>, text: &str) -> Result<BTreeMap<Key, Ports>, String> {
+fn allocated_ports(file: &Arc<FileText>, text: &str) -> Result<Allocations, String> {
     let mut shapes = Shapes::default();
-    if let Some(entries) = compact_allocated(file, text, &mut shapes) {
-        return unique_map::<_, _, serde_json::Error>(entries?, "allocated_ports")
-            .map_err(|e| e.to_string());
+    if let Some(read) = compact_allocated(file, text, &mut shapes) {
+        return read;
     }
     let mut de = serde_json::Deserializer::from_str(text);
     serde::de::DeserializeSeed::deserialize(AllocatedPorts(Some(file)), &mut de)
@@ -99,15 +100,12 @@ fn compact_allocated(
     file: &Arc<FileText>,
     text: &str,
     shapes: &mut Shapes,
-) -> Option<Result<Entries, String>> {
+) -> Option<Result<Allocations, String>> {
     match compact_allocated_prefix(file, text, shapes)? {
         (Ok(entries), end) => (end == text.len()).then_some(Ok(entries)),
         (Err(e), _) => Some(Err(e)),
     }
 }
-
-/// Worktrees and their ports, in the order read.
-pub(super) type Entries = Vec<(Key, Ports)>;
 
 /// [`compact_allocated`] of the object that starts `text` (more may follow it), and where it
 /// ends.
@@ -115,9 +113,13 @@ pub(super) fn compact_allocated_prefix(
     file: &Arc<FileText>,
     text: &str,
     shapes: &mut Shapes,
-) -> Option<(Result<Entries, String>, usize)> {
+) -> Option<(Result<Allocations, String>, usize)> {
     let b = text.as_bytes();
-    let mut entries = Vec::new();
+    // Room for the worktrees of the text at 64 bytes each (the pages not written to are never
+    // touched): no copies as the vector grows.
+    let mut entries = Vec::with_capacity(text.len() / 64);
+    // Whether every key was greater than the one before, as the tool writes them.
+    let (mut sorted, mut last) = (true, "");
     // One worktree's services and ports, as read.
     let (mut names, mut ports) = (Vec::with_capacity(16), Vec::with_capacity(16));
     let mut at = 1;
@@ -125,12 +127,15 @@ pub(super) fn compact_allocated_prefix(
         return None;
     }
     if b.get(1) == Some(&b'}') {
-        return Some((Ok(entries), 2));
+        return Some((Ok(Allocations::default()), 2));
     }
     loop {
         // `"key":{`
         let n = plain_key(b.get(at..)?)?;
-        let key = Key(Text::read(file, &text[at + 1..at + 1 + n]));
+        let name = &text[at + 1..at + 1 + n];
+        sorted &= entries.is_empty() || last < name;
+        last = name;
+        let key = Key(Text::read(file, name));
         at += n + 3;
         if b.get(at) != Some(&b'{') {
             return None;
@@ -166,7 +171,7 @@ pub(super) fn compact_allocated_prefix(
         at += 1;
         match b.get(at - 1) {
             Some(b',') => continue,
-            Some(b'}') => return Some((Ok(entries), at)),
+            Some(b'}') => return Some((Allocations::from_read(entries, sorted), at)),
             _ => return None,
         }
     }
@@ -541,7 +546,7 @@ impl Registry {
 
 /// `allocated_ports` as serde_json writes it, by hand: 50,000 ports through serde were a
 /// quarter of writing a 10,000-worktree registry.
-fn write_allocated(sink: &mut Sink<'_>, allocated: &BTreeMap<Key, Ports>) -> std::io::Result<()> {
+fn write_allocated(sink: &mut Sink<'_>, allocated: &Allocations) -> std::io::Result<()> {
     sink.out.push(b'{');
     let mut run = Run::default();
     for (i, (key, ports)) in allocated.iter().enumerate() {
@@ -914,6 +919,19 @@ mod tests {
             (r#"{"a":{"web":08080}}"#, false),
             (r#"{"a":{"web":8080,"web":8081}}"#, true),
             (r#"{"a":{"web":8080},"a":{"web":8081}}"#, true),
+            (
+                r#"{"a":{"web":8080},"b":{"web":8081},"a":{"web":8082}}"#,
+                true,
+            ),
+            (
+                r#"{"a":{"web":8080},"c":{"web":8081},"b":{"web":8082}}"#,
+                true,
+            ),
+            (
+                r#"{"a":{"web":8080},"a-b":{"web":8081},"a/b":{"web":8082}}"#,
+                true,
+            ),
+            (r#"{"a-b":{"web":8080},"a":{"web":8081}}"#, true),
             (r#"{"a": {"web": 8080}}"#, false),
             (r#"{"a\u00e9":{"web":8080}}"#, false),
             (r#"{"caf\u00e9":{"w\"eb":8080}}"#, false),
@@ -998,7 +1016,7 @@ mod tests {
     }
 
     fn reg_keys(reg: &Registry) -> Vec<Key> {
-        reg.allocated_ports.keys().cloned().collect()
+        reg.allocated_ports.iter().map(|(k, _)| k.clone()).collect()
     }
 
     /// Records and history entries are spans of the text read (shared, not copied: 11,000
@@ -1028,7 +1046,7 @@ mod tests {
         let (file, reg) =
             parse_owned(br#"{"allocated_ports": {"main": {"web": 8080}}}"#.to_vec().into());
         let (file, reg) = (file.unwrap(), reg.unwrap());
-        let key = reg.allocated_ports.keys().next().unwrap();
+        let (key, _) = reg.allocated_ports.iter().next().unwrap();
         assert!(matches!(&key.0, Text::Read { file: f, .. } if Arc::ptr_eq(f, &file)));
         let escaped = reg_keys(&parse(text.as_bytes()).unwrap());
         assert!(matches!(&escaped[0].0, Text::Own(k) if &**k == "ab"));
@@ -1044,16 +1062,16 @@ mod tests {
         )
         .unwrap();
         // Sorted by service, whatever the order in the file.
-        let b: Vec<(&str, u16)> = r.allocated_ports["b"].iter().collect();
+        let b: Vec<(&str, u16)> = r.allocated_ports.get("b").unwrap().iter().collect();
         assert_eq!(b, [("db", 5434), ("web", 8081)]);
-        let a = &r.allocated_ports["a"];
+        let a = r.allocated_ports.get("a").unwrap();
         assert_eq!(
             (a.get("db"), a.get("web"), a.get("api")),
             (Some(5432), Some(8080), None)
         );
         // One copy of each name, however many worktrees use it.
         let first = |p: &Ports| p.iter().next().unwrap().0.as_ptr();
-        assert_eq!(first(a), first(&r.allocated_ports["b"]));
+        assert_eq!(first(a), first(r.allocated_ports.get("b").unwrap()));
         let round: Value = serde_json::from_slice(&r.to_bytes()).unwrap();
         assert_eq!(
             round["allocated_ports"]["b"],

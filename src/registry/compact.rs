@@ -100,10 +100,9 @@ fn read_from(
                 e
             }
             "allocated_ports" => {
-                let (entries, n) =
+                let (read, n) =
                     compact_allocated_prefix(file, &text[at..], &mut Shapes::default())?;
-                reg.allocated_ports =
-                    unique_map::<_, _, serde_json::Error>(entries.ok()?, "allocated_ports").ok()?;
+                reg.allocated_ports = read.ok()?;
                 at + n
             }
             "worktrees" => read_records(at, &mut reg)?,

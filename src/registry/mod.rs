@@ -11,6 +11,7 @@
 //!
 //! No I/O here.
 
+mod allocations;
 mod codec;
 mod compact;
 pub mod one;
@@ -20,7 +21,6 @@ pub mod store;
 
 use crate::model::clock::now_rfc3339;
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ use crate::model::allocate::Taken;
 use crate::model::config::MIN_PORT;
 use crate::model::portset::PortSet;
 use crate::sys::fsio::FileText;
+use allocations::Allocations;
 use records::Records;
 
 pub use codec::{Problem, parse};
@@ -108,7 +109,7 @@ pub struct Registry {
     /// Service -> inclusive range, as configured when the service last allocated.
     port_ranges: BTreeMap<String, [u16; 2]>,
     /// Worktree key -> service -> port. The seed's shape: `jq .allocated_ports.main.web`.
-    allocated_ports: BTreeMap<Key, Ports>,
+    allocated_ports: Allocations,
     /// Worktree key -> where it was when it allocated (kept as raw JSON, decoded on access:
     /// a command needs one record, not 10,000; those read, spans of the file read).
     worktrees: Records,
@@ -396,7 +397,7 @@ impl Default for Registry {
         Registry {
             version: VERSION,
             port_ranges: BTreeMap::new(),
-            allocated_ports: BTreeMap::new(),
+            allocated_ports: Allocations::default(),
             worktrees: Records::default(),
             history: Vec::new(),
             events: Vec::new(),
@@ -596,9 +597,9 @@ impl Registry {
 
     /// Every registered port with its owner.
     pub fn taken(&self) -> Taken<'_> {
-        let n = self.allocated_ports.values().map(Ports::len).sum();
+        let n = self.allocated_ports.iter().map(|(_, p)| p.len()).sum();
         let mut taken = Taken::with_capacity(n);
-        for (wt, ports) in &self.allocated_ports {
+        for (wt, ports) in self.allocated_ports.iter() {
             // validate() and every change keep ports unique: a conflict cannot happen.
             taken.insert_worktree(None, wt.as_str(), ports.iter(), &mut |_, _, _| {});
         }
@@ -609,8 +610,8 @@ impl Registry {
     pub fn keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self
             .allocated_ports
-            .keys()
-            .map(Key::as_str)
+            .iter()
+            .map(|(k, _)| k.as_str())
             .chain(self.worktrees.keys())
             .collect();
         keys.sort();
@@ -684,16 +685,13 @@ impl Registry {
                 service: service.to_string(),
             });
         }
-        // Every other worktree: those before `key` and those after it, no key compared; each
-        // port looked up in a set of 8 KB (a search of `mine` per port was a tenth of the
-        // choosing among 10,000 worktrees).
+        // Every other worktree: each port looked up in a set of 8 KB (a search of `mine` per
+        // port was a tenth of the choosing among 10,000 worktrees), the key compared only
+        // where one is found (`key`'s own ports may stay).
         let wanted: PortSet = mine.iter().map(|(p, _)| *p).collect();
-        let (before, after) = (Bound::Unbounded, Bound::Excluded(key));
-        let others = (self.allocated_ports.range::<str, _>((before, after)))
-            .chain(self.allocated_ports.range::<str, _>((after, before)));
-        for (other, held) in others {
+        for (other, held) in self.allocated_ports.iter() {
             for (service, port) in held.iter() {
-                if wanted.contains(port) {
+                if wanted.contains(port) && other.as_str() != key {
                     return Err(PortConflict {
                         port,
                         worktree: other.to_string(),
@@ -715,7 +713,7 @@ impl Registry {
     /// its record too); returns what was released.
     pub fn release_services(&mut self, key: &str, services: &[String]) -> BTreeMap<String, u16> {
         let mut released = BTreeMap::new();
-        let Some(ports) = self.allocated_ports.get_mut(key) else {
+        let Some(mut ports) = self.allocated_ports.get(key).cloned() else {
             return released;
         };
         for s in services {
@@ -726,6 +724,8 @@ impl Registry {
         if ports.is_empty() {
             self.allocated_ports.remove(key);
             self.worktrees.remove(key);
+        } else if !released.is_empty() {
+            self.allocated_ports.insert(Key::from(key), ports);
         }
         for (service, &port) in &released {
             self.log(Event::Released {
@@ -814,7 +814,7 @@ impl Registry {
             return Err(Problem::Newer(self.version));
         }
         let mut seen = PortSet::new();
-        for (wt, ports) in &self.allocated_ports {
+        for (wt, ports) in self.allocated_ports.iter() {
             for (svc, port) in ports.iter() {
                 if port < MIN_PORT {
                     return Err(Problem::Invalid(format!(

@@ -1,0 +1,206 @@
+//! `allocated_ports`: the worktrees' ports of the file read, as the vector its reader made
+//! (sorted by key, each key once), and those set or removed since, in a small map beside it.
+//! No I/O.
+//!
+//! A 10,000-worktree registry's ports were a `BTreeMap` built on every read: 900 nodes
+//! (160 page faults) and two key comparisons per worktree (std sorts, then drops duplicates),
+//! for a command that looks up one or two worktrees and passes over the rest in order. The
+//! reader knows whether the keys came sorted (the tool writes them so); a file in any other
+//! order is sorted here once, and a key named twice refused.
+
+use std::collections::BTreeMap;
+
+use super::{Key, Ports};
+
+/// The ports of every worktree of a registry.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Allocations {
+    /// The worktrees read, sorted by key, each once.
+    read: Vec<(Key, Ports)>,
+    /// Worktrees set (Some) or removed (None) since the read.
+    over: BTreeMap<Key, Option<Ports>>,
+}
+
+impl Allocations {
+    /// The worktrees read, in the file's order; `sorted`: the reader found every key greater
+    /// than the one before. Err when a key is named twice (a hand-merged file with two objects
+    /// for one worktree: keeping one would drop the other's ports and hand them out again).
+    pub(super) fn from_read(read: Vec<(Key, Ports)>, sorted: bool) -> Result<Allocations, String> {
+        if sorted {
+            return Ok(Allocations {
+                read,
+                over: BTreeMap::new(),
+            });
+        }
+        let n = read.len();
+        let map: BTreeMap<Key, Ports> = read.into_iter().collect();
+        if map.len() != n {
+            return Err("allocated_ports names a key twice".to_string());
+        }
+        Ok(Allocations {
+            read: map.into_iter().collect(),
+            over: BTreeMap::new(),
+        })
+    }
+
+    /// Where `key` is or would go among the worktrees read, and whether it is there.
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.read.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    /// The ports of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&Ports> {
+        if let Some(over) = self.over.get(key) {
+            return over.as_ref();
+        }
+        self.position(key).ok().map(|i| &self.read[i].1)
+    }
+
+    /// True when `key` has ports here.
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Give `key` `ports`.
+    pub(crate) fn insert(&mut self, key: Key, ports: Ports) {
+        self.over.insert(key, Some(ports));
+    }
+
+    /// Take `key`'s ports away; returns them.
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Ports> {
+        let held = self.get(key).cloned();
+        match self.position(key).is_ok() {
+            true => {
+                self.over.insert(Key::from(key), None);
+            }
+            false => {
+                self.over.remove(key);
+            }
+        }
+        held
+    }
+
+    /// No worktree has ports.
+    pub(crate) fn clear(&mut self) {
+        *self = Allocations::default();
+    }
+
+    /// Every worktree with its ports, sorted by key. The worktrees read come in runs between
+    /// the changes, each change placed by one binary search: no key is compared per worktree.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &Ports)> {
+        let mut at = 0;
+        let mut over = self.over.iter().peekable();
+        let place = |(k, _): &(&Key, _)| self.position(k.as_str());
+        let mut next_change = over.peek().map(place);
+        std::iter::from_fn(move || {
+            loop {
+                let turn = match next_change {
+                    Some(Ok(i) | Err(i)) => at >= i,
+                    None => false,
+                };
+                if !turn {
+                    let (key, ports) = self.read.get(at)?;
+                    at += 1;
+                    return Some((key, ports));
+                }
+                let (key, ports) = over.next().expect("a change was placed");
+                if let Some(Ok(i)) = next_change {
+                    // Set or removed since: the read one is no more.
+                    at = i + 1;
+                }
+                next_change = over.peek().map(place);
+                if let Some(ports) = ports {
+                    return Some((key, ports));
+                }
+            }
+        })
+    }
+
+    /// How many worktrees have ports.
+    pub(crate) fn len(&self) -> usize {
+        match self.over.is_empty() {
+            true => self.read.len(),
+            false => self.iter().count(),
+        }
+    }
+}
+
+/// The same worktrees with the same ports, however each was read or set.
+impl PartialEq for Allocations {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl FromIterator<(Key, Ports)> for Allocations {
+    fn from_iter<I: IntoIterator<Item = (Key, Ports)>>(iter: I) -> Allocations {
+        let map: BTreeMap<Key, Ports> = iter.into_iter().collect();
+        Allocations {
+            read: map.into_iter().collect(),
+            over: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(port: u16) -> Ports {
+        Ports::from(&BTreeMap::from([("web".to_string(), port)]))
+    }
+
+    fn listed(a: &Allocations) -> Vec<(String, Option<u16>)> {
+        a.iter()
+            .map(|(k, p)| (k.as_str().to_string(), p.get("web")))
+            .collect()
+    }
+
+    /// Read worktrees, set ones and removed ones are one sorted list: a set one replaces a
+    /// read one of its key, a removed one hides it, a new one goes where its key sorts (before
+    /// all, between, after all), and the same ports read or set are equal.
+    #[test]
+    fn read_set_and_removed_worktrees_merge_in_key_order() {
+        let read = |keys: &[&str]| -> Vec<(Key, Ports)> {
+            (keys.iter().zip(8000..))
+                .map(|(k, p)| (Key::from(*k), ports(p)))
+                .collect()
+        };
+        let unsorted = Allocations::from_read(read(&["d", "b", "f"]), false).unwrap();
+        let mut a = Allocations::from_read(read(&["b", "d", "f"]), true).unwrap();
+        assert_eq!(listed(&unsorted)[0], ("b".to_string(), Some(8001)));
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.get("d").and_then(|p| p.get("web")), Some(8001));
+        assert!(Allocations::from_read(read(&["b", "d", "b"]), false).is_err());
+        a.insert(Key::from("a"), ports(9000));
+        a.insert(Key::from("d"), ports(9001));
+        a.insert(Key::from("e"), ports(9002));
+        a.insert(Key::from("z"), ports(9003));
+        assert_eq!(a.remove("f").and_then(|p| p.get("web")), Some(8002));
+        assert_eq!(a.remove("x"), None);
+        let want = [
+            ("a", 9000),
+            ("b", 8000),
+            ("d", 9001),
+            ("e", 9002),
+            ("z", 9003),
+        ];
+        let want: Vec<(String, Option<u16>)> = (want.iter())
+            .map(|(k, p)| (k.to_string(), Some(*p)))
+            .collect();
+        assert_eq!(listed(&a), want);
+        assert_eq!(a.len(), 5);
+        assert!(!a.contains_key("f") && a.contains_key("b") && a.contains_key("z"));
+        assert_eq!(a.remove("z").and_then(|p| p.get("web")), Some(9003));
+        assert!(!a.contains_key("z"));
+        let same: Allocations = (listed(&a).into_iter())
+            .map(|(k, p)| (Key::from(k.as_str()), ports(p.unwrap())))
+            .collect();
+        assert_eq!(a, same);
+        a.remove("b");
+        assert_ne!(a, same);
+        a.clear();
+        assert_eq!(a.len(), 0);
+        assert_eq!(a.iter().count(), 0);
+    }
+}
