@@ -83,7 +83,11 @@ impl Entry {
     /// Keep `ports` (any order) as runs, read from the registry file with `seen` (None: not
     /// known); true when that changed.
     pub fn set_held(&mut self, ports: impl IntoIterator<Item = u16>, seen: Option<Stamp>) -> bool {
-        let runs = runs(ports);
+        self.set_held_runs(runs(ports), seen)
+    }
+
+    /// [`Entry::set_held`] of ports already as sorted runs ([`PortSet::runs`]).
+    pub fn set_held_runs(&mut self, runs: Vec<[u16; 2]>, seen: Option<Stamp>) -> bool {
         if runs == self.ports && seen == self.seen {
             return false;
         }

@@ -449,7 +449,7 @@ impl Registry {
     pub fn write_to(&self, to: &mut dyn Write) -> std::io::Result<()> {
         // A small registry's few KB, not a chunk's 320 KB (which malloc maps and unmaps).
         let mut out = Sink {
-            out: Vec::with_capacity(self.size_hint().min(CHUNK + 64 * 1024)),
+            out: Vec::with_capacity(self.size_hint_up_to(CHUNK).min(CHUNK + 64 * 1024)),
             to: Some(to),
         };
         self.write(&mut out)?;
@@ -527,15 +527,25 @@ impl Registry {
     /// About the size of [`Registry::to_bytes`], so that the buffer is allocated once instead
     /// of doubling (and copying) its way to 2.4 MB for 10,000 worktrees.
     fn size_hint(&self) -> usize {
+        self.size_hint_up_to(usize::MAX)
+    }
+
+    /// [`Registry::size_hint`], counted only until it passes `limit` (a save's buffer is at
+    /// most a chunk: a large registry is not passed over whole to learn that).
+    fn size_hint_up_to(&self, limit: usize) -> usize {
         // Quotes, colons, commas and braces: a few bytes per entry; a port is at most 5 digits.
-        let ports: usize = (self.allocated_ports.iter())
-            .map(|(k, p)| k.as_str().len() + 6 + p.iter().map(|(s, _)| s.len() + 9).sum::<usize>())
-            .sum();
-        let records: usize = (self.worktrees.iter())
-            .map(|r| r.key.len() + 4 + r.raw.len())
-            .sum();
-        let history: usize = self.history.iter().map(|h| h.get().len() + 1).sum();
-        1024 + ports + records + history
+        let ports = (self.allocated_ports.iter())
+            .map(|(k, p)| k.as_str().len() + 6 + p.iter().map(|(s, _)| s.len() + 9).sum::<usize>());
+        let records = (self.worktrees.iter()).map(|r| r.key.len() + 4 + r.raw.len());
+        let history = self.history.iter().map(|h| h.get().len() + 1);
+        let mut total = 1024;
+        for n in ports.chain(records).chain(history) {
+            total += n;
+            if total > limit {
+                break;
+            }
+        }
+        total
     }
 
     /// Prepare for a save: this version's number.

@@ -350,6 +350,25 @@ pub fn compose_project_name_is(repo: &str, worktree: &str, name: &str) -> bool {
     chars.eq(name.chars())
 }
 
+/// False only where [`compose_project_name`] gives worktrees `a` and `b` of `repo` different
+/// names, found without building either (a fresh allocation among 10,000 worktrees asks it
+/// of every record written before names were kept): once `repo` has a letter or digit, every
+/// letter, digit and `_` of a worktree's name is kept, lower-cased and in order, so names of
+/// worktrees whose such characters differ differ.
+pub fn may_share_compose_name(repo: &str, a: &str, b: &str) -> bool {
+    if !repo.bytes().any(|c| c.is_ascii_alphanumeric()) {
+        return true;
+    }
+    kept(a).eq(kept(b))
+}
+
+/// The letters, digits and `_` of `s`, lower-cased.
+fn kept(s: &str) -> impl Iterator<Item = u8> + '_ {
+    (s.bytes())
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        .map(|c| c.to_ascii_lowercase())
+}
+
 /// The characters of a compose project name: `<repo>-<worktree>` lower-cased, anything but
 /// `[a-z0-9_]` as `-`, runs of `-` as one, no leading `-`/`_`, no trailing `-`.
 fn compose_chars<'a>(repo: &'a str, worktree: &'a str) -> impl Iterator<Item = char> + 'a {
@@ -1249,6 +1268,40 @@ mod tests {
             assert!(!compose_project_name_is(r, w, &format!("{name}x")));
             assert!(!compose_project_name_is(r, w, &name[..name.len() - 1]));
         }
+    }
+
+    /// The quick test never says "different" of two worktrees that get the same name: every
+    /// pair of names of up to 3 characters from letters of both cases, a digit, `_`, `-`,
+    /// `.` and a non-ASCII letter, under repositories with and without letters.
+    #[test]
+    fn names_said_different_are_different() {
+        let alphabet = ["a", "B", "1", "_", "-", ".", "é"];
+        let mut names = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = (names.iter())
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            names.extend(longer);
+        }
+        names.sort();
+        names.dedup();
+        let short: Vec<&String> = names.iter().filter(|n| n.chars().count() <= 2).collect();
+        let mut said_different = 0;
+        for repo in ["app", "_x", "", "é", "-_", "A.b"] {
+            for a in &names {
+                for b in &short {
+                    if !may_share_compose_name(repo, a, b) {
+                        said_different += 1;
+                        assert_ne!(
+                            compose_project_name(repo, a),
+                            compose_project_name(repo, b),
+                            "{repo:?} {a:?} {b:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(said_different > 10_000, "{said_different}");
     }
 
     #[test]

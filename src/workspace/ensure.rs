@@ -333,7 +333,11 @@ pub(super) fn free_slot(reg: &Registry, target: &Target) -> u32 {
 /// was rendered with, which is this formula, so existing stacks keep their names.
 pub(super) fn unique_compose_name(reg: &Registry, key: &str, repo: &str) -> String {
     let base = render::compose_project_name(repo, key);
-    let legacy_is = |k: &str, name: &str| render::compose_project_name_is(repo, k, name);
+    // Most records' worktrees differ from `key` in their letters and digits already.
+    let legacy_is = |k: &str, name: &str| {
+        (name != base || render::may_share_compose_name(repo, k, key))
+            && render::compose_project_name_is(repo, k, name)
+    };
     if !reg.compose_name_used(key, &base, &legacy_is) {
         return base;
     }
@@ -489,7 +493,10 @@ impl Workspace {
                 Want::Pin(p) => u16::try_from(*p).ok(),
                 _ => None,
             });
-            let mine: PortSet = held_ports(&reg).into_iter().chain(pinned).collect();
+            let mut mine = held_ports(&reg);
+            pinned.for_each(|p| {
+                mine.insert(p);
+            });
             others.read_where(&|p| mine.contains(p));
         }
         let mut moved_here = Vec::new();
@@ -970,11 +977,14 @@ fn new_token() -> String {
     format!("{nanos:x}-{:x}", std::process::id())
 }
 
-/// Every port `reg` holds.
-fn held_ports(reg: &Registry) -> Vec<u16> {
-    let mut ports = Vec::with_capacity(reg.size() * 5);
+/// Every port `reg` holds, as a set of 8 KB (not a vector of 50,000 ports among 10,000
+/// worktrees, made into this set again to be kept as runs).
+fn held_ports(reg: &Registry) -> PortSet {
+    let mut ports = PortSet::new();
     for (_, p) in reg.allocations() {
-        ports.extend(p.iter().map(|(_, port)| port));
+        for (_, port) in p.iter() {
+            ports.insert(port);
+        }
     }
     ports
 }
@@ -988,17 +998,17 @@ fn held_ports(reg: &Registry) -> Vec<u16> {
 fn keep_held_ports(
     m: &mut MachineView,
     me: &Path,
-    mine: &[u16],
+    mine: &PortSet,
     written: Option<Option<Stamp>>,
     others: &OutsideHoldings,
 ) {
     if let Some(e) = m.index.repositories.get_mut(me) {
         let stamp = match written {
             Some(stamp) => stamp,
-            None if e.ports == crate::machine::runs(mine.iter().copied()) => e.seen,
+            None if e.ports == mine.runs() => e.seen,
             None => None,
         };
-        m.ports_changed |= e.set_held(mine.iter().copied(), stamp);
+        m.ports_changed |= e.set_held_runs(mine.runs(), stamp);
     }
     let read = (others.others.iter()).filter(|o| o.salvaged.is_empty() && o.listed.is_none());
     for other in read {
@@ -1006,7 +1016,7 @@ fn keep_held_ports(
             && e.id.is_some()
             && e.id == other.registry.repository_id()
         {
-            m.ports_changed |= e.set_held(held_ports(&other.registry), other.stamp);
+            m.ports_changed |= e.set_held_runs(held_ports(&other.registry).runs(), other.stamp);
         }
     }
 }

@@ -215,6 +215,15 @@ const PLAIN: u32 = 1 << 31;
 /// Bits of a plain slot value for the worktree (below them, 8 for the service).
 const WORKTREE_BITS: u32 = 23;
 
+/// The same repository: the same path kept (every worktree of a registry names it through one
+/// reference), else an equal one (a path compares component by component).
+fn same(a: Option<&Path>, b: Option<&Path>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 /// The worktree's bits of a plain slot value.
 const WORKTREE_MASK: u32 = (1 << WORKTREE_BITS) - 1;
 
@@ -304,14 +313,14 @@ impl<'a> Taken<'a> {
                 }
                 continue;
             };
-            match *self.slot_mut(port) {
-                0 => *self.slot_mut(port) = value,
-                v if v == value => {}
-                v => {
-                    let first = self.owner_at(v);
-                    if first != owner(service) {
-                        conflict(port, first, owner(service));
-                    }
+            let slot = self.slot_mut(port);
+            let held = *slot;
+            if held == 0 {
+                *slot = value;
+            } else if held != value {
+                let first = self.owner_at(held);
+                if first != owner(service) {
+                    conflict(port, first, owner(service));
                 }
             }
         }
@@ -358,7 +367,7 @@ impl<'a> Taken<'a> {
     /// The index of `worktree` of `repository` in `worktrees`: inserts come a worktree at a
     /// time, so it is the last one kept, or a new one.
     fn worktree_index(&mut self, repository: Option<&'a Path>, worktree: &'a str) -> Option<u32> {
-        let repository = match (self.repositories.iter()).position(|r| *r == repository) {
+        let repository = match (self.repositories.iter()).position(|r| same(*r, repository)) {
             Some(i) => i,
             None => {
                 self.repositories.push(repository);
@@ -428,7 +437,7 @@ impl<'a> Taken<'a> {
     /// The positions of `worktree` of `repository` among the worktrees of plain slot values:
     /// what [`Taken::held_by_other_than`] compares instead of names.
     pub fn entries_of(&self, repository: Option<&Path>, worktree: &str) -> Vec<u32> {
-        let Some(r) = (self.repositories.iter()).position(|r| *r == repository) else {
+        let Some(r) = (self.repositories.iter()).position(|r| same(*r, repository)) else {
             return Vec::new();
         };
         (self.worktrees.iter().enumerate())
