@@ -274,7 +274,9 @@ fn kill_9_storm() {
 /// load, lock-free or locked, and every comparison of a lock-free read reads a mapping, and
 /// every load checks the records on a second thread while it reads the rest. And
 /// it starts with a history of 1,000 entries kept in ports.json, as versions before
-/// `history.jsonl` kept it, which the storm's first saves move: none is lost.
+/// `history.jsonl` kept it, which the storm's first saves move: none is lost; and with its
+/// `allocated_ports` in reverse key order, as a hand edit may leave them (the compact reader
+/// keeps a file's worktrees as it read them only when their keys came sorted).
 #[test]
 fn kill_9_storm_over_a_registry_larger_than_the_save_buffer() {
     storm(true);
@@ -324,8 +326,20 @@ fn storm(large: bool) {
         for n in 0..700 {
             reg[format!("x-note-{n}")] = Value::String(note.clone());
         }
-        let mut bytes = serde_json::to_vec(&reg).unwrap();
-        bytes.push(b'\n');
+        // Compact, but the worktrees' ports in reverse key order, first in the file.
+        let allocated = reg["allocated_ports"].as_object().unwrap().clone();
+        assert!(allocated.len() > 2);
+        let reversed: Vec<String> = (allocated.iter().rev())
+            .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v))
+            .collect();
+        reg.as_object_mut().unwrap().remove("allocated_ports");
+        let rest = serde_json::to_string(&reg).unwrap();
+        let text = format!(
+            "{{\"allocated_ports\":{{{}}},{}\n",
+            reversed.join(","),
+            &rest[1..]
+        );
+        let bytes = text.into_bytes();
         assert!(bytes.len() > 2 * 256 * 1024, "{} bytes", bytes.len());
         let map_from = git_worktree_ports::sys::fsio::MAP_FROM;
         assert!(
