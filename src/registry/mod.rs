@@ -489,16 +489,24 @@ impl Registry {
     }
 
     /// For the record of every worktree but `except`: its key, and the raw JSON that follows
-    /// `field` in it (None when the record has no such field), without decoding 10,000 of
-    /// them ([`Records::after`]).
+    /// `field` in it (None when the record has no such field). Reads the raw text of the
+    /// records with one SIMD searcher, without decoding 10,000 of them (a per-record
+    /// `str::find` was a tenth of a fresh 10,000-worktree allocation).
     fn raw_after<'s>(
         &'s self,
         except: &'s str,
         field: &'s str,
     ) -> impl Iterator<Item = (&'s str, Option<&'s str>)> + 's {
-        (self.worktrees.after(field))
-            .filter(move |(r, _)| r.key != except)
-            .map(|(r, rest)| (r.key, rest))
+        let finder = memchr::memmem::Finder::new(field);
+        self.worktrees
+            .iter()
+            .filter(move |r| r.key != except)
+            .map(move |r| {
+                let rest = finder
+                    .find(r.raw.as_bytes())
+                    .map(|at| &r.raw[at + field.len()..]);
+                (r.key, rest)
+            })
     }
 
     /// The compose project names the records of every worktree but `except` hold;

@@ -23,8 +23,7 @@ pub(super) type Span = [u32; 4];
 pub(crate) struct Records {
     /// The file the records read are spans of.
     file: Option<Arc<FileText>>,
-    /// The records read, as spans of `file`, sorted by key, each key once, in the file's
-    /// order.
+    /// The records read, as spans of `file`, sorted by key, each key once.
     read: Vec<Span>,
     /// Records set (Some) or removed (None) since the read, and every record of a file read
     /// any other way.
@@ -58,10 +57,7 @@ impl Records {
     /// finds a key named twice).
     pub(super) fn from_spans(file: &Arc<FileText>, spans: Vec<Span>) -> Result<Records, Vec<Span>> {
         let key = |s: &Span| &file[s[0] as usize..s[1] as usize];
-        // In the file's order too (the checker finds them so): [`Records::after`] searches
-        // the file's text once, in that order.
-        let ordered = |w: &[Span]| key(&w[0]) < key(&w[1]) && w[0][3] <= w[1][0];
-        if !spans.windows(2).all(ordered) {
+        if !spans.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
             return Err(spans);
         }
         Ok(Records {
@@ -165,45 +161,6 @@ impl Records {
         })
     }
 
-    /// Every record, in key order, with the text that follows the first `field` in its
-    /// JSON (None when it has none): the records read are searched in one pass over the
-    /// file's text that holds them (a search of each record's 200 bytes was a twentieth of a
-    /// fresh allocation among 10,000 worktrees), those set since one by one. `field` holds no
-    /// brace, so no match runs across a record's edge.
-    pub(crate) fn after<'a>(
-        &'a self,
-        field: &'a str,
-    ) -> impl Iterator<Item = (Item<'a>, Option<&'a str>)> {
-        debug_assert!(!field.contains(['{', '}']), "{field}");
-        let region = match (&self.file, self.read.first(), self.read.last()) {
-            (Some(file), Some(first), Some(last)) => {
-                Some((file, first[2] as usize, last[3] as usize))
-            }
-            _ => None,
-        };
-        let mut hits = (region.into_iter())
-            .flat_map(|(file, from, to)| {
-                memchr::memmem::find_iter(&file.as_bytes()[from..to], field.as_bytes())
-                    .map(move |at| from + at)
-            })
-            .peekable();
-        let base = self.file.as_ref().map_or(0, |f| f.as_ptr() as usize);
-        self.iter().map(move |item| {
-            let rest = match item.read {
-                Some(_) => {
-                    let from = item.raw.as_ptr() as usize - base;
-                    while hits.next_if(|at| *at < from).is_some() {}
-                    (hits.peek())
-                        .filter(|at| **at < from + item.raw.len())
-                        .map(|at| &item.raw[at - from + field.len()..])
-                }
-                None => memchr::memmem::find(item.raw.as_bytes(), field.as_bytes())
-                    .map(|at| &item.raw[at + field.len()..]),
-            };
-            (item, rest)
-        })
-    }
-
     /// Every key, sorted.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
         self.iter().map(|i| i.key)
@@ -234,74 +191,6 @@ mod tests {
 
     fn own(raw: &str) -> RecordJson {
         RecordJson(Text::Own(raw.into()))
-    }
-
-    /// What follows a field in each record, found by one search of the file, is what a
-    /// search of each record finds: records read, set and removed, a field missing, a field
-    /// twice in a record, a key spelled like the field, a record read out of order refused.
-    #[test]
-    fn a_field_found_in_the_whole_file_is_found_in_each_record() {
-        let text = r#"{"a":{"slot":1,"x":{"slot":7}},"slot":{"n":"\"slot\":"},"c":{"m":2,"slot":3},"d":{"slot":4},"e":{}}"#;
-        let file = Arc::new(FileText::from(text.to_string()));
-        let span = |k: &str| {
-            let at = text.find(&format!("\"{k}\":{{")).unwrap() + 1;
-            let v = at + k.len() + 2;
-            let mut depth = 0;
-            let end = v
-                + text[v..]
-                    .char_indices()
-                    .find(|(_, c)| {
-                        depth += match c {
-                            '{' => 1,
-                            '}' => -1,
-                            _ => 0,
-                        };
-                        depth == 0
-                    })
-                    .unwrap()
-                    .0
-                + 1;
-            [at, at + k.len(), v, end].map(|i| i as u32)
-        };
-        let keys = ["a", "c", "d", "e", "slot"];
-        let spans: Vec<Span> = keys.iter().map(|k| span(k)).collect();
-        assert!(
-            Records::from_spans(&file, spans.clone()).is_err(),
-            "not in the file's order"
-        );
-        let mut sorted = spans.clone();
-        sorted.sort_by_key(|s| s[0]);
-        assert!(
-            Records::from_spans(&file, sorted).is_err(),
-            "not in key order"
-        );
-        // "slot" sorts last but sits second: keys in order, file out of order.
-        let in_file: Vec<Span> = spans[..4].to_vec();
-        let mut r = Records::from_spans(&file, in_file).unwrap();
-        let each = |r: &Records| -> Vec<(String, Option<String>)> {
-            r.iter()
-                .map(|i| {
-                    let rest = i
-                        .raw
-                        .find("\"slot\":")
-                        .map(|at| i.raw[at + 7..].to_string());
-                    (i.key.to_string(), rest)
-                })
-                .collect()
-        };
-        let once = |r: &Records| -> Vec<(String, Option<String>)> {
-            r.after("\"slot\":")
-                .map(|(i, rest)| (i.key.to_string(), rest.map(str::to_string)))
-                .collect()
-        };
-        assert_eq!(once(&r), each(&r));
-        assert_eq!(once(&r)[0].1.as_deref(), Some(r#"1,"x":{"slot":7}}"#));
-        assert_eq!(once(&r)[3].1, None);
-        r.insert("b", own(r#"{"slot":9}"#));
-        r.insert("c", own(r#"{"n":1}"#));
-        r.remove("d");
-        assert_eq!(once(&r), each(&r));
-        assert_eq!(once(&r).len(), 4);
     }
 
     /// Read records, set ones and removed ones merge into one sorted list: a set one replaces
