@@ -10,7 +10,8 @@
 #   - a fresh allocation of 5 services (fsyncs included); through git, against `git true` and
 #     the floor of a durable registry rewrite through git
 #   - git switch with and without the post-checkout hook
-#   - allocate with a 10,000-worktree registry, and its peak memory (GNU time)
+#   - allocate with a 10,000-worktree registry (records as the first versions wrote them, and
+#     as this one writes them), and its peak memory (GNU time)
 #   - status of one worktree (5 services, its server listening) among 500 other processes,
 #     and list with its LIVE column against list --no-probe, with 10,000 worktrees
 # RUNS=<n> sets the runs per command (default 100). ONLY="machine big" runs only those groups
@@ -301,13 +302,16 @@ paired emptyhook \
 	"git switch, our hook" "$work/prep-our" "git -C $co switch -q two"
 fi
 
-# 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run.
-big="$work/big"
-make_repo "$big"
-printf '[services.web]\nrange = [1100, 13099]\n[services.api]\nrange = [13100, 25099]\n[services.db]\nrange = [25100, 37099]\n[services.test]\nrange = [37100, 49099]\n[services.debug]\nrange = [49100, 61099]\n' >"$big/.worktree-ports/config.toml"
-python3 - "$big/.git/worktree-registry" <<'PY'
+# 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run. `big`'s
+# records are as the first versions wrote them (path, branch, time: 2.3 MB), `bigcur`'s as
+# this one writes them (also an identity, a compose name, a slot and a hostname: 3.5 MB).
+make_big() { # repository, "old" | "current"
+make_repo "$1"
+printf '[services.web]\nrange = [1100, 13099]\n[services.api]\nrange = [13100, 25099]\n[services.db]\nrange = [25100, 37099]\n[services.test]\nrange = [37100, 49099]\n[services.debug]\nrange = [49100, 61099]\n' >"$1/.worktree-ports/config.toml"
+python3 - "$1/.git/worktree-registry" "$2" <<'PY'
 import json, os, sys
 d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+current = sys.argv[2] == "current"
 svcs = ["web", "api", "db", "test", "debug"]
 # Services in the order a save writes them (sorted), as in every file the tool saved: the
 # state each run starts from (see below).
@@ -318,6 +322,9 @@ for n in range(10000):
     k = f"worktree-{n:05}"
     reg["allocated_ports"][k] = {s: 1100 + i * 12000 + n for i, s in order}
     reg["worktrees"][k] = {"path": f"/home/dev/src/project/.worktrees/{k}", "branch": f"feature/{k}", "allocated_at": "2026-11-23T08:00:00Z"}
+    if current:
+        reg["worktrees"][k].update({"id": f"{0x18ee048f1906af68 + n * 7919:x}-{6194 + n}",
+            "compose_project_name": f"project-{k}", "slot": n + 1, "hostname": f"{k}.project.localhost"})
 # History is in history.jsonl beside it (appended, never read): what this version writes.
 reg["history"] = []
 # As the tool writes it: compact, its keys in the order of the tool's model.
@@ -325,8 +332,11 @@ reg = {k: reg[k] for k in ("version", "port_ranges", "allocated_ports", "worktre
 text = json.dumps(reg, separators=(",", ":")) + "\n"
 for name in ("ports10k.json", "ports.json", "ports.json.bak"):
     open(os.path.join(d, name), "w").write(text)
-print(f"10,000-worktree registry: {len(text):,} bytes", file=sys.stderr)
+print(f"10,000-worktree registry ({sys.argv[2]} records): {len(text):,} bytes", file=sys.stderr)
 PY
+}
+big="$work/big"
+make_big "$big" old
 reg="$big/.git/worktree-registry"
 # Each run starts from the state a save leaves: ports.json and its backup alike. Restoring
 # only ports.json would make every run also rewrite the lagging backup, which no real run does.
@@ -361,6 +371,22 @@ if want big && command -v cc >/dev/null; then
 		"allocate (fresh), 10,000 worktrees" "$restore.sync" "$BIN allocate --no-render"
 elif want big; then
 	echo "skipped: the floorsave pair (no C compiler: cc)" >&2
+fi
+# The same with the records as this version writes them (the file 1.5x larger), on a machine
+# of its own (its own state dir): the machine has ports for one repository of 10,000 worktrees
+# of five services, not two.
+if want big; then
+	bigcur="$work/bigcur"
+	make_big "$bigcur" current
+	regcur="$bigcur/.git/worktree-registry"
+	printf '#!/bin/sh\ncp %s/ports10k.json %s/ports.json && cp %s/ports10k.json %s/ports.json.bak && sync\n' "$regcur" "$regcur" "$regcur" "$regcur" >"$work/restore-bigcur.sync"
+	chmod +x "$work/restore-bigcur.sync"
+	paired bigcurfresh \
+		"allocate (fresh), small repository" "$work/release-small.sync" "env -C $repo $BIN allocate --no-render" \
+		"allocate (fresh), 10,000 worktrees, current records" "$work/restore-bigcur.sync" "env -C $bigcur XDG_STATE_HOME=$work/state-bigcur $BIN allocate --no-render"
+	[ -x "$work/floor_save" ] && paired floorsavecur \
+		"floor: rewrite the current-records ports.json (no parsing)" "$work/restore-bigcur.sync" "$work/floor_save $regcur" \
+		"allocate (fresh), 10,000 worktrees, current records" "$work/restore-bigcur.sync" "env -C $bigcur XDG_STATE_HOME=$work/state-bigcur $BIN allocate --no-render"
 fi
 want big && bench big \
 	--prepare "$restore.sync" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
@@ -435,13 +461,13 @@ def paired3(group):
         ratios = [y / x for x, y in zip(med[names[0]], med[n])]
         rows.append((f"  ratio: {n} / {names[0]} (x)", statistics.median(ratios), statistics.pstdev(ratios)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget", "vs-many"] if base_peak else []
-for group in ["start", "add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "big", "status", "list"] + vs:
+for group in ["start", "add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "bigcurfresh", "floorsavecur", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
     if group in ["add-floor", "floor-save", "start"]:
         paired3(group)
         continue
-    if group in ["add", "many-add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "list"] + vs:
+    if group in ["add", "many-add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "bigcurfresh", "floorsavecur", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
