@@ -1025,10 +1025,24 @@ fn keep_held_ports(
 /// written before they were coordinated, a port inside another repository's block): said by
 /// the allocation that sees them, with the way to see them all.
 fn warn_shared(shared: &[Shared]) {
-    for s in shared.iter().filter(|s| s.here) {
+    let here: Vec<&Shared> = shared.iter().filter(|s| s.here).collect();
+    for s in here.iter().take(SHARED_SAID) {
         warn(&format!(
             "port {} is held twice on this machine: by {} and by {}; run `git worktree-ports doctor` (it lists every such port), then `git worktree-ports allocate --move SERVICE` in the worktree that should move",
             s.port, s.first, s.second
         ));
     }
+    if let Some(more) = here.len().checked_sub(SHARED_SAID).filter(|n| *n > 0) {
+        let ports = match more {
+            1 => "port is",
+            _ => "ports are",
+        };
+        warn(&format!(
+            "{more} more {ports} held twice on this machine; `git worktree-ports doctor` lists every one"
+        ));
+    }
 }
+
+/// How many ports held twice an allocation names (a repository copied with all its
+/// worktrees' ports named each of 50,000 on a line of its own); `doctor` lists every one.
+const SHARED_SAID: usize = 5;

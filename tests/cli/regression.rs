@@ -1376,6 +1376,56 @@ fn issue25_3_a_port_held_twice_on_the_machine_is_reported_never_dropped() {
         .succeeds();
 }
 
+/// A repository copied with its registry (or two coordinated by hand edits) shares every
+/// port of its worktrees with the other: an allocation that sees them named each on a line of
+/// its own (50,000 lines for 10,000 worktrees). It names five and counts the rest; doctor
+/// lists them all.
+#[test]
+fn many_ports_held_twice_are_named_five_and_counted() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    for name in ["w1", "w2"] {
+        let wt = repo.add_worktree(name);
+        repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+    }
+    let mine = repo.registry()["allocated_ports"].clone();
+    let other = repo.another("other", None);
+    repo.env
+        .wp_in(&other, ["allocate", "--no-render"])
+        .succeeds();
+    // A hand edit gives the other repository this one's six ports, under three worktrees.
+    let path = other.join(".git/worktree-registry/ports.json");
+    let mut reg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    reg["allocated_ports"] =
+        serde_json::json!({"main": mine["main"], "x": mine["w1"], "y": mine["w2"]});
+    std::fs::write(&path, reg.to_string()).unwrap();
+    let _ = std::fs::remove_file(path.with_extension("json.bak"));
+
+    let wt = repo.add_worktree("feat");
+    let stderr = repo
+        .wp_in(&wt, ["allocate", "--no-render"])
+        .succeeds()
+        .stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let named = (lines.iter())
+        .filter(|l| l.contains("is held twice on this machine: by"))
+        .count();
+    assert_eq!(named, 5, "{stderr}");
+    assert_eq!(
+        lines.last().copied(),
+        Some(
+            "git-worktree-ports: warning: 1 more port is held twice on this machine; `git worktree-ports doctor` lists every one"
+        ),
+        "{stderr}"
+    );
+    let json = repo.wp(["doctor", "--json"]).fails().json();
+    let shared = (json["findings"].as_array().unwrap().iter())
+        .filter(|f| f["code"] == "port-shared")
+        .count();
+    assert_eq!(shared, 6, "{json:#}");
+}
+
 /// Issue 26, item 3: `proxy stop` signalled whatever live process a stale `proxy.pid` named
 /// (SIGTERM, then SIGKILL), and `proxy start` refused to start ("already runs"). A pid file
 /// names the proxy only with the process's start time and executable.
