@@ -203,4 +203,72 @@ mod tests {
         assert_eq!(a.len(), 0);
         assert_eq!(a.iter().count(), 0);
     }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A change: set a key's port, or remove the key.
+        #[derive(Debug, Clone)]
+        enum Op {
+            Set(u8, u16),
+            Remove(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..24, 1024u16..2000).prop_map(|(k, p)| Op::Set(k, p)),
+                (0u8..24).prop_map(Op::Remove),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// Whatever was read (in order or not) and whatever changed since, the worktrees
+            /// are those of a map that saw the same: each lookup, the count, and the sorted
+            /// list, after every change.
+            #[test]
+            fn allocations_are_the_map_they_stand_for(
+                read in proptest::collection::btree_map(0u8..24, 1024u16..2000, 0..16),
+                shuffle in any::<bool>(),
+                ops in proptest::collection::vec(op(), 0..40),
+            ) {
+                let key = |k: u8| format!("w{k:02}");
+                let mut model: BTreeMap<String, u16> =
+                    read.iter().map(|(k, p)| (key(*k), *p)).collect();
+                let mut entries: Vec<(Key, Ports)> =
+                    model.iter().map(|(k, p)| (Key::from(k.as_str()), ports(*p))).collect();
+                if shuffle {
+                    entries.reverse();
+                }
+                let sorted = !shuffle || entries.len() < 2;
+                let mut a = Allocations::from_read(entries, sorted).unwrap();
+                for op in ops {
+                    match op {
+                        Op::Set(k, p) => {
+                            model.insert(key(k), p);
+                            a.insert(Key::from(key(k).as_str()), ports(p));
+                        }
+                        Op::Remove(k) => {
+                            let had = model.remove(&key(k));
+                            prop_assert_eq!(a.remove(&key(k)).and_then(|p| p.get("web")), had);
+                        }
+                    }
+                    prop_assert_eq!(a.len(), model.len());
+                    let listed: Vec<(String, u16)> = (a.iter())
+                        .map(|(k, p)| (k.as_str().to_string(), p.get("web").unwrap()))
+                        .collect();
+                    let expected: Vec<(String, u16)> =
+                        model.iter().map(|(k, p)| (k.clone(), *p)).collect();
+                    prop_assert_eq!(listed, expected);
+                    for k in 0..24 {
+                        let got = a.get(&key(k)).and_then(|p| p.get("web"));
+                        prop_assert_eq!(got, model.get(&key(k)).copied());
+                        prop_assert_eq!(a.contains_key(&key(k)), model.contains_key(&key(k)));
+                    }
+                }
+            }
+        }
+    }
 }

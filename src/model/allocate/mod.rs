@@ -1729,8 +1729,60 @@ mod properties {
             && !me.iter().any(|(s, p)| *p == port && s != svc)
     }
 
+    /// One worktree's services and ports, in one of two repositories (0: the one choosing).
+    type Holding = (u8, u8, Vec<(u8, u16)>);
+
+    fn holdings() -> impl Strategy<Value = Vec<Holding>> {
+        let services = proptest::collection::vec((0u8..4, 2040u16..2100), 1..5);
+        proptest::collection::vec((0u8..2, 0u8..6, services), 0..12)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The taken set built a worktree at a time is the one built a port at a time (the
+        /// same owners, the same conflicts, services named by position or not, a worktree
+        /// again later), and the first port not held by another, found a page at a time, is
+        /// the first found one port at a time, for every owner.
+        #[test]
+        fn a_worktree_at_a_time_is_a_port_at_a_time(holdings in holdings()) {
+            let repos = [None, Some(Path::new("/r/other"))];
+            let names = ["web", "db", "api", "debug"];
+            let keys = ["main", "a", "b", "c", "d", "e"];
+            let owner = |r: u8, w: u8, s: u8| Owner {
+                repository: repos[usize::from(r)],
+                ..Owner::here(keys[usize::from(w)], names[usize::from(s)])
+            };
+            let (mut one, mut each) = (Taken::new(), Taken::new());
+            let (mut refused_one, mut refused_each) = (Vec::new(), Vec::new());
+            for (r, w, services) in &holdings {
+                let list = services.iter().map(|(s, p)| (names[usize::from(*s)], *p));
+                one.insert_worktree(repos[usize::from(*r)], keys[usize::from(*w)], list, &mut |p, f, s| {
+                    refused_one.push((p, f, s))
+                });
+                for (s, p) in services {
+                    if let Err(first) = each.insert(*p, owner(*r, *w, *s)) {
+                        refused_each.push((*p, first, owner(*r, *w, *s)));
+                    }
+                }
+            }
+            prop_assert_eq!(refused_one, refused_each);
+            for port in 2030..2110 {
+                prop_assert_eq!(one.owner(port), each.owner(port));
+            }
+            for (r, w, s) in (0..2).flat_map(|r| (0..6).flat_map(move |w| (0..4).map(move |s| (r, w, s)))) {
+                let o = owner(r, w, s);
+                let entries = one.entries_of(o.repository, o.worktree);
+                for port in 2030..2110 {
+                    let expected = each.owner(port).is_some_and(|held| held != o);
+                    prop_assert_eq!(one.held_by_other_than(port, &o, &entries), expected);
+                }
+                for (lo, hi) in [(2030, 2109), (2040, 2060), (2070, 2070), (2099, 2100)] {
+                    let expected = (lo..=hi).find(|p| each.owner(*p).is_none_or(|held| held == o));
+                    prop_assert_eq!(one.first_not_held(lo..=hi, &o, &entries), expected);
+                }
+            }
+        }
 
         #[test]
         fn allocation_invariants(w in world()) {
