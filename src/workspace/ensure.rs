@@ -573,7 +573,7 @@ impl Workspace {
             from,
             to,
             holder,
-        } in &moved_here
+        } in moved_here.iter().take(SAID)
         {
             let done = match to {
                 Some(to) => format!("moved {service} to {to}"),
@@ -588,6 +588,27 @@ impl Workspace {
             warn(&format!(
                 "{}, and port {from} of worktree {key} (service {service}) is held by {holder} there: {done}{rewrite}",
                 relisted.unwrap_or_default()
+            ));
+        }
+        if let Some(rest) = moved_here.get(SAID..).filter(|r| !r.is_empty()) {
+            let rerender: std::collections::BTreeSet<&str> = (rest.iter())
+                .filter(|m| m.to.is_some() && m.worktree != wt.key)
+                .map(|m| m.worktree.as_str())
+                .collect();
+            let rewrite = match rerender.len() {
+                0 => String::new(),
+                n => format!(
+                    "; rewrite the files of the {n} worktrees whose ports moved with `git worktree-ports render --all`"
+                ),
+            };
+            let ports = match rest.len() {
+                1 => "port of its worktrees is",
+                _ => "ports of its worktrees are",
+            };
+            warn(&format!(
+                "{}, and {} more {ports} held elsewhere: moved, or given back where the worktree is gone{rewrite}; `git worktree-ports list` shows every worktree's ports",
+                relisted.unwrap_or_default(),
+                rest.len()
             ));
         }
         // Worktrees whose ports a full range took back: their `[on] release`, now that the
@@ -1026,13 +1047,13 @@ fn keep_held_ports(
 /// the allocation that sees them, with the way to see them all.
 fn warn_shared(shared: &[Shared]) {
     let here: Vec<&Shared> = shared.iter().filter(|s| s.here).collect();
-    for s in here.iter().take(SHARED_SAID) {
+    for s in here.iter().take(SAID) {
         warn(&format!(
             "port {} is held twice on this machine: by {} and by {}; run `git worktree-ports doctor` (it lists every such port), then `git worktree-ports allocate --move SERVICE` in the worktree that should move",
             s.port, s.first, s.second
         ));
     }
-    if let Some(more) = here.len().checked_sub(SHARED_SAID).filter(|n| *n > 0) {
+    if let Some(more) = here.len().checked_sub(SAID).filter(|n| *n > 0) {
         let ports = match more {
             1 => "port is",
             _ => "ports are",
@@ -1043,6 +1064,7 @@ fn warn_shared(shared: &[Shared]) {
     }
 }
 
-/// How many ports held twice an allocation names (a repository copied with all its
-/// worktrees' ports named each of 50,000 on a line of its own); `doctor` lists every one.
-const SHARED_SAID: usize = 5;
+/// How many ports held twice, or moved for a repository the index did not list, an
+/// allocation names one by one (a repository copied with all its worktrees' ports named each
+/// of 50,000 on a line of its own); the rest are counted: `doctor` and `list` show every one.
+const SAID: usize = 5;

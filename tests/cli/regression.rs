@@ -1426,6 +1426,46 @@ fn many_ports_held_twice_are_named_five_and_counted() {
     assert_eq!(shared, 6, "{json:#}");
 }
 
+/// A repository whose registry came with a copy of another's (`cp -r`, a restored backup)
+/// moves or gives back every port the other holds, and said so on a line per port (50,000
+/// lines for 10,000 worktrees). It names five and counts the rest; `list` shows them all.
+#[test]
+fn many_ports_moved_for_a_copied_registry_are_named_five_and_counted() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"]).succeeds();
+    for name in ["w1", "w2"] {
+        let wt = repo.add_worktree(name);
+        repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
+    }
+    let other = repo.another("other", None);
+    let dir = other.join(".git/worktree-registry");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(repo.registry_path(), dir.join("ports.json")).unwrap();
+
+    let stderr = repo
+        .env
+        .wp_in(&other, ["allocate", "--no-render"])
+        .succeeds()
+        .stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let named = (lines.iter())
+        .filter(|l| l.contains(" is held by worktree "))
+        .count();
+    assert_eq!(named, 5, "{stderr}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(
+            ", and 1 more port of its worktrees is held elsewhere: moved, or given back where the worktree is gone; `git worktree-ports list` shows every worktree's ports"
+        )),
+        "{stderr}"
+    );
+    // Nothing is held twice after it.
+    let json = repo.wp(["doctor", "--json"]).output().json();
+    let shared = (json["findings"].as_array().unwrap().iter())
+        .filter(|f| f["code"] == "port-shared")
+        .count();
+    assert_eq!(shared, 0, "{json:#}");
+}
+
 /// Issue 26, item 3: `proxy stop` signalled whatever live process a stale `proxy.pid` named
 /// (SIGTERM, then SIGKILL), and `proxy start` refused to start ("already runs"). A pid file
 /// names the proxy only with the process's start time and executable.
