@@ -714,7 +714,7 @@ impl Workspace {
         target: &Target,
         others: &OutsideHoldings,
         repo_name: &str,
-        mut machine: Option<&mut MachineView>,
+        machine: Option<&mut MachineView>,
     ) -> anyhow::Result<Vec<MovedPort>> {
         let mut conflicts: BTreeMap<String, Vec<(String, u16, String)>> = BTreeMap::new();
         {
@@ -731,6 +731,26 @@ impl Workspace {
                 }
             }
         }
+        // The ports waiting their turn are held twice until then, and warned about only if
+        // they stay so.
+        *self.moving.borrow_mut() = (conflicts.values().flatten())
+            .map(|(_, port, _)| *port)
+            .collect();
+        let moved = self.move_each(reg, target, others, repo_name, machine, conflicts);
+        *self.moving.borrow_mut() = PortSet::new();
+        moved
+    }
+
+    /// [`Workspace::move_conflicts`] for each worktree in turn.
+    fn move_each(
+        &self,
+        reg: &mut Registry,
+        target: &Target,
+        others: &OutsideHoldings,
+        repo_name: &str,
+        mut machine: Option<&mut MachineView>,
+        conflicts: BTreeMap<String, Vec<(String, u16, String)>>,
+    ) -> anyhow::Result<Vec<MovedPort>> {
         let mut moved = Vec::new();
         for (key, mut services) in conflicts {
             // By service name: the order the moves are said in.
@@ -817,7 +837,7 @@ impl Workspace {
             });
             let (taken, shared) = machine_taken(Some(reg), others);
             if !warned_shared.replace(true) {
-                warn_shared(&shared);
+                warn_shared(&shared, &self.moving.borrow());
             }
             allocate::allocate(
                 &Request {
@@ -1045,8 +1065,10 @@ fn keep_held_ports(
 /// Ports this repository's worktrees share with another owner on the machine (registries
 /// written before they were coordinated, a port inside another repository's block): said by
 /// the allocation that sees them, with the way to see them all.
-fn warn_shared(shared: &[Shared]) {
-    let here: Vec<&Shared> = shared.iter().filter(|s| s.here).collect();
+fn warn_shared(shared: &[Shared], moving: &PortSet) {
+    let here: Vec<&Shared> = (shared.iter())
+        .filter(|s| s.here && !moving.contains(s.port))
+        .collect();
     for s in here.iter().take(SAID) {
         warn(&format!(
             "port {} is held twice on this machine: by {} and by {}; run `git worktree-ports doctor` (it lists every such port), then `git worktree-ports allocate --move SERVICE` in the worktree that should move",

@@ -98,6 +98,10 @@ pub struct Workspace {
     /// `[on] release` commands of worktrees a full range took ports back from (lazy
     /// reclaim, under the lock): run once the allocation is saved and the lock is let go.
     reclaimed: std::cell::RefCell<Vec<ReleaseJob>>,
+    /// Ports of this repository's worktrees that the allocation running is about to move (a
+    /// repository listed again holds them with another): not warned about as held twice
+    /// while the worktrees before them are given new ones.
+    moving: std::cell::RefCell<crate::model::portset::PortSet>,
     /// git's worktrees as seen from here, read once per command ([`Workspace::worktrees`]).
     worktrees: std::cell::OnceCell<Vec<WorktreeInfo>>,
     /// `core.sharedRepository`, read once, when something is first written under the git dir.
@@ -120,6 +124,7 @@ impl Workspace {
             paths: Paths::new(repo.common_dir()),
             repo,
             reclaimed: Default::default(),
+            moving: Default::default(),
             worktrees: Default::default(),
             sharing: Default::default(),
         }
