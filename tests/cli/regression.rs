@@ -1376,18 +1376,38 @@ fn issue25_3_a_port_held_twice_on_the_machine_is_reported_never_dropped() {
         .succeeds();
 }
 
-/// A repository copied with its registry (or two coordinated by hand edits) shares every
-/// port of its worktrees with the other: an allocation that sees them named each on a line of
-/// its own (50,000 lines for 10,000 worktrees). It names five and counts the rest; doctor
-/// lists them all.
-#[test]
-fn many_ports_held_twice_are_named_five_and_counted() {
+/// A repository whose main worktree and two more (`w1`, `w2`) have ports.
+fn three_worktrees_allocated() -> TestRepo {
     let repo = TestRepo::new();
     repo.wp(["allocate", "--no-render"]).succeeds();
     for name in ["w1", "w2"] {
         let wt = repo.add_worktree(name);
         repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
     }
+    repo
+}
+
+/// How many lines of `stderr` hold `text`, and its lines.
+fn lines_with<'s>(stderr: &'s str, text: &str) -> (usize, Vec<&'s str>) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    (lines.iter().filter(|l| l.contains(text)).count(), lines)
+}
+
+/// How many findings of `code` `doctor --json` reports.
+fn doctor_findings(repo: &TestRepo, code: &str) -> usize {
+    let json = repo.wp(["doctor", "--json"]).output().json();
+    (json["findings"].as_array().unwrap().iter())
+        .filter(|f| f["code"] == code)
+        .count()
+}
+
+/// A repository copied with its registry (or two coordinated by hand edits) shares every
+/// port of its worktrees with the other: an allocation that sees them named each on a line of
+/// its own (50,000 lines for 10,000 worktrees). It names five and counts the rest; doctor
+/// lists them all.
+#[test]
+fn many_ports_held_twice_are_named_five_and_counted() {
+    let repo = three_worktrees_allocated();
     let mine = repo.registry()["allocated_ports"].clone();
     let other = repo.another("other", None);
     repo.env
@@ -1407,10 +1427,7 @@ fn many_ports_held_twice_are_named_five_and_counted() {
         .wp_in(&wt, ["allocate", "--no-render"])
         .succeeds()
         .stderr();
-    let lines: Vec<&str> = stderr.lines().collect();
-    let named = (lines.iter())
-        .filter(|l| l.contains("is held twice on this machine: by"))
-        .count();
+    let (named, lines) = lines_with(&stderr, "is held twice on this machine: by");
     assert_eq!(named, 5, "{stderr}");
     assert_eq!(
         lines.last().copied(),
@@ -1419,11 +1436,8 @@ fn many_ports_held_twice_are_named_five_and_counted() {
         ),
         "{stderr}"
     );
-    let json = repo.wp(["doctor", "--json"]).fails().json();
-    let shared = (json["findings"].as_array().unwrap().iter())
-        .filter(|f| f["code"] == "port-shared")
-        .count();
-    assert_eq!(shared, 6, "{json:#}");
+    repo.wp(["doctor"]).fails();
+    assert_eq!(doctor_findings(&repo, "port-shared"), 6);
 }
 
 /// A repository whose registry came with a copy of another's (`cp -r`, a restored backup)
@@ -1431,12 +1445,7 @@ fn many_ports_held_twice_are_named_five_and_counted() {
 /// lines for 10,000 worktrees). It names five and counts the rest; `list` shows them all.
 #[test]
 fn many_ports_moved_for_a_copied_registry_are_named_five_and_counted() {
-    let repo = TestRepo::new();
-    repo.wp(["allocate", "--no-render"]).succeeds();
-    for name in ["w1", "w2"] {
-        let wt = repo.add_worktree(name);
-        repo.wp_in(&wt, ["allocate", "--no-render"]).succeeds();
-    }
+    let repo = three_worktrees_allocated();
     let other = repo.another("other", None);
     let dir = other.join(".git/worktree-registry");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1447,10 +1456,7 @@ fn many_ports_moved_for_a_copied_registry_are_named_five_and_counted() {
         .wp_in(&other, ["allocate", "--no-render"])
         .succeeds()
         .stderr();
-    let lines: Vec<&str> = stderr.lines().collect();
-    let named = (lines.iter())
-        .filter(|l| l.contains(" is held by worktree "))
-        .count();
+    let (named, lines) = lines_with(&stderr, " is held by worktree ");
     assert_eq!(named, 5, "{stderr}");
     // The ports waiting to move are not said to be held twice while the first worktree moves.
     assert!(!stderr.contains("held twice"), "{stderr}");
@@ -1461,11 +1467,7 @@ fn many_ports_moved_for_a_copied_registry_are_named_five_and_counted() {
         "{stderr}"
     );
     // Nothing is held twice after it.
-    let json = repo.wp(["doctor", "--json"]).output().json();
-    let shared = (json["findings"].as_array().unwrap().iter())
-        .filter(|f| f["code"] == "port-shared")
-        .count();
-    assert_eq!(shared, 0, "{json:#}");
+    assert_eq!(doctor_findings(&repo, "port-shared"), 0);
 }
 
 /// Issue 26, item 3: `proxy stop` signalled whatever live process a stale `proxy.pid` named
