@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use super::overlay::{Changes, Entry};
 use super::{Key, Ports};
 
 /// The ports of every worktree of a registry.
@@ -17,8 +18,8 @@ use super::{Key, Ports};
 pub(crate) struct Allocations {
     /// The worktrees read, sorted by key, each once.
     read: Vec<(Key, Ports)>,
-    /// Worktrees set (Some) or removed (None) since the read.
-    over: BTreeMap<Key, Option<Ports>>,
+    /// Worktrees set or removed since the read.
+    changes: Changes<Ports>,
 }
 
 impl Allocations {
@@ -29,7 +30,7 @@ impl Allocations {
         if sorted {
             return Ok(Allocations {
                 read,
-                over: BTreeMap::new(),
+                changes: Changes::default(),
             });
         }
         let n = read.len();
@@ -39,7 +40,7 @@ impl Allocations {
         }
         Ok(Allocations {
             read: map.into_iter().collect(),
-            over: BTreeMap::new(),
+            changes: Changes::default(),
         })
     }
 
@@ -50,10 +51,10 @@ impl Allocations {
 
     /// The ports of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&Ports> {
-        if let Some(over) = self.over.get(key) {
-            return over.as_ref();
+        match self.changes.get(key) {
+            Some(changed) => changed,
+            None => self.position(key).ok().map(|i| &self.read[i].1),
         }
-        self.position(key).ok().map(|i| &self.read[i].1)
     }
 
     /// True when `key` has ports here.
@@ -63,20 +64,14 @@ impl Allocations {
 
     /// Give `key` `ports`.
     pub(crate) fn insert(&mut self, key: Key, ports: Ports) {
-        self.over.insert(key, Some(ports));
+        self.changes.set(key, ports);
     }
 
     /// Take `key`'s ports away; returns them.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Ports> {
         let held = self.get(key).cloned();
-        match self.position(key).is_ok() {
-            true => {
-                self.over.insert(Key::from(key), None);
-            }
-            false => {
-                self.over.remove(key);
-            }
-        }
+        let read = self.position(key).is_ok();
+        self.changes.remove(key, read);
         held
     }
 
@@ -85,43 +80,17 @@ impl Allocations {
         *self = Allocations::default();
     }
 
-    /// Every worktree with its ports, sorted by key. The worktrees read come in runs between
-    /// the changes, each change placed by one binary search: no key is compared per worktree.
+    /// Every worktree with its ports, sorted by key ([`Changes::merge`]).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &Ports)> {
-        let mut at = 0;
-        let mut over = self.over.iter().peekable();
-        let place = |(k, _): &(&Key, _)| self.position(k.as_str());
-        let mut next_change = over.peek().map(place);
-        std::iter::from_fn(move || {
-            loop {
-                let turn = match next_change {
-                    Some(Ok(i) | Err(i)) => at >= i,
-                    None => false,
-                };
-                if !turn {
-                    let (key, ports) = self.read.get(at)?;
-                    at += 1;
-                    return Some((key, ports));
-                }
-                let (key, ports) = over.next().expect("a change was placed");
-                if let Some(Ok(i)) = next_change {
-                    // Set or removed since: the read one is no more.
-                    at = i + 1;
-                }
-                next_change = over.peek().map(place);
-                if let Some(ports) = ports {
-                    return Some((key, ports));
-                }
-            }
+        (self.changes.merge(self.read.len(), |k| self.position(k))).map(|e| match e {
+            Entry::Read(i) => (&self.read[i].0, &self.read[i].1),
+            Entry::Set(key, ports) => (key, ports),
         })
     }
 
     /// How many worktrees have ports.
     pub(crate) fn len(&self) -> usize {
-        match self.over.is_empty() {
-            true => self.read.len(),
-            false => self.iter().count(),
-        }
+        self.changes.count(self.read.len(), |k| self.position(k))
     }
 }
 
@@ -137,7 +106,7 @@ impl FromIterator<(Key, Ports)> for Allocations {
         let map: BTreeMap<Key, Ports> = iter.into_iter().collect();
         Allocations {
             read: map.into_iter().collect(),
-            over: BTreeMap::new(),
+            changes: Changes::default(),
         }
     }
 }

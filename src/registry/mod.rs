@@ -15,6 +15,7 @@ mod allocations;
 mod codec;
 mod compact;
 pub mod one;
+mod overlay;
 mod ports;
 mod records;
 pub mod store;

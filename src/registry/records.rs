@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::overlay::{Changes, Entry};
 use super::{Key, RecordJson};
 use crate::sys::fsio::FileText;
 
@@ -25,9 +26,8 @@ pub(crate) struct Records {
     file: Option<Arc<FileText>>,
     /// The records read, as spans of `file`, sorted by key, each key once.
     read: Vec<Span>,
-    /// Records set (Some) or removed (None) since the read, and every record of a file read
-    /// any other way.
-    over: BTreeMap<Key, Option<RecordJson>>,
+    /// Records set or removed since the read, and every record of a file read any other way.
+    changes: Changes<RecordJson>,
 }
 
 /// One record: its key and its JSON text, and where both are in the file when they are the
@@ -47,7 +47,7 @@ impl Records {
     /// Records read any other way than as spans.
     pub(super) fn from_map(map: BTreeMap<Key, RecordJson>) -> Records {
         Records {
-            over: map.into_iter().map(|(k, r)| (k, Some(r))).collect(),
+            changes: Changes::of_all(map),
             ..Records::default()
         }
     }
@@ -63,7 +63,7 @@ impl Records {
         Ok(Records {
             file: Some(Arc::clone(file)),
             read: spans,
-            over: BTreeMap::new(),
+            changes: Changes::default(),
         })
     }
 
@@ -80,14 +80,15 @@ impl Records {
 
     /// The JSON of `key`'s record.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        if let Some(over) = self.over.get(key) {
-            return over.as_ref().map(|r| r.0.get());
+        match self.changes.get(key) {
+            Some(changed) => changed.map(|r| r.0.get()),
+            None => self.position(key).ok().map(|i| self.read_item(i).raw),
         }
-        let i = self
-            .read
-            .binary_search_by(|s| self.key_at_span(s).cmp(key))
-            .ok()?;
-        Some(self.read_item(i).raw)
+    }
+
+    /// Where `key` is or would go among the records read, and whether it is there.
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        (self.read).binary_search_by(|s| self.key_at_span(s).cmp(key))
     }
 
     fn key_at_span(&self, s: &Span) -> &str {
@@ -102,22 +103,13 @@ impl Records {
 
     /// Set `key`'s record.
     pub(crate) fn insert(&mut self, key: &str, record: RecordJson) {
-        self.over.insert(Key::from(key), Some(record));
+        self.changes.set(Key::from(key), record);
     }
 
     /// Remove `key`'s record, if it has one.
     pub(crate) fn remove(&mut self, key: &str) {
-        let read = (self.read)
-            .binary_search_by(|s| self.key_at_span(s).cmp(key))
-            .is_ok();
-        match read {
-            true => {
-                self.over.insert(Key::from(key), None);
-            }
-            false => {
-                self.over.remove(key);
-            }
-        }
+        let read = self.position(key).is_ok();
+        self.changes.remove(key, read);
     }
 
     /// Remove every record.
@@ -125,39 +117,16 @@ impl Records {
         *self = Records::default();
     }
 
-    /// Every record, sorted by key.
+    /// Every record, sorted by key ([`Changes::merge`]).
     pub(crate) fn iter(&self) -> impl Iterator<Item = Item<'_>> {
-        let mut read = (0..self.read.len()).peekable();
-        let mut over = self.over.iter().peekable();
-        std::iter::from_fn(move || {
-            loop {
-                // No key is sliced or compared once the changes are passed.
-                let take_over = match (read.peek(), over.peek()) {
-                    (None, None) => return None,
-                    (Some(_), None) => false,
-                    (None, Some(_)) => true,
-                    (Some(&i), Some((o, _))) => {
-                        let (r, o) = (self.key_at_span(&self.read[i]), o.as_str());
-                        if r == o {
-                            // Set or removed since: the read one is no more.
-                            read.next();
-                        }
-                        o <= r
-                    }
-                };
-                if !take_over {
-                    return read.next().map(|i| self.read_item(i));
-                }
-                let (key, record) = over.next().expect("peeked");
-                if let Some(record) = record {
-                    return Some(Item {
-                        key: key.as_str(),
-                        raw: record.0.get(),
-                        read: None,
-                        own: Some((key, record)),
-                    });
-                }
-            }
+        (self.changes.merge(self.read.len(), |k| self.position(k))).map(|e| match e {
+            Entry::Read(i) => self.read_item(i),
+            Entry::Set(key, record) => Item {
+                key: key.as_str(),
+                raw: record.0.get(),
+                read: None,
+                own: Some((key, record)),
+            },
         })
     }
 
@@ -168,10 +137,7 @@ impl Records {
 
     /// How many records there are.
     pub(crate) fn len(&self) -> usize {
-        match self.over.is_empty() {
-            true => self.read.len(),
-            false => self.iter().count(),
-        }
+        self.changes.count(self.read.len(), |k| self.position(k))
     }
 }
 
