@@ -8,8 +8,7 @@
 //! reader knows whether the keys came sorted (the tool writes them so); a file in any other
 //! order is sorted here once, and a key named twice refused.
 
-use std::collections::BTreeMap;
-
+use super::codec::unique_map;
 use super::overlay::{Changes, Entry};
 use super::{Key, Ports};
 
@@ -33,11 +32,8 @@ impl Allocations {
                 changes: Changes::default(),
             });
         }
-        let n = read.len();
-        let map: BTreeMap<Key, Ports> = read.into_iter().collect();
-        if map.len() != n {
-            return Err("allocated_ports names a key twice".to_string());
-        }
+        let map = unique_map::<_, _, serde_json::Error>(read, "allocated_ports")
+            .map_err(|e| e.to_string())?;
         Ok(Allocations {
             read: map.into_iter().collect(),
             changes: Changes::default(),
@@ -101,9 +97,11 @@ impl PartialEq for Allocations {
     }
 }
 
+/// Tests build what they compare with from pairs (a key twice keeps the last).
+#[cfg(test)]
 impl FromIterator<(Key, Ports)> for Allocations {
     fn from_iter<I: IntoIterator<Item = (Key, Ports)>>(iter: I) -> Allocations {
-        let map: BTreeMap<Key, Ports> = iter.into_iter().collect();
+        let map: std::collections::BTreeMap<Key, Ports> = iter.into_iter().collect();
         Allocations {
             read: map.into_iter().collect(),
             changes: Changes::default(),
@@ -114,6 +112,7 @@ impl FromIterator<(Key, Ports)> for Allocations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn ports(port: u16) -> Ports {
         Ports::from(&BTreeMap::from([("web".to_string(), port)]))
