@@ -1044,12 +1044,13 @@ fn keep_held_ports(
     others: &OutsideHoldings,
 ) {
     if let Some(e) = m.index.repositories.get_mut(me) {
+        let runs = mine.runs();
         let stamp = match written {
             Some(stamp) => stamp,
-            None if e.ports == mine.runs() => e.seen,
+            None if e.ports == runs => e.seen,
             None => None,
         };
-        m.ports_changed |= e.set_held_runs(mine.runs(), stamp);
+        m.ports_changed |= e.set_held_runs(runs, stamp);
     }
     let read = (others.others.iter()).filter(|o| o.salvaged.is_empty() && o.listed.is_none());
     for other in read {
