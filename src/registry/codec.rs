@@ -467,6 +467,13 @@ impl Registry {
         put(out, &self.port_ranges);
         out.extend_from_slice(b",\"allocated_ports\":");
         write_allocated(sink, &self.allocated_ports)?;
+        if let Some(at) = self.write_apart {
+            // The records are in their own file ([`super::apart`]).
+            sink.out.extend_from_slice(b",\"records\":");
+            put(&mut sink.out, &at);
+            sink.out.extend_from_slice(b",\"history\":[]");
+            return self.write_extra(sink);
+        }
         // Records and history entries are written as the text they were read as or made.
         // A key read without escapes, its record right after it: copied from the file.
         sink.out.extend_from_slice(b",\"worktrees\":{");
@@ -513,7 +520,18 @@ impl Registry {
         }
         run.flush(sink)?;
         sink.out.push(b']');
-        for (key, value) in &self.extra {
+        self.write_extra(sink)
+    }
+
+    /// The keys this version does not know, and the document's end. With the records apart,
+    /// a `records` key an earlier layout kept as unknown gives way to the one written.
+    fn write_extra(&self, sink: &mut Sink<'_>) -> std::io::Result<()> {
+        fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+            serde_json::to_writer(out, value).expect("a registry value serializes");
+        }
+        let apart = self.write_apart.is_some();
+        for (key, value) in (self.extra.iter()).filter(|(k, _)| !(apart && *k == super::apart::KEY))
+        {
             sink.out.push(b',');
             put(&mut sink.out, key);
             sink.out.push(b':');
@@ -548,9 +566,12 @@ impl Registry {
         total
     }
 
-    /// Prepare for a save: this version's number.
+    /// Prepare for a save: the number of the version it writes.
     pub(super) fn prepare_save(&mut self) {
-        self.version = VERSION;
+        self.version = match self.write_apart {
+            Some(_) => super::apart::VERSION,
+            None => super::INLINE_VERSION,
+        };
     }
 }
 
@@ -726,7 +747,7 @@ impl Sink<'_> {
 
 /// A JSON string as serde_json writes it: quoted, and escaped only where it has a quote, a
 /// backslash or a control character (serde_json escapes nothing else).
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().any(ends_raw) {
         serde_json::to_writer(out, s).expect("a string serializes");
         return;
@@ -747,6 +768,9 @@ pub enum Problem {
     Invalid(String),
     /// Written by a newer version of the tool.
     Newer(u64),
+    /// The records' file a registry names is gone (a reader without the lock may have read
+    /// `ports.json` just before a save replaced that file: it reads again).
+    RecordsGone(String),
 }
 
 impl std::fmt::Display for Problem {
@@ -756,6 +780,7 @@ impl std::fmt::Display for Problem {
             Problem::Empty => f.write_str("empty"),
             Problem::Invalid(m) => f.write_str(m),
             Problem::Newer(v) => write!(f, "version {v} is newer than this tool's {VERSION}"),
+            Problem::RecordsGone(path) => write!(f, "its records file {path} is missing"),
         }
     }
 }
@@ -1227,7 +1252,7 @@ mod tests {
             parse(br#"{"allocated_ports": {"a": {"web": 70000}}}"#),
             Err(Problem::Invalid(_))
         ));
-        assert_eq!(parse(br#"{"version": 2}"#).unwrap_err(), Problem::Newer(2));
+        assert_eq!(parse(br#"{"version": 3}"#).unwrap_err(), Problem::Newer(3));
     }
 
     /// `reg` with nothing a save could copy from a file: every text its own, every worktree's

@@ -12,6 +12,7 @@
 //! No I/O here.
 
 mod allocations;
+pub mod apart;
 mod codec;
 mod compact;
 pub mod one;
@@ -38,12 +39,16 @@ use records::Records;
 pub use codec::{Problem, parse};
 pub use ports::Ports;
 pub use store::{
-    Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, mode_for, ports_of_unlocked,
-    record_files,
+    Loaded, Lock, Paths, load_ports_unlocked, load_unlocked, mode_for, parse_file_in,
+    ports_of_unlocked, record_files,
 };
 
-/// The registry format version this build writes and understands.
-pub const VERSION: u64 = 1;
+/// The newest registry format version this build understands: 1 keeps the records in
+/// `ports.json`, 2 beside it ([`apart`]).
+pub const VERSION: u64 = apart::VERSION;
+
+/// The format version of a registry whose records are in `ports.json`.
+pub const INLINE_VERSION: u64 = 1;
 
 /// The top-level key of the repository's label in hostnames.
 const HOST_LABEL_KEY: &str = "hostname_label";
@@ -122,6 +127,18 @@ pub struct Registry {
     events: Vec<Text>,
     /// Keys this version does not know, written back byte for byte.
     extra: BTreeMap<String, Raw>,
+    /// The records' own file, when they were read from one ([`apart`]).
+    apart_read: Option<ApartRead>,
+    /// Where the next write says the records are: None, in `ports.json` (set by the save).
+    write_apart: Option<apart::Apart>,
+}
+
+/// The records' own file as read: where, its committed bytes, how many lines they are.
+#[derive(Debug, Clone)]
+struct ApartRead {
+    at: apart::Apart,
+    file: Arc<FileText>,
+    lines: usize,
 }
 
 /// A JSON value kept as the bytes it was read as: written back byte for byte (a number above
@@ -396,13 +413,15 @@ impl std::error::Error for PortConflict {}
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            version: VERSION,
+            version: INLINE_VERSION,
             port_ranges: BTreeMap::new(),
             allocated_ports: Allocations::default(),
             worktrees: Records::default(),
             history: Vec::new(),
             events: Vec::new(),
             extra: BTreeMap::new(),
+            apart_read: None,
+            write_apart: None,
         }
     }
 }
@@ -814,6 +833,88 @@ impl Registry {
     /// This command's history entries, taken out to be appended.
     pub(super) fn take_events(&mut self) -> Vec<Text> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Where a registry of version 2 keeps its records (its `records` key, taken from the
+    /// keys kept as they are); None for an earlier version, whose `records` key, if it has
+    /// one, is not this tool's.
+    pub(super) fn records_named(&mut self) -> Result<Option<apart::Apart>, Problem> {
+        if self.version < apart::VERSION {
+            return Ok(None);
+        }
+        if self.worktrees.len() > 0 {
+            return Err(Problem::Invalid(format!(
+                "a version {} registry keeps its records apart, yet it has `worktrees`",
+                self.version
+            )));
+        }
+        let raw = self.extra.remove(apart::KEY).ok_or_else(|| {
+            Problem::Invalid(format!(
+                "version {} without `{}`: where its records are",
+                self.version,
+                apart::KEY
+            ))
+        })?;
+        serde_json::from_str(raw.0.get())
+            .map(Some)
+            .map_err(|e| Problem::Invalid(format!("`{}`: {e}", apart::KEY)))
+    }
+
+    /// The records read from their own file (`file`, the committed bytes of `at`).
+    pub(super) fn set_records_apart(
+        &mut self,
+        at: apart::Apart,
+        file: Arc<FileText>,
+        read: apart::Read,
+    ) {
+        self.worktrees = read.records;
+        self.apart_read = Some(ApartRead {
+            at,
+            file,
+            lines: read.lines,
+        });
+    }
+
+    /// Where the records were read from, when from their own file.
+    pub fn records_apart(&self) -> Option<apart::Apart> {
+        self.apart_read.as_ref().map(|r| r.at)
+    }
+
+    /// How many records there are.
+    pub(super) fn records_len(&self) -> usize {
+        self.worktrees.len()
+    }
+
+    /// The lines a save appends to the records' file (into `out`), and where the file's
+    /// committed bytes end: None when the records are to be written whole instead (they
+    /// were not read from that file, or it would hold too many lines for its records).
+    pub(super) fn records_appended(&self, out: &mut Vec<u8>) -> Option<(apart::Apart, usize)> {
+        let read = self.apart_read.as_ref()?;
+        if !(self.worktrees.file()).is_some_and(|f| Arc::ptr_eq(f, &read.file)) {
+            return None;
+        }
+        let n = apart::lines(self.worktrees.changes(), out);
+        (!apart::too_long(read.lines + n, self.worktrees.len())).then_some((read.at, n))
+    }
+
+    /// Every record, a line each, into `out` (a records file written whole).
+    pub(super) fn records_whole(&self, out: &mut Vec<u8>) {
+        for item in self.worktrees.iter() {
+            apart::line(out, item.key, item.raw);
+        }
+    }
+
+    /// Where the next write says the records are (None: in `ports.json`); after an append of
+    /// `added` lines, the file read holds them too.
+    pub(super) fn records_written(&mut self, at: Option<apart::Apart>, added: Option<usize>) {
+        self.write_apart = at;
+        match (at, added, &mut self.apart_read) {
+            (Some(at), Some(n), Some(read)) => {
+                read.at = at;
+                read.lines += n;
+            }
+            _ => self.apart_read = None,
+        }
     }
 
     /// Check what the rest of the tool relies on: known version, ports in 1024-65535, no port

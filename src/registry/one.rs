@@ -670,7 +670,7 @@ mod tests {
             "  ",
             "[]",
             "{}",
-            r#"{"version":2,"allocated_ports":{}}"#,
+            r#"{"version":3,"allocated_ports":{}}"#,
             r#"{"allocated_ports":{"main":{"web":8080},"feat":{"web":8080}},"version":1,"worktrees":{}}"#,
             r#"{"allocated_ports":{"main":{"web":80}},"version":1,"worktrees":{}}"#,
             r#"{"allocated_ports":{"main":{"web":70000}},"version":1,"worktrees":{}}"#,

@@ -58,6 +58,11 @@ impl<V> Changes<V> {
         }
     }
 
+    /// Every change in key order: set (Some) or removed (None).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, Option<&V>)> {
+        self.0.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
     /// Every entry in key order: the `n` read ones (`position`: where a key is, or would go,
     /// among them) merged with the changes, a set one in place of a read one of its key, a
     /// removed one hiding it.

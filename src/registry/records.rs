@@ -130,6 +130,16 @@ impl Records {
         })
     }
 
+    /// The file the records read are spans of (None when every record is a change).
+    pub(super) fn file(&self) -> Option<&Arc<FileText>> {
+        self.file.as_ref()
+    }
+
+    /// The records set (Some) or removed (None) since the read, in key order.
+    pub(super) fn changes(&self) -> impl Iterator<Item = (&Key, Option<&RecordJson>)> {
+        self.changes.iter()
+    }
+
     /// Every key, sorted.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
         self.iter().map(|i| i.key)

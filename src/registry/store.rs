@@ -1,5 +1,6 @@
 //! The registry's files: `<common-dir>/worktree-registry/{ports.json, ports.json.bak,
-//! ports.lock, history.jsonl}`. Loads (lock-free and locked), recovery, save. Reads and
+//! ports.lock, history.jsonl}`, and `records-<generation>.jsonl` where the records are kept
+//! apart ([`super::apart`]). Loads (lock-free and locked), recovery, save. Reads and
 //! writes only files inside `worktree-registry/`; never prints (warnings are returned to the
 //! caller).
 //!
@@ -11,6 +12,10 @@
 //!   damaged file would hand ports out twice;
 //! - save = [`fsio::write_atomic`] with [`Durability::Full`], then the same bytes to the backup
 //!   with [`Durability::Lazy`], so the backup is always the last committed state;
+//! - with the records apart, the lines a save changed are appended to their file (or the
+//!   records written whole into the next generation) and synced before `ports.json`, which
+//!   names the committed length, is renamed into place: bytes past that length are a save
+//!   that never committed, never read, cut by the next save;
 //! - readers take no lock: a rename gives them the old or the new file, never half of one;
 //! - what happened is appended to `history.jsonl` once the save that did it is committed
 //!   (a log: no fsync, cut to its newest [`HISTORY_KEEP`] bytes past [`HISTORY_MAX`]).
@@ -24,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::apart::{self, Apart};
 use super::codec::parse_owned;
 use super::{Problem, Registry, VERSION};
 use crate::model::clock::timestamp_for_file;
@@ -111,7 +117,67 @@ fn read_stamped(path: &Path) -> anyhow::Result<Result<(fsio::Bytes, Stamp), Prob
 }
 
 fn read(path: &Path) -> anyhow::Result<Result<Registry, Problem>> {
-    Ok(read_bytes(path)?.and_then(|b| parse_owned(b).1))
+    Ok(read_bytes(path)?.and_then(|b| parse_in(parent(path), b).1))
+}
+
+/// The directory a registry file is in (its records file is beside it).
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// [`parse_owned`], with the records of a registry that keeps them apart read from their
+/// file in `dir` ([`super::apart`]): on a second thread while `ports.json` is parsed, from
+/// where its last bytes say they are (checked against what the parse finds).
+fn parse_in(dir: &Path, bytes: fsio::Bytes) -> (Option<Arc<FileText>>, Result<Registry, Problem>) {
+    let guess = apart::named_at_end(&bytes);
+    std::thread::scope(|scope| {
+        let mut ahead = guess.map(|at| (at, scope.spawn(move || read_apart(dir, at))));
+        let (file, parsed) = parse_owned(bytes);
+        let parsed = parsed.and_then(|mut reg| {
+            let Some(at) = reg.records_named()? else {
+                return Ok(reg);
+            };
+            let (text, read) = match ahead.take() {
+                Some((guessed, read)) if guessed == at => {
+                    read.join().expect("reading records does not panic")?
+                }
+                _ => read_apart(dir, at)?,
+            };
+            reg.set_records_apart(at, text, read);
+            Ok(reg)
+        });
+        (file, parsed)
+    })
+}
+
+/// Parse the bytes of a registry file that is in `dir` (`ports.json`, its backup, a kept
+/// damaged one), its records read wherever they are.
+pub fn parse_file_in(dir: &Path, bytes: &[u8]) -> Result<Registry, Problem> {
+    parse_in(dir, bytes.to_vec().into()).1
+}
+
+/// The records `at` names, in `dir`: exactly the committed bytes (past them, a save that did
+/// not commit).
+fn read_apart(dir: &Path, at: Apart) -> Result<(Arc<FileText>, apart::Read), Problem> {
+    let path = dir.join(at.file_name());
+    let bytes = match fsio::read_prefix(&path, at.bytes) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(Problem::RecordsGone(path.display().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(Problem::Invalid(format!(
+                "{} is shorter than the {} bytes ports.json says it committed",
+                path.display(),
+                at.bytes
+            )));
+        }
+        Err(e) => return Err(Problem::Invalid(format!("{}: {e}", path.display()))),
+    };
+    let text = FileText::new(bytes)
+        .map_err(|e| Problem::Invalid(format!("{}: not UTF-8 text: {e}", path.display())))?;
+    let text = Arc::new(text);
+    let read =
+        apart::read(&text).map_err(|e| Problem::Invalid(format!("{}: {e}", path.display())))?;
+    Ok((text, read))
 }
 
 /// Another repository's ports only ([`super::codec::parse_ports_only`]), without the lock:
@@ -252,18 +318,31 @@ fn resolve(
 }
 
 /// The bytes read (when there were any) and what they parse to.
-fn split(read: Result<fsio::Bytes, Problem>) -> (Option<Arc<FileText>>, Result<Registry, Problem>) {
+fn split(
+    dir: &Path,
+    read: Result<fsio::Bytes, Problem>,
+) -> (Option<Arc<FileText>>, Result<Registry, Problem>) {
     match read {
-        Ok(bytes) => parse_owned(bytes),
+        Ok(bytes) => parse_in(dir, bytes),
         Err(p) => (None, Err(p)),
     }
 }
 
 /// Load without the lock, for readers (`list`, `get`, `check`). Never writes.
 pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
-    let file = read_stamped(&paths.file)?;
-    let stamp = file.as_ref().ok().map(|(_, stamp)| *stamp);
-    let (bytes, main) = split(file.map(|(bytes, _)| bytes));
+    // A save that wrote the records whole into a new file removes the one an earlier
+    // `ports.json` named, once the new one names the new file: read that one then.
+    let mut tries = 0;
+    let (stamp, bytes, main) = loop {
+        let file = read_stamped(&paths.file)?;
+        let stamp = file.as_ref().ok().map(|(_, stamp)| *stamp);
+        let (bytes, main) = split(&paths.dir, file.map(|(bytes, _)| bytes));
+        tries += 1;
+        if tries < 3 && matches!(main, Err(Problem::RecordsGone(_))) {
+            continue;
+        }
+        break (stamp, bytes, main);
+    };
     let mut loaded = resolve(paths, main, || read(&paths.backup))?;
     // A crash between the two renames of a save leaves the backup one step behind, and a
     // crash inside a save leaves a temp file. A stat and one small readdir catch both (the
@@ -272,7 +351,14 @@ pub fn load_unlocked(paths: &Paths) -> anyhow::Result<Loaded> {
     loaded.unfinished = bytes
         .as_ref()
         .is_some_and(|b| Some(b.len() as u64) != backup_len)
-        || fsio::has_temp_files(&paths.dir, &[OsStr::new(FILE), OsStr::new(BACKUP)]);
+        || fsio::has_temp_files(&paths.dir, &[OsStr::new(FILE), OsStr::new(BACKUP)])
+        || loaded.registry.records_apart().is_some_and(|at| {
+            // Bytes past the committed ones: an append whose save did not commit.
+            fs::metadata(paths.dir.join(at.file_name()))
+                .map(|m| m.len())
+                .ok()
+                != Some(at.bytes)
+        });
     if loaded.warnings.is_empty() {
         loaded.source = bytes.zip(stamp);
     }
@@ -311,6 +397,8 @@ pub struct Lock {
     /// (and rewritten if it lags) when the lock is let go without a save, since a save
     /// writes the backup anyway and a check before it would read 2.4 MB for nothing.
     unchecked_backup: std::cell::RefCell<Option<Arc<FileText>>>,
+    /// From how many records a save keeps them apart ([`records_apart_from`]).
+    apart_from: usize,
     // Declared last: dropped after `Drop::drop` has settled the backup.
     _lock: FileLock,
 }
@@ -336,6 +424,7 @@ impl Lock {
             _lock: lock::acquire_with(&paths.lock, paths.mode(), timeout, on_wait)?,
             paths: paths.clone(),
             unchecked_backup: std::cell::RefCell::new(None),
+            apart_from: records_apart_from(),
         })
     }
 
@@ -344,7 +433,7 @@ impl Lock {
     pub fn load(&self) -> anyhow::Result<Loaded> {
         self.sweep();
         let paths = &self.paths;
-        let (bytes, main) = split(read_bytes(&paths.file)?);
+        let (bytes, main) = split(&paths.dir, read_bytes(&paths.file)?);
         let damaged = matches!(main, Err(Problem::Invalid(_)));
         let mut loaded = resolve(paths, main, || read(&paths.backup))?;
         if loaded.recovered {
@@ -358,6 +447,14 @@ impl Lock {
             loaded.recovered = false;
         } else if let Some(current) = &bytes {
             self.catch_up_backup(current.as_bytes())?;
+            if let Some(at) = loaded.registry.records_apart() {
+                // An append whose save never committed: cut, so that readers without the lock
+                // no longer find the save unfinished and come here every time.
+                let path = paths.dir.join(at.file_name());
+                fsio::cut_at(&path, at.bytes).with_context(|| {
+                    format!("could not cut {} to its committed length", path.display())
+                })?;
+            }
         }
         Ok(loaded)
     }
@@ -415,6 +512,12 @@ impl Lock {
                 .iter()
                 .any(|t| fsio::is_temp_of(&file, OsStr::new(t)));
             let name = file.to_string_lossy();
+            let records = name.starts_with(".records-")
+                && fsio::is_temp_of(
+                    &file,
+                    OsStr::new(name[1..].split(".wp-tmp.").next().unwrap_or_default()),
+                );
+            let ours = ours || records;
             let older =
                 name.starts_with(FILE) && (name.ends_with(".tmp") || name.contains(".tmp."));
             if ours || older {
@@ -453,6 +556,8 @@ impl Lock {
     ) -> anyhow::Result<Option<String>> {
         // The backup is written below: no need to check the old one.
         self.unchecked_backup.borrow_mut().take();
+        let was_apart = registry.records_apart().is_some();
+        let (records, unsynced) = self.write_records(registry)?;
         registry.prepare_save();
         let mut warnings = Vec::new();
         // History an earlier version kept in ports.json moves to history.jsonl before the
@@ -480,17 +585,30 @@ impl Lock {
             };
             staged = Some(stage_backup(backup, copy, mode));
         };
-        fsio::write_atomic_stamped(
-            &self.paths.file,
-            &mut |f| registry.write_to(f),
-            WriteOptions {
-                durability: Durability::Full,
-                mode,
-                label: "registry",
-            },
-            before_commit,
-            Some(stage),
-        )?;
+        // Records appended are synced while ports.json is written and synced (two flushes
+        // at once, not one after the other), and before ports.json names them.
+        std::thread::scope(|scope| {
+            let mut syncing =
+                unsynced.map(|(path, file)| (path, scope.spawn(move || file.sync_data())));
+            let before = &mut |stamp| {
+                if let Some((path, sync)) = syncing.take() {
+                    (sync.join().expect("a sync does not panic"))
+                        .with_context(|| format!("could not sync {}", path.display()))?;
+                }
+                before_commit(stamp)
+            };
+            fsio::write_atomic_stamped(
+                &self.paths.file,
+                &mut |f| registry.write_to(f),
+                WriteOptions {
+                    durability: Durability::Full,
+                    mode,
+                    label: "registry",
+                },
+                before,
+                Some(stage),
+            )
+        })?;
         // What this command did, once it is committed (never an entry for a save that failed).
         let events = registry.take_events();
         if !events.is_empty()
@@ -501,12 +619,108 @@ impl Lock {
         let committed = staged
             .expect("a durable write calls what runs while it syncs")
             .and_then(fsio::Staged::commit);
-        if let Err(e) = committed {
-            warnings.push(format!(
+        match committed {
+            // Neither ports.json nor its backup names another generation of the records now
+            // (one readdir, only where records are or were apart).
+            Ok(()) if was_apart || records.is_some() => {
+                remove_records_but(&self.paths.dir, records.map(|at| at.generation))
+            }
+            Ok(()) => {}
+            Err(e) => warnings.push(format!(
                 "the change is saved, but its backup could not be written ({e:#}); the next command that changes the registry writes it again"
-            ));
+            )),
         }
         Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
+    }
+
+    /// Where this save keeps the records: from [`records_apart_from`] records on, in their own
+    /// file ([`apart`]), written and synced here, before `ports.json` commits them by naming
+    /// their length; else in `ports.json` (None).
+    /// The records' file appended to is returned, to be synced before `ports.json` commits.
+    fn write_records(&self, registry: &mut Registry) -> anyhow::Result<RecordsWritten> {
+        let count = registry.records_len();
+        let from = self.apart_from;
+        let apart = count >= from || (registry.records_apart().is_some() && count >= from / 2);
+        if !apart {
+            registry.records_written(None, None);
+            return Ok((None, None));
+        }
+        let mut lines = Vec::new();
+        if let Some((at, added)) = registry.records_appended(&mut lines) {
+            let path = self.paths.dir.join(at.file_name());
+            let unsynced = match added {
+                0 => None,
+                _ => Some(
+                    fsio::write_at(&path, at.bytes, &lines)
+                        .with_context(|| format!("could not append to {}", path.display()))?,
+                ),
+            };
+            let now = Apart {
+                generation: at.generation,
+                bytes: at.bytes + lines.len() as u64,
+            };
+            registry.records_written(Some(now), Some(added));
+            return Ok((Some(now), unsynced.map(|f| (path, f))));
+        }
+        // Written whole, into a generation no file has yet (one a crashed save made is left
+        // to be removed).
+        lines.clear();
+        registry.records_whole(&mut lines);
+        let generation = (records_generations(&self.paths.dir).into_iter())
+            .chain(registry.records_apart().map(|at| at.generation))
+            .max()
+            .map_or(1, |g| g + 1);
+        let path = self.paths.dir.join(apart::file_name(generation));
+        fsio::write_atomic(
+            &path,
+            &lines,
+            WriteOptions {
+                durability: Durability::Full,
+                mode: self.paths.mode(),
+                label: "records",
+            },
+        )?;
+        crate::sys::fault::point("records.whole");
+        let now = Apart {
+            generation,
+            bytes: lines.len() as u64,
+        };
+        registry.records_written(Some(now), None);
+        Ok((Some(now), None))
+    }
+}
+
+/// Where a save keeps the records ([`Lock::write_records`]), and the records file it
+/// appended to, not synced yet.
+type RecordsWritten = (Option<Apart>, Option<(PathBuf, fs::File)>);
+
+/// From how many records a registry keeps them in their own file: [`apart::APART_FROM`], or
+/// `GIT_WORKTREE_PORTS_RECORDS_APART_FROM` (the tests' small registries).
+fn records_apart_from() -> usize {
+    std::env::var("GIT_WORKTREE_PORTS_RECORDS_APART_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(apart::APART_FROM)
+}
+
+/// The generations of the records files in `dir`.
+fn records_generations(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter_map(|e| apart::generation_of(e.file_name().to_str()?))
+        .collect()
+}
+
+/// Remove every records file in `dir` but generation `keep`'s (best effort: the next save
+/// tries again).
+fn remove_records_but(dir: &Path, keep: Option<u64>) {
+    for generation in records_generations(dir) {
+        if Some(generation) != keep {
+            let _ = fs::remove_file(dir.join(apart::file_name(generation)));
+        }
     }
 }
 
@@ -631,7 +845,7 @@ mod tests {
     use super::*;
     use crate::registry::{Registry, Text};
     use serde_json::Value;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::fs::File;
 
     fn paths() -> (tempfile::TempDir, Paths) {
@@ -651,6 +865,260 @@ mod tests {
 
     fn lock(paths: &Paths) -> Lock {
         Lock::acquire(paths, Duration::from_secs(5), &|_| {}).unwrap()
+    }
+
+    /// A lock whose saves keep the records apart from `from` records on.
+    fn lock_apart(paths: &Paths, from: usize) -> Lock {
+        let mut l = lock(paths);
+        l.apart_from = from;
+        l
+    }
+
+    fn record(path: &str) -> super::super::WorktreeRecord {
+        super::super::WorktreeRecord {
+            path: path.into(),
+            branch: None,
+            allocated_at: "2026-12-04T00:00:00Z".into(),
+            id: Some(format!("id-{path}")),
+            compose_project_name: None,
+            slot: None,
+            hostname: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Worktrees a and b saved, their records apart (from two on): the lock that saved them.
+    fn two_apart(paths: &Paths) -> Lock {
+        let l = lock_apart(paths, 2);
+        let mut reg = Registry::default();
+        put(&mut reg, "a", 8080);
+        put(&mut reg, "b", 8081);
+        l.save(&mut reg).unwrap();
+        l
+    }
+
+    /// Worktree `key` with one port and a record.
+    fn put(reg: &mut Registry, key: &str, port: u16) {
+        reg.restore_ports(key, &BTreeMap::from([("web".to_string(), port)]))
+            .unwrap();
+        reg.set_record(key, &record(&format!("/w/{key}")));
+    }
+
+    fn records_of(reg: &Registry) -> Vec<(String, String)> {
+        (reg.worktrees.iter())
+            .map(|i| (i.key.to_string(), i.raw.to_string()))
+            .collect()
+    }
+
+    fn records_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = (names(dir).into_iter())
+            .filter(|n| n.contains("records-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Issue 28, item 2: from the threshold on, a save writes the records whole into their
+    /// own file, then appends what changed; below half of it they go back into ports.json and
+    /// the file goes. Every state reads back the same, locked or not, file and backup alike.
+    #[test]
+    fn records_go_apart_from_the_threshold_are_appended_and_come_back_below_half() {
+        let (_d, paths) = paths();
+        let l = lock_apart(&paths, 4);
+        let mut reg = Registry::default();
+        put(&mut reg, "a", 8080);
+        put(&mut reg, "b", 8081);
+        put(&mut reg, "c", 8082);
+        l.save(&mut reg).unwrap();
+        assert!(
+            fs::read(&paths.file)
+                .unwrap()
+                .starts_with(b"{\"version\":1,")
+        );
+        assert_eq!(records_files(&paths.dir), Vec::<String>::new());
+
+        let mut reg = l.load().unwrap().registry;
+        put(&mut reg, "d", 8083);
+        l.save(&mut reg).unwrap();
+        let text = fs::read_to_string(&paths.file).unwrap();
+        assert!(text.starts_with("{\"version\":2,"), "{text}");
+        assert!(!text.contains("\"worktrees\""), "{text}");
+        assert_eq!(records_files(&paths.dir), ["records-1.jsonl"]);
+        let whole = fs::metadata(paths.dir.join("records-1.jsonl"))
+            .unwrap()
+            .len();
+
+        let mut reg = load_unlocked(&paths).unwrap().registry;
+        assert_eq!(reg.records_len(), 4);
+        put(&mut reg, "e", 8084);
+        reg.remove_worktree("a");
+        let expected = records_of(&reg);
+        l.save(&mut reg).unwrap();
+        assert_eq!(records_files(&paths.dir), ["records-1.jsonl"]);
+        // Two lines appended to the same generation, in key order: a's removal, e's record.
+        let log = fs::read_to_string(paths.dir.join("records-1.jsonl")).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 6, "{log}");
+        assert_eq!(lines[4], r#"{"a":null}"#);
+        assert!(lines[5].starts_with(r#"{"e":{"path":"/w/e","#), "{log}");
+        assert!(log.len() as u64 > whole);
+        for loaded in [l.load().unwrap(), load_unlocked(&paths).unwrap()] {
+            assert!(loaded.is_clean(), "{:?}", loaded.warnings);
+            assert_eq!(records_of(&loaded.registry), expected);
+            assert_eq!(
+                loaded.registry.records_apart().unwrap().bytes,
+                log.len() as u64
+            );
+        }
+        assert_eq!(
+            fs::read(&paths.backup).unwrap(),
+            fs::read(&paths.file).unwrap()
+        );
+
+        // Two records stay apart (half of 4); one goes back into ports.json.
+        let mut reg = l.load().unwrap().registry;
+        reg.remove_worktree("b");
+        reg.remove_worktree("c");
+        l.save(&mut reg).unwrap();
+        assert!(
+            fs::read(&paths.file)
+                .unwrap()
+                .starts_with(b"{\"version\":2,")
+        );
+        let mut reg = l.load().unwrap().registry;
+        reg.remove_worktree("d");
+        let expected = records_of(&reg);
+        l.save(&mut reg).unwrap();
+        let text = fs::read_to_string(&paths.file).unwrap();
+        assert!(text.starts_with("{\"version\":1,"), "{text}");
+        assert_eq!(records_files(&paths.dir), Vec::<String>::new());
+        assert_eq!(records_of(&l.load().unwrap().registry), expected);
+        assert_eq!(expected.len(), 1);
+    }
+
+    /// Bytes past the length ports.json names (an append whose save never committed) are
+    /// never read, make a lock-free load unfinished, and are cut by the next save.
+    #[test]
+    fn an_uncommitted_tail_of_the_records_is_never_read_and_is_cut_by_the_next_save() {
+        let (_d, paths) = paths();
+        let l = two_apart(&paths);
+        let file = paths.dir.join("records-1.jsonl");
+        let committed = fs::read(&file).unwrap();
+        let mut torn = committed.clone();
+        // Longer than the line the next save appends: a save that did not cut it first
+        // would leave some of it past the new committed length.
+        torn.extend_from_slice(
+            format!(
+                "{{\"z\":{{\"path\":\"/w/{}\"}}}}\n{{\"a\":nu",
+                "z".repeat(300)
+            )
+            .as_bytes(),
+        );
+        fs::write(&file, &torn).unwrap();
+
+        let loaded = load_unlocked(&paths).unwrap();
+        assert!(loaded.unfinished && !loaded.is_clean());
+        assert_eq!(loaded.registry.records_len(), 2);
+        assert!(loaded.registry.record("z").is_none() && loaded.registry.record("a").is_some());
+        // The locked load a reader then takes cuts it, even with nothing to save.
+        drop(l.load().unwrap());
+        assert_eq!(fs::read(&file).unwrap(), committed);
+        assert!(load_unlocked(&paths).unwrap().is_clean());
+        fs::write(&file, &torn).unwrap();
+
+        let mut reg = l.load().unwrap().registry;
+        put(&mut reg, "c", 8082);
+        l.save(&mut reg).unwrap();
+        let log = fs::read(&file).unwrap();
+        assert!(log.starts_with(&committed));
+        assert_eq!(
+            Some(log.len() as u64),
+            load_unlocked(&paths)
+                .unwrap()
+                .registry
+                .records_apart()
+                .map(|at| at.bytes)
+        );
+        assert_eq!(&log[committed.len()..], br#"{"c":{"path":"/w/c","branch":null,"allocated_at":"2026-12-04T00:00:00Z","id":"id-/w/c"}}
+"#);
+        let loaded = load_unlocked(&paths).unwrap();
+        assert!(loaded.is_clean());
+        assert_eq!(loaded.registry.records_len(), 3);
+    }
+
+    /// A records file grown past twice its records' lines is written whole into the next
+    /// generation, and the older one goes once ports.json and its backup name the new; a
+    /// generation a crashed save left (never named) goes too.
+    #[test]
+    fn a_long_records_file_is_written_whole_into_the_next_generation() {
+        let (_d, paths) = paths();
+        let l = two_apart(&paths);
+        fs::write(paths.dir.join("records-7.jsonl"), "left by a crash\n").unwrap();
+        let mut generations = BTreeSet::new();
+        for i in 0..80 {
+            let mut reg = l.load().unwrap().registry;
+            reg.set_record("a", &record(&format!("/w/a{i}")));
+            l.save(&mut reg).unwrap();
+            let loaded = load_unlocked(&paths).unwrap();
+            generations.insert(loaded.registry.records_apart().map(|at| at.generation));
+            assert!(loaded.is_clean());
+            assert_eq!(
+                loaded.registry.record("a").unwrap().path,
+                format!("/w/a{i}")
+            );
+            let at = loaded.registry.records_apart().unwrap();
+            assert_eq!(records_files(&paths.dir), [apart::file_name(at.generation)]);
+        }
+        // 2 records: whole again past 2 x 2 + 64 lines, into the next generation (the
+        // orphan went with the first save that committed).
+        assert_eq!(generations, BTreeSet::from([Some(1), Some(2)]));
+    }
+
+    /// A `records` key a registry of version 1 kept as unknown (someone's own) is kept while
+    /// the records are in ports.json, and gives way to this tool's when they go apart: the
+    /// file never names the key twice.
+    #[test]
+    fn an_unknown_records_key_of_version_1_never_makes_the_key_twice() {
+        let (_d, paths) = paths();
+        fs::create_dir_all(&paths.dir).unwrap();
+        fs::write(
+            &paths.file,
+            r#"{"version":1,"allocated_ports":{"a":{"web":8080}},"worktrees":{"a":{"path":"/w/a"}},"records":"mine"}"#,
+        )
+        .unwrap();
+        let l = lock_apart(&paths, 2);
+        let mut reg = l.load().unwrap().registry;
+        l.save(&mut reg).unwrap();
+        assert!(
+            fs::read_to_string(&paths.file)
+                .unwrap()
+                .contains(r#""records":"mine""#)
+        );
+        let mut reg = l.load().unwrap().registry;
+        put(&mut reg, "b", 8081);
+        l.save(&mut reg).unwrap();
+        let text = fs::read_to_string(&paths.file).unwrap();
+        assert_eq!(text.matches(r#""records":"#).count(), 1, "{text}");
+        assert!(text.starts_with(r#"{"version":2,"#), "{text}");
+        assert_eq!(load_unlocked(&paths).unwrap().registry.records_len(), 2);
+    }
+
+    /// A records file that is gone is damage, not an empty registry: the locked load refuses
+    /// (nothing written) and says how to repair; a lock-free load says so too.
+    #[test]
+    fn a_missing_records_file_is_refused_never_read_as_no_records() {
+        let (_d, paths) = paths();
+        let l = two_apart(&paths);
+        fs::remove_file(paths.dir.join("records-1.jsonl")).unwrap();
+        let before = fs::read(&paths.file).unwrap();
+        let e = format!("{:#}", l.load().unwrap_err());
+        assert!(
+            e.contains("records-1.jsonl is missing") && e.contains("repair"),
+            "{e}"
+        );
+        assert!(load_unlocked(&paths).is_err());
+        assert_eq!(fs::read(&paths.file).unwrap(), before);
+        assert_eq!(fs::read(&paths.backup).unwrap(), before);
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -448,6 +448,50 @@ pub fn sweep(dir: &Path, target_name: Option<&OsStr>, sweep: Sweep) -> usize {
     removed
 }
 
+/// Write `bytes` at offset `at` of the existing regular file `path` (never through a
+/// symbolic link), cutting what is past `at` first; the file, for the caller to sync
+/// (`sync_data`) before anything names what it wrote.
+pub fn write_at(path: &Path, at: u64, bytes: &[u8]) -> io::Result<File> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                kind_of(meta.file_type())
+            ),
+        ));
+    }
+    if meta.len() != at {
+        file.set_len(at)?;
+    }
+    super::fault::io_point("records.append")?;
+    file.write_all_at(bytes, at)?;
+    super::fault::point("records.appended");
+    Ok(file)
+}
+
+/// Cut the existing regular file `path` (never through a symbolic link) to `len` bytes if it
+/// is longer; never longer, never a sync (what is cut was never committed).
+pub fn cut_at(path: &Path, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.file_type().is_file() && meta.len() > len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
 /// True when `dir` holds a temp file of one of `targets` (file names): a write in progress,
 /// or a killed one. One readdir, however many targets.
 pub fn has_temp_files(dir: &Path, targets: &[&OsStr]) -> bool {
@@ -645,6 +689,39 @@ fn bytes_of(f: File, len: u64) -> io::Result<Bytes> {
         return Ok(Bytes::Mapped(map));
     }
     read_all(f, len).map(Bytes::Read)
+}
+
+/// The first `len` bytes of the regular file `path` (None when there is none; an
+/// `UnexpectedEof` error when it is shorter), mapped from [`MAP_FROM`] bytes on as
+/// [`read_mapped_stamped`] maps. What is past `len` may change meanwhile (a records file's
+/// next append, `registry/apart.rs`); what is before it must not, and no writer of this tool
+/// changes it (one that cut it would make a mapped reader fault, as for [`Mapping`]).
+pub fn read_prefix(path: &Path, len: u64) -> io::Result<Option<Bytes>> {
+    let Some((f, meta)) = open_regular_meta(path)? else {
+        return Ok(None);
+    };
+    let short = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} is shorter than {len} bytes", path.display()),
+        )
+    };
+    if meta.len() < len {
+        return Err(short());
+    }
+    #[cfg(unix)]
+    if maps(len)
+        && let Ok(n) = usize::try_from(len)
+        && let Ok(map) = Mapping::of(&f, n)
+    {
+        return Ok(Some(Bytes::Mapped(map)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).map_err(|_| short())?);
+    io::Read::read_to_end(&mut io::Read::take(f, len), &mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(short());
+    }
+    Ok(Some(Bytes::Read(bytes)))
 }
 
 /// A file's [`Bytes`], checked once to be UTF-8 text.

@@ -71,7 +71,7 @@ impl Workspace {
             let Ok(Some(bytes)) = fsio::read_regular(&path) else {
                 continue;
             };
-            let source = match registry::parse(&bytes) {
+            let source = match registry::parse_file_in(&self.paths().dir, &bytes) {
                 Ok(reg) => Source {
                     entries: reg
                         .allocations()
@@ -192,7 +192,7 @@ impl Workspace {
         if !dry_run {
             let file = &self.paths().file;
             let damaged = match fsio::read_regular(file) {
-                Ok(Some(b)) => registry::parse(&b).is_err(),
+                Ok(Some(b)) => registry::parse_file_in(&self.paths().dir, &b).is_err(),
                 Ok(None) => false,
                 Err(_) => std::fs::symlink_metadata(file).is_ok(),
             };

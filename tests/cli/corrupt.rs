@@ -333,3 +333,60 @@ fn repair_salvages_a_truncated_file_with_no_backup() {
     repo.wp_in(&c, ["allocate", "--no-render"]).succeeds();
     assert_unique(&all_registry_ports(&repo.registry()));
 }
+
+/// Issue 28, item 2: with the records apart, `ports.json` names a records file; a records
+/// file that is gone is damage, never "no records": every command that writes refuses
+/// (nothing changed, the records file named), and `repair` keeps every port and makes the
+/// records again from git's worktree list.
+#[test]
+fn a_missing_records_file_is_refused_and_repair_keeps_every_port() {
+    const APART: &str = "GIT_WORKTREE_PORTS_RECORDS_APART_FROM";
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).env(APART, "2").succeeds();
+    let mut worktrees = Vec::new();
+    for name in ["a", "b"] {
+        let p = repo.add_worktree(name);
+        repo.wp_in(&p, ["allocate"]).env(APART, "2").succeeds();
+        worktrees.push(p);
+    }
+    let before = repo.registry();
+    let dir = repo.common_dir().join("worktree-registry");
+    let text = std::fs::read_to_string(dir.join("ports.json")).unwrap();
+    assert!(text.starts_with("{\"version\":2,"), "{text}");
+    std::fs::remove_file(dir.join("records-1.jsonl")).unwrap();
+    let snapshot = repo.registry_snapshot();
+
+    let c = repo.add_worktree("c");
+    let out = repo
+        .wp_in(&c, ["allocate", "--json"])
+        .env(APART, "2")
+        .fails()
+        .json();
+    assert_eq!(out["error"], "REGISTRY_CORRUPT", "{out}");
+    let message = out["message"].as_str().unwrap();
+    assert!(
+        message.contains("records-1.jsonl is missing") && message.contains("repair"),
+        "{message}"
+    );
+    assert_eq!(repo.registry_snapshot(), snapshot, "nothing changed");
+
+    repo.wp(["repair"]).env(APART, "2").succeeds();
+    let reg = repo.registry();
+    for key in ["main", "a", "b"] {
+        assert_eq!(
+            reg["allocated_ports"][key], before["allocated_ports"][key],
+            "{key}"
+        );
+    }
+    for (key, path) in [("a", &worktrees[0]), ("b", &worktrees[1])] {
+        assert_eq!(
+            reg["worktrees"][key]["path"],
+            path.to_str().unwrap(),
+            "{reg}"
+        );
+    }
+    repo.wp_in(&c, ["allocate", "--no-render"])
+        .env(APART, "2")
+        .succeeds();
+    assert_unique(&all_registry_ports(&repo.registry()));
+}

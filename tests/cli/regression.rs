@@ -1449,7 +1449,13 @@ fn many_ports_moved_for_a_copied_registry_are_named_five_and_counted() {
     let other = repo.another("other", None);
     let dir = other.join(".git/worktree-registry");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(repo.registry_path(), dir.join("ports.json")).unwrap();
+    // `ports.json`, and its records where they are kept apart.
+    for entry in std::fs::read_dir(repo.registry_path().parent().unwrap()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name == "ports.json" || name.starts_with("records-") {
+            std::fs::copy(repo.registry_path().with_file_name(&name), dir.join(&name)).unwrap();
+        }
+    }
 
     let stderr = repo
         .env

@@ -13,6 +13,9 @@ use crate::support::*;
 
 const FAULT: &str = "GIT_WORKTREE_PORTS_FAULT";
 
+/// From how many records a registry keeps them apart (`registry/apart.rs`).
+const APART_FROM: &str = "GIT_WORKTREE_PORTS_RECORDS_APART_FROM";
+
 /// Run `run` with the fault point `point` armed; it must die there (SIGABRT).
 fn crash_at(run: Run, point: &str) {
     let out = run.env(FAULT, point).output();
@@ -112,6 +115,107 @@ fn a_crash_while_history_moves_to_history_jsonl_repeats_entries_never_loses_them
     }
 }
 
+/// Issue 28, item 2: with the records apart, a crash after a record's line is written but
+/// before it is synced, or after the records are written whole into a new generation, is a
+/// save that did not commit: readers see the old state, the next command commits its own on
+/// top, cuts or removes what the dead one left, and nothing is held twice or lost. A full disk
+/// while appending fails the command and changes no file.
+#[test]
+fn a_crash_while_the_records_apart_are_written_leaves_the_old_state() {
+    for point in ["records.appended", "records.whole", "enospc:records.append"] {
+        let repo = TestRepo::new();
+        repo.wp(["allocate", "--no-render"])
+            .env(APART_FROM, "2")
+            .succeeds();
+        let first = repo.add_worktree("first");
+        if point != "records.whole" {
+            // Two records: apart already, so the next one is appended.
+            repo.wp_in(&first, ["allocate", "--no-render"])
+                .env(APART_FROM, "2")
+                .succeeds();
+        }
+        let old = repo.registry();
+        let snapshot = repo.registry_snapshot();
+        let wt = match point {
+            "records.whole" => first.clone(),
+            _ => repo.add_worktree("new"),
+        };
+        let run = repo
+            .wp_in(&wt, ["allocate", "--no-render"])
+            .env(APART_FROM, "2");
+        if let Some(fault) = point.strip_prefix("enospc:") {
+            let out = run.env(FAULT, format!("enospc:{fault}")).fails();
+            assert!(
+                out.stderr().contains("could not append to")
+                    && out.stderr().contains("No space left"),
+                "{}",
+                out.describe()
+            );
+            assert_eq!(
+                repo.registry_snapshot(),
+                snapshot,
+                "{point}: a failure wrote nothing"
+            );
+        } else {
+            crash_at(run, point);
+        }
+
+        // Readers see the old state, whole.
+        assert_eq!(repo.registry(), old, "{point}");
+        let seen = repo.wp(["list", "--json"]).succeeds().json();
+        assert_eq!(
+            seen["worktrees"].as_array().unwrap().len(),
+            keys(&old).len(),
+            "{point}: {seen}"
+        );
+
+        // The next command commits its own, and the registry is whole and clean after it.
+        let next = repo
+            .wp_in(&wt, ["allocate", "--json", "--no-render"])
+            .env(APART_FROM, "2")
+            .succeeds()
+            .json();
+        let reg = repo.registry();
+        let name = wt.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            reg["allocated_ports"][name], next["ports"],
+            "{point}: {reg}"
+        );
+        assert_eq!(
+            reg["worktrees"][name]["path"],
+            wt.to_str().unwrap(),
+            "{point}"
+        );
+        assert_eq!(keys(&reg).len(), keys(&old).len() + 1, "{point}");
+        for key in keys(&old) {
+            assert_eq!(
+                reg["worktrees"][&key], old["worktrees"][&key],
+                "{point}: {key} kept"
+            );
+        }
+        assert_unique(&all_registry_ports(&reg));
+        let dir = repo.common_dir().join("worktree-registry");
+        let text = std::fs::read_to_string(dir.join("ports.json")).unwrap();
+        let at: Value = serde_json::from_str::<Value>(&text).unwrap()["records"].clone();
+        let files: Vec<String> = walk(&dir)
+            .into_iter()
+            .filter(|f| f.contains("records-"))
+            .collect();
+        assert_eq!(files.len(), 1, "{point}: one generation left: {files:?}");
+        let len = std::fs::metadata(&files[0]).unwrap().len();
+        assert_eq!(
+            Some(len),
+            at["bytes"].as_u64(),
+            "{point}: nothing past the committed bytes"
+        );
+        assert_eq!(
+            temp_files(&dir, ".wp-tmp."),
+            Vec::<String>::new(),
+            "{point}"
+        );
+    }
+}
+
 /// The steps of a save, in order: the new file written; its backup's copy staged beside the
 /// backup while the disk writes the new file; the new file synced; renamed over `ports.json`
 /// (the commit); the staged backup put in place.
@@ -142,9 +246,7 @@ fn a_crash_at_any_step_of_a_registry_write_leaves_the_old_or_the_new_state() {
             .collect();
         let committed = seen_keys.contains("new");
         let reg_dir = repo.common_dir().join("worktree-registry");
-        let backup = || -> Value {
-            serde_json::from_slice(&std::fs::read(reg_dir.join("ports.json.bak")).unwrap()).unwrap()
-        };
+        let backup = || -> Value { read_registry(&reg_dir.join("ports.json.bak")) };
         match point {
             "registry.temp-written"
             | "backup.temp-written"
@@ -424,8 +526,8 @@ fn storm(large: bool) {
         // After every round: the file parses as it is, every entry is whole, no port twice.
         let reg_file = repo.registry_path();
         if reg_file.exists() {
-            let reg: Value = serde_json::from_slice(&std::fs::read(&reg_file).unwrap())
-                .unwrap_or_else(|e| panic!("seed {seed}: ports.json does not parse: {e}"));
+            // With the records apart, the lines ports.json names are whole and committed.
+            let reg = read_registry(&reg_file);
             for (wt, ports) in reg["allocated_ports"].as_object().unwrap() {
                 let svc: BTreeSet<&String> = ports.as_object().unwrap().keys().collect();
                 assert_eq!(svc.len(), 2, "seed {seed}: {wt} has a partial set: {ports}");
@@ -493,11 +595,22 @@ fn storm(large: bool) {
         WORKTREES + 1
     );
     assert_unique(&all_registry_ports(&reg));
+    // Nothing lost: every worktree with ports has its record (where it is, its identity).
+    for key in reg["allocated_ports"].as_object().unwrap().keys() {
+        let record = &reg["worktrees"][key];
+        assert!(
+            record["path"].is_string() && record["id"].is_string(),
+            "seed {seed}: {key} has no whole record: {record}"
+        );
+    }
     assert_eq!(
         temp_files(&repo.common_dir().join("worktree-registry"), ".wp-tmp."),
         Vec::<String>::new()
     );
-    if large {
+    let apart = std::fs::read_to_string(repo.registry_path())
+        .unwrap()
+        .starts_with("{\"version\":2,");
+    if large && !apart {
         // Still larger than the buffer at the end: every save of the storm was chunked.
         let len = std::fs::metadata(repo.registry_path()).unwrap().len();
         assert!(len > 256 * 1024, "seed {seed}: {len} bytes");
@@ -709,6 +822,17 @@ fn killed_between_the_index_s_save_and_the_registry_s_no_port_is_handed_out_twic
 /// the test's root, a temp file named as its target (`.ports.json.wp-tmp.<pid>` is
 /// `ports.json`).
 fn fsynced(repo: &TestRepo, dir: &Path, args: &[&str]) -> Option<Vec<String>> {
+    fsynced_with(repo, dir, args, None)
+}
+
+/// [`fsynced`], the records kept apart from `apart_from` records on (else from the default:
+/// never, in these small registries).
+fn fsynced_with(
+    repo: &TestRepo,
+    dir: &Path,
+    args: &[&str],
+    apart_from: Option<&str>,
+) -> Option<Vec<String>> {
     if std::process::Command::new("strace")
         .arg("-V")
         .output()
@@ -719,12 +843,21 @@ fn fsynced(repo: &TestRepo, dir: &Path, args: &[&str]) -> Option<Vec<String>> {
     }
     let log = repo.env.root().join("strace.log");
     let mut cmd = std::process::Command::new("strace");
+    // With the records apart, their sync runs on a thread of ours: followed then, and the
+    // syncs of git's processes, which `-f` follows too, left out by their paths.
+    if apart_from.is_some() {
+        cmd.arg("-f");
+    }
     cmd.args(["-qq", "-y", "-e", "trace=fsync,fdatasync,syncfs,sync", "-o"])
         .arg(&log)
         .arg(bin())
         .args(args)
         .current_dir(dir);
     repo.env.apply(&mut cmd);
+    match apart_from {
+        Some(n) => cmd.env(APART_FROM, n),
+        None => cmd.env_remove(APART_FROM),
+    };
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -735,6 +868,8 @@ fn fsynced(repo: &TestRepo, dir: &Path, args: &[&str]) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(&log).unwrap();
     Some(
         text.lines()
+            // `-f` splits a call another thread interrupts: its path is on its first line.
+            .filter(|l| !l.contains(" resumed>"))
             .filter_map(|l| Some(l.split_once('<')?.1.split_once('>')?.0.to_string()))
             .map(|p| {
                 let p = Path::new(&p);
@@ -786,6 +921,62 @@ fn the_fsyncs_of_add_allocate_and_render_are_exactly_the_needed_ones() {
         ],
         "a port moved: the .env that existed is replaced"
     );
+}
+
+/// Issue 28, item 2: with the records apart, a save that adds a record syncs the records
+/// file's new lines (`fdatasync`) before `ports.json` names them, and one that writes them
+/// whole into a new generation syncs that file and the folder its name is in first.
+#[test]
+fn the_fsyncs_of_a_registry_that_keeps_its_records_apart() {
+    let repo = TestRepo::new();
+    repo.wp(["allocate"]).env(APART_FROM, "2").succeeds();
+    let feat = repo.env.root().join("feat");
+    let Some(whole) = fsynced_with(
+        &repo,
+        &repo.root,
+        &["add", "-q", "--no-render", feat.to_str().unwrap()],
+        Some("2"),
+    ) else {
+        return;
+    };
+    assert_eq!(
+        whole,
+        [
+            "repo/.git/worktrees/feat/worktree-ports/id",
+            "repo/.git/worktree-registry/records-1.jsonl",
+            "repo/.git/worktree-registry",
+            "repo/.git/worktree-registry/ports.json",
+            "repo/.git/worktree-registry",
+        ],
+        "the second record: the records written whole"
+    );
+    let more = repo.env.root().join("more");
+    let appended = fsynced_with(
+        &repo,
+        &repo.root,
+        &["add", "-q", "--no-render", more.to_str().unwrap()],
+        Some("2"),
+    )
+    .unwrap();
+    // The records' line is synced on another thread while ports.json is: in either order,
+    // both before the rename that the folder's sync makes durable.
+    let mut both = appended[1..3].to_vec();
+    both.sort();
+    assert_eq!(
+        (&appended[0], both, &appended[3..]),
+        (
+            &"repo/.git/worktrees/more/worktree-ports/id".to_string(),
+            vec![
+                "repo/.git/worktree-registry/ports.json".to_string(),
+                "repo/.git/worktree-registry/records-1.jsonl".to_string(),
+            ],
+            &["repo/.git/worktree-registry".to_string()][..],
+        ),
+        "the third: one line appended: {appended:?}"
+    );
+    let reg = repo.registry();
+    assert_eq!(keys(&reg).len(), 3, "{reg}");
+    assert_eq!(reg["worktrees"]["more"]["path"], more.to_str().unwrap());
 }
 
 /// Issue 28, item 4: what a crash right after `add` can leave of files written without fsync

@@ -314,6 +314,8 @@ impl TestRepo {
 
     /// Edit `ports.json` by hand (`edit` changes its JSON), dropping the backup so that the
     /// edit is what the next command reads.
+    /// Edit `ports.json` by hand. A registry that keeps its records apart is written back
+    /// with them inside (version 1), as a user's edit of [`TestRepo::registry`] would be.
     pub fn edit_registry(&self, edit: impl FnOnce(&mut Value)) {
         let mut reg = self.registry();
         edit(&mut reg);
@@ -321,8 +323,10 @@ impl TestRepo {
         let _ = std::fs::remove_file(self.registry_path().with_extension("json.bak"));
     }
 
+    /// `ports.json` in the shape of version 1, its records under `worktrees` wherever they
+    /// are kept ([`read_registry`]).
     pub fn registry(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.registry_path()).unwrap()).unwrap()
+        read_registry(&self.registry_path())
     }
 
     /// The entries of `history.jsonl`, oldest first (none when it does not exist).
@@ -978,4 +982,38 @@ pub fn raw(port: u16, request: &str) -> std::net::TcpStream {
         .unwrap();
     s.write_all(request.as_bytes()).unwrap();
     s
+}
+
+/// The registry file at `path` (`ports.json`, its backup) in the shape of version 1: a
+/// registry of version 2 names its records file (`"records": {"generation", "bytes"}`),
+/// whose committed lines, a later one winning and `null` removing, are its `worktrees`.
+pub fn read_registry(path: &Path) -> Value {
+    let mut reg: Value = serde_json::from_slice(&std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if reg["version"] == 2 {
+        let at = reg.as_object_mut().unwrap().remove("records").unwrap();
+        reg["worktrees"] = records_apart(path, &at);
+        reg["version"] = 1.into();
+    }
+    reg
+}
+
+/// The records of a registry kept apart: the committed lines of the file `at` names, beside
+/// `ports`.
+pub fn records_apart(ports: &Path, at: &Value) -> Value {
+    let file = ports.with_file_name(format!("records-{}.jsonl", at["generation"]));
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let committed = &bytes[..at["bytes"].as_u64().unwrap() as usize];
+    let mut records = serde_json::Map::new();
+    for line in std::str::from_utf8(committed).unwrap().lines() {
+        let one: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        assert_eq!(one.len(), 1, "{line}");
+        for (key, record) in one {
+            match record {
+                Value::Null => records.remove(&key),
+                record => records.insert(key, record),
+            };
+        }
+    }
+    Value::Object(records)
 }
