@@ -10,8 +10,9 @@
 #   - a fresh allocation of 5 services (fsyncs included); through git, against `git true` and
 #     the floor of a durable registry rewrite through git
 #   - git switch with and without the post-checkout hook
-#   - allocate with a 10,000-worktree registry (records as the first versions wrote them, and
-#     as this one writes them), and its peak memory (GNU time)
+#   - allocate with a 10,000-worktree registry (records as the first versions wrote them, as
+#     this one writes them in one file, and apart as it keeps them from 2,000 worktrees on),
+#     and its peak memory (GNU time)
 #   - status of one worktree (5 services, its server listening) among 500 other processes,
 #     and list with its LIVE column against list --no-probe, with 10,000 worktrees
 # RUNS=<n> sets the runs per command (default 100). ONLY="machine big" runs only those groups
@@ -304,14 +305,17 @@ fi
 
 # 10,000 worktrees x 5 services in the registry; allocate a new one (main) each run. `big`'s
 # records are as the first versions wrote them (path, branch, time: 2.3 MB), `bigcur`'s as
-# this one writes them (also an identity, a compose name, a slot and a hostname: 3.5 MB).
-make_big() { # repository, "old" | "current"
+# this one writes them (also an identity, a compose name, a slot and a hostname: 3.5 MB),
+# both in ports.json as versions before 2 kept them: each run is then the first save of this
+# version, which moves the records into their own file (registry/apart.rs). `bigapart` is the
+# state that save leaves, and every later one: the records apart, one line appended.
+make_big() { # repository, "old" | "current" | "apart" (current records, in their own file)
 make_repo "$1"
 printf '[services.web]\nrange = [1100, 13099]\n[services.api]\nrange = [13100, 25099]\n[services.db]\nrange = [25100, 37099]\n[services.test]\nrange = [37100, 49099]\n[services.debug]\nrange = [49100, 61099]\n' >"$1/.worktree-ports/config.toml"
 python3 - "$1/.git/worktree-registry" "$2" <<'PY'
 import json, os, sys
 d = sys.argv[1]; os.makedirs(d, exist_ok=True)
-current = sys.argv[2] == "current"
+current = sys.argv[2] in ("current", "apart")
 svcs = ["web", "api", "db", "test", "debug"]
 # Services in the order a save writes them (sorted), as in every file the tool saved: the
 # state each run starts from (see below).
@@ -329,6 +333,15 @@ for n in range(10000):
 reg["history"] = []
 # As the tool writes it: compact, its keys in the order of the tool's model.
 reg = {k: reg[k] for k in ("version", "port_ranges", "allocated_ports", "worktrees", "history")}
+if sys.argv[2] == "apart":
+    # Version 2 (registry/apart.rs): the records one a line in records-1.jsonl, sorted, as a
+    # save that writes them whole leaves them; ports.json names the file and its length.
+    records = reg.pop("worktrees")
+    lines = "".join(json.dumps({k: records[k]}, separators=(",", ":")) + "\n" for k in sorted(records))
+    for name in ("records10k.jsonl", "records-1.jsonl"):
+        open(os.path.join(d, name), "w").write(lines)
+    reg = {"version": 2, "port_ranges": reg["port_ranges"], "allocated_ports": reg["allocated_ports"],
+           "records": {"generation": 1, "bytes": len(lines.encode())}, "history": []}
 text = json.dumps(reg, separators=(",", ":")) + "\n"
 for name in ("ports10k.json", "ports.json", "ports.json.bak"):
     open(os.path.join(d, name), "w").write(text)
@@ -381,12 +394,30 @@ if want big; then
 	regcur="$bigcur/.git/worktree-registry"
 	printf '#!/bin/sh\ncp %s/ports10k.json %s/ports.json && cp %s/ports10k.json %s/ports.json.bak && sync\n' "$regcur" "$regcur" "$regcur" "$regcur" >"$work/restore-bigcur.sync"
 	chmod +x "$work/restore-bigcur.sync"
+	# The small repository on the same machine as the large one, as in `bigfresh`: on the
+	# main one, its index lists `big`, whose file the rows above restored behind the tool's
+	# back, so every allocation there read those 10,000 worktrees again (a stamp that no longer
+	# matches is never trusted): 8-9 ms instead of 3 in session 18's first run.
 	paired bigcurfresh \
-		"allocate (fresh), small repository" "$work/release-small.sync" "env -C $repo $BIN allocate --no-render" \
+		"allocate (fresh), small repository" "$work/release-small.sync" "env -C $repo XDG_STATE_HOME=$work/state-bigcur $BIN allocate --no-render" \
 		"allocate (fresh), 10,000 worktrees, current records" "$work/restore-bigcur.sync" "env -C $bigcur XDG_STATE_HOME=$work/state-bigcur $BIN allocate --no-render"
 	[ -x "$work/floor_save" ] && paired floorsavecur \
 		"floor: rewrite the current-records ports.json (no parsing)" "$work/restore-bigcur.sync" "$work/floor_save $regcur" \
 		"allocate (fresh), 10,000 worktrees, current records" "$work/restore-bigcur.sync" "env -C $bigcur XDG_STATE_HOME=$work/state-bigcur $BIN allocate --no-render"
+	# And as this version keeps a registry of 2,000 worktrees or more: its records in their
+	# own file (registry/apart.rs), a fresh allocation appending one line to it. On a machine
+	# of its own too. Its floor: floor_save rewriting what is still rewritten (ports.json).
+	bigap="$work/bigapart"
+	make_big "$bigap" apart
+	regap="$bigap/.git/worktree-registry"
+	printf '#!/bin/sh\ncp %s/ports10k.json %s/ports.json && cp %s/ports10k.json %s/ports.json.bak && cp %s/records10k.jsonl %s/records-1.jsonl && sync\n' "$regap" "$regap" "$regap" "$regap" "$regap" "$regap" >"$work/restore-bigapart.sync"
+	chmod +x "$work/restore-bigapart.sync"
+	paired bigapartfresh \
+		"allocate (fresh), small repository" "$work/release-small.sync" "env -C $repo XDG_STATE_HOME=$work/state-bigapart $BIN allocate --no-render" \
+		"allocate (fresh), 10,000 worktrees, records apart" "$work/restore-bigapart.sync" "env -C $bigap XDG_STATE_HOME=$work/state-bigapart $BIN allocate --no-render"
+	[ -x "$work/floor_save" ] && paired floorsaveapart \
+		"floor: rewrite the records-apart ports.json (no parsing)" "$work/restore-bigapart.sync" "$work/floor_save $regap" \
+		"allocate (fresh), 10,000 worktrees, records apart" "$work/restore-bigapart.sync" "env -C $bigap XDG_STATE_HOME=$work/state-bigapart $BIN allocate --no-render"
 fi
 want big && bench big \
 	--prepare "$restore.sync" -n "allocate, 10,000 worktrees (fresh)" "$BIN allocate --no-render" \
@@ -461,13 +492,13 @@ def paired3(group):
         ratios = [y / x for x, y in zip(med[names[0]], med[n])]
         rows.append((f"  ratio: {n} / {names[0]} (x)", statistics.median(ratios), statistics.pstdev(ratios)))
 vs = ["vs-get", "vs-allocate", "vs-fresh", "vs-big", "vs-bigget", "vs-many"] if base_peak else []
-for group in ["start", "add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "bigcurfresh", "floorsavecur", "big", "status", "list"] + vs:
+for group in ["start", "add", "add-floor", "many-add", "many-read", "read", "fresh", "floor-get", "floor-fresh", "floor-save", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "bigcurfresh", "floorsavecur", "bigapartfresh", "floorsaveapart", "big", "status", "list"] + vs:
     if not glob.glob(os.path.join(res, group + "*.json")):
         continue  # not asked for (ONLY)
     if group in ["add-floor", "floor-save", "start"]:
         paired3(group)
         continue
-    if group in ["add", "many-add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "bigcurfresh", "floorsavecur", "list"] + vs:
+    if group in ["add", "many-add", "floor-get", "floor-fresh", "machine", "neighbour", "checkout", "emptyhook", "bigget", "bigfresh", "floorsave", "bigcurfresh", "floorsavecur", "bigapartfresh", "floorsaveapart", "list"] + vs:
         paired(group)
         continue
     for r in json.load(open(os.path.join(res, group + ".json")))["results"]:
