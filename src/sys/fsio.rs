@@ -450,7 +450,8 @@ pub fn sweep(dir: &Path, target_name: Option<&OsStr>, sweep: Sweep) -> usize {
 
 /// Write `bytes` at offset `at` of the existing regular file `path` (never through a
 /// symbolic link), cutting what is past `at` first; the file, for the caller to sync
-/// (`sync_data`) before anything names what it wrote.
+/// (`sync_data`) before anything names what it wrote. A file shorter than `at` is an
+/// `UnexpectedEof` error: never filled with zeros up to it.
 pub fn write_at(path: &Path, at: u64, bytes: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let file = fs::OpenOptions::new()
@@ -468,7 +469,13 @@ pub fn write_at(path: &Path, at: u64, bytes: &[u8]) -> io::Result<File> {
             ),
         ));
     }
-    if meta.len() != at {
+    if meta.len() < at {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} is shorter than {at} bytes", path.display()),
+        ));
+    }
+    if meta.len() > at {
         file.set_len(at)?;
     }
     super::fault::io_point("records.append")?;
@@ -1034,6 +1041,37 @@ mod tests {
         fs::set_permissions(&env, fs::Permissions::from_mode(0o600)).unwrap();
         write_atomic(&env, b"A=2\n", opts(Durability::File, Mode::KeepExisting)).unwrap();
         assert_eq!(mode(&env), 0o600);
+    }
+
+    /// An append at the committed length cuts what a save that never committed left past it,
+    /// and a prefix read gives exactly the bytes asked for; a file shorter than the committed
+    /// length is refused, never filled with zeros, and left as it was.
+    #[test]
+    fn writes_at_a_length_cut_past_it_and_never_fill_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records-1.jsonl");
+        fs::write(&path, "committed\nnever committed\n").unwrap();
+        let f = write_at(&path, 10, b"next\n").unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"committed\nnext\n");
+        assert_eq!(&*read_prefix(&path, 10).unwrap().unwrap(), b"committed\n");
+        assert_eq!(
+            write_at(&path, 100, b"x").unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            read_prefix(&path, 100).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"committed\nnext\n");
+        cut_at(&path, 10).unwrap();
+        cut_at(&path, 50).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"committed\n");
+        assert!(read_prefix(&dir.path().join("none"), 1).unwrap().is_none());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(write_at(&link, 10, b"x").is_err() && cut_at(&link, 0).is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"committed\n");
     }
 
     #[test]
