@@ -11,15 +11,15 @@
 //! names the records' file and how many of its bytes are committed:
 //! `"records":{"generation":4,"bytes":2712345}`.
 //!
-//! A save appends the records it changed to that file and syncs it, then commits
-//! `ports.json` naming the new length: bytes past the committed length are a save that did
-//! not commit, never read, and cut by the next save. When the file holds more than twice
-//! the lines it has records, the next save writes the records whole into the next
-//! generation instead (synced, then committed by `ports.json` the same way), and the older
-//! generation is deleted once neither `ports.json` nor its backup names it. Readers without
-//! the lock read `ports.json` first and the records it names after: an append only adds bytes
-//! past the length they read, and a generation is deleted only after `ports.json` stopped
-//! naming it, so they read it again from the start when it is gone.
+//! A save appends the records it changed to that file and syncs it, then commits `ports.json`
+//! naming the new length: bytes past the committed length are a save that did not commit, never
+//! read, and cut by the next locked load or save. When the file holds more than twice the lines it
+//! has records, the next save writes the records whole into the next generation instead (synced,
+//! then committed by `ports.json` the same way), and the older generation is deleted once neither
+//! `ports.json` nor its backup names it. Readers without the lock read `ports.json` first and the
+//! records it names after: an append only adds bytes past the length they read, and a generation is
+//! deleted only after `ports.json` stopped naming it, so they read it again from the start when it
+//! is gone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

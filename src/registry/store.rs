@@ -15,7 +15,7 @@
 //! - with the records apart, the lines a save changed are appended to their file (or the
 //!   records written whole into the next generation) and synced before `ports.json`, which
 //!   names the committed length, is renamed into place: bytes past that length are a save
-//!   that never committed, never read, cut by the next save;
+//!   that never committed, never read, cut by the next locked load or save;
 //! - readers take no lock: a rename gives them the old or the new file, never half of one;
 //! - what happened is appended to `history.jsonl` once the save that did it is committed
 //!   (a log: no fsync, cut to its newest [`HISTORY_KEEP`] bytes past [`HISTORY_MAX`]).
@@ -997,7 +997,8 @@ mod tests {
     }
 
     /// Bytes past the length ports.json names (an append whose save never committed) are
-    /// never read, make a lock-free load unfinished, and are cut by the next save.
+    /// never read, make a lock-free load unfinished, and are cut by the next locked load or
+    /// save.
     #[test]
     fn an_uncommitted_tail_of_the_records_is_never_read_and_is_cut_by_the_next_save() {
         let (_d, paths) = paths();
