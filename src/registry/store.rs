@@ -159,6 +159,7 @@ pub fn parse_file_in(dir: &Path, bytes: &[u8]) -> Result<Registry, Problem> {
 /// The records `at` names, in `dir`: exactly the committed bytes (past them, a save that did
 /// not commit).
 fn read_apart(dir: &Path, at: Apart) -> Result<(Arc<FileText>, apart::Read), Problem> {
+    crate::sys::fault::pause("records.read");
     let path = dir.join(at.file_name());
     let bytes = match fsio::read_prefix(&path, at.bytes) {
         Ok(Some(bytes)) => bytes,

@@ -415,3 +415,111 @@ fn a_storm_with_repositories_moved_and_the_state_dir_wiped_never_hands_a_port_ou
     want.sort();
     assert_eq!(paths, want, "{listed:#}");
 }
+
+/// Issue 28, item 2: with the records apart, readers without the lock run while saves append
+/// to the records file and, every few dozen lines, write it whole into a new generation and
+/// delete the old one. No reader ever fails or misses a worktree that kept its ports. And the
+/// race made to happen: a reader that read `ports.json`, then waited (a fault point) while a
+/// save wrote the records whole and deleted the generation it named, reads `ports.json` again
+/// (not the backup, with a warning that ports.json is damaged).
+#[test]
+fn readers_never_fail_while_the_records_apart_are_appended_and_rewritten() {
+    const APART: &str = "GIT_WORKTREE_PORTS_RECORDS_APART_FROM";
+    let repo = TestRepo::new();
+    repo.wp(["allocate", "--no-render"])
+        .env(APART, "2")
+        .succeeds();
+    let a = repo.add_worktree("a");
+    let b = repo.add_worktree("b");
+    for wt in [&a, &b] {
+        repo.wp_in(wt, ["allocate", "--no-render"])
+            .env(APART, "2")
+            .succeeds();
+    }
+    let dir = repo.common_dir().join("worktree-registry");
+    let generations = || -> std::collections::BTreeSet<String> {
+        (std::fs::read_dir(&dir).unwrap())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("records-"))
+            .collect()
+    };
+    let lines = || -> usize {
+        let name = generations().into_iter().next().unwrap();
+        std::fs::read_to_string(dir.join(name))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let read = |paused: bool| {
+        let mut run = repo.wp(["list", "--json"]);
+        if paused {
+            run = run.env("GIT_WORKTREE_PORTS_FAULT", "pause:records.read");
+        }
+        let out = run.succeeds();
+        // Not "recovered from the backup": ports.json was never damaged.
+        assert_eq!(out.stderr(), "", "paused: {paused}");
+        let list = out.json();
+        let names: Vec<String> = (list["worktrees"].as_array().unwrap().iter())
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "main") && names.iter().any(|n| n == "b"),
+            "{list}"
+        );
+    };
+    // Two lines a round (a's removal, then its record again): written whole every 35 rounds or
+    // so, past 2 x 3 + 64 lines.
+    let round = || {
+        repo.wp_in(&a, ["release"]).env(APART, "2").succeeds();
+        repo.wp_in(&a, ["allocate", "--no-render"])
+            .env(APART, "2")
+            .succeeds();
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut seen = generations();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut reads = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        read(false);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for _ in 0..40 {
+            round();
+            seen.extend(generations());
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+    });
+    assert!(
+        seen.len() >= 2,
+        "the records were written whole again: {seen:?}"
+    );
+
+    // The race: close to the next whole write, a reader reads ports.json and waits; the
+    // rounds go on until the generation it read is gone.
+    while lines() < 60 {
+        round();
+    }
+    let before = generations();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read(true));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        while generations() == before {
+            round();
+        }
+        reader.join().unwrap();
+    });
+    assert_eq!(generations().len(), 1);
+    let reg = repo.registry();
+    assert_eq!(reg["worktrees"].as_object().unwrap().len(), 3, "{reg}");
+    assert_unique(&all_registry_ports(&reg));
+}
