@@ -27,8 +27,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::compact::skip_value;
-use super::one::plain_key;
+use super::compact::member;
 use super::records::{Records, Span};
 use super::{Key, RecordJson, Text};
 use crate::sys::fsio::FileText;
@@ -229,19 +228,12 @@ fn entries_in(b: &[u8], mut at: usize, end: usize) -> Option<Vec<Entry>> {
         if b[at] != b'{' {
             return None;
         }
-        let n = plain_key(&b[at + 1..])?;
-        let v = at + n + 4;
-        let e = skip_value(b, v)?;
+        let ([k0, k1, v0, v1], e) = member(b, at + 1)?;
         if b.get(e..e + 2) != Some(b"}\n") {
             return None;
         }
-        // A file past 4 GiB is left to serde.
-        let [Some(k0), Some(k1), Some(v0), Some(v1)] =
-            [at + 2, at + 2 + n, v, e].map(|i| u32::try_from(i).ok())
-        else {
-            return None;
-        };
-        entries.push(([k0, k1], (&b[v..e] != b"null").then_some([v0, v1])));
+        let removed = &b[v0 as usize..e] == b"null";
+        entries.push(([k0, k1], (!removed).then_some([v0, v1])));
         at = e + 2;
     }
     (at == end).then_some(entries)

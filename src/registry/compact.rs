@@ -148,17 +148,8 @@ fn record_spans(text: &str, mut at: usize) -> Option<(Vec<RecordSpan>, usize)> {
     let mut spans = Vec::with_capacity((b.len() - at) / 32);
     if b.get(at) != Some(&b'}') {
         loop {
-            let n = plain_key(b.get(at..)?)?;
-            let key = (at + 1, at + 1 + n);
-            at += n + 3;
-            let e = skip_value(b, at)?;
-            // A file past 4 GiB is left to serde.
-            let [Some(k0), Some(k1), Some(v0), Some(v1)] =
-                [key.0, key.1, at, e].map(|i| u32::try_from(i).ok())
-            else {
-                return None;
-            };
-            spans.push([k0, k1, v0, v1]);
+            let (span, e) = member(b, at)?;
+            spans.push(span);
             at = e;
             match b.get(at) {
                 Some(b',') => at += 1,
@@ -168,6 +159,21 @@ fn record_spans(text: &str, mut at: usize) -> Option<(Vec<RecordSpan>, usize)> {
         }
     }
     Some((spans, at + 1))
+}
+
+/// The member `"key":value` whose key's opening quote is at `b[at]`, the key plain (no
+/// escapes) and the value checked by [`skip_value`]: where its key and value are, and where
+/// it ends. None for anything else, and past 4 GiB (left to serde).
+pub(super) fn member(b: &[u8], at: usize) -> Option<(RecordSpan, usize)> {
+    let n = plain_key(b.get(at..)?)?;
+    let value = at + n + 3;
+    let end = skip_value(b, value)?;
+    let [Some(k0), Some(k1), Some(v0), Some(v1)] =
+        [at + 1, at + 1 + n, value, end].map(|i| u32::try_from(i).ok())
+    else {
+        return None;
+    };
+    Some(([k0, k1, v0, v1], end))
 }
 
 /// The records at `spans` of `text` (a part of `file`) into the registry: kept as spans of
