@@ -453,22 +453,8 @@ pub fn sweep(dir: &Path, target_name: Option<&OsStr>, sweep: Sweep) -> usize {
 /// (`sync_data`) before anything names what it wrote. A file shorter than `at` is an
 /// `UnexpectedEof` error: never filled with zeros up to it.
 pub fn write_at(path: &Path, at: u64, bytes: &[u8]) -> io::Result<File> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} is {}, not a regular file",
-                path.display(),
-                kind_of(meta.file_type())
-            ),
-        ));
-    }
+    use std::os::unix::fs::FileExt;
+    let (file, meta) = open_existing_for_writing(path)?;
     if meta.len() < at {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -487,16 +473,34 @@ pub fn write_at(path: &Path, at: u64, bytes: &[u8]) -> io::Result<File> {
 /// Cut the existing regular file `path` (never through a symbolic link) to `len` bytes if it
 /// is longer; never longer, never a sync (what is cut was never committed).
 pub fn cut_at(path: &Path, len: u64) -> io::Result<()> {
+    let (file, meta) = open_existing_for_writing(path)?;
+    if meta.len() > len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// The existing regular file `path` opened for writing in place, never through a symbolic
+/// link and never blocking (a FIFO in its place); anything but a regular file is an
+/// `InvalidData` error that says what it is.
+fn open_existing_for_writing(path: &Path) -> io::Result<(File, fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
-    if meta.file_type().is_file() && meta.len() > len {
-        file.set_len(len)?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                kind_of(meta.file_type())
+            ),
+        ));
     }
-    Ok(())
+    Ok((file, meta))
 }
 
 /// True when `dir` holds a temp file of one of `targets` (file names): a write in progress,
@@ -688,14 +692,25 @@ impl Drop for Mapping {
 /// The bytes of `f`, `len` long: mapped from [`MAP_FROM`] bytes on (falling back to a read
 /// where the file system cannot map), else read.
 fn bytes_of(f: File, len: u64) -> io::Result<Bytes> {
+    match mapped(&f, len) {
+        Some(map) => Ok(map),
+        None => read_all(f, len).map(Bytes::Read),
+    }
+}
+
+/// The first `len` bytes of `f` mapped, from [`MAP_FROM`] bytes on; None when they are to be
+/// read instead (fewer, mapping turned off, or a file system that cannot map).
+fn mapped(f: &File, len: u64) -> Option<Bytes> {
     #[cfg(unix)]
     if maps(len)
         && let Ok(len) = usize::try_from(len)
-        && let Ok(map) = Mapping::of(&f, len)
+        && let Ok(map) = Mapping::of(f, len)
     {
-        return Ok(Bytes::Mapped(map));
+        return Some(Bytes::Mapped(map));
     }
-    read_all(f, len).map(Bytes::Read)
+    #[cfg(not(unix))]
+    let _ = (f, len);
+    None
 }
 
 /// The first `len` bytes of the regular file `path` (None when there is none; an
@@ -716,12 +731,8 @@ pub fn read_prefix(path: &Path, len: u64) -> io::Result<Option<Bytes>> {
     if meta.len() < len {
         return Err(short());
     }
-    #[cfg(unix)]
-    if maps(len)
-        && let Ok(n) = usize::try_from(len)
-        && let Ok(map) = Mapping::of(&f, n)
-    {
-        return Ok(Some(Bytes::Mapped(map)));
+    if let Some(map) = mapped(&f, len) {
+        return Ok(Some(map));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(len).map_err(|_| short())?);
     io::Read::read_to_end(&mut io::Read::take(f, len), &mut bytes)?;
