@@ -436,19 +436,12 @@ fn readers_never_fail_while_the_records_apart_are_appended_and_rewritten() {
             .env(APART, "2")
             .succeeds();
     }
-    let dir = repo.common_dir().join("worktree-registry");
-    let generations = || -> std::collections::BTreeSet<String> {
-        (std::fs::read_dir(&dir).unwrap())
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("records-"))
-            .collect()
+    let generations = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        repo.records_files().into_iter().collect()
     };
     let lines = || -> usize {
-        let name = generations().into_iter().next().unwrap();
-        std::fs::read_to_string(dir.join(name))
-            .unwrap()
-            .lines()
-            .count()
+        let file = generations().into_iter().next().unwrap();
+        std::fs::read_to_string(file).unwrap().lines().count()
     };
     let read = |paused: bool| {
         let mut run = repo.wp(["list", "--json"]);

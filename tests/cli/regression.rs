@@ -1450,11 +1450,8 @@ fn many_ports_moved_for_a_copied_registry_are_named_five_and_counted() {
     let dir = other.join(".git/worktree-registry");
     std::fs::create_dir_all(&dir).unwrap();
     // `ports.json`, and its records where they are kept apart.
-    for entry in std::fs::read_dir(repo.registry_path().parent().unwrap()).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name == "ports.json" || name.starts_with("records-") {
-            std::fs::copy(repo.registry_path().with_file_name(&name), dir.join(&name)).unwrap();
-        }
+    for file in std::iter::once(repo.registry_path()).chain(repo.records_files()) {
+        std::fs::copy(&file, dir.join(file.file_name().unwrap())).unwrap();
     }
 
     let stderr = repo

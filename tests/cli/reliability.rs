@@ -197,10 +197,7 @@ fn a_crash_while_the_records_apart_are_written_leaves_the_old_state() {
         let dir = repo.common_dir().join("worktree-registry");
         let text = std::fs::read_to_string(dir.join("ports.json")).unwrap();
         let at: Value = serde_json::from_str::<Value>(&text).unwrap()["records"].clone();
-        let files: Vec<String> = walk(&dir)
-            .into_iter()
-            .filter(|f| f.contains("records-"))
-            .collect();
+        let files = repo.records_files();
         assert_eq!(files.len(), 1, "{point}: one generation left: {files:?}");
         let len = std::fs::metadata(&files[0]).unwrap().len();
         assert_eq!(

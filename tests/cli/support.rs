@@ -323,6 +323,17 @@ impl TestRepo {
         let _ = std::fs::remove_file(self.registry_path().with_extension("json.bak"));
     }
 
+    /// The records files beside `ports.json` (`records-<generation>.jsonl`), sorted.
+    pub fn records_files(&self) -> Vec<PathBuf> {
+        let dir = self.common_dir().join("worktree-registry");
+        let mut files: Vec<PathBuf> = (std::fs::read_dir(&dir).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| (p.file_name().unwrap().to_string_lossy()).starts_with("records-"))
+            .collect();
+        files.sort();
+        files
+    }
+
     /// `ports.json` in the shape of version 1, its records under `worktrees` wherever they
     /// are kept ([`read_registry`]).
     pub fn registry(&self) -> Value {
